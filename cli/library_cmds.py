@@ -1,0 +1,225 @@
+"""`songseek index`, `ingest`, `info`, `failures`, `search`: building and querying a library."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from .common import handles_errors, print_json
+
+LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index)
+    app.command("ingest")(ingest)
+    app.command("info")(info)
+    app.command("failures")(failures)
+    app.command("search")(search)
+
+
+@handles_errors
+def index(
+    sources: list[Path] = typer.Argument(..., help="Folders or audio files to index."),
+    library: Path = LIBRARY_OPT,
+    encoder: str = typer.Option(None, "--encoder", "-e", help="clap, laion, msclap, demo (default: laion, "
+                                "or the library's own encoder when it exists)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights: "
+                                        "for speed and pipeline checks only; every search will say so."),
+    window: float = typer.Option(10.0, "--window", help="Window length in seconds."),
+    hop: float = typer.Option(None, "--hop", help="Hop between windows in seconds (default: the window)."),
+    index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Windows per model call."),
+    workers: int = typer.Option(2, "--workers", help="Decoding threads."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop tracks whose files are gone."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file failed."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another indexer of this library to finish."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
+) -> None:
+    """Index audio files into a library (new files only on later runs)."""
+    from songseek.cli.progress import RichProgress
+    from songseek.engine.device import resolve_device
+    from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
+    from songseek.engine.errors import UsageError
+    from songseek.engine.manifest import read_manifest
+    from songseek.indexers.pipeline import IndexConfig, index_paths
+
+    if window <= 0 or (hop is not None and hop <= 0) or batch_size <= 0 or workers <= 0:
+        raise UsageError("--window, --hop, --batch-size and --workers must be positive")
+    if encoder is None and (library / "manifest.json").exists():
+        m = read_manifest(library)
+        encoder, checkpoint = m.encoder.name, checkpoint or m.encoder.checkpoint or None
+        random_weights = random_weights or m.encoder.random_weights
+        window, hop = m.window_s, m.hop_s
+    enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
+    if enc.info.random_weights:
+        typer.echo("warning: random weights — vectors and scores mean nothing (pipeline/speed checks only)",
+                   err=True)
+    config = IndexConfig(window_s=window, hop_s=hop, batch_size=batch_size, workers=workers,
+                         index_factory=index_factory, prune=prune, retry_failed=retry_failed)
+    report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait)
+    if json_out:
+        data = {k: v for k, v in report.__dict__.items() if k != "failures"}
+        data["failures"] = [f.__dict__ for f in report.failures]
+        print_json(data)
+    else:
+        typer.echo(report.summary())
+        for f in report.failures[:20]:
+            typer.echo(f"  failed: {f.message}", err=True)
+    if strict and report.failed:
+        raise typer.Exit(1)
+
+
+@handles_errors
+def ingest(
+    file: Path = typer.Argument(..., help="Parquet/Arrow file: track_id, start_s, end_s, embedding[, path, tags]."),
+    library: Path = LIBRARY_OPT,
+    index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
+) -> None:
+    """Build or extend a library from precomputed per-window vectors."""
+    from songseek.indexers.ingest import ingest_file
+
+    n = ingest_file(file, library, index_factory=index_factory)
+    typer.echo(f"ingested {n} tracks into {library}")
+
+
+@handles_errors
+def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json", help="One JSON object.")
+         ) -> None:
+    """Tracks, frames, encoder, windowing, index and size of a library."""
+    from songseek.engine.search import Library, library_stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = library_stats(Library.open(library))
+    if json_out:
+        print_json(stats.to_json())
+        return
+    for key, value in stats.to_json().items():
+        typer.echo(f"{key:>18}: {value}")
+    if stats.random_weights:
+        typer.echo("warning: built with RANDOM weights — search scores mean nothing", err=True)
+
+
+@handles_errors
+def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Files that could not be indexed (retried when they change, or with `index --retry-failed`)."""
+    from songseek.engine.manifest import read_manifest
+    from songseek.engine.store import read_table_mmap
+
+    m = read_manifest(library)
+    rows = read_table_mmap(library / m.failures_file).to_pylist() if m.failures_file else []
+    if json_out:
+        print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['path']}\t{r['error_class']}\t{r['message']}")
+    typer.echo(f"{len(rows)} failures", err=True)
+
+
+@handles_errors
+def search(
+    query: str = typer.Argument(None, help="Text query."),
+    library: Path = LIBRARY_OPT,
+    audio: Path = typer.Option(None, "--audio", help="Query by example: an audio file."),
+    start: float = typer.Option(0.0, "--start", help="With --audio: start of the excerpt (s)."),
+    end: float = typer.Option(None, "--end", help="With --audio: end of the excerpt (s)."),
+    query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row."),
+    query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line."),
+    k: int = typer.Option(10, "-k", help="Number of tracks to return."),
+    rerank: str = typer.Option("fusion", "--rerank", help="fusion, mean, max or none."),
+    candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
+    where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
+    exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
+    kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
+    stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
+    temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature."),
+    explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
+    device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON array of hits per query line."),
+) -> None:
+    """Find tracks (and the best segment in each) for a text, audio or vector query."""
+    import dataclasses
+
+    import numpy as np
+
+    from songseek.engine.errors import QueryError
+    from songseek.engine.fusion import FusionParams
+    from songseek.engine.search import Library, SearchOptions
+
+    given = sum(x is not None for x in (query, audio, query_vectors, query_file))
+    if given != 1:
+        raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lib = Library.open(library, device=device)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    fusion = FusionParams()
+    hop = lib.manifest.hop_s
+    if kernel_s is not None:
+        fusion = dataclasses.replace(fusion, kernel=max(1.0, round(kernel_s / hop)), mode="frames")
+    if stride_s is not None:
+        fusion = dataclasses.replace(fusion, stride=max(1.0, round(stride_s / hop)), mode="frames")
+    if temperature is not None:
+        fusion = dataclasses.replace(fusion, temperature=temperature)
+    opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, exact=exact)
+    if k > lib.n_tracks:
+        typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
+    if query_vectors is not None:
+        try:
+            vecs = np.load(query_vectors)
+        except (OSError, ValueError, EOFError) as exc:
+            raise QueryError(f"{query_vectors}: not a readable .npy file ({exc})") from exc
+        results = lib.search_vectors(np.atleast_2d(vecs).astype(np.float32), opts)
+        _print_results(results, True, explain)
+        return
+    if query_file is not None:
+        try:
+            lines = [ln.strip() for ln in query_file.read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise QueryError(f"{query_file}: cannot read ({exc.strerror})") from exc
+        results = lib.search_vectors(lib.embed_text(lines), opts)
+        _print_results(results, True, explain)
+        return
+    if audio is not None:
+        hits = lib.search(audio=audio, start_s=start, end_s=end, options=opts)
+    else:
+        hits = lib.search(query, options=opts)
+    _print_results([hits], json_out, explain)
+
+
+def _print_results(results: list, json_out: bool, explain: bool) -> None:  # type: ignore[type-arg]
+    if json_out:
+        for hits in results:
+            print_json([h.to_json() for h in hits])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=140)
+    for hits in results:
+        table = Table(show_edge=False)
+        for col in ("rank", "score", "segment", "track"):
+            table.add_column(col)
+        if explain:
+            for col in ("rK", "rT", "best window", "candidate"):
+                table.add_column(col)
+        for h in hits:
+            name = f"{h.artist} – {h.title}" if h.artist and h.title else h.path
+            row = [str(h.rank), f"{h.score:.4f}", f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}", name]
+            if explain:
+                row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
+            table.add_row(*row)
+        console.print(table)
+
+
+def _mmss(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"

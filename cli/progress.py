@@ -1,0 +1,42 @@
+"""The CLI's progress bar (rich), implementing engine.progress.Progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class RichProgress:
+    """Files done / total, windows, audio hours and windows per second, on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Progress | None = None
+        self._task = 0
+        self._windows = 0
+        self._audio_s = 0.0
+        self._t0 = time.perf_counter()
+
+    def start(self, total_files: int, description: str = "") -> None:
+        if not self.enabled or total_files == 0:
+            return
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description or "files", total=total_files, stats="")
+
+    def advance(self, files: int = 0, windows: int = 0, audio_s: float = 0.0) -> None:
+        self._windows += windows
+        self._audio_s += audio_s
+        if self._bar is None:
+            return
+        rate = self._windows / max(time.perf_counter() - self._t0, 1e-9)
+        stats = f"{self._windows} windows, {self._audio_s / 3600:.2f} h audio, {rate:.1f} windows/s"
+        self._bar.update(self._task, advance=files, stats=stats)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,55 @@
+"""The Encoder protocol every backend implements, and the facts about it that a library records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a library's manifest records about the encoder that made its vectors.
+
+    ``name`` is the registry name (``clap``, ``laion``, ``msclap``, ``demo``, ``precomputed``, ...),
+    ``checkpoint`` the HF id, directory or file it was loaded from, ``checkpoint_sha256`` the file's
+    hash where it is one file (else ""), ``random_weights`` True when the weights were random.
+    """
+
+    name: str
+    checkpoint: str
+    dim: int
+    sample_rate: int
+    checkpoint_sha256: str = ""
+    random_weights: bool = False
+    # Longest window the model sees natively in seconds (0 = any); informs the default window.
+    native_window_s: float = 0.0
+    text_max_tokens: int = 0
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A CLAP-family model: audio windows and texts into one unit-norm vector space.
+
+    Implementations load lazily, run on the device they were built for, and are deterministic:
+    the same window gives the same vector on every call (no random crops).
+    """
+
+    @property
+    def info(self) -> EncoderInfo: ...
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        """windows: float32 (n, samples) mono at ``info.sample_rate``. Returns float32 (n, dim), unit rows."""
+        ...
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Returns float32 (len(texts), dim), unit rows."""
+        ...
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32; all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)

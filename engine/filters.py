@@ -1,0 +1,68 @@
+"""`--where` predicates: SQL over the library's tables, run by DuckDB, read-only and sandboxed.
+
+The predicate sees the tracks table (and the tags table when `songseek tag` has written one, joined on
+track_id). DuckDB gets the Arrow tables as views in a private in-memory database with external access
+switched off and its configuration locked, so a predicate cannot read files or change settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import QueryError
+
+_FORBIDDEN = (";",)
+
+
+def _connect(tables: dict[str, pa.Table]) -> Any:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for name, table in tables.items():
+        con.register(name, table)
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
+    """Track ids (object array) of rows of ``tracks`` (joined with ``tags`` if present) matching ``where``."""
+    where = where.strip()
+    if not where:
+        raise QueryError("--where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
+    if any(tok in where for tok in _FORBIDDEN):
+        raise QueryError("--where takes one SQL predicate, not statements (no ';')")
+    source = "tracks"
+    if "tags" in tables:
+        source = "tracks LEFT JOIN tags USING (track_id)"
+    con = _connect(tables)
+    try:
+        result = con.sql(f"SELECT track_id FROM {source} WHERE ({where})").to_arrow_table()
+    except Exception as exc:  # duckdb raises many error types; all mean "bad predicate"
+        cols = ", ".join(_columns(tables))
+        first = str(exc).strip().splitlines()[0]
+        raise QueryError(f"bad --where predicate: {first}. Columns: {cols}") from None
+    finally:
+        con.close()
+    return np.asarray(result.column("track_id").to_pylist(), dtype=object)
+
+
+def _columns(tables: dict[str, pa.Table]) -> list[str]:
+    names: list[str] = []
+    for table in tables.values():
+        names += [n for n in table.column_names if n not in names]
+    return names
+
+
+def sql(tables: dict[str, pa.Table], query: str) -> pa.Table:
+    """Run a read-only SQL query over the library's tables (for `songseek sql` and notebooks)."""
+    con = _connect(tables)
+    try:
+        return con.sql(query).to_arrow_table()
+    except Exception as exc:
+        raise QueryError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        con.close()

@@ -1,0 +1,365 @@
+"""The query engine: query vector → FAISS candidate frames → candidate tracks → rerank → hits.
+
+Reranking looks at every frame of each candidate track (memory-mapped views, no copy of the table) and
+scores it with `fusion.rerank_scores` (CoLLAP temporal attention fusion by default; mean, max or none).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import index as faiss_index
+from .encoders import Encoder, load_encoder
+from .encoders.base import l2_normalize
+from .errors import LibraryError, QueryError
+from .filters import filter_track_ids
+from .fusion import FusionParams, rerank_scores
+from .manifest import Manifest, check_compatible, read_manifest
+from .store import FrameStore, read_table_mmap
+
+RERANK_MODES = ("fusion", "mean", "max", "none")
+# When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
+EXACT_SUBSET_FRAMES = 200_000
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The best-matching stretch of a track, in seconds from its start."""
+
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked track. ``score`` is the rerank score; the parts explain it (`--explain`)."""
+
+    rank: int
+    track_id: str
+    path: str
+    score: float
+    segment: Segment
+    r_k: float
+    r_t: float
+    best_window: float
+    candidate_score: float
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank, "track_id": self.track_id, "path": self.path, "score": self.score,
+            "start_s": self.segment.start_s, "end_s": self.segment.end_s, "r_k": self.r_k, "r_t": self.r_t,
+            "best_window": self.best_window, "candidate_score": self.candidate_score, "title": self.title,
+            "artist": self.artist, "album": self.album, "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default."""
+
+    k: int = 10
+    rerank: str = "fusion"
+    candidates: int = 200
+    where: str | None = None
+    fusion: FusionParams = field(default_factory=FusionParams)
+    nprobe: int | None = None
+    exact: bool = False
+
+    def validated(self) -> SearchOptions:
+        if self.k <= 0:
+            raise QueryError(f"k must be at least 1 (got {self.k})")
+        if self.rerank not in RERANK_MODES:
+            raise QueryError(f"unknown rerank mode {self.rerank!r}: use {', '.join(RERANK_MODES)}")
+        if self.candidates <= 0:
+            raise QueryError(f"--candidates must be at least 1 (got {self.candidates})")
+        return self
+
+
+class Library:
+    """A library opened for searching. Cheap to open: shards are memory-mapped, the index is loaded once."""
+
+    def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str) -> None:
+        self.root = root
+        self.manifest = manifest
+        self._encoder = encoder
+        self._device = device
+        self.store = FrameStore(root, manifest)
+        self.tracks = (read_table_mmap(root / manifest.tracks_file) if manifest.tracks_file
+                       else pa.table({"track_id": pa.array([], pa.string())}))
+        self._cols = {name: self.tracks.column(name).to_numpy(zero_copy_only=False)
+                      for name in ("track_id", "path", "frame_start", "frame_count", "duration_s")
+                      if name in self.tracks.column_names}
+        self._meta = {name: self.tracks.column(name).to_pylist()
+                      for name in ("title", "artist", "album") if name in self.tracks.column_names}
+        self._row_of = {tid: i for i, tid in enumerate(self._cols["track_id"])}
+        self.frame_owner = self._frame_owner()
+        self._index: Any = None
+        if manifest.encoder.random_weights:
+            warnings.warn(f"{root} was built with RANDOM weights: scores mean nothing", stacklevel=2)
+
+    # -- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto") -> Library:
+        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match)."""
+        root = Path(root).expanduser()
+        for attempt in range(3):  # a writer may swap generations between reading the manifest and files
+            manifest = read_manifest(root)
+            try:
+                lib = cls(root, manifest, encoder, device)
+                break
+            except LibraryError:
+                if attempt == 2 or read_manifest(root).generation == manifest.generation:
+                    raise
+        if encoder is not None:
+            check_compatible(manifest, encoder.info, root)
+        return lib
+
+    def _frame_owner(self) -> np.ndarray:
+        """int64 (n_frame_rows,) row of the owning live track per frame; -1 for dead frames."""
+        owner = np.full(self.store.n_rows, -1, dtype=np.int64)
+        starts, counts = self._cols["frame_start"], self._cols["frame_count"]
+        if len(starts):
+            rows = np.repeat(np.arange(len(starts)), counts)
+            pos = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+            owner[pos] = rows
+        return owner
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self._cols["track_id"])
+
+    @property
+    def encoder(self) -> Encoder:
+        """The library's own encoder, loaded on first use (text and audio queries need it)."""
+        if self._encoder is None:
+            info = self.manifest.encoder
+            if info.name == "precomputed":
+                raise QueryError(
+                    f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
+                    "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
+            from .device import resolve_device
+
+            self._encoder = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
+                                         info.random_weights)
+            check_compatible(self.manifest, self._encoder.info, self.root)
+        return self._encoder
+
+    @property
+    def index(self) -> Any:
+        if self._index is None and self.manifest.index_file:
+            self._index = faiss_index.load_index(self.root / self.manifest.index_file)
+        return self._index
+
+    # -- queries -------------------------------------------------------------------------------------
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        for t in texts:
+            if not t or not t.strip():
+                raise QueryError("the text query is empty: describe the music you are looking for")
+        return self.encoder.embed_text([t.strip() for t in texts])
+
+    def embed_audio(self, audio: np.ndarray) -> np.ndarray:
+        """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
+        from .audio import frame_windows
+
+        enc = self.encoder
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1 or len(audio) == 0:
+            raise QueryError("the audio query is empty")
+        windows, _ = frame_windows(audio, enc.info.sample_rate, self.manifest.window_s, self.manifest.window_s)
+        return l2_normalize(enc.embed_audio(windows).mean(axis=0, keepdims=True))
+
+    def search(self, text: str | None = None, *, audio: str | Path | np.ndarray | None = None,
+               vector: np.ndarray | None = None, start_s: float = 0.0, end_s: float | None = None,
+               options: SearchOptions | None = None, **kwargs: Any) -> list[Hit]:
+        """Best tracks for one query: text, audio (a file path or mono samples at the encoder's rate),
+        or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...)."""
+        given = [x is not None for x in (text, audio, vector)]
+        if sum(given) != 1:
+            raise QueryError("give exactly one of a text query, audio= or vector=")
+        opts = options or SearchOptions(**kwargs)
+        if text is not None:
+            q = self.embed_text([text])
+        elif vector is not None:
+            q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        else:
+            if isinstance(audio, (str, Path)):
+                from .audio import decode
+
+                audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
+            q = self.embed_audio(np.asarray(audio))
+        return self.search_vectors(q, opts)[0]
+
+    def _check_vectors(self, q: np.ndarray) -> np.ndarray:
+        if q.ndim != 2 or q.shape[1] != self.manifest.dim:
+            raise QueryError(f"query vectors must be (n, {self.manifest.dim}) for this library, got {q.shape}")
+        if not np.isfinite(q).all():
+            raise QueryError("query vectors contain NaN or inf")
+        return l2_normalize(q)
+
+    def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None) -> list[list[Hit]]:
+        """Hits for each row of float32 (nq, dim) query vectors, in input order."""
+        opts = (options or SearchOptions()).validated()
+        q = self._check_vectors(np.asarray(queries, dtype=np.float32))
+        if self.n_tracks == 0:
+            return [[] for _ in range(len(q))]
+        allowed = self._allowed_rows(opts.where)
+        results = []
+        for qi in range(len(q)):
+            cand_rows, cand_scores = self._candidates(q[qi], opts, allowed)
+            results.append(self._rerank(q[qi], cand_rows, cand_scores, opts))
+        return results
+
+    # -- internals -----------------------------------------------------------------------------------
+    def tables(self) -> dict[str, pa.Table]:
+        """The tables `--where` and `songseek sql` see."""
+        return {"tracks": self.tracks}
+
+    def _allowed_rows(self, where: str | None) -> np.ndarray | None:
+        if where is None:
+            return None
+        ids = filter_track_ids(self.tables(), where)
+        return np.asarray(sorted(self._row_of[t] for t in ids if t in self._row_of), dtype=np.int64)
+
+    def _candidates(self, q: np.ndarray, opts: SearchOptions, allowed: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top candidate track rows by their best frame score (int64 (c,), float32 (c,)), best first."""
+        want = max(opts.candidates, opts.k)
+        starts, counts = self._cols["frame_start"], self._cols["frame_count"]
+        if allowed is not None and (counts[allowed].sum() <= EXACT_SUBSET_FRAMES or opts.exact):
+            if len(allowed) == 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            sims = np.concatenate([self.store.vectors(int(starts[r]), int(counts[r])) @ q for r in allowed])
+            owners = np.repeat(allowed, counts[allowed])
+            return _best_per_track(owners, sims, want)
+        n = self.store.n_rows
+        index = None if opts.exact else self.index
+        covered = self.manifest.index_frames if index is not None else 0
+        if index is not None and opts.nprobe is not None:
+            faiss_index.set_nprobe(index, opts.nprobe)
+        # The tail not yet in the index (and everything, on the exact path) is searched by brute force.
+        tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
+        tail_rows = tail_rows[0] + covered
+        tail_scores = tail_scores[0]
+        kf = max(4 * want, 256)
+        while True:
+            if index is not None and covered:
+                scores, rows = faiss_index.search(index, q[None], kf)
+                rows, scores = np.r_[rows[0], tail_rows], np.r_[scores[0], tail_scores]
+            else:
+                rows, scores = tail_rows, tail_scores
+            keep = rows >= 0
+            owners = np.where(keep, self.frame_owner[np.where(keep, rows, 0)], -1)
+            if allowed is not None:
+                owners = np.where(np.isin(owners, allowed), owners, -1)
+            cand, cand_scores = _best_per_track(owners, scores, want)
+            if len(cand) >= want or index is None or kf >= covered:
+                return cand, cand_scores
+            kf *= 4
+
+    def _rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions) -> list[Hit]:
+        if len(rows) == 0:
+            return []
+        starts, counts = self._cols["frame_start"][rows], self._cols["frame_count"][rows]
+        tmax = int(counts.max())
+        sims = np.zeros((len(rows), tmax), dtype=np.float32)
+        for i, (s, c) in enumerate(zip(starts, counts)):
+            sims[i, :c] = self.store.vectors(int(s), int(c)) @ q
+        mode = "max" if opts.rerank == "none" else opts.rerank
+        res = rerank_scores(mode, sims, counts.astype(np.int64), opts.fusion)
+        score = cand_scores if opts.rerank == "none" else res.score
+        # Deterministic order: score, then track id.
+        ids = self._cols["track_id"][rows]
+        order = np.lexsort((ids, -np.asarray(score, dtype=np.float64)))[: opts.k]
+        hits = []
+        for rank, i in enumerate(order, start=1):
+            r = int(rows[i])
+            first, last = int(starts[i] + res.seg_first[i]), int(starts[i] + res.seg_last[i])
+            hits.append(Hit(
+                rank=rank, track_id=str(ids[i]), path=str(self._cols["path"][r]), score=float(score[i]),
+                segment=Segment(float(self.store.start_s[first]), float(self.store.end_s[last])),
+                r_k=float(res.r_k[i]), r_t=float(res.r_t[i]), best_window=float(res.best_window[i]),
+                candidate_score=float(cand_scores[i]), title=self._meta.get("title", [None] * (r + 1))[r],
+                artist=self._meta.get("artist", [None] * (r + 1))[r], album=self._meta.get("album", [None] * (r + 1))[r],
+                duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
+            ))
+        return hits
+
+
+def _best_per_track(owners: np.ndarray, scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group frame hits by owning track (skipping -1) → the ``want`` best tracks by their best frame."""
+    keep = owners >= 0
+    owners, scores = owners[keep], scores[keep]
+    if len(owners) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    order = np.lexsort((owners, -scores))
+    owners, scores = owners[order], scores[order]
+    _, first = np.unique(owners, return_index=True)
+    first = np.sort(first)[:want]
+    return owners[first], scores[first].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LibraryStats:
+    """What `songseek info` shows (its JSON keys are a contract scripts rely on)."""
+
+    path: str
+    tracks: int
+    frames: int
+    dead_frames: int
+    encoder: str
+    checkpoint: str
+    checkpoint_sha256: str
+    dim: int
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    index: str
+    index_factory: str
+    index_frames: int
+    index_status: str
+    random_weights: bool
+    failures: int
+    audio_hours: float
+    size_bytes: int
+    schema_version: int
+    songseek_version: str
+    generation: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def library_stats(lib: Library) -> LibraryStats:
+    m = lib.manifest
+    live = int(lib._cols["frame_count"].sum()) if lib.n_tracks else 0
+    n = lib.store.n_rows
+    failures = read_table_mmap(lib.root / m.failures_file).num_rows if m.failures_file else 0
+    want = faiss_index.auto_factory(n, m.dim) if m.index_factory == "auto" else m.index_factory
+    if not m.index_file:
+        status = "none yet (searches are exact)"
+    elif m.index_frames < n:
+        status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
+    elif want != m.index_description or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)):
+        status = f"rebuild due ({want} at this size)"
+    else:
+        status = "up to date (updated incrementally; IVF retrained past 4x its training size)"
+    size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
+    return LibraryStats(
+        path=str(lib.root), tracks=lib.n_tracks, frames=live, dead_frames=n - live, encoder=m.encoder.name,
+        checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
+        sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
+        index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
+        index_status=status, random_weights=m.encoder.random_weights, failures=failures,
+        audio_hours=float(lib._cols["duration_s"].sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
+        schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
+    )

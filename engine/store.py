@@ -1,0 +1,188 @@
+"""Arrow tables on disk: frame shards (one row per window), the tracks table and the failures table.
+
+Frame shards are immutable once committed; a track's frames are contiguous in one shard, so the
+tracks table can point at them with (frame_start, frame_count) in global frame-row numbers. Shards are
+read memory-mapped: vectors are numpy views into the page cache, never a copy of the whole table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from .errors import LibraryError
+from .manifest import Manifest, fsync_dir
+
+TRACK_FIELDS = [
+    pa.field("track_id", pa.string(), nullable=False),
+    pa.field("path", pa.string()),
+    pa.field("content_hash", pa.string()),
+    pa.field("size", pa.int64()),
+    pa.field("mtime", pa.float64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("title", pa.string()),
+    pa.field("artist", pa.string()),
+    pa.field("album", pa.string()),
+    pa.field("genre", pa.string()),
+    pa.field("year", pa.int32()),
+    pa.field("frame_start", pa.int64(), nullable=False),
+    pa.field("frame_count", pa.int32(), nullable=False),
+    pa.field("added_at", pa.float64()),
+]
+TRACKS_SCHEMA = pa.schema(TRACK_FIELDS)
+
+FAILURES_SCHEMA = pa.schema([
+    pa.field("path", pa.string()),
+    pa.field("error_class", pa.string()),
+    pa.field("message", pa.string()),
+    pa.field("time", pa.float64()),
+    pa.field("size", pa.int64()),
+    pa.field("mtime", pa.float64()),
+])
+
+
+def frames_schema(dim: int, manifest: Manifest | None = None) -> pa.Schema:
+    """One row per window; the manifest's key facts ride along in the schema metadata."""
+    fields = [
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ]
+    meta = {}
+    if manifest is not None:
+        meta = {
+            "songseek.encoder": manifest.encoder.name,
+            "songseek.checkpoint": manifest.encoder.checkpoint,
+            "songseek.dim": str(dim),
+            "songseek.window_s": str(manifest.window_s),
+            "songseek.hop_s": str(manifest.hop_s),
+            "songseek.schema_version": str(manifest.schema_version),
+        }
+    return pa.schema(fields, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """One row of the tracks table, before its frames are placed (frame_start/count come from the writer)."""
+
+    track_id: str
+    path: str
+    content_hash: str = ""
+    size: int = 0
+    mtime: float = 0.0
+    duration_s: float = 0.0
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    genre: str | None = None
+    year: int | None = None
+    added_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be indexed, kept so `songseek failures` can show it and reruns can skip it."""
+
+    path: str
+    error_class: str
+    message: str
+    time: float
+    size: int = -1
+    mtime: float = -1.0
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Arrow IPC file as one record batch, written under a temporary name, fsynced, then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table = table.combine_chunks()
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_table_mmap(path: Path) -> pa.Table:
+    """Memory-map an Arrow IPC file; raises LibraryError naming the file when it is missing or damaged."""
+    try:
+        source = pa.memory_map(str(path), "r")
+        return ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise LibraryError(
+            f"{path}: missing or damaged library file ({exc}); run `songseek repair --library {path.parent}`"
+        ) from exc
+
+
+def vectors_view(table: pa.Table, dim: int) -> np.ndarray:
+    """Zero-copy float32 (rows, dim) view of a shard's vector column."""
+    col = table.column("vector")
+    if col.num_chunks != 1:
+        col = pa.chunked_array([pa.concat_arrays(col.chunks)])
+    flat = col.chunk(0).values
+    arr = flat.to_numpy(zero_copy_only=True)
+    return arr.reshape(-1, dim)
+
+
+def tracks_table_from_records(rows: list[dict[str, object]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=TRACKS_SCHEMA)
+
+
+def failures_table(failures: list[Failure]) -> pa.Table:
+    return pa.Table.from_pylist([f.__dict__ for f in failures], schema=FAILURES_SCHEMA)
+
+
+class FrameStore:
+    """Read side of the committed frame shards: global frame rows → vectors, times, owning track."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.dim = manifest.dim
+        self._vectors: list[np.ndarray] = []
+        starts, ends = [], []
+        offsets = [0]
+        for name, rows in zip(manifest.frame_shards, manifest.shard_rows):
+            table = read_table_mmap(root / name)
+            if table.num_rows != rows:
+                raise LibraryError(f"{root / name}: has {table.num_rows} rows, manifest says {rows}; "
+                                   f"run `songseek repair --library {root}`")
+            self._vectors.append(vectors_view(table, self.dim))
+            starts.append(table.column("start_s").to_numpy())
+            ends.append(table.column("end_s").to_numpy())
+            offsets.append(offsets[-1] + rows)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.start_s = np.concatenate(starts) if starts else np.zeros(0)
+        self.end_s = np.concatenate(ends) if ends else np.zeros(0)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    def shards(self) -> list[np.ndarray]:
+        """Per-shard float32 (rows, dim) views, in global row order."""
+        return list(self._vectors)
+
+    def vectors(self, start: int, count: int) -> np.ndarray:
+        """float32 (count, dim) view of rows [start, start+count); the range lies inside one shard."""
+        shard = int(np.searchsorted(self.offsets, start, side="right") - 1)
+        local = start - int(self.offsets[shard])
+        return self._vectors[shard][local:local + count]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """float32 (stop-start, dim) rows that may span shards (copies only when they do)."""
+        parts = []
+        for s, vecs in enumerate(self._vectors):
+            lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+            a, b = max(start, lo), min(stop, hi)
+            if a < b:
+                parts.append(vecs[a - lo:b - lo])
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,0 +1,381 @@
+"""Decode any common audio file to mono float32 at a chosen sample rate, streamed.
+
+PyAV (FFmpeg) demuxes and decodes; every decoded frame is converted to packed float32 by FFmpeg's
+converter (this also sidesteps a PyAV bug with planar frames of 8+ channels), averaged over its
+channels (downmix = mean of channels), cleaned (NaN/inf -> 0) and resampled by a streaming
+``soxr.ResampleStream`` ("HQ"); the output is clipped to [-1, 1] (the resampler overshoots full-scale
+transients slightly). Memory stays flat in track length: only one output block is held at a time.
+
+Error policy (every failure is a ``DecodeError`` whose one-line message names the file):
+
+- missing path, directory, unreadable file, zero-byte file, not audio / unsupported format, no audio
+  stream: raised by ``probe`` and at the start of ``decode_stream`` / ``decode``.
+- damaged packets in the middle of a file are skipped, as FFmpeg and every player do (a few
+  milliseconds of audio are lost per bad packet); if more than ``MAX_BAD_PACKET_FRACTION`` of the
+  packets are bad, the file is reported as corrupt, naming the time of the first bad packet.
+- a demuxer failure mid-file raises, naming the time where decoding stopped.
+- truncation: where the container declares an exact length (FLAC, WAV/AIFF, MP4/M4A, Ogg,
+  Matroska/WebM, ASF, CAF), a decode that ends more than ``max(1 s, 5 %)`` short raises, naming where
+  it stopped. Raw MP3/AAC streams only carry an estimate of their length (from the bit rate), so a
+  truncated MP3 decodes to wherever it ends, without an error.
+
+``decode_stream`` is a generator: a corrupt file may raise after some blocks were already yielded;
+callers that store per-track results must discard the track's partial output on ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from songseek.engine.errors import DecodeError, UsageError
+
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".wav", ".aif", ".aiff", ".wma",
+     ".webm"}
+)
+
+MAX_BAD_PACKET_FRACTION = 0.05
+"""A file with more bad (undecodable) packets than this fraction (and more than 10) is corrupt."""
+
+TRUNCATION_TOLERANCE_S = 1.0
+TRUNCATION_TOLERANCE_FRACTION = 0.05
+# Container formats whose header (or last page) gives the exact stream length (FFmpeg format names).
+_EXACT_LENGTH_FORMATS = frozenset(
+    {"flac", "wav", "w64", "aiff", "mov", "mp4", "m4a", "ogg", "matroska", "webm", "asf", "caf"}
+)
+_MIN_RESAMPLE_CHUNK = 16384  # native-rate samples gathered before each soxr call (fewer Python calls)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about a file's audio stream (no decoding).
+
+    ``duration_s`` is the declared length: exact for FLAC/WAV/MP4/Ogg, an estimate from the bit rate
+    for some raw MP3/AAC streams; the decoded length is the ground truth.
+    """
+
+    path: Path
+    duration_s: float
+    sample_rate: int
+    channels: int
+    codec: str
+
+
+def _fail(path: Path, what: str) -> DecodeError:
+    return DecodeError(f"{path}: {what}")
+
+
+def _check_file(path: Path) -> None:
+    """Raise DecodeError for a missing, directory, unreadable or empty path."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _fail(path, "no such file; check the path") from None
+    except PermissionError:
+        raise _fail(path, "permission denied reading the file; check its permissions") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot access the file ({exc.strerror})") from None
+    if path.is_dir():
+        raise _fail(path, "is a directory, not an audio file; index the folder instead")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise _fail(path, "permission denied reading the file; check its permissions (chmod +r)") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read the file ({exc.strerror})") from None
+    if st.st_size == 0:
+        raise _fail(path, "empty file (0 bytes); re-copy or re-download it")
+
+
+def _open(path: Path) -> tuple[Any, Any]:
+    """Open ``path`` with PyAV and return (container, best audio stream); the caller closes it."""
+    import av
+
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.PermissionError:
+        raise _fail(path, "permission denied reading the file; check its permissions") from None
+    except (av.error.InvalidDataError, av.error.EOFError) as exc:
+        raise _fail(path, f"not readable as audio: unknown or unsupported format, or a damaged/"
+                          f"truncated file ({_av_reason(exc)}); convert or re-download it") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise _fail(path, f"cannot open as audio ({_av_reason(exc)})") from None
+    if not container.streams.audio:
+        found = ", ".join(f"{s.type} {s.codec_context.name}" for s in container.streams) or "nothing"
+        fmt = container.format.name
+        container.close()
+        raise _fail(path, f"contains no audio stream (container {fmt} holds: {found}); not an audio file")
+    audio = container.streams.audio
+    stream = max(audio, key=lambda s: (s.channels or 0) > 0) if len(audio) > 1 else audio[0]
+    if not stream.rate or stream.rate <= 0:
+        container.close()
+        raise _fail(path, "audio stream has no sample rate; the file is damaged")
+    return container, stream
+
+
+def _av_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or exc.__class__.__name__
+
+
+def _declared_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return float(container.duration) / 1_000_000.0
+    return None
+
+
+def _exact_length_format(container: Any) -> bool:
+    return bool(set(container.format.name.split(",")) & _EXACT_LENGTH_FORMATS)
+
+
+def probe(path: Path) -> AudioInfo:
+    """Read the container header of ``path`` (no full decode); raises DecodeError.
+
+    Where the header gives no length at all, the packets are counted (still without decoding).
+    """
+    path = Path(path)
+    container, stream = _open(path)
+    try:
+        duration = _declared_duration(container, stream)
+        if duration is None:
+            duration = _count_duration(path, container, stream)
+        return AudioInfo(
+            path=path,
+            duration_s=duration,
+            sample_rate=int(stream.rate),
+            channels=int(stream.channels),
+            codec=stream.codec_context.codec.canonical_name,
+        )
+    finally:
+        container.close()
+
+
+def _count_duration(path: Path, container: Any, stream: Any) -> float:
+    """Length from packet durations, or by decoding when packets carry none."""
+    import av
+
+    total = 0.0
+    try:
+        for packet in container.demux(stream):
+            if packet.duration is not None and packet.time_base is not None:
+                total += float(packet.duration * packet.time_base)
+    except av.error.FFmpegError:
+        pass
+    if total > 0:
+        return total
+    samples = sum(len(chunk) for chunk, _rate in _native_chunks(path))
+    return samples / float(stream.rate)
+
+
+def _frame_to_mono(frame: Any, converter: Any) -> list[np.ndarray]:
+    """Mono float32 pieces of one decoded frame (mean of channels), NaN/inf replaced by 0."""
+    out = []
+    for packed in converter.resample(frame):
+        channels = packed.layout.nb_channels
+        data = packed.to_ndarray().reshape(-1, channels)
+        mono = data[:, 0].copy() if channels == 1 else data.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(mono).all():
+            np.nan_to_num(mono, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        out.append(mono)
+    return out
+
+
+def _native_chunks(path: Path, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 samples, native sample rate) for the whole file.
+
+    With ``start_s > 0`` the container seeks (to a keyframe before ``start_s``) and the first chunk
+    begins exactly at ``start_s`` (positions from frame timestamps); this applies the error policy
+    of the module docstring.
+    """
+    import av
+
+    container, stream = _open(path)
+    try:
+        rate = int(stream.rate)
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        skip_until: float | None = None
+        if start_s > 0:
+            preroll = max(0.0, start_s - 0.5)  # decoders need a little history after a seek
+            container.seek(int((origin + preroll) / stream.time_base), stream=stream, backward=True)
+            skip_until = start_s
+        converter = av.AudioResampler(format="flt")
+        packets = bad = 0
+        first_bad_s: float | None = None
+        decoded = 0  # native samples yielded (from start_s when seeking)
+        position_s = start_s
+        demux = container.demux(stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                raise _fail(path, f"corrupt: the container fails at {position_s:.1f} s "
+                                  f"({_av_reason(exc)}); re-encode or re-download the file") from None
+            if packet.size or packet.dts is not None:  # the last, empty packet only flushes
+                packets += 1
+            try:
+                frames = list(packet.decode())
+            except av.error.FFmpegError:
+                frames = None
+            if frames is None:
+                bad += 1
+                if first_bad_s is None:
+                    first_bad_s = position_s
+                continue
+            for frame in frames:
+                if frame.sample_rate != rate:  # rate change mid-stream (rare): start a new segment
+                    rate = int(frame.sample_rate)
+                pieces = _frame_to_mono(frame, converter)
+                if skip_until is not None:
+                    if frame.pts is None:
+                        skip_until = None  # no timestamps: cannot place the seek; fall back below
+                        raise _SeekUnsupported
+                    frame_s = float(frame.pts * frame.time_base) - origin
+                    mono = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+                    cut = int(round((skip_until - frame_s) * rate))
+                    if cut >= len(mono):
+                        continue
+                    pieces = [mono[max(cut, 0):]]
+                    skip_until = None
+                for mono in pieces:
+                    if len(mono):
+                        decoded += len(mono)
+                        position_s = start_s + decoded / rate
+                        yield mono, rate
+        if packets and bad > max(10, MAX_BAD_PACKET_FRACTION * packets):
+            raise _fail(path, f"corrupt: {bad} of {packets} packets fail to decode, the first at "
+                              f"{first_bad_s:.1f} s; re-encode or re-download the file")
+        if decoded == 0 and start_s == 0:
+            raise _fail(path, "no decodable audio in the file (damaged or empty stream)")
+        declared = _declared_duration(container, stream)
+        if start_s == 0 and declared is not None and _exact_length_format(container):
+            missing = declared - decoded / rate
+            if missing > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared):
+                raise _fail(path, f"truncated or corrupt: decoding stopped at {decoded / rate:.1f} s of "
+                                  f"the {declared:.1f} s the header declares; re-download or re-encode it")
+    finally:
+        container.close()
+
+
+class _SeekUnsupported(Exception):
+    """Frames carry no timestamps after a seek; decode from the start instead."""
+
+
+def _resampled(chunks: Iterator[tuple[np.ndarray, int]], sample_rate: int) -> Iterator[np.ndarray]:
+    """Resample a stream of (mono chunk, rate) to ``sample_rate`` with soxr, clipped to [-1, 1]."""
+    import soxr
+
+    resampler: Any = None
+    rate_in = 0
+    pending: list[np.ndarray] = []
+    pending_n = 0
+
+    def run(last: bool) -> np.ndarray:
+        nonlocal pending, pending_n
+        x = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+        pending, pending_n = [], 0
+        if resampler is None:
+            y = x
+        else:
+            y = resampler.resample_chunk(x, last=last)
+        return np.clip(y, -1.0, 1.0, out=np.asarray(y, dtype=np.float32))
+
+    for chunk, rate in chunks:
+        if rate != rate_in:
+            if pending or resampler is not None:
+                yield run(last=True)
+            rate_in = rate
+            resampler = (None if rate == sample_rate
+                         else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ"))
+        pending.append(chunk)
+        pending_n += len(chunk)
+        if pending_n >= _MIN_RESAMPLE_CHUNK:
+            yield run(last=False)
+    if pending or resampler is not None:
+        yield run(last=True)
+
+
+def _check_rate(sample_rate: int) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise UsageError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+
+
+def decode_stream(path: Path, sample_rate: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
+    """Yield the file as mono float32 blocks at ``sample_rate``: 1-D arrays of exactly
+    ``round(block_s * sample_rate)`` samples, except a shorter last block. Memory is flat in track
+    length. Raises DecodeError (see the module docstring for the error policy)."""
+    _check_rate(sample_rate)
+    if not block_s > 0:
+        raise UsageError(f"block_s must be > 0, got {block_s!r}")
+    path = Path(path)
+    _open(path)[0].close()  # fail fast, before the first next(), on unopenable files
+    return _blocks(_resampled(_native_chunks(path), sample_rate), max(1, round(block_s * sample_rate)))
+
+
+def _blocks(pieces: Iterator[np.ndarray], block_n: int) -> Iterator[np.ndarray]:
+    pending: list[np.ndarray] = []
+    pending_n = 0
+    for piece in pieces:
+        if not len(piece):
+            continue
+        pending.append(piece)
+        pending_n += len(piece)
+        if pending_n >= block_n:
+            buf = np.concatenate(pending)
+            full = (len(buf) // block_n) * block_n
+            for i in range(0, full, block_n):
+                yield buf[i:i + block_n].copy()
+            rest = buf[full:]
+            pending, pending_n = ([rest.copy()] if len(rest) else []), len(rest)
+    if pending_n:
+        yield np.concatenate(pending)
+
+
+def decode(path: Path, sample_rate: int, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    """Decode ``[start_s, end_s)`` of a file (whole file by default) to mono float32 at ``sample_rate``.
+
+    Returns a 1-D float32 array. Seeks when ``start_s > 0`` (falls back to decoding from the start
+    when the format has no timestamps). ``end_s`` past the end returns what there is; an empty
+    range raises UsageError; an undecodable file raises DecodeError.
+    """
+    _check_rate(sample_rate)
+    if start_s < 0 or (end_s is not None and end_s <= start_s):
+        raise UsageError(f"bad segment start_s={start_s!r}, end_s={end_s!r}: need 0 <= start < end")
+    path = Path(path)
+    try:
+        audio = _collect(_resampled(_native_chunks(path, start_s), sample_rate), start_s, end_s, sample_rate)
+    except _SeekUnsupported:
+        whole = _collect(_resampled(_native_chunks(path), sample_rate), 0.0, end_s, sample_rate)
+        audio = whole[int(round(start_s * sample_rate)):]
+    if len(audio) == 0:
+        raise UsageError(f"{path}: the segment starting at {start_s:g} s is past the end of the audio")
+    return audio
+
+
+def _collect(
+    pieces: Iterator[np.ndarray], start_s: float, end_s: float | None, sample_rate: int
+) -> np.ndarray:
+    want = None if end_s is None else int(round((end_s - start_s) * sample_rate))
+    out: list[np.ndarray] = []
+    have = 0
+    for piece in pieces:
+        out.append(piece)
+        have += len(piece)
+        if want is not None and have >= want:
+            break
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()  # stop decoding and close the container now
+    audio = np.concatenate(out) if out else np.zeros(0, np.float32)
+    return (audio if want is None else audio[:want]).astype(np.float32, copy=False)
+
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioInfo", "DecodeError", "decode", "decode_stream", "probe"]

@@ -1,0 +1,293 @@
+"""Index audio files into a library: scan → classify (new/changed/moved/unchanged) → decode and window in
+worker threads → embed in full batches on the model thread → commit in batches → update the index.
+
+A crash loses at most the files since the last commit; the next run skips what was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from songseek.engine.encoders import Encoder
+from songseek.engine.errors import SongseekError
+from songseek.engine.manifest import Manifest, check_compatible
+from songseek.engine.progress import NullProgress, Progress
+from songseek.engine.store import Failure, TrackRecord
+from songseek.engine.writer import LibraryWriter
+
+from .decode import decode_stream
+from .sources import SourceFile, scan
+from .tags import read_tags
+from .windowing import iter_windows
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    window_s: float = 10.0
+    hop_s: float | None = None          # None = window_s
+    batch_size: int = 16
+    workers: int = 2                    # decode threads
+    index_factory: str = "auto"
+    prune: bool = True                  # drop tracks whose files are gone
+    retry_failed: bool = False
+    commit_every_files: int = 64
+    commit_every_s: float = 120.0
+
+
+@dataclass
+class IndexReport:
+    """What one `songseek index` run did (counts of files), plus throughput."""
+
+    added: int = 0
+    changed: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    skipped_failed: int = 0
+    windows: int = 0
+    audio_s: float = 0.0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    index_action: str = "unchanged"
+    failures: list[Failure] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"added {self.added}, changed {self.changed}, moved {self.moved}, removed {self.removed}, "
+                f"unchanged {self.unchanged}, failed {self.failed}"
+                + (f" (+{self.skipped_failed} known failures skipped)" if self.skipped_failed else "")
+                + f"; {self.windows} windows, {self.audio_s / 3600:.2f} h audio in {self.seconds:.1f} s; "
+                f"index {self.index_action}")
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
+    hop = config.hop_s or config.window_s
+    return Manifest(encoder=encoder.info, window_s=config.window_s, hop_s=hop, index_factory=config.index_factory)
+
+
+def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: IndexConfig = IndexConfig(),
+                progress: Progress | None = None, wait: bool = False) -> IndexReport:
+    """Bring ``library`` up to date with the audio files under ``sources`` (created if absent)."""
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    report = IndexReport()
+    with LibraryWriter(library, new_manifest(encoder, config), wait=wait) as writer:
+        m = writer.manifest
+        check_compatible(m, encoder.info, library)
+        hop = config.hop_s or config.window_s
+        if (m.window_s, m.hop_s) != (config.window_s, hop) and m.tracks_file:
+            from songseek.engine.errors import IncompatibleLibraryError
+
+            raise IncompatibleLibraryError(
+                f"{library} uses --window {m.window_s} --hop {m.hop_s}; pass the same values or use a new library")
+        found = scan(sources)
+        for path, why in found.unreadable:
+            report.failed += 1
+            writer.record_failure(Failure(str(path), "PermissionError", why, time.time()))
+        todo = _classify(writer, found.files, config, report)
+        if config.prune:
+            for tid, row in list(writer.tracks.items()):
+                if not Path(row["path"]).exists():
+                    writer.remove_track(tid)
+                    report.removed += 1
+        progress.start(len(todo), "embedding")
+        _embed_files(writer, encoder, todo, m.window_s, m.hop_s, config, report, progress)
+        writer.commit()
+        report.index_action = writer.update_index(config.index_factory)
+    progress.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfig,
+              report: IndexReport) -> list[tuple[SourceFile, str, str]]:
+    """Decide per file: unchanged, moved (path update), known failure, or to embed (added/changed)."""
+    by_path = writer.path_index()
+    by_hash = {row["content_hash"]: tid for tid, row in writer.tracks.items()}
+    todo: list[tuple[SourceFile, str, str]] = []
+    taken: set[str] = set()
+    for f in files:
+        key = str(f.path)
+        tid = by_path.get(key)
+        if tid is not None:
+            row = writer.tracks[tid]
+            if row["size"] == f.size and row["mtime"] == f.mtime:
+                report.unchanged += 1
+                taken.add(tid)
+                continue
+        fail = writer.failures.get(key)
+        if fail is not None and not config.retry_failed and fail.size == f.size and fail.mtime == f.mtime:
+            report.skipped_failed += 1
+            continue
+        try:
+            digest = file_hash(f.path)
+        except OSError as exc:
+            report.failed += 1
+            writer.record_failure(Failure(key, type(exc).__name__, f"{key}: {exc.strerror}", time.time(), f.size, f.mtime))
+            continue
+        if tid is not None and writer.tracks[tid]["content_hash"] == digest:
+            writer.update_path(tid, key, f.mtime)  # touched, same content
+            report.unchanged += 1
+            taken.add(tid)
+            continue
+        other = by_hash.get(digest)
+        if other is not None and other not in taken and not Path(writer.tracks[other]["path"]).exists():
+            writer.update_path(other, key, f.mtime)
+            report.moved += 1
+            taken.add(other)
+            continue
+        new_id = digest[:16]
+        if new_id in writer.tracks and new_id != tid:  # same content at two live paths: keep both
+            new_id = f"{new_id}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+        todo.append((f, digest, "changed" if tid is not None else "added"))
+        if tid is not None and tid != new_id:
+            writer.remove_track(tid)
+        taken.add(new_id)
+    return todo
+
+
+_DONE = object()
+
+
+def _decode_windows(f: SourceFile, sample_rate: int, window_s: float, hop_s: float
+                    ) -> Iterator[tuple[np.ndarray, float, float]]:
+    yield from iter_windows(decode_stream(f.path, sample_rate), sample_rate, window_s, hop_s)
+
+
+def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[SourceFile, str, str]],
+                 window_s: float, hop_s: float, config: IndexConfig, report: IndexReport,
+                 progress: Progress) -> None:
+    """Decode in worker threads into a bounded queue; embed full batches here; add finished files."""
+    if not todo:
+        return
+    sr = encoder.info.sample_rate
+    q: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=max(4 * config.batch_size, 8))
+    stop = threading.Event()
+
+    def work(i: int) -> None:
+        f = todo[i][0]
+        try:
+            n = 0
+            for item in _decode_windows(f, sr, window_s, hop_s):
+                if stop.is_set():
+                    return
+                q.put((i, item))
+                n += 1
+            if n == 0:
+                raise SongseekError(f"{f.path}: no audio samples decoded")
+            q.put((i, _DONE))
+        except Exception as exc:  # any failure of one file is recorded, never fatal for the run
+            q.put((i, exc))
+
+    pending: dict[int, list[tuple[float, float]]] = {}  # window times only: samples go to the batch
+    vectors: dict[int, list[np.ndarray]] = {}
+    done_files: set[int] = set()
+    failed: set[int] = set()
+    finished = 0
+    last_commit, since_commit = time.monotonic(), 0
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        t = time.perf_counter()
+        out = encoder.embed_audio(np.stack([w for _, w in batch]))
+        report.model_seconds += time.perf_counter() - t
+        for (i, _), vec in zip(batch, out):
+            if i not in failed:
+                vectors.setdefault(i, []).append(vec)
+        batch.clear()
+
+    def finish(i: int) -> None:
+        nonlocal since_commit
+        f, digest, kind = todo[i]
+        wins = pending.pop(i, [])
+        vecs = vectors.pop(i, [])
+        starts = np.array([s for s, _ in wins])
+        ends = np.array([e for _, e in wins])
+        tags = read_tags(f.path)
+        tid = digest[:16]
+        if tid in writer.tracks and writer.tracks[tid]["path"] != str(f.path):
+            tid = f"{tid}-{hashlib.sha1(str(f.path).encode()).hexdigest()[:6]}"
+        rec = TrackRecord(track_id=tid, path=str(f.path), content_hash=digest, size=f.size, mtime=f.mtime,
+                          duration_s=float(ends.max()) if len(ends) else 0.0, title=tags.title,
+                          artist=tags.artist, album=tags.album, genre=tags.genre, year=tags.year,
+                          added_at=time.time())
+        writer.add_track(rec, np.stack(vecs), starts, ends)
+        setattr(report, kind, getattr(report, kind) + 1)
+        report.windows += len(vecs)
+        report.audio_s += rec.duration_s
+        progress.advance(files=1, windows=len(vecs), audio_s=rec.duration_s)
+        since_commit += 1
+
+    with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="decode") as pool:
+        futures = [pool.submit(work, i) for i in range(len(todo))]
+        try:
+            while finished < len(todo):
+                try:
+                    i, item = q.get(timeout=0.05 if batch else None)
+                except queue.Empty:
+                    flush()  # decoders are slower than the model right now: don't wait on a full batch
+                    _finish_ready(done_files, pending, vectors, finish)
+                    continue
+                if item is _DONE:
+                    done_files.add(i)
+                    finished += 1
+                elif isinstance(item, BaseException):
+                    failed.add(i)
+                    pending.pop(i, None)
+                    vectors.pop(i, None)
+                    finished += 1
+                    f = todo[i][0]
+                    msg = str(item) if str(f.path) in str(item) else f"{f.path}: {item}"
+                    fail = Failure(str(f.path), type(item).__name__, msg, time.time(), f.size, f.mtime)
+                    writer.record_failure(fail)
+                    report.failures.append(fail)
+                    report.failed += 1
+                    progress.advance(files=1)
+                else:
+                    win, s, e = item  # type: ignore[misc]
+                    pending.setdefault(i, []).append((s, e))
+                    batch.append((i, win))
+                    if len(batch) >= config.batch_size:
+                        flush()
+                _finish_ready(done_files, pending, vectors, finish)
+                if since_commit and (since_commit >= config.commit_every_files
+                                     or time.monotonic() - last_commit > config.commit_every_s):
+                    writer.commit()
+                    last_commit, since_commit = time.monotonic(), 0
+            flush()
+            _finish_ready(done_files, pending, vectors, finish)
+        finally:
+            stop.set()
+            while any(not fu.done() for fu in futures):  # unblock workers stuck on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    time.sleep(0.01)
+
+
+def _finish_ready(done_files: set[int], pending: dict[int, list[tuple[float, float]]],
+                  vectors: dict[int, list[np.ndarray]], finish: object) -> None:
+    """Finish every file whose decoder is done and all of whose windows have vectors."""
+    for i in sorted(done_files):
+        if len(vectors.get(i, [])) == len(pending.get(i, [])) and pending.get(i):
+            done_files.discard(i)
+            finish(i)  # type: ignore[operator]
