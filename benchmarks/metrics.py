@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
-
 from songseek.engine.errors import UsageError
 
 TieRule = Literal["pessimistic", "optimistic", "stable"]
@@ -221,7 +220,7 @@ def per_query_values(
 
 
 def _statistic(name: str) -> Callable[..., np.ndarray]:
-    return np.median if name == "MedR" else np.mean  # type: ignore[return-value]
+    return np.median if name == "MedR" else np.mean
 
 
 def retrieval_metrics(

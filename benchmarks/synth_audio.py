@@ -18,8 +18,8 @@ SAMPLE_RATE = 16000
 
 _SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 _DYN_GAIN = {"soft": 0.22, "medium": 0.45, "loud": 0.85}
-_INST_GAIN = {"piano": 0.32, "strings": 0.16, "guitar": 0.40, "bells": 0.28, "lead": 0.24, "bass": 0.55,
-              "drums": 1.0, "texture": 0.9, "organ": 0.13, "flute": 0.40}
+_INST_GAIN = {"piano": 0.32, "strings": 0.16, "guitar": 0.60, "bells": 0.38, "lead": 0.24, "bass": 0.55,
+              "drums": 1.0, "texture": 0.6, "organ": 0.13, "flute": 0.40}
 _DRUM_GAIN = {36: 0.75, 38: 0.5, 42: 0.16, 46: 0.2}
 _RELEASE_S = {"piano": 0.15, "strings": 0.4, "guitar": 0.1, "bells": 1.0, "lead": 0.06, "bass": 0.05,
               "organ": 0.03, "flute": 0.08}

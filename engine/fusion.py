@@ -168,55 +168,115 @@ def kernel_geometry(lengths: np.ndarray, params: FusionParams) -> tuple[np.ndarr
 _SHARED_SHIFT_LIMIT = 600.0
 
 
-def _kernel_index(h: np.ndarray, s: np.ndarray, w: np.ndarray, width: int) -> np.ndarray:
-    """Flat indices (Hmax, B, Wmax) into a (B, width) array: slot (h, b, v) → frame vS+h of row b, or the
-    row's sentinel column ``width - 1`` (which holds 0) where v >= W_b or h >= H_b."""
-    b = h.shape[0]
-    hmax, wmax = int(h.max()), int(w.max())
-    h_ax = np.arange(hmax)[:, None, None]
-    v_ax = np.arange(wmax)[None, None, :]
-    valid = (h_ax < h[None, :, None]) & (v_ax < w[None, :, None])
-    local = np.where(valid, v_ax * s[None, :, None] + h_ax, width - 1)
-    return local + (np.arange(b) * width)[None, :, None]
+@dataclass(frozen=True)
+class _Batch:
+    """A batch laid out for the kernel loops.
+
+    ``x`` float64 (B, width) holds each track's valid similarities and zeros after them, with
+    ``width = Tmax + Hmax`` so that every slice ``x[:, off :: S][:, :Wmax]`` exists. ``hi``/``lo`` float64
+    (B,) are each track's max / min valid similarity. ``kernel_ok`` bool (B, Wmax) marks real kernels.
+    """
+
+    x: np.ndarray
+    mask: np.ndarray
+    hi: np.ndarray
+    lo: np.ndarray
+    h: np.ndarray
+    s: np.ndarray
+    w: np.ndarray
+    kernel_ok: np.ndarray
 
 
-def _masked_frames(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 (B, Tmax + 1) similarities with padding and one sentinel column set to 0, and the mask."""
-    mask = _frame_mask(sims, lengths)
-    x = np.zeros((sims.shape[0], sims.shape[1] + 1), np.float64)
-    x[:, :-1] = np.where(mask, sims, 0.0)
-    return x, mask
+def _prepare(sims: np.ndarray, lengths: np.ndarray, params: FusionParams) -> _Batch:
+    h, s, w = kernel_geometry(lengths, params)
+    b, tmax = sims.shape
+    width = tmax + int(h.max())
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    x = np.zeros((b, width), np.float64)
+    np.copyto(x[:, :tmax], sims, where=mask[:, :tmax])  # padding is never read, NaN and inf included
+    hi = np.max(x, axis=1, where=mask, initial=-np.inf)
+    lo = np.min(x, axis=1, where=mask, initial=np.inf)
+    if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
+        raise UsageError("engine/fusion.py: sims holds NaN or inf inside a track's valid frames")
+    kernel_ok = np.arange(int(w.max()))[None, :] < w[:, None]
+    return _Batch(x, mask, hi, lo, h, s, w, kernel_ok)
 
 
-def _kernel_and_offset_scores(
-    x: np.ndarray, mask: np.ndarray, idx: np.ndarray, inv_tau: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """p float64 (B, Wmax) kernel scores (Eq. 3 weighted sums) and o float64 (B, Hmax) offset scores (Eq. 4);
-    entries of invalid kernels / offsets are 0."""
-    valid_x = np.where(mask, x[:, :-1], np.nan)
-    hi = np.nanmax(valid_x, axis=1)
-    spread = float(np.max((hi - np.nanmin(valid_x, axis=1)) * inv_tau)) if inv_tau > 0 else 0.0
-    if spread <= _SHARED_SHIFT_LIMIT:
-        # Softmax is shift-invariant: one shift per track (its max frame) serves every kernel and every
-        # offset, so exp runs once per frame instead of once per (kernel, offset) slot.
-        e = np.zeros_like(x)
-        e[:, :-1] = np.where(mask, np.exp((x[:, :-1] - hi[:, None]) * inv_tau), 0.0)
-        eg = e.ravel()[idx]  # (Hmax, B, Wmax), 0 at invalid slots
-        ag = eg * x.ravel()[idx]
-    else:
-        # Very small tau: shift each kernel (resp. offset) by its own max, as a plain stable softmax does.
-        m = x.ravel()[idx]
-        ok = e_ok = idx % x.shape[1] != x.shape[1] - 1
-        z = np.where(ok, m * inv_tau, -np.inf)
-        kmax = z.max(axis=0, keepdims=True)
-        omax = z.max(axis=2, keepdims=True)
-        ek = np.exp(z - np.where(np.isfinite(kmax), kmax, 0.0))
-        eo = np.exp(z - np.where(np.isfinite(omax), omax, 0.0))
-        del e_ok
-        return _ratio((ek * m).sum(axis=0), ek.sum(axis=0)), _ratio((eo * m).sum(axis=2), eo.sum(axis=2)).T
-    p = _ratio(ag.sum(axis=0), eg.sum(axis=0))
-    o = _ratio(ag.sum(axis=2), eg.sum(axis=2)).T
-    return p, o
+class _Offsets:
+    """Yields, for each kernel offset h < Hmax, the (B, Wmax) arrays of frame values vS_b + h of every
+    kernel v of every track, for several same-shaped (B, width) arrays at once.
+
+    One stride for the whole batch (frames mode, and proportional batches whose tracks share S): strided
+    views, no copies. Otherwise a flat gather into reused buffers; kernels v >= W_b then read a zero."""
+
+    def __init__(self, bt: _Batch) -> None:
+        self.bt = bt
+        b, width = bt.x.shape
+        self.wmax = bt.kernel_ok.shape[1]
+        self.stride = int(bt.s[0]) if np.all(bt.s == bt.s[0]) else 0
+        if not self.stride:
+            tail = width - int(bt.h.max())  # = Tmax: zeros from here to the end of each row
+            v = np.arange(self.wmax)[None, :]
+            start = np.where(bt.kernel_ok, v * bt.s[:, None], tail)
+            self.base = start + (np.arange(b) * width)[:, None]
+            self.idx = np.empty_like(self.base)
+
+    def views(self, off: int, *arrays: np.ndarray) -> list[np.ndarray]:
+        if self.stride:
+            stop = off + (self.wmax - 1) * self.stride + 1
+            return [a[:, off : stop : self.stride] for a in arrays]
+        np.add(self.base, off, out=self.idx)
+        return [a.ravel().take(self.idx) for a in arrays]
+
+
+def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel scores p float64 (B, Wmax) (Eq. 3 weighted sums) and offset scores o float64 (B, Hmax)
+    (Eq. 4 weighted sums). Entries of invalid kernels (v >= W_b) and offsets (h >= H_b) are meaningless.
+
+    Softmax is shift-invariant, so one shift per track (its best frame) serves every kernel and every
+    offset and exp runs once per frame; one pass per offset h, vectorised over tracks and kernels,
+    accumulates the kernel-wise sums (over h) and the temporal sums (over v). When (max - min) / tau is so
+    large that exp could underflow, each kernel and offset is shifted by its own max instead."""
+    spread = float(np.max(bt.hi - bt.lo)) * inv_tau if inv_tau > 0 else 0.0
+    if spread > _SHARED_SHIFT_LIMIT:
+        return _scores_own_shift(bt, inv_tau)
+    e = np.exp((bt.x - bt.hi[:, None]) * inv_tau)
+    e *= bt.mask
+    a = e * bt.x
+    b, wmax = bt.kernel_ok.shape
+    hmax = int(bt.h.max())
+    kernel_w = bt.kernel_ok.astype(np.float64)
+    # Rows with H_b < Hmax read zeros at h >= H_b only when shrunk to their full length (H_b = T_b).
+    partial = (bt.h < hmax) & (bt.h < bt.w + (bt.w - 1) * 0 + bt.h - 1 + 1)
+    partial = (bt.h < hmax) & ((bt.w - 1) * bt.s + hmax > np.sum(bt.mask, axis=1))
+    num_k = np.zeros((b, wmax))
+    den_k = np.zeros((b, wmax))
+    num_o = np.zeros((b, hmax))
+    den_o = np.zeros((b, hmax))
+    offsets = _Offsets(bt)
+    for off in range(hmax):
+        va, ve = offsets.views(off, a, e)
+        keep = (off < bt.h)[:, None] if partial.any() else True
+        np.add(num_k, va, out=num_k, where=keep)
+        np.add(den_k, ve, out=den_k, where=keep)
+        num_o[:, off] = np.einsum("bv,bv->b", va, kernel_w)
+        den_o[:, off] = np.einsum("bv,bv->b", ve, kernel_w)
+    return _ratio(num_k, den_k), _ratio(num_o, den_o)
+
+
+def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """``_scores`` for very small tau: every kernel (resp. offset) is shifted by its own max, as a
+    textbook stable softmax, on the full (Hmax, B, Wmax) tensor."""
+    hmax = int(bt.h.max())
+    offsets = _Offsets(bt)
+    m = np.stack([offsets.views(off, bt.x)[0] for off in range(hmax)])
+    valid = bt.kernel_ok[None, :, :] & (np.arange(hmax)[:, None, None] < bt.h[None, :, None])
+    z = np.where(valid, m * inv_tau, -np.inf)
+    kmax = z.max(axis=0, keepdims=True)
+    omax = z.max(axis=2, keepdims=True)
+    ek = np.exp(z - np.where(np.isfinite(kmax), kmax, 0.0))
+    eo = np.exp(z - np.where(np.isfinite(omax), omax, 0.0))
+    return _ratio((ek * m).sum(axis=0), ek.sum(axis=0)), _ratio((eo * m).sum(axis=2), eo.sum(axis=2)).T
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -229,6 +289,12 @@ def _empty_result() -> FusionResult:
     return FusionResult(f, f.copy(), f.copy(), f.copy(), i, i.copy())
 
 
+def _best_kernel(p: np.ndarray, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
+    """First and last frame (int64 (B,)) of the kernel with the largest p_v; ties → the earliest."""
+    first = np.where(bt.kernel_ok, p, -np.inf).argmax(axis=1) * bt.s
+    return first.astype(np.int64), (first + bt.h - 1).astype(np.int64)
+
+
 def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None) -> FusionResult:
     """Fused CoLLAP score and best segment of every candidate track.
 
@@ -239,22 +305,18 @@ def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = No
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
         return _empty_result()
-    h, s, w = kernel_geometry(lengths, params)
-    x, mask = _masked_frames(sims, lengths)
-    idx = _kernel_index(h, s, w, x.shape[1])
-    p, o = _kernel_and_offset_scores(x, mask, idx, 1.0 / params.temperature)
-    kernel_ok = np.arange(p.shape[1])[None, :] < w[:, None]
-    r_k = p.sum(axis=1) / w  # invalid kernels / offsets hold 0
-    r_t = o.sum(axis=1) / h
-    best_v = np.where(kernel_ok, p, -np.inf).argmax(axis=1)
-    first = best_v * s
+    bt = _prepare(sims, lengths, params)
+    p, o = _scores(bt, 1.0 / params.temperature)
+    r_k = np.einsum("bv,bv->b", p, bt.kernel_ok.astype(np.float64)) / bt.w
+    r_t = np.sum(o, axis=1, where=np.arange(o.shape[1])[None, :] < bt.h[:, None]) / bt.h
+    first, last = _best_kernel(p, bt)
     return FusionResult(
         score=(params.gamma_k * r_k + params.gamma_t * r_t).astype(np.float32),
         r_k=r_k.astype(np.float32),
         r_t=r_t.astype(np.float32),
-        best_window=pool_max(sims, lengths),
-        seg_first=first.astype(np.int64),
-        seg_last=(first + h - 1).astype(np.int64),
+        best_window=bt.hi.astype(np.float32),
+        seg_first=first,
+        seg_last=last,
     )
 
 
@@ -264,7 +326,8 @@ def rerank_scores(
     """Rerank scores for ``mode`` in ``RERANK_MODES``: the same FusionResult shape for every mode.
 
     fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (H, S from ``params``)
-    with the highest mean similarity. max: score = r_k = r_t = max_t s_t; segment = that best frame.
+    with the highest mean similarity (ties: the earliest). max: score = r_k = r_t = max_t s_t; segment =
+    that best frame.
     """
     params = FusionParams() if params is None else params
     if mode == "fusion":
@@ -281,12 +344,7 @@ def rerank_scores(
         frame = argmax_frame(sims, lengths)
         return FusionResult(best, best.copy(), best.copy(), best.copy(), frame, frame.copy())
     mean = pool_mean(sims, lengths)
-    h, s, w = kernel_geometry(lengths, params)
-    x, _ = _masked_frames(sims, lengths)
-    idx = _kernel_index(h, s, w, x.shape[1])
-    kernel_mean = x.ravel()[idx].sum(axis=0) / h[:, None]
-    kernel_ok = np.arange(kernel_mean.shape[1])[None, :] < w[:, None]
-    first = np.where(kernel_ok, kernel_mean, -np.inf).argmax(axis=1) * s
-    return FusionResult(
-        mean, mean.copy(), mean.copy(), best, first.astype(np.int64), (first + h - 1).astype(np.int64)
-    )
+    bt = _prepare(sims, lengths, params)
+    kernel_mean, _ = _scores(bt, 0.0)  # tau = inf: uniform attention, p_v = mean of kernel v
+    first, last = _best_kernel(kernel_mean, bt)
+    return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)

@@ -174,31 +174,51 @@ def _count_duration(path: Path, container: Any, stream: Any) -> float:
     return samples / float(stream.rate)
 
 
-def _frame_to_mono(frame: Any, converter: Any) -> list[np.ndarray]:
-    """Mono float32 pieces of one decoded frame (mean of channels), NaN/inf replaced by 0."""
-    out = []
-    for packed in converter.resample(frame):
-        channels = packed.layout.nb_channels
-        data = packed.to_ndarray().reshape(-1, channels)
-        mono = data[:, 0].copy() if channels == 1 else data.mean(axis=1, dtype=np.float32)
-        if not np.isfinite(mono).all():
-            np.nan_to_num(mono, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        out.append(mono)
-    return out
+def _frame_array(frame: Any, converter: Any) -> np.ndarray:
+    """One decoded frame as a (channels, samples) array in its native sample dtype."""
+    channels = frame.layout.nb_channels
+    if frame.format.is_planar and channels >= 8:  # PyAV mishandles planar frames of 8+ channels
+        arrays = [f.to_ndarray().reshape(-1, channels).T for f in converter.resample(frame)]
+        if not arrays:
+            return np.zeros((channels, 0), np.float32)
+        return np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
+    arr = frame.to_ndarray()
+    return arr if frame.format.is_planar else arr.reshape(-1, channels).T
 
 
-def _native_chunks(path: Path, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (mono float32 samples, native sample rate) for the whole file.
+def _to_mono(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate (channels, n) arrays of one dtype, average the channels, scale to float32 [-1, 1]."""
+    x = np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
+    channels = x.shape[0]
+    mono = x[0].astype(np.float32)  # always a fresh array
+    for c in range(1, channels):
+        np.add(mono, x[c], out=mono, casting="unsafe")
+    if x.dtype == np.uint8:
+        mono -= 128.0 * channels
+        mono *= np.float32(1.0 / (128.0 * channels))
+    elif np.issubdtype(x.dtype, np.integer):
+        mono *= np.float32(1.0 / (channels * 2 ** (8 * x.dtype.itemsize - 1)))
+    elif channels > 1:
+        mono *= np.float32(1.0 / channels)
+    if not np.isfinite(mono).all():
+        np.nan_to_num(mono, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return mono
+
+
+def _native_chunks(
+    path: Path, start_s: float = 0.0, opened: tuple[Any, Any] | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 samples, native sample rate) chunks of the file, in order.
 
     With ``start_s > 0`` the container seeks (to a keyframe before ``start_s``) and the first chunk
-    begins exactly at ``start_s`` (positions from frame timestamps); this applies the error policy
-    of the module docstring.
+    begins at ``start_s`` (placed by frame timestamps; raises _SeekUnsupported when frames carry
+    none). Applies the error policy of the module docstring. ``opened`` is an already opened
+    (container, stream) pair that this generator takes over (and closes).
     """
     import av
 
-    container, stream = _open(path)
+    container, stream = opened if opened is not None else _open(path)
     try:
-        rate = int(stream.rate)
         origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         skip_until: float | None = None
         if start_s > 0:
@@ -208,8 +228,10 @@ def _native_chunks(path: Path, start_s: float = 0.0) -> Iterator[tuple[np.ndarra
         converter = av.AudioResampler(format="flt")
         packets = bad = 0
         first_bad_s: float | None = None
-        decoded = 0  # native samples yielded (from start_s when seeking)
-        position_s = start_s
+        decoded_s = 0.0  # seconds yielded so far (from start_s when seeking)
+        batch: list[np.ndarray] = []
+        batch_n = 0
+        batch_key: tuple[Any, int, int] | None = None
         demux = container.demux(stream)
         while True:
             try:
@@ -217,49 +239,51 @@ def _native_chunks(path: Path, start_s: float = 0.0) -> Iterator[tuple[np.ndarra
             except StopIteration:
                 break
             except av.error.FFmpegError as exc:
-                raise _fail(path, f"corrupt: the container fails at {position_s:.1f} s "
+                raise _fail(path, f"corrupt: the container fails at {start_s + decoded_s:.1f} s "
                                   f"({_av_reason(exc)}); re-encode or re-download the file") from None
             if packet.size or packet.dts is not None:  # the last, empty packet only flushes
                 packets += 1
             try:
                 frames = list(packet.decode())
             except av.error.FFmpegError:
-                frames = None
-            if frames is None:
                 bad += 1
                 if first_bad_s is None:
-                    first_bad_s = position_s
+                    first_bad_s = start_s + decoded_s + (batch_n / batch_key[2] if batch_key else 0.0)
                 continue
             for frame in frames:
-                if frame.sample_rate != rate:  # rate change mid-stream (rare): start a new segment
-                    rate = int(frame.sample_rate)
-                pieces = _frame_to_mono(frame, converter)
+                rate = int(frame.sample_rate)
+                arr = _frame_array(frame, converter)
                 if skip_until is not None:
                     if frame.pts is None:
-                        skip_until = None  # no timestamps: cannot place the seek; fall back below
                         raise _SeekUnsupported
                     frame_s = float(frame.pts * frame.time_base) - origin
-                    mono = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
                     cut = int(round((skip_until - frame_s) * rate))
-                    if cut >= len(mono):
+                    if cut >= arr.shape[1]:
                         continue
-                    pieces = [mono[max(cut, 0):]]
+                    arr = arr[:, max(cut, 0):]
                     skip_until = None
-                for mono in pieces:
-                    if len(mono):
-                        decoded += len(mono)
-                        position_s = start_s + decoded / rate
-                        yield mono, rate
+                key = (arr.dtype, arr.shape[0], rate)
+                if batch and (key != batch_key or batch_n >= _MIN_RESAMPLE_CHUNK):
+                    assert batch_key is not None
+                    decoded_s += batch_n / batch_key[2]
+                    yield _to_mono(batch), batch_key[2]
+                    batch, batch_n = [], 0
+                batch_key = key
+                batch.append(arr)
+                batch_n += arr.shape[1]
+        if batch and batch_key is not None:
+            decoded_s += batch_n / batch_key[2]
+            yield _to_mono(batch), batch_key[2]
         if packets and bad > max(10, MAX_BAD_PACKET_FRACTION * packets):
             raise _fail(path, f"corrupt: {bad} of {packets} packets fail to decode, the first at "
-                              f"{first_bad_s:.1f} s; re-encode or re-download the file")
-        if decoded == 0 and start_s == 0:
+                              f"{first_bad_s or 0.0:.1f} s; re-encode or re-download the file")
+        if decoded_s == 0 and start_s == 0:
             raise _fail(path, "no decodable audio in the file (damaged or empty stream)")
         declared = _declared_duration(container, stream)
         if start_s == 0 and declared is not None and _exact_length_format(container):
-            missing = declared - decoded / rate
+            missing = declared - decoded_s
             if missing > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared):
-                raise _fail(path, f"truncated or corrupt: decoding stopped at {decoded / rate:.1f} s of "
+                raise _fail(path, f"truncated or corrupt: decoding stopped at {decoded_s:.1f} s of "
                                   f"the {declared:.1f} s the header declares; re-download or re-encode it")
     finally:
         container.close()
@@ -316,8 +340,9 @@ def decode_stream(path: Path, sample_rate: int, block_s: float = 30.0) -> Iterat
     if not block_s > 0:
         raise UsageError(f"block_s must be > 0, got {block_s!r}")
     path = Path(path)
-    _open(path)[0].close()  # fail fast, before the first next(), on unopenable files
-    return _blocks(_resampled(_native_chunks(path), sample_rate), max(1, round(block_s * sample_rate)))
+    opened = _open(path)  # fail fast, before the first next(), on unopenable files
+    chunks = _native_chunks(path, opened=opened)
+    return _blocks(_resampled(chunks, sample_rate), max(1, round(block_s * sample_rate)))
 
 
 def _blocks(pieces: Iterator[np.ndarray], block_n: int) -> Iterator[np.ndarray]:

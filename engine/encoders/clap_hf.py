@@ -1,0 +1,208 @@
+"""``clap``: transformers' ClapModel from a Hugging Face id or a local directory.
+
+Audio windows are fitted to the model's 10 s input deterministically (repeat-pad or keep the start;
+never a random crop), turned into log-mel spectrograms in torch on the model's device with the same
+filters as the checkpoint's ``ClapFeatureExtractor``, and run through the audio tower in one forward.
+For fused checkpoints (``enable_fusion=True``) every window goes through the global path only
+(``is_longer`` all False), which is what LAION-CLAP does at inference for clips of at most 10 s; the
+feature extractor's random choice of one "longer" clip per batch is never used.
+
+Texts are tokenised to at most 77 tokens (LAION-CLAP's training length), padded to that length so a
+text's vector does not depend on the other texts in its batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import SongseekError, UsageError, WeightsNotFoundError
+from ._torch_util import fit_windows, log_mel, offline, text_batches
+from .base import EncoderInfo, l2_normalize
+
+# laion/clap-htsat-unfused: LAION-Audio-630K HTSAT-tiny + RoBERTa, 512-d, discriminative text tower.
+# Not laion/larger_clap_music: its text tower is reported to collapse every caption onto nearly one
+# vector (mean pairwise cosine ~0.999; embeddings-benchmark/mteb#5069). For music, songseek's default
+# encoder is ``laion`` with music_audioset_epoch_15_esc_90.14.pt (see docs/encoders.md).
+DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
+TEXT_MAX_TOKENS = 77
+TEXT_BATCH = 64
+
+
+class ClapEncoder:
+    """A transformers ClapModel behind the Encoder protocol (also used by the ``laion`` backend).
+
+    ``tokenizer`` may be None; ``tokenizer_loader`` (called once, on the first ``embed_text``) may
+    supply it later. When neither gives one, ``embed_text`` raises SongseekError(``text_error``).
+    """
+
+    def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, info: EncoderInfo,
+                 device: str, text_error: str = "",
+                 tokenizer_loader: Callable[[], Any] | None = None) -> None:
+        self._model = model.to(device).eval()
+        self._device = device
+        self._tokenizer = tokenizer
+        self._tokenizer_loader = tokenizer_loader
+        self._text_error = text_error or f"no tokenizer for {info.checkpoint}: pass --checkpoint DIR"
+        audio_cfg = model.config.audio_config
+        self._fused = bool(audio_cfg.enable_fusion)
+        fe = feature_extractor
+        if int(fe.feature_size) != int(audio_cfg.num_mel_bins):
+            raise WeightsNotFoundError(
+                f"{info.checkpoint}: feature extractor gives {fe.feature_size} mel bands but the model "
+                f"expects {audio_cfg.num_mel_bins}; pass a --checkpoint DIR whose files belong together")
+        self._n_samples = int(fe.nb_max_samples)
+        self._n_fft = int(fe.fft_window_size)
+        self._hop = int(fe.hop_length)
+        # HTK filters for fused checkpoints, Slaney for unfused: what each was trained with.
+        self._filters = np.asarray(fe.mel_filters if self._fused else fe.mel_filters_slaney, np.float32)
+        self._info = info
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self._info
+
+    def audio_features(self, windows: np.ndarray) -> torch.Tensor:
+        """windows float32 (n, samples) → model input features float32 (n, 1 or 4, frames, mels)."""
+        fitted = fit_windows(windows, self._n_samples)
+        wav = torch.from_numpy(fitted).to(self._device)
+        mel = log_mel(wav, self._filters, self._n_fft, self._hop)[:, None]
+        return mel.expand(-1, 4, -1, -1) if self._fused else mel
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        """windows: float32 (n, samples) mono at ``info.sample_rate``. Returns float32 (n, dim), unit rows."""
+        with torch.inference_mode():
+            feats = self.audio_features(windows)
+            is_longer = torch.zeros((feats.shape[0], 1), dtype=torch.bool, device=self._device)
+            out = self._model.audio_model(input_features=feats, is_longer=is_longer if self._fused else None)
+            emb = self._model.audio_projection(out.pooler_output)
+        return l2_normalize(emb.float().cpu().numpy())
+
+    def _get_tokenizer(self) -> Any:
+        if self._tokenizer is None and self._tokenizer_loader is not None:
+            loader, self._tokenizer_loader = self._tokenizer_loader, None
+            self._tokenizer = loader()
+        if self._tokenizer is None:
+            raise SongseekError(self._text_error)
+        return self._tokenizer
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Returns float32 (len(texts), dim), unit rows. Texts past 77 tokens are truncated."""
+        batches = text_batches(texts, TEXT_BATCH)
+        if not batches:
+            return np.zeros((0, self._info.dim), dtype=np.float32)
+        tokenizer = self._get_tokenizer()
+        out = []
+        with torch.inference_mode():
+            for batch in batches:
+                tok = tokenizer(batch, padding="max_length", truncation=True, max_length=TEXT_MAX_TOKENS,
+                                return_tensors="pt")
+                hidden = self._model.text_model(input_ids=tok["input_ids"].to(self._device),
+                                                attention_mask=tok["attention_mask"].to(self._device))
+                out.append(self._model.text_projection(hidden.pooler_output).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out, axis=0))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def _source(checkpoint: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, is it a local directory). Raises for a missing local path."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if path.exists():
+        raise UsageError(f"--checkpoint {checkpoint} is a file; the clap encoder takes a Hugging Face id or a "
+                         "model directory (for a LAION .pt file use --encoder laion)")
+    looks_local = path.is_absolute() or checkpoint.startswith((".", "~")) or checkpoint.count("/") > 1
+    if looks_local:
+        raise WeightsNotFoundError(f"CLAP checkpoint directory {checkpoint} does not exist: pass --checkpoint "
+                                   "DIR (a saved ClapModel) or a Hugging Face id such as "
+                                   f"{DEFAULT_CHECKPOINT}")
+    return checkpoint, False
+
+
+def _missing_message(checkpoint: str, exc: BaseException) -> str:
+    if offline():
+        how = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --checkpoint DIR (a local "
+               "ClapModel directory), put the model in the HF cache, or unset HF_HUB_OFFLINE when online")
+    else:
+        how = ("pass --checkpoint DIR (a local ClapModel directory with its weights) or a valid Hugging Face "
+               "id, or use --random-weights for a plumbing run")
+    return f"cannot load CLAP weights {checkpoint!r} ({_one_line(exc)}); {how}"
+
+
+def load_parts(source: str, local: bool) -> tuple[Any, Any]:
+    """(feature extractor, tokenizer or None) from a directory or HF id; defaults where absent."""
+    from transformers import AutoTokenizer, ClapFeatureExtractor
+
+    only_local = local or offline()
+    try:
+        fe = ClapFeatureExtractor.from_pretrained(source, local_files_only=only_local)
+    except Exception:  # no preprocessor_config: LAION-CLAP's own settings
+        fe = laion_feature_extractor()
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=only_local)
+    except Exception:
+        tok = None
+    return fe, tok
+
+
+def laion_feature_extractor() -> Any:
+    """ClapFeatureExtractor with LAION-CLAP's audio settings (48 kHz, 10 s, 64 mels 50-14000 Hz, hop 480)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10,
+                                fft_window_size=1024, frequency_min=50, frequency_max=14000,
+                                padding="repeatpad", truncation="rand_trunc")
+
+
+def make_info(name: str, checkpoint: str, model: Any, fe: Any, random_weights: bool,
+              sha256: str = "") -> EncoderInfo:
+    return EncoderInfo(name=name, checkpoint=checkpoint, dim=int(model.config.projection_dim),
+                       sample_rate=int(fe.sampling_rate), checkpoint_sha256=sha256,
+                       random_weights=random_weights, native_window_s=float(fe.nb_max_samples) / fe.sampling_rate,
+                       text_max_tokens=TEXT_MAX_TOKENS)
+
+
+def random_model(config: Any) -> Any:
+    """The real ClapModel architecture with random weights, seeded (torch.manual_seed(0))."""
+    from transformers import ClapModel
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(0)
+        return ClapModel(config)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncoder:
+    """Build the ``clap`` encoder from a Hugging Face id (default ``laion/clap-htsat-unfused``) or a
+    local ClapModel directory. Raises WeightsNotFoundError (one line) when the weights cannot be found."""
+    from transformers import ClapConfig, ClapModel
+
+    ckpt = checkpoint or DEFAULT_CHECKPOINT
+    source, local = _source(ckpt)
+    only_local = local or offline()
+    if random_weights:
+        try:
+            config = ClapConfig.from_pretrained(source, local_files_only=only_local)
+        except Exception:
+            config = ClapConfig()
+        model = random_model(config)
+    else:
+        try:
+            model = ClapModel.from_pretrained(source, local_files_only=only_local)
+        except Exception as exc:
+            raise WeightsNotFoundError(_missing_message(ckpt, exc)) from exc
+    fe, tok = load_parts(source, local)
+    hint = (f"text search needs the tokenizer files of {ckpt} (not found): pass --checkpoint DIR holding "
+            "tokenizer.json or vocab.json + merges.txt")
+    info = make_info("clap", ckpt, model, fe, random_weights)
+    return ClapEncoder(model, fe, tok, info, device, text_error=hint)

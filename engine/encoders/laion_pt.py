@@ -1,0 +1,269 @@
+"""``laion``: original LAION-CLAP ``.pt`` checkpoints (HTSAT + RoBERTa), mapped into transformers' ClapModel.
+
+No ``laion_clap`` package is needed. The checkpoint's state dict (``{"state_dict": ..., ...}`` with
+``module.`` prefixes, as LAION's training saves it) is renamed key by key into ClapModel's names; the
+architecture (HTSAT tiny/base, depths, heads, window, fusion; RoBERTa size) is read off the tensor
+shapes. Weights LAION computes at run time or uses only in training (STFT and mel filters, the
+AudioSet head, the ``*_transform`` MLPs, attention masks) are dropped; anything else unknown is an
+error, never silently ignored.
+
+Audio follows LAION-CLAP's inference path: 48 kHz, 10 s windows (repeat-padded or cut at the end),
+64-band Slaney log-mel for unfused models, the 4-channel HTK mel with no "longer" clips for fused
+ones. Text uses the RoBERTa BPE tokenizer, 77 tokens, found next to the checkpoint, through
+``SONGSEEK_CLAP_TOKENIZER``, or in the Hugging Face cache (``roberta-base``, ``laion/clap-htsat-unfused``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UsageError, WeightsNotFoundError
+from ._torch_util import offline, sha256_file
+from .clap_hf import ClapEncoder, laion_feature_extractor, make_info, random_model
+
+HF_REPO = "lukewys/laion_clap"
+DEFAULT_CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
+TOKENIZER_ENV = "SONGSEEK_CLAP_TOKENIZER"
+TOKENIZER_IDS = ("roberta-base", "FacebookAI/roberta-base", "laion/clap-htsat-unfused")
+UNSAFE_PICKLE_ENV = "SONGSEEK_UNSAFE_PICKLE"
+
+# Original keys that inference does not use (recomputed, or training-only).
+_DROP = re.compile(
+    r"^(text_transform\.|audio_transform\.|text_branch\.embeddings\.position_ids$|"
+    r"audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\.|"
+    r"audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask$)"
+)
+_BLOCK = re.compile(r"^audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_BLOCK_PARTS = {
+    "norm1.": "layernorm_before.",
+    "norm2.": "layernorm_after.",
+    "attn.proj.": "attention.output.dense.",
+    "attn.relative_position_bias_table": "attention.self.relative_position_bias_table",
+    "attn.relative_position_index": "attention.self.relative_position_index",
+    "mlp.fc1.": "intermediate.dense.",
+    "mlp.fc2.": "output.dense.",
+}
+_AUDIO_SAME = re.compile(r"^(patch_embed\.(proj|norm|mel_conv2d|fusion_model\.(local|global)_att\.\d+)\.|"
+                         r"layers\.\d+\.downsample\.(reduction|norm)\.|norm\.)")
+_PROJ = re.compile(r"^(text|audio)_projection\.([02])\.(weight|bias)$")
+
+
+def original_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a LAION-CLAP state dict (``module.`` prefixes allowed) into ClapModel's key names.
+
+    The fused ``qkv`` projection of each HTSAT block is split into query/key/value. Raises
+    WeightsNotFoundError naming the first key it does not know (e.g. PANN audio or iAFF fusion).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if _DROP.match(key):
+            continue
+        if key.startswith("text_branch."):
+            out["text_model." + key[len("text_branch."):]] = value
+        elif key in ("logit_scale_a", "logit_scale_t"):
+            out[key] = value
+        elif m := _PROJ.match(key):
+            out[f"{m[1]}_projection.linear{1 if m[2] == '0' else 2}.{m[3]}"] = value
+        elif key == "audio_branch.bn0" or key.startswith("audio_branch.bn0."):
+            out["audio_model.audio_encoder.batch_norm." + key[len("audio_branch.bn0."):]] = value
+        elif m := _BLOCK.match(key):
+            prefix = f"audio_model.audio_encoder.layers.{m[1]}.blocks.{m[2]}."
+            rest = m[3]
+            if rest.startswith("attn.qkv."):
+                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                    out[prefix + f"attention.self.{name}.{rest[len('attn.qkv.'):]}"] = part.contiguous()
+                continue
+            for old, new in _BLOCK_PARTS.items():
+                if rest.startswith(old):
+                    out[prefix + new + rest[len(old):]] = value
+                    break
+            else:
+                raise _unknown(key)
+        elif key.startswith("audio_branch.") and _AUDIO_SAME.match(key[len("audio_branch."):]):
+            out["audio_model.audio_encoder." + key[len("audio_branch."):]] = value
+        else:
+            raise _unknown(key)
+    return out
+
+
+def _unknown(key: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"unsupported LAION-CLAP checkpoint: unknown weight {key!r} (songseek maps HTSAT + RoBERTa models, "
+        "unfused or 2-D AFF fusion; PANN audio towers and 1-D/iAFF fusion are not supported)")
+
+
+def config_from_state_dict(sd: dict[str, torch.Tensor]) -> Any:
+    """ClapConfig for a mapped (ClapModel-named) state dict, read off the tensor shapes."""
+    from transformers import ClapConfig
+
+    a = "audio_model.audio_encoder."
+    try:
+        tables = sorted((int(k.split(".")[3]), int(k.split(".")[5]), v.shape) for k, v in sd.items()
+                        if k.startswith(a + "layers.") and k.endswith("relative_position_bias_table"))
+        n_stages = max(t[0] for t in tables) + 1
+        depths = [sum(1 for t in tables if t[0] == i) for i in range(n_stages)]
+        heads = [next(t[2][1] for t in tables if t[0] == i) for i in range(n_stages)]
+        window = (round(tables[0][2][0] ** 0.5) + 1) // 2
+        proj = sd[a + "patch_embed.proj.weight"]
+        fc1 = sd[a + "layers.0.blocks.0.intermediate.dense.weight"]
+        audio_proj = sd["audio_projection.linear1.weight"]
+        words = sd["text_model.embeddings.word_embeddings.weight"]
+        n_text_layers = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layer."))
+        audio = {
+            "patch_embeds_hidden_size": int(proj.shape[0]), "patch_size": int(proj.shape[2]),
+            "patch_embed_input_channels": int(proj.shape[1]), "depths": depths, "num_attention_heads": heads,
+            "window_size": window, "mlp_ratio": fc1.shape[0] / fc1.shape[1],
+            "hidden_size": int(audio_proj.shape[1]), "num_mel_bins": int(sd[a + "batch_norm.weight"].shape[0]),
+            "enable_fusion": a + "patch_embed.mel_conv2d.weight" in sd,
+            "enable_patch_layer_norm": a + "patch_embed.norm.weight" in sd,
+        }
+        text = {
+            "vocab_size": int(words.shape[0]), "hidden_size": int(words.shape[1]),
+            "num_hidden_layers": n_text_layers, "num_attention_heads": max(1, int(words.shape[1]) // 64),
+            "intermediate_size": int(sd["text_model.encoder.layer.0.intermediate.dense.weight"].shape[0]),
+            "max_position_embeddings": int(sd["text_model.embeddings.position_embeddings.weight"].shape[0]),
+            "type_vocab_size": int(sd["text_model.embeddings.token_type_embeddings.weight"].shape[0]),
+            "layer_norm_eps": 1e-5,  # RoBERTa's (the HF-converted CLAP configs say 1e-12)
+        }
+    except (KeyError, ValueError, IndexError, StopIteration) as exc:
+        raise WeightsNotFoundError(f"not a LAION-CLAP HTSAT + RoBERTa state dict: missing {exc}") from exc
+    return ClapConfig(text_config=text, audio_config=audio, projection_dim=int(audio_proj.shape[0]))
+
+
+def resolve_checkpoint(checkpoint: str | None) -> Path:
+    """A local .pt path, or a file of the ``lukewys/laion_clap`` hub repo (from the HF cache or downloaded)."""
+    name = checkpoint or DEFAULT_CHECKPOINT
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise UsageError(f"--checkpoint {name} is a directory; the laion encoder takes a LAION-CLAP .pt file "
+                         "(for a transformers model directory use --encoder clap)")
+    filename = name[len(HF_REPO) + 1:] if name.startswith(HF_REPO + "/") else name
+    if "/" in filename or os.sep in filename or not filename.endswith(".pt"):
+        raise WeightsNotFoundError(f"LAION-CLAP checkpoint {name} not found: pass --checkpoint PATH to a "
+                                   f"local .pt file (download it from https://huggingface.co/{HF_REPO})")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(HF_REPO, filename, local_files_only=offline()))
+    except Exception as exc:
+        where = "not in the HF cache and HF_HUB_OFFLINE is set" if offline() else f"download failed ({type(exc).__name__})"
+        raise WeightsNotFoundError(f"LAION-CLAP checkpoint {filename} not found ({where}): download it from "
+                                   f"https://huggingface.co/{HF_REPO} and pass --checkpoint PATH") from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a LAION-CLAP .pt file (``{"state_dict": ...}`` or a bare state dict)."""
+    unsafe = os.environ.get(UNSAFE_PICKLE_ENV, "") == "1"
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except pickle.UnpicklingError as exc:
+        raise WeightsNotFoundError(f"{path} holds pickled Python objects that torch.load(weights_only=True) "
+                                   f"refuses; if you trust the file, set {UNSAFE_PICKLE_ENV}=1") from exc
+    except Exception as exc:
+        raise WeightsNotFoundError(f"cannot read LAION-CLAP checkpoint {path} ({type(exc).__name__}): "
+                                   "is it a complete .pt file?") from exc
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsNotFoundError(f"{path} is not a LAION-CLAP checkpoint (no state_dict of tensors)")
+    return sd
+
+
+def load_model(path: Path) -> Any:
+    """ClapModel with the weights of a LAION-CLAP .pt file (on the CPU, eval mode)."""
+    from transformers import ClapModel
+
+    mapped = original_to_hf(read_state_dict(path))
+    config = config_from_state_dict(mapped)
+    with torch.device("meta"):
+        model = ClapModel(config)
+    expected = model.state_dict()
+    optional = {"text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids"}
+    missing = sorted(set(expected) - set(mapped) - optional)
+    if missing:
+        raise WeightsNotFoundError(f"{path}: LAION-CLAP checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
+    for key in sorted(set(mapped) - set(expected)):
+        raise _unknown(key)
+    for key in optional - set(mapped):
+        mapped[key] = _default_buffer(key, expected[key])
+    for key, tensor in expected.items():
+        if tuple(mapped[key].shape) != tuple(tensor.shape):
+            raise WeightsNotFoundError(f"{path}: weight {key} has shape {tuple(mapped[key].shape)}, "
+                                       f"expected {tuple(tensor.shape)} for the architecture read off the file")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, assign=True)
+    return model.eval()
+
+
+def _default_buffer(key: str, like: torch.Tensor) -> torch.Tensor:
+    if key.endswith("position_ids"):
+        return torch.arange(like.shape[-1], dtype=like.dtype).expand(like.shape).clone()
+    return torch.zeros(like.shape, dtype=like.dtype)
+
+
+def load_tokenizer(checkpoint: Path | None) -> Any:
+    """RoBERTa tokenizer: $SONGSEEK_CLAP_TOKENIZER, the checkpoint's folder, then the HF cache; else None."""
+    from transformers import AutoTokenizer
+
+    candidates: list[tuple[str, bool]] = []
+    if os.environ.get(TOKENIZER_ENV):
+        candidates.append((os.environ[TOKENIZER_ENV], True))
+    if checkpoint is not None and any((checkpoint.parent / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        candidates.append((str(checkpoint.parent), True))
+    candidates += [(i, True) for i in TOKENIZER_IDS]  # HF cache first
+    if not offline():
+        candidates.append((TOKENIZER_IDS[0], False))
+    for source, local_only in candidates:
+        try:
+            return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        except Exception:
+            continue
+    return None
+
+
+def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncoder:
+    """Build the ``laion`` encoder from a LAION-CLAP .pt (default music_audioset_epoch_15_esc_90.14.pt).
+
+    With ``random_weights`` and no readable file: HTSAT-base + RoBERTa-base (the music checkpoint's
+    architecture) with seeded random weights."""
+    name = checkpoint or DEFAULT_CHECKPOINT
+    path: Path | None = None
+    sha = ""
+    if random_weights:  # architecture from a local file if one is given; never downloads
+        local = Path(name).expanduser()
+        path = local if local.is_file() else None
+        sd = original_to_hf(read_state_dict(path)) if path is not None else None
+        model = random_model(config_from_state_dict(sd) if sd is not None else _music_config())
+    else:
+        path = resolve_checkpoint(checkpoint)
+        model = load_model(path)
+        sha = sha256_file(path)
+    fe = laion_feature_extractor()
+    if model.config.audio_config.enable_fusion:
+        fe.truncation = "fusion"
+    info = make_info("laion", str(path) if path is not None else name, model, fe, random_weights, sha)
+    hint = (f"text search with {Path(name).name} needs the RoBERTa tokenizer files (vocab.json + merges.txt "
+            f"or tokenizer.json): set {TOKENIZER_ENV}=DIR, put them beside the checkpoint, or have "
+            "roberta-base in the Hugging Face cache")
+    return ClapEncoder(model, fe, None, info, device, text_error=hint,
+                       tokenizer_loader=lambda: load_tokenizer(path))
+
+
+def _music_config() -> Any:
+    """HTSAT-base + RoBERTa-base, 512-d: the architecture of music_audioset_epoch_15_esc_90.14.pt."""
+    from transformers import ClapConfig
+
+    return ClapConfig(
+        text_config={"layer_norm_eps": 1e-5},
+        audio_config={"patch_embeds_hidden_size": 128, "depths": [2, 2, 12, 2], "hidden_size": 1024},
+        projection_dim=512)

@@ -1,0 +1,31 @@
+"""Shared fixtures: seeded vector libraries and the location of ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present (a user's clone): real-data tests skipped")
+    return SHARED_DATA
+
+
+def vector_table(n_tracks: int, dim: int, seed: int, min_frames: int = 1, max_frames: int = 30,
+                 hop: float = 10.0) -> pa.Table:
+    """A seeded table in the ingest format: tracks of random unit frame vectors."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_tracks):
+        for f in range(int(rng.integers(min_frames, max_frames + 1))):
+            rows.append({"track_id": f"t{t:04d}", "start_s": f * hop, "end_s": f * hop + hop,
+                         "embedding": rng.standard_normal(dim).astype(np.float32).tolist(),
+                         "path": f"/music/t{t:04d}.flac", "artist": f"artist{t % 3}", "year": 1950 + t % 40})
+    return pa.Table.from_pylist(rows)

@@ -1,0 +1,121 @@
+"""The query engine against naive numpy references on seeded vector libraries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songseek.engine.errors import IncompatibleLibraryError, QueryError
+from songseek.engine.fusion import FusionParams, fuse
+from songseek.engine.search import Library, SearchOptions, library_stats
+from songseek.indexers.ingest import ingest_table
+from tests.conftest import vector_table
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Library:
+    ingest_table(vector_table(60, 24, seed=3), tmp_path / "lib")
+    return Library.open(tmp_path / "lib")
+
+
+def naive_rank(lib: Library, q: np.ndarray, mode: str, params: FusionParams) -> list[tuple[str, float]]:
+    """Score every track from its own frames with plain loops (no FAISS, no candidate cut)."""
+    q = q / np.linalg.norm(q)
+    out = []
+    for row in lib.tracks.to_pylist():
+        vecs = lib.store.vectors(row["frame_start"], row["frame_count"])
+        sims = (vecs @ q).astype(np.float32)
+        if mode == "mean":
+            score = float(sims.mean())
+        elif mode == "max":
+            score = float(sims.max())
+        else:
+            score = float(fuse(sims[None], np.array([len(sims)]), params).score[0])
+        out.append((row["track_id"], score))
+    return sorted(out, key=lambda x: (-x[1], x[0]))
+
+
+@pytest.mark.parametrize("mode", ["fusion", "mean", "max"])
+def test_search_matches_naive_reference_when_all_tracks_are_candidates(lib: Library, mode: str) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        q = rng.standard_normal(24).astype(np.float32)
+        hits = lib.search(vector=q, k=10, rerank=mode, candidates=1000)
+        ref = naive_rank(lib, q, mode, FusionParams())[:10]
+        assert [h.track_id for h in hits] == [t for t, _ in ref]
+        np.testing.assert_allclose([h.score for h in hits], [s for _, s in ref], rtol=1e-5, atol=1e-5)
+        assert [h.rank for h in hits] == list(range(1, 11))
+
+
+def test_none_rerank_orders_by_best_window_and_segment_is_that_window(lib: Library) -> None:
+    q = np.random.default_rng(5).standard_normal(24).astype(np.float32)
+    hits = lib.search(vector=q, k=5, rerank="none")
+    ref = naive_rank(lib, q, "max", FusionParams())[:5]
+    assert [h.track_id for h in hits] == [t for t, _ in ref]
+    for h in hits:
+        assert h.segment.end_s - h.segment.start_s == pytest.approx(10.0)
+        assert h.candidate_score == pytest.approx(h.score)
+
+
+def test_segment_times_come_from_the_frames_table(lib: Library) -> None:
+    q = np.random.default_rng(6).standard_normal(24).astype(np.float32)
+    for h in lib.search(vector=q, k=10):
+        assert 0.0 <= h.segment.start_s < h.segment.end_s <= h.duration_s + 1e-9
+
+
+def test_where_filter_never_returns_fewer_than_k_when_enough_match(lib: Library) -> None:
+    q = np.random.default_rng(7).standard_normal(24).astype(np.float32)
+    hits = lib.search(vector=q, k=15, where="artist = 'artist1'", candidates=15)
+    assert len(hits) == 15 and all(h.artist == "artist1" for h in hits)
+    matching = {r["track_id"] for r in lib.tracks.to_pylist() if r["artist"] == "artist1"}
+    ref = [t for t, _ in naive_rank(lib, q, "max", FusionParams()) if t in matching][:15]
+    assert [h.track_id for h in lib.search(vector=q, k=15, where="artist = 'artist1'", rerank="none")] == ref
+
+
+def test_results_are_deterministic(lib: Library) -> None:
+    q = np.random.default_rng(8).standard_normal(24).astype(np.float32)
+    assert lib.search(vector=q, k=10) == lib.search(vector=q, k=10)
+
+
+def test_exact_path_equals_index_path_on_flat_index(lib: Library) -> None:
+    q = np.random.default_rng(9).standard_normal((4, 24)).astype(np.float32)
+    a = lib.search_vectors(q, SearchOptions(k=10))
+    b = lib.search_vectors(q, SearchOptions(k=10, exact=True))
+    assert [[h.track_id for h in hs] for hs in a] == [[h.track_id for h in hs] for hs in b]
+
+
+@pytest.mark.parametrize("kwargs", [{"k": 0}, {"k": -3}, {"rerank": "best"}, {"candidates": 0}])
+def test_bad_options_raise_query_error(lib: Library, kwargs: dict[str, object]) -> None:
+    with pytest.raises(QueryError):
+        lib.search(vector=np.ones(24, np.float32), **kwargs)
+
+
+def test_wrong_dimension_and_text_on_precomputed_library(lib: Library) -> None:
+    with pytest.raises(QueryError, match=r"\(n, 24\)"):
+        lib.search(vector=np.ones(5, np.float32))
+    with pytest.raises(QueryError, match="precomputed"):
+        lib.search("jazz")
+
+
+def test_k_larger_than_library_returns_every_track(lib: Library) -> None:
+    hits = lib.search(vector=np.ones(24, np.float32), k=500)
+    assert len(hits) == lib.n_tracks == 60
+
+
+def test_library_built_with_other_encoder_is_refused(tmp_path: Path) -> None:
+    from songseek.engine.encoders.fake import FakeEncoder
+
+    enc = FakeEncoder()
+    ingest_table(vector_table(5, 32, seed=1), tmp_path / "lib", encoder=enc.info)
+    other = FakeEncoder(dim=16)
+    with pytest.raises(IncompatibleLibraryError, match="dim"):
+        Library.open(tmp_path / "lib", encoder=other)
+
+
+def test_info_counts(lib: Library) -> None:
+    stats = library_stats(lib)
+    assert stats.tracks == 60
+    assert stats.frames == sum(r["frame_count"] for r in lib.tracks.to_pylist())
+    assert stats.dead_frames == 0 and stats.index == "Flat" and stats.encoder == "precomputed"
