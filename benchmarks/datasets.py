@@ -90,7 +90,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             with path.open(encoding="utf-8") as fh:
                 for n, line in enumerate(fh, 1):
                     if line.strip():
-                        obj = json.loads(line)
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise _fail(path, f"line {n}", f"not valid JSON ({exc.msg})") from None
                         if not isinstance(obj, dict):
                             raise _fail(path, f"line {n}", "each line must be a JSON object")
                         rows.append(obj)
@@ -99,8 +102,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             import pyarrow.parquet as pq
 
             return list(pq.read_table(path).to_pylist())
-    except json.JSONDecodeError as exc:
-        raise _fail(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from exc
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path}: cannot read ({exc})") from exc
     raise UsageError(f"{path}: unknown format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
@@ -262,7 +263,12 @@ def load_manifest(
         else:
             missing.append(audio)
     return _finish(
-        name or path.stem, base, path, items, missing, on_missing,
+        name or path.stem,
+        base,
+        path,
+        items,
+        missing,
+        on_missing,
         f"paths are relative to {base}",
     )
 
@@ -326,7 +332,12 @@ def load_musiccaps(
         seg = (start, end) if clip_layout == "full" else (None, None)
         items.append(DatasetItem(ytid, audio_dir / found, (caption,), seg[0], seg[1], item_split))
     return _finish(
-        "musiccaps" + (f"-{split}" if split else ""), audio_dir, csv_path, items, missing, on_missing,
+        "musiccaps" + (f"-{split}" if split else ""),
+        audio_dir,
+        csv_path,
+        items,
+        missing,
+        on_missing,
         f"expected {audio_dir}/{{ytid}}.wav (or .flac/.mp3/.ogg/.opus/.m4a)",
     )
 
@@ -369,9 +380,7 @@ def load_song_describer(
     rows = _read_rows(csv_path)
     need = {"track_id", "caption"}
     if rows and not need <= set(rows[0]):
-        raise UsageError(
-            f"{csv_path}: not a Song Describer CSV; missing columns {sorted(need - set(rows[0]))}"
-        )
+        raise UsageError(f"{csv_path}: not a Song Describer CSV; missing columns {sorted(need - set(rows[0]))}")
     tracks: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(rows):
         where = _row_where(csv_path, i)
@@ -401,8 +410,13 @@ def load_song_describer(
         caps = tuple(c for _, c in sorted(t["caps"], key=lambda x: x[0]))
         items.append(DatasetItem(tid, found, caps, None, None, "valid" if valid_only else None))
     return _finish(
-        "song-describer" + ("-valid" if valid_only else ""), audio_dir, csv_path, items, missing,
-        on_missing, f"expected {audio_dir}/NN/{{track_id}}.2min.mp3",
+        "song-describer" + ("-valid" if valid_only else ""),
+        audio_dir,
+        csv_path,
+        items,
+        missing,
+        on_missing,
+        f"expected {audio_dir}/NN/{{track_id}}.2min.mp3",
     )
 
 

@@ -27,7 +27,7 @@ of Q integer arrays of candidate indices; ranks int64 (Q,).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -50,9 +50,7 @@ def relevance_mask(relevant: Sequence[np.ndarray | Sequence[int]], n_candidates:
         if idx.size == 0:
             raise UsageError(f"query {q} has no relevant candidate; drop it before computing ranks")
         if idx.min() < 0 or idx.max() >= n_candidates:
-            raise UsageError(
-                f"query {q}: relevant index out of range 0..{n_candidates - 1} (got {idx.tolist()})"
-            )
+            raise UsageError(f"query {q}: relevant index out of range 0..{n_candidates - 1} (got {idx.tolist()})")
         mask[q, idx] = True
     return mask
 
@@ -118,16 +116,82 @@ def ranked_relevance(
         raise UsageError(f"depth must be >= 1, got {depth}")
     s = _check_scores(scores, len(relevant))
     mask = relevance_mask(relevant, s.shape[1])
-    idx = np.broadcast_to(np.arange(s.shape[1]), s.shape)
-    if ties == "pessimistic":
-        tie_key = mask.astype(np.int8)  # relevant after non-relevant
-    elif ties == "optimistic":
-        tie_key = (~mask).astype(np.int8)
-    else:
-        tie_key = np.zeros(s.shape, dtype=np.int8)
-    # lexsort: last key is primary. Sort by -score, then tie_key, then index.
-    order = np.lexsort((idx, tie_key, -s.astype(np.float64)), axis=-1)[:, :depth]
-    return np.take_along_axis(mask, order, axis=1), mask.sum(axis=1).astype(np.int64)
+    depth = min(depth, s.shape[1])
+    # Only candidates scoring at least the depth-th best score can reach the top `depth`.
+    threshold = -np.partition(-s, depth - 1, axis=1)[:, depth - 1]
+    out = np.zeros((s.shape[0], depth), dtype=bool)
+    for q in range(s.shape[0]):
+        cand = np.flatnonzero(s[q] >= threshold[q])
+        rel = mask[q, cand]
+        if ties == "pessimistic":
+            tie_key = rel.astype(np.int8)  # relevant after non-relevant
+        elif ties == "optimistic":
+            tie_key = (~rel).astype(np.int8)
+        else:
+            tie_key = np.zeros(cand.size, dtype=np.int8)
+        # lexsort: the last key is primary. Sort by -score, then tie_key, then index.
+        order = np.lexsort((cand, tie_key, -s[q, cand].astype(np.float64)))[:depth]
+        out[q] = rel[order]
+    return out, mask.sum(axis=1).astype(np.int64)
+
+
+def _list_positions(ranked: Sequence[Hashable], q: int) -> dict[Hashable, int]:
+    pos: dict[Hashable, int] = {}
+    for i, item in enumerate(ranked):
+        if item in pos:
+            raise UsageError(f"query {q}: ranked list holds {item!r} twice")
+        pos[item] = i + 1
+    return pos
+
+
+def first_ranks_from_lists(
+    ranked_ids: Sequence[Sequence[Hashable]],
+    relevant_ids: Sequence[Collection[Hashable]],
+    n_candidates: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """First ranks when the engine returns ranked id lists (best first) instead of a score matrix.
+
+    Returns (int64 (Q,) 1-based rank of the first relevant id, bool (Q,) whether one was in the list).
+    A query whose relevant ids are all absent from its (truncated) list gets rank ``n_candidates``, the
+    worst possible: R@K stays exact for K ≤ the list length, MedR/MeanR become upper bounds (report the
+    number of misses with them).
+    """
+    if len(ranked_ids) != len(relevant_ids):
+        raise UsageError(f"{len(ranked_ids)} ranked lists but {len(relevant_ids)} relevant sets")
+    ranks = np.empty(len(ranked_ids), dtype=np.int64)
+    found = np.zeros(len(ranked_ids), dtype=bool)
+    for q, (ranked, rel) in enumerate(zip(ranked_ids, relevant_ids, strict=True)):
+        if not rel:
+            raise UsageError(f"query {q} has no relevant id; drop it before computing ranks")
+        if len(ranked) > n_candidates:
+            raise UsageError(f"query {q}: ranked list is longer ({len(ranked)}) than n_candidates")
+        pos = _list_positions(ranked, q)
+        hits = [pos[r] for r in rel if r in pos]
+        found[q] = bool(hits)
+        ranks[q] = min(hits) if hits else n_candidates
+    return ranks, found
+
+
+def ranked_relevance_from_lists(
+    ranked_ids: Sequence[Sequence[Hashable]],
+    relevant_ids: Sequence[Collection[Hashable]],
+    depth: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bool (Q, depth), int64 (Q,)) like :func:`ranked_relevance`, from ranked id lists; lists shorter
+    than ``depth`` count as non-relevant past their end; n_relevant = number of distinct relevant ids."""
+    if len(ranked_ids) != len(relevant_ids):
+        raise UsageError(f"{len(ranked_ids)} ranked lists but {len(relevant_ids)} relevant sets")
+    rel = np.zeros((len(ranked_ids), depth), dtype=bool)
+    n_rel = np.zeros(len(ranked_ids), dtype=np.int64)
+    for q, (ranked, relevant) in enumerate(zip(ranked_ids, relevant_ids, strict=True)):
+        wanted = set(relevant)
+        if not wanted:
+            raise UsageError(f"query {q} has no relevant id; drop it before computing ranks")
+        _list_positions(ranked, q)
+        n_rel[q] = len(wanted)
+        for i, item in enumerate(list(ranked)[:depth]):
+            rel[q, i] = item in wanted
+    return rel, n_rel
 
 
 def average_precision_at_k(
@@ -149,9 +213,7 @@ def average_precision_at_k(
     rel = np.asarray(ranked_relevance, dtype=bool)
     n_rel = np.asarray(n_relevant, dtype=np.int64).reshape(-1)
     if rel.ndim != 2 or rel.shape[0] != n_rel.shape[0]:
-        raise UsageError(
-            f"ranked_relevance must be (Q, >=k) and n_relevant (Q,); got {rel.shape} and {n_rel.shape}"
-        )
+        raise UsageError(f"ranked_relevance must be (Q, >=k) and n_relevant (Q,); got {rel.shape} and {n_rel.shape}")
     if k < 1:
         raise UsageError(f"k must be >= 1, got {k}")
     if rel.shape[1] < k:

@@ -76,9 +76,7 @@ class ModeResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"metrics": {k: _num(v) for k, v in self.metrics.items()}}
-        n_q = self.n_queries if self.n_queries is not None else (
-            None if self.ranks is None else int(self.ranks.size)
-        )
+        n_q = self.n_queries if self.n_queries is not None else (None if self.ranks is None else int(self.ranks.size))
         out["n_queries"] = n_q
         out["n_candidates"] = self.n_candidates
         out["ci"] = None if self.ci is None else {k: [_num(lo), _num(hi)] for k, (lo, hi) in self.ci.items()}
@@ -182,8 +180,11 @@ def _markdown(
         lines.append("|" + "---|" * (3 + len(cols)))
         for mode, r in modes.items():
             n_q = r.n_queries if r.n_queries is not None else (None if r.ranks is None else r.ranks.size)
-            cells = [_md_escape(mode), "–" if n_q is None else str(n_q),
-                     "–" if r.n_candidates is None else str(r.n_candidates)]
+            cells = [
+                _md_escape(mode),
+                "–" if n_q is None else str(n_q),
+                "–" if r.n_candidates is None else str(r.n_candidates),
+            ]
             cells += [_fmt(c, r.metrics.get(c)) for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
         with_ci = {m: r for m, r in modes.items() if r.ci}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -30,19 +31,29 @@ def index(
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights: "
                                         "for speed and pipeline checks only; every search will say so."),
-    window: float = typer.Option(10.0, "--window", help="Window length in seconds."),
+    window: float = typer.Option(None, "--window", help="Window length in seconds (default: 10, or the "
+                                 "library's own)."),
     hop: float = typer.Option(None, "--hop", help="Hop between windows in seconds (default: the window)."),
-    index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
+    index_factory: str = typer.Option(None, "--index-factory", help="FAISS factory string, or auto "
+                                      "(default: auto for a new library, else the library's own)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Windows per model call."),
     workers: int = typer.Option(2, "--workers", help="Decoding threads."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
-    prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop tracks whose files are gone."),
+    prune: bool = typer.Option(None, "--prune/--no-prune", help="Drop tracks whose files are gone from the "
+                               "folders indexed (default: on, except under a folder with no audio file left; "
+                               "--prune forces it there too)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file failed."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another indexer of this library to finish."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
+    commit_every: int = typer.Option(64, "--commit-every", hidden=True,
+                                     help="Commit after this many finished files (tests use 1)."),
 ) -> None:
-    """Index audio files into a library (new files only on later runs)."""
+    """Index audio files into a library; later runs embed only new or changed files (docs/robustness.md).
+
+    Exit codes: 0 when the run finished (failed files are counted in the summary line and listed by
+    `songseek failures`), 1 with --strict when a file failed, 2 for bad arguments or an unusable library.
+    """
     from songseek.cli.progress import RichProgress
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
@@ -50,19 +61,27 @@ def index(
     from songseek.engine.manifest import read_manifest
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    if window <= 0 or (hop is not None and hop <= 0) or batch_size <= 0 or workers <= 0:
-        raise UsageError("--window, --hop, --batch-size and --workers must be positive")
-    if encoder is None and (library / "manifest.json").exists():
+    if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
+            or workers <= 0 or commit_every <= 0):
+        raise UsageError("--window, --hop, --batch-size, --workers and --commit-every must be positive")
+    if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
-        encoder, checkpoint = m.encoder.name, checkpoint or m.encoder.checkpoint or None
-        random_weights = random_weights or m.encoder.random_weights
-        window, hop = m.window_s, m.hop_s
+        if encoder is None:
+            encoder, checkpoint = m.encoder.name, checkpoint or m.encoder.checkpoint or None
+            random_weights = random_weights or m.encoder.random_weights
+        if window is None and hop is None:
+            window, hop = m.window_s, m.hop_s
+        index_factory = index_factory or m.index_factory
+    window = window or 10.0
+    index_factory = index_factory or "auto"
     enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
     if enc.info.random_weights:
         typer.echo("warning: random weights — vectors and scores mean nothing (pipeline/speed checks only)",
                    err=True)
     config = IndexConfig(window_s=window, hop_s=hop, batch_size=batch_size, workers=workers,
-                         index_factory=index_factory, prune=prune, retry_failed=retry_failed)
+                         index_factory=index_factory, prune=prune is not False, prune_empty=prune is True,
+                         retry_failed=retry_failed,
+                         commit_every_files=commit_every)
     report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait)
     if json_out:
         data = {k: v for k, v in report.__dict__.items() if k != "failures"}
@@ -71,7 +90,12 @@ def index(
     else:
         typer.echo(report.summary())
         for f in report.failures[:20]:
-            typer.echo(f"  failed: {f.message}", err=True)
+            typer.echo(f"  failed: {_one_line(f.message)}", err=True)
+        if len(report.failures) > 20:
+            typer.echo(f"  ... and {len(report.failures) - 20} more: songseek failures --library {library}",
+                       err=True)
+        for note in report.notes:
+            typer.echo(f"note: {note}", err=True)
     if strict and report.failed:
         raise typer.Exit(1)
 
@@ -119,8 +143,10 @@ def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "
         print_json(rows)
         return
     for r in rows:
-        typer.echo(f"{r['path']}\t{r['error_class']}\t{r['message']}")
-    typer.echo(f"{len(rows)} failures", err=True)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
+        typer.echo(f"{_one_line(r['path'])}\t{r['error_class']}\t{when}\t{_one_line(r['message'])}")
+    typer.echo(f"{len(rows)} failures (retried when the file changes, or with `songseek index --retry-failed`)",
+               err=True)
 
 
 @handles_errors
@@ -148,7 +174,6 @@ def search(
     import dataclasses
 
     import numpy as np
-
     from songseek.engine.errors import QueryError
     from songseek.engine.fusion import FusionParams
     from songseek.engine.search import Library, SearchOptions
@@ -195,7 +220,7 @@ def search(
     _print_results([hits], json_out, explain)
 
 
-def _print_results(results: list, json_out: bool, explain: bool) -> None:  # type: ignore[type-arg]
+def _print_results(results: list, json_out: bool, explain: bool) -> None:
     if json_out:
         for hits in results:
             print_json([h.to_json() for h in hits])
@@ -218,6 +243,11 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:  # typ
                 row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
             table.add_row(*row)
         console.print(table)
+
+
+def _one_line(text: str) -> str:
+    """Newlines and tabs in file names shown as escapes, so one failure stays one line."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def _mmss(seconds: float) -> str:

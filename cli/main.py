@@ -20,6 +20,8 @@ app = typer.Typer(
 # Modules that add commands to `app`; each defines register(app).
 _COMMAND_MODULES = [
     "songseek.cli.library_cmds",
+    "songseek.cli.maintenance_cmds",
+    "songseek.cli.analysis_cmds",
 ]
 
 for _name in _COMMAND_MODULES:

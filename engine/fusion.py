@@ -14,8 +14,9 @@ paper's 1/H and 1/W) keep the score comparable across tracks of different length
 frames gets H = T (one kernel, the whole track). The best segment is the kernel with the largest p_v
 (ties: the earliest).
 
-Fully vectorised: every track's (H, S, W) may differ (proportional mode); the kernels of all tracks are
-gathered into one (B, Wmax, Hmax) tensor with a validity mask, so there is no Python loop over tracks.
+Vectorised over tracks: every track's (H, S, W) may differ (proportional mode). Tracks are grouped by
+stride into blocks of a few thousand frames; within a block each kernel offset h < Hmax is one strided
+view over all tracks and kernels, so the only Python loops run over blocks and offsets, never tracks.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ _FLOOR_EPS = 1e-9
 class FusionParams:
     """Parameters of the fused rerank score.
 
-    ``mode="frames"``: ``kernel`` (H) and ``stride`` (S) are frame counts, rounded to the nearest integer
+    ``mode="frames"``: ``kernel`` (H) and ``stride`` (S) are frame counts, rounded half up to an integer
     (at least 1); the caller converts seconds to frames with the library's hop (H = kernel_s / hop_s).
     ``mode="proportional"`` (the paper): H = floor(T * kernel / 30), S = floor(T * stride / 30), each at
     least 1, so every track has about (30 - kernel) / stride + 1 kernels whatever its length.
@@ -103,8 +104,7 @@ def _check(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarra
         raise UsageError(f"{where}: sims must be 2-D (candidates, frames), got shape {sims.shape}")
     if lengths.ndim != 1 or lengths.shape[0] != sims.shape[0]:
         raise UsageError(
-            f"{where}: lengths must be 1-D with one entry per row of sims ({sims.shape[0]}), "
-            f"got shape {lengths.shape}"
+            f"{where}: lengths must be 1-D with one entry per row of sims ({sims.shape[0]}), got shape {lengths.shape}"
         )
     if lengths.size and not np.issubdtype(lengths.dtype, np.integer):
         raise UsageError(f"{where}: lengths must be integers, got dtype {lengths.dtype}")
@@ -148,14 +148,15 @@ def argmax_frame(sims: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def kernel_geometry(lengths: np.ndarray, params: FusionParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-track kernel size H, stride S and kernel count W (each int64 (B,)) for ``params``.
 
-    frames: H = max(1, round(kernel)), S = max(1, round(stride)); proportional: H = max(1, floor(T *
-    kernel / 30)), S = max(1, floor(T * stride / 30)). Then H = min(H, T) (short-track rule) and
-    W = floor((T - H) / S) + 1. With S > 1 the last (T - H) mod S frames lie in no kernel (as in Eq. 1).
+    frames: H = max(1, floor(kernel + 0.5)), S = max(1, floor(stride + 0.5)) (round half up);
+    proportional: H = max(1, floor(T * kernel / 30)), S = max(1, floor(T * stride / 30)). Then
+    H = min(H, T) (short-track rule) and W = floor((T - H) / S) + 1. With S > 1 the last (T - H) mod S
+    frames lie in no kernel (as in Eq. 1).
     """
     t = np.asarray(lengths, dtype=np.int64)
     if params.mode == "frames":
-        h = np.full(t.shape, max(1, int(round(params.kernel))), np.int64)
-        s = np.full(t.shape, max(1, int(round(params.stride))), np.int64)
+        h = np.full(t.shape, max(1, math.floor(params.kernel + 0.5)), np.int64)
+        s = np.full(t.shape, max(1, math.floor(params.stride + 0.5)), np.int64)
     else:
         h = np.maximum(1, np.floor(t * params.kernel / 30.0 + _FLOOR_EPS)).astype(np.int64)
         s = np.maximum(1, np.floor(t * params.stride / 30.0 + _FLOOR_EPS)).astype(np.int64)
@@ -166,6 +167,10 @@ def kernel_geometry(lengths: np.ndarray, params: FusionParams) -> tuple[np.ndarr
 
 # Above this, exp(-(max - min) / tau) could underflow float64 and the shared-shift path is not exact.
 _SHARED_SHIFT_LIMIT = 600.0
+# Below this, float32 exp of the shifted values keeps every weight >= e^-60 (float32 normals reach e^-87).
+_F32_EXP_LIMIT = 60.0
+# Frames per row block in ``fuse`` (speed only; see ``_row_blocks``).
+_BLOCK_ELEMS = 16384
 
 
 @dataclass(frozen=True)
@@ -174,17 +179,20 @@ class _Batch:
 
     ``x`` float64 (B, width) holds each track's valid similarities and zeros after them, with
     ``width = Tmax + Hmax`` so that every slice ``x[:, off :: S][:, :Wmax]`` exists. ``hi``/``lo`` float64
-    (B,) are each track's max / min valid similarity. ``kernel_ok`` bool (B, Wmax) marks real kernels.
+    (B,) are each track's max / min valid similarity, ``t`` int64 (B,) its length.
+    ``kernel_ok`` bool (B, Wmax) marks real kernels, ``kernel_w`` is the same as float64 0/1.
     """
 
     x: np.ndarray
     mask: np.ndarray
+    t: np.ndarray
     hi: np.ndarray
     lo: np.ndarray
     h: np.ndarray
     s: np.ndarray
     w: np.ndarray
     kernel_ok: np.ndarray
+    kernel_w: np.ndarray
 
 
 def _prepare(sims: np.ndarray, lengths: np.ndarray, params: FusionParams) -> _Batch:
@@ -199,34 +207,12 @@ def _prepare(sims: np.ndarray, lengths: np.ndarray, params: FusionParams) -> _Ba
     if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
         raise UsageError("engine/fusion.py: sims holds NaN or inf inside a track's valid frames")
     kernel_ok = np.arange(int(w.max()))[None, :] < w[:, None]
-    return _Batch(x, mask, hi, lo, h, s, w, kernel_ok)
+    return _Batch(x, mask, lengths, hi, lo, h, s, w, kernel_ok, kernel_ok.astype(np.float64))
 
 
-class _Offsets:
-    """Yields, for each kernel offset h < Hmax, the (B, Wmax) arrays of frame values vS_b + h of every
-    kernel v of every track, for several same-shaped (B, width) arrays at once.
-
-    One stride for the whole batch (frames mode, and proportional batches whose tracks share S): strided
-    views, no copies. Otherwise a flat gather into reused buffers; kernels v >= W_b then read a zero."""
-
-    def __init__(self, bt: _Batch) -> None:
-        self.bt = bt
-        b, width = bt.x.shape
-        self.wmax = bt.kernel_ok.shape[1]
-        self.stride = int(bt.s[0]) if np.all(bt.s == bt.s[0]) else 0
-        if not self.stride:
-            tail = width - int(bt.h.max())  # = Tmax: zeros from here to the end of each row
-            v = np.arange(self.wmax)[None, :]
-            start = np.where(bt.kernel_ok, v * bt.s[:, None], tail)
-            self.base = start + (np.arange(b) * width)[:, None]
-            self.idx = np.empty_like(self.base)
-
-    def views(self, off: int, *arrays: np.ndarray) -> list[np.ndarray]:
-        if self.stride:
-            stop = off + (self.wmax - 1) * self.stride + 1
-            return [a[:, off : stop : self.stride] for a in arrays]
-        np.add(self.base, off, out=self.idx)
-        return [a.ravel().take(self.idx) for a in arrays]
+def _offset_view(x: np.ndarray, off: int, stride: int, wmax: int) -> np.ndarray:
+    """(B, Wmax) strided view of frames v * stride + off, v < Wmax, of every row of ``x`` (no copy)."""
+    return x[:, off : off + (wmax - 1) * stride + 1 : stride]
 
 
 def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -235,30 +221,43 @@ def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
 
     Softmax is shift-invariant, so one shift per track (its best frame) serves every kernel and every
     offset and exp runs once per frame; one pass per offset h, vectorised over tracks and kernels,
-    accumulates the kernel-wise sums (over h) and the temporal sums (over v). When (max - min) / tau is so
-    large that exp could underflow, each kernel and offset is shifted by its own max instead."""
+    accumulates the kernel-wise sums (over h) and the temporal sums (over v). All rows of ``bt`` share
+    one stride (``_blocked`` groups them), so kernels are strided views with no copies. When
+    (max - min) / tau is so large that exp could underflow, each kernel and offset is shifted by its own
+    max instead."""
     spread = float(np.max(bt.hi - bt.lo)) * inv_tau if inv_tau > 0 else 0.0
     if spread > _SHARED_SHIFT_LIMIT:
         return _scores_own_shift(bt, inv_tau)
-    e = np.exp((bt.x - bt.hi[:, None]) * inv_tau)
+    # Few, reused temporaries: fresh large allocations page-fault, and that dominates at this size.
+    e = np.subtract(bt.x, bt.hi[:, None])
+    e *= inv_tau
+    if spread <= _F32_EXP_LIMIT:  # weights >= e^-spread: float32 exp is exact enough and 4x faster
+        e32 = e.astype(np.float32)
+        e[...] = np.exp(e32, out=e32)
+    else:
+        np.exp(e, out=e)
     e *= bt.mask
     a = e * bt.x
     b, wmax = bt.kernel_ok.shape
     hmax = int(bt.h.max())
-    kernel_w = bt.kernel_ok.astype(np.float64)
+    kernel_w = bt.kernel_w
     # Rows with H_b < Hmax read zeros at h >= H_b only when shrunk to their full length (H_b = T_b).
-    partial = (bt.h < hmax) & (bt.h < bt.w + (bt.w - 1) * 0 + bt.h - 1 + 1)
-    partial = (bt.h < hmax) & ((bt.w - 1) * bt.s + hmax > np.sum(bt.mask, axis=1))
+    partial = bool(np.any((bt.h < hmax) & (bt.h < bt.t)))
     num_k = np.zeros((b, wmax))
     den_k = np.zeros((b, wmax))
     num_o = np.zeros((b, hmax))
     den_o = np.zeros((b, hmax))
-    offsets = _Offsets(bt)
+    stride = int(bt.s[0])  # one stride per block (``fuse`` groups rows by stride)
     for off in range(hmax):
-        va, ve = offsets.views(off, a, e)
-        keep = (off < bt.h)[:, None] if partial.any() else True
-        np.add(num_k, va, out=num_k, where=keep)
-        np.add(den_k, ve, out=den_k, where=keep)
+        va = _offset_view(a, off, stride, wmax)
+        ve = _offset_view(e, off, stride, wmax)
+        if partial:
+            keep = (off < bt.h)[:, None]
+            np.add(num_k, va, out=num_k, where=keep)
+            np.add(den_k, ve, out=den_k, where=keep)
+        else:
+            num_k += va
+            den_k += ve
         num_o[:, off] = np.einsum("bv,bv->b", va, kernel_w)
         den_o[:, off] = np.einsum("bv,bv->b", ve, kernel_w)
     return _ratio(num_k, den_k), _ratio(num_o, den_o)
@@ -268,8 +267,8 @@ def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarra
     """``_scores`` for very small tau: every kernel (resp. offset) is shifted by its own max, as a
     textbook stable softmax, on the full (Hmax, B, Wmax) tensor."""
     hmax = int(bt.h.max())
-    offsets = _Offsets(bt)
-    m = np.stack([offsets.views(off, bt.x)[0] for off in range(hmax)])
+    stride, wmax = int(bt.s[0]), bt.kernel_ok.shape[1]
+    m = np.stack([_offset_view(bt.x, off, stride, wmax) for off in range(hmax)])
     valid = bt.kernel_ok[None, :, :] & (np.arange(hmax)[:, None, None] < bt.h[None, :, None])
     z = np.where(valid, m * inv_tau, -np.inf)
     kmax = z.max(axis=0, keepdims=True)
@@ -280,18 +279,19 @@ def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarra
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return num / np.where(den > 0, den, 1.0)
+    """num / den in place, 0 where den == 0 (slots that hold no frame)."""
+    return np.divide(num, den, out=num, where=den > 0)
 
 
-def _empty_result() -> FusionResult:
-    f = np.zeros(0, np.float32)
-    i = np.zeros(0, np.int64)
-    return FusionResult(f, f.copy(), f.copy(), f.copy(), i, i.copy())
+def _empty_result(b: int) -> list[np.ndarray]:
+    """Output columns of a FusionResult for ``b`` tracks (score, r_k, r_t, best_window, first, last)."""
+    return [np.zeros(b, np.float32) for _ in range(4)] + [np.zeros(b, np.int64) for _ in range(2)]
 
 
 def _best_kernel(p: np.ndarray, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
     """First and last frame (int64 (B,)) of the kernel with the largest p_v; ties → the earliest."""
-    first = np.where(bt.kernel_ok, p, -np.inf).argmax(axis=1) * bt.s
+    np.copyto(p, -np.inf, where=~bt.kernel_ok)  # p is not used after this
+    first = p.argmax(axis=1) * bt.s
     return first.astype(np.int64), (first + bt.h - 1).astype(np.int64)
 
 
@@ -304,25 +304,49 @@ def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = No
     params = FusionParams() if params is None else params
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
-        return _empty_result()
-    bt = _prepare(sims, lengths, params)
-    p, o = _scores(bt, 1.0 / params.temperature)
-    r_k = np.einsum("bv,bv->b", p, bt.kernel_ok.astype(np.float64)) / bt.w
+        return FusionResult(*_empty_result(0))
+    return FusionResult(*_blocked(sims, lengths, params, 1.0 / params.temperature))
+
+
+def _blocked(sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float) -> list[np.ndarray]:
+    """Result columns (see ``_empty_result``) of a checked, non-empty batch, computed block by block."""
+    out = _empty_result(sims.shape[0])
+    for rows in _row_blocks(lengths, params):
+        block = _fuse_block(sims[rows], lengths[rows], params, inv_tau)
+        for column, values in zip(out, block, strict=True):
+            column[rows] = values
+    return out
+
+
+def _row_blocks(lengths: np.ndarray, params: FusionParams) -> list[np.ndarray]:
+    """Row indices of blocks that share one kernel stride, each of about ``_BLOCK_ELEMS`` frames.
+
+    Results do not depend on the blocking. Equal strides make every kernel a strided view; small blocks
+    keep temporaries small enough for the allocator to reuse instead of page-faulting fresh memory, which
+    dominated the run time with one-shot (B, Tmax) arrays; rows are sorted by length and each block is cut
+    to its own longest track."""
+    _, s, _ = kernel_geometry(lengths, params)
+    order = np.lexsort((lengths, s))  # by stride, then by length: blocks of similar lengths pad little
+    blocks: list[np.ndarray] = []
+    for group in np.split(order, np.flatnonzero(np.diff(s[order])) + 1):
+        rows = max(1, _BLOCK_ELEMS // (int(lengths[group].max()) + 1))
+        blocks.extend(group[r : r + rows] for r in range(0, group.shape[0], rows))
+    return blocks
+
+
+def _fuse_block(
+    sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    bt = _prepare(sims[:, : int(lengths.max())], lengths, params)
+    p, o = _scores(bt, inv_tau)
+    r_k = np.einsum("bv,bv->b", p, bt.kernel_w) / bt.w
     r_t = np.sum(o, axis=1, where=np.arange(o.shape[1])[None, :] < bt.h[:, None]) / bt.h
     first, last = _best_kernel(p, bt)
-    return FusionResult(
-        score=(params.gamma_k * r_k + params.gamma_t * r_t).astype(np.float32),
-        r_k=r_k.astype(np.float32),
-        r_t=r_t.astype(np.float32),
-        best_window=bt.hi.astype(np.float32),
-        seg_first=first,
-        seg_last=last,
-    )
+    score = (params.gamma_k * r_k + params.gamma_t * r_t).astype(np.float32)
+    return score, r_k.astype(np.float32), r_t.astype(np.float32), bt.hi.astype(np.float32), first, last
 
 
-def rerank_scores(
-    mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None
-) -> FusionResult:
+def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None) -> FusionResult:
     """Rerank scores for ``mode`` in ``RERANK_MODES``: the same FusionResult shape for every mode.
 
     fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (H, S from ``params``)
@@ -333,18 +357,15 @@ def rerank_scores(
     if mode == "fusion":
         return fuse(sims, lengths, params)
     if mode not in RERANK_MODES:
-        raise UsageError(
-            f"rerank_scores (engine/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}"
-        )
+        raise UsageError(f"rerank_scores (engine/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}")
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
-        return _empty_result()
+        return FusionResult(*_empty_result(0))
     best = pool_max(sims, lengths)
     if mode == "max":
         frame = argmax_frame(sims, lengths)
         return FusionResult(best, best.copy(), best.copy(), best.copy(), frame, frame.copy())
     mean = pool_mean(sims, lengths)
-    bt = _prepare(sims, lengths, params)
-    kernel_mean, _ = _scores(bt, 0.0)  # tau = inf: uniform attention, p_v = mean of kernel v
-    first, last = _best_kernel(kernel_mean, bt)
+    # tau = inf (uniform attention): p_v is the mean of kernel v, and the best kernel is the segment.
+    first, last = _blocked(sims, lengths, params, 0.0)[4:]
     return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)

@@ -6,6 +6,7 @@ A library directory holds ``manifest.json`` naming the committed files; anything
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -38,8 +39,15 @@ class Manifest:
     failures_file: str = ""
     index_file: str = ""
     index_description: str = ""      # the factory string actually built, e.g. "Flat" or "IVF1024,SQfp16"
-    index_frames: int = 0            # frames [0, index_frames) are in the index; the rest are searched exactly
+    index_frames: int = 0            # frames [0, index_frames) are in the index; the rest: exact search
     index_trained_on: int = 0        # frames in the library when the index was (re)trained
+    # sha256 of every file this manifest names (and of the kept previous-generation files), by name
+    checksums: dict[str, str] = field(default_factory=dict)
+    # the previous generation's tracks/failures/index files, kept one more commit for readers that
+    # opened the previous manifest and as a fallback for `songseek repair`
+    previous_files: tuple[str, ...] = ()
+    # extra tables keyed by track_id (tags, mos, ...): name -> file, written by LibraryWriter.put_table
+    extra_tables: dict[str, str] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -55,11 +63,17 @@ class Manifest:
         data = asdict(self)
         data["frame_shards"] = list(self.frame_shards)
         data["shard_rows"] = list(self.shard_rows)
+        data["previous_files"] = list(self.previous_files)
         return data
+
+    def files(self) -> list[str]:
+        """Every file this generation needs (shards, tracks, failures, index, extra tables), in that order."""
+        return [n for n in (*self.frame_shards, self.tracks_file, self.failures_file, self.index_file,
+                            *(self.extra_tables[k] for k in sorted(self.extra_tables))) if n]
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
-        version = data.get("schema_version")
+        version = data.get("schema_version") if isinstance(data, dict) else None
         if not isinstance(version, int):
             raise LibraryError(f"{where}: manifest has no schema_version; is this a songseek library?")
         if version > SCHEMA_VERSION:
@@ -68,13 +82,23 @@ class Manifest:
                 "upgrade songseek (pip install -U songseek)"
             )
         try:
+            data = dict(data)
             enc = EncoderInfo(**data.pop("encoder"))
-            data["frame_shards"] = tuple(data.get("frame_shards", ()))
-            data["shard_rows"] = tuple(data.get("shard_rows", ()))
+            data["frame_shards"] = tuple(str(x) for x in data.get("frame_shards", ()))
+            data["shard_rows"] = tuple(int(x) for x in data.get("shard_rows", ()))
+            data["previous_files"] = tuple(str(x) for x in data.get("previous_files", ()))
+            data["checksums"] = {str(k): str(v) for k, v in dict(data.get("checksums", {})).items()}
+            data["extra_tables"] = {str(k): str(v) for k, v in dict(data.get("extra_tables", {})).items()}
             known = {f for f in cls.__dataclass_fields__}
-            return cls(encoder=enc, **{k: v for k, v in data.items() if k in known})
-        except (TypeError, KeyError) as exc:
-            raise LibraryError(f"{where}: damaged manifest ({exc}); run `songseek repair --library {where.parent}`")
+            m = cls(encoder=enc, **{k: v for k, v in data.items() if k in known})
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise LibraryError(f"{where}: damaged manifest ({exc}); "
+                               f"run `songseek repair --library {where.parent}`") from exc
+        if (len(m.frame_shards) != len(m.shard_rows) or not isinstance(m.encoder.dim, int)
+                or m.encoder.dim <= 0):
+            raise LibraryError(f"{where}: damaged manifest (shard list or dimension is inconsistent); "
+                               f"run `songseek repair --library {where.parent}`")
+        return m
 
     def bumped(self, **changes: Any) -> Manifest:
         """A copy with the next generation number and a fresh timestamp."""
@@ -89,14 +113,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (the checksums the manifest records and `songseek repair` verifies)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -112,9 +149,10 @@ def read_manifest(root: Path) -> Manifest:
         raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME}); "
                            f"create one with `songseek index DIR --library {root}`")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LibraryError(f"{path}: unreadable manifest ({exc}); run `songseek repair --library {root}`")
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise LibraryError(f"{path}: unreadable manifest ({exc}); "
+                           f"run `songseek repair --library {root}`") from exc
     return Manifest.from_json(data, path)
 
 
@@ -124,7 +162,8 @@ def check_compatible(manifest: Manifest, encoder: EncoderInfo, where: Path) -> N
     if lib.name == "precomputed":
         if encoder.dim != lib.dim:
             raise IncompatibleLibraryError(
-                f"{where} holds {lib.dim}-d precomputed vectors; encoder {encoder.name} makes {encoder.dim}-d ones")
+                f"{where} holds {lib.dim}-d precomputed vectors; "
+                f"encoder {encoder.name} makes {encoder.dim}-d ones")
         return
     differs = [
         f"{label} {a!r} (library) vs {b!r} (now)"

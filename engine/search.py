@@ -1,7 +1,8 @@
 """The query engine: query vector → FAISS candidate frames → candidate tracks → rerank → hits.
 
 Reranking looks at every frame of each candidate track (memory-mapped views, no copy of the table) and
-scores it with `fusion.rerank_scores` (CoLLAP temporal attention fusion by default; mean, max or none).
+scores it with `fusion.rerank_scores` via `longtext.chunk_scores` (CoLLAP temporal attention fusion by
+default; mean, max or none). A text past the encoder's token limit is scored as sentence chunks (longtext.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from . import index as faiss_index
+from . import longtext
 from .encoders import Encoder, load_encoder
 from .encoders.base import l2_normalize
 from .errors import LibraryError, QueryError
 from .filters import filter_track_ids
-from .fusion import FusionParams, rerank_scores
+from .fusion import FusionParams
 from .manifest import Manifest, check_compatible, read_manifest
 from .store import FrameStore, read_table_mmap
 
@@ -102,6 +104,8 @@ class Library:
         self._meta = {name: self.tracks.column(name).to_pylist()
                       for name in ("title", "artist", "album") if name in self.tracks.column_names}
         self._row_of = {tid: i for i, tid in enumerate(self._cols["track_id"])}
+        # Extra tables (tags, mos, ...) keyed by track_id; mapped now so a later commit cannot pull them away.
+        self.extra_tables = {name: read_table_mmap(root / file) for name, file in manifest.extra_tables.items()}
         self.frame_owner = self._frame_owner()
         self._index: Any = None
         if manifest.encoder.random_weights:
@@ -162,10 +166,12 @@ class Library:
 
     # -- queries -------------------------------------------------------------------------------------
     def embed_text(self, texts: list[str]) -> np.ndarray:
+        """One unit vector per text; a text past the encoder's token limit is the mean of its sentence
+        chunks' vectors, never silently truncated (engine/longtext.py)."""
         for t in texts:
             if not t or not t.strip():
                 raise QueryError("the text query is empty: describe the music you are looking for")
-        return self.encoder.embed_text([t.strip() for t in texts])
+        return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
@@ -188,7 +194,12 @@ class Library:
             raise QueryError("give exactly one of a text query, audio= or vector=")
         opts = options or SearchOptions(**kwargs)
         if text is not None:
-            q = self.embed_text([text])
+            if not text.strip():
+                raise QueryError("the text query is empty: describe the music you are looking for")
+            chunked = longtext.embed_chunked(self.encoder, [text.strip()])[0]
+            if len(chunked.chunks) > 1:  # a long text: rerank on the chunk-by-window matrix
+                return self._search_chunks(chunked.vectors, opts.validated())
+            q = chunked.vectors
         elif vector is not None:
             q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         else:
@@ -219,10 +230,26 @@ class Library:
             results.append(self._rerank(q[qi], cand_rows, cand_scores, opts))
         return results
 
+    def _search_chunks(self, chunks: np.ndarray, opts: SearchOptions) -> list[Hit]:
+        """Hits for one long text given as float32 (C, dim) chunk vectors: candidates are the union of each
+        chunk's candidates (candidate score: the best over chunks), reranked by longtext.chunk_scores."""
+        q = self._check_vectors(chunks)
+        if self.n_tracks == 0:
+            return []
+        allowed = self._allowed_rows(opts.where)
+        best: dict[int, float] = {}
+        for qc in q:
+            rows, scores = self._candidates(qc, opts, allowed)
+            for r, sc in zip(rows.tolist(), scores.tolist()):
+                best[r] = max(best.get(r, -np.inf), sc)
+        order = sorted(best, key=lambda r: (-best[r], r))
+        rows_arr = np.asarray(order, dtype=np.int64)
+        return self._rerank(q, rows_arr, np.asarray([best[r] for r in order], np.float32), opts)
+
     # -- internals -----------------------------------------------------------------------------------
     def tables(self) -> dict[str, pa.Table]:
-        """The tables `--where` and `songseek sql` see."""
-        return {"tracks": self.tracks}
+        """The tables `--where` and `songseek sql` see: tracks, then every extra table (tags, mos, ...)."""
+        return {"tracks": self.tracks, **self.extra_tables}
 
     def _allowed_rows(self, where: str | None) -> np.ndarray | None:
         if where is None:
@@ -271,11 +298,12 @@ class Library:
             return []
         starts, counts = self._cols["frame_start"][rows], self._cols["frame_count"][rows]
         tmax = int(counts.max())
-        sims = np.zeros((len(rows), tmax), dtype=np.float32)
+        qs = np.atleast_2d(q)  # (C, dim): C > 1 for the sentence chunks of a long text
+        sims = np.zeros((len(rows), len(qs), tmax), dtype=np.float32)
         for i, (s, c) in enumerate(zip(starts, counts)):
-            sims[i, :c] = self.store.vectors(int(s), int(c)) @ q
+            sims[i, :, :c] = qs @ self.store.vectors(int(s), int(c)).T
         mode = "max" if opts.rerank == "none" else opts.rerank
-        res = rerank_scores(mode, sims, counts.astype(np.int64), opts.fusion)
+        res = longtext.chunk_scores(sims, counts.astype(np.int64), opts.fusion, mode=mode)
         score = cand_scores if opts.rerank == "none" else res.score
         # Deterministic order: score, then track id.
         ids = self._cols["track_id"][rows]

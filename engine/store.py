@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from .errors import LibraryError
-from .manifest import Manifest, fsync_dir
+from .manifest import Manifest, file_sha256, fsync_dir
 
 TRACK_FIELDS = [
     pa.field("track_id", pa.string(), nullable=False),
@@ -98,17 +98,27 @@ class Failure:
     mtime: float = -1.0
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Arrow IPC file as one record batch, written under a temporary name, fsynced, then renamed."""
+def write_table_atomic(path: Path, table: pa.Table) -> str:
+    """Arrow IPC file as one record batch, written under a temporary name, fsynced, then renamed.
+
+    Returns the file's hex SHA-256 (read back from the temporary file before the rename). On any error
+    the temporary file is removed and ``path`` is untouched.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     table = table.combine_chunks()
-    with pa.OSFile(str(tmp), "wb") as sink:
-        with ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=max(table.num_rows, 1))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            with ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = file_sha256(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+    return digest
 
 
 def read_table_mmap(path: Path) -> pa.Table:
@@ -125,6 +135,8 @@ def read_table_mmap(path: Path) -> pa.Table:
 def vectors_view(table: pa.Table, dim: int) -> np.ndarray:
     """Zero-copy float32 (rows, dim) view of a shard's vector column."""
     col = table.column("vector")
+    if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != dim:
+        raise ValueError(f"vector column is {col.type}, expected fixed_size_list<float>[{dim}]")
     if col.num_chunks != 1:
         col = pa.chunked_array([pa.concat_arrays(col.chunks)])
     flat = col.chunk(0).values
@@ -148,14 +160,18 @@ class FrameStore:
         self._vectors: list[np.ndarray] = []
         starts, ends = [], []
         offsets = [0]
-        for name, rows in zip(manifest.frame_shards, manifest.shard_rows):
+        for name, rows in zip(manifest.frame_shards, manifest.shard_rows, strict=True):
             table = read_table_mmap(root / name)
             if table.num_rows != rows:
                 raise LibraryError(f"{root / name}: has {table.num_rows} rows, manifest says {rows}; "
                                    f"run `songseek repair --library {root}`")
-            self._vectors.append(vectors_view(table, self.dim))
-            starts.append(table.column("start_s").to_numpy())
-            ends.append(table.column("end_s").to_numpy())
+            try:
+                self._vectors.append(vectors_view(table, self.dim))
+                starts.append(table.column("start_s").to_numpy())
+                ends.append(table.column("end_s").to_numpy())
+            except (KeyError, ValueError, pa.ArrowInvalid) as exc:
+                raise LibraryError(f"{root / name}: not a frame shard of this {self.dim}-d library ({exc}); "
+                                   f"run `songseek repair --library {root}`") from exc
             offsets.append(offsets[-1] + rows)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.start_s = np.concatenate(starts) if starts else np.zeros(0)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from songseek import __version__
 
 from . import index as faiss_index
 from .errors import LibraryError, LibraryLockedError, UsageError
-from .manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from .manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
 from .store import (
     FAILURES_SCHEMA,
     TRACKS_SCHEMA,
@@ -37,6 +38,21 @@ from .store import (
 )
 
 LOCK_NAME = ".lock"
+EMBEDDED_MANIFEST_KEY = b"songseek.manifest"
+# The names a writer creates (committed files and their temporary names); only these are ever deleted.
+_OWN_FILE = re.compile(r"(\.)?((frames|tracks|failures)-\d{6,}\.arrow|index-\d{6,}\.faiss|manifest\.json"
+                       r"|extra-[a-z0-9_]+-\d{6,}\.arrow"
+                       r")(\.tmp-\d+)?")
+# Extra tables (put_table): SQL-safe names that do not shadow the built-in tables.
+EXTRA_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+RESERVED_TABLES = frozenset({"tracks", "frames", "failures", "manifest", "index"})
+
+
+def index_rebuild_due(m: Manifest, want: str, n_frames: int) -> bool:
+    """Whether the index must be rebuilt rather than extended: none yet, another factory string than the
+    one ``auto`` (or the user) now asks for, or an IVF index grown past 4x the frames it was trained on."""
+    return (not m.index_file or want != m.index_description
+            or (want.startswith("IVF") and n_frames > 4 * max(m.index_trained_on, 1)))
 
 
 class LibraryWriter:
@@ -47,7 +63,7 @@ class LibraryWriter:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--library {self.root} is a file, not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _acquire_lock(self.root, wait)
+        self._lock_fd: int | None = _acquire_lock(self.root, wait)
         try:
             if (self.root / MANIFEST_NAME).exists():
                 self.manifest = read_manifest(self.root)
@@ -64,6 +80,7 @@ class LibraryWriter:
                 for row in read_table_mmap(self.root / self.manifest.failures_file).to_pylist():
                     self._failures[row["path"]] = Failure(**row)
             self._pending: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = []
+            self._pending_tables: dict[str, pa.Table] = {}
             self._dirty = False
             self._remove_orphans()
         except BaseException:
@@ -85,11 +102,17 @@ class LibraryWriter:
         return {row["path"]: tid for tid, row in self._tracks.items()}
 
     # -- changes (durable at the next commit) ---------------------------------------------------
-    def add_track(self, record: TrackRecord, vectors: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
-        """Queue a track with its frames: vectors float32 (T, dim) unit rows, starts/ends float (T,) seconds."""
+    def add_track(self, record: TrackRecord, vectors: np.ndarray, starts: np.ndarray,
+                  ends: np.ndarray) -> None:
+        """Queue a track with its frames: vectors float32 (T, dim) unit rows, starts/ends float (T,) s."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim or len(vectors) == 0:
-            raise UsageError(f"{record.path}: expected (frames, {self.manifest.dim}) vectors, got {vectors.shape}")
+            raise UsageError(
+                f"{record.path}: expected (frames, {self.manifest.dim}) vectors, got {vectors.shape}")
+        starts, ends = np.asarray(starts, np.float64).reshape(-1), np.asarray(ends, np.float64).reshape(-1)
+        if len(starts) != len(vectors) or len(ends) != len(vectors):
+            raise UsageError(
+                f"{record.path}: {len(vectors)} vectors but {len(starts)} starts, {len(ends)} ends")
         if not np.isfinite(vectors).all():
             raise UsageError(f"{record.path}: vectors contain NaN or inf")
         if record.track_id in self._tracks:
@@ -99,7 +122,7 @@ class LibraryWriter:
         row["frame_start"], row["frame_count"] = -1, len(vectors)
         self._tracks[record.track_id] = row
         self._failures.pop(record.path, None)
-        self._pending.append((row, vectors, np.asarray(starts, np.float64), np.asarray(ends, np.float64)))
+        self._pending.append((row, vectors, starts, ends))
         self._dirty = True
 
     def remove_track(self, track_id: str) -> None:
@@ -122,45 +145,98 @@ class LibraryWriter:
         if self._failures.pop(path, None) is not None:
             self._dirty = True
 
+    def put_table(self, name: str, table: pa.Table) -> None:
+        """Replace (or add) the extra table ``name`` (tags, mos, ...): rows keyed by a string ``track_id``
+        column. Durable at the next commit; `--where` sees it joined to the tracks on track_id."""
+        if not EXTRA_TABLE_NAME.fullmatch(name) or name in RESERVED_TABLES:
+            raise UsageError(f"bad extra table name {name!r}: use lower-case letters, digits and _, "
+                             f"not one of {', '.join(sorted(RESERVED_TABLES))}")
+        if "track_id" not in table.column_names or not pa.types.is_string(table.schema.field("track_id").type):
+            raise UsageError(f"extra table {name!r} needs a string track_id column")
+        self._pending_tables[name] = table
+        self._dirty = True
+
+    def get_table(self, name: str) -> pa.Table | None:
+        """The extra table ``name`` as the next commit will leave it, or None when there is none."""
+        if name in self._pending_tables:
+            return self._pending_tables[name]
+        file = self.manifest.extra_tables.get(name)
+        return read_table_mmap(self.root / file) if file else None
+
     # -- durability -----------------------------------------------------------------------------
     def commit(self) -> None:
-        """Write pending frames as one new shard, the tracks and failures tables, then the manifest."""
+        """Write pending frames as one new shard, the tracks and failures tables, then the manifest.
+
+        Every file goes to a temporary name, is fsynced and renamed; the manifest swap is the commit
+        point. On an OSError (a full disk, say) the new files are removed, the library keeps its last
+        committed generation and a LibraryError says so; the changes stay queued in this writer.
+        """
         if not self._dirty and self.manifest.tracks_file:
             return
         m = self.manifest
         gen = m.generation + 1
         shards, rows = list(m.frame_shards), list(m.shard_rows)
+        sums = {n: m.checksums[n] for n in m.frame_shards if n in m.checksums}
+        if m.index_file and m.index_file in m.checksums:
+            sums[m.index_file] = m.checksums[m.index_file]
         new_files: list[Path] = []
+        tracks_name, failures_name = f"tracks-{gen:06d}.arrow", f"failures-{gen:06d}.arrow"
+        previous = _superseded(m, {"tracks-": tracks_name, "failures-": failures_name})
+        sums.update({n: m.checksums[n] for n in previous if n in m.checksums})
         try:
             if self._pending:
                 name = f"frames-{gen:06d}.arrow"
                 table = self._pending_table(m.n_frame_rows)
-                write_table_atomic(self.root / name, table)
                 new_files.append(self.root / name)
+                sums[name] = write_table_atomic(self.root / name, table)
                 shards.append(name)
                 rows.append(table.num_rows)
-            tracks_name, failures_name = f"tracks-{gen:06d}.arrow", f"failures-{gen:06d}.arrow"
-            tracks = pa.Table.from_pylist(
-                sorted(self._tracks.values(), key=lambda r: r["frame_start"]), schema=TRACKS_SCHEMA)
-            write_table_atomic(self.root / tracks_name, tracks)
-            new_files.append(self.root / tracks_name)
-            failures = pa.Table.from_pylist([f.__dict__ for f in self._failures.values()], schema=FAILURES_SCHEMA)
-            write_table_atomic(self.root / failures_name, failures)
+            failures = pa.Table.from_pylist([f.__dict__ for f in self._failures.values()],
+                                            schema=FAILURES_SCHEMA)
             new_files.append(self.root / failures_name)
+            sums[failures_name] = write_table_atomic(self.root / failures_name, failures)
+            extra = dict(m.extra_tables)
+            sums.update({n: m.checksums[n] for n in extra.values() if n in m.checksums})
+            for tname, ttable in self._pending_tables.items():
+                extra[tname] = f"extra-{tname}-{gen:06d}.arrow"
+                new_files.append(self.root / extra[tname])
+                sums[extra[tname]] = write_table_atomic(self.root / extra[tname], ttable)
             new = m.bumped(frame_shards=tuple(shards), shard_rows=tuple(rows), tracks_file=tracks_name,
-                           failures_file=failures_name, songseek_version=__version__)
+                           failures_file=failures_name, songseek_version=__version__, previous_files=previous,
+                           extra_tables=extra)
+            # The tracks table carries this generation's manifest (less its own checksum) in its schema
+            # metadata, so `songseek repair` can rebuild a lost or damaged manifest.json from it.
+            embedded = json.dumps(replace(new, checksums=dict(sums)).to_json()).encode()
+            tracks = pa.Table.from_pylist(
+                sorted(self._tracks.values(), key=lambda r: r["frame_start"]), schema=TRACKS_SCHEMA
+            ).replace_schema_metadata({EMBEDDED_MANIFEST_KEY: embedded})
+            new_files.append(self.root / tracks_name)
+            sums[tracks_name] = write_table_atomic(self.root / tracks_name, tracks)
+            new = replace(new, checksums=sums)
             write_manifest(self.root, new)
-        except OSError as exc:
+        except BaseException as exc:
+            if self._manifest_on_disk_is(gen):
+                # The rename landed (only the folder fsync after it, or an interrupt, came in between).
+                self._committed(new)
+                if isinstance(exc, OSError):
+                    return
+                raise
             for path in new_files:
                 path.unlink(missing_ok=True)
             self._unassign_pending()
+            if not isinstance(exc, OSError):
+                raise
             why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
             raise LibraryError(
                 f"could not commit to {self.root}: {why}; the library still holds its last committed "
-                "state (generation {m.generation}); free space and run the same command again to resume"
+                f"state (generation {m.generation}); free space and run the same command again to resume"
             ) from exc
+        self._committed(new)
+
+    def _committed(self, new: Manifest) -> None:
         self.manifest = new
         self._pending = []
+        self._pending_tables = {}
         self._dirty = False
         self._remove_orphans()
 
@@ -168,40 +244,13 @@ class LibraryWriter:
         """Bring the FAISS index up to every committed frame: add new rows, or rebuild when due.
 
         Returns what happened: "unchanged", "updated" or "rebuilt". Rebuilt when there is no index,
-        the factory changes (e.g. `auto` crossing to IVF), or an IVF index has grown past 4x the frames
-        it was trained on.
+        the factory changes (e.g. `auto` crossing to IVF), an IVF index has grown past 4x the frames
+        it was trained on, or the index file on disk cannot be read.
         """
-        m = self.manifest
-        factory = factory or m.index_factory
-        store = FrameStore(self.root, m)
-        n = store.n_rows
-        want = faiss_index.auto_factory(n, m.dim) if factory == "auto" else factory
-        if n == 0:
-            return "unchanged"
-        rebuild = (force_rebuild or not m.index_file or want != m.index_description
-                   or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)))
-        if not rebuild and m.index_frames == n:
-            return "unchanged"
-        if rebuild:
-            idx = faiss_index.build_index(want, m.dim, faiss_index.training_sample(store.shards(), want))
-            start, trained_on = 0, n
-        else:
-            idx = faiss_index.load_index(self.root / m.index_file, use_gpu=False)
-            start, trained_on = m.index_frames, m.index_trained_on
-        faiss_index.add_rows(idx, store.shards(), start)
-        name = f"index-{m.generation + 1:06d}.faiss"
-        try:
-            faiss_index.save_index(idx, self.root / name)
-            new = m.bumped(index_file=name, index_description=want, index_frames=n, index_trained_on=trained_on,
-                           index_factory=factory)
-            write_manifest(self.root, new)
-        except OSError as exc:
-            (self.root / name).unlink(missing_ok=True)
-            raise LibraryError(f"could not write the index of {self.root}: {exc}; searches still work "
-                               "(exactly) on the frames the old index lacks; run the command again") from exc
-        self.manifest = new
-        self._remove_orphans()
-        return "rebuilt" if rebuild else "updated"
+        self.manifest, action = write_index(self.root, self.manifest, factory, force_rebuild)
+        if action != "unchanged":
+            self._remove_orphans()
+        return action
 
     def close(self) -> None:
         fd = getattr(self, "_lock_fd", None)
@@ -241,19 +290,105 @@ class LibraryWriter:
         for row, *_ in self._pending:
             row["frame_start"] = -1
 
+    def _manifest_on_disk_is(self, generation: int) -> bool:
+        return _manifest_on_disk_is(self.root, generation)
+
     def _remove_orphans(self) -> None:
-        """Delete files no manifest names (left by a crash, or superseded by the last commit)."""
-        m = self.manifest
-        keep = {MANIFEST_NAME, LOCK_NAME, *m.frame_shards, m.tracks_file, m.failures_file, m.index_file}
-        for path in self.root.iterdir():
-            if path.name in keep or path.is_dir():
-                continue
-            if path.suffix in (".arrow", ".faiss") or ".tmp-" in path.name:
-                path.unlink(missing_ok=True)
+        """Delete files no manifest names (left by a crash, or superseded by the commit before last)."""
+        remove_orphans(self.root, self.manifest)
+
+
+def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebuild: bool = False
+                ) -> tuple[Manifest, str]:
+    """Update or rebuild the FAISS index of the committed library ``m`` and commit a manifest naming it.
+
+    The caller holds the library's lock. Returns (the manifest now on disk, "unchanged" | "updated" |
+    "rebuilt"); see ``LibraryWriter.update_index`` for when it rebuilds.
+    """
+    factory = factory or m.index_factory
+    store = FrameStore(root, m)
+    n = store.n_rows
+    want = faiss_index.auto_factory(n, m.dim) if factory == "auto" else factory
+    if n == 0:
+        return m, "unchanged"
+    rebuild = force_rebuild or index_rebuild_due(m, want, n)
+    if not rebuild and m.index_frames == n and m.index_factory == factory:
+        return m, "unchanged"
+    idx = None
+    if not rebuild:
+        try:
+            idx = faiss_index.load_index(root / m.index_file, use_gpu=False)
+        except LibraryError:
+            rebuild = True  # a missing or damaged index is rebuilt from the shards
+        else:
+            if int(idx.ntotal) != m.index_frames or int(idx.d) != m.dim:
+                rebuild = True
+    if rebuild or idx is None:
+        idx = faiss_index.build_index(want, m.dim, faiss_index.training_sample(store.shards(), want))
+        start, trained_on = 0, n
+    else:
+        start, trained_on = m.index_frames, m.index_trained_on
+    faiss_index.add_rows(idx, store.shards(), start)
+    name = f"index-{m.generation + 1:06d}.faiss"
+    try:
+        faiss_index.save_index(idx, root / name)
+        previous = _superseded(m, {"index-": name})
+        sums = {k: v for k, v in m.checksums.items() if k in m.files() or k in previous}
+        sums[name] = file_sha256(root / name)
+        new = m.bumped(index_file=name, index_description=want, index_frames=n,
+                       index_trained_on=trained_on, index_factory=factory, checksums=sums,
+                       previous_files=previous)
+        write_manifest(root, new)
+    except OSError as exc:
+        if not _manifest_on_disk_is(root, m.generation + 1):
+            (root / name).unlink(missing_ok=True)
+            raise LibraryError(f"could not write the index of {root}: {exc}; searches still work "
+                               "(exactly) on the frames the old index lacks; run the command again"
+                               ) from exc
+        new = read_manifest(root)
+    return new, "rebuilt" if rebuild else "updated"
+
+
+def _manifest_on_disk_is(root: Path, generation: int) -> bool:
+    try:
+        return read_manifest(root).generation == generation
+    except LibraryError:
+        return False
+
+
+def remove_orphans(root: Path, m: Manifest) -> None:
+    """Delete the writer's own files that ``m`` neither names nor keeps (crash leftovers, superseded files)."""
+    keep = {MANIFEST_NAME, LOCK_NAME, *m.files(), *m.previous_files}
+    for path in root.iterdir():
+        if path.name not in keep and _OWN_FILE.fullmatch(path.name) and not path.is_dir():
+            path.unlink(missing_ok=True)
+
+
+def _superseded(m: Manifest, replaced: dict[str, str]) -> tuple[str, ...]:
+    """The newest superseded tracks/failures/index file of each kind once ``replaced`` (prefix → new name)
+    takes effect: the file the old manifest named if it changes, else the one it already kept."""
+    out = []
+    kinds = (("tracks-", m.tracks_file), ("failures-", m.failures_file), ("index-", m.index_file))
+    for prefix, current in kinds:
+        new = replaced.get(prefix, current)
+        if current and new != current:
+            out.append(current)
+        else:
+            out += [p for p in m.previous_files if p.startswith(prefix) and p != new]
+    return tuple(out)
+
+
+def acquire_lock(root: Path, wait: bool = False) -> int:
+    """Take the library's writer lock (an flock the kernel drops when the process dies); returns the fd
+    to ``os.close`` when done. Raises LibraryLockedError naming the holder when another process has it."""
+    return _acquire_lock(root, wait)
 
 
 def _acquire_lock(root: Path, wait: bool) -> int:
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LibraryError(f"cannot write to the library {root} ({exc.strerror}); check its permissions") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -262,6 +397,12 @@ def _acquire_lock(root: Path, wait: bool) -> int:
         raise LibraryLockedError(
             f"{root} is being written by {holder}; wait for it to finish (or pass --wait) and try again"
         ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise LibraryError(f"cannot lock the library {root} ({exc.strerror}); "
+                           "use a library on a local disk") from None
+    # A lock left by a killed process is no lock at all (the kernel dropped it): the pid below is only
+    # for the message another writer prints while this one runs.
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"songseek pid {os.getpid()}".encode(), 0)
     return fd

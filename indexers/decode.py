@@ -25,6 +25,8 @@ callers that store per-track results must discard the track's partial output on 
 
 from __future__ import annotations
 
+import ctypes
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +113,39 @@ def _open(path: Path) -> tuple[Any, Any]:
         fmt = container.format.name
         container.close()
         raise _fail(path, f"contains no audio stream (container {fmt} holds: {found}); not an audio file")
-    audio = container.streams.audio
-    stream = max(audio, key=lambda s: (s.channels or 0) > 0) if len(audio) > 1 else audio[0]
+    stream: Any = container.streams.best("audio") or container.streams.audio[0]
     if not stream.rate or stream.rate <= 0:
         container.close()
         raise _fail(path, "audio stream has no sample rate; the file is damaged")
+    if _channel_count(stream) <= 0:
+        container.close()
+        raise _fail(path, "audio stream has no channels; the file is damaged")
     return container, stream
+
+
+_STANDARD_LAYOUT = re.compile(r"^(mono|stereo|downmix|quad|hexagonal|octagonal|cube|hexadecagonal|binaural"
+                              r"|22\.2|[0-9]+\.[0-9]+(\.[0-9]+)?)(\([a-z-]+\))?$")
+_KEPT_ALIVE: list[object] = []
+
+
+def _channel_count(stream: Any) -> int:
+    """Channel count of ``stream``, read without tripping a PyAV 18 double free.
+
+    PyAV wraps a codec context's channel layout in an ``AudioLayout`` by shallow copy and frees it
+    again when the wrapper dies; for a custom-order layout (an 8-channel AIFF, say) that frees
+    FFmpeg's channel map twice and corrupts the heap. So: read the layout once, keep that wrapper
+    alive for good when the layout is not a standard native one, and decode with the default
+    native layout of the same channel count (channel identity does not matter: we average them).
+    """
+    cc = stream.codec_context
+    layout = cc.layout
+    n = int(layout.nb_channels)
+    if not _STANDARD_LAYOUT.match(layout.name):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(layout))  # never freed, not even at exit: freeing
+        _KEPT_ALIVE.append(layout)  # it would free FFmpeg's map a second time
+        if n > 0 and not cc.is_open:
+            cc.layout = f"{n}c"
+    return n
 
 
 def _av_reason(exc: BaseException) -> str:
@@ -150,7 +179,7 @@ def probe(path: Path) -> AudioInfo:
             path=path,
             duration_s=duration,
             sample_rate=int(stream.rate),
-            channels=int(stream.channels),
+            channels=_channel_count(stream),
             codec=stream.codec_context.codec.canonical_name,
         )
     finally:
@@ -223,7 +252,10 @@ def _native_chunks(
         skip_until: float | None = None
         if start_s > 0:
             preroll = max(0.0, start_s - 0.5)  # decoders need a little history after a seek
-            container.seek(int((origin + preroll) / stream.time_base), stream=stream, backward=True)
+            try:
+                container.seek(int((origin + preroll) / stream.time_base), stream=stream, backward=True)
+            except av.error.FFmpegError:
+                raise _SeekUnsupported from None
             skip_until = start_s
         converter = av.AudioResampler(format="flt")
         packets = bad = 0

@@ -7,6 +7,7 @@ A crash loses at most the files since the last commit; the next run skips what w
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 import time
@@ -14,19 +15,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-
 from songseek.engine.encoders import Encoder
-from songseek.engine.errors import SongseekError
+from songseek.engine.errors import IncompatibleLibraryError, SongseekError
 from songseek.engine.manifest import Manifest, check_compatible
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.store import Failure, TrackRecord
 from songseek.engine.writer import LibraryWriter
 
 from .decode import decode_stream
-from .sources import SourceFile, scan
-from .tags import read_tags
+from .sources import ScanResult, SourceFile, display_path, scan
+from .tags import Tags, read_tags
 from .windowing import iter_windows
 
 
@@ -37,10 +38,11 @@ class IndexConfig:
     batch_size: int = 16
     workers: int = 2                    # decode threads
     index_factory: str = "auto"
-    prune: bool = True                  # drop tracks whose files are gone
-    retry_failed: bool = False
-    commit_every_files: int = 64
-    commit_every_s: float = 120.0
+    prune: bool = True                  # drop tracks whose files are gone (under the sources given)
+    prune_empty: bool = False           # prune even under a source folder where no audio file was found
+    retry_failed: bool = False          # retry known failures even when the file did not change
+    commit_every_files: int = 64        # commit after this many finished files ...
+    commit_every_s: float = 120.0       # ... or this many seconds, whichever comes first
 
 
 @dataclass
@@ -60,6 +62,7 @@ class IndexReport:
     model_seconds: float = 0.0
     index_action: str = "unchanged"
     failures: list[Failure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a prune skipped)
 
     def summary(self) -> str:
         return (f"added {self.added}, changed {self.changed}, moved {self.moved}, removed {self.removed}, "
@@ -79,7 +82,8 @@ def file_hash(path: Path, chunk: int = 1 << 20) -> str:
 
 def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
     hop = config.hop_s or config.window_s
-    return Manifest(encoder=encoder.info, window_s=config.window_s, hop_s=hop, index_factory=config.index_factory)
+    return Manifest(encoder=encoder.info, window_s=config.window_s, hop_s=hop,
+                    index_factory=config.index_factory)
 
 
 def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: IndexConfig = IndexConfig(),
@@ -93,27 +97,59 @@ def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: In
         check_compatible(m, encoder.info, library)
         hop = config.hop_s or config.window_s
         if (m.window_s, m.hop_s) != (config.window_s, hop) and m.tracks_file:
-            from songseek.engine.errors import IncompatibleLibraryError
-
             raise IncompatibleLibraryError(
-                f"{library} uses --window {m.window_s} --hop {m.hop_s}; pass the same values or use a new library")
+                f"{library} uses --window {m.window_s} --hop {m.hop_s}; "
+                "pass the same values or use a new library")
         found = scan(sources)
+        if not m.tracks_file:
+            writer.commit()  # a new library opens (empty) from its first moment, whatever happens next
         for path, why in found.unreadable:
-            report.failed += 1
-            writer.record_failure(Failure(str(path), "PermissionError", why, time.time()))
+            cls, _, reason = why.partition(": ")
+            shown = display_path(path)
+            _fail(writer, report, Failure(shown, cls or "OSError", f"{shown}: {reason}", time.time()))
         todo = _classify(writer, found.files, config, report)
         if config.prune:
-            for tid, row in list(writer.tracks.items()):
-                if not Path(row["path"]).exists():
-                    writer.remove_track(tid)
-                    report.removed += 1
+            _prune(writer, found, report, config.prune_empty)
         progress.start(len(todo), "embedding")
-        _embed_files(writer, encoder, todo, m.window_s, m.hop_s, config, report, progress)
+        try:
+            _embed_files(writer, encoder, todo, m.window_s, m.hop_s, config, report, progress)
+        except KeyboardInterrupt:
+            writer.commit()  # keep every file finished before the interrupt
+            raise
         writer.commit()
         report.index_action = writer.update_index(config.index_factory)
     progress.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _fail(writer: LibraryWriter, report: IndexReport, failure: Failure) -> None:
+    writer.record_failure(failure)
+    report.failures.append(failure)
+    report.failed += 1
+
+
+def _under(path: str, roots: tuple[Path, ...]) -> bool:
+    return any(path == str(r) or path.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _prune(writer: LibraryWriter, found: ScanResult, report: IndexReport, prune_empty: bool = False) -> None:
+    """Remove tracks (and failure records) whose files are gone, but only under this run's source roots:
+    tracks fed by other folders are left alone, and a root where no audio file was found at all (an
+    unmounted drive looks like that) prunes nothing."""
+    seen = {str(f.path) for f in found.files} | {display_path(p) for p, _ in found.unreadable}
+    live_roots = tuple(r for r in found.roots if prune_empty or any(_under(p, (r,)) for p in seen))
+    for r in found.roots:
+        if r not in live_roots and any(_under(row["path"], (r,)) for row in writer.tracks.values()):
+            report.notes.append(f"no audio file found under {r}: its tracks were kept (is a drive "
+                                "unmounted? pass --prune to remove them)")
+    for tid, row in list(writer.tracks.items()):
+        if row["path"] not in seen and _under(row["path"], live_roots) and not os.path.lexists(row["path"]):
+            writer.remove_track(tid)
+            report.removed += 1
+    for path in list(writer.failures):
+        if path not in seen and _under(path, live_roots) and not os.path.lexists(path):
+            writer.clear_failure(path)
 
 
 def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfig,
@@ -133,14 +169,16 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
                 taken.add(tid)
                 continue
         fail = writer.failures.get(key)
-        if fail is not None and not config.retry_failed and fail.size == f.size and fail.mtime == f.mtime:
-            report.skipped_failed += 1
+        if (fail is not None and not config.retry_failed and fail.size == f.size and fail.mtime == f.mtime
+                and f.ctime <= fail.time):
+            report.skipped_failed += 1  # unchanged since it failed (content, times and permissions)
             continue
         try:
             digest = file_hash(f.path)
         except OSError as exc:
-            report.failed += 1
-            writer.record_failure(Failure(key, type(exc).__name__, f"{key}: {exc.strerror}", time.time(), f.size, f.mtime))
+            _fail(writer, report, Failure(key, type(exc).__name__,
+                                          f"{key}: cannot read the file ({exc.strerror})",
+                                          time.time(), f.size, f.mtime))
             continue
         if tid is not None and writer.tracks[tid]["content_hash"] == digest:
             writer.update_path(tid, key, f.mtime)  # touched, same content
@@ -183,6 +221,8 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
 
     def work(i: int) -> None:
         f = todo[i][0]
+        if stop.is_set():
+            return
         try:
             n = 0
             for item in _decode_windows(f, sr, window_s, hop_s):
@@ -192,6 +232,7 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                 n += 1
             if n == 0:
                 raise SongseekError(f"{f.path}: no audio samples decoded")
+            _check_unchanged(f)
             q.put((i, _DONE))
         except Exception as exc:  # any failure of one file is recorded, never fatal for the run
             q.put((i, exc))
@@ -210,7 +251,7 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
         t = time.perf_counter()
         out = encoder.embed_audio(np.stack([w for _, w in batch]))
         report.model_seconds += time.perf_counter() - t
-        for (i, _), vec in zip(batch, out):
+        for (i, _), vec in zip(batch, out, strict=True):
             if i not in failed:
                 vectors.setdefault(i, []).append(vec)
         batch.clear()
@@ -222,7 +263,10 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
         vecs = vectors.pop(i, [])
         starts = np.array([s for s, _ in wins])
         ends = np.array([e for _, e in wins])
-        tags = read_tags(f.path)
+        try:
+            tags = read_tags(f.path)
+        except Exception:  # tags are decoration: a tag reader bug must not lose the track
+            tags = Tags()
         tid = digest[:16]
         if tid in writer.tracks and writer.tracks[tid]["path"] != str(f.path):
             tid = f"{tid}-{hashlib.sha1(str(f.path).encode()).hexdigest()[:6]}"
@@ -230,7 +274,13 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                           duration_s=float(ends.max()) if len(ends) else 0.0, title=tags.title,
                           artist=tags.artist, album=tags.album, genre=tags.genre, year=tags.year,
                           added_at=time.time())
-        writer.add_track(rec, np.stack(vecs), starts, ends)
+        try:
+            writer.add_track(rec, np.stack(vecs), starts, ends)
+        except SongseekError as exc:  # e.g. the encoder made NaN vectors for this file
+            _fail(writer, report, Failure(str(f.path), type(exc).__name__, str(exc), time.time(),
+                                          f.size, f.mtime))
+            progress.advance(files=1)
+            return
         setattr(report, kind, getattr(report, kind) + 1)
         report.windows += len(vecs)
         report.audio_s += rec.duration_s
@@ -257,13 +307,11 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                     finished += 1
                     f = todo[i][0]
                     msg = str(item) if str(f.path) in str(item) else f"{f.path}: {item}"
-                    fail = Failure(str(f.path), type(item).__name__, msg, time.time(), f.size, f.mtime)
-                    writer.record_failure(fail)
-                    report.failures.append(fail)
-                    report.failed += 1
+                    _fail(writer, report, Failure(str(f.path), type(item).__name__, msg, time.time(),
+                                                  f.size, f.mtime))
                     progress.advance(files=1)
                 else:
-                    win, s, e = item  # type: ignore[misc]
+                    win, s, e = cast(tuple[np.ndarray, float, float], item)
                     pending.setdefault(i, []).append((s, e))
                     batch.append((i, win))
                     if len(batch) >= config.batch_size:
@@ -277,11 +325,26 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
             _finish_ready(done_files, pending, vectors, finish)
         finally:
             stop.set()
+            for fu in futures:
+                fu.cancel()
             while any(not fu.done() for fu in futures):  # unblock workers stuck on a full queue
                 try:
                     q.get_nowait()
                 except queue.Empty:
                     time.sleep(0.01)
+
+
+class FileChangedError(SongseekError):
+    """A file changed (size or modification time) while it was being read."""
+
+
+def _check_unchanged(f: SourceFile) -> None:
+    try:
+        st = f.path.stat()
+    except OSError as exc:
+        raise FileChangedError(f"{f.path}: vanished while being read ({exc.strerror})") from None
+    if st.st_size != f.size or st.st_mtime != f.mtime:
+        raise FileChangedError(f"{f.path}: changed while being read; it is indexed on the next run")
 
 
 def _finish_ready(done_files: set[int], pending: dict[int, list[tuple[float, float]]],

@@ -16,29 +16,44 @@ class SourceFile:
     path: Path
     size: int
     mtime: float
+    ctime: float = 0.0  # inode change time: moves with chmod too, so a fixed permission is retried
 
 
 @dataclass(frozen=True)
 class ScanResult:
     files: list[SourceFile]
-    unreadable: list[tuple[Path, str]]  # paths that could not be listed or stat'ed, with the reason
+    # paths that could not be listed or stat'ed (or named: not UTF-8), with "ErrorClass: reason"
+    unreadable: list[tuple[Path, str]]
+    roots: tuple[Path, ...] = ()  # the absolute source folders/files, as given
+
+
+def display_path(path: Path) -> str:
+    """``str(path)``, with bytes that are not UTF-8 shown as ``\\xNN`` escapes (storable in Arrow)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def scan(sources: list[Path]) -> ScanResult:
     """All audio files (by extension) under the given folders or files, sorted by path, deduplicated."""
     found: dict[Path, SourceFile] = {}
     unreadable: list[tuple[Path, str]] = []
+    roots: list[Path] = []
     for src in sources:
         src = src.expanduser().absolute()
         if not src.exists():
             raise UsageError(f"{src} does not exist: give folders or audio files to index")
+        roots.append(src)
         candidates: list[Path]
         if src.is_file():
             candidates = [src]
         else:
             candidates = []
 
-            def onerror(err: OSError) -> None:
+            def onerror(err: OSError, src: Path = src) -> None:
                 unreadable.append((Path(err.filename or src), f"{type(err).__name__}: {err.strerror}"))
 
             for dirpath, _dirs, names in os.walk(src, onerror=onerror, followlinks=False):
@@ -46,11 +61,14 @@ def scan(sources: list[Path]) -> ScanResult:
         for path in candidates:
             if path.suffix.lower() not in AUDIO_EXTENSIONS:
                 continue
+            if display_path(path) != str(path):
+                unreadable.append((path, "UnicodeError: the file name is not valid UTF-8; rename the file"))
+                continue
             try:
                 st = path.stat()
             except OSError as exc:
                 unreadable.append((path, f"{type(exc).__name__}: {exc.strerror}"))
                 continue
             if os.path.isfile(path):
-                found[path] = SourceFile(path, st.st_size, st.st_mtime)
-    return ScanResult(sorted(found.values(), key=lambda f: str(f.path)), unreadable)
+                found[path] = SourceFile(path, st.st_size, st.st_mtime, st.st_ctime)
+    return ScanResult(sorted(found.values(), key=lambda f: str(f.path)), unreadable, tuple(roots))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def write_audio(path: Path, channels: np.ndarray, sample_rate: int, codec: str |
     layout = LAYOUTS[n_ch]
     options = {"strict": "experimental"} if codec == "vorbis" else {}
     with av.open(str(path), "w", format=container_format) as out:
-        stream = out.add_stream(codec, rate=sample_rate, layout=layout, options=options)
+        stream: Any = out.add_stream(codec, rate=sample_rate, layout=layout, options=options)
         if bit_rate:
             stream.codec_context.bit_rate = bit_rate
         names = [f.name for f in stream.codec_context.codec.audio_formats or []]

@@ -37,17 +37,23 @@ def check_windows(windows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def fit_windows(windows: np.ndarray, n_samples: int) -> np.ndarray:
+def fit_windows(windows: np.ndarray, n_samples: int, mode: str = "repeatpad") -> np.ndarray:
     """Make every window exactly ``n_samples`` long, deterministically.
 
-    Longer windows keep their first ``n_samples`` samples. Shorter ones are repeated whole as many
-    times as fit and then zero-padded (LAION-CLAP's "repeatpad"). windows: float32 (n, samples).
+    Longer windows keep their first ``n_samples`` samples. Shorter ones are repeated: ``repeatpad``
+    (LAION-CLAP) repeats the whole window as many times as fits and zero-pads the rest; ``repeat``
+    (MS-CLAP) repeats it past the end and cuts. windows: float32 (n, samples).
     Returns float32 (n, n_samples).
     """
     windows = check_windows(windows)
     length = windows.shape[1]
     if length >= n_samples:
         return np.ascontiguousarray(windows[:, :n_samples])
+    if mode == "repeat":
+        reps = -(-n_samples // length)
+        return np.ascontiguousarray(np.tile(windows, (1, reps))[:, :n_samples])
+    if mode != "repeatpad":
+        raise ValueError(f"unknown fill mode {mode!r}")
     reps = n_samples // length
     out = np.zeros((windows.shape[0], n_samples), dtype=np.float32)
     out[:, : reps * length] = np.tile(windows, (1, reps))

@@ -13,8 +13,9 @@ text's vector does not depend on the other texts in its batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,20 +118,21 @@ def _source(checkpoint: str) -> tuple[str, bool]:
     if path.is_dir():
         return str(path), True
     if path.exists():
-        raise UsageError(f"--checkpoint {checkpoint} is a file; the clap encoder takes a Hugging Face id or a "
-                         "model directory (for a LAION .pt file use --encoder laion)")
+        raise UsageError(f"--checkpoint {checkpoint} is a file; the clap encoder takes a Hugging Face id or "
+                         "a model directory (for a LAION .pt file use --encoder laion)")
     looks_local = path.is_absolute() or checkpoint.startswith((".", "~")) or checkpoint.count("/") > 1
     if looks_local:
-        raise WeightsNotFoundError(f"CLAP checkpoint directory {checkpoint} does not exist: pass --checkpoint "
-                                   "DIR (a saved ClapModel) or a Hugging Face id such as "
+        raise WeightsNotFoundError(f"CLAP checkpoint directory {checkpoint} does not exist: pass "
+                                   "--checkpoint DIR (a saved ClapModel) or a Hugging Face id such as "
                                    f"{DEFAULT_CHECKPOINT}")
     return checkpoint, False
 
 
 def _missing_message(checkpoint: str, exc: BaseException) -> str:
     if offline():
-        how = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --checkpoint DIR (a local "
-               "ClapModel directory), put the model in the HF cache, or unset HF_HUB_OFFLINE when online")
+        how = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --checkpoint DIR "
+               "(a local ClapModel directory), put the model in the HF cache, or unset HF_HUB_OFFLINE "
+               "when online")
     else:
         how = ("pass --checkpoint DIR (a local ClapModel directory with its weights) or a valid Hugging Face "
                "id, or use --random-weights for a plumbing run")
@@ -166,7 +168,8 @@ def make_info(name: str, checkpoint: str, model: Any, fe: Any, random_weights: b
               sha256: str = "") -> EncoderInfo:
     return EncoderInfo(name=name, checkpoint=checkpoint, dim=int(model.config.projection_dim),
                        sample_rate=int(fe.sampling_rate), checkpoint_sha256=sha256,
-                       random_weights=random_weights, native_window_s=float(fe.nb_max_samples) / fe.sampling_rate,
+                       random_weights=random_weights,
+                       native_window_s=float(fe.nb_max_samples) / float(fe.sampling_rate),
                        text_max_tokens=TEXT_MAX_TOKENS)
 
 

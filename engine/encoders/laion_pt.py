@@ -77,7 +77,7 @@ def original_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             prefix = f"audio_model.audio_encoder.layers.{m[1]}.blocks.{m[2]}."
             rest = m[3]
             if rest.startswith("attn.qkv."):
-                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
                     out[prefix + f"attention.self.{name}.{rest[len('attn.qkv.'):]}"] = part.contiguous()
                 continue
             for old, new in _BLOCK_PARTS.items():
@@ -120,7 +120,8 @@ def config_from_state_dict(sd: dict[str, torch.Tensor]) -> Any:
             "patch_embeds_hidden_size": int(proj.shape[0]), "patch_size": int(proj.shape[2]),
             "patch_embed_input_channels": int(proj.shape[1]), "depths": depths, "num_attention_heads": heads,
             "window_size": window, "mlp_ratio": fc1.shape[0] / fc1.shape[1],
-            "hidden_size": int(audio_proj.shape[1]), "num_mel_bins": int(sd[a + "batch_norm.weight"].shape[0]),
+            "hidden_size": int(audio_proj.shape[1]),
+            "num_mel_bins": int(sd[a + "batch_norm.weight"].shape[0]),
             "enable_fusion": a + "patch_embed.mel_conv2d.weight" in sd,
             "enable_patch_layer_norm": a + "patch_embed.norm.weight" in sd,
         }
@@ -138,7 +139,7 @@ def config_from_state_dict(sd: dict[str, torch.Tensor]) -> Any:
 
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """A local .pt path, or a file of the ``lukewys/laion_clap`` hub repo (from the HF cache or downloaded)."""
+    """A local .pt path, or a file of the ``lukewys/laion_clap`` hub repo (HF cache, else downloaded)."""
     name = checkpoint or DEFAULT_CHECKPOINT
     path = Path(name).expanduser()
     if path.is_file():
@@ -155,7 +156,8 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
 
         return Path(hf_hub_download(HF_REPO, filename, local_files_only=offline()))
     except Exception as exc:
-        where = "not in the HF cache and HF_HUB_OFFLINE is set" if offline() else f"download failed ({type(exc).__name__})"
+        where = ("not in the HF cache and HF_HUB_OFFLINE is set" if offline()
+                 else f"download failed: {type(exc).__name__}")
         raise WeightsNotFoundError(f"LAION-CLAP checkpoint {filename} not found ({where}): download it from "
                                    f"https://huggingface.co/{HF_REPO} and pass --checkpoint PATH") from exc
 
@@ -182,9 +184,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_model(path: Path) -> Any:
     """ClapModel with the weights of a LAION-CLAP .pt file (on the CPU, eval mode)."""
+    return build_model(read_state_dict(path), str(path))
+
+
+def build_model(state_dict: dict[str, torch.Tensor], where: str = "checkpoint") -> Any:
+    """ClapModel (eval mode) holding an original LAION-CLAP state dict's tensors, architecture read off
+    their shapes. Every weight of the model must come from the file (a strict load); raises
+    WeightsNotFoundError naming ``where`` otherwise. Meta tensors in give a meta model (shape checks)."""
     from transformers import ClapModel
 
-    mapped = original_to_hf(read_state_dict(path))
+    mapped = original_to_hf(state_dict)
     config = config_from_state_dict(mapped)
     with torch.device("meta"):
         model = ClapModel(config)
@@ -192,15 +201,16 @@ def load_model(path: Path) -> Any:
     optional = {"text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids"}
     missing = sorted(set(expected) - set(mapped) - optional)
     if missing:
-        raise WeightsNotFoundError(f"{path}: LAION-CLAP checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
+        raise WeightsNotFoundError(f"{where}: LAION-CLAP checkpoint lacks {len(missing)} weights, "
+                                   f"e.g. {missing[0]}")
     for key in sorted(set(mapped) - set(expected)):
         raise _unknown(key)
     for key in optional - set(mapped):
         mapped[key] = _default_buffer(key, expected[key])
     for key, tensor in expected.items():
         if tuple(mapped[key].shape) != tuple(tensor.shape):
-            raise WeightsNotFoundError(f"{path}: weight {key} has shape {tuple(mapped[key].shape)}, "
-                                       f"expected {tuple(tensor.shape)} for the architecture read off the file")
+            raise WeightsNotFoundError(f"{where}: weight {key} has shape {tuple(mapped[key].shape)}, "
+                                       f"expected {tuple(tensor.shape)} (architecture read off the file)")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, assign=True)
     return model.eval()
 
@@ -218,7 +228,8 @@ def load_tokenizer(checkpoint: Path | None) -> Any:
     candidates: list[tuple[str, bool]] = []
     if os.environ.get(TOKENIZER_ENV):
         candidates.append((os.environ[TOKENIZER_ENV], True))
-    if checkpoint is not None and any((checkpoint.parent / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+    beside = ("tokenizer.json", "vocab.json")
+    if checkpoint is not None and any((checkpoint.parent / f).is_file() for f in beside):
         candidates.append((str(checkpoint.parent), True))
     candidates += [(i, True) for i in TOKENIZER_IDS]  # HF cache first
     if not offline():

@@ -1,0 +1,197 @@
+"""`songseek tag`, `outliers`, `mos train|predict`: analyses on a library's stored vectors (no re-embedding)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .common import handles_errors, print_json
+
+LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+
+mos_app = typer.Typer(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
+                      no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tag")(tag)
+    app.command("outliers")(outliers)
+    mos_app.command("train")(mos_train)
+    mos_app.command("predict")(mos_predict)
+    app.add_typer(mos_app, name="mos")
+
+
+def _open(library: Path, device: str = "auto") -> Any:
+    from songseek.engine.search import Library
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random-weights warnings: the commands below say what they need
+        return Library.open(library, device=device)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout, width=140)
+
+
+@handles_errors
+def tag(
+    library: Path = LIBRARY_OPT,
+    labels: list[str] = typer.Option(["genres"], "--labels", help="genres, moods, instruments or a text file "
+                                     "(one label per line); repeat for several sets."),
+    template: list[str] = typer.Option([], "--template", help="Prompt template with {label} (default "
+                                       "\"A {label} track\"); repeat to ensemble prompts."),
+    aggregate: str = typer.Option("mean", "--aggregate", help="Track score from window scores: mean, max, fusion."),
+    temperature: float = typer.Option(0.01, "--temperature", help="Softmax/sigmoid temperature on cosines."),
+    multi_label: bool = typer.Option(None, "--multi-label/--single-label", help="Sigmoid per label (multi) or "
+                                     "softmax over the set (single). Default: moods, instruments multi; "
+                                     "genres and files single."),
+    show: int = typer.Option(10, "--show", help="Tracks to print with their top labels."),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder."),
+    json_out: bool = typer.Option(False, "--json", help="Print per set: labels and top label per track."),
+) -> None:
+    """Zero-shot tags: score every track against label prompts and store them (filter with --where)."""
+    from songseek.engine.tagging import load_label_set, tag_library
+
+    sets = [load_label_set(spec, multi_label) for spec in labels]
+    results = tag_library(library, sets, template, aggregate, temperature, device=device)
+    if json_out:
+        print_json([{"set": r.labels.name, "labels": list(r.labels.labels), "normalisation": r.normalisation,
+                     "tracks": [{"track_id": t, "top": top} for t, top in zip(r.track_ids.tolist(), r.top_labels())]}
+                    for r in results])
+        return
+    for r in results:
+        typer.echo(f"{r.labels.name}: {len(r.labels.labels)} labels × {len(r.track_ids)} tracks "
+                   f"({r.normalisation}, {r.aggregate} over windows) → tags table, columns top_{r.labels.name}, "
+                   f"tag_<label>")
+        for t, top in list(zip(r.track_ids.tolist(), r.top_labels()))[:show]:
+            typer.echo(f"  {t}\t{top}")
+    typer.echo("filter with e.g. --where \"tag('jazz') > 0.5\"", err=True)
+
+
+@handles_errors
+def outliers(
+    library: Path = LIBRARY_OPT,
+    k: int = typer.Option(4, "-k", help="Neighbours per track (Eq. 1 of seed 004 uses 4)."),
+    reference: Path = typer.Option(None, "--reference", help="Reference library of known-good tracks "
+                                   "(same encoder); default: the library itself, each track excluded."),
+    top: int = typer.Option(20, "--top", help="How many outliers to show."),
+    descriptors: Path = typer.Option(None, "--descriptors", help="Text file of descriptor texts for the reasons "
+                                     "(default: the shipped list)."),
+    reasons: int = typer.Option(3, "--reasons", help="Reasons per outlier (0: none, no text encoder needed)."),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON array, most anomalous first."),
+) -> None:
+    """Tracks farthest from their nearest neighbours, each with the descriptors that tell it apart."""
+    from songseek.engine.errors import QueryError, UsageError
+    from songseek.engine.outliers import find_outliers
+    from songseek.engine.tagging import load_label_set
+
+    if top < 1 or reasons < 0:
+        raise UsageError("--top must be at least 1 and --reasons at least 0")
+    lib = _open(library, device)
+    ref = _open(reference, device) if reference is not None else None
+    texts: tuple[str, ...] = ()
+    if reasons > 0:
+        texts = load_label_set(str(descriptors) if descriptors else "descriptors").labels
+        try:
+            lib.encoder  # noqa: B018 - loads the text encoder, or says why it cannot
+        except QueryError as exc:
+            typer.echo(f"warning: no reasons: {exc}", err=True)
+            texts = ()
+    found = find_outliers(lib, k, top, ref, texts, reasons)
+    if json_out:
+        print_json([o.to_json() for o in found])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, title=f"outliers (k={k}, reference: {reference or 'the library itself'})")
+    for col in ("rank", "score", "track", "reasons (Δcos vs neighbours)"):
+        table.add_column(col)
+    for o in found:
+        why = "; ".join(f"{'+' if r.difference >= 0 else '−'}{r.descriptor} ({r.difference:+.3f})" for r in o.reasons)
+        table.add_row(str(o.rank), f"{o.score:.4f}", o.path, why)
+    _console().print(table)
+
+
+def _train_config(epochs: int, patience: int, lr: float, optimizer: str, batch_size: int, seed: int) -> Any:
+    from songseek.engine.mos import MosTrainConfig
+
+    return MosTrainConfig(max_epochs=epochs, patience=patience, lr=lr, optimizer=optimizer,
+                          batch_size=batch_size, seed=seed)
+
+
+@handles_errors
+def mos_train(
+    library: Path = LIBRARY_OPT,
+    ratings: Path = typer.Option(..., "--ratings", help="CSV: track_id or path, impression[, alignment, prompt]."),
+    head: Path = typer.Option(None, "--head", help="Where to save the head (default: LIBRARY/mos-head.safetensors)."),
+    epochs: int = typer.Option(1000, "--epochs", help="At most this many epochs (early stopping decides)."),
+    patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without improvement."),
+    lr: float = typer.Option(5e-4, "--lr", help="Learning rate (paper: SGD 5e-4, momentum 0.9)."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (paper) or adam."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation split, initialisation and shuffling."),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder (prompts)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
+) -> None:
+    """Fit the MusicEval MLP head on rated tracks' stored vectors; saved with the library's encoder id."""
+    from songseek.engine.mos import DEFAULT_HEAD_NAME, read_ratings, train_on_library
+
+    lib = _open(library, device)
+    rated = read_ratings(ratings, lib.tracks)
+    trained = train_on_library(lib, rated, _train_config(epochs, patience, lr, optimizer, batch_size, seed))
+    path = trained.save(head or library / DEFAULT_HEAD_NAME)
+    report = trained.report.to_json() if trained.report else {}
+    if json_out:
+        print_json({"head": str(path), "unmatched": list(rated.unmatched), **report})
+        return
+    if rated.unmatched:
+        typer.echo(f"warning: {len(rated.unmatched)} rows matched no track (first: {rated.unmatched[0]})", err=True)
+    typer.echo(f"trained {', '.join(trained.heads)} on {report.get('n_train')} tracks "
+               f"(validation {report.get('n_valid')}): best epoch {report.get('best_epoch')}, "
+               f"validation L1 {report.get('valid_l1', 0.0):.3f} → {path}")
+
+
+@handles_errors
+def mos_predict(
+    library: Path = LIBRARY_OPT,
+    head: Path = typer.Option(None, "--head", help="Head file (default: LIBRARY/mos-head.safetensors)."),
+    prompts: Path = typer.Option(None, "--prompts", help="CSV: track_id or path, prompt — for the alignment score."),
+    top: int = typer.Option(10, "--top", help="Tracks to print, best predicted impression first."),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder (prompts)."),
+    json_out: bool = typer.Option(False, "--json", help="Print every track's predictions as JSON."),
+) -> None:
+    """Predict opinion scores for every track and store them in the library's mos table."""
+    import numpy as np
+
+    from songseek.engine.errors import UsageError
+    from songseek.engine.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
+    from songseek.engine.track_match import TrackMatcher, pick_column, read_csv_rows
+
+    prompt_of: dict[str, str] = {}
+    if prompts is not None:
+        rows = read_csv_rows(prompts, ("track_id", "path"))
+        col = pick_column(rows[0], PROMPT_COLUMNS)
+        if col is None:
+            raise UsageError(f"{prompts}: needs a prompt column ({', '.join(PROMPT_COLUMNS)})")
+        matcher = TrackMatcher(_open(library).tracks, prompts.parent)
+        prompt_of = {tid: r[col] for r in rows if (tid := matcher.match(r)) is not None and r[col]}
+    ids, pred = predict_library(library, head or library / DEFAULT_HEAD_NAME, prompt_of, device)
+    ali = pred.alignment if pred.alignment is not None else np.full(len(ids), np.nan)
+    rows_out = [{"track_id": t, "mos_impression": float(i), "mos_alignment": None if np.isnan(a) else float(a)}
+                for t, i, a in zip(ids, pred.impression, ali)]
+    rows_out.sort(key=lambda r: (-r["mos_impression"], r["track_id"]))
+    if json_out:
+        print_json(rows_out)
+        return
+    typer.echo(f"predicted {len(ids)} tracks → mos table (columns mos_impression, mos_alignment); "
+               "filter with e.g. --where \"mos_impression > 3.5\"")
+    for r in rows_out[:top]:
+        a = "-" if r["mos_alignment"] is None else f"{r['mos_alignment']:.2f}"
+        typer.echo(f"  {r['mos_impression']:.2f}  {a:>5}  {r['track_id']}")

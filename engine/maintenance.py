@@ -1,0 +1,320 @@
+"""`songseek repair`: verify a library's files against the manifest's checksums, recover what can be
+recovered, rebuild the FAISS index from the Arrow shards, and (``compact``) rewrite the shards without
+dead frames.
+
+What repair does with each kind of damage (every action is listed in the returned report):
+
+- manifest.json missing, unreadable or damaged: rebuilt from the newest ``tracks-*.arrow`` whose
+  embedded manifest (the writer stamps one into every tracks table) names files that all exist and
+  verify. A manifest from a *newer* songseek is never touched (upgrade instead).
+- a frame shard missing, damaged or failing its checksum: the tracks whose frames lie in it are dropped
+  (the next `songseek index` re-embeds their files) and the remaining shards are compacted.
+- the tracks table damaged: the previous generation's tracks table (kept one commit for this) is used
+  when it verifies and fits the shards; otherwise the library keeps its frames but no tracks, and the
+  next `songseek index` re-embeds every file.
+- the failures table or an extra table damaged: dropped (failed files are retried, `songseek tag` can
+  write its table again).
+- the index missing or damaged (or fine): rebuilt from the shards, always.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import IncompatibleLibraryError, LibraryError
+from .manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
+from .store import FAILURES_SCHEMA, TRACKS_SCHEMA, frames_schema, read_table_mmap, write_table_atomic
+from .writer import EMBEDDED_MANIFEST_KEY, acquire_lock, remove_orphans, write_index
+
+# Rows per shard written by compaction (about 1 GB of 512-d float32 vectors).
+COMPACT_SHARD_ROWS = 500_000
+_TRACKS_FILE = re.compile(r"tracks-(\d{6,})\.arrow")
+_NUMBERED = re.compile(r"(?:frames|tracks|failures|index|extra-[a-z0-9_]+)-(\d{6,})\.(?:arrow|faiss)")
+
+
+@dataclass
+class RepairReport:
+    """What `songseek repair` found and did. ``problems`` are the damaged files (one line each)."""
+
+    path: str
+    generation_before: int = -1          # -1: the manifest could not be read
+    generation_after: int = -1
+    manifest_recovered_from: str = ""    # tracks file whose embedded manifest replaced manifest.json
+    files_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    dropped_tracks: int = 0
+    compacted: bool = False
+    dead_frames_removed: int = 0
+    tracks: int = 0
+    frames: int = 0
+    index: str = ""
+
+    def summary(self) -> str:
+        state = "no damage found" if not self.problems else f"{len(self.problems)} damaged file(s) repaired"
+        return (f"{self.path}: {state}; checked {self.files_checked} files; {self.tracks} tracks, "
+                f"{self.frames} frames; dropped {self.dropped_tracks} tracks; "
+                + (f"compacted ({self.dead_frames_removed} dead frames removed); " if self.compacted else "")
+                + f"index {self.index or 'none'}; generation {self.generation_after}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_file(root: Path, name: str, manifest: Manifest) -> str | None:
+    """None when ``name`` exists and matches its recorded checksum (readable, for libraries without
+    checksums), else a one-line reason."""
+    path = root / name
+    if not path.is_file():
+        return f"{name}: missing"
+    want = manifest.checksums.get(name)
+    try:
+        if want is not None:
+            got = file_sha256(path)
+            return None if got == want else f"{name}: checksum mismatch (sha256 {got[:12]}…, manifest {want[:12]}…)"
+    except OSError as exc:
+        return f"{name}: unreadable ({exc.strerror})"
+    if name.endswith(".arrow"):
+        try:
+            read_table_mmap(path)
+        except LibraryError as exc:
+            return f"{name}: {str(exc).split(': ', 1)[-1]}"
+    return None
+
+
+def verify_library(root: str | Path) -> list[str]:
+    """Every problem with the library's committed files, one line each (empty: all files verify).
+    Changes nothing and takes no lock."""
+    root = Path(root).expanduser()
+    m = read_manifest(root)
+    problems = [p for p in (check_file(root, n, m) for n in m.files()) if p]
+    if not problems:
+        problems += _consistency(root, m)
+    return problems
+
+
+def repair_library(root: str | Path, compact: bool = False, wait: bool = False) -> RepairReport:
+    """Verify, recover and re-index ``root`` under its writer lock (see the module docstring)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LibraryError(f"no library at {root}: nothing to repair")
+    fd = acquire_lock(root, wait)
+    try:
+        return _repair(root, compact)
+    finally:
+        os.close(fd)
+
+
+def _repair(root: Path, compact: bool) -> RepairReport:
+    report = RepairReport(path=str(root))
+    try:
+        m = read_manifest(root)
+        report.generation_before = m.generation
+    except IncompatibleLibraryError:
+        raise
+    except LibraryError as exc:
+        report.problems.append(f"{MANIFEST_NAME}: {str(exc).split(': ', 1)[-1]}")
+        m = _recover_manifest(root, report)
+    names = m.files()
+    report.files_checked = len(names)
+    bad = {n: why for n, why in ((n, check_file(root, n, m)) for n in names) if why}
+    report.problems += list(bad.values())
+
+    tracks = _tracks_table(root, m, bad, report)
+    failures = _failures_table(root, m, bad, report)
+    extra = {k: v for k, v in m.extra_tables.items() if v not in bad}
+    for k in set(m.extra_tables) - set(extra):
+        report.actions.append(f"dropped the damaged extra table {k!r}; write it again (e.g. `songseek tag`)")
+
+    bad_shards = [s for s in m.frame_shards if s in bad]
+    tracks, dropped = _drop_inconsistent(root, m, tracks, set(bad_shards))
+    report.dropped_tracks = dropped
+    if dropped:
+        report.actions.append(f"dropped {dropped} tracks whose frames were lost or inconsistent; "
+                              "`songseek index` re-embeds their files")
+
+    gen = _next_free_generation(root, m)
+    sums: dict[str, str] = {}
+    shards, rows = list(m.frame_shards), list(m.shard_rows)
+    live = int(np.asarray(tracks.column("frame_count").to_numpy(), dtype=np.int64).sum())
+    if compact or bad_shards:
+        shards, rows, tracks, gen, sums = _compact(root, m, tracks, set(bad_shards), gen)
+        report.compacted = True
+        report.dead_frames_removed = m.n_frame_rows - sum(m.shard_rows[i] for i, s in enumerate(m.frame_shards)
+                                                          if s in bad_shards) - live
+        report.actions.append(f"rewrote the frames into {len(shards)} shard(s) without dead frames")
+    else:
+        sums = {s: m.checksums.get(s) or file_sha256(root / s) for s in shards}
+
+    failures_name, tracks_name = f"failures-{gen:06d}.arrow", f"tracks-{gen:06d}.arrow"
+    sums[failures_name] = write_table_atomic(root / failures_name, failures)
+    for v in extra.values():
+        sums[v] = m.checksums.get(v) or file_sha256(root / v)
+    new = replace(m, generation=gen, frame_shards=tuple(shards), shard_rows=tuple(rows), tracks_file=tracks_name,
+                  failures_file=failures_name, index_file="", index_description="", index_frames=0,
+                  index_trained_on=0, extra_tables=extra, previous_files=(), checksums={})
+    embedded = json.dumps(replace(new, checksums=dict(sums)).to_json()).encode()
+    tracks = tracks.replace_schema_metadata({EMBEDDED_MANIFEST_KEY: embedded})
+    sums[tracks_name] = write_table_atomic(root / tracks_name, tracks)
+    new = replace(new, checksums=sums)
+    write_manifest(root, new)
+    remove_orphans(root, new)
+    new, _ = write_index(root, new, new.index_factory, force_rebuild=True)
+    remove_orphans(root, new)
+    report.generation_after = new.generation
+    report.tracks, report.frames = tracks.num_rows, live
+    report.index = new.index_description or "none (empty library)"
+    return report
+
+
+def _next_free_generation(root: Path, m: Manifest) -> int:
+    """A generation number above the manifest's and above every numbered file in the folder."""
+    found = [int(mt.group(1)) for p in root.iterdir() if (mt := _NUMBERED.fullmatch(p.name))]
+    return max([m.generation, *found]) + 1
+
+
+def _recover_manifest(root: Path, report: RepairReport) -> Manifest:
+    """The newest embedded manifest (from a tracks table) whose files all exist and verify."""
+    candidates = sorted((int(mt.group(1)), p) for p in root.iterdir() if (mt := _TRACKS_FILE.fullmatch(p.name)))
+    for _gen, path in reversed(candidates):
+        try:
+            meta = read_table_mmap(path).schema.metadata or {}
+            m = Manifest.from_json(json.loads(meta[EMBEDDED_MANIFEST_KEY]), path)
+        except (LibraryError, KeyError, ValueError):
+            continue
+        if m.tracks_file != path.name:
+            continue
+        if all(check_file(root, n, m) is None for n in m.files() if n != m.tracks_file):
+            m = replace(m, index_file="", index_description="", index_frames=0, index_trained_on=0)
+            report.manifest_recovered_from = path.name
+            report.actions.append(f"rebuilt {MANIFEST_NAME} from the manifest embedded in {path.name} "
+                                  f"(generation {m.generation})")
+            return m
+    raise LibraryError(f"{root / MANIFEST_NAME} is damaged and no tracks table holds a usable copy; "
+                       f"index the music into a new library (`songseek index DIR --library NEW`)")
+
+
+def _tracks_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairReport) -> pa.Table:
+    if m.tracks_file and m.tracks_file not in bad:
+        return _plain(read_table_mmap(root / m.tracks_file), TRACKS_SCHEMA)
+    if m.tracks_file:
+        for prev in m.previous_files:
+            if not prev.startswith("tracks-") or check_file(root, prev, m) or prev not in m.checksums:
+                continue
+            table = read_table_mmap(root / prev)
+            try:
+                pm = json.loads((table.schema.metadata or {})[EMBEDDED_MANIFEST_KEY])
+                prev_shards = list(pm["frame_shards"])
+            except (KeyError, ValueError, TypeError):
+                continue
+            if prev_shards == list(m.frame_shards[:len(prev_shards)]):
+                report.actions.append(f"used the previous tracks table {prev}: the files of the last commit "
+                                      "are re-embedded by the next `songseek index`")
+                return _plain(table, TRACKS_SCHEMA)
+        report.actions.append("no usable tracks table: kept the frames, dropped every track; "
+                              "the next `songseek index` re-embeds every file")
+    return TRACKS_SCHEMA.empty_table()
+
+
+def _failures_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairReport) -> pa.Table:
+    if m.failures_file and m.failures_file not in bad:
+        return _plain(read_table_mmap(root / m.failures_file), FAILURES_SCHEMA)
+    if m.failures_file:
+        report.actions.append("dropped the damaged failures table: failed files are retried next run")
+    return FAILURES_SCHEMA.empty_table()
+
+
+def _plain(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table cast to ``schema`` (no metadata), copied out of its memory map."""
+    return pa.Table.from_pylist(table.to_pylist(), schema=schema)
+
+
+def _consistency(root: Path, m: Manifest) -> list[str]:
+    """Tracks whose (frame_start, frame_count) do not point at their own frames."""
+    if not m.tracks_file:
+        return []
+    tracks = read_table_mmap(root / m.tracks_file)
+    _, dropped = _drop_inconsistent(root, m, tracks, set())
+    return [f"{m.tracks_file}: {dropped} tracks point at frames that are not theirs"] if dropped else []
+
+
+def _shard_track_ids(root: Path, m: Manifest, bad: set[str]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    offsets = np.cumsum([0, *m.shard_rows])
+    ids: list[np.ndarray | None] = []
+    for s in m.frame_shards:
+        ids.append(None if s in bad else
+                   np.asarray(read_table_mmap(root / s).column("track_id").to_pylist(), dtype=object))
+    return offsets, ids
+
+
+def _drop_inconsistent(root: Path, m: Manifest, tracks: pa.Table, bad: set[str]) -> tuple[pa.Table, int]:
+    """Keep the tracks whose frames lie in one good shard and carry their track id, frame after frame."""
+    if tracks.num_rows == 0:
+        return tracks, 0
+    offsets, ids = _shard_track_ids(root, m, bad)
+    tids = tracks.column("track_id").to_pylist()
+    starts = tracks.column("frame_start").to_numpy()
+    counts = tracks.column("frame_count").to_numpy()
+    keep = np.zeros(len(tids), dtype=bool)
+    for i, (tid, s, c) in enumerate(zip(tids, starts, counts, strict=True)):
+        shard = int(np.searchsorted(offsets, s, side="right") - 1)
+        if c <= 0 or s < 0 or shard >= len(ids) or s + c > offsets[shard + 1]:
+            continue
+        col = ids[shard]
+        if col is not None and (col[s - offsets[shard]:s - offsets[shard] + c] == tid).all():
+            keep[i] = True
+    return tracks.filter(pa.array(keep)), int((~keep).sum())
+
+
+def _compact(root: Path, m: Manifest, tracks: pa.Table, bad: set[str], gen: int
+             ) -> tuple[list[str], list[int], pa.Table, int, dict[str, str]]:
+    """Copy every live frame, track by track, into new shards; returns (shards, rows, tracks with new
+    frame_start, the next free generation number, checksums of the new shards)."""
+    offsets = np.cumsum([0, *m.shard_rows])
+    tables = {s: read_table_mmap(root / s) for s in m.frame_shards if s not in bad}
+    order = np.argsort(tracks.column("frame_start").to_numpy(), kind="stable")
+    tracks = tracks.take(pa.array(order))
+    starts = tracks.column("frame_start").to_numpy()
+    counts = tracks.column("frame_count").to_numpy()
+    schema = frames_schema(m.dim, m)
+    shards: list[str] = []
+    rows: list[int] = []
+    sums: dict[str, str] = {}
+    new_starts = np.zeros(len(starts), dtype=np.int64)
+    pieces: list[pa.Table] = []
+    n_pending = 0
+    written = 0
+
+    def flush() -> None:
+        nonlocal gen, n_pending, pieces
+        if not pieces:
+            return
+        name = f"frames-{gen:06d}.arrow"
+        table = pa.concat_tables(pieces).cast(schema)
+        sums[name] = write_table_atomic(root / name, table)
+        shards.append(name)
+        rows.append(table.num_rows)
+        gen += 1
+        pieces, n_pending = [], 0
+
+    for i, (s, c) in enumerate(zip(starts, counts, strict=True)):
+        shard = int(np.searchsorted(offsets, s, side="right") - 1)
+        local = int(s - offsets[shard])
+        pieces.append(tables[m.frame_shards[shard]].slice(local, int(c)))
+        new_starts[i] = written
+        written += int(c)
+        n_pending += int(c)
+        if n_pending >= COMPACT_SHARD_ROWS:
+            flush()
+    flush()
+    idx = tracks.schema.get_field_index("frame_start")
+    tracks = tracks.set_column(idx, tracks.schema.field(idx), pa.array(new_starts, pa.int64()))
+    return shards, rows, tracks, gen, sums

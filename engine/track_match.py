@@ -1,0 +1,75 @@
+"""Match rows of a user's CSV (ratings, labels, prompts) to a library's tracks, and read such CSVs.
+
+A row names its track by ``track_id`` or by ``path``. A path matches a stored path when it is the same
+string, the same file once resolved (relative paths are taken from the CSV's folder), or — when nothing
+else matches — the same file name, if exactly one stored track has that name.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from .errors import UsageError
+
+
+def read_csv_rows(path: Path, required_any: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header (column names lower-cased and stripped)."""
+    path = Path(path).expanduser()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path}: cannot read the CSV ({exc})") from exc
+    if not rows:
+        raise UsageError(f"{path}: no rows (a header line and one row per track expected)")
+    if required_any and not any(c in rows[0] for c in required_any):
+        raise UsageError(f"{path}: needs a column named one of {', '.join(required_any)}; "
+                         f"found {', '.join(rows[0])}")
+    return rows
+
+
+def pick_column(row: dict[str, str], names: Sequence[str]) -> str | None:
+    """The first of ``names`` that is a column of ``row`` (None when none is)."""
+    return next((n for n in names if n in row), None)
+
+
+class TrackMatcher:
+    """Resolve track ids from ``track_id`` or ``path`` cells against a library's tracks table."""
+
+    def __init__(self, tracks: pa.Table, base: Path) -> None:
+        self.base = Path(base)
+        ids = [str(t) for t in tracks.column("track_id").to_pylist()]
+        paths = [str(p) for p in tracks.column("path").to_pylist()] if "path" in tracks.column_names else ids
+        self._ids = set(ids)
+        self._by_path = {p: t for p, t in zip(paths, ids)}
+        self._by_resolved = {_resolved(Path(p)): t for p, t in zip(paths, ids)}
+        names: dict[str, list[str]] = {}
+        for p, t in zip(paths, ids):
+            names.setdefault(Path(p).name, []).append(t)
+        self._by_name = {n: ts[0] for n, ts in names.items() if len(ts) == 1}
+
+    def match(self, row: dict[str, str]) -> str | None:
+        """The track id a row names, or None when no stored track matches."""
+        tid = row.get("track_id", "")
+        if tid:
+            return tid if tid in self._ids else None
+        path = row.get("path", "")
+        if not path:
+            return None
+        if path in self._by_path:
+            return self._by_path[path]
+        p = Path(path).expanduser()
+        p = p if p.is_absolute() else self.base / p
+        return self._by_resolved.get(_resolved(p)) or self._by_name.get(p.name)
+
+
+def _resolved(p: Path) -> str:
+    try:
+        return str(p.resolve())
+    except OSError:
+        return str(p)

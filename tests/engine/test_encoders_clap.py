@@ -1,0 +1,230 @@
+"""The ``clap`` backend (transformers ClapModel) and the shared torch helpers, on tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from songseek.engine.encoders import Encoder, load_encoder
+from songseek.engine.encoders import clap_hf
+from songseek.engine.encoders._torch_util import fit_windows, log_mel
+from songseek.engine.errors import SongseekError, UsageError, WeightsNotFoundError
+from tests.engine.encoder_helpers import (
+    FUSED_DIR,
+    reference_audio,
+    reference_text,
+    save_tiny_tokenizer,
+    synth_audio,
+    tiny_config,
+    tiny_model,
+)
+
+torch.set_num_threads(1)
+TEXTS = ["a jazz trio with vibraphone", "heavy metal guitar solo", "calm piano", ""]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+
+def naive_fit(row: np.ndarray, n: int, mode: str) -> np.ndarray:
+    if len(row) >= n:
+        return row[:n].copy()
+    out = []
+    if mode == "repeat":
+        while len(out) < n:
+            out.extend(row.tolist())
+        return np.array(out[:n], dtype=np.float32)
+    while len(out) + len(row) <= n:
+        out.extend(row.tolist())
+    return np.array(out + [0.0] * (n - len(out)), dtype=np.float32)
+
+
+@pytest.mark.parametrize("mode", ["repeatpad", "repeat"])
+def test_fit_windows_matches_naive_reference(mode: str) -> None:
+    rng = np.random.default_rng(1)
+    for length in (1, 7, 29, 30, 31, 64, 100):
+        windows = rng.standard_normal((3, length)).astype(np.float32)
+        got = fit_windows(windows, 30, mode=mode)
+        assert got.shape == (3, 30) and got.dtype == np.float32
+        for row, out in zip(windows, got, strict=True):
+            np.testing.assert_array_equal(out, naive_fit(row, 30, mode))
+
+
+def test_fit_windows_rejects_bad_input() -> None:
+    with pytest.raises(UsageError):
+        fit_windows(np.zeros((2, 3, 4), np.float32), 10)
+    with pytest.raises(UsageError):
+        fit_windows(np.zeros((0, 10), np.float32), 10)
+    with pytest.raises(UsageError):
+        fit_windows(np.zeros((1, 10), np.int16), 10)
+
+
+@pytest.mark.parametrize("fusion", [False, True])
+def test_log_mel_matches_feature_extractor(fusion: bool) -> None:
+    fe = clap_hf.laion_feature_extractor()
+    wav = synth_audio(3)
+    ref = fe(list(wav), sampling_rate=48000, truncation="fusion" if fusion else "rand_trunc",
+             return_tensors="np")["input_features"][:, 0]
+    filters = fe.mel_filters if fusion else fe.mel_filters_slaney
+    got = log_mel(torch.from_numpy(wav), filters, fe.fft_window_size, fe.hop_length).numpy()
+    assert got.shape == ref.shape == (3, 1001, 64)
+    # float32 (torch) against float64 (numpy): within 0.002 dB for bins less than 80 dB below each clip's
+    # peak; further down (a pure tone's leakage) float32 rounding shows, so compare powers to the peak
+    got, ref = got.astype(np.float64), ref.astype(np.float64)
+    peak = ref.max(axis=(1, 2), keepdims=True)
+    loud = ref > peak - 80
+    np.testing.assert_allclose(got[loud], ref[loud], atol=2e-3, rtol=0)
+    assert np.abs(10 ** ((got - peak) / 10) - 10 ** ((ref - peak) / 10)).max() < 5e-6
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny unfused ClapModel directory with LAION's feature extractor and a test-made tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny_clap")
+    tiny_model(tiny_config()).save_pretrained(directory)
+    clap_hf.laion_feature_extractor().save_pretrained(directory)
+    save_tiny_tokenizer(directory)
+    return directory
+
+
+def test_clap_from_local_dir_matches_transformers(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+    enc = clap_hf.load(str(tiny_dir), "cpu", False)
+    assert isinstance(enc, Encoder)
+    assert (enc.info.name, enc.info.dim, enc.info.sample_rate) == ("clap", 24, 48000)
+    assert enc.info.native_window_s == 10.0 and enc.info.text_max_tokens == 77 and not enc.info.random_weights
+    wav = synth_audio(3)
+    audio = enc.embed_audio(wav)
+    assert audio.shape == (3, 24) and audio.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(audio, axis=1), 1.0, atol=1e-5)
+    model = ClapModel.from_pretrained(tiny_dir).eval()
+    fe = ClapFeatureExtractor.from_pretrained(tiny_dir)
+    np.testing.assert_allclose(audio, reference_audio(model, fe, wav), atol=1e-4)
+    text = enc.embed_text(TEXTS)
+    assert text.shape == (4, 24)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(text, reference_text(model, AutoTokenizer.from_pretrained(tiny_dir), TEXTS),
+                               atol=1e-5)
+    assert np.abs(text[0] - text[1]).max() > 1e-3  # different texts, different vectors
+
+
+def test_clap_is_deterministic_and_fits_windows(tiny_dir: Path) -> None:
+    enc = load_encoder("clap", str(tiny_dir), "cpu", False)
+    wav = synth_audio(3, seconds=12.0)
+    first = enc.embed_audio(wav)
+    np.testing.assert_array_equal(first, enc.embed_audio(wav))
+    np.testing.assert_array_equal(enc.embed_text(TEXTS), enc.embed_text(TEXTS))
+    # a 12 s window is its first 10 s; a 4 s window is 4+4 s then 2 s of silence
+    np.testing.assert_allclose(first, enc.embed_audio(wav[:, :480000]), atol=1e-6)
+    short = wav[:, :192000]
+    padded = np.concatenate([short, short, np.zeros((3, 96000), np.float32)], axis=1)
+    np.testing.assert_allclose(enc.embed_audio(short), enc.embed_audio(padded), atol=1e-6)
+    # text embeddings do not depend on batch-mates (padding to 77)
+    np.testing.assert_allclose(enc.embed_text(TEXTS[:1]), enc.embed_text(TEXTS)[:1], atol=1e-6)
+    assert enc.embed_text([]).shape == (0, 24)
+
+
+def test_clap_fused_uses_only_the_global_path(tmp_path: Path) -> None:
+    from transformers import ClapFeatureExtractor
+
+    model = tiny_model(tiny_config(fusion=True))
+    model.save_pretrained(tmp_path)
+    fe = clap_hf.laion_feature_extractor()
+    fe.truncation = "fusion"
+    fe.save_pretrained(tmp_path)
+    enc = clap_hf.load(str(tmp_path), "cpu", False)
+    wav = synth_audio(3)
+    got = enc.embed_audio(wav)
+    np.testing.assert_array_equal(got, enc.embed_audio(wav))
+    # float32 torch mel against the extractor's float64 mel: a pure tone's -90 dB leakage differs a little
+    np.testing.assert_allclose(got, reference_audio(model, ClapFeatureExtractor.from_pretrained(tmp_path), wav),
+                               atol=5e-4)
+    # the feature extractor alone marks one random clip "longer"; that changes its vector
+    inputs = fe(list(wav), sampling_rate=48000, return_tensors="pt")
+    assert int(inputs["is_longer"].sum()) == 1
+    with torch.no_grad():
+        out = model.get_audio_features(**inputs)
+    noisy = torch.nn.functional.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+    row = int(inputs["is_longer"].ravel().nonzero()[0])
+    assert np.abs(noisy.numpy()[row] - got[row]).max() > 1e-4
+
+
+def test_random_weights_are_seeded_and_flagged(tmp_path: Path) -> None:
+    tiny_config().save_pretrained(tmp_path)
+    a = clap_hf.load(str(tmp_path), "cpu", True)
+    b = clap_hf.load(str(tmp_path), "cpu", True)
+    assert a.info.random_weights and a.info.dim == 24
+    wav = synth_audio(2)
+    np.testing.assert_array_equal(a.embed_audio(wav), b.embed_audio(wav))
+    # no tokenizer files: audio works, text says what is missing
+    with pytest.raises(SongseekError, match="tokenizer") as err:
+        a.embed_text(["jazz"])
+    assert "--checkpoint DIR" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_weights_from_hub_id_offline_without_cache(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Random weights for an id that is not cached: transformers' default ClapConfig (HTSAT-tiny + RoBERTa)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    enc = clap_hf.load(None, "cpu", True)
+    assert enc.info.checkpoint == clap_hf.DEFAULT_CHECKPOINT and enc.info.random_weights and enc.info.dim == 512
+    assert enc.embed_audio(synth_audio(1)).shape == (1, 512)
+    with pytest.raises(SongseekError, match="text search needs the tokenizer"):
+        enc.embed_text(["jazz"])
+
+
+def test_missing_weights_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(WeightsNotFoundError) as err:
+        clap_hf.load("laion/clap-htsat-unfused", "cpu", False)
+    msg = str(err.value)
+    assert "\n" not in msg and "laion/clap-htsat-unfused" in msg and "--checkpoint" in msg
+    assert "HF_HUB_OFFLINE" in msg
+    missing = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(WeightsNotFoundError) as err:
+        clap_hf.load(missing, "cpu", False)
+    assert "\n" not in str(err.value) and missing in str(err.value)
+    tiny_config().save_pretrained(tmp_path / "config_only")  # a directory without weights
+    with pytest.raises(WeightsNotFoundError) as err:
+        clap_hf.load(str(tmp_path / "config_only"), "cpu", False)
+    assert "\n" not in str(err.value) and "config_only" in str(err.value)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(UsageError, match="--encoder laion"):
+        clap_hf.load(str(tmp_path / "model.pt"), "cpu", False)
+
+
+def test_bad_windows_and_texts(tiny_dir: Path) -> None:
+    enc = clap_hf.load(str(tiny_dir), "cpu", False)
+    with pytest.raises(UsageError):
+        enc.embed_audio(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(UsageError):
+        enc.embed_text("jazz")  # type: ignore[arg-type]
+
+
+def test_real_fused_config_and_tokenizer(tmp_path: Path) -> None:
+    """laion/clap-htsat-fused's real config, feature extractor and tokenizer, at random weights."""
+    if not FUSED_DIR.is_dir():
+        pytest.skip("../shared/data not present (a user's clone): real-config test skipped")
+    enc = clap_hf.load(str(FUSED_DIR), "cpu", True)
+    assert enc.info.dim == 512 and enc.info.sample_rate == 48000 and enc.info.random_weights
+    wav = synth_audio(2)
+    audio = enc.embed_audio(wav)
+    assert audio.shape == (2, 512)
+    np.testing.assert_array_equal(audio, enc.embed_audio(wav))
+    long_caption = " ".join(["a slow jazz ballad with brushed drums and a warm upright bass"] * 20)
+    text = enc.embed_text(["a jazz trio with vibraphone", long_caption])
+    assert text.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_device_matches_cpu(tiny_dir: Path, device: str) -> None:
+    cpu = clap_hf.load(str(tiny_dir), "cpu", False)
+    dev = clap_hf.load(str(tiny_dir), device, False)
+    wav = synth_audio(3)
+    np.testing.assert_allclose(dev.embed_audio(wav), cpu.embed_audio(wav), atol=1e-4)
+    np.testing.assert_allclose(dev.embed_text(TEXTS), cpu.embed_text(TEXTS), atol=1e-4)

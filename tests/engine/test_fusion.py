@@ -1,0 +1,385 @@
+"""engine/fusion.py against a naive loop reference written straight from docs/fusion.md (CoLLAP Eqs. 1-7)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from songseek.engine import fusion
+from songseek.engine.errors import UsageError
+from songseek.engine.fusion import (
+    FusionParams,
+    argmax_frame,
+    fuse,
+    kernel_geometry,
+    pool_max,
+    pool_mean,
+    rerank_scores,
+)
+
+# ---------------------------------------------------------------------------------------------------------
+# Naive reference: plain Python loops over tracks, kernels and offsets, one softmax at a time.
+
+
+def naive_geometry(t: int, p: FusionParams) -> tuple[int, int, int]:
+    if p.mode == "frames":
+        h, s = max(1, math.floor(p.kernel + 0.5)), max(1, math.floor(p.stride + 0.5))
+    else:
+        h = max(1, math.floor(t * p.kernel / 30 + 1e-9))
+        s = max(1, math.floor(t * p.stride / 30 + 1e-9))
+    h = min(h, t)  # short-track rule
+    return h, s, (t - h) // s + 1
+
+
+def softmax_weighted(values: list[float], tau: float) -> float:
+    """sum_i softmax(values / tau)_i * values_i, stabilised by the max."""
+    top = max(values)
+    weights = [math.exp((v - top) / tau) for v in values]
+    return sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+
+
+def naive_track(s: list[float], p: FusionParams) -> dict:
+    t = len(s)
+    h, st, w = naive_geometry(t, p)
+    m = [[s[v * st + k] for k in range(h)] for v in range(w)]  # Eq. 1: M(v, h) = s_{vS+h}
+    pv = [softmax_weighted(m[v], p.temperature) for v in range(w)]  # Eq. 3, kernel-wise
+    oh = [softmax_weighted([m[v][k] for v in range(w)], p.temperature) for k in range(h)]  # Eq. 4, temporal
+    r_k = sum(pv) / w  # mean over kernels (not the paper's 1/H)
+    r_t = sum(oh) / h  # mean over offsets (not the paper's 1/W)
+    best_v = pv.index(max(pv))  # earliest of the best kernels
+    return {
+        "score": p.gamma_k * r_k + p.gamma_t * r_t,
+        "r_k": r_k,
+        "r_t": r_t,
+        "best_window": max(s),
+        "first": best_v * st,
+        "last": best_v * st + h - 1,
+        "pv": pv,
+        "h": h,
+        "s": st,
+    }
+
+
+def naive_fuse(sims: np.ndarray, lengths: np.ndarray, p: FusionParams) -> list[dict]:
+    return [naive_track([float(v) for v in sims[b, : lengths[b]]], p) for b in range(len(lengths))]
+
+
+def random_batch(rng: np.random.Generator, b: int, tmax: int, tmin: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine-like similarities with structure (a random walk) and garbage padding."""
+    lengths = rng.integers(tmin, tmax + 1, size=b)
+    lengths[0] = tmax
+    walk = np.cumsum(rng.normal(0, 0.08, size=(b, tmax)), axis=1) + rng.normal(0.2, 0.1, size=(b, 1))
+    sims = np.clip(walk, -1, 1).astype(np.float32)
+    pad = np.arange(tmax)[None, :] >= lengths[:, None]
+    garbage = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, 5.0], np.float32), size=sims.shape)
+    sims[pad] = garbage[pad]
+    return sims, lengths
+
+
+def assert_matches_naive(res: fusion.FusionResult, ref: list[dict], atol: float = 2e-5) -> None:
+    for name in ("score", "r_k", "r_t", "best_window"):
+        got = getattr(res, name)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, [r[name] for r in ref], atol=atol, rtol=0, err_msg=name)
+    assert res.seg_first.dtype == np.int64 and res.seg_last.dtype == np.int64
+    for b, r in enumerate(ref):
+        if res.seg_first[b] != r["first"]:
+            # Only a near-tie may resolve differently: the chosen kernel must be (almost) as good.
+            v = int(res.seg_first[b]) // r["s"]
+            assert r["pv"][v] >= max(r["pv"]) - 1e-5, (b, res.seg_first[b], r["first"])
+        assert res.seg_last[b] - res.seg_first[b] == r["h"] - 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Against the naive reference
+
+PARAM_GRID = [
+    FusionParams(kernel=3, stride=1, temperature=0.05),
+    FusionParams(kernel=1, stride=1, temperature=0.1),
+    FusionParams(kernel=4, stride=2, temperature=0.02, gamma_k=0.8, gamma_t=0.2),
+    FusionParams(kernel=6, stride=3, temperature=1.0),
+    FusionParams(kernel=2.6, stride=1.4, temperature=math.inf),  # rounds to H=3, S=1
+    FusionParams(kernel=5, stride=1, temperature=1e-3),
+    FusionParams(mode="proportional", kernel=3, stride=1, temperature=0.05),
+    FusionParams(mode="proportional", kernel=6, stride=2, temperature=0.02),
+    FusionParams(mode="proportional", kernel=1, stride=0.5, temperature=1e-3, gamma_k=1.0, gamma_t=0.0),
+    FusionParams(mode="proportional", kernel=10, stride=3, temperature=0.3),
+]
+
+
+@pytest.mark.parametrize("params", PARAM_GRID, ids=lambda p: f"{p.mode}-H{p.kernel}-S{p.stride}-tau{p.temperature}")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuse_matches_naive_reference(params: FusionParams, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tmax = 130 if params.mode == "proportional" else 60  # proportional: strides 1..4 in one batch
+    sims, lengths = random_batch(rng, 23, tmax)
+    res = fuse(sims, lengths, params)
+    assert_matches_naive(res, naive_fuse(sims, lengths, params))
+
+
+def test_the_three_exp_paths_are_all_exercised_and_exact() -> None:
+    """tau picks one of three softmax paths (float32 exp, float64 exp, per-kernel shift); each matches."""
+    rng = np.random.default_rng(5)
+    sims, lengths = random_batch(rng, 9, 40)
+    spread = max(float(np.ptp(sims[b, : lengths[b]])) for b in range(9))
+    taus = [spread / 30, spread / 200, spread / 2000]  # below, between and above the two limits
+    assert spread / taus[0] <= fusion._F32_EXP_LIMIT
+    assert fusion._F32_EXP_LIMIT < spread / taus[1] <= fusion._SHARED_SHIFT_LIMIT
+    assert spread / taus[2] > fusion._SHARED_SHIFT_LIMIT
+    for tau in taus:
+        p = FusionParams(kernel=4, stride=1, temperature=tau)
+        assert_matches_naive(fuse(sims, lengths, p), naive_fuse(sims, lengths, p))
+
+
+def test_blocking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    sims, lengths = random_batch(rng, 57, 150)
+    for params in (FusionParams(), FusionParams(mode="proportional", kernel=4, stride=1)):
+        whole = fuse(sims, lengths, params)
+        monkeypatch.setattr(fusion, "_BLOCK_ELEMS", 200)  # many small blocks
+        assert len(fusion._row_blocks(lengths, params)) > 20
+        small = fuse(sims, lengths, params)
+        monkeypatch.setattr(fusion, "_BLOCK_ELEMS", 10**9)  # one block per stride
+        big = fuse(sims, lengths, params)
+        monkeypatch.undo()
+        for name in ("score", "r_k", "r_t", "best_window", "seg_first", "seg_last"):
+            np.testing.assert_array_equal(getattr(whole, name), getattr(small, name), err_msg=name)
+            np.testing.assert_array_equal(getattr(whole, name), getattr(big, name), err_msg=name)
+
+
+def test_kernel_geometry_matches_naive() -> None:
+    lengths = np.arange(1, 400)
+    for p in PARAM_GRID:
+        h, s, w = kernel_geometry(lengths, p)
+        expected = np.array([naive_geometry(int(t), p) for t in lengths])
+        np.testing.assert_array_equal(np.stack([h, s, w], axis=1), expected)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Properties
+
+
+def music_like(rng: np.random.Generator, t: int) -> np.ndarray:
+    """Sections of 1-6 frames at one similarity level plus frame noise, like a track against a text."""
+    levels: list[float] = []
+    while len(levels) < t:
+        levels += [rng.normal(0.15, 0.1)] * int(rng.integers(1, 7))
+    return (np.array(levels[:t]) + rng.normal(0, 0.03, size=t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kernel,tau", [(1, 0.02), (3, 0.02), (3, 0.05), (3, 0.1), (6, 0.05), (3, 1.0)])
+def test_repeated_track_scores_the_same_in_frames_mode(kernel: int, tau: float) -> None:
+    """A track played twice end to end is the same music: in frames mode (S = 1, H <= 3) r_K moves by
+    < 0.02 on every track (H = 6: < 0.03, H - 1 kernels straddle the seam) and the score by < 0.005 on a
+    typical one. The temporal part's edge effect (offset h never sees the first h and last H-1-h frames,
+    so at small tau a best frame at an edge counts for fewer offsets until the repeat exposes it) moves
+    the score of a few tracks by more: < 0.02 only from tau >= 0.1 at H = 3 (docs/fusion.md has the
+    measured numbers). H = 1 is exactly invariant."""
+    rng = np.random.default_rng(11)
+    params = FusionParams(kernel=kernel, stride=1, temperature=tau)
+    d_score, d_k = [], []
+    for _ in range(40):
+        t = int(rng.integers(20, 61))
+        s = music_like(rng, t)
+        once = fuse(s[None, :], np.array([t]), params)
+        twice = fuse(np.concatenate([s, s])[None, :], np.array([2 * t]), params)
+        d_score.append(abs(float(once.score[0]) - float(twice.score[0])))
+        d_k.append(abs(float(once.r_k[0]) - float(twice.r_k[0])))
+    assert max(d_k) < (0.02 if kernel <= 3 else 0.03)  # H - 1 kernels straddle the seam
+    assert np.median(d_score) < 0.005
+    if kernel == 1:
+        assert max(d_score) < 1e-6
+    if kernel <= 3 and tau >= 0.1:
+        assert max(d_score) < 0.02
+
+
+def test_repeated_track_in_proportional_mode_doubles_the_kernels() -> None:
+    """Proportional mode is not repeat-invariant: the doubled track's kernels are twice as long, so every
+    kernel is more max-like and r_K rises (docs/fusion.md)."""
+    rng = np.random.default_rng(12)
+    params = FusionParams(mode="proportional", kernel=3, stride=1, temperature=0.05)
+    rises = []
+    for _ in range(40):
+        t = int(rng.integers(30, 61))
+        s = music_like(rng, t)
+        h1, _, _ = kernel_geometry(np.array([t]), params)
+        h2, _, _ = kernel_geometry(np.array([2 * t]), params)
+        assert h2[0] in (2 * h1[0], 2 * h1[0] + 1)
+        once = fuse(s[None, :], np.array([t]), params)
+        twice = fuse(np.concatenate([s, s])[None, :], np.array([2 * t]), params)
+        rises.append(float(twice.r_k[0]) - float(once.r_k[0]))
+    assert np.mean(rises) > 0  # longer kernels attend harder to their best frame
+
+
+def coverage_weighted_mean(s: np.ndarray, h: int, st: int) -> tuple[float, float]:
+    """sum_t c_t s_t / (W H) with c_t = number of kernels holding frame t, and the total variation
+    distance between those weights and uniform 1/T."""
+    t = len(s)
+    w = (t - h) // st + 1
+    c = np.zeros(t)
+    for v in range(w):
+        c[v * st : v * st + h] += 1
+    weights = c / (w * h)
+    return float(weights @ s), 0.5 * float(np.abs(weights - 1 / t).sum())
+
+
+def test_large_tau_gives_the_mean_up_to_the_edge_frames() -> None:
+    """tau -> inf: uniform attention, r_K = r_T = the coverage-weighted mean of s_t (edge frames sit in
+    fewer kernels), within TV(weights, uniform) * (max - min) of the plain mean."""
+    rng = np.random.default_rng(3)
+    for h, st in ((3, 1), (6, 2), (1, 1)):
+        params = FusionParams(kernel=h, stride=st, temperature=1e6)
+        for _ in range(20):
+            t = int(rng.integers(h, 61))
+            s = music_like(rng, t)
+            res = fuse(s[None, :], np.array([t]), params)
+            weighted, tv = coverage_weighted_mean(s.astype(np.float64), h, st)
+            assert abs(res.r_k[0] - weighted) < 1e-5 and abs(res.r_t[0] - weighted) < 1e-5
+            assert abs(res.r_k[0] - s.mean()) <= 2 * tv * (s.max() - s.min()) / 2 + 1e-5
+            if h == 1:  # every frame in exactly one kernel: the plain mean
+                assert abs(res.score[0] - s.mean()) < 1e-5
+
+
+def separated(rng: np.random.Generator, t: int) -> np.ndarray:
+    """Distinct values at least 0.01 apart, so that a softmax at tau = 1e-5 is exactly a max."""
+    return (rng.permutation(t) * 0.01 - 0.2).astype(np.float32)
+
+
+def test_small_tau_turns_attention_into_max() -> None:
+    """tau -> 0: p_v -> max within kernel v, o_h -> max over kernels; with H = 1, r_T -> max_t s_t."""
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        t = int(rng.integers(8, 61))
+        s = separated(rng, t)
+        one = fuse(s[None, :], np.array([t]), FusionParams(kernel=1, stride=1, temperature=1e-5))
+        assert abs(one.r_t[0] - s.max()) < 1e-6
+        assert abs(one.r_k[0] - s.mean()) < 1e-6  # one-frame kernels: p_v = s_v
+        for h, st in ((3, 1), (5, 2)):
+            res = fuse(s[None, :], np.array([t]), FusionParams(kernel=h, stride=st, temperature=1e-5))
+            w = (t - h) // st + 1
+            kernel_max = [s[v * st : v * st + h].max() for v in range(w)]
+            offset_max = [max(s[v * st + k] for v in range(w)) for k in range(h)]
+            assert abs(res.r_k[0] - np.mean(kernel_max)) < 1e-6
+            assert abs(res.r_t[0] - np.mean(offset_max)) < 1e-6
+            # p_v ties at the best frame's value: the earliest kernel holding a best-of-all-kernels frame
+            best_v = int(np.argmax(kernel_max))
+            assert res.seg_first[0] == best_v * st
+
+
+def test_padding_width_and_garbage_do_not_change_results() -> None:
+    rng = np.random.default_rng(6)
+    sims, lengths = random_batch(rng, 31, 45)
+    for params in (FusionParams(), FusionParams(mode="proportional", kernel=6, stride=1, temperature=0.2)):
+        base = fuse(sims, lengths, params)
+        for extra in (1, 17, 300):
+            wide = np.concatenate(
+                [sims, rng.choice(np.array([np.nan, np.inf, 9.0], np.float32), size=(31, extra))], axis=1
+            )
+            res = fuse(wide, lengths, params)
+            for name in ("score", "r_k", "r_t", "best_window", "seg_first", "seg_last"):
+                np.testing.assert_array_equal(getattr(base, name), getattr(res, name), err_msg=name)
+        # Each track alone (B = 1, no padding) scores exactly as inside the batch.
+        for b in (0, 5, 30):
+            alone = fuse(sims[b : b + 1, : lengths[b]], lengths[b : b + 1], params)
+            assert alone.score[0] == base.score[b] and alone.seg_first[0] == base.seg_first[b]
+
+
+def test_short_tracks_shrink_the_kernel_to_the_track() -> None:
+    rng = np.random.default_rng(7)
+    params = FusionParams(kernel=6, stride=2, temperature=0.05, gamma_k=0.3, gamma_t=0.7)
+    lengths = np.array([1, 2, 5, 6, 9])
+    sims = rng.uniform(-0.2, 0.6, size=(5, 9)).astype(np.float32)
+    res = fuse(sims, lengths, params)
+    for b in range(3):  # T < H: one kernel, the whole track
+        s = sims[b, : lengths[b]].astype(np.float64)
+        assert res.seg_first[b] == 0 and res.seg_last[b] == lengths[b] - 1
+        assert abs(res.r_k[b] - softmax_weighted(list(s), 0.05)) < 1e-6  # p_0 over all frames
+        assert abs(res.r_t[b] - s.mean()) < 1e-6  # one kernel: o_h = s_h
+    assert res.seg_first[3] == 0 and res.seg_last[3] == 5  # T == H: one kernel as well
+    # T == 1: every part is the one similarity.
+    assert res.r_k[0] == res.r_t[0] == sims[0, 0]
+    assert abs(res.score[0] - sims[0, 0]) < 1e-6
+    assert_matches_naive(res, naive_fuse(sims, lengths, params))
+
+
+def test_single_and_empty_batches() -> None:
+    one = fuse(np.array([[0.3, 0.1, 0.5, 0.2]], np.float32), np.array([4]))
+    assert one.score.shape == (1,) and one.best_window[0] == np.float32(0.5)
+    for mode in ("fusion", "mean", "max"):
+        res = rerank_scores(mode, np.zeros((0, 7), np.float32), np.zeros(0, np.int64), FusionParams())
+        for name in ("score", "r_k", "r_t", "best_window"):
+            assert getattr(res, name).shape == (0,) and getattr(res, name).dtype == np.float32
+        assert res.seg_first.shape == (0,) and res.seg_first.dtype == np.int64
+        assert res.seg_last.shape == (0,) and res.seg_last.dtype == np.int64
+    assert fuse(np.zeros((0, 0), np.float32), np.zeros(0, np.int64)).score.shape == (0,)
+    assert pool_mean(np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0,)
+    assert pool_max(np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0,)
+    assert argmax_frame(np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pooling and the other rerank modes
+
+
+def test_pooling_matches_numpy_per_row() -> None:
+    rng = np.random.default_rng(8)
+    sims, lengths = random_batch(rng, 40, 33)
+    mean, best, at = pool_mean(sims, lengths), pool_max(sims, lengths), argmax_frame(sims, lengths)
+    assert mean.dtype == best.dtype == np.float32 and at.dtype == np.int64
+    for b in range(40):
+        row = sims[b, : lengths[b]]
+        assert abs(mean[b] - row.astype(np.float64).mean()) < 1e-6
+        assert best[b] == row.max() and at[b] == int(np.argmax(row))
+
+
+def test_rerank_modes_mean_and_max() -> None:
+    rng = np.random.default_rng(9)
+    sims, lengths = random_batch(rng, 25, 50)
+    params = FusionParams(kernel=4, stride=2)
+    res_max = rerank_scores("max", sims, lengths, params)
+    np.testing.assert_array_equal(res_max.score, pool_max(sims, lengths))
+    np.testing.assert_array_equal(res_max.r_k, res_max.score)
+    np.testing.assert_array_equal(res_max.seg_first, argmax_frame(sims, lengths))
+    np.testing.assert_array_equal(res_max.seg_last, res_max.seg_first)
+    res_mean = rerank_scores("mean", sims, lengths, params)
+    np.testing.assert_array_equal(res_mean.score, pool_mean(sims, lengths))
+    np.testing.assert_array_equal(res_mean.best_window, pool_max(sims, lengths))
+    for b in range(25):  # segment: the kernel with the highest mean similarity, earliest on ties
+        s = sims[b, : lengths[b]].astype(np.float64)
+        h, st, w = naive_geometry(len(s), params)
+        means = [s[v * st : v * st + h].mean() for v in range(w)]
+        best_v = int(np.argmax(means))
+        v = int(res_mean.seg_first[b]) // st
+        assert v == best_v or means[v] >= max(means) - 1e-9
+        assert res_mean.seg_last[b] == res_mean.seg_first[b] + h - 1
+    res_fusion = rerank_scores("fusion", sims, lengths, params)
+    np.testing.assert_array_equal(res_fusion.score, fuse(sims, lengths, params).score)
+
+
+def test_bad_input_raises_usage_error() -> None:
+    sims = np.zeros((2, 5), np.float32)
+    with pytest.raises(UsageError, match="length must be in"):
+        fuse(sims, np.array([0, 5]))
+    with pytest.raises(UsageError, match="length must be in"):
+        fuse(sims, np.array([6, 5]))
+    with pytest.raises(UsageError, match="lengths"):
+        fuse(sims, np.array([5]))
+    with pytest.raises(UsageError, match="integers"):
+        fuse(sims, np.array([5.0, 5.0]))
+    with pytest.raises(UsageError, match="2-D"):
+        fuse(np.zeros(5), np.array([5]))
+    with pytest.raises(UsageError, match="NaN"):
+        fuse(np.array([[0.1, np.nan, 0.2]]), np.array([3]))
+    with pytest.raises(UsageError, match="mode"):
+        rerank_scores("median", sims, np.array([5, 5]))
+    for bad in (
+        {"temperature": 0.0},
+        {"temperature": float("nan")},
+        {"kernel": 0.0},
+        {"stride": -1.0},
+        {"mode": "seconds"},
+        {"gamma_k": float("inf")},
+    ):
+        with pytest.raises(UsageError):
+            FusionParams(**bad)

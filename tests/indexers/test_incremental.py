@@ -1,0 +1,172 @@
+"""Incremental `songseek index`: only new or changed files are embedded; moves, removals, several sources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import IncompatibleLibraryError
+from songseek.engine.manifest import read_manifest
+from songseek.engine.search import Library, library_stats
+from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+
+SR = 16000
+pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+
+
+def tone(path: Path, seconds: float, freq: float, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), SR)
+    return path
+
+
+def run(sources: list[Path], lib: Path, **kw: object) -> IndexReport:
+    return index_paths(sources, lib, FakeEncoder(), IndexConfig(workers=2, **kw))  # type: ignore[arg-type]
+
+
+def counts(r: IndexReport) -> dict[str, int]:
+    return {k: getattr(r, k) for k in ("added", "changed", "moved", "removed", "unchanged", "failed")}
+
+
+def by_path(lib: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    library = Library.open(lib)
+    out = {}
+    for row in library.tracks.to_pylist():
+        row["vectors"] = np.array(library.store.vectors(row["frame_start"], row["frame_count"]))
+        out[row["path"]] = row
+    return out
+
+
+def test_second_run_embeds_only_what_changed(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    files = [tone(a / f"t{i}.wav", 4 + 6 * i, 200 + 100 * i, i) for i in range(5)]
+    lib = tmp_path / "lib"
+    r1 = run([a], lib)
+    assert counts(r1) == dict(added=5, changed=0, moved=0, removed=0, unchanged=0, failed=0)
+    assert r1.index_action == "rebuilt"
+    before = by_path(lib)
+
+    r2 = run([a], lib)
+    assert counts(r2) == dict(added=0, changed=0, moved=0, removed=0, unchanged=5, failed=0)
+    assert r2.windows == 0 and r2.index_action == "unchanged"
+
+    # one of each: changed content, touched (new mtime, same bytes), renamed, deleted, new
+    tone(files[0], 4, 900, 99)                       # changed
+    st = files[1].stat()
+    os.utime(files[1], (st.st_atime, st.st_mtime + 100))  # touched
+    moved = a / "sub" / "renamed.wav"
+    moved.parent.mkdir()
+    files[2].rename(moved)                           # moved
+    files[3].unlink()                                # removed
+    tone(a / "new.wav", 12, 700, 7)                  # added
+    r3 = run([a], lib)
+    assert counts(r3) == dict(added=1, changed=1, moved=1, removed=1, unchanged=2, failed=0)
+    after = by_path(lib)
+    # only the changed and the new file were embedded (1 + 2 windows)
+    assert r3.windows == after[str(files[0])]["frame_count"] + after[str(a / "new.wav")]["frame_count"] == 3
+    assert r3.index_action == "updated"              # flat index: new rows added, no rebuild
+    # the moved track kept its id, vectors and added_at; only its path changed
+    old, new = before[str(files[2])], after[str(moved)]
+    assert (old["track_id"], old["added_at"], old["content_hash"]) == (new["track_id"], new["added_at"],
+                                                                        new["content_hash"])
+    np.testing.assert_array_equal(old["vectors"], new["vectors"])
+    assert after[str(files[1])]["mtime"] == pytest.approx(st.st_mtime + 100)
+    assert str(files[3]) not in after
+    assert after[str(files[0])]["content_hash"] != before[str(files[0])]["content_hash"]
+    stats = library_stats(Library.open(lib))
+    assert stats.tracks == 5
+    assert stats.dead_frames == before[str(files[0])]["frame_count"] + before[str(files[3])]["frame_count"]
+    assert stats.index_frames == stats.frames + stats.dead_frames and stats.index_status.startswith("up to date")
+
+
+def test_result_equals_a_fresh_build(tmp_path: Path) -> None:
+    """After a series of incremental runs, every track's frames equal those of a one-shot build."""
+    a = tmp_path / "a"
+    files = [tone(a / f"t{i}.wav", 3 + 5 * i, 300 + 50 * i, i) for i in range(4)]
+    lib = tmp_path / "lib"
+    run([a], lib)
+    tone(files[1], 9, 1234, 5)
+    files[2].rename(a / "x.wav")
+    run([a], lib)
+    fresh = tmp_path / "fresh"
+    run([a], fresh)
+    inc, ref = by_path(lib), by_path(fresh)
+    assert inc.keys() == ref.keys()
+    for p in ref:
+        assert inc[p]["content_hash"] == ref[p]["content_hash"]
+        np.testing.assert_allclose(inc[p]["vectors"], ref[p]["vectors"], atol=1e-6)
+
+
+def test_several_sources_feed_one_library_and_prune_stays_in_its_sources(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    fa = [tone(a / f"a{i}.wav", 3, 200 + 30 * i, i) for i in range(3)]
+    fb = [tone(b / f"b{i}.wav", 3, 900 + 30 * i, 10 + i) for i in range(2)]
+    lib = tmp_path / "lib"
+    assert run([a], lib).added == 3
+    assert counts(run([b], lib)) == dict(added=2, changed=0, moved=0, removed=0, unchanged=0, failed=0)
+    assert Library.open(lib).n_tracks == 5                # indexing b left a's tracks alone
+    fb[0].unlink()
+    assert run([a], lib).removed == 0                      # b is not a source of this run: not pruned
+    assert run([a, b], lib).removed == 1
+    # a file moved from one source folder to the other is a move when both are indexed together
+    fa[0].rename(b / "from_a.wav")
+    r = run([a, b], lib)
+    assert (r.moved, r.removed, r.added) == (1, 0, 0)
+    # --no-prune keeps tracks of deleted files
+    fa[1].unlink()
+    assert run([a], lib, prune=False).removed == 0
+    assert str(fa[1]) in by_path(lib)
+    assert run([a], lib).removed == 1
+
+
+def test_prune_skips_a_source_folder_that_looks_unmounted(tmp_path: Path) -> None:
+    a = tmp_path / "mnt"
+    tone(a / "x.wav", 3, 300)
+    tone(a / "y.wav", 3, 400)
+    lib = tmp_path / "lib"
+    run([a], lib)
+    shutil.rmtree(a)
+    a.mkdir()                                              # an empty mount point
+    r = run([a], lib)
+    assert r.removed == 0 and Library.open(lib).n_tracks == 2
+    assert any("no audio file found under" in n for n in r.notes)
+    assert run([a], lib, prune_empty=True).removed == 2    # `--prune` given explicitly
+
+
+def test_same_content_at_two_paths_gives_two_tracks(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    f = tone(a / "one.wav", 3, 300)
+    shutil.copy(f, a / "two.wav")
+    lib = tmp_path / "lib"
+    assert run([a], lib).added == 2
+    tracks = by_path(lib)
+    assert len({t["track_id"] for t in tracks.values()}) == 2
+    assert run([a], lib).unchanged == 2
+
+
+def test_window_mismatch_refused(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    tone(a / "x.wav", 3, 300)
+    lib = tmp_path / "lib"
+    run([a], lib)
+    with pytest.raises(IncompatibleLibraryError, match="uses --window 10.0 --hop 10.0"):
+        run([a], lib, window_s=5.0)
+
+
+def test_new_library_is_committed_before_any_file(tmp_path: Path) -> None:
+    """The first thing a new library gets is an empty commit: it opens (empty) whatever happens next."""
+    a = tmp_path / "a"
+    a.mkdir()
+    lib = tmp_path / "lib"
+    r = run([a], lib)
+    assert counts(r)["added"] == 0
+    assert read_manifest(lib).tracks_file and Library.open(lib).search_vectors(np.ones((1, 32)), None) == [[]]
