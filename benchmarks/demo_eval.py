@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from songseek.engine.encoders.base import Encoder
 from songseek.engine.fusion import RERANK_MODES, FusionParams, rerank_scores
 from songseek.indexers.windowing import frame_windows
@@ -55,10 +54,10 @@ def embed_synth_set(encoder: Encoder, seed: int, n_tracks: int, window_s: float 
         windows, b = frame_windows(audio, sr, window_s, hop_s)
         frames.append(encoder.embed_audio(windows))
         bounds.append(b)
-        for level, texts in (("track", [track.caption]), ("tags", [track.tags]),
-                             ("section", list(track.section_captions))):
-            caps[level] += texts
-            owner[level] += [i] * len(texts)
+        for level, level_caps in (("track", [track.caption]), ("tags", [track.tags]),
+                                  ("section", list(track.section_captions))):
+            caps[level] += level_caps
+            owner[level] += [i] * len(level_caps)
         spans += [(s.start_s, s.end_s) for s in track.score.sections]
     texts = {level: encoder.embed_text(caps[level]) for level in LEVELS}
     return SynthEmbeddings(frames=tuple(frames), bounds=tuple(bounds), texts=texts,

@@ -41,6 +41,7 @@ __all__ = [
     "PLANTED_MODES",
     "ModeEval",
     "PlantedSet",
+    "evaluate_fusion_gammas",
     "evaluate_planted_arrays",
     "PlantedSims",
     "make_planted",
@@ -148,7 +149,7 @@ def make_planted(
     style_weight: float = 0.6,
     section_noise: float = 0.3,
     frame_noise: float = 0.5,
-    query_noise: float = 1.0,
+    query_noise: float = 2.0,
     noise: float = 1.0,
     section_queries_per_track: int = 2,
 ) -> PlantedSet:
@@ -265,7 +266,8 @@ class PlantedSims:
 
 
 def planted_sims(planted: PlantedSet) -> PlantedSims:
-    """Exact cosines of all queries with all windows (compute once, evaluate many parameter sets)."""
+    """Exact cosines of all queries with all windows (compute once, evaluate many parameter sets).
+    Memory: Q * N * Tmax * 4 bytes (about 60 MB for 300 tracks, 240 MB for 600)."""
     n, lengths = planted.n_tracks, planted.lengths
     tmax = int(lengths.max())
     pos = np.arange(tmax)[None, :]
@@ -281,6 +283,25 @@ def planted_sims(planted: PlantedSet) -> PlantedSims:
     best = np.max(sims, axis=2, where=(pos < lengths[:, None])[None], initial=-np.inf).astype(np.float64)
     track_vec = _unit(np.add.reduceat(planted.frames.astype(np.float64), planted.track_start[:-1], axis=0))
     return PlantedSims(flat, tiled, best, q.astype(np.float64) @ track_vec.T)
+
+
+def _candidate_ranks(ps: PlantedSims, scores: np.ndarray, rel: np.ndarray, n_candidates: int | None) -> np.ndarray:
+    """int64 (Q,) rank of the relevant track when the best ``n_candidates`` tracks by their best window
+    are ordered by ``scores`` float (Q, N) and the rest follow in first-stage order (None: all by scores)."""
+    if n_candidates is None:
+        return _rank_of(scores, rel)
+    stage_rank = _rank_of(ps.best, rel)
+    cut = np.sort(ps.best, axis=1)[:, -min(n_candidates, ps.best.shape[1])][:, None]
+    in_cand = _rank_of(np.where(ps.best >= cut, scores, -np.inf), rel)
+    # A relevant non-candidate keeps its first-stage rank: every candidate comes before it.
+    return np.where(stage_rank <= n_candidates, in_cand, stage_rank)
+
+
+def _mode_eval(planted: PlantedSet, mode: str, ranks: np.ndarray, first: np.ndarray, last: np.ndarray) -> ModeEval:
+    """ModeEval from ranks and the relevant track's segment as 0-based window indices (Q,) each."""
+    start, end = first * planted.hop_s, (last + 1) * planted.hop_s
+    iou = segment_iou(start, end, planted.query_start_s, planted.query_end_s)
+    return ModeEval(mode, ranks, start.astype(np.float64), end.astype(np.float64), iou)
 
 
 def evaluate_planted_arrays(
@@ -301,33 +322,41 @@ def evaluate_planted_arrays(
     if bad:
         raise UsageError(f"evaluate_planted_arrays (benchmarks/planted.py): unknown modes {bad}; use {PLANTED_MODES}")
     ps = planted_sims(planted) if sims is None else sims
-    n, hop = planted.n_tracks, planted.hop_s
-    nq = planted.queries.shape[0]
-    rel = planted.query_track
+    n, nq, rel = planted.n_tracks, planted.queries.shape[0], planted.query_track
     flat = np.arange(nq) * n + rel  # the relevant track's row in ps.sims
-    stage_rank = _rank_of(ps.best, rel)
-    if n_candidates is not None:
-        cut = np.sort(ps.best, axis=1)[:, -min(n_candidates, n)][:, None]
-        is_cand = ps.best >= cut
     out: dict[str, ModeEval] = {}
     for mode in modes:
         if mode == "trackvec":
             ranks = _rank_of(ps.track_scores, rel)
-            seg = (np.zeros(nq), planted.lengths[rel] * hop)
-        else:
-            res = rerank_scores("max" if mode == "none" else mode, ps.sims, ps.lengths, params)
-            scores = res.score.reshape(nq, n).astype(np.float64)
-            if mode == "none":
-                ranks = stage_rank
-            elif n_candidates is None:
-                ranks = _rank_of(scores, rel)
-            else:  # a relevant non-candidate keeps its first-stage rank: every candidate comes first
-                ranks = np.where(
-                    stage_rank <= n_candidates, _rank_of(np.where(is_cand, scores, -np.inf), rel), stage_rank
-                )
-            seg = (res.seg_first[flat] * hop, (res.seg_last[flat] + 1) * hop)
-        iou = segment_iou(seg[0], seg[1], planted.query_start_s, planted.query_end_s)
-        out[mode] = ModeEval(mode, ranks, seg[0].astype(np.float64), seg[1].astype(np.float64), iou)
+            out[mode] = _mode_eval(planted, mode, ranks, np.zeros(nq, np.int64), planted.lengths[rel] - 1)
+            continue
+        res = rerank_scores("max" if mode == "none" else mode, ps.sims, ps.lengths, params)
+        scores = res.score.reshape(nq, n).astype(np.float64)
+        ranks = _rank_of(ps.best, rel) if mode == "none" else _candidate_ranks(ps, scores, rel, n_candidates)
+        out[mode] = _mode_eval(planted, mode, ranks, res.seg_first[flat], res.seg_last[flat])
+    return out
+
+
+def evaluate_fusion_gammas(
+    planted: PlantedSet,
+    params: FusionParams,
+    gammas: list[tuple[float, float]],
+    n_candidates: int | None = None,
+    sims: PlantedSims | None = None,
+) -> dict[tuple[float, float], ModeEval]:
+    """``evaluate_planted_arrays`` for mode fusion at several (gamma_k, gamma_t) from one fuse call: the
+    parts r_K and r_T do not depend on the gammas (nor does the segment)."""
+    ps = planted_sims(planted) if sims is None else sims
+    n, nq, rel = planted.n_tracks, planted.queries.shape[0], planted.query_track
+    flat = np.arange(nq) * n + rel
+    res = rerank_scores("fusion", ps.sims, ps.lengths, params)
+    r_k = res.r_k.reshape(nq, n).astype(np.float64)
+    r_t = res.r_t.reshape(nq, n).astype(np.float64)
+    out: dict[tuple[float, float], ModeEval] = {}
+    for gk, gt in gammas:
+        scores = gk * r_k + gt * r_t  # fuse's score up to float32 rounding of the parts
+        ranks = _candidate_ranks(ps, scores, rel, n_candidates)
+        out[(gk, gt)] = _mode_eval(planted, "fusion", ranks, res.seg_first[flat], res.seg_last[flat])
     return out
 
 

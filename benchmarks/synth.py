@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from songseek.engine.errors import UsageError
 
 from .synth_audio import SAMPLE_RATE, render

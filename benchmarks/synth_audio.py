@@ -24,6 +24,13 @@ _DRUM_GAIN = {36: 0.75, 38: 0.5, 42: 0.16, 46: 0.2}
 _RELEASE_S = {"piano": 0.15, "strings": 0.4, "guitar": 0.1, "bells": 1.0, "lead": 0.06, "bass": 0.05,
               "organ": 0.03, "flute": 0.08}
 
+# Sixteenth-note steps of kick, snare and closed hi-hat per bar, for sparse, moderate and busy sections.
+_DRUM_PATTERNS: tuple[tuple[tuple[int, ...], ...], ...] = (
+    ((0,), (8,), (0, 4, 8, 12)),
+    ((0, 8, 10), (4, 12), tuple(range(0, 16, 2))),
+    ((0, 6, 8, 10), (4, 12), tuple(range(16))),
+)
+
 Event = tuple[float, int, float, float]  # onset seconds (from section start), midi note, length s, velocity
 
 
@@ -113,9 +120,10 @@ def _events(inst: str, sec: Section, score: Score, rng: np.random.Generator) -> 
                     2 * beat, rng.uniform(0.7, 1.0)) for i in range(per_bar)]
         elif inst == "bass":
             root = _pitch(score, deg, 31)
-            pattern = ([(0, 4, root)], [(0, 1, root), (1, 1, root), (2, 1, root + 7), (3, 1, root)],
-                       [(i / 2, 0.5, (root, root + 12, root + 7, root)[i % 4]) for i in range(8)])[dens]
-            ev += [(t0 + b * beat, m, d * beat * 0.95, rng.uniform(0.8, 1.0)) for b, d, m in pattern]
+            line: list[tuple[float, float, int]] = (
+                [(0.0, 4.0, root)], [(0.0, 1.0, root), (1.0, 1.0, root), (2.0, 1.0, root + 7), (3.0, 1.0, root)],
+                [(i / 2, 0.5, (root, root + 12, root + 7, root)[i % 4]) for i in range(8)])[dens]
+            ev += [(t0 + b * beat, m, d * beat * 0.95, rng.uniform(0.8, 1.0)) for b, d, m in line]
         elif inst in ("lead", "flute"):
             base = 67 if inst == "lead" else 72
             grid = ((2.0, 4.0), (1.0, 0.5, 2.0), (0.5, 0.25, 1.0))[dens]
@@ -127,11 +135,8 @@ def _events(inst: str, sec: Section, score: Score, rng: np.random.Generator) -> 
                     ev.append((t0 + t * beat, _pitch(score, walk, base), d * beat * 0.95, rng.uniform(0.7, 1.0)))
                 t += d
         elif inst == "drums":
-            kick, snare, hats = ((0,), (8,), (0, 4, 8, 12)), ((0, 8, 10), (4, 12), tuple(range(0, 16, 2))), \
-                ((0, 6, 8, 10), (4, 12), tuple(range(16)))
-            pattern = (kick, snare, hats)[dens]
-            for drum, steps in zip((36, 38, 42), pattern):
-                ev += [(t0 + s * beat / 4, drum, 0.4, (1.0 if s % 4 == 0 else 0.75)) for s in steps]
+            for drum, drum_steps in zip((36, 38, 42), _DRUM_PATTERNS[dens]):
+                ev += [(t0 + s * beat / 4, drum, 0.4, (1.0 if s % 4 == 0 else 0.75)) for s in drum_steps]
             if dens == 2 and bar % 2 == 1:
                 ev.append((t0 + 14 * beat / 4, 46, 0.4, 0.9))
     return ev
@@ -194,9 +199,10 @@ class _Templates:
             return y * _attack(total, sr, 0.006) * _release(total, n_note, sr, 0.03)
         if inst == "strings":
             amps = [1.0 / k**1.2 for k in range(1, 15)]
-            y = sum(_osc(f * d, t, sr, amps, vib=(5.3, 0.003, 0.0), phase=p)
-                    for d, p in ((0.9965, 0.1), (1.0, 0.5), (1.0035, 0.8)))
-            return np.asarray(y) * _attack(total, sr, min(0.35, n_note / sr / 3)) * _release(
+            y = np.zeros(total)
+            for d, p in ((0.9965, 0.1), (1.0, 0.5), (1.0035, 0.8)):  # three detuned voices
+                y += _osc(f * d, t, sr, amps, vib=(5.3, 0.003, 0.0), phase=p)
+            return y * _attack(total, sr, min(0.35, n_note / sr / 3)) * _release(
                 total, n_note, sr, 0.15)
         raise ValueError(f"unknown instrument {inst!r}")
 
@@ -233,7 +239,9 @@ def _osc(f: float, t: np.ndarray, sr: int, amps: list[float],
     (rate Hz, depth as a fraction, delay s)."""
     n_harm = max(1, min(len(amps), int(0.45 * sr / f)))
     grid = np.arange(_TABLE) / _TABLE
-    table = sum(a * np.sin(2 * np.pi * (k + 1) * grid) for k, a in enumerate(amps[:n_harm]))
+    table = np.zeros(_TABLE)
+    for k, a in enumerate(amps[:n_harm]):
+        table += a * np.sin(2 * np.pi * (k + 1) * grid)
     if vib is None:
         cycles = f * t + phase
     else:
@@ -241,7 +249,7 @@ def _osc(f: float, t: np.ndarray, sr: int, amps: list[float],
         ramp = np.clip((t - delay) / 0.3, 0.0, 1.0)
         cycles = np.cumsum(f * (1 + depth * ramp * np.sin(2 * np.pi * rate * t))) / sr + phase
     idx = (cycles * _TABLE).astype(np.int64) % _TABLE
-    return np.asarray(table)[idx]
+    return table[idx]
 
 
 def _pluck(f: float, total: int, sr: int, noise: np.ndarray) -> np.ndarray:

@@ -117,7 +117,7 @@ def track_caption(score: Score, rng: np.random.Generator) -> str:
     for i, sec in enumerate(secs):
         sentences.append(_section_sentence(secs[i - 1] if i else None, sec, i == len(secs) - 1, rng))
     words = 0
-    kept = []
+    kept: list[str] = []
     for s in sentences:  # keep whole sentences, always the summary and the ending
         n = len(s.split())
         if words + n > MAX_TRACK_CAPTION_WORDS and kept:

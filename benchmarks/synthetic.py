@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import SongseekError, UsageError
 from songseek.engine.manifest import Manifest, read_manifest
@@ -63,6 +62,21 @@ class SyntheticSpec:
         return (f"synth-n{self.n_frames}-d{self.dim}-c{self.n_clusters}-f{self.min_frames}_{self.max_frames}"
                 f"-s{self.sections}-{self.common:g}_{self.cluster:g}_{self.section:g}_{self.frame_noise:g}"
                 f"-h{self.hop_s:g}-sh{self.shard_frames}-seed{self.seed}")
+
+
+# Named geometries for `bench query-speed --preset`: "clustered" (the default: tracks of similar frames in
+# 256 genres, queries at cosine 0.5 with a frame) and "hard" (weaker clusters, looser tracks, queries at
+# cosine 0.35, so the top ten beyond the source track sit at noise level and IVF recall drops).
+PRESETS: dict[str, dict[str, float | int]] = {
+    "clustered": {},
+    "hard": {"n_clusters": 1024, "cluster": 0.35, "section": 0.8, "frame_noise": 0.9, "query_cosine": 0.35},
+}
+
+
+def preset_spec(name: str, n_frames: int, dim: int = 512, seed: int = 0) -> SyntheticSpec:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}: use {', '.join(PRESETS)}")
+    return SyntheticSpec(n_frames=n_frames, dim=dim, seed=seed, **PRESETS[name])  # type: ignore[arg-type]
 
 
 def track_lengths(spec: SyntheticSpec) -> np.ndarray:
@@ -121,7 +135,7 @@ def make_queries(spec: SyntheticSpec, n: int, seed: int = 7) -> np.ndarray:
     chunk_start = np.cumsum(lengths)[chunk - 1::chunk] if len(lengths) > chunk else np.zeros(0, np.int64)
     picked = np.empty((n, spec.dim), np.float32)
     bounds = np.r_[0, chunk_start, spec.n_frames]
-    for ci, (first, frames) in enumerate(iter_tracks(spec, chunk)):
+    for ci, (_first, frames) in enumerate(iter_tracks(spec, chunk)):
         lo, hi = int(bounds[ci]), int(bounds[ci + 1])
         sel = (want >= lo) & (want < hi)
         picked[sel] = frames[want[sel] - lo]
@@ -180,6 +194,10 @@ def cached_library(spec: SyntheticSpec, work: Path, index_factory: str = "auto",
         base.mkdir(parents=True)
         build_library(spec, base, None)
         (base / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    if index_factory == "auto":  # what auto means at this size: shares the folder with that factory
+        from songseek.engine.index import auto_factory
+
+        index_factory = auto_factory(spec.n_frames, spec.dim)
     root = base.parent / _safe(index_factory)
     if _matches(root, spec, need_index=True):
         return root

@@ -19,8 +19,14 @@ from typing import Any
 import numpy as np
 from songseek.engine.errors import UsageError
 from songseek.engine.fusion import FusionParams
-from songseek.engine.tagging import DEFAULT_TEMPLATES, LabelSet, check_templates, label_slug, label_vectors
-from songseek.engine.tagging import track_window_scores
+from songseek.engine.tagging import (
+    DEFAULT_TEMPLATES,
+    LabelSet,
+    check_templates,
+    label_slug,
+    label_vectors,
+    track_window_scores,
+)
 from songseek.engine.track_match import TrackMatcher, read_csv_rows
 
 from .score_metrics import accuracy, average_precision, roc_auc

@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from songseek.engine.encoders.demo import (
     CONFIG_FILE,
     PAD,
@@ -60,7 +59,6 @@ class Corpus:
 
 def build_corpus(seed: int, n_tracks: int, cfg: DemoConfig, log: bool = True) -> Corpus:
     import torch
-
     from songseek.engine.encoders.demo_net import LogMel
 
     mel = LogMel(cfg).eval()
@@ -124,7 +122,6 @@ def train(corpus: Corpus, cfg: DemoConfig, words: list[str], steps: int, batch_t
     """Train a DemoCLAP from scratch; returns (model in eval mode, training stats)."""
     import torch
     import torch.nn.functional as F
-
     from songseek.engine.encoders.demo_net import DemoCLAP
 
     torch.manual_seed(seed)
@@ -148,13 +145,16 @@ def train(corpus: Corpus, cfg: DemoConfig, words: list[str], steps: int, batch_t
     t0 = time.perf_counter()
     history = []
     for step in range(steps):
-        if order.size < batch_tracks:
+        while order.size < batch_tracks:
             order = np.concatenate([order, rng.permutation(len(corpus.mels))])
         tracks, order = order[:batch_tracks], order[batch_tracks:]
         windows, texts, keys, track_texts = _sample_batch(corpus, tracks, per_track, frames, cfg.hop,
                                                           cfg.sample_rate, rng)
         audio = F.normalize(model.audio(torch.stack(windows)), dim=-1)
-        text = F.normalize(model.text(tok.encode(texts + track_texts, drop_words=0.15, rng=rng)), dim=-1)
+        sec_len = max(len(tokenize(t)) for t in texts)
+        text = F.normalize(torch.cat([  # pad each group to its own longest text (training only)
+            model.text(tok.encode(texts, length=min(sec_len, cfg.max_tokens), drop_words=0.15, rng=rng)),
+            model.text(tok.encode(track_texts, drop_words=0.15, rng=rng))]), dim=-1)
         scale = model.logit_scale.clamp(max=math.log(100.0)).exp()
         k = torch.as_tensor(keys)
         same = (k[:, None] == k[None, :]).float()
@@ -172,7 +172,7 @@ def train(corpus: Corpus, cfg: DemoConfig, words: list[str], steps: int, batch_t
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
-        history.append(float(loss))
+        history.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             print(f"  step {step + 1}/{steps} loss {np.mean(history[-log_every:]):.3f} "
                   f"scale {float(scale):.1f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)

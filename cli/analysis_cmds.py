@@ -84,6 +84,8 @@ def outliers(
     descriptors: Path = typer.Option(None, "--descriptors", help="Text file of descriptor texts for the reasons "
                                      "(default: the shipped list)."),
     reasons: int = typer.Option(3, "--reasons", help="Reasons per outlier (0: none, no text encoder needed)."),
+    where: str = typer.Option(None, "--where", help="Only these tracks (SQL over tracks/tags/mos), e.g. one "
+                              "folder: \"path LIKE '/music/jazz/%'\"; they are each other's reference."),
     device: str = typer.Option("auto", "--device", help="Device for the text encoder."),
     json_out: bool = typer.Option(False, "--json", help="One JSON array, most anomalous first."),
 ) -> None:
@@ -104,7 +106,7 @@ def outliers(
         except QueryError as exc:
             typer.echo(f"warning: no reasons: {exc}", err=True)
             texts = ()
-    found = find_outliers(lib, k, top, ref, texts, reasons)
+    found = find_outliers(lib, k, top, ref, texts, reasons, where=where)
     if json_out:
         print_json([o.to_json() for o in found])
         return
@@ -169,7 +171,6 @@ def mos_predict(
 ) -> None:
     """Predict opinion scores for every track and store them in the library's mos table."""
     import numpy as np
-
     from songseek.engine.errors import UsageError
     from songseek.engine.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
     from songseek.engine.track_match import TrackMatcher, pick_column, read_csv_rows

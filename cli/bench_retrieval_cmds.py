@@ -1,9 +1,16 @@
-"""`songseek bench retrieval` (and `bench planted` when the planted module is there)."""
+"""`songseek bench retrieval` and `songseek bench planted`: retrieval metrics through the real engine.
+
+``register_bench(bench_app)`` adds both commands to the `bench` typer group (cli/bench_cmds.py).
+JSON shapes are documented in docs/benchmarks.md ("songseek bench").
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,134 +18,241 @@ from .common import handles_errors, print_json
 
 
 def register_bench(bench_app: typer.Typer) -> None:
+    """Add `retrieval` and `planted` to the `bench` group."""
     bench_app.command("retrieval")(retrieval)
-    try:
-        from songseek.benchmarks import planted  # noqa: F401
-    except ImportError:
-        return
-    bench_app.command("planted")(planted_cmd)
+    bench_app.command("planted")(planted)
 
 
 def _modes(rerank: str) -> list[str]:
     from songseek.engine.errors import UsageError
     from songseek.engine.search import RERANK_MODES
 
-    modes = [m.strip() for m in rerank.split(",") if m.strip()]
+    modes = list(dict.fromkeys(m.strip() for m in rerank.split(",") if m.strip()))
     bad = [m for m in modes if m not in RERANK_MODES]
     if bad or not modes:
         raise UsageError(f"--rerank takes a comma list of {', '.join(RERANK_MODES)} (got {rerank!r})")
     return modes
 
 
-def _emit(run_json: dict, results: dict, settings: dict, report: Path | None, json_out: bool) -> None:  # type: ignore[type-arg]
+def _fusion(kernel: float | None, stride: float | None, temperature: float | None) -> Any:
+    from dataclasses import replace
+
+    from songseek.engine.fusion import FusionParams
+
+    given = {k: v for k, v in (("kernel", kernel), ("stride", stride), ("temperature", temperature)) if v is not None}
+    return replace(FusionParams(), **given)
+
+
+class _QueryBar:
+    """Queries done / total on stderr (rich), implementing engine.progress.Progress; off when not a tty."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._t0 = time.perf_counter()
+
+    def start(self, total_files: int, description: str = "") -> None:
+        if not self.enabled or total_files == 0:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description or "queries", total=total_files)
+
+    def advance(self, files: int = 0, windows: int = 0, audio_s: float = 0.0) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=files)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _emit(run: Any, report: Path | None, json_out: bool) -> None:
+    if run.settings.get("random_weights"):
+        typer.echo("note: the library was built with RANDOM weights: these figures mean nothing", err=True)
     if report is not None:
         from songseek.benchmarks.report import write_report
 
-        paths = write_report(report, results, settings)
+        paths = write_report(report, run.results, {**run.settings, **run.extra})
         if not json_out:
-            typer.echo("report: " + ", ".join(str(p) for p in paths))
+            typer.echo("report: " + ", ".join(str(p) for p in paths), err=True)
     if json_out:
-        print_json(run_json)
+        print_json(run.to_json())
         return
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=140)
-    for direction, modes in run_json.items():
-        if direction == "settings":
-            continue
-        table = Table(title=direction)
-        cols = list(next(iter(modes.values())).keys())
+    console = Console(width=160)
+    for direction, modes in run.results.items():
+        cols = list(dict.fromkeys(k for r in modes.values() for k in r.metrics))
+        n_q = next(iter(modes.values())).n_queries
+        table = Table(title=f"{direction} ({n_q} queries; R@K, mAP and IoU in %)")
         table.add_column("mode")
         for c in cols:
-            table.add_column(c)
-        for mode, metrics in modes.items():
-            table.add_row(mode, *[f"{metrics[c]:.3f}" if isinstance(metrics[c], float) else str(metrics[c])
-                                  for c in cols])
+            table.add_column(c, justify="right")
+        for mode, r in modes.items():
+            cells = [f"{r.metrics[c]:.1f}" if c in ("MedR", "MeanR") else f"{100 * r.metrics[c]:.2f}"
+                     if c in r.metrics else "–" for c in cols]
+            table.add_row(mode, *cells)
         console.print(table)
+    for direction, diff in run.extra.get("fusion_vs_mean", {}).items():
+        parts = [f"{k} {100 * v['diff']:+.2f} [{100 * v['ci'][0]:+.2f}, {100 * v['ci'][1]:+.2f}]"
+                 for k, v in diff.items() if k in ("R@1", "R@10", "mAP@10")]
+        console.print(f"fusion - mean, {direction}: " + "; ".join(parts) + " (points, 95% paired bootstrap)")
+
+
+def _open_library(library: Path, device: str) -> Any:
+    from songseek.engine.search import Library
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Library.open(library, device=device)
 
 
 @handles_errors
 def retrieval(
     library: Path = typer.Option(None, "--library", "-l", help="Library to evaluate (or to build for --dataset)."),
-    queries: Path = typer.Option(None, "--queries", help="Parquet/CSV/JSONL: query or vector, relevant[, start_s, end_s]."),
-    dataset: Path = typer.Option(None, "--dataset", help="Dataset manifest (CSV/JSONL/Parquet: path, caption[s]...)."),
+    queries: Path = typer.Option(None, "--queries", help="Parquet/CSV/JSONL with query (text) or vector, relevant "
+                                 "(track id or list)[, start_s, end_s]."),
+    dataset: Path = typer.Option(None, "--dataset", help="Dataset manifest (CSV/JSONL/Parquet: path, caption[s])."),
     layout: str = typer.Option("manifest", "--layout", help="manifest, musiccaps or song-describer."),
     audio_dir: Path = typer.Option(None, "--audio-dir", help="Audio folder for the musiccaps/song-describer layouts."),
     missing: str = typer.Option("skip", "--missing", help="skip (evaluate what is present) or error."),
-    subset_n: int = typer.Option(0, "--subset", help="Evaluate a seeded random subset of this many items (0 = all)."),
+    subset_n: int = typer.Option(0, "--subset", help="Evaluate a seeded random subset of this many items/queries "
+                                 "(0 = all; MusCALL used 1000 pairs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of --subset."),
-    encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder for --dataset (default: laion)."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c"),
-    random_weights: bool = typer.Option(False, "--random-weights"),
-    window: float = typer.Option(10.0, "--window"),
-    hop: float = typer.Option(None, "--hop"),
+    encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder for --dataset (default: the library's, "
+                                "else laion)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of --encoder."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Untrained weights (plumbing checks only)."),
+    window: float = typer.Option(None, "--window", help="Window seconds for a new library (default 10)."),
+    hop: float = typer.Option(None, "--hop", help="Hop seconds for a new library (default = window)."),
     rerank: str = typer.Option("fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
-    device: str = typer.Option("auto", "--device"),
+    candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query, as in `search` "
+                                   "(default: every track up to 20,000 = exact ranks; 0 = every track)."),
+    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
+    stride: float = typer.Option(None, "--stride", help="Fusion stride (frames); default the engine's."),
+    temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
+    workers: int = typer.Option(1, "--workers", help="Processes searching vector queries in parallel."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     report: Path = typer.Option(None, "--report", help="Folder for report.json, report.md and PNG plots."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: mode → metrics, settings."),
 ) -> None:
     """R@K, mAP@10 and MedR of text→audio (and audio→text for datasets) through the real engine."""
     from songseek.benchmarks import datasets as ds
-    from songseek.benchmarks.runner import evaluate_dataset, evaluate_queries
+    from songseek.benchmarks.runner import evaluate_dataset, evaluate_queries, subset_queries
     from songseek.engine.errors import UsageError
-    from songseek.engine.search import Library
 
     modes = _modes(rerank)
+    fusion = _fusion(kernel, stride, temperature)
     if (queries is None) == (dataset is None):
         raise UsageError("give either --library LIB --queries FILE, or --dataset MANIFEST [--library LIB]")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
     if queries is not None:
         if library is None:
             raise UsageError("--queries needs --library")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lib = Library.open(library, device=device)
-        run = evaluate_queries(lib, ds.load_queries(queries), modes)
+        lib = _open_library(library, device)
+        qs = ds.load_queries(queries)
+        if subset_n:
+            qs = subset_queries(qs, subset_n, seed)
+        run = evaluate_queries(lib, qs, modes, fusion, candidates=candidates, ci=ci, workers=workers,
+                               progress=_QueryBar(not json_out))
     else:
-        from songseek.cli.progress import RichProgress
-        from songseek.engine.device import resolve_device
-        from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
-        from songseek.indexers.pipeline import IndexConfig
-
-        if layout == "manifest":
-            data = ds.load_manifest(dataset)
-        elif layout in ("musiccaps", "song-describer"):
-            if audio_dir is None:
-                raise UsageError(f"--layout {layout} needs --audio-dir")
-            loader = ds.load_musiccaps if layout == "musiccaps" else ds.load_song_describer
-            data = loader(dataset, audio_dir, on_missing=missing)  # type: ignore[operator]
-        else:
-            raise UsageError("--layout is manifest, musiccaps or song-describer")
-        if data.missing and missing == "error":
-            raise UsageError(f"{dataset}: {len(data.missing)} audio files are missing, e.g. {data.missing[0]}")
-        if data.missing:
-            typer.echo(f"note: {len(data.missing)} audio files missing; evaluating the {len(data.items)} present",
-                       err=True)
+        data = _load_dataset(ds, dataset, layout, audio_dir, missing)
         if subset_n:
             data = ds.subset(data, subset_n, seed)
         library = library or Path(str(dataset) + ".songseek")
-        enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
-        run = evaluate_dataset(data, library, enc, modes, IndexConfig(window_s=window, hop_s=hop),
-                               progress=RichProgress(not json_out))
-    _emit(run.to_json(), run.results, run.settings, report, json_out)
+        enc, config = _encoder_and_config(library, encoder, checkpoint, random_weights, window, hop, device)
+        from songseek.cli.progress import RichProgress
+
+        run = evaluate_dataset(data, library, enc, modes, config, fusion, candidates=candidates, ci=ci,
+                               workers=workers, progress=RichProgress(not json_out),
+                               query_progress=lambda: _QueryBar(not json_out))
+    _emit(run, report, json_out)
+
+
+def _load_dataset(ds: Any, dataset: Path, layout: str, audio_dir: Path | None, missing: str) -> Any:
+    from songseek.engine.errors import UsageError
+
+    if missing not in ("skip", "error"):
+        raise UsageError(f"--missing is skip or error, got {missing!r}")
+    if layout == "manifest":
+        data = ds.load_manifest(dataset, on_missing=missing)
+    elif layout in ("musiccaps", "song-describer"):
+        if audio_dir is None:
+            raise UsageError(f"--layout {layout} needs --audio-dir")
+        loader = ds.load_musiccaps if layout == "musiccaps" else ds.load_song_describer
+        data = loader(dataset, audio_dir, on_missing=missing)
+    else:
+        raise UsageError(f"--layout is manifest, musiccaps or song-describer (got {layout!r})")
+    if data.missing:
+        typer.echo(f"note: {len(data.missing)} audio files missing; evaluating the {len(data.items)} present",
+                   err=True)
+    return data
+
+
+def _encoder_and_config(library: Path, encoder: str | None, checkpoint: str | None, random_weights: bool,
+                        window: float | None, hop: float | None, device: str) -> tuple[Any, Any]:
+    """The encoder and windowing for --dataset: an existing library's own unless given."""
+    from songseek.engine.device import resolve_device
+    from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
+    from songseek.engine.manifest import MANIFEST_NAME, read_manifest
+    from songseek.indexers.pipeline import IndexConfig
+
+    if (library / MANIFEST_NAME).is_file():
+        m = read_manifest(library)
+        if encoder is None:
+            encoder, checkpoint = m.encoder.name, checkpoint or m.encoder.checkpoint or None
+            random_weights = random_weights or m.encoder.random_weights
+        window = window if window is not None else m.window_s
+        hop = hop if hop is not None else m.hop_s
+    enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
+    return enc, IndexConfig(window_s=window or 10.0, hop_s=hop)
 
 
 @handles_errors
-def planted_cmd(
+def planted(
     tracks: int = typer.Option(500, "--tracks", help="Synthetic tracks (1-10 minutes each)."),
-    seed: int = typer.Option(7, "--seed"),
-    dim: int = typer.Option(64, "--dim"),
-    rerank: str = typer.Option("fusion,mean,max,none", "--rerank"),
-    work: Path = typer.Option(None, "--work", help="Folder for the generated library (default: a temp dir)."),
+    seed: int = typer.Option(7, "--seed", help="Generator seed (same seed, same tracks and queries)."),
+    dim: int = typer.Option(64, "--dim", help="Vector dimension."),
+    noise: float = typer.Option(1.0, "--noise", help="Scale of every noise level (0 = noise-free)."),
+    rerank: str = typer.Option("fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
+    method: str = typer.Option("engine", "--method", help="engine (every query through Library.search_vectors) or "
+                               "arrays (same scores in memory, much faster; a sample is checked against the engine)."),
+    engine_check: int = typer.Option(64, "--engine-check", help="With --method arrays: queries also run through "
+                                     "the engine and compared (0 = none)."),
+    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
+    stride: float = typer.Option(None, "--stride", help="Fusion stride (frames); default the engine's."),
+    temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
+    workers: int = typer.Option(1, "--workers", help="Processes searching queries in parallel (--method engine)."),
+    work: Path = typer.Option(None, "--work", help="Folder for the generated library, kept and reused "
+                              "(default: a temporary folder)."),
     report: Path = typer.Option(None, "--report", help="Folder for report.json, report.md and PNG plots."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: direction → mode → metrics."),
 ) -> None:
-    """Seeded long-form tracks with planted sections (no model): whole-track and section queries."""
+    """Seeded long-form tracks with planted sections (no model): whole-track and section queries per rerank
+    mode, segment IoU, and fusion minus mean with 95% intervals."""
     import tempfile
 
     from songseek.benchmarks.planted_run import run_planted
+    from songseek.engine.errors import UsageError
 
     modes = _modes(rerank)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = run_planted(tracks, seed, dim, modes, work or Path(tmp) / "planted.songseek")
-    _emit(run.to_json(), run.results, run.settings, report, json_out)
+    fusion = _fusion(kernel, stride, temperature)
+    if tracks < 2:
+        raise UsageError(f"--tracks must be at least 2, got {tracks}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    with tempfile.TemporaryDirectory(prefix="songseek-planted-") as tmp:
+        where = (work or Path(tmp)) / f"planted-{tracks}-seed{seed}-dim{dim}-noise{noise:g}.songseek"
+        run = run_planted(tracks, seed, dim, modes, where, noise=noise, fusion=fusion, ci=ci, workers=workers,
+                          progress=_QueryBar(not json_out), method=method, engine_check_queries=engine_check)
+    _emit(run, report, json_out)

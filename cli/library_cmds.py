@@ -121,12 +121,19 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats = library_stats(Library.open(library))
+        lib = Library.open(library)
+        stats = library_stats(lib)
+    data = stats.to_json()
+    # how the index got to its state: "rebuilt" (trained from scratch) or "updated" (rows added)
+    data["index_last_action"] = lib.manifest.index_last_action or ("rebuilt" if lib.manifest.index_file else "")
     if json_out:
-        print_json(stats.to_json())
+        print_json(data)
         return
-    for key, value in stats.to_json().items():
+    for key, value in data.items():
         typer.echo(f"{key:>18}: {value}")
+    if stats.dead_frames and stats.dead_frames >= max(stats.frames, 1) // 4:
+        typer.echo(f"note: {stats.dead_frames} dead frames (of changed or removed tracks) take space; "
+                   f"`songseek repair --library {library} --compact` reclaims them", err=True)
     if stats.random_weights:
         typer.echo("warning: built with RANDOM weights — search scores mean nothing", err=True)
 
@@ -181,6 +188,8 @@ def search(
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
     if given != 1:
         raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
+    if query is not None:
+        _check_query_text(query)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lib = Library.open(library, device=device)
@@ -194,27 +203,39 @@ def search(
         fusion = dataclasses.replace(fusion, stride=max(1.0, round(stride_s / hop)), mode="frames")
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
-    opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, exact=exact)
+    opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion,
+                         exact=exact).validated()
     if k > lib.n_tracks:
         typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
     if query_vectors is not None:
         try:
-            vecs = np.load(query_vectors)
-        except (OSError, ValueError, EOFError) as exc:
-            raise QueryError(f"{query_vectors}: not a readable .npy file ({exc})") from exc
-        results = lib.search_vectors(np.atleast_2d(vecs).astype(np.float32), opts)
+            vecs = np.atleast_2d(np.load(query_vectors)).astype(np.float32)
+        except (OSError, ValueError, EOFError, TypeError) as exc:
+            raise QueryError(f"{query_vectors}: not a readable .npy file of float vectors ({exc})") from exc
+        results = lib.search_vectors(vecs, opts)
         _print_results(results, True, explain)
         return
     if query_file is not None:
         try:
-            lines = [ln.strip() for ln in query_file.read_text().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as exc:
             raise QueryError(f"{query_file}: cannot read ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise QueryError(f"{query_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        if not lines:
+            raise QueryError(f"{query_file}: no queries in the file (one text query per line)")
+        for ln in lines:
+            _check_query_text(ln)
         results = lib.search_vectors(lib.embed_text(lines), opts)
         _print_results(results, True, explain)
         return
     if audio is not None:
-        hits = lib.search(audio=audio, start_s=start, end_s=end, options=opts)
+        from songseek.engine.errors import DecodeError
+
+        try:
+            hits = lib.search(audio=audio, start_s=start, end_s=end, options=opts)
+        except DecodeError as exc:  # a bad query file is bad input (exit 2), not a failed run
+            raise QueryError(f"--audio {exc}") from None
     else:
         hits = lib.search(query, options=opts)
     _print_results([hits], json_out, explain)
@@ -245,9 +266,24 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
         console.print(table)
 
 
+# Longer text queries are refused: far past any text encoder's limit even when chunked (engine/longtext.py
+# splits long captions), and a typo'd `$(cat big-file)` should fail fast, not embed for minutes.
+MAX_QUERY_CHARS = 20_000
+
+
+def _check_query_text(text: str) -> None:
+    from songseek.engine.errors import QueryError
+
+    if not text.strip():
+        raise QueryError("the text query is empty: describe the music you are looking for")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} "
+                         "are accepted: shorten it (a few sentences describe a track best)")
+
+
 def _one_line(text: str) -> str:
     """Newlines and tabs in file names shown as escapes, so one failure stays one line."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def _mmss(seconds: float) -> str:

@@ -22,6 +22,9 @@ _COMMAND_MODULES = [
     "songseek.cli.library_cmds",
     "songseek.cli.maintenance_cmds",
     "songseek.cli.analysis_cmds",
+    "songseek.cli.demo_cmd",
+    "songseek.cli.bench_cmds",
+    "songseek.cli.synth_cmd",
 ]
 
 for _name in _COMMAND_MODULES:

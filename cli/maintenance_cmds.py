@@ -26,8 +26,8 @@ def repair(
     """Verify every file against the manifest's SHA-256 checksums, recover a damaged manifest, tracks or
     failures table, drop tracks whose frames are lost, and rebuild the FAISS index from the Arrow shards.
 
-    Exit codes: 0 when the library is sound afterwards (or, with --check, already), 1 when --check found
-    damage, 2 when the library cannot be repaired or is locked.
+    Exit codes: 0 when the library is sound afterwards (with --check: already sound), 1 when --check
+    finds damage, 2 when the library cannot be repaired or is locked.
     """
     from songseek.engine.maintenance import repair_library, verify_library
 

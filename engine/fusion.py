@@ -11,8 +11,9 @@ frames with stride S (kernel v covers frames vS .. vS+H-1, 0-based); a softmax w
 the H frames of each kernel gives the kernel score p_v, a softmax over the W kernels at each offset h gives
 the offset score o_h; r_K = mean_v p_v, r_T = mean_h o_h, score = gamma_k r_K + gamma_t r_T. Means (not the
 paper's 1/H and 1/W) keep the score comparable across tracks of different lengths. A track shorter than H
-frames gets H = T (one kernel, the whole track). The best segment is the kernel with the largest p_v
-(ties: the earliest).
+frames gets H = T (one kernel, the whole track). The best segment is the kernel with the largest p_v, or
+with the largest temporal attention mass sum_h A_T(v, h) (``FusionParams.segment``; ties: the earliest),
+searched with kernel size ``segment_kernel`` when that is set.
 
 Vectorised over tracks: every track's (H, S, W) may differ (proportional mode). Tracks are grouped by
 stride into blocks of a few thousand frames; within a block each kernel offset h < Hmax is one strided
@@ -22,7 +23,7 @@ view over all tracks and kernels, so the only Python loops run over blocks and o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from songseek.engine.errors import UsageError
@@ -31,6 +32,7 @@ __all__ = [
     "FusionParams",
     "FusionResult",
     "RERANK_MODES",
+    "SEGMENT_RULES",
     "argmax_frame",
     "fuse",
     "kernel_geometry",
@@ -41,6 +43,7 @@ __all__ = [
 
 RERANK_MODES = ("fusion", "mean", "max")
 _GEOMETRY_MODES = ("frames", "proportional")
+SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
 _FLOOR_EPS = 1e-9
 
@@ -54,24 +57,36 @@ class FusionParams:
     ``mode="proportional"`` (the paper): H = floor(T * kernel / 30), S = floor(T * stride / 30), each at
     least 1, so every track has about (30 - kernel) / stride + 1 kernels whatever its length.
     ``temperature`` (tau > 0, inf allowed = uniform attention) divides the cosines inside both softmaxes.
-    Defaults chosen on the planted benchmark (benchmarks/planted.py; docs/fusion.md, "Defaults").
+    ``segment``: the best segment is the kernel with the largest kernel score p_v (``"kernel"``) or with
+    the largest temporal attention mass sum_h A_T(v, h) (``"attention"``); ties → the earliest.
+    ``segment_kernel`` (same units as ``kernel``; 0 = ``kernel``): the kernel size of the segment search,
+    so that the score and the segment can use different kernels (one extra pass when they differ).
+    Defaults chosen on the planted benchmark (benchmarks/planted.py; docs/fusion.md, "Defaults"): with
+    H = 1 the score is 0.35 x mean + 0.65 x softmax(tau = 0.05) pooling of the frames, and the segment is
+    the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
     """
 
-    gamma_k: float = 0.5
-    gamma_t: float = 0.5
-    kernel: float = 3.0
+    gamma_k: float = 0.35
+    gamma_t: float = 0.65
+    kernel: float = 1.0
     stride: float = 1.0
     temperature: float = 0.05
     mode: str = "frames"
+    segment: str = "attention"
+    segment_kernel: float = 3.0
 
     def __post_init__(self) -> None:
         where = "FusionParams (engine/fusion.py)"
         if self.mode not in _GEOMETRY_MODES:
             raise UsageError(f"{where}: mode must be one of {_GEOMETRY_MODES}, got {self.mode!r}")
+        if self.segment not in SEGMENT_RULES:
+            raise UsageError(f"{where}: segment must be one of {SEGMENT_RULES}, got {self.segment!r}")
         for name in ("kernel", "stride"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UsageError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(self.segment_kernel) and self.segment_kernel >= 0):
+            raise UsageError(f"{where}: segment_kernel must be >= 0 (0 = kernel), got {self.segment_kernel!r}")
         if not (self.temperature > 0):  # inf is allowed (uniform attention), NaN and <= 0 are not
             raise UsageError(f"{where}: temperature must be > 0, got {self.temperature!r}")
         for name in ("gamma_k", "gamma_t"):
@@ -215,9 +230,10 @@ def _offset_view(x: np.ndarray, off: int, stride: int, wmax: int) -> np.ndarray:
     return x[:, off : off + (wmax - 1) * stride + 1 : stride]
 
 
-def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel scores p float64 (B, Wmax) (Eq. 3 weighted sums) and offset scores o float64 (B, Hmax)
-    (Eq. 4 weighted sums). Entries of invalid kernels (v >= W_b) and offsets (h >= H_b) are meaningless.
+def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel scores p float64 (B, Wmax) (Eq. 3 weighted sums), offset scores o float64 (B, Hmax)
+    (Eq. 4 weighted sums) and each kernel's temporal attention mass float64 (B, Wmax), sum over h < H_b
+    of A_T(v, h). Entries of invalid kernels (v >= W_b) and offsets (h >= H_b) are meaningless.
 
     Softmax is shift-invariant, so one shift per track (its best frame) serves every kernel and every
     offset and exp runs once per frame; one pass per offset h, vectorised over tracks and kernels,
@@ -247,6 +263,7 @@ def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
     den_k = np.zeros((b, wmax))
     num_o = np.zeros((b, hmax))
     den_o = np.zeros((b, hmax))
+    mass = np.zeros((b, wmax))
     stride = int(bt.s[0])  # one stride per block (``fuse`` groups rows by stride)
     for off in range(hmax):
         va = _offset_view(a, off, stride, wmax)
@@ -259,11 +276,15 @@ def _scores(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
             num_k += va
             den_k += ve
         num_o[:, off] = np.einsum("bv,bv->b", va, kernel_w)
-        den_o[:, off] = np.einsum("bv,bv->b", ve, kernel_w)
-    return _ratio(num_k, den_k), _ratio(num_o, den_o)
+        den_o[:, off] = den = np.einsum("bv,bv->b", ve, kernel_w)
+        inv = np.divide(1.0, den, out=np.zeros_like(den), where=den > 0)
+        if partial:
+            inv *= off < bt.h
+        mass += ve * inv[:, None]  # A_T(v, off) = e(v, off) / sum_v' e(v', off)
+    return _ratio(num_k, den_k), _ratio(num_o, den_o), mass
 
 
-def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray]:
+def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_scores`` for very small tau: every kernel (resp. offset) is shifted by its own max, as a
     textbook stable softmax, on the full (Hmax, B, Wmax) tensor."""
     hmax = int(bt.h.max())
@@ -275,7 +296,10 @@ def _scores_own_shift(bt: _Batch, inv_tau: float) -> tuple[np.ndarray, np.ndarra
     omax = z.max(axis=2, keepdims=True)
     ek = np.exp(z - np.where(np.isfinite(kmax), kmax, 0.0))
     eo = np.exp(z - np.where(np.isfinite(omax), omax, 0.0))
-    return _ratio((ek * m).sum(axis=0), ek.sum(axis=0)), _ratio((eo * m).sum(axis=2), eo.sum(axis=2)).T
+    den_o = eo.sum(axis=2, keepdims=True)
+    mass = np.divide(eo, den_o, out=np.zeros_like(eo), where=den_o > 0).sum(axis=0)
+    p = _ratio((ek * m).sum(axis=0), ek.sum(axis=0))
+    return p, _ratio((eo * m).sum(axis=2), den_o[:, :, 0]).T, mass
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -288,10 +312,11 @@ def _empty_result(b: int) -> list[np.ndarray]:
     return [np.zeros(b, np.float32) for _ in range(4)] + [np.zeros(b, np.int64) for _ in range(2)]
 
 
-def _best_kernel(p: np.ndarray, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
-    """First and last frame (int64 (B,)) of the kernel with the largest p_v; ties → the earliest."""
-    np.copyto(p, -np.inf, where=~bt.kernel_ok)  # p is not used after this
-    first = p.argmax(axis=1) * bt.s
+def _best_kernel(key: np.ndarray, bt: _Batch) -> tuple[np.ndarray, np.ndarray]:
+    """First and last frame (int64 (B,)) of the kernel with the largest ``key`` (B, Wmax); ties → the
+    earliest. ``key`` is overwritten."""
+    np.copyto(key, -np.inf, where=~bt.kernel_ok)
+    first = key.argmax(axis=1) * bt.s
     return first.astype(np.int64), (first + bt.h - 1).astype(np.int64)
 
 
@@ -305,14 +330,28 @@ def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = No
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
         return FusionResult(*_empty_result(0))
-    return FusionResult(*_blocked(sims, lengths, params, 1.0 / params.temperature))
+    inv_tau = 1.0 / params.temperature
+    out = _blocked(sims, lengths, params, inv_tau, params.segment)
+    seg_params = _segment_params(params)
+    if seg_params is not None:
+        out[4:] = _blocked(sims, lengths, seg_params, inv_tau, params.segment)[4:]
+    return FusionResult(*out)
 
 
-def _blocked(sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float) -> list[np.ndarray]:
+def _segment_params(params: FusionParams) -> FusionParams | None:
+    """The params of the segment search when ``segment_kernel`` asks for another kernel, else None."""
+    if params.segment_kernel in (0.0, params.kernel):
+        return None
+    return replace(params, kernel=params.segment_kernel, segment_kernel=0.0)
+
+
+def _blocked(
+    sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float, segment: str
+) -> list[np.ndarray]:
     """Result columns (see ``_empty_result``) of a checked, non-empty batch, computed block by block."""
     out = _empty_result(sims.shape[0])
     for rows in _row_blocks(lengths, params):
-        block = _fuse_block(sims[rows], lengths[rows], params, inv_tau)
+        block = _fuse_block(sims[rows], lengths[rows], params, inv_tau, segment)
         for column, values in zip(out, block, strict=True):
             column[rows] = values
     return out
@@ -335,13 +374,13 @@ def _row_blocks(lengths: np.ndarray, params: FusionParams) -> list[np.ndarray]:
 
 
 def _fuse_block(
-    sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float
+    sims: np.ndarray, lengths: np.ndarray, params: FusionParams, inv_tau: float, segment: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     bt = _prepare(sims[:, : int(lengths.max())], lengths, params)
-    p, o = _scores(bt, inv_tau)
+    p, o, mass = _scores(bt, inv_tau)
     r_k = np.einsum("bv,bv->b", p, bt.kernel_w) / bt.w
     r_t = np.sum(o, axis=1, where=np.arange(o.shape[1])[None, :] < bt.h[:, None]) / bt.h
-    first, last = _best_kernel(p, bt)
+    first, last = _best_kernel(mass if segment == "attention" else p, bt)
     score = (params.gamma_k * r_k + params.gamma_t * r_t).astype(np.float32)
     return score, r_k.astype(np.float32), r_t.astype(np.float32), bt.hi.astype(np.float32), first, last
 
@@ -349,9 +388,9 @@ def _fuse_block(
 def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None) -> FusionResult:
     """Rerank scores for ``mode`` in ``RERANK_MODES``: the same FusionResult shape for every mode.
 
-    fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (H, S from ``params``)
-    with the highest mean similarity (ties: the earliest). max: score = r_k = r_t = max_t s_t; segment =
-    that best frame.
+    fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (``segment_kernel`` or
+    ``kernel``, and ``stride``, from ``params``) with the highest mean similarity (ties: the earliest).
+    max: score = r_k = r_t = max_t s_t; segment = that best frame.
     """
     params = FusionParams() if params is None else params
     if mode == "fusion":
@@ -367,5 +406,5 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
         return FusionResult(best, best.copy(), best.copy(), best.copy(), frame, frame.copy())
     mean = pool_mean(sims, lengths)
     # tau = inf (uniform attention): p_v is the mean of kernel v, and the best kernel is the segment.
-    first, last = _blocked(sims, lengths, params, 0.0)[4:]
+    first, last = _blocked(sims, lengths, _segment_params(params) or params, 0.0, "kernel")[4:]
     return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)

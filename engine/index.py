@@ -8,6 +8,8 @@ last index update, e.g. by a run that was killed) are searched exactly by the ca
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,16 @@ from .manifest import fsync_dir
 
 # Below this many frames an exact flat index is both faster to build and fast enough to search.
 # Measured with `songseek bench query-speed` (docs/performance.md).
-IVF_THRESHOLD = 200_000
+IVF_THRESHOLD = 50_000
+# IVF lists probed per query by default: this fraction of the lists, at least MIN_NPROBE (docs/performance.md).
+NPROBE_FRACTION = 1 / 32
+MIN_NPROBE = 32
+# OpenMP threads for one query's scan (Flat, SQfp16, IVF probes); 0 = FAISS's default (all cores). On the
+# shared 2-core machine two threads made single-query Flat/fp16 scans 2.5-3x slower than one (threads
+# busy-wait on a core another process holds); IVF probes of one query run on one thread anyway.
+QUERY_THREADS = int(os.environ.get("SONGSEEK_QUERY_THREADS", "1"))
+# Vectors per IVF list that k-means trains on (FAISS warns below 39; more costs build time, not recall here).
+TRAIN_PER_LIST = 64
 
 
 def _faiss() -> Any:
@@ -28,17 +39,45 @@ def _faiss() -> Any:
     return faiss
 
 
+@contextmanager
+def query_threads() -> Iterator[None]:
+    """Run the enclosed FAISS calls of this thread on QUERY_THREADS OpenMP threads (restored after)."""
+    if QUERY_THREADS <= 0:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(QUERY_THREADS)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def auto_factory(n_frames: int, dim: int) -> str:
-    """The factory string `auto` stands for at this size: exact below IVF_THRESHOLD, else IVF+fp16."""
+    """The factory string `auto` stands for at this size: exact below IVF_THRESHOLD, else IVF + fp16 codes
+    with about √n lists (a power of two: 256 at 100k frames, 1024 at 1M)."""
     if n_frames < IVF_THRESHOLD:
         return "Flat"
-    nlist = int(min(65536, max(1024, 4 * np.sqrt(n_frames))))
-    nlist = 1 << int(np.round(np.log2(nlist)))
+    nlist = 1 << int(np.round(np.log2(max(256.0, min(65536.0, float(np.sqrt(n_frames)))))))
     return f"IVF{nlist},SQfp16"
 
 
+def ivf_nlist(factory: str) -> int:
+    """The number of IVF lists a factory string asks for ("IVF1024,SQfp16" → 1024); 0 when it is not IVF."""
+    if not factory.startswith("IVF"):
+        return 0
+    head = factory[3:].split(",")[0].split("_")[0]
+    return int(head) if head.isdigit() else 0
+
+
 def default_nprobe(factory: str) -> int:
-    return 64 if factory.startswith("IVF") else 1
+    """Lists probed per query unless --nprobe says otherwise: NPROBE_FRACTION of the lists, at least
+    MIN_NPROBE (1 for indices that are not IVF)."""
+    nlist = ivf_nlist(factory)
+    if nlist == 0:
+        return 1
+    return min(nlist, max(MIN_NPROBE, int(round(nlist * NPROBE_FRACTION))))
 
 
 def build_index(factory: str, dim: int, train: np.ndarray | None = None) -> Any:
@@ -65,12 +104,12 @@ def set_nprobe(index: Any, nprobe: int) -> None:
 
 
 def training_sample(shards: list[np.ndarray], factory: str, seed: int = 0) -> np.ndarray | None:
-    """A seeded sample of up to 256 vectors per IVF list (what FAISS asks for), or None for flat indices."""
-    if not factory.startswith("IVF"):
+    """A seeded sample of up to TRAIN_PER_LIST vectors per IVF list, or None for indices without training."""
+    nlist = ivf_nlist(factory)
+    if nlist == 0:
         return None
-    nlist = int(factory[3:].split(",")[0].split("_")[0])
     total = sum(len(s) for s in shards)
-    want = min(total, 256 * nlist)
+    want = min(total, TRAIN_PER_LIST * nlist)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(total, size=want, replace=False))
     offsets = np.cumsum([0] + [len(s) for s in shards])
@@ -132,8 +171,55 @@ def to_gpu(index: Any) -> Any:  # pragma: no cover - needs a GPU
 def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """queries float32 (nq, dim) → (scores float32 (nq, k), rows int64 (nq, k)); -1 rows pad short results."""
     k = max(1, min(k, int(index.ntotal))) if index.ntotal else 1
-    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    with query_threads():
+        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, rows
+
+
+def fp16_margin(dim: int, max_norm: float) -> float:
+    """A bound on |q·v − q·fp16(v)| plus the float32 rounding of both dot products, for unit q.
+
+    fp16 rounding to nearest has relative error ≤ 2^-11 per component (absolute ≤ 2^-25 below the normal
+    range), so |q·(v − v̂)| ≤ ‖v − v̂‖ ≤ 2^-11 ‖v‖ + √dim 2^-25; each float32 dot product of length dim is
+    off by at most dim 2^-24 ‖v‖. Doubled for safety: about 1.1e-3 for unit 512-d vectors.
+    """
+    return 2.0 * (2.0 ** -11 * max_norm + np.sqrt(dim) * 2.0 ** -25 + 2 * dim * 2.0 ** -24 * max_norm)
+
+
+class Fp16Scanner:
+    """Every frame as float16 (a FAISS SQfp16 flat index: dim × 2 bytes a frame, half the float32 scan) for
+    the exact path. Its scores are within ``margin`` of the float32 ones; callers re-score in float32 and
+    use the margin to prove that nothing outside the rows it returned can enter their top list.
+    """
+
+    def __init__(self, shards: list[np.ndarray], batch: int = 65536) -> None:
+        faiss = _faiss()
+        self.dim = int(shards[0].shape[1]) if shards else 0
+        self.index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        max_norm = 0.0
+        for vecs in shards:
+            for i in range(0, len(vecs), batch):
+                block = np.ascontiguousarray(vecs[i:i + batch], dtype=np.float32)
+                max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", block, block).max())))
+                self.index.add(block)
+        self.max_norm = max_norm
+        self.margin = fp16_margin(self.dim, max(max_norm, 1.0))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ntotal * self.dim * 2
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """q float32 (dim,) unit → (approximate scores float32 (k',), rows int64 (k',)), best first, k' ≤ k."""
+        with query_threads():
+            scores, rows = self.index.search(np.ascontiguousarray(q[None], dtype=np.float32),
+                                             max(1, min(k, self.ntotal)))
+        keep = rows[0] >= 0
+        return scores[0][keep], rows[0][keep]
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -106,6 +106,9 @@ def repair_library(root: str | Path, compact: bool = False, wait: bool = False) 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise LibraryError(f"no library at {root}: nothing to repair")
+    if not (root / MANIFEST_NAME).exists() and not any(_TRACKS_FILE.fullmatch(p.name) for p in root.iterdir()):
+        raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME} and no tracks table to "
+                           "rebuild one from): nothing to repair")
     fd = acquire_lock(root, wait)
     try:
         return _repair(root, compact)

@@ -41,6 +41,7 @@ class Manifest:
     index_description: str = ""      # the factory string actually built, e.g. "Flat" or "IVF1024,SQfp16"
     index_frames: int = 0            # frames [0, index_frames) are in the index; the rest: exact search
     index_trained_on: int = 0        # frames in the library when the index was (re)trained
+    index_last_action: str = ""      # what the last index update did: "rebuilt" or "updated" (rows added)
     # sha256 of every file this manifest names (and of the kept previous-generation files), by name
     checksums: dict[str, str] = field(default_factory=dict)
     # the previous generation's tracks/failures/index files, kept one more commit for readers that

@@ -268,7 +268,7 @@ def train_head(encoder: EncoderInfo, audio: np.ndarray, impression: np.ndarray, 
             loss = loss_on(batch)
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         train_l1 = total / len(order)
         with torch.no_grad():
             valid_l1 = float(loss_on(valid)) if len(valid) else train_l1

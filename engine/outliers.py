@@ -169,16 +169,23 @@ def rank_outliers(track_ids: Sequence[str], paths: Sequence[str], vectors: np.nd
 
 
 def find_outliers(lib: Any, k: int = DEFAULT_K, top: int = 20, reference: Any = None,
-                  descriptors: Sequence[str] = (), n_reasons: int = 3, factory: str | None = None) -> list[Outlier]:
+                  descriptors: Sequence[str] = (), n_reasons: int = 3, factory: str | None = None,
+                  where: str | None = None) -> list[Outlier]:
     """``rank_outliers`` over an open Library (engine.search.Library), from its stored window vectors.
 
-    ``reference`` is another open Library made with the same encoder (default: ``lib`` itself).
+    ``reference`` is another open Library made with the same encoder (default: ``lib`` itself, or with
+    ``where`` the tracks it keeps: e.g. one folder, to find the file that does not belong there).
     Reasons need the library's text encoder (for the descriptor texts); with no descriptors there are none."""
+    from .filters import filter_track_ids
     from .manifest import check_compatible
 
     vecs = library_track_vectors(lib.store, lib.tracks)
     ids = [str(t) for t in lib.tracks.column("track_id").to_pylist()]
     paths = [str(p) for p in lib.tracks.column("path").to_pylist()]
+    if where is not None:
+        keep = set(filter_track_ids(lib.tables(), where).tolist())
+        rows = [i for i, t in enumerate(ids) if t in keep]
+        vecs, ids, paths = vecs[rows], [ids[i] for i in rows], [paths[i] for i in rows]
     ref_vecs = ref_ids = None
     if reference is not None:
         check_compatible(reference.manifest, lib.manifest.encoder, reference.root)

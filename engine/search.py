@@ -28,6 +28,8 @@ from .store import FrameStore, read_table_mmap
 RERANK_MODES = ("fusion", "mean", "max", "none")
 # When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
 EXACT_SUBSET_FRAMES = 200_000
+# Up to this many frames the exact path is a plain float32 scan (a float16 copy would not pay for itself).
+EXACT_FP32_FRAMES = 50_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class Library:
         self.extra_tables = {name: read_table_mmap(root / file) for name, file in manifest.extra_tables.items()}
         self.frame_owner = self._frame_owner()
         self._index: Any = None
+        self._scanner: faiss_index.Fp16Scanner | None = None  # float16 copy for the exact path, built on demand
+        self._slices: tuple[np.ndarray, np.ndarray] | None = None
+        self._exact_queries = 0
         if manifest.encoder.random_weights:
             warnings.warn(f"{root} was built with RANDOM weights: scores mean nothing", stacklevel=2)
 
@@ -271,27 +276,114 @@ class Library:
         n = self.store.n_rows
         index = None if opts.exact else self.index
         covered = self.manifest.index_frames if index is not None else 0
-        if index is not None and opts.nprobe is not None:
-            faiss_index.set_nprobe(index, opts.nprobe)
-        # The tail not yet in the index (and everything, on the exact path) is searched by brute force.
+        if index is None or not covered:
+            return self._exact_candidates(q, want, allowed)
+        # Per query, so that one query's --nprobe does not stick to the next.
+        faiss_index.set_nprobe(index, opts.nprobe or faiss_index.default_nprobe(self.manifest.index_description))
+        # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered
         tail_scores = tail_scores[0]
-        kf = max(4 * want, 256)
+        kf = self._first_kf(want)
         while True:
-            if index is not None and covered:
-                scores, rows = faiss_index.search(index, q[None], kf)
-                rows, scores = np.r_[rows[0], tail_rows], np.r_[scores[0], tail_scores]
-            else:
-                rows, scores = tail_rows, tail_scores
+            scores, rows = faiss_index.search(index, q[None], kf)
+            exhausted = bool((rows[0] < 0).any())  # the probed lists hold fewer than kf frames
+            rows, scores = np.r_[rows[0], tail_rows], np.r_[scores[0], tail_scores]
             keep = rows >= 0
             owners = np.where(keep, self.frame_owner[np.where(keep, rows, 0)], -1)
             if allowed is not None:
                 owners = np.where(np.isin(owners, allowed), owners, -1)
             cand, cand_scores = _best_per_track(owners, scores, want)
-            if len(cand) >= want or index is None or kf >= covered:
+            if len(cand) >= want or kf >= covered or exhausted:
                 return cand, cand_scores
             kf *= 4
+
+    def _first_kf(self, want: int) -> int:
+        """Frames to ask FAISS for first: the best frames cluster in few tracks, so about ``want`` tracks'
+        worth of frames (mean frames per track), which saves a second search in most queries."""
+        per_track = self.store.n_rows / max(self.n_tracks, 1)
+        return int(max(4 * want, 256, want * per_track))
+
+    def _exact_candidates(self, q: np.ndarray, want: int, allowed: np.ndarray | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` best tracks by best frame over every frame, exactly as float32 brute force would.
+
+        A flat float32 index is exact already. Otherwise, once the library has answered an exact query
+        (building the float16 copy costs about 20 float32 passes), a float16 scan finds the top ``kf``
+        frames; those within two fp16 margins of the ``want``-th track's float16 score and of their own
+        track's best are re-scored in float32, and the result is returned only if the ``want``-th track's
+        score beats the best any unreturned frame could have (the kf-th float16 score + the margin); else
+        ``kf`` grows, and past the library size it is float32 brute force.
+        """
+        n = self.store.n_rows
+        owner = self.frame_owner
+        if allowed is not None:
+            owner = np.where(np.isin(owner, allowed), owner, -1)
+        flat = self.index if self.manifest.index_description == "Flat" else None
+        if flat is not None and self.manifest.index_frames == n:
+            kf = self._first_kf(want)
+            while True:
+                scores, rows = faiss_index.search(flat, q[None], kf)
+                keep = rows[0] >= 0
+                cand, cand_scores = _best_per_track(owner[rows[0][keep]], scores[0][keep], want)
+                if len(cand) >= want or kf >= n:
+                    return cand, cand_scores
+                kf *= 4
+        self._exact_queries += 1
+        scanner = self._fp16_scanner() if n > EXACT_FP32_FRAMES and self._exact_queries > 1 else None
+        kf = self._first_kf(want)
+        while scanner is not None and kf < n:
+            approx, rows = scanner.search(q, kf)  # best first
+            m = scanner.margin
+            owners = owner[rows]
+            _, best16 = _best_per_track(owners, approx, want)
+            if len(best16) >= want:
+                # A top track's best frame scores within 2 margins of the want-th track's float16 score and
+                # of its own track's best float16 score: re-score only those rows in float32.
+                top = (approx >= best16[-1] - 2 * m) & (owners >= 0)
+                o, a, r = owners[top], approx[top], rows[top]
+                uniq, first = np.unique(o, return_index=True)
+                near = a >= a[first][np.searchsorted(uniq, o)] - 2 * m
+                cand, cand_scores = _best_per_track(o[near], self._row_scores(r[near], q), want)
+                if len(cand) >= want and cand_scores[-1] > approx[-1] + m:
+                    return cand, cand_scores
+            kf *= 4
+        sims = np.concatenate([vecs @ q for vecs in self.store.shards()]) if n else np.zeros(0, np.float32)
+        kf = self._first_kf(want)
+        while True:
+            top = np.argpartition(-sims, kf - 1)[:kf] if kf < n else np.arange(n)
+            cand, cand_scores = _best_per_track(owner[top], sims[top], want)
+            if len(cand) >= want or kf >= n:
+                return cand, cand_scores
+            kf *= 4
+
+    def _fp16_scanner(self) -> faiss_index.Fp16Scanner:
+        if self._scanner is None:
+            self._scanner = faiss_index.Fp16Scanner(self.store.shards())
+        return self._scanner
+
+    def _frame_slices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per track row: its shard number and first row inside that shard (int64 (n_tracks,) each)."""
+        if self._slices is None:
+            starts = self._cols["frame_start"].astype(np.int64)
+            shard = np.searchsorted(self.store.offsets, starts, side="right") - 1
+            self._slices = (shard, starts - self.store.offsets[shard])
+        return self._slices
+
+    def _row_scores(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """float32 (len(rows),) dot products of global frame rows with q (one gather per shard)."""
+        out = np.empty(len(rows), np.float32)
+        offsets = self.store.offsets
+        shard = np.searchsorted(offsets, rows, side="right") - 1
+        for s, vecs in enumerate(self.store.shards()):
+            mask = shard == s
+            if mask.any():
+                out[mask] = vecs[rows[mask] - offsets[s]] @ q
+        return out
+
+    def _tag(self, name: str, row: int) -> str | None:
+        values = self._meta.get(name)
+        return None if values is None else values[row]
 
     def _rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions) -> list[Hit]:
         if len(rows) == 0:
@@ -300,8 +392,16 @@ class Library:
         tmax = int(counts.max())
         qs = np.atleast_2d(q)  # (C, dim): C > 1 for the sentence chunks of a long text
         sims = np.zeros((len(rows), len(qs), tmax), dtype=np.float32)
-        for i, (s, c) in enumerate(zip(starts, counts)):
-            sims[i, :, :c] = qs @ self.store.vectors(int(s), int(c)).T
+        shard, local = self._frame_slices()
+        shards = self.store.shards()
+        slices = zip(shard[rows].tolist(), local[rows].tolist(), counts.tolist())
+        if len(qs) == 1:  # one matrix-vector product per track: no per-call GEMM set-up
+            q0 = qs[0]
+            for i, (h, a, c) in enumerate(slices):
+                sims[i, 0, :c] = shards[h][a:a + c] @ q0
+        else:
+            for i, (h, a, c) in enumerate(slices):
+                sims[i, :, :c] = qs @ shards[h][a:a + c].T
         mode = "max" if opts.rerank == "none" else opts.rerank
         res = longtext.chunk_scores(sims, counts.astype(np.int64), opts.fusion, mode=mode)
         score = cand_scores if opts.rerank == "none" else res.score
@@ -316,8 +416,8 @@ class Library:
                 rank=rank, track_id=str(ids[i]), path=str(self._cols["path"][r]), score=float(score[i]),
                 segment=Segment(float(self.store.start_s[first]), float(self.store.end_s[last])),
                 r_k=float(res.r_k[i]), r_t=float(res.r_t[i]), best_window=float(res.best_window[i]),
-                candidate_score=float(cand_scores[i]), title=self._meta.get("title", [None] * (r + 1))[r],
-                artist=self._meta.get("artist", [None] * (r + 1))[r], album=self._meta.get("album", [None] * (r + 1))[r],
+                candidate_score=float(cand_scores[i]), title=self._tag("title", r),
+                artist=self._tag("artist", r), album=self._tag("album", r),
                 duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
             ))
         return hits

@@ -115,6 +115,9 @@ class LibraryWriter:
                 f"{record.path}: {len(vectors)} vectors but {len(starts)} starts, {len(ends)} ends")
         if not np.isfinite(vectors).all():
             raise UsageError(f"{record.path}: vectors contain NaN or inf")
+        for key, value in record.__dict__.items():
+            if isinstance(value, str) and not _storable(value):
+                raise UsageError(f"{_printable(record.path)}: {key} is not valid Unicode text (Arrow stores UTF-8)")
         if record.track_id in self._tracks:
             self.remove_track(record.track_id)
         row = dict(record.__dict__)
@@ -138,6 +141,9 @@ class LibraryWriter:
         self._dirty = True
 
     def record_failure(self, failure: Failure) -> None:
+        """Remember a file that failed (strings that are not valid UTF-8 are stored escaped)."""
+        failure = replace(failure, path=_printable(failure.path), message=_printable(failure.message),
+                          error_class=_printable(failure.error_class))
         self._failures[failure.path] = failure
         self._dirty = True
 
@@ -337,7 +343,7 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
         sums[name] = file_sha256(root / name)
         new = m.bumped(index_file=name, index_description=want, index_frames=n,
                        index_trained_on=trained_on, index_factory=factory, checksums=sums,
-                       previous_files=previous)
+                       previous_files=previous, index_last_action="rebuilt" if rebuild else "updated")
         write_manifest(root, new)
     except OSError as exc:
         if not _manifest_on_disk_is(root, m.generation + 1):
@@ -362,6 +368,19 @@ def remove_orphans(root: Path, m: Manifest) -> None:
     for path in root.iterdir():
         if path.name not in keep and _OWN_FILE.fullmatch(path.name) and not path.is_dir():
             path.unlink(missing_ok=True)
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable file-name bytes) as backslash escapes."""
+    return text if _storable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _superseded(m: Manifest, replaced: dict[str, str]) -> tuple[str, ...]:

@@ -1,10 +1,10 @@
 """Decode any common audio file to mono float32 at a chosen sample rate, streamed.
 
-PyAV (FFmpeg) demuxes and decodes; every decoded frame is converted to packed float32 by FFmpeg's
-converter (this also sidesteps a PyAV bug with planar frames of 8+ channels), averaged over its
-channels (downmix = mean of channels), cleaned (NaN/inf -> 0) and resampled by a streaming
-``soxr.ResampleStream`` ("HQ"); the output is clipped to [-1, 1] (the resampler overshoots full-scale
-transients slightly). Memory stays flat in track length: only one output block is held at a time.
+PyAV (FFmpeg) demuxes and decodes; decoded frames are gathered into chunks of about 16k samples,
+averaged over their channels (downmix = mean of channels; integer formats scaled to [-1, 1]),
+cleaned (NaN/inf -> 0) and resampled by a streaming ``soxr.ResampleStream`` ("HQ"); the output is
+clipped to [-1, 1] (float files may exceed full scale and the resampler overshoots slightly).
+Memory stays flat in track length: only a chunk and one output block are held at a time.
 
 Error policy (every failure is a ``DecodeError`` whose one-line message names the file):
 
@@ -18,6 +18,12 @@ Error policy (every failure is a ``DecodeError`` whose one-line message names th
   Matroska/WebM, ASF, CAF), a decode that ends more than ``max(1 s, 5 %)`` short raises, naming where
   it stopped. Raw MP3/AAC streams only carry an estimate of their length (from the bit rate), so a
   truncated MP3 decodes to wherever it ends, without an error.
+
+Timestamps: sample 0 is the first decoded sample. Encoder delay is removed where the file says how
+much (MP3 LAME/Xing header, MP4 edit list, Opus pre-skip); raw ADTS ``.aac`` keeps its ~23 ms of
+priming. ``decode(path, sr, start_s, end_s)`` seeks and lands on the same samples as a linear decode:
+exactly for PCM/FLAC/MP3/Vorbis/Opus/AAC-in-MP4, within 1 ms for Matroska/WebM and ASF/WMA (their
+timestamps are whole milliseconds).
 
 ``decode_stream`` is a generator: a corrupt file may raise after some blocks were already yielded;
 callers that store per-track results must discard the track's partial output on ``DecodeError``.
@@ -125,7 +131,6 @@ def _open(path: Path) -> tuple[Any, Any]:
 
 _STANDARD_LAYOUT = re.compile(r"^(mono|stereo|downmix|quad|hexagonal|octagonal|cube|hexadecagonal|binaural"
                               r"|22\.2|[0-9]+\.[0-9]+(\.[0-9]+)?)(\([a-z-]+\))?$")
-_KEPT_ALIVE: list[object] = []
 
 
 def _channel_count(stream: Any) -> int:
@@ -141,8 +146,8 @@ def _channel_count(stream: Any) -> int:
     layout = cc.layout
     n = int(layout.nb_channels)
     if not _STANDARD_LAYOUT.match(layout.name):
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(layout))  # never freed, not even at exit: freeing
-        _KEPT_ALIVE.append(layout)  # it would free FFmpeg's map a second time
+        # never freed, not even at exit: freeing it would free FFmpeg's channel map a second time
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(layout))
         if n > 0 and not cc.is_open:
             cc.layout = f"{n}c"
     return n
@@ -203,30 +208,66 @@ def _count_duration(path: Path, container: Any, stream: Any) -> float:
     return samples / float(stream.rate)
 
 
-def _frame_array(frame: Any, converter: Any) -> np.ndarray:
-    """One decoded frame as a (channels, samples) array in its native sample dtype."""
+class _SeekUnsupported(Exception):
+    """Frames carry no timestamps after a seek; decode from the start instead."""
+
+
+def _first_frame_time(container: Any, stream: Any) -> float:
+    """Timestamp (s) of the first decodable frame; it is not always the stream's start time (WMA)."""
+    import av
+
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        if frames:
+            if frames[0].pts is None:
+                raise _SeekUnsupported
+            return float(frames[0].pts * frames[0].time_base)
+    raise _SeekUnsupported
+
+
+_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32,
+           "dbl": np.float64}
+
+
+def _frame_channels(frame: Any, converter: Any) -> list[np.ndarray]:
+    """One decoded frame as a list of per-channel 1-D arrays (views where possible), native dtype."""
+    fmt = frame.format
     channels = frame.layout.nb_channels
-    if frame.format.is_planar and channels >= 8:  # PyAV mishandles planar frames of 8+ channels
-        arrays = [f.to_ndarray().reshape(-1, channels).T for f in converter.resample(frame)]
-        if not arrays:
-            return np.zeros((channels, 0), np.float32)
-        return np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
-    arr = frame.to_ndarray()
-    return arr if frame.format.is_planar else arr.reshape(-1, channels).T
+    n = frame.samples
+    if fmt.is_planar and channels >= 8:  # PyAV mishandles planar frames of 8+ channels
+        packed = [f.to_ndarray().reshape(-1, channels) for f in converter.resample(frame)]
+        if not packed:
+            return [np.zeros(0, np.float32)] * channels
+        data = np.concatenate(packed) if len(packed) > 1 else packed[0]
+        return [data[:, c] for c in range(channels)]
+    dtype = _DTYPES[fmt.name.rstrip("p")]
+    planes = frame.planes
+    if fmt.is_planar:
+        return [np.frombuffer(planes[c], dtype=dtype, count=n) for c in range(channels)]
+    data = np.frombuffer(planes[0], dtype=dtype, count=n * channels).reshape(n, channels)
+    return [data[:, c] for c in range(channels)]
 
 
-def _to_mono(arrays: list[np.ndarray]) -> np.ndarray:
-    """Concatenate (channels, n) arrays of one dtype, average the channels, scale to float32 [-1, 1]."""
-    x = np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
-    channels = x.shape[0]
-    mono = x[0].astype(np.float32)  # always a fresh array
+def _to_mono(batch: list[list[np.ndarray]]) -> np.ndarray:
+    """Average the channels of a batch of frames (same dtype and channel count) into float32 [-1, 1]."""
+    channels = len(batch[0])
+    dtype = batch[0][0].dtype
+
+    def channel(c: int) -> np.ndarray:
+        parts = [frame[c] for frame in batch]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    mono = channel(0).astype(np.float32)  # always a fresh array
     for c in range(1, channels):
-        np.add(mono, x[c], out=mono, casting="unsafe")
-    if x.dtype == np.uint8:
+        np.add(mono, channel(c), out=mono, casting="unsafe")
+    if dtype == np.uint8:
         mono -= 128.0 * channels
         mono *= np.float32(1.0 / (128.0 * channels))
-    elif np.issubdtype(x.dtype, np.integer):
-        mono *= np.float32(1.0 / (channels * 2 ** (8 * x.dtype.itemsize - 1)))
+    elif np.issubdtype(dtype, np.integer):
+        mono *= np.float32(1.0 / (channels * 2 ** (8 * dtype.itemsize - 1)))
     elif channels > 1:
         mono *= np.float32(1.0 / channels)
     if not np.isfinite(mono).all():
@@ -248,9 +289,10 @@ def _native_chunks(
 
     container, stream = opened if opened is not None else _open(path)
     try:
-        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        origin = 0.0  # timestamp of the first decoded sample: position 0 of a linear decode
         skip_until: float | None = None
         if start_s > 0:
+            origin = _first_frame_time(container, stream)
             preroll = max(0.0, start_s - 0.5)  # decoders need a little history after a seek
             try:
                 container.seek(int((origin + preroll) / stream.time_base), stream=stream, backward=True)
@@ -261,7 +303,7 @@ def _native_chunks(
         packets = bad = 0
         first_bad_s: float | None = None
         decoded_s = 0.0  # seconds yielded so far (from start_s when seeking)
-        batch: list[np.ndarray] = []
+        batch: list[list[np.ndarray]] = []
         batch_n = 0
         batch_key: tuple[Any, int, int] | None = None
         demux = container.demux(stream)
@@ -284,25 +326,25 @@ def _native_chunks(
                 continue
             for frame in frames:
                 rate = int(frame.sample_rate)
-                arr = _frame_array(frame, converter)
+                chans = _frame_channels(frame, converter)
                 if skip_until is not None:
                     if frame.pts is None:
                         raise _SeekUnsupported
                     frame_s = float(frame.pts * frame.time_base) - origin
                     cut = int(round((skip_until - frame_s) * rate))
-                    if cut >= arr.shape[1]:
+                    if cut >= len(chans[0]):
                         continue
-                    arr = arr[:, max(cut, 0):]
+                    chans = [ch[max(cut, 0):] for ch in chans]
                     skip_until = None
-                key = (arr.dtype, arr.shape[0], rate)
+                key = (chans[0].dtype, len(chans), rate)
                 if batch and (key != batch_key or batch_n >= _MIN_RESAMPLE_CHUNK):
                     assert batch_key is not None
                     decoded_s += batch_n / batch_key[2]
                     yield _to_mono(batch), batch_key[2]
                     batch, batch_n = [], 0
                 batch_key = key
-                batch.append(arr)
-                batch_n += arr.shape[1]
+                batch.append(chans)
+                batch_n += len(chans[0])
         if batch and batch_key is not None:
             decoded_s += batch_n / batch_key[2]
             yield _to_mono(batch), batch_key[2]
@@ -319,10 +361,6 @@ def _native_chunks(
                                   f"the {declared:.1f} s the header declares; re-download or re-encode it")
     finally:
         container.close()
-
-
-class _SeekUnsupported(Exception):
-    """Frames carry no timestamps after a seek; decode from the start instead."""
 
 
 def _resampled(chunks: Iterator[tuple[np.ndarray, int]], sample_rate: int) -> Iterator[np.ndarray]:

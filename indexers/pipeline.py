@@ -202,6 +202,9 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
 
 
 _DONE = object()
+# Decoders start a file only while it is at most this many files past the first unfinished one.
+MAX_FILES_AHEAD = 256
+_IDLE = object()
 
 
 def _decode_windows(f: SourceFile, sample_rate: int, window_s: float, hop_s: float
@@ -221,6 +224,8 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
 
     def work(i: int) -> None:
         f = todo[i][0]
+        while i - finished_upto[0] > MAX_FILES_AHEAD and not stop.is_set():
+            time.sleep(0.01)  # files finish in order: don't pile up vectors behind one long file
         if stop.is_set():
             return
         try:
@@ -234,7 +239,7 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                 raise SongseekError(f"{f.path}: no audio samples decoded")
             _check_unchanged(f)
             q.put((i, _DONE))
-        except Exception as exc:  # any failure of one file is recorded, never fatal for the run
+        except BaseException as exc:  # any failure of one file is recorded, never fatal for the run
             q.put((i, exc))
 
     pending: dict[int, list[tuple[float, float]]] = {}  # window times only: samples go to the batch
@@ -286,6 +291,33 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
         report.audio_s += rec.duration_s
         progress.advance(files=1, windows=len(vecs), audio_s=rec.duration_s)
         since_commit += 1
+        maybe_commit()
+
+    next_file = 0
+    finished_upto = [0]  # next_file, as the decoder threads see it
+
+    def finish_ready() -> None:
+        """Finish files in their scan order (so a library's layout never depends on thread timing): each
+        once its decoder is done and all its windows have vectors; failed files are skipped."""
+        nonlocal next_file
+        while next_file < len(todo):
+            i = next_file
+            if i in failed:
+                next_file += 1
+            elif i in done_files and pending.get(i) and len(vectors.get(i, [])) == len(pending[i]):
+                done_files.discard(i)
+                next_file += 1
+                finish(i)
+            else:
+                break
+        finished_upto[0] = next_file
+
+    def maybe_commit() -> None:
+        nonlocal since_commit, last_commit
+        if since_commit and (since_commit >= config.commit_every_files
+                             or time.monotonic() - last_commit > config.commit_every_s):
+            writer.commit()
+            last_commit, since_commit = time.monotonic(), 0
 
     with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="decode") as pool:
         futures = [pool.submit(work, i) for i in range(len(todo))]
@@ -295,12 +327,15 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                     i, item = q.get(timeout=0.05 if batch else None)
                 except queue.Empty:
                     flush()  # decoders are slower than the model right now: don't wait on a full batch
-                    _finish_ready(done_files, pending, vectors, finish)
-                    continue
-                if item is _DONE:
+                    i, item = -1, _IDLE
+                if item is _IDLE:
+                    pass
+                elif item is _DONE:
                     done_files.add(i)
                     finished += 1
                 elif isinstance(item, BaseException):
+                    if not isinstance(item, Exception):
+                        raise item  # SystemExit, KeyboardInterrupt... in a decoder: stop the run
                     failed.add(i)
                     pending.pop(i, None)
                     vectors.pop(i, None)
@@ -316,13 +351,10 @@ def _embed_files(writer: LibraryWriter, encoder: Encoder, todo: list[tuple[Sourc
                     batch.append((i, win))
                     if len(batch) >= config.batch_size:
                         flush()
-                _finish_ready(done_files, pending, vectors, finish)
-                if since_commit and (since_commit >= config.commit_every_files
-                                     or time.monotonic() - last_commit > config.commit_every_s):
-                    writer.commit()
-                    last_commit, since_commit = time.monotonic(), 0
+                finish_ready()
+                maybe_commit()
             flush()
-            _finish_ready(done_files, pending, vectors, finish)
+            finish_ready()
         finally:
             stop.set()
             for fu in futures:
@@ -345,12 +377,3 @@ def _check_unchanged(f: SourceFile) -> None:
         raise FileChangedError(f"{f.path}: vanished while being read ({exc.strerror})") from None
     if st.st_size != f.size or st.st_mtime != f.mtime:
         raise FileChangedError(f"{f.path}: changed while being read; it is indexed on the next run")
-
-
-def _finish_ready(done_files: set[int], pending: dict[int, list[tuple[float, float]]],
-                  vectors: dict[int, list[np.ndarray]], finish: object) -> None:
-    """Finish every file whose decoder is done and all of whose windows have vectors."""
-    for i in sorted(done_files):
-        if len(vectors.get(i, [])) == len(pending.get(i, [])) and pending.get(i):
-            done_files.discard(i)
-            finish(i)  # type: ignore[operator]

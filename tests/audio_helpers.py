@@ -18,6 +18,8 @@ FORMATS: dict[str, tuple[str, str | None]] = {
     "m4a": ("aac", "mp4"),
     "aiff": ("pcm_s16be", None),
     "webm": ("libopus", "webm"),
+    "wma": ("wmav2", "asf"),
+    "aac": ("aac", "adts"),  # raw ADTS stream: no container, no edit list
 }
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
 REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
@@ -80,8 +82,8 @@ def write_audio(path: Path, channels: np.ndarray, sample_rate: int, codec: str |
     options = {"strict": "experimental"} if codec == "vorbis" else {}
     with av.open(str(path), "w", format=container_format) as out:
         stream: Any = out.add_stream(codec, rate=sample_rate, layout=layout, options=options)
-        if bit_rate:
-            stream.codec_context.bit_rate = bit_rate
+        if bit_rate or codec == "wmav2":  # the WMA encoder needs an explicit bit rate
+            stream.codec_context.bit_rate = bit_rate or 128_000
         names = [f.name for f in stream.codec_context.codec.audio_formats or []]
         packed = next((f for f in ("flt", "s16", "s32") if f in names), None)
         step = 8192
@@ -106,18 +108,23 @@ def write_audio(path: Path, channels: np.ndarray, sample_rate: int, codec: str |
 
 
 def best_lag(reference: np.ndarray, signal: np.ndarray, max_lag: int) -> tuple[int, float]:
-    """(lag, normalised correlation) maximising corr(reference[k], signal[k + lag]) for |lag| <= max_lag."""
-    best = (0, -2.0)
+    """(lag, normalised correlation) maximising corr(reference[k], signal[k + lag]) for |lag| <= max_lag.
+
+    Compares the overlap ``reference[max_lag : max_lag + n]`` with ``signal`` shifted by each lag
+    (n = the shorter length - 2 * max_lag); FFT cross-correlation, float64.
+    """
     n = min(len(reference), len(signal)) - 2 * max_lag
     assert n > 0, "signals too short for this max_lag"
     ref = reference[max_lag:max_lag + n].astype(np.float64)
-    for lag in range(-max_lag, max_lag + 1):
-        seg = signal[max_lag + lag:max_lag + lag + n].astype(np.float64)
-        denom = np.linalg.norm(ref) * np.linalg.norm(seg)
-        c = float(ref @ seg / denom) if denom > 0 else 0.0
-        if c > best[1]:
-            best = (lag, c)
-    return best
+    sig = signal[:n + 2 * max_lag].astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(sig) + n)))
+    cross = np.fft.irfft(np.fft.rfft(sig, size) * np.conj(np.fft.rfft(ref, size)), size)[:2 * max_lag + 1]
+    energy = np.concatenate([[0.0], np.cumsum(sig**2)])
+    seg_norm = np.sqrt(np.maximum(energy[n:n + 2 * max_lag + 1] - energy[:2 * max_lag + 1], 0.0))
+    denom = seg_norm * np.linalg.norm(ref)
+    corr = np.where(denom > 0, cross / np.where(denom > 0, denom, 1.0), 0.0)
+    k = int(np.argmax(corr))
+    return k - max_lag, float(corr[k])
 
 
 def real_audio(stem: str) -> Path:

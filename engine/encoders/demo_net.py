@@ -38,6 +38,9 @@ class LogMel(nn.Module):
     10·log10(max(mel, 1e-10)).
     """
 
+    window: torch.Tensor
+    filters: torch.Tensor
+
     def __init__(self, cfg: DemoConfig) -> None:
         super().__init__()
         self.n_fft = cfg.n_fft
@@ -61,7 +64,10 @@ def _block(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 
 
 class AudioTower(nn.Module):
     """Standardised log-mel (n, n_mels, frames) → (n, dim): 1-D convolutions over time with the mel
-    bands as channels (receptive field about 1.4 s), then mean and max over time and an MLP."""
+    bands as channels (160 ms steps, receptive field about 2.7 s), then mean and max over time and an MLP."""
+
+    mel_mean: torch.Tensor
+    mel_std: torch.Tensor
 
     def __init__(self, cfg: DemoConfig) -> None:
         super().__init__()
@@ -69,7 +75,7 @@ class AudioTower(nn.Module):
         self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("mel_std", torch.ones(cfg.n_mels))
         self.convs = nn.Sequential(
-            *_block(cfg.n_mels, w, 5, stride=2), *_block(w, w, 3), *_block(w, w + 32, 3, stride=2),
+            *_block(cfg.n_mels, w, 5, stride=2), *_block(w, w, 3, stride=2), *_block(w, w + 32, 3, stride=2),
             *_block(w + 32, w + 64, 3, dilation=2), *_block(w + 64, 2 * w, 3, stride=2),
             *_block(2 * w, 2 * w, 3, dilation=2),
         )

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UsageError, WeightsNotFoundError
 from ._torch_util import offline, sha256_file
-from .clap_hf import ClapEncoder, laion_feature_extractor, make_info, random_model
+from .clap_hf import ClapEncoder, laion_feature_extractor, load_tokenizer, make_info, random_model
 
 HF_REPO = "lukewys/laion_clap"
 DEFAULT_CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
@@ -212,33 +212,36 @@ def build_model(state_dict: dict[str, torch.Tensor], where: str = "checkpoint") 
             raise WeightsNotFoundError(f"{where}: weight {key} has shape {tuple(mapped[key].shape)}, "
                                        f"expected {tuple(tensor.shape)} (architecture read off the file)")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, assign=True)
+    if not any(t.is_meta for t in mapped.values()):  # non-persistent buffers (older transformers)
+        for name, buf in list(model.named_buffers()):
+            if buf.is_meta:
+                owner, _, leaf = name.rpartition(".")
+                model.get_submodule(owner).register_buffer(leaf, _default_buffer(name, buf), persistent=False)
     return model.eval()
 
 
 def _default_buffer(key: str, like: torch.Tensor) -> torch.Tensor:
     if key.endswith("position_ids"):
         return torch.arange(like.shape[-1], dtype=like.dtype).expand(like.shape).clone()
-    return torch.zeros(like.shape, dtype=like.dtype)
+    if key.endswith("token_type_ids"):
+        return torch.zeros(like.shape, dtype=like.dtype)
+    raise WeightsNotFoundError(f"LAION-CLAP mapping leaves {key} unset (unsupported transformers version?)")
 
 
-def load_tokenizer(checkpoint: Path | None) -> Any:
+def find_tokenizer(checkpoint: Path | None) -> Any:
     """RoBERTa tokenizer: $SONGSEEK_CLAP_TOKENIZER, the checkpoint's folder, then the HF cache; else None."""
-    from transformers import AutoTokenizer
-
     candidates: list[tuple[str, bool]] = []
     if os.environ.get(TOKENIZER_ENV):
         candidates.append((os.environ[TOKENIZER_ENV], True))
-    beside = ("tokenizer.json", "vocab.json")
-    if checkpoint is not None and any((checkpoint.parent / f).is_file() for f in beside):
+    if checkpoint is not None:
         candidates.append((str(checkpoint.parent), True))
     candidates += [(i, True) for i in TOKENIZER_IDS]  # HF cache first
     if not offline():
         candidates.append((TOKENIZER_IDS[0], False))
     for source, local_only in candidates:
-        try:
-            return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        except Exception:
-            continue
+        tok = load_tokenizer(source, local_only)
+        if tok is not None:
+            return tok
     return None
 
 
@@ -262,12 +265,16 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
     fe = laion_feature_extractor()
     if model.config.audio_config.enable_fusion:
         fe.truncation = "fusion"
-    info = make_info("laion", str(path) if path is not None else name, model, fe, random_weights, sha)
+    if path is not None and Path(name).expanduser().is_file():
+        label = str(path)  # a local file: its path
+    else:  # a hub file (resolved into the HF cache) or no file: the repository name, same on every machine
+        label = name if name.startswith(HF_REPO + "/") else f"{HF_REPO}/{name}"
+    info = make_info("laion", label, model, fe, random_weights, sha)
     hint = (f"text search with {Path(name).name} needs the RoBERTa tokenizer files (vocab.json + merges.txt "
             f"or tokenizer.json): set {TOKENIZER_ENV}=DIR, put them beside the checkpoint, or have "
             "roberta-base in the Hugging Face cache")
     return ClapEncoder(model, fe, None, info, device, text_error=hint,
-                       tokenizer_loader=lambda: load_tokenizer(path))
+                       tokenizer_loader=lambda: find_tokenizer(path))
 
 
 def _music_config() -> Any:

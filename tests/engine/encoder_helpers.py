@@ -42,6 +42,7 @@ def tiny_model(config: Any, seed: int = 3) -> Any:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.normal_(0, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
             if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
@@ -166,3 +167,19 @@ def laion_layout() -> dict[str, tuple[int, ...]]:
             key, _, shape = line.partition(" ")
             out[key] = tuple(int(s) for s in shape.split(",") if s)
     return out
+
+
+def isolate_hf(monkeypatch: Any, root: Path) -> Path:
+    """Offline, with an empty Hugging Face cache under ``root``; returns the hub cache folder.
+
+    huggingface_hub reads HF_HOME/HF_HUB_OFFLINE once, at import, so its constants are patched too.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    cache = root / "hf_home" / "hub"
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(root / "hf_home"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,6 +21,11 @@ from songseek.engine.fusion import (
 
 # ---------------------------------------------------------------------------------------------------------
 # Naive reference: plain Python loops over tracks, kernels and offsets, one softmax at a time.
+
+
+def P(**kw: object) -> FusionParams:
+    """FusionParams whose segment is the best p_v of the scoring kernel (the defaults use another rule)."""
+    return FusionParams(**{"segment": "kernel", "segment_kernel": 0.0, **kw})
 
 
 def naive_geometry(t: int, p: FusionParams) -> tuple[int, int, int]:
@@ -47,7 +53,15 @@ def naive_track(s: list[float], p: FusionParams) -> dict:
     oh = [softmax_weighted([m[v][k] for v in range(w)], p.temperature) for k in range(h)]  # Eq. 4, temporal
     r_k = sum(pv) / w  # mean over kernels (not the paper's 1/H)
     r_t = sum(oh) / h  # mean over offsets (not the paper's 1/W)
-    best_v = pv.index(max(pv))  # earliest of the best kernels
+    mass = [0.0] * w  # temporal attention mass of each kernel: sum_h A_T(v, h)
+    for k in range(h):
+        col = [m[v][k] for v in range(w)]
+        top = max(col)
+        weights = [math.exp((x - top) / p.temperature) for x in col]
+        for v in range(w):
+            mass[v] += weights[v] / sum(weights)
+    key = mass if p.segment == "attention" else pv
+    best_v = key.index(max(key))  # earliest of the best kernels
     return {
         "score": p.gamma_k * r_k + p.gamma_t * r_t,
         "r_k": r_k,
@@ -55,14 +69,22 @@ def naive_track(s: list[float], p: FusionParams) -> dict:
         "best_window": max(s),
         "first": best_v * st,
         "last": best_v * st + h - 1,
-        "pv": pv,
+        "key": key,
         "h": h,
         "s": st,
     }
 
 
 def naive_fuse(sims: np.ndarray, lengths: np.ndarray, p: FusionParams) -> list[dict]:
-    return [naive_track([float(v) for v in sims[b, : lengths[b]]], p) for b in range(len(lengths))]
+    out = []
+    for b in range(len(lengths)):
+        s = [float(v) for v in sims[b, : lengths[b]]]
+        r = naive_track(s, p)
+        if p.segment_kernel > 0:  # the segment comes from the same computation with the other kernel
+            seg = naive_track(s, replace(p, kernel=p.segment_kernel, segment_kernel=0.0))
+            r.update({k: seg[k] for k in ("first", "last", "key", "h", "s")})
+        out.append(r)
+    return out
 
 
 def random_batch(rng: np.random.Generator, b: int, tmax: int, tmin: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +109,7 @@ def assert_matches_naive(res: fusion.FusionResult, ref: list[dict], atol: float 
         if res.seg_first[b] != r["first"]:
             # Only a near-tie may resolve differently: the chosen kernel must be (almost) as good.
             v = int(res.seg_first[b]) // r["s"]
-            assert r["pv"][v] >= max(r["pv"]) - 1e-5, (b, res.seg_first[b], r["first"])
+            assert r["key"][v] >= max(r["key"]) - 1e-5, (b, res.seg_first[b], r["first"])
         assert res.seg_last[b] - res.seg_first[b] == r["h"] - 1
 
 
@@ -95,16 +117,21 @@ def assert_matches_naive(res: fusion.FusionResult, ref: list[dict], atol: float 
 # Against the naive reference
 
 PARAM_GRID = [
-    FusionParams(kernel=3, stride=1, temperature=0.05),
-    FusionParams(kernel=1, stride=1, temperature=0.1),
-    FusionParams(kernel=4, stride=2, temperature=0.02, gamma_k=0.8, gamma_t=0.2),
-    FusionParams(kernel=6, stride=3, temperature=1.0),
-    FusionParams(kernel=2.6, stride=1.4, temperature=math.inf),  # rounds to H=3, S=1
-    FusionParams(kernel=5, stride=1, temperature=1e-3),
-    FusionParams(mode="proportional", kernel=3, stride=1, temperature=0.05),
-    FusionParams(mode="proportional", kernel=6, stride=2, temperature=0.02),
-    FusionParams(mode="proportional", kernel=1, stride=0.5, temperature=1e-3, gamma_k=1.0, gamma_t=0.0),
-    FusionParams(mode="proportional", kernel=10, stride=3, temperature=0.3),
+    FusionParams(),  # the defaults: H = 1, segment by attention mass over 3-frame kernels
+    P(kernel=3, stride=1, temperature=0.05),
+    P(kernel=1, stride=1, temperature=0.1),
+    P(kernel=4, stride=2, temperature=0.02, gamma_k=0.8, gamma_t=0.2),
+    P(kernel=3, stride=1, temperature=0.05, segment="attention"),
+    P(kernel=5, stride=2, temperature=2e-3, segment="attention"),
+    P(kernel=1, stride=1, temperature=0.05, gamma_k=0.25, gamma_t=0.75, segment="attention", segment_kernel=3),
+    P(kernel=4, stride=1, temperature=0.1, segment_kernel=2),
+    P(kernel=6, stride=3, temperature=1.0),
+    P(kernel=2.6, stride=1.4, temperature=math.inf),  # rounds to H=3, S=1
+    P(kernel=5, stride=1, temperature=1e-3),
+    P(mode="proportional", kernel=3, stride=1, temperature=0.05),
+    P(mode="proportional", kernel=6, stride=2, temperature=0.02, segment="attention"),
+    P(mode="proportional", kernel=1, stride=0.5, temperature=1e-3, gamma_k=1.0, gamma_t=0.0),
+    P(mode="proportional", kernel=10, stride=3, temperature=0.3, segment_kernel=4),
 ]
 
 
@@ -128,14 +155,15 @@ def test_the_three_exp_paths_are_all_exercised_and_exact() -> None:
     assert fusion._F32_EXP_LIMIT < spread / taus[1] <= fusion._SHARED_SHIFT_LIMIT
     assert spread / taus[2] > fusion._SHARED_SHIFT_LIMIT
     for tau in taus:
-        p = FusionParams(kernel=4, stride=1, temperature=tau)
-        assert_matches_naive(fuse(sims, lengths, p), naive_fuse(sims, lengths, p))
+        for segment in ("kernel", "attention"):
+            p = P(kernel=4, stride=1, temperature=tau, segment=segment)
+            assert_matches_naive(fuse(sims, lengths, p), naive_fuse(sims, lengths, p))
 
 
 def test_blocking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(2)
     sims, lengths = random_batch(rng, 57, 150)
-    for params in (FusionParams(), FusionParams(mode="proportional", kernel=4, stride=1)):
+    for params in (FusionParams(), P(mode="proportional", kernel=4, stride=1)):
         whole = fuse(sims, lengths, params)
         monkeypatch.setattr(fusion, "_BLOCK_ELEMS", 200)  # many small blocks
         assert len(fusion._row_blocks(lengths, params)) > 20
@@ -177,7 +205,7 @@ def test_repeated_track_scores_the_same_in_frames_mode(kernel: int, tau: float) 
     the score of a few tracks by more: < 0.02 only from tau >= 0.1 at H = 3 (docs/fusion.md has the
     measured numbers). H = 1 is exactly invariant."""
     rng = np.random.default_rng(11)
-    params = FusionParams(kernel=kernel, stride=1, temperature=tau)
+    params = P(kernel=kernel, stride=1, temperature=tau)
     d_score, d_k = [], []
     for _ in range(40):
         t = int(rng.integers(20, 61))
@@ -198,7 +226,7 @@ def test_repeated_track_in_proportional_mode_doubles_the_kernels() -> None:
     """Proportional mode is not repeat-invariant: the doubled track's kernels are twice as long, so every
     kernel is more max-like and r_K rises (docs/fusion.md)."""
     rng = np.random.default_rng(12)
-    params = FusionParams(mode="proportional", kernel=3, stride=1, temperature=0.05)
+    params = P(mode="proportional", kernel=3, stride=1, temperature=0.05)
     rises = []
     for _ in range(40):
         t = int(rng.integers(30, 61))
@@ -229,7 +257,7 @@ def test_large_tau_gives_the_mean_up_to_the_edge_frames() -> None:
     fewer kernels), within TV(weights, uniform) * (max - min) of the plain mean."""
     rng = np.random.default_rng(3)
     for h, st in ((3, 1), (6, 2), (1, 1)):
-        params = FusionParams(kernel=h, stride=st, temperature=1e6)
+        params = P(kernel=h, stride=st, temperature=1e6)
         for _ in range(20):
             t = int(rng.integers(h, 61))
             s = music_like(rng, t)
@@ -252,11 +280,11 @@ def test_small_tau_turns_attention_into_max() -> None:
     for _ in range(10):
         t = int(rng.integers(8, 61))
         s = separated(rng, t)
-        one = fuse(s[None, :], np.array([t]), FusionParams(kernel=1, stride=1, temperature=1e-5))
+        one = fuse(s[None, :], np.array([t]), P(kernel=1, stride=1, temperature=1e-5))
         assert abs(one.r_t[0] - s.max()) < 1e-6
         assert abs(one.r_k[0] - s.mean()) < 1e-6  # one-frame kernels: p_v = s_v
         for h, st in ((3, 1), (5, 2)):
-            res = fuse(s[None, :], np.array([t]), FusionParams(kernel=h, stride=st, temperature=1e-5))
+            res = fuse(s[None, :], np.array([t]), P(kernel=h, stride=st, temperature=1e-5))
             w = (t - h) // st + 1
             kernel_max = [s[v * st : v * st + h].max() for v in range(w)]
             offset_max = [max(s[v * st + k] for v in range(w)) for k in range(h)]
@@ -270,7 +298,7 @@ def test_small_tau_turns_attention_into_max() -> None:
 def test_padding_width_and_garbage_do_not_change_results() -> None:
     rng = np.random.default_rng(6)
     sims, lengths = random_batch(rng, 31, 45)
-    for params in (FusionParams(), FusionParams(mode="proportional", kernel=6, stride=1, temperature=0.2)):
+    for params in (FusionParams(), P(mode="proportional", kernel=6, stride=1, temperature=0.2)):
         base = fuse(sims, lengths, params)
         for extra in (1, 17, 300):
             wide = np.concatenate(
@@ -287,7 +315,7 @@ def test_padding_width_and_garbage_do_not_change_results() -> None:
 
 def test_short_tracks_shrink_the_kernel_to_the_track() -> None:
     rng = np.random.default_rng(7)
-    params = FusionParams(kernel=6, stride=2, temperature=0.05, gamma_k=0.3, gamma_t=0.7)
+    params = P(kernel=6, stride=2, temperature=0.05, gamma_k=0.3, gamma_t=0.7)
     lengths = np.array([1, 2, 5, 6, 9])
     sims = rng.uniform(-0.2, 0.6, size=(5, 9)).astype(np.float32)
     res = fuse(sims, lengths, params)
@@ -336,7 +364,7 @@ def test_pooling_matches_numpy_per_row() -> None:
 def test_rerank_modes_mean_and_max() -> None:
     rng = np.random.default_rng(9)
     sims, lengths = random_batch(rng, 25, 50)
-    params = FusionParams(kernel=4, stride=2)
+    params = P(kernel=4, stride=2)
     res_max = rerank_scores("max", sims, lengths, params)
     np.testing.assert_array_equal(res_max.score, pool_max(sims, lengths))
     np.testing.assert_array_equal(res_max.r_k, res_max.score)
@@ -353,6 +381,8 @@ def test_rerank_modes_mean_and_max() -> None:
         v = int(res_mean.seg_first[b]) // st
         assert v == best_v or means[v] >= max(means) - 1e-9
         assert res_mean.seg_last[b] == res_mean.seg_first[b] + h - 1
+    wide = rerank_scores("mean", sims, lengths, replace(params, segment_kernel=6))
+    assert np.all(wide.seg_last - wide.seg_first <= 5) and np.any(wide.seg_last - wide.seg_first == 5)
     res_fusion = rerank_scores("fusion", sims, lengths, params)
     np.testing.assert_array_equal(res_fusion.score, fuse(sims, lengths, params).score)
 
@@ -379,7 +409,23 @@ def test_bad_input_raises_usage_error() -> None:
         {"kernel": 0.0},
         {"stride": -1.0},
         {"mode": "seconds"},
+        {"segment": "best"},
+        {"segment_kernel": -1.0},
         {"gamma_k": float("inf")},
     ):
         with pytest.raises(UsageError):
             FusionParams(**bad)
+
+
+def test_attention_segment_lies_inside_a_planted_section() -> None:
+    """A run of high windows in a low track: the attention-mass segment is a kernel inside the run, while
+    the kernel-score rule may pick a kernel that holds the run's peak next to low windows."""
+    rng = np.random.default_rng(13)
+    for _ in range(20):
+        t = int(rng.integers(20, 61))
+        s = rng.normal(0.1, 0.03, size=t)
+        a = int(rng.integers(0, t - 6))
+        n = int(rng.integers(3, 7))
+        s[a : a + n] = rng.normal(0.6, 0.03, size=n)
+        res = fuse(s[None, :].astype(np.float32), np.array([t]), P(kernel=3, temperature=0.05, segment="attention"))
+        assert a <= res.seg_first[0] and res.seg_last[0] <= a + n - 1

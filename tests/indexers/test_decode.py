@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import tracemalloc
 import wave
@@ -16,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
+from songseek.engine.errors import DecodeError, UsageError
+from songseek.indexers.decode import AUDIO_EXTENSIONS, AudioInfo, decode, decode_stream, probe
+from songseek.indexers.windowing import iter_windows, window_bounds
+
 from tests.audio_helpers import (
     Marker,
     best_lag,
@@ -26,10 +28,6 @@ from tests.audio_helpers import (
     with_markers,
     write_audio,
 )
-
-from songseek.engine.errors import DecodeError, UsageError
-from songseek.indexers.decode import AUDIO_EXTENSIONS, AudioInfo, decode, decode_stream, probe
-from songseek.indexers.windowing import iter_windows
 
 SR = 48_000
 # extension -> (codec name probe reports, source rate, lossless)
@@ -73,6 +71,20 @@ def test_format_roundtrip(tmp_path, ext):
     lag, corr = best_lag(_reference(source, rate), audio, max_lag=96)
     assert abs(lag) <= (0 if lossless else 48)  # lossy codecs: aligned within 1 ms
     assert corr > (0.9999 if lossless else 0.98)
+
+
+@pytest.mark.parametrize(("ext", "codec"), [("wma", "wmav2"), ("aac", "aac")])
+def test_containerless_and_legacy_formats(tmp_path, ext, codec):
+    """Raw ADTS AAC keeps the encoder's ~23 ms priming (no edit list says to drop it) and FFmpeg's WMA
+    round trip shifts by ~46 ms: content and length are right, timestamps are good to 60 ms only."""
+    source = sweep(3.0, 44_100, 200, 4000)
+    path = write_audio(tmp_path / f"legacy.{ext}", _stereo(source), 44_100)
+    info = probe(path)
+    assert (info.codec, info.channels, info.sample_rate) == (codec, 2, 44_100)
+    audio = decode(path, SR)
+    assert len(audio) == pytest.approx(3 * SR, abs=0.1 * SR)
+    lag, corr = best_lag(_reference(source, 44_100), audio, max_lag=int(0.06 * SR))
+    assert abs(lag) < 0.06 * SR and corr > 0.98
 
 
 @pytest.mark.parametrize(("source_rate", "out_rate"),
@@ -153,9 +165,9 @@ def test_long_file_streams_with_flat_memory(tmp_path):
     assert peak < 40e6 < decoded_bytes  # the 77 MB of output was never held at once
 
 
-@pytest.mark.parametrize("ext", ["wav", "flac", "mp3", "ogg", "opus", "m4a", "webm"])
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3", "ogg", "opus", "m4a", "webm", "wma", "aac"])
 def test_segment_matches_stream(tmp_path, ext):
-    _, rate, _ = FORMAT_CASES[ext]
+    rate = FORMAT_CASES[ext][1] if ext in FORMAT_CASES else 44_100
     path = write_audio(tmp_path / f"s.{ext}", _stereo(sweep(12.0, rate, 100, 6000)), rate)
     full = np.concatenate(list(decode_stream(path, SR)))
     for start, end in [(4.25, 7.5), (0.2, 1.0), (9.0, 11.9)]:
@@ -163,8 +175,8 @@ def test_segment_matches_stream(tmp_path, ext):
         ref = full[round(start * SR):round(end * SR)]
         assert len(seg) == len(ref)
         lag, corr = best_lag(ref, seg, max_lag=96)
-        if ext == "webm":  # Matroska timestamps are in whole milliseconds
-            assert abs(lag) <= 48 and corr > 0.999
+        if ext in ("webm", "wma"):  # Matroska and ASF timestamps are in whole milliseconds
+            assert abs(lag) <= 48 and corr > 0.98
         else:
             assert lag == 0
             np.testing.assert_allclose(seg[500:-500], ref[500:-500], atol=1e-3)
@@ -199,7 +211,8 @@ def test_nan_inf_and_overs_are_cleaned(tmp_path):
 def _matched_peaks(window: np.ndarray, template: np.ndarray, threshold: float) -> list[int]:
     """Sample offsets where ``template`` best matches ``window`` (local maxima of the correlation)."""
     n = len(window) + len(template)
-    corr = np.fft.irfft(np.fft.rfft(window, n) * np.conj(np.fft.rfft(template, n)), n)[:len(window)]
+    last = len(window) - len(template) + 1  # whole bursts only
+    corr = np.fft.irfft(np.fft.rfft(window, n) * np.conj(np.fft.rfft(template, n)), n)[:last]
     corr /= float(template @ template)
     peaks = []
     i = 0
@@ -218,16 +231,20 @@ def test_window_timestamps_on_real_codecs(tmp_path, ext):
     """Tone bursts at known times are found at (t - start) in each 10 s window (5 s hop) of the decoded file."""
     rate = 44_100
     rng = np.random.default_rng(7)
-    times = np.sort(rng.uniform(0.1, 33.0, size=12))
+    times = np.sort(rng.uniform(0.1, 23.0, size=10))
     times = times[np.concatenate([[True], np.diff(times) > 0.2])]
+    times = times[(times % 5.0 > 0.1) & (times % 5.0 < 4.9)]  # no burst straddles a window edge
+    assert len(times) >= 5
     markers = [Marker(float(t), freq_hz=2_000.0, length_s=0.05) for t in times]
-    x = with_markers(34.0, rate, markers)
+    x = with_markers(24.0, rate, markers)
     path = write_audio(tmp_path / f"m.{ext}", _stereo(x), rate)
     template = with_markers(0.05, SR, [Marker(0.0, 2_000.0, 0.05)])
-    tolerance = 2 if ext == "wav" else 48  # samples at 48 kHz: exact for PCM, 1 ms for lossy codecs
+    tolerance = 4  # samples at 48 kHz (measured: within 1 sample for PCM, MP3, Vorbis and AAC alike)
     seen = 0
     windows = list(iter_windows(decode_stream(path, SR, block_s=7.0), SR, 10.0, 5.0, pad="zero"))
-    assert [(s, e) for _, s, e in windows][-1] == (30.0, pytest.approx(34.0, abs=0.05))
+    bounds = np.array([(s, e) for _, s, e in windows])
+    np.testing.assert_allclose(bounds, window_bounds(bounds[-1, 1], 10.0, 5.0))
+    assert bounds[-1, 0] == 15.0 and bounds[-1, 1] == pytest.approx(24.0, abs=0.05)  # the tail is kept
     for samples, start, end in windows:
         expected = [round((t - start) * SR) for t in times if start <= t and t + 0.05 <= end]
         found = _matched_peaks(samples, template, threshold=0.5)
@@ -305,12 +322,12 @@ def test_missing_directory_empty_text_image(tmp_path):
 
 
 def test_truncated_files(tmp_path):
-    x = _stereo(sweep(20.0, 44_100))
+    x = _stereo(sweep(12.0, 44_100))
     flac = write_audio(tmp_path / "t.flac", x, 44_100)
     flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
     with pytest.raises(DecodeError) as exc:  # FLAC declares its length: a short decode is an error
         decode(flac, SR)
-    _one_line_naming(exc, flac, "truncated", "of the 20.0 s")
+    _one_line_naming(exc, flac, "truncated", "of the 12.0 s")
     with pytest.raises(DecodeError):
         list(decode_stream(flac, SR))
     m4a = write_audio(tmp_path / "t.m4a", x, 44_100)  # the index (moov) is at the end: cannot open
@@ -318,7 +335,7 @@ def test_truncated_files(tmp_path):
     _all_entry_points_fail(m4a, "truncated")
     mp3 = write_audio(tmp_path / "t.mp3", x, 44_100)  # MP3 carries no exact length: decodes what is there
     mp3.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
-    assert len(decode(mp3, SR)) == pytest.approx(10 * SR, rel=0.05)
+    assert len(decode(mp3, SR)) == pytest.approx(6 * SR, rel=0.05)
 
 
 def test_garbage_after_the_header_is_corrupt(tmp_path):
@@ -354,9 +371,9 @@ def test_damaged_and_truncated_copies_of_a_real_ogg(tmp_path):
     assert original.read_bytes() == data
 
 
-def test_unreadable_file(tmp_path):
-    """Runs the check as an unprivileged user when the tests run as root (root reads anything)."""
-    if not hasattr(os, "geteuid"):
+def test_unreadable_file():
+    """Root reads anything, so as root the check runs in a forked child that drops to user nobody."""
+    if not hasattr(os, "geteuid") or not hasattr(os, "fork"):
         pytest.skip("no POSIX permissions on this platform")
     folder = Path(tempfile.mkdtemp(prefix="songseek-perm-"))
     try:
@@ -366,30 +383,31 @@ def test_unreadable_file(tmp_path):
         if os.geteuid() != 0:
             _all_entry_points_fail(path, "permission denied")
             return
-        code = (
-            "import sys\n"
-            "from pathlib import Path\n"
-            "from songseek.indexers.decode import probe\n"
-            "from songseek.engine.errors import DecodeError\n"
-            "try:\n"
-            "    probe(Path(sys.argv[1]))\n"
-            "except DecodeError as e:\n"
-            "    print(e)\n"
-            "    sys.exit(3)\n"
-        )
-
-        def drop_privileges() -> None:
-            os.setgid(65534)
-            os.setuid(65534)
-
-        try:
-            result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                                    timeout=60, preexec_fn=drop_privileges, cwd=folder)
-        except (OSError, subprocess.SubprocessError) as exc:
-            pytest.skip(f"cannot run a process as an unprivileged user here: {exc}")
-        if result.returncode != 3 and "Permission" in result.stderr:
-            pytest.skip(f"the unprivileged user cannot import songseek here: {result.stderr[-200:]}")
-        assert result.returncode == 3, result.stderr
-        assert "permission denied" in result.stdout and str(path) in result.stdout
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            try:
+                os.close(read_end)
+                os.setgid(65534)
+                os.setuid(65534)
+                lines = []
+                for call in (lambda: probe(path), lambda: decode_stream(path, SR), lambda: decode(path, SR)):
+                    try:
+                        call()
+                        lines.append("no error")
+                    except DecodeError as exc:
+                        lines.append(f"DecodeError {exc}")
+                    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                        lines.append(f"{type(exc).__name__} {exc}")
+                os.write(write_end, "\n".join(lines).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            lines = pipe.read().splitlines()
+        os.waitpid(pid, 0)
+        assert len(lines) == 3, lines
+        for line in lines:
+            assert line.startswith("DecodeError ") and "permission denied" in line and str(path) in line, line
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -9,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
+from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError
 from songseek.engine.manifest import read_manifest
 from songseek.engine.search import Library, library_stats
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+from typer.testing import CliRunner
 
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
@@ -30,14 +32,15 @@ def tone(path: Path, seconds: float, freq: float, seed: int = 0) -> Path:
 
 
 def run(sources: list[Path], lib: Path, **kw: object) -> IndexReport:
-    return index_paths(sources, lib, FakeEncoder(), IndexConfig(workers=2, **kw))  # type: ignore[arg-type]
+    kw.setdefault("workers", 2)
+    return index_paths(sources, lib, FakeEncoder(), IndexConfig(**kw))
 
 
 def counts(r: IndexReport) -> dict[str, int]:
     return {k: getattr(r, k) for k in ("added", "changed", "moved", "removed", "unchanged", "failed")}
 
 
-def by_path(lib: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+def by_path(lib: Path) -> dict[str, dict]:
     library = Library.open(lib)
     out = {}
     for row in library.tracks.to_pylist():
@@ -52,7 +55,7 @@ def test_second_run_embeds_only_what_changed(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     r1 = run([a], lib)
     assert counts(r1) == dict(added=5, changed=0, moved=0, removed=0, unchanged=0, failed=0)
-    assert r1.index_action == "rebuilt"
+    assert r1.index_action == "rebuilt" and read_manifest(lib).index_last_action == "rebuilt"
     before = by_path(lib)
 
     r2 = run([a], lib)
@@ -74,6 +77,9 @@ def test_second_run_embeds_only_what_changed(tmp_path: Path) -> None:
     # only the changed and the new file were embedded (1 + 2 windows)
     assert r3.windows == after[str(files[0])]["frame_count"] + after[str(a / "new.wav")]["frame_count"] == 3
     assert r3.index_action == "updated"              # flat index: new rows added, no rebuild
+    info = CliRunner().invoke(app, ["info", "--library", str(lib), "--json"])
+    assert info.exit_code == 0
+    assert json.loads(info.stdout)["index_last_action"] == "updated" == read_manifest(lib).index_last_action
     # the moved track kept its id, vectors and added_at; only its path changed
     old, new = before[str(files[2])], after[str(moved)]
     assert (old["track_id"], old["added_at"], old["content_hash"]) == (new["track_id"], new["added_at"],
@@ -170,3 +176,20 @@ def test_new_library_is_committed_before_any_file(tmp_path: Path) -> None:
     r = run([a], lib)
     assert counts(r)["added"] == 0
     assert read_manifest(lib).tracks_file and Library.open(lib).search_vectors(np.ones((1, 32)), None) == [[]]
+
+
+def test_layout_is_independent_of_threads_and_lookahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files finish in scan order: the frame layout is the same with 1 or 3 decoder threads, and with the
+    decoders held to one file ahead of the first unfinished one."""
+    from songseek.indexers import pipeline
+
+    a = tmp_path / "a"
+    for i in range(8):
+        tone(a / f"t{i}.wav", 25 if i == 0 else 3, 200 + 40 * i, i)   # a long file first
+    run([a], tmp_path / "one", workers=1)
+    monkeypatch.setattr(pipeline, "MAX_FILES_AHEAD", 1)
+    run([a], tmp_path / "three", workers=3, batch_size=3)
+    one, three = by_path(tmp_path / "one"), by_path(tmp_path / "three")
+    assert [(p, r["frame_start"]) for p, r in sorted(one.items())] == \
+           [(p, r["frame_start"]) for p, r in sorted(three.items())]
+    assert [p for p, _ in sorted(one.items(), key=lambda kv: kv[1]["frame_start"])] == sorted(one)

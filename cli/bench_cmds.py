@@ -1,0 +1,169 @@
+"""`songseek bench ...`: benchmarks. This module owns the `bench` group and the speed benchmarks
+(`query-speed`, `index-speed`); other modules add their commands through ``register_bench(bench_app)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .common import handles_errors, print_json
+
+bench_app = typer.Typer(
+    help="Benchmarks: speed (query-speed, index-speed), retrieval quality and the papers' evaluations.",
+    no_args_is_help=True,
+)
+
+# Modules that add commands to `bench_app`; each defines register_bench(bench_app). Missing ones are skipped.
+_BENCH_MODULES = [
+    "songseek.cli.bench_retrieval_cmds",
+    "songseek.cli.bench_extra_cmds",
+]
+
+DEFAULT_WORK = Path("~/.cache/songseek/bench")
+
+
+def register(app: typer.Typer) -> None:
+    bench_app.command("query-speed")(query_speed)
+    bench_app.command("index-speed")(index_speed)
+    for name in _BENCH_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        module.register_bench(bench_app)
+    app.add_typer(bench_app, name="bench")
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False)
+    for h in header:
+        table.add_column(h, justify="right" if h not in ("path", "what") else "left")
+    for r in rows:
+        table.add_row(*[f"{x:.2f}" if isinstance(x, float) else str(x) for x in r])
+    Console(file=sys.stdout, width=160).print(table)
+
+
+@handles_errors
+def query_speed(
+    frames: list[int] = typer.Option([100_000], "--frames", "-n", help="Synthetic library size in frames "
+                                     "(repeat for several sizes in one run). Ignored with --library."),
+    dim: int = typer.Option(512, "--dim", help="Vector dimension of the synthetic library."),
+    preset: str = typer.Option("clustered", "--preset", help="Synthetic geometry: clustered or hard."),
+    library: Path = typer.Option(None, "--library", "-l", help="Time an existing library instead "
+                                 "(queries: random frames plus noise)."),
+    index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string for the "
+                                      "synthetic library, or auto (exact below a size, IVF past it)."),
+    work: Path = typer.Option(DEFAULT_WORK, "--work", help="Where synthetic libraries are built and kept "
+                              "for the next run."),
+    queries: int = typer.Option(200, "--queries", "-q", help="Queries timed per path."),
+    k: int = typer.Option(10, "-k", help="Tracks returned per query (agreement is top-k)."),
+    candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (default: the index's own)."),
+    threads: int = typer.Option(None, "--threads", help="OpenMP threads per query scan (default: "
+                                "$SONGSEEK_QUERY_THREADS or 1; 0 = all cores)."),
+    encoder: str = typer.Option(None, "--encoder", "-e", help="Also time this text encoder (e.g. clap)."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="The encoder's checkpoint."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="The encoder with random weights."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic vectors and queries."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per library."),
+) -> None:
+    """Query latency p50/p95 and memory of FAISS alone, the whole query, fusion and the exact path, with
+    the top-k agreement of the default path with the exact one (baseline: float32 brute force)."""
+    from songseek.benchmarks.speed import queries_from_library, run_query_speed, text_encode_latency
+    from songseek.benchmarks.synthetic import cached_library, make_queries, preset_spec
+    from songseek.engine.errors import UsageError
+    from songseek.engine.search import Library
+
+    if queries <= 0 or k <= 0 or candidates <= 0 or any(n <= 0 for n in frames):
+        raise UsageError("--queries, -k, --candidates and --frames must be positive")
+    text = None
+    if encoder is not None:
+        from songseek.engine.encoders import load_encoder
+
+        text = load_encoder(encoder, checkpoint, "cpu", random_weights)
+    runs: list[tuple[Path, Any]] = []
+    if library is not None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lib = Library.open(library)
+        runs.append((library, queries_from_library(lib, queries, seed=seed)))
+        del lib
+    else:
+        for n in frames:
+            spec = preset_spec(preset, n, dim, seed)
+            if not json_out:
+                typer.echo(f"library: {n} frames × {dim} (building it the first time) ...", err=True)
+            root = cached_library(spec, work, index_factory)
+            runs.append((root, make_queries(spec, queries)))
+    for root, q in runs:
+        report = run_query_speed(root, q, k=k, candidates=candidates, nprobe=nprobe, faiss_threads=threads)
+        lats = list(report.latencies)
+        if text is not None:
+            lats.append(text_encode_latency(text, baseline_p50_ms=lats[0].p50_ms))
+        if json_out:
+            data = report.to_json()
+            data["latencies"] = [lat.__dict__ for lat in lats]
+            print_json(data)
+            continue
+        a = report.agreement
+        _table(f"{report.frames} frames, {report.tracks} tracks, {report.dim}-d, index {report.index}"
+               + (f" nprobe {report.nprobe}" if report.nprobe else "")
+               + f"; {report.queries} queries, {report.faiss_threads} FAISS threads, load {report.load_avg:.1f}",
+               ["path", "p50 ms", "p95 ms", "mean ms", "memory MiB", "p50 / baseline", "what"],
+               [[x.name, x.p50_ms, x.p95_ms, x.mean_ms, x.memory_mb, x.vs_baseline, x.what] for x in lats])
+        typer.echo(f"top-{a.k} tracks vs exact: identical {a.identical:.3f}, same set {a.same_set:.3f}, "
+                   f"overlap {a.overlap:.3f}; FAISS frame recall@100 {report.frame_recall_at_100:.3f}; "
+                   f"exact-path setup {report.exact_setup_s:.2f} s; peak RSS {report.rss_peak_mb:.0f} MiB")
+
+
+@handles_errors
+def index_speed(
+    sources: list[Path] = typer.Argument(..., help="Folders or audio files (the same set for both timings)."),
+    encoder: str = typer.Option("clap", "--encoder", "-e", help="Encoder to index with."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Windows per model call."),
+    workers: int = typer.Option(2, "--workers", help="Decoding threads."),
+    window: float = typer.Option(10.0, "--window", help="Window length in seconds."),
+    hop: float = typer.Option(None, "--hop", help="Hop in seconds (default: the window)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    work: Path = typer.Option(None, "--work", help="Folder for the throw-away library (default: temp)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """End-to-end windows/s of `songseek index` vs model-only windows/s on the same windows (target ≥ 0.9)."""
+    from songseek.benchmarks.speed import run_index_speed
+    from songseek.engine.device import resolve_device
+    from songseek.engine.encoders import load_encoder
+    from songseek.engine.errors import UsageError
+
+    if batch_size <= 0 or workers <= 0 or window <= 0 or (hop is not None and hop <= 0):
+        raise UsageError("--batch-size, --workers, --window and --hop must be positive")
+    enc = load_encoder(encoder, checkpoint, resolve_device(device), random_weights)
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    r = run_index_speed(sources, enc, batch_size=batch_size, workers=workers, window_s=window, hop_s=hop,
+                        work=work)
+    if json_out:
+        print_json(r.to_json())
+        return
+    _table(f"{r.files} files, {r.windows} windows, {r.audio_s / 3600:.3f} h audio; {r.encoder}"
+           + (" (random weights)" if r.random_weights else "")
+           + f", batch {r.batch_size}, {r.workers} decode workers, {r.torch_threads} torch threads, "
+           f"load {r.load_avg:.1f}",
+           ["path", "seconds", "windows/s", "what"],
+           [["end-to-end", r.end_to_end_s, r.end_to_end_windows_per_s, "songseek index into a new library"],
+            ["model-only", r.model_only_s, r.model_only_windows_per_s, "encoder on the same windows, same batches"],
+            ["decode-only", r.decode_only_s, r.decode_windows_per_s, "decode + resample + window, one thread"],
+            ["model in pipeline", r.model_in_pipeline_s, r.windows / max(r.model_in_pipeline_s, 1e-9),
+             f"time the indexer spent in the model ({r.pipeline_batches} batches)"]])
+    typer.echo(f"end-to-end / model-only = {r.ratio:.3f} (target ≥ 0.9 on CPU)")

@@ -1,0 +1,140 @@
+"""CLI: `tag`, `outliers`, `mos train|predict`, and `bench tagging|anomaly|mos` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from songseek.cli.bench_extra_cmds import register_bench
+from songseek.cli.main import app
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.search import Library
+from typer.testing import CliRunner
+
+from tests.analysis_helpers import build_library, noisy_copies, unit
+
+runner = CliRunner()
+ENC = FakeEncoder()
+
+
+@pytest.fixture
+def lib_root(tmp_path: Path) -> Path:
+    """Three clusters near "A jazz/rock/blues track" (8 tracks each) and one track near "noise" (t024)."""
+    rng = np.random.default_rng(0)
+    centers = ENC.embed_text(["A jazz track", "A rock track", "A blues track"])
+    tracks = [noisy_copies(centers[i % 3], 3, 0.8, rng) for i in range(24)]
+    tracks.append(noisy_copies(ENC.embed_text(["noise"])[0], 3, 0.6, rng))
+    return build_library(tmp_path / "lib", tracks)
+
+
+def test_outliers_json_contract(lib_root: Path) -> None:
+    r = runner.invoke(app, ["outliers", "--library", str(lib_root), "-k", "4", "--top", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert isinstance(rows, list) and len(rows) == 5
+    assert rows[0]["track_id"] == "t024" and rows[0]["path"] == "/music/t024.wav"
+    assert [x["score"] for x in rows] == sorted((x["score"] for x in rows), reverse=True)
+    for x in rows:
+        assert {"track_id", "path", "score", "reasons"} <= set(x)
+        assert all({"descriptor", "difference"} <= set(rs) for rs in x["reasons"]) and len(x["reasons"]) == 3
+
+
+def test_outliers_table_and_custom_descriptors(lib_root: Path, tmp_path: Path) -> None:
+    d = tmp_path / "desc.txt"
+    d.write_text("noise\nsilence\n")
+    r = runner.invoke(app, ["outliers", "-l", str(lib_root), "--top", "2", "--descriptors", str(d)])
+    assert r.exit_code == 0, r.output
+    assert "t024" in r.stdout and "noise" in r.stdout
+
+
+def test_outliers_errors_are_one_line(lib_root: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["outliers", "-l", str(lib_root), "-k", "100"])
+    assert r.exit_code == 2 and "error:" in r.stderr and "-k 100" in r.stderr
+    r = runner.invoke(app, ["outliers", "-l", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no library" in r.stderr
+
+
+def test_outliers_on_precomputed_library_warns_and_skips_reasons(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    root = build_library(tmp_path / "pre", [unit(rng.standard_normal((2, 16))) for _ in range(6)], encoder=None)
+    r = runner.invoke(app, ["outliers", "-l", str(root), "-k", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "no reasons" in r.stderr and all(x["reasons"] == [] for x in json.loads(r.stdout))
+
+
+def test_tag_then_search_where(lib_root: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "genres.txt"
+    labels.write_text("jazz\nrock\nblues\n")
+    r = runner.invoke(app, ["tag", "-l", str(lib_root), "--labels", str(labels), "--json"])
+    assert r.exit_code == 0, r.output
+    [out] = json.loads(r.stdout)
+    tops = {t["track_id"]: t["top"] for t in out["tracks"]}
+    assert [tops[f"t{i:03d}"] for i in range(24)] == [("jazz", "rock", "blues")[i % 3] for i in range(24)]
+    r = runner.invoke(app, ["search", "A jazz track", "-l", str(lib_root), "-k", "30", "--json",
+                            "--where", "tag('jazz') > 0.5"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    tags = Library.open(lib_root).tables()["tags"]
+    want = {t for t, s in zip(tags.column("track_id").to_pylist(), tags.column("tag_jazz").to_pylist()) if s > 0.5}
+    assert {h["track_id"] for h in hits} == want and want
+    r = runner.invoke(app, ["tag", "-l", str(lib_root), "--labels", "moods", "--template", "no placeholder"])
+    assert r.exit_code == 2 and "placeholder" in r.stderr
+
+
+def test_mos_train_and_predict(lib_root: Path, tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression\n" + "".join(f"t{i:03d},{1 + (i % 3) * 1.5}\n" for i in range(24)))
+    r = runner.invoke(app, ["mos", "train", "-l", str(lib_root), "--ratings", str(ratings), "--epochs", "30",
+                            "--optimizer", "adam", "--lr", "0.003", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert Path(info["head"]) == lib_root / "mos-head.safetensors" and info["heads"] == ["impression"]
+    r = runner.invoke(app, ["mos", "predict", "-l", str(lib_root), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert len(rows) == 25 and [x["mos_impression"] for x in rows] == sorted((x["mos_impression"] for x in rows),
+                                                                              reverse=True)
+    assert "mos" in Library.open(lib_root).tables()
+    r = runner.invoke(app, ["mos", "predict", "-l", str(lib_root), "--head", str(tmp_path / "none.safetensors")])
+    assert r.exit_code == 2 and "no MOS head" in r.stderr
+
+
+def bench_app() -> typer.Typer:
+    root = typer.Typer()
+    bench = typer.Typer()
+    register_bench(bench)
+    root.add_typer(bench, name="bench")
+    return root
+
+
+def test_bench_tagging_and_mos(lib_root: Path, tmp_path: Path) -> None:
+    ds = tmp_path / "gtzan.csv"
+    ds.write_text("track_id,label\n" + "".join(f"t{i:03d},{('jazz', 'rock', 'blues')[i % 3]}\n" for i in range(24)))
+    r = runner.invoke(bench_app(), ["bench", "tagging", "--dataset", str(ds), "-l", str(lib_root), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["accuracy"] == 1.0
+    r = runner.invoke(bench_app(), ["bench", "tagging", "--dataset", str(ds), "-l", str(lib_root)])
+    assert r.exit_code == 0 and "macro" in r.stdout
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression,system\n" + "".join(f"t{i:03d},{1 + (i % 3) * 1.5},S{i % 4}\n"
+                                                               for i in range(24)))
+    r = runner.invoke(bench_app(), ["bench", "mos", "--ratings", str(ratings), "-l", str(lib_root), "--epochs", "20",
+                                    "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["n_test"] == 4 and set(out["utterance"]) == {"impression"} and "impression" in out["system"]
+
+
+def test_bench_anomaly_reports_an_error_for_a_bad_layout(tmp_path: Path) -> None:
+    r = runner.invoke(bench_app(), ["bench", "anomaly", "--dataset", str(tmp_path), "--encoder", "fake",
+                                    "--work", str(tmp_path / "w")])
+    assert r.exit_code == 2 and "DCASE" in r.stderr
+
+
+def test_help_texts() -> None:
+    for cmd in (["tag"], ["outliers"], ["mos", "train"], ["mos", "predict"]):
+        r = runner.invoke(app, [*cmd, "--help"])
+        assert r.exit_code == 0 and "--library" in r.stdout

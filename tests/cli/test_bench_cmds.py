@@ -1,0 +1,93 @@
+"""CLI: `songseek bench query-speed` and `bench index-speed` through typer's CliRunner, at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from songseek.cli import bench_cmds
+from songseek.cli.main import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def _json_lines(output: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_bench_group_lists_speed_and_other_benchmarks() -> None:
+    result = runner.invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("query-speed", "index-speed"):
+        assert name in result.output
+
+
+def test_register_skips_missing_bench_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_cmds, "_BENCH_MODULES", ["songseek.cli.no_such_bench_module"])
+    monkeypatch.setattr(bench_cmds, "bench_app", typer.Typer())
+    root = typer.Typer()
+    bench_cmds.register(root)  # no ImportError escapes
+    names = {c.name for c in bench_cmds.bench_app.registered_commands}
+    assert names == {"query-speed", "index-speed"}
+
+
+def test_query_speed_json_two_sizes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "query-speed", "--frames", "3000", "--frames", "5000", "--dim", "32",
+                                 "--queries", "8", "--candidates", "20", "-k", "5", "--work", str(tmp_path),
+                                 "--index-factory", "IVF16,SQfp16", "--nprobe", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    reports = _json_lines(result.output)
+    assert [r["frames"] for r in reports] == [3000, 5000]
+    for r in reports:
+        assert r["index"] == "IVF16,SQfp16" and r["nprobe"] == 4 and r["dim"] == 32 and r["queries"] == 8
+        names = [lat["name"] for lat in r["latencies"]]
+        assert names == ["baseline", "faiss", "candidates", "fusion", "query", "exact"]
+        assert all(lat["p95_ms"] >= lat["p50_ms"] > 0 for lat in r["latencies"])
+        for key in ("identical", "same_set", "overlap"):
+            assert 0.0 <= r["agreement"][key] <= 1.0
+        assert r["agreement"]["identical"] <= r["agreement"]["same_set"] <= 1.0
+        assert 0.0 <= r["frame_recall_at_100"] <= 1.0
+    # the libraries stay under --work for the next run
+    assert len(list(tmp_path.glob("synth-*/index-IVF16_SQfp16"))) == 2
+
+
+def test_query_speed_table_on_an_existing_library(tmp_path: Path) -> None:
+    from songseek.benchmarks.synthetic import SyntheticSpec, cached_library
+
+    root = cached_library(SyntheticSpec(n_frames=2000, dim=16, n_clusters=8), tmp_path, "Flat")
+    result = runner.invoke(app, ["bench", "query-speed", "--library", str(root), "--queries", "5",
+                                 "--candidates", "10"])
+    assert result.exit_code == 0, result.output
+    for word in ("baseline", "faiss", "fusion", "exact", "identical 1.000", "2000 frames"):
+        assert word in result.output
+
+
+def test_query_speed_rejects_bad_sizes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "query-speed", "--frames", "0", "--work", str(tmp_path)])
+    assert result.exit_code != 0 and "must be positive" in result.output
+
+
+def test_index_speed_json(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    src = tmp_path / "audio"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sf.write(src / f"f{i}.wav", 0.1 * rng.standard_normal(16000 * 5).astype(np.float32), 16000)
+    result = runner.invoke(app, ["bench", "index-speed", str(src), "--encoder", "fake", "--window", "2",
+                                 "--batch-size", "2", "--json", "--work", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    r = _json_lines(result.output)[0]
+    assert r["files"] == 2 and r["windows"] == 6 and r["encoder"] == "fake"  # 5 s → 2 full + 1 tail each
+    assert r["ratio"] == pytest.approx(r["end_to_end_windows_per_s"] / r["model_only_windows_per_s"])
+    assert r["pipeline_batches"] >= 3
+
+
+def test_index_speed_table_and_missing_files(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "index-speed", str(tmp_path / "nope"), "--encoder", "fake"])
+    assert result.exit_code != 0 and "does not exist" in result.output

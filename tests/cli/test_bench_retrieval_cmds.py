@@ -1,0 +1,142 @@
+"""`songseek bench retrieval` / `bench planted` with CliRunner: the --json contract, reports, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import typer
+from songseek.cli.bench_retrieval_cmds import register_bench
+from songseek.indexers.ingest import ingest_table
+from typer.testing import CliRunner
+
+from tests.conftest import vector_table
+
+CONTRACT = ("R@1", "R@5", "R@10", "R@20", "R@100", "mAP@10", "MedR")
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    root = typer.Typer()
+    bench = typer.Typer()
+    root.add_typer(bench, name="bench")
+    register_bench(bench)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lib_and_queries(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("cli")
+    table = vector_table(30, 8, seed=1, max_frames=8)
+    ingest_table(table, tmp / "lib")
+    rng = np.random.default_rng(0)
+    ids = sorted(set(table.column("track_id").to_pylist()))
+    q = tmp / "queries.parquet"
+    pq.write_table(pa.table({
+        "vector": rng.standard_normal((12, 8)).astype(np.float32).tolist(),
+        "relevant": [list(rng.choice(ids, size=1 + i % 2, replace=False)) for i in range(12)],
+        "start_s": [0.0] * 12,
+        "end_s": [20.0] * 12,
+    }), q)
+    return tmp / "lib", q
+
+
+def test_queries_json_contract(app: typer.Typer, lib_and_queries: tuple[Path, Path]) -> None:
+    lib, q = lib_and_queries
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q),
+                                   "--rerank", "fusion,mean,max", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) == {"fusion", "mean", "max", "settings"}
+    for mode in ("fusion", "mean", "max"):
+        m = out[mode]
+        assert all(k in m for k in CONTRACT)
+        assert all(0.0 <= m[k] <= 1.0 for k in CONTRACT if k != "MedR")
+        assert 1.0 <= m["MedR"] <= 30
+        assert m["R@1"] <= m["R@5"] <= m["R@10"] <= m["R@20"] <= m["R@100"] == 1.0
+        assert "IoU>=0.5" in m
+    s = out["settings"]
+    assert s["modes"] == ["fusion", "mean", "max"] and s["n_queries"] == 12 and s["encoder"] == "precomputed"
+    assert len(s["queries_sha256"]) == 64 and s["window_s"] == 10.0 and "songseek_version" in s
+
+
+def test_report_and_subset(app: typer.Typer, lib_and_queries: tuple[Path, Path], tmp_path: Path) -> None:
+    lib, q = lib_and_queries
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q),
+                                   "--rerank", "mean,none", "--subset", "5", "--seed", "3", "--ci",
+                                   "--report", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "text_to_audio" in res.stdout  # the human table
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"report.json", "report.md", "recall_at_k_text_to_audio.png", "rank_hist_text_to_audio.png"} <= names
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["results"]["text_to_audio"]["mean"]["n_queries"] == 5
+    assert doc["results"]["text_to_audio"]["none"]["ci"]["R@1"] is not None
+    assert (tmp_path / "rep" / "recall_at_k_text_to_audio.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--rerank", "fusion,bogus"], "--rerank"),
+    (["--rerank", ""], "--rerank"),
+    (["--candidates", "-1"], "--candidates"),
+    (["--temperature", "0"], "temperature"),
+])
+def test_bad_options_exit_2_with_one_line(app: typer.Typer, lib_and_queries: tuple[Path, Path],
+                                          args: list[str], needle: str) -> None:
+    lib, q = lib_and_queries
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q), *args])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_needs_one_source(app: typer.Typer, lib_and_queries: tuple[Path, Path]) -> None:
+    lib, q = lib_and_queries
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--queries", str(q)])
+    assert res.exit_code == 2 and "--library" in res.stderr
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib)])
+    assert res.exit_code == 2 and "either" in res.stderr
+
+
+def test_dataset_run_with_fake_encoder(app: typer.Typer, tmp_path: Path) -> None:
+    sf = pytest.importorskip("soundfile")
+    sr = 16000
+    rows = []
+    for i, freq in enumerate((200, 700, 2500)):
+        t = np.arange(int(12 * sr)) / sr
+        sf.write(tmp_path / f"s{i}.wav", (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+        rows.append({"path": f"s{i}.wav", "captions": [f"tone number {i}", f"sine {freq} hertz"]})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--dataset", str(manifest), "--encoder", "fake",
+                                   "--window", "4", "--rerank", "fusion,mean", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) == {"fusion", "mean", "audio_to_text", "settings"}
+    assert all(k in out["audio_to_text"]["fusion"] for k in CONTRACT)
+    assert out["settings"]["captions"] == 6 and out["settings"]["encoder"] == "fake"
+    assert (tmp_path / "m.jsonl.songseek" / "manifest.json").is_file()
+    # reuse: the library's own encoder and window are taken when none is given
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--dataset", str(manifest), "--rerank", "max",
+                                   "--subset", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert again["settings"]["window_s"] == 4.0 and again["settings"]["items_evaluated"] == 2
+    assert again["settings"]["dataset"] == "m[2@seed0]"
+
+
+def test_planted_json(app: typer.Typer, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["bench", "planted", "--tracks", "20", "--dim", "16", "--seed", "1",
+                                   "--rerank", "fusion,mean", "--work", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) == {"whole_track", "section", "section_long", "fusion_vs_mean", "settings"}
+    assert all(k in out["section"]["fusion"] for k in (*CONTRACT, "IoU>=0.5", "mIoU"))
+    assert out["settings"]["planted"]["n_tracks"] == 20 and out["settings"]["n_queries"]["whole_track"] == 20
+    assert any(p.name.endswith(".songseek") for p in tmp_path.iterdir())
+    res = CliRunner().invoke(app, ["bench", "planted", "--tracks", "20", "--method", "magic"])
+    assert res.exit_code == 2 and "--method" in res.stderr

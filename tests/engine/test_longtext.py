@@ -1,0 +1,156 @@
+"""Long texts: sentence chunking within the token limit, chunk×window fusion against naive references."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from songseek.engine.encoders import register_encoder
+from songseek.engine.encoders.base import EncoderInfo
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import QueryError, UsageError
+from songseek.engine.fusion import FusionParams, fuse, rerank_scores
+from songseek.engine.longtext import (
+    approx_tokens,
+    chunk_scores,
+    chunk_text,
+    embed_chunked,
+    embed_texts,
+    split_sentences,
+    text_chunks,
+)
+from songseek.engine.search import Library
+
+from tests.analysis_helpers import build_library, noisy_copies
+
+LIMIT = 12
+
+
+class LimitedEncoder(FakeEncoder):
+    """The fake encoder with a word-token limit: it reads the first LIMIT words, as CLAP reads 77 tokens."""
+
+    def __init__(self, exact: bool = True) -> None:
+        super().__init__()
+        self._info: EncoderInfo = replace(FakeEncoder().info, name="fake-limited", text_max_tokens=LIMIT)
+        if exact:
+            self.count_tokens = lambda text: len(text.split())
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return super().embed_text([" ".join(t.split()[:LIMIT]) for t in texts])
+
+
+register_encoder("fake-limited", lambda checkpoint, device, random_weights: LimitedEncoder())
+LONG = ("Soft piano opens the track. Then loud drums and bass enter with a fast beat, and the energy rises. "
+        "A quiet flute melody closes it over sustained strings; the end fades out slowly.")
+
+
+def test_approx_tokens() -> None:
+    assert approx_tokens("a b c d e f g h i j") == 13 + 2
+    assert approx_tokens("") == 2
+
+
+def test_split_sentences() -> None:
+    assert split_sentences(" A b.  C d!  E; f? g ") == ["A b.", "C d!", "E;", "f?", "g"]
+
+
+@pytest.mark.parametrize("limit", [3, 5, 8, 12, 30])
+def test_chunks_fit_keep_every_word_in_order(limit: int) -> None:
+    def count(t: str) -> int:
+        return len(t.split())
+
+    chunks = chunk_text(LONG, limit, count)
+    assert " ".join(chunks).split() == LONG.split()  # nothing dropped, nothing reordered
+    assert all(count(c) <= limit for c in chunks)
+    if limit >= 15:  # every sentence fits: chunks end at sentence ends
+        assert all(c.endswith((".", ";")) for c in chunks)
+
+
+def test_greedy_packing_uses_few_chunks() -> None:
+    chunks = chunk_text("a b. c d. e f. g h.", 4, lambda t: len(t.split()))
+    assert chunks == ["a b. c d.", "e f. g h."]
+
+
+def test_no_limit_or_short_text_is_one_chunk() -> None:
+    assert chunk_text(LONG, 0) == [" ".join(LONG.split())]
+    assert chunk_text("short text", 77) == ["short text"]
+    with pytest.raises(QueryError):
+        chunk_text("   ", 10)
+
+
+def test_text_chunks_uses_count_tokens_when_there_is_one() -> None:
+    exact, approx = LimitedEncoder(exact=True), LimitedEncoder(exact=False)
+    assert all(len(c.split()) <= LIMIT for c in text_chunks(exact, LONG))
+    # the approximation (1.3 tokens per word + 2, packed to 90%) makes smaller chunks
+    assert all(approx_tokens(c) <= int(LIMIT * 0.9) or len(c.split()) == 1 for c in text_chunks(approx, LONG))
+    assert len(text_chunks(approx, LONG)) > len(text_chunks(exact, LONG))
+    assert text_chunks(FakeEncoder(), LONG) == [" ".join(LONG.split())]  # text_max_tokens 0: no limit
+
+
+def test_embed_texts_is_the_normalised_mean_of_chunk_vectors() -> None:
+    enc = LimitedEncoder()
+    [ct] = embed_chunked(enc, [LONG])
+    np.testing.assert_allclose(ct.vectors, enc.embed_text(list(ct.chunks)), atol=1e-6)
+    v = ct.vectors.mean(0)
+    np.testing.assert_allclose(embed_texts(enc, [LONG, "soft piano"])[0], v / np.linalg.norm(v), atol=1e-6)
+    np.testing.assert_allclose(embed_texts(enc, ["soft piano"])[0], enc.embed_text(["soft piano"])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "meanvec"])
+@pytest.mark.parametrize("mode", ["fusion", "mean", "max"])
+def test_chunk_scores_match_naive(pool: str, mode: str) -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 4, 9, 6])
+    sims = rng.uniform(-1, 1, (4, 3, 9)).astype(np.float32)
+    res = chunk_scores(sims, lengths, FusionParams(), pool, mode)
+    for b, n in enumerate(lengths):
+        per = [rerank_scores(mode, sims[b, c, :n][None], np.array([n])).score[0] for c in range(3)]
+        want = {"mean": np.mean(per), "max": np.max(per),
+                "meanvec": rerank_scores(mode, sims[b, :, :n].mean(0)[None], np.array([n])).score[0]}[pool]
+        assert res.score[b] == pytest.approx(want, abs=1e-5)
+        if pool != "meanvec":
+            best = int(np.argmax(per))
+            seg = rerank_scores(mode, sims[b, best, :n][None], np.array([n]))
+            assert (res.seg_first[b], res.seg_last[b]) == (seg.seg_first[0], seg.seg_last[0])
+
+
+def test_one_chunk_is_exactly_the_plain_rerank() -> None:
+    rng = np.random.default_rng(1)
+    sims = rng.uniform(-1, 1, (5, 7)).astype(np.float32)
+    lengths = np.array([7, 3, 1, 5, 7])
+    a, b = chunk_scores(sims[:, None, :], lengths), fuse(sims, lengths)
+    for x, y in zip(a.__dict__.values(), b.__dict__.values()):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(UsageError):
+        chunk_scores(sims, lengths)
+
+
+def test_library_search_scores_long_text_on_chunks(tmp_path: Path) -> None:
+    """Every chunk of the caption describes one section; the right track matches them all, in order."""
+    enc = LimitedEncoder()
+    rng = np.random.default_rng(2)
+    sentences = split_sentences(LONG)
+    sec = enc.embed_text(sentences)
+    right = np.concatenate([noisy_copies(v, 2, 0.5, rng) for v in sec])
+    # a track that matches what the truncated caption (its first LIMIT words) says, and nothing more
+    wrong_first_only = noisy_copies(enc.embed_text([LONG])[0], 6, 0.5, rng)
+    others = [noisy_copies(rng.standard_normal(32), 5, 0.5, rng) for _ in range(10)]
+    info = EncoderInfo("fake-limited", "fake", 32, 16000, random_weights=True, text_max_tokens=LIMIT)
+    root = build_library(tmp_path / "lib", [wrong_first_only, right, *others], encoder=info)
+    lib = Library.open(root)
+    hits = lib.search(LONG, k=12, candidates=12)
+    assert hits[0].track_id == "t001"
+    # naive: every track, chunk fusion with the mean over chunks
+    [ct] = embed_chunked(enc, [LONG])
+    assert len(ct.chunks) > 1
+    naive = {}
+    for row in lib.tracks.to_pylist():
+        v = lib.store.vectors(row["frame_start"], row["frame_count"])
+        naive[row["track_id"]] = np.mean([fuse((v @ q)[None], np.array([len(v)])).score[0] for q in ct.vectors])
+    assert [h.track_id for h in hits] == sorted(naive, key=lambda t: (-naive[t], t))
+    for h in hits:
+        assert h.score == pytest.approx(naive[h.track_id], abs=1e-5)
+    # truncation (what the encoder alone does) would prefer the track that matches the first sentence only
+    trunc = lib.search(vector=enc.embed_text([LONG])[0], k=1, candidates=12)
+    assert trunc[0].track_id == "t000"

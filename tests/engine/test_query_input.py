@@ -1,0 +1,184 @@
+"""Query input: every bad query gets one clear error (QueryError, exit code 2 in the CLI), `--where` runs
+read-only in a sandbox, and any combination of query parameters either errors clearly or returns a
+well-formed ranking (hypothesis)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from songseek.cli.main import app
+from songseek.engine.encoders.base import l2_normalize
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import QueryError
+from songseek.engine.manifest import Manifest
+from songseek.engine.search import RERANK_MODES, Library, SearchOptions
+from songseek.engine.store import TrackRecord
+from songseek.engine.writer import LibraryWriter
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+N_TRACKS = 6
+
+
+@pytest.fixture(scope="module")
+def lib_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("q") / "lib"
+    rng = np.random.default_rng(0)
+    with LibraryWriter(root, Manifest(encoder=FakeEncoder().info, window_s=10.0, hop_s=10.0)) as w:
+        for i in range(N_TRACKS):
+            n = 1 + i % 4
+            starts = np.arange(n) * 10.0
+            w.add_track(TrackRecord(track_id=f"t{i}", path=f"/music/{i}.wav", artist=["A", "B"][i % 2],
+                                    year=2000 + i, duration_s=10.0 * n),
+                        l2_normalize(rng.standard_normal((n, 32)).astype(np.float32)), starts, starts + 10)
+        w.commit()
+        w.update_index()
+    return root
+
+
+@pytest.fixture(scope="module")
+def lib(lib_path: Path) -> Library:
+    return Library.open(lib_path, encoder=FakeEncoder())   # given: no device probing (torch) needed
+
+
+@pytest.fixture
+def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    if "torch" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "torch", None)  # the fake encoder needs none; saves seconds
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_empty_text_query(lib: Library, text: str) -> None:
+    with pytest.raises(QueryError, match="the text query is empty"):
+        lib.search(text)
+
+
+@pytest.mark.parametrize("k", [0, -1, -100])
+def test_k_not_positive(lib: Library, k: int) -> None:
+    with pytest.raises(QueryError, match=f"k must be at least 1 \\(got {k}\\)"):
+        lib.search("jazz", k=k)
+
+
+def test_k_larger_than_library_returns_every_track(lib: Library) -> None:
+    hits = lib.search("jazz", k=10_000)
+    assert len(hits) == N_TRACKS and [h.rank for h in hits] == list(range(1, N_TRACKS + 1))
+
+
+def test_bad_vectors_and_options(lib: Library) -> None:
+    with pytest.raises(QueryError, match=r"query vectors must be \(n, 32\)"):
+        lib.search_vectors(np.ones((1, 31), np.float32))
+    with pytest.raises(QueryError, match="NaN or inf"):
+        lib.search_vectors(np.full((1, 32), np.nan, np.float32))
+    with pytest.raises(QueryError, match="unknown rerank mode 'bogus'"):
+        lib.search("x", rerank="bogus")
+    with pytest.raises(QueryError, match="--candidates must be at least 1"):
+        lib.search("x", candidates=0)
+    with pytest.raises(QueryError, match="exactly one of"):
+        lib.search("x", vector=np.ones(32))
+
+
+@pytest.mark.parametrize("where, message", [
+    ("artist ==== 'A'", "bad --where predicate: .*Columns: track_id, path"),
+    ("no_such_column = 1", "bad --where predicate: .*no_such_column"),
+    ("artist = 'A'; DROP TABLE tracks", "one SQL predicate, not statements"),
+    ("   ", "--where is empty"),
+    # reading files, globbing, sniffing: DuckDB runs with external access off
+    ("track_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", "file system operations are disabled"),
+    ("1=1) UNION SELECT content FROM read_text('/etc/passwd') --", "file system operations are disabled"),
+    ("track_id IN (SELECT file FROM glob('/etc/*'))", "file system operations are disabled"),
+    ("EXISTS (SELECT * FROM read_parquet('/tmp/x.parquet'))", "file system operations are disabled"),
+    ("EXISTS (SELECT * FROM sniff_csv('/etc/passwd'))", "file system operations are disabled"),
+    # writing or changing settings is not expressible in a predicate
+    ("(SELECT set_config('enable_external_access', 'true')) IS NULL", "bad --where predicate"),
+    ("getenv('HOME') IS NOT NULL", "bad --where predicate"),
+])
+def test_bad_or_hostile_where(lib: Library, where: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        lib.search("jazz", where=where)
+
+
+def test_where_that_escapes_its_parentheses_still_sees_only_library_tables(lib: Library) -> None:
+    hits = lib.search("jazz", where="1=1) UNION ALL SELECT path FROM tracks WHERE (1=1", k=100)
+    assert {h.track_id for h in hits} == {f"t{i}" for i in range(N_TRACKS)}   # paths are not track ids
+    assert {h.track_id for h in lib.search("jazz", where="artist = 'A' AND year > 2001", k=100)} == {"t2", "t4"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(-3, 3 * N_TRACKS), candidates=st.integers(-2, 12),
+       rerank=st.sampled_from([*RERANK_MODES, "bogus"]), exact=st.booleans(),
+       where=st.sampled_from([None, "artist = 'A'", "year >= 2003", "year > 3000", "artist = "]),
+       seed=st.integers(0, 1000))
+def test_any_query_parameters_error_clearly_or_rank_well(lib: Library, k: int, candidates: int, rerank: str,
+                                                         exact: bool, where: str | None, seed: int) -> None:
+    q = l2_normalize(np.random.default_rng(seed).standard_normal((1, 32)).astype(np.float32))
+    opts = SearchOptions(k=k, candidates=candidates, rerank=rerank, exact=exact, where=where)
+    bad = k <= 0 or candidates <= 0 or rerank == "bogus" or where == "artist = "
+    if bad:
+        with pytest.raises(QueryError):
+            lib.search_vectors(q, opts)
+        return
+    hits = lib.search_vectors(q, opts)[0]
+    allowed = {"artist = 'A'": {0, 2, 4}, "year >= 2003": {3, 4, 5}, "year > 3000": set()}.get(
+        where or "", set(range(N_TRACKS)))
+    assert len(hits) == min(k, len(allowed), max(candidates, k))
+    assert {h.track_id for h in hits} <= {f"t{i}" for i in allowed}
+    assert len({h.track_id for h in hits}) == len(hits)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    for h in hits:
+        assert 0 <= h.segment.start_s < h.segment.end_s <= h.duration_s + 1e-9
+
+
+def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["search", "--library", str(lib_path)]
+    long_query = "jazz " * 10_000
+    bad_npy = tmp_path / "bad.npy"
+    bad_npy.write_bytes(b"not numpy")
+    strings_npy = tmp_path / "strings.npy"
+    np.save(strings_npy, np.array(["a", "b"]))
+    empty_file = tmp_path / "empty.txt"
+    empty_file.write_text("\n \n")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 jazz".encode("latin-1"))
+    cases = [
+        ([*base, ""], "the text query is empty"),
+        ([*base, "   "], "the text query is empty"),
+        ([*base, long_query], "50,000 characters long; at most 20,000"),
+        ([*base, "jazz", "-k", "0"], "k must be at least 1"),
+        ([*base, "jazz", "--where", "artist ==== 1"], "bad --where predicate"),
+        ([*base, "jazz", "--where", "EXISTS (FROM read_text('/etc/hostname'))"], "file system operations are disabled"),
+        ([*base, "--query-vectors", str(bad_npy)], "not a readable .npy file"),
+        ([*base, "--query-vectors", str(strings_npy)], "not a readable .npy file"),
+        ([*base, "--query-file", str(empty_file)], "no queries in the file"),
+        ([*base, "--query-file", str(latin1)], "not UTF-8 text"),
+        ([*base, "--query-file", str(tmp_path / "missing.txt")], "cannot read"),
+        ([*base, "jazz", "--audio", str(tmp_path / "x.wav")], "exactly one of"),
+        (["search", "jazz", "--library", str(tmp_path / "nolib")], "no library at"),
+    ]
+    for args, message in cases:
+        t = time.perf_counter()
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args[:4], r.output)
+        errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == 1 and message in errors[0], (args[:4], r.output)   # one clear line
+        assert time.perf_counter() - t < 10
+    r = runner.invoke(app, [*base, "jazz", "-k", "100", "--json", "--rerank", "max"])
+    assert r.exit_code == 0 and "the library has 6 tracks; showing all of them" in r.output
+
+
+def test_audio_query_that_fails_to_decode(lib_path: Path, no_torch: None, tmp_path: Path) -> None:
+    pytest.importorskip("songseek.engine.audio", reason="engine/audio.py (query decoding) is not there yet")
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    with pytest.raises(Exception, match="bad.mp3"):
+        Library.open(lib_path).search(audio=bad)
+    r = CliRunner().invoke(app, ["search", "--library", str(lib_path), "--audio", str(bad)])
+    assert r.exit_code == 2 and "bad.mp3" in r.output

@@ -1,0 +1,170 @@
+"""Zero-shot tags against naive references on seeded, planted libraries (fake encoder: text embeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import UsageError
+from songseek.engine.filters import filter_track_ids
+from songseek.engine.fusion import FusionParams, fuse
+from songseek.engine.search import Library
+from songseek.engine.tagging import (
+    BUILTIN_SETS,
+    LabelSet,
+    aggregate_windows,
+    label_slug,
+    label_vectors,
+    load_label_set,
+    normalise,
+    parse_labels,
+    tag_library,
+    tag_sets,
+    track_window_scores,
+)
+
+from tests.analysis_helpers import build_library, noisy_copies
+
+ENC = FakeEncoder()
+GENRES = ("jazz", "rock", "hip hop", "classical")
+
+
+def test_label_slug() -> None:
+    assert label_slug("Hip Hop") == "hip_hop"
+    assert label_slug(" R&B ") == "r_b"
+    with pytest.raises(UsageError):
+        label_slug("&&")
+
+
+def test_parse_labels_skips_comments_and_refuses_clashing_slugs() -> None:
+    assert parse_labels("# c\njazz\n\nhip hop  # inline\n", "f") == ("jazz", "hip hop")
+    with pytest.raises(UsageError, match="share the column"):
+        parse_labels("hip hop\nhip-hop\n", "f")
+    with pytest.raises(UsageError, match="no labels"):
+        parse_labels("# nothing\n", "f")
+
+
+@pytest.mark.parametrize("name", [*BUILTIN_SETS, "descriptors"])
+def test_shipped_label_sets_load(name: str) -> None:
+    s = load_label_set(name)
+    assert len(s.labels) >= 10 and s.name == name
+    assert s.multi_label == (name in ("moods", "instruments"))
+
+
+def test_label_file_and_override(tmp_path: Path) -> None:
+    f = tmp_path / "My Tags.txt"
+    f.write_text("a\nb\n")
+    s = load_label_set(str(f), multi_label=True)
+    assert s == LabelSet("my_tags", ("a", "b"), True)
+    with pytest.raises(UsageError):
+        load_label_set(str(tmp_path / "missing.txt"))
+
+
+def test_label_vectors_average_templates_then_renormalise() -> None:
+    templates = ("A {label} track", "{label} music")
+    got = label_vectors(ENC.embed_text, ["jazz", "rock"], templates)
+    for i, lb in enumerate(["jazz", "rock"]):
+        v = ENC.embed_text([t.replace("{label}", lb) for t in templates]).mean(axis=0)
+        np.testing.assert_allclose(got[i], v / np.linalg.norm(v), atol=1e-6)
+    with pytest.raises(UsageError, match="placeholder"):
+        label_vectors(ENC.embed_text, ["jazz"], ["no placeholder"])
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "fusion"])
+def test_aggregate_windows_matches_naive(how: str) -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 5, 9, 3])
+    sims = rng.uniform(-1, 1, (4, 9, 3)).astype(np.float32)
+    got = aggregate_windows(sims, lengths, how)
+    for b, n in enumerate(lengths):
+        for lab in range(3):
+            row = sims[b, :n, lab]
+            want = {"mean": row.mean(), "max": row.max(),
+                    "fusion": fuse(row[None], np.array([n]), FusionParams()).score[0]}[how]
+            assert got[b, lab] == pytest.approx(want, abs=1e-6)
+
+
+def test_normalise_softmax_and_sigmoid_match_naive() -> None:
+    rng = np.random.default_rng(1)
+    c = rng.uniform(-0.3, 0.5, (7, 4))
+    tau = 0.05
+    soft = normalise(c, "softmax", tau)
+    for i in range(7):
+        e = [np.exp(x / tau) for x in c[i]]
+        np.testing.assert_allclose(soft[i], [x / sum(e) for x in e], rtol=1e-5)
+    sig = normalise(c, "sigmoid", tau)
+    med = np.median(c, axis=0)
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-(c - med) / tau)), rtol=1e-5)
+    with pytest.raises(UsageError):
+        normalise(c, "softmax", 0.0)
+
+
+def _genre_library(root: Path, per_genre: int = 6, seed: int = 0) -> tuple[Path, list[str]]:
+    """Tracks whose windows lie near the prompt "A <genre> track" of their genre (truth returned)."""
+    rng = np.random.default_rng(seed)
+    centers = {g: ENC.embed_text([f"A {g} track"])[0] for g in GENRES}
+    tracks, truth = [], []
+    for i in range(per_genre * len(GENRES)):
+        g = GENRES[i % len(GENRES)]
+        tracks.append(noisy_copies(centers[g], int(rng.integers(1, 7)), 1.5, rng))
+        truth.append(g)
+    return build_library(root, tracks), truth
+
+
+def test_track_window_scores_match_naive_loop(tmp_path: Path) -> None:
+    root, _ = _genre_library(tmp_path / "lib")
+    lib = Library.open(root)
+    t = label_vectors(ENC.embed_text, GENRES)
+    starts = lib.tracks.column("frame_start").to_numpy()
+    counts = lib.tracks.column("frame_count").to_numpy()
+    for how in ("mean", "max", "fusion"):
+        got = track_window_scores(lib.store, starts, counts, t, how, batch_frames=7)  # forces many batches
+        for r in range(len(starts)):
+            sims = lib.store.vectors(int(starts[r]), int(counts[r])) @ t.T
+            want = aggregate_windows(sims[None], np.array([counts[r]]), how)[0]
+            np.testing.assert_allclose(got[r], want, atol=1e-6)
+
+
+def test_tag_library_recovers_planted_genres_and_filters(tmp_path: Path) -> None:
+    root, truth = _genre_library(tmp_path / "lib")
+    labels = tmp_path / "genres.txt"
+    labels.write_text("\n".join(GENRES))
+    [res] = tag_library(root, [load_label_set(str(labels))])
+    assert res.top_labels() == truth  # planted: every track nearest its own genre's prompt
+    lib = Library.open(root)
+    tags = lib.tables()["tags"]
+    assert tags.column("top_genres").to_pylist() == truth
+    np.testing.assert_allclose(np.stack([tags.column(f"tag_{label_slug(g)}").to_numpy() for g in GENRES], 1).sum(1),
+                               1.0, atol=1e-5)  # softmax over the set
+    jazz = tags.column("tag_jazz").to_numpy()
+    ids = tags.column("track_id").to_pylist()
+    want = sorted(t for t, s in zip(ids, jazz) if s > 0.5)
+    assert want and sorted(filter_track_ids(lib.tables(), "tag('jazz') > 0.5")) == want
+    assert set(want) <= {t for t, g in zip(ids, truth) if g == "jazz"}
+    assert tag_sets(tags)["genres"]["aggregate"] == "mean"
+
+
+def test_a_second_set_keeps_the_first_sets_columns(tmp_path: Path) -> None:
+    root, _ = _genre_library(tmp_path / "lib", per_genre=2)
+    a, b = tmp_path / "genres.txt", tmp_path / "moods.txt"
+    a.write_text("jazz\nrock\n")
+    b.write_text("happy\nsad\n")
+    tag_library(root, [load_label_set(str(a))])
+    first = Library.open(root).tables()["tags"].column("tag_jazz")
+    tag_library(root, [load_label_set(str(b), multi_label=True)], aggregate="max")
+    tags = Library.open(root).tables()["tags"]
+    assert {"tag_jazz", "tag_rock", "tag_happy", "tag_sad", "top_genres", "top_moods"} <= set(tags.column_names)
+    assert tags.column("tag_jazz").equals(first)
+    assert set(tag_sets(tags)) == {"genres", "moods"}
+    assert tag_sets(tags)["moods"]["normalisation"] == "sigmoid"
+
+
+def test_precomputed_library_cannot_be_tagged(tmp_path: Path) -> None:
+    from songseek.engine.errors import QueryError
+
+    rng = np.random.default_rng(0)
+    root = build_library(tmp_path / "lib", [rng.standard_normal((2, 32))], encoder=None)
+    with pytest.raises(QueryError, match="precomputed"):
+        tag_library(root, [load_label_set("genres")])
