@@ -327,8 +327,8 @@ class _CountingEncoder:
 
 def decode_all(paths: Sequence[Path], sample_rate: int, window_s: float, hop_s: float) -> np.ndarray:
     """Every window of every file, float32 (n, window samples), as the indexer cuts them."""
-    from songseek.indexers.decode import decode_stream
-    from songseek.indexers.windowing import iter_windows
+    from songseek.engine.audio.decode import decode_stream
+    from songseek.engine.audio.windowing import iter_windows
 
     wins = [w for p in paths for w, _, _ in iter_windows(decode_stream(p, sample_rate), sample_rate, window_s,
                                                           hop_s)]

@@ -266,13 +266,10 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
         console.print(table)
 
 
-# Longer text queries are refused: far past any text encoder's limit even when chunked (engine/longtext.py
-# splits long captions), and a typo'd `$(cat big-file)` should fail fast, not embed for minutes.
-MAX_QUERY_CHARS = 20_000
-
-
 def _check_query_text(text: str) -> None:
+    """Fail fast, before the model loads (the engine checks the same: engine.search.MAX_QUERY_CHARS)."""
     from songseek.engine.errors import QueryError
+    from songseek.engine.search import MAX_QUERY_CHARS
 
     if not text.strip():
         raise QueryError("the text query is empty: describe the music you are looking for")

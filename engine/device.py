@@ -8,6 +8,8 @@ from .errors import UsageError
 def resolve_device(requested: str = "auto") -> str:
     """Map ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` to a torch device string that exists here."""
     requested = (requested or "auto").lower()
+    if requested == "cpu":  # no torch import: it costs seconds at every CLI start
+        return "cpu"
     try:
         import torch
     except ImportError:  # torch-free installs (precomputed vectors) only ever use the CPU

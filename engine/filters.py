@@ -29,6 +29,7 @@ def _connect(tables: dict[str, pa.Table]) -> Any:
     if "tags" in tables:
         _tag_macro(con, tables["tags"].column_names)
     con.execute("SET enable_external_access = false")
+    con.execute("SET memory_limit = '1GB'")  # a runaway predicate fails instead of eating the machine
     con.execute("SET lock_configuration = true")
     return con
 

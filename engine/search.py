@@ -7,6 +7,8 @@ default; mean, max or none). A text past the encoder's token limit is scored as 
 
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from .manifest import Manifest, check_compatible, read_manifest
 from .store import FrameStore, read_table_mmap
 
 RERANK_MODES = ("fusion", "mean", "max", "none")
+MAX_QUERY_CHARS = 20_000
 # When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
 EXACT_SUBSET_FRAMES = 200_000
 # Up to this many frames the exact path is a plain float32 scan (a float16 copy would not pay for itself).
@@ -166,7 +169,14 @@ class Library:
     @property
     def index(self) -> Any:
         if self._index is None and self.manifest.index_file:
-            self._index = faiss_index.load_index(self.root / self.manifest.index_file)
+            try:
+                self._index = faiss_index.load_index(self.root / self.manifest.index_file)
+            except LibraryError:
+                # A writer replaced the index since this library was opened: answer exactly, and correctly.
+                if (self.root / self.manifest.index_file).exists():
+                    raise
+                self._index = None
+                self.manifest = dataclasses.replace(self.manifest, index_file="", index_frames=0)
         return self._index
 
     # -- queries -------------------------------------------------------------------------------------
@@ -176,6 +186,9 @@ class Library:
         for t in texts:
             if not t or not t.strip():
                 raise QueryError("the text query is empty: describe the music you are looking for")
+            if len(t) > MAX_QUERY_CHARS:
+                raise QueryError(f"the text query is {len(t):,} characters long; at most {MAX_QUERY_CHARS:,} "
+                                 "are accepted (long captions are split into sentence chunks up to that)")
         return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:

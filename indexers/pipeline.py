@@ -25,10 +25,10 @@ from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.store import Failure, TrackRecord
 from songseek.engine.writer import LibraryWriter
 
-from .decode import decode_stream
+from songseek.engine.audio import decode_stream
 from .sources import ScanResult, SourceFile, display_path, scan
 from .tags import Tags, read_tags
-from .windowing import iter_windows
+from songseek.engine.audio import iter_windows
 
 
 @dataclass(frozen=True)

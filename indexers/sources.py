@@ -8,7 +8,7 @@ from pathlib import Path
 
 from songseek.engine.errors import UsageError
 
-from .decode import AUDIO_EXTENSIONS
+from songseek.engine.audio import AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ mutagen reads ID3 (MP3, also inside WAV/AIFF), Vorbis comments (Ogg Vorbis/Opus,
 ASF (WMA) and APEv2 tags. Where mutagen finds none of the five fields, FFmpeg's view of the metadata
 (PyAV; it also reads RIFF INFO chunks of WAV files) is used. Missing, unreadable or garbled tags give
 empty fields (``None``), never an exception: tags are optional decoration, and decode errors are
-reported by ``songseek.indexers.decode``.
+reported by ``songseek.engine.audio.decode``.
 """
 
 from __future__ import annotations

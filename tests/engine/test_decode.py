@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soxr
 from songseek.engine.errors import DecodeError, UsageError
-from songseek.indexers.decode import AUDIO_EXTENSIONS, AudioInfo, decode, decode_stream, probe
-from songseek.indexers.windowing import iter_windows, window_bounds
+from songseek.engine.audio.decode import AUDIO_EXTENSIONS, AudioInfo, decode, decode_stream, probe
+from songseek.engine.audio.windowing import iter_windows, window_bounds
 
 from tests.audio_helpers import (
     Marker,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from songseek.engine.errors import UsageError
-from songseek.indexers.windowing import (
+from songseek.engine.audio.windowing import (
     frame_windows,
     iter_windows,
     repeat_pad,
