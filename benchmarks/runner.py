@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek import __version__
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams, rerank_scores
+from songseek.engine.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.search import RERANK_MODES, Library, SearchOptions
 from songseek.indexers.pipeline import IndexConfig
@@ -381,7 +382,7 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     """`songseek bench retrieval --library LIB --queries FILE`: text or vector queries with relevant ids
     (text→audio only). Relevant ids not in the library are dropped (counted in settings); a query left
     with none is an error."""
-    fusion = fusion or FusionParams()
+    fusion = fusion or params_for_hop(lib.manifest.hop_s)
     t0 = time.perf_counter()
     qs = queries.queries
     n_text = sum(q.text is not None for q in qs)
@@ -429,7 +430,6 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     what is new), then text→audio over every caption and audio→text over every item."""
     from songseek.indexers.pipeline import index_paths
 
-    fusion = fusion or FusionParams()
     if not dataset.items:
         raise UsageError(f"{dataset.source}: no dataset item has its audio present ({len(dataset.missing)} missing)")
     t0 = time.perf_counter()
@@ -438,6 +438,7 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     with warnings.catch_warnings():  # random weights are recorded in settings["random_weights"]
         warnings.simplefilter("ignore")
         lib = Library.open(library, encoder=encoder)
+    fusion = fusion or params_for_hop(lib.manifest.hop_s)
     ids = library_track_ids(lib)
     item_track = [ids.get(str(it.audio_path.resolve())) for it in dataset.items]
     kept = [i for i, t in enumerate(item_track) if t is not None]

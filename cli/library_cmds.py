@@ -172,6 +172,7 @@ def search(
     exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
     stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
+    segment_s: float = typer.Option(30.0, "--segment-s", help="Length of the best-segment search in seconds."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature."),
     explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
@@ -181,8 +182,9 @@ def search(
     import dataclasses
 
     import numpy as np
+
     from songseek.engine.errors import QueryError
-    from songseek.engine.fusion import FusionParams
+    from songseek.engine.fusion import FusionParams, params_for_hop
     from songseek.engine.search import Library, SearchOptions
 
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
@@ -197,10 +199,7 @@ def search(
         typer.echo(f"warning: {w.message}", err=True)
     fusion = FusionParams()
     hop = lib.manifest.hop_s
-    if kernel_s is not None:
-        fusion = dataclasses.replace(fusion, kernel=max(1.0, round(kernel_s / hop)), mode="frames")
-    if stride_s is not None:
-        fusion = dataclasses.replace(fusion, stride=max(1.0, round(stride_s / hop)), mode="frames")
+    fusion = params_for_hop(hop, fusion, kernel_s, stride_s, segment_s)
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion,

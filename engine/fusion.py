@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 __all__ = [
@@ -408,3 +409,23 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     # tau = inf (uniform attention): p_v is the mean of kernel v, and the best kernel is the segment.
     first, last = _blocked(sims, lengths, _segment_params(params) or params, 0.0, "kernel")[4:]
     return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)
+
+
+def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: float | None = None,
+                   stride_s: float | None = None, segment_s: float | None = 30.0) -> FusionParams:
+    """FusionParams in frames for a library with this hop, from lengths in seconds.
+
+    The defaults are in frames of a 10 s hop; a library indexed with --hop 5 needs twice the frames for
+    the same 30 s segment. ``None`` keeps the base's value.
+    """
+    import dataclasses
+
+    base = base or FusionParams()
+    changes: dict[str, float | str] = {}
+    if kernel_s is not None:
+        changes.update(kernel=max(1.0, float(round(kernel_s / hop_s))), mode="frames")
+    if stride_s is not None:
+        changes.update(stride=max(1.0, float(round(stride_s / hop_s))), mode="frames")
+    if segment_s is not None:
+        changes["segment_kernel"] = max(1.0, float(round(segment_s / hop_s)))
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

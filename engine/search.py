@@ -8,9 +8,8 @@ default; mean, max or none). A text past the encoder's token limit is scored as 
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from .encoders import Encoder, load_encoder
 from .encoders.base import l2_normalize
 from .errors import LibraryError, QueryError
 from .filters import filter_track_ids
-from .fusion import FusionParams
+from .fusion import FusionParams, params_for_hop
 from .manifest import Manifest, check_compatible, read_manifest
 from .store import FrameStore, read_table_mmap
 
@@ -78,7 +77,7 @@ class SearchOptions:
     rerank: str = "fusion"
     candidates: int = 200
     where: str | None = None
-    fusion: FusionParams = field(default_factory=FusionParams)
+    fusion: FusionParams | None = None  # None: the measured defaults, scaled to the library's hop
     nprobe: int | None = None
     exact: bool = False
 
@@ -173,8 +172,8 @@ class Library:
                 self._index = faiss_index.load_index(self.root / self.manifest.index_file)
             except LibraryError:
                 # A writer replaced the index since this library was opened: answer exactly, and correctly.
-                if (self.root / self.manifest.index_file).exists():
-                    raise
+                if read_manifest(self.root).generation == self.manifest.generation:
+                    raise  # missing or damaged for real: the message says to run `songseek repair`
                 self._index = None
                 self.manifest = dataclasses.replace(self.manifest, index_file="", index_frames=0)
         return self._index
@@ -416,7 +415,8 @@ class Library:
             for i, (h, a, c) in enumerate(slices):
                 sims[i, :, :c] = qs @ shards[h][a:a + c].T
         mode = "max" if opts.rerank == "none" else opts.rerank
-        res = longtext.chunk_scores(sims, counts.astype(np.int64), opts.fusion, mode=mode)
+        fusion = opts.fusion or params_for_hop(self.manifest.hop_s)
+        res = longtext.chunk_scores(sims, counts.astype(np.int64), fusion, mode=mode)
         score = cand_scores if opts.rerank == "none" else res.score
         # Deterministic order: score, then track id.
         ids = self._cols["track_id"][rows]
