@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 from songseek.engine.outliers import DEFAULT_K, knn_scores, library_track_vectors
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 OnMissing = Literal["skip", "error"]

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder
 from songseek.engine.fusion import RERANK_MODES, FusionParams, rerank_scores
-from songseek.engine.audio.windowing import frame_windows
 
 from .metrics import retrieval_metrics_from_scores, segment_iou
 from .synth import iter_tracks

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.fusion import FusionParams
 from songseek.engine.longtext import chunk_scores, embed_chunked

@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 TieRule = Literal["pessimistic", "optimistic", "stable"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 from songseek.engine.mos import MosTrainConfig, Ratings, rated_vectors, read_ratings, train_head
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from songseek.benchmarks.metrics import retrieval_metrics, segment_iou
 from songseek.engine.errors import UsageError
 from songseek.engine.fusion import FusionParams, rerank_scores

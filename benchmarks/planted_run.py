@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from songseek.engine.errors import UsageError
 from songseek.engine.fusion import FusionParams
 from songseek.engine.progress import Progress

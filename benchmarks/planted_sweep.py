@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from songseek.benchmarks.metrics import segment_iou
 from songseek.benchmarks.planted import (
     evaluate_fusion_gammas,

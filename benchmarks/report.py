@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 REPORT_FORMAT = "songseek-benchmark-report"

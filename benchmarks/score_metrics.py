@@ -18,6 +18,7 @@ Arrays: ``labels`` bool/0-1 (n,), ``scores`` float (n,), higher = more positive.
 from __future__ import annotations
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 from .synth_audio import SAMPLE_RATE, render

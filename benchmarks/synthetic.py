@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import SongseekError, UsageError
 from songseek.engine.manifest import Manifest, read_manifest

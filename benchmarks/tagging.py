@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 from songseek.engine.fusion import FusionParams
 from songseek.engine.tagging import (

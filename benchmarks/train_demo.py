@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from songseek.engine.encoders.demo import (
     CONFIG_FILE,
     PAD,
@@ -59,6 +60,7 @@ class Corpus:
 
 def build_corpus(seed: int, n_tracks: int, cfg: DemoConfig, log: bool = True) -> Corpus:
     import torch
+
     from songseek.engine.encoders.demo_net import LogMel
 
     mel = LogMel(cfg).eval()
@@ -122,6 +124,7 @@ def train(corpus: Corpus, cfg: DemoConfig, words: list[str], steps: int, batch_t
     """Train a DemoCLAP from scratch; returns (model in eval mode, training stats)."""
     import torch
     import torch.nn.functional as F
+
     from songseek.engine.encoders.demo_net import DemoCLAP
 
     torch.manual_seed(seed)
@@ -188,6 +191,7 @@ def save(model: object, cfg: DemoConfig, words: list[str], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
     save_file(state, str(out / WEIGHTS_FILE), metadata={"model_version": cfg.model_version})
+    (out / WEIGHTS_FILE).chmod(0o644)  # package data must be readable by everyone
     (out / VOCAB_FILE).write_text(json.dumps(words, indent=0) + "\n", encoding="utf-8")
     (out / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
 

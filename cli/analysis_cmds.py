@@ -171,6 +171,7 @@ def mos_predict(
 ) -> None:
     """Predict opinion scores for every track and store them in the library's mos table."""
     import numpy as np
+
     from songseek.engine.errors import UsageError
     from songseek.engine.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
     from songseek.engine.track_match import TrackMatcher, pick_column, read_csv_rows

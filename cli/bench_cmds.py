@@ -102,7 +102,7 @@ def query_speed(
         for n in frames:
             spec = preset_spec(preset, n, dim, seed)
             if not json_out:
-                typer.echo(f"library: {n} frames × {dim} (building it the first time) ...", err=True)
+                typer.echo(f"library: {n} frames × {dim}, {preset} (built on first use, then reused)", err=True)
             root = cached_library(spec, work, index_factory)
             runs.append((root, make_queries(spec, queries)))
     for root, q in runs:
@@ -138,6 +138,7 @@ def index_speed(
     hop: float = typer.Option(None, "--hop", help="Hop in seconds (default: the window)."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N, mps."),
     work: Path = typer.Option(None, "--work", help="Folder for the throw-away library (default: temp)."),
+    repeats: int = typer.Option(2, "--repeats", help="Alternating runs of each; the best of each is kept."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """End-to-end windows/s of `songseek index` vs model-only windows/s on the same windows (target ≥ 0.9)."""
@@ -146,20 +147,20 @@ def index_speed(
     from songseek.engine.encoders import load_encoder
     from songseek.engine.errors import UsageError
 
-    if batch_size <= 0 or workers <= 0 or window <= 0 or (hop is not None and hop <= 0):
-        raise UsageError("--batch-size, --workers, --window and --hop must be positive")
+    if batch_size <= 0 or workers <= 0 or window <= 0 or repeats <= 0 or (hop is not None and hop <= 0):
+        raise UsageError("--batch-size, --workers, --window, --hop and --repeats must be positive")
     enc = load_encoder(encoder, checkpoint, resolve_device(device), random_weights)
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     r = run_index_speed(sources, enc, batch_size=batch_size, workers=workers, window_s=window, hop_s=hop,
-                        work=work)
+                        work=work, repeats=repeats)
     if json_out:
         print_json(r.to_json())
         return
     _table(f"{r.files} files, {r.windows} windows, {r.audio_s / 3600:.3f} h audio; {r.encoder}"
            + (" (random weights)" if r.random_weights else "")
            + f", batch {r.batch_size}, {r.workers} decode workers, {r.torch_threads} torch threads, "
-           f"load {r.load_avg:.1f}",
+           f"load {r.load_avg:.1f}; best of {r.repeats}",
            ["path", "seconds", "windows/s", "what"],
            [["end-to-end", r.end_to_end_s, r.end_to_end_windows_per_s, "songseek index into a new library"],
             ["model-only", r.model_only_s, r.model_only_windows_per_s, "encoder on the same windows, same batches"],

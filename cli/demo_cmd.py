@@ -65,7 +65,7 @@ def demo(
             by_track[sec[0]] = sec
     names = sorted(by_track)
     picks = [by_track[names[i * len(names) // 3]] for i in range(min(3, len(names)))]
-    console.print(f"[bold]3/3[/] three searches (the truth is what the generator put there):")
+    console.print("[bold]3/3[/] three searches (the truth is what the generator put there):")
     found = 0
     for path, start, end, caption in picks:
         truth = str((music / path).resolve())

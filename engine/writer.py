@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from songseek import __version__
 
 from . import index as faiss_index

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+
+from songseek.engine.audio import decode_stream, iter_windows
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import IncompatibleLibraryError, SongseekError
 from songseek.engine.manifest import Manifest, check_compatible
@@ -25,10 +27,8 @@ from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.store import Failure, TrackRecord
 from songseek.engine.writer import LibraryWriter
 
-from songseek.engine.audio import decode_stream
 from .sources import ScanResult, SourceFile, display_path, scan
 from .tags import Tags, read_tags
-from songseek.engine.audio import iter_windows
 
 
 @dataclass(frozen=True)

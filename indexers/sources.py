@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from songseek.engine.errors import UsageError
-
 from songseek.engine.audio import AUDIO_EXTENSIONS
+from songseek.engine.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.indexers.ingest import ingest_table

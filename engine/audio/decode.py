@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from songseek.engine.errors import DecodeError, UsageError
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
+
 from songseek.engine.errors import UsageError
 
 PadMode = Literal["repeatpad", "repeat", "zero"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UsageError
 from .base import Encoder, EncoderInfo, l2_normalize

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.anomaly import anomaly_rows, run_anomaly_bench, scan_dcase
 from songseek.benchmarks.score_metrics import partial_auc, roc_auc
 from songseek.engine.encoders.fake import FakeEncoder

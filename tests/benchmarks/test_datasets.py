@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from songseek.benchmarks.datasets import (
     dataset_hash,
     load_manifest,

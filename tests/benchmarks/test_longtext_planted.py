@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from songseek.benchmarks.longtext_planted import BagOfWordsEncoder, make_planted_captions, run_longtext_planted
 from songseek.engine.longtext import text_chunks
 

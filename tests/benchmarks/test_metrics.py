@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.metrics import (
     average_precision_at_k,
     bootstrap_ci,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.planted import (
     PLANTED_MODES,
     PlantedSet,

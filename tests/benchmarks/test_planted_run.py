@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.planted import evaluate_planted_arrays, make_planted
 from songseek.benchmarks.planted_run import planted_table, run_planted, track_id
 from songseek.engine.errors import UsageError

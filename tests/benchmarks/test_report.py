@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.metrics import metrics_ci, per_query_values, retrieval_metrics
 from songseek.benchmarks.report import ModeResult, read_report, write_report
 from songseek.engine.errors import UsageError

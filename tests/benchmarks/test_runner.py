@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from songseek.benchmarks.datasets import DatasetItem, load_manifest, load_queries
 from songseek.benchmarks.runner import (
     QueryRanks,
@@ -26,7 +27,6 @@ from songseek.engine.fusion import FusionParams, fuse
 from songseek.engine.search import Library
 from songseek.indexers.ingest import ingest_table
 from songseek.indexers.pipeline import IndexConfig
-
 from tests.conftest import vector_table
 
 MODES = ["fusion", "mean", "max", "none"]

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.score_metrics import (
     accuracy,
     average_precision,

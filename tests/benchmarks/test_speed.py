@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks.speed import (
     Agreement,
     brute_force_topk,
@@ -207,3 +208,10 @@ def test_index_speed_counts_the_same_windows_both_ways(tmp_path: Path) -> None:
     assert r.ratio == pytest.approx(r.end_to_end_windows_per_s / r.model_only_windows_per_s)
     assert r.to_json()["batch_size"] == 4 and r.random_weights
     assert not list(tmp_path.glob("songseek-index-speed-*"))  # the throw-away library is gone
+
+
+def test_index_speed_needs_files_and_repeats(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        run_index_speed([tmp_path], FakeEncoder(), repeats=0)
+    with pytest.raises(UsageError, match="no audio files"):
+        run_index_speed([tmp_path], FakeEncoder())

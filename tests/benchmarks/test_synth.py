@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+
 from songseek.benchmarks import synth_audio
 from songseek.benchmarks.synth import load_manifest, synth_track, write_dataset
 from songseek.benchmarks.synth_captions import INSTRUMENT_NAMES, MAX_TRACK_CAPTION_WORDS, clock

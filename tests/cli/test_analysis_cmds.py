@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from songseek.cli.bench_extra_cmds import register_bench
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.search import Library
-from typer.testing import CliRunner
-
 from tests.analysis_helpers import build_library, noisy_copies, unit
 
 runner = CliRunner()

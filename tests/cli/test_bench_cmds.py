@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from songseek.cli import bench_cmds
 from songseek.cli.main import app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
 
-def _json_lines(output: str) -> list[dict]:  # type: ignore[type-arg]
+def _json_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
+
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.manifest import read_manifest
 from songseek.engine.search import Library, SearchOptions, library_stats
 from songseek.engine.writer import acquire_lock
 from songseek.indexers.pipeline import IndexConfig, index_paths
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 SR = 16000

@@ -6,8 +6,9 @@ import csv
 import json
 
 import typer
-from songseek.cli import synth_cmd
 from typer.testing import CliRunner
+
+from songseek.cli import synth_cmd
 
 # Seed 12's first two tracks are under a minute each: quick to render.
 SEED = "12"

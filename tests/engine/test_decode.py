@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
-from songseek.engine.errors import DecodeError, UsageError
+
 from songseek.engine.audio.decode import AUDIO_EXTENSIONS, AudioInfo, decode, decode_stream, probe
 from songseek.engine.audio.windowing import iter_windows, window_bounds
-
+from songseek.engine.errors import DecodeError, UsageError
 from tests.audio_helpers import (
     Marker,
     best_lag,

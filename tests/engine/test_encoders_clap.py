@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from songseek.engine.encoders import Encoder, clap_hf, load_encoder
 from songseek.engine.encoders._torch_util import fit_windows, log_mel
 from songseek.engine.errors import SongseekError, UsageError, WeightsNotFoundError
-
 from tests.engine.encoder_helpers import (
     FUSED_DIR,
     isolate_hf,

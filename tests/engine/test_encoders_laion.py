@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from songseek.engine.encoders import clap_hf, laion_pt, load_encoder
 from songseek.engine.errors import SongseekError, UsageError, WeightsNotFoundError
-
 from tests.engine.encoder_helpers import (
     FUSED_DIR,
     isolate_hf,

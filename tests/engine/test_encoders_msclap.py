@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from songseek.engine.encoders import load_encoder, msclap_backend
 from songseek.engine.errors import MissingDependencyError, SongseekError, WeightsNotFoundError
-
 from tests.engine.encoder_helpers import isolate_hf, save_tiny_tokenizer
 
 N = msclap_backend.SAMPLE_RATE * msclap_backend.WINDOW_S

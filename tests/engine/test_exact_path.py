@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.engine import index as faiss_index
 from songseek.engine import search as search_mod
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
@@ -47,7 +48,7 @@ def _open(root: Path) -> Library:
 def _naive(lib: Library, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
     """Best frame per live track in float64, best first (ties: lower track row)."""
     best = []
-    for row, (s, c) in enumerate(zip(lib._cols["frame_start"], lib._cols["frame_count"])):
+    for s, c in zip(lib._cols["frame_start"], lib._cols["frame_count"]):
         vecs = lib.store.rows(int(s), int(s + c)).astype(np.float64)
         best.append((vecs @ q.astype(np.float64)).max())
     b = np.asarray(best)
@@ -62,7 +63,7 @@ def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str,
     _build(tmp_path / "lib", factory)
     lib = _open(tmp_path / "lib")
     rng = np.random.default_rng(1)
-    for i in range(12):
+    for _ in range(12):
         q = l2_normalize(rng.standard_normal(DIM))
         for want in (5, 40):
             rows, scores = lib._exact_candidates(q, want, None)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.filters import filter_track_ids
 from songseek.engine.manifest import file_sha256, read_manifest
 from songseek.engine.search import Library
 from songseek.engine.writer import LibraryWriter
 from songseek.indexers.ingest import ingest_table
-
 from tests.conftest import vector_table
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from songseek.engine import fusion
 from songseek.engine.errors import UsageError
 from songseek.engine.fusion import (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.engine.encoders import register_encoder
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
@@ -22,7 +23,6 @@ from songseek.engine.longtext import (
     text_chunks,
 )
 from songseek.engine.search import Library
-
 from tests.analysis_helpers import build_library, noisy_copies
 
 LIMIT = 12

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
+
 from songseek.cli.main import app
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
@@ -20,7 +22,6 @@ from songseek.engine.manifest import Manifest
 from songseek.engine.search import RERANK_MODES, Library, SearchOptions
 from songseek.engine.store import TrackRecord
 from songseek.engine.writer import LibraryWriter
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 N_TRACKS = 6

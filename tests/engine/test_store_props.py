@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.maintenance import verify_library
 from songseek.engine.manifest import Manifest, read_manifest
@@ -136,6 +137,7 @@ def test_any_file_name_is_stored_or_escaped(text: str) -> None:
     """Names with lone surrogates (bytes that are not UTF-8) are stored escaped as failures, refused as
     tracks with a clear error; every other name round-trips exactly."""
     import pytest
+
     from songseek.engine.errors import UsageError
 
     with tempfile.TemporaryDirectory() as tmp:

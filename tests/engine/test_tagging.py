@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.filters import filter_track_ids
@@ -24,7 +25,6 @@ from songseek.engine.tagging import (
     tag_sets,
     track_window_scores,
 )
-
 from tests.analysis_helpers import build_library, noisy_copies
 
 ENC = FakeEncoder()

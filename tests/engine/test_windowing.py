@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from songseek.engine.errors import UsageError
+
 from songseek.engine.audio.windowing import (
     frame_windows,
     iter_windows,
@@ -16,6 +16,7 @@ from songseek.engine.audio.windowing import (
     sample_bounds,
     window_bounds,
 )
+from songseek.engine.errors import UsageError
 
 EPS = 1e-7
 

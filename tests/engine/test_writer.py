@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.engine import manifest as manifest_mod
 from songseek.engine import store as store_mod
 from songseek.engine import writer as writer_mod

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
+
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.maintenance import verify_library
 from songseek.engine.search import Library, SearchOptions
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 SR = 16000

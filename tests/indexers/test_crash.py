@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import LibraryError
 from songseek.engine.maintenance import verify_library

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
+
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError
 from songseek.engine.manifest import read_manifest
 from songseek.engine.search import Library, library_stats
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
-from typer.testing import CliRunner
 
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")

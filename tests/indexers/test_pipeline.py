@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.search import Library
 from songseek.indexers.pipeline import IndexConfig, index_paths

@@ -11,8 +11,8 @@ import pytest
 from mutagen.asf import ASF
 from mutagen.id3 import TALB, TCON, TDRC, TIT2, TPE1
 from mutagen.wave import WAVE
-from songseek.indexers.tags import Tags, parse_year, read_tags
 
+from songseek.indexers.tags import Tags, parse_year, read_tags
 from tests.audio_helpers import real_audio, require_real_audio, sine, write_audio
 
 FULL = {"title": "Blue in Green", "artist": "Miles Davis", "album": "Kind of Blue", "genre": "Jazz"}
