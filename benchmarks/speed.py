@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from songseek.engine import index as faiss_index
+from songseek.engine import search as engine_search
 from songseek.engine.encoders import Encoder, l2_normalize
 from songseek.engine.errors import UsageError
-from songseek.engine.search import EXACT_FP32_FRAMES, Library, SearchOptions
+from songseek.engine.search import Library, SearchOptions
 
 # Queries in the style of music captions, for timing the text encoder (content does not matter).
 CAPTIONS = (
@@ -217,7 +218,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     index = lib.index
     index_bytes = (lib.root / m.index_file).stat().st_size if m.index_file else 0
     desc = m.index_description or "none"
-    probe = nprobe or faiss_index.default_nprobe(desc)
+    probe = nprobe or faiss_index.default_nprobe(desc, m.index_frames)
     recall = float("nan")
     if index is not None:
         faiss_index.set_nprobe(index, probe)
@@ -246,12 +247,15 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
 
     setup = 0.0
     exact_bytes = float(vec_bytes)
-    if desc != "Flat" and n > EXACT_FP32_FRAMES:
+    if desc != "Flat" and n > engine_search.EXACT_FP32_FRAMES:
         t0 = time.perf_counter()
         scanner = lib._fp16_scanner()
         setup = time.perf_counter() - t0
         lib._exact_queries = max(lib._exact_queries, 1)
         exact_bytes += scanner.nbytes
+        t, _ = _timed(lambda q: scanner.search(q, kf), queries, warmup)
+        rows_out.append(latency("fp16-scan", f"the exact path's float16 scan alone (SQfp16 flat), top {kf} frames",
+                                t, scanner.nbytes, base_p50))
     elif desc == "Flat":
         exact_bytes = float(index_bytes)
     t, exact_hits = _timed(lambda q: lib.search_vectors(q[None], exact_opts)[0], queries, warmup)

@@ -136,6 +136,9 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
                    f"`songseek repair --library {library} --compact` reclaims them", err=True)
     if stats.random_weights:
         typer.echo("warning: built with RANDOM weights — search scores mean nothing", err=True)
+    if stats.encoder == "demo":
+        typer.echo("note: the demo model was trained on synthetic music only (docs/demo-model.md); "
+                   "it is not meant for real recordings — use --encoder laion/clap with real weights", err=True)
 
 
 @handles_errors

@@ -22,9 +22,11 @@ from .manifest import fsync_dir
 # Below this many frames an exact flat index is both faster to build and fast enough to search.
 # Measured with `songseek bench query-speed` (docs/performance.md).
 IVF_THRESHOLD = 50_000
-# IVF lists probed per query by default: this fraction of the lists, at least MIN_NPROBE (docs/performance.md).
+# IVF lists probed per query by default: this fraction of the lists, at least MIN_NPROBE, and enough to
+# scan about MIN_SCAN_FRAMES frames (docs/performance.md).
 NPROBE_FRACTION = 1 / 32
 MIN_NPROBE = 32
+MIN_SCAN_FRAMES = 25_000
 # OpenMP threads for one query's scan (Flat, SQfp16, IVF probes); 0 = FAISS's default (all cores). On the
 # shared 2-core machine two threads made single-query Flat/fp16 scans 2.5-3x slower than one (threads
 # busy-wait on a core another process holds); IVF probes of one query run on one thread anyway.
@@ -71,13 +73,15 @@ def ivf_nlist(factory: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def default_nprobe(factory: str) -> int:
+def default_nprobe(factory: str, n_frames: int = 0) -> int:
     """Lists probed per query unless --nprobe says otherwise: NPROBE_FRACTION of the lists, at least
-    MIN_NPROBE (1 for indices that are not IVF)."""
+    MIN_NPROBE, and (when the library size is known) enough lists to scan about MIN_SCAN_FRAMES frames,
+    which matters in small IVF libraries; 1 for indices that are not IVF."""
     nlist = ivf_nlist(factory)
     if nlist == 0:
         return 1
-    return min(nlist, max(MIN_NPROBE, int(round(nlist * NPROBE_FRACTION))))
+    by_size = int(np.ceil(nlist * MIN_SCAN_FRAMES / n_frames)) if n_frames > 0 else 0
+    return min(nlist, max(MIN_NPROBE, int(round(nlist * NPROBE_FRACTION)), by_size))
 
 
 def build_index(factory: str, dim: int, train: np.ndarray | None = None) -> Any:

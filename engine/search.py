@@ -291,7 +291,8 @@ class Library:
         if index is None or not covered:
             return self._exact_candidates(q, want, allowed)
         # Per query, so that one query's --nprobe does not stick to the next.
-        faiss_index.set_nprobe(index, opts.nprobe or faiss_index.default_nprobe(self.manifest.index_description))
+        faiss_index.set_nprobe(index, opts.nprobe or faiss_index.default_nprobe(self.manifest.index_description,
+                                                                               covered))
         # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered

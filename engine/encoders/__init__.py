@@ -42,7 +42,7 @@ def load_encoder(
         raise UsageError(f"unknown encoder {name!r}: choose one of {', '.join(encoder_names())}")
     module, attr = _BACKENDS[name]
     loader = getattr(importlib.import_module(module), attr)
-    return loader(checkpoint, device, random_weights)  # type: ignore[no-any-return]
+    return loader(checkpoint, device, random_weights)
 
 
 __all__ = ["DEFAULT_ENCODER", "Encoder", "EncoderInfo", "encoder_names", "l2_normalize", "load_encoder",

@@ -144,4 +144,8 @@ def test_index_defaults() -> None:
     assert faiss_index.default_nprobe("IVF1024,SQfp16") == max(faiss_index.MIN_NPROBE,
                                                                round(1024 * faiss_index.NPROBE_FRACTION))
     assert faiss_index.default_nprobe("IVF4,Flat") == 4  # never more lists than there are
+    # small libraries probe enough lists to scan about MIN_SCAN_FRAMES frames
+    assert faiss_index.default_nprobe("IVF256,SQfp16", 50_000) == int(np.ceil(256 * faiss_index.MIN_SCAN_FRAMES
+                                                                               / 50_000))
+    assert faiss_index.default_nprobe("IVF1024,SQfp16", 1_000_000) == 32
     assert faiss_index.ivf_nlist("HNSW32") == 0 and faiss_index.training_sample([np.zeros((3, 4))], "Flat") is None
