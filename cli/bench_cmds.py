@@ -66,7 +66,7 @@ def query_speed(
     queries: int = typer.Option(200, "--queries", "-q", help="Queries timed per path."),
     k: int = typer.Option(10, "-k", help="Tracks returned per query (agreement is top-k)."),
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
-    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (default: the index's own)."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (default: engine.index.default_nprobe)."),
     threads: int = typer.Option(None, "--threads", help="OpenMP threads per query scan (default: "
                                 "$SONGSEEK_QUERY_THREADS or 1; 0 = all cores)."),
     encoder: str = typer.Option(None, "--encoder", "-e", help="Also time this text encoder (e.g. clap)."),
