@@ -173,6 +173,7 @@ def search(
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
     exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (more = slower, closer to --exact)."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
     stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
     segment_s: float = typer.Option(30.0, "--segment-s", help="Length of the best-segment search in seconds."),
@@ -205,7 +206,7 @@ def search(
     fusion = params_for_hop(hop, fusion, kernel_s, stride_s, segment_s)
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
-    opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion,
+    opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,
                          exact=exact).validated()
     if k > lib.n_tracks:
         typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)

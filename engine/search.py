@@ -86,6 +86,8 @@ class SearchOptions:
             raise QueryError(f"k must be at least 1 (got {self.k})")
         if self.rerank not in RERANK_MODES:
             raise QueryError(f"unknown rerank mode {self.rerank!r}: use {', '.join(RERANK_MODES)}")
+        if self.nprobe is not None and self.nprobe <= 0:
+            raise QueryError(f"--nprobe must be at least 1 (got {self.nprobe})")
         if self.candidates <= 0:
             raise QueryError(f"--candidates must be at least 1 (got {self.candidates})")
         return self

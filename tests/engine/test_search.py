@@ -119,3 +119,8 @@ def test_info_counts(lib: Library) -> None:
     assert stats.tracks == 60
     assert stats.frames == sum(r["frame_count"] for r in lib.tracks.to_pylist())
     assert stats.dead_frames == 0 and stats.index == "Flat" and stats.encoder == "precomputed"
+
+
+def test_nprobe_must_be_positive(lib: Library) -> None:
+    with pytest.raises(QueryError, match="nprobe"):
+        lib.search(vector=np.ones(24, np.float32), nprobe=0)
