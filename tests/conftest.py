@@ -29,3 +29,15 @@ def vector_table(n_tracks: int, dim: int, seed: int, min_frames: int = 1, max_fr
                          "embedding": rng.standard_normal(dim).astype(np.float32).tolist(),
                          "path": f"/music/t{t:04d}.flac", "artist": f"artist{t % 3}", "year": 1950 + t % 40})
     return pa.Table.from_pylist(rows)
+
+
+def library_rows(lib: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    """path → tracks-table row of a library, with its frame vectors copied in under "vectors"."""
+    from songseek.engine.search import Library
+
+    library = Library.open(lib)
+    out = {}
+    for row in library.tracks.to_pylist():
+        row["vectors"] = np.array(library.store.vectors(row["frame_start"], row["frame_count"]))
+        out[row["path"]] = row
+    return out

@@ -20,6 +20,7 @@ from songseek.engine.maintenance import verify_library
 from songseek.engine.search import Library, SearchOptions
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+from tests.conftest import library_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 SR = 16000
@@ -36,13 +37,7 @@ def run(src: Path, lib: Path, **kw: object) -> IndexReport:
     return index_paths([src], lib, FakeEncoder(), IndexConfig(**kw))
 
 
-def tracks(lib: Path) -> dict[str, dict]:
-    library = Library.open(lib)
-    out = {}
-    for row in library.tracks.to_pylist():
-        row["vectors"] = np.array(library.store.vectors(row["frame_start"], row["frame_count"]))
-        out[row["path"]] = row
-    return out
+tracks = library_rows
 
 
 def failures(lib: Path) -> dict[str, dict]:

@@ -18,6 +18,7 @@ from songseek.engine.errors import IncompatibleLibraryError
 from songseek.engine.manifest import read_manifest
 from songseek.engine.search import Library, library_stats
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+from tests.conftest import library_rows
 
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
@@ -41,13 +42,7 @@ def counts(r: IndexReport) -> dict[str, int]:
     return {k: getattr(r, k) for k in ("added", "changed", "moved", "removed", "unchanged", "failed")}
 
 
-def by_path(lib: Path) -> dict[str, dict]:
-    library = Library.open(lib)
-    out = {}
-    for row in library.tracks.to_pylist():
-        row["vectors"] = np.array(library.store.vectors(row["frame_start"], row["frame_count"]))
-        out[row["path"]] = row
-    return out
+by_path = library_rows
 
 
 def test_second_run_embeds_only_what_changed(tmp_path: Path) -> None:
