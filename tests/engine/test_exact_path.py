@@ -149,3 +149,20 @@ def test_index_defaults() -> None:
                                                                                / 50_000))
     assert faiss_index.default_nprobe("IVF1024,SQfp16", 1_000_000) == 32
     assert faiss_index.ivf_nlist("HNSW32") == 0 and faiss_index.training_sample([np.zeros((3, 4))], "Flat") is None
+
+
+def test_fp16_scanner_split_over_parts_matches_one_index() -> None:
+    from songseek.engine.index import Fp16Scanner
+
+    rng = np.random.default_rng(4)
+    shards = [l2_normalize(rng.standard_normal((n, 16))) for n in (700, 50, 1250)]
+    q = l2_normalize(rng.standard_normal(16))
+    one, three = Fp16Scanner(shards, batch=300, parts=1), Fp16Scanner(shards, batch=300, parts=3)
+    assert one.ntotal == three.ntotal == 2000
+    s1, r1 = one.search(q, 50)
+    s3, r3 = three.search(q, 50)
+    np.testing.assert_array_equal(r1, r3)
+    np.testing.assert_allclose(s1, s3)
+    # and both agree with float32 brute force on the rows they return
+    allv = np.concatenate(shards)
+    np.testing.assert_array_equal(np.sort(r3[:10]), np.sort(np.argsort(-(allv @ q))[:10]))
