@@ -1,0 +1,119 @@
+"""The contracts scripts rely on: `index`, `ingest`, `info --json`, `search --json` and batch queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from songseek.cli.main import app
+from tests.conftest import vector_table
+from tests.indexers.test_pipeline import tone_track, write_wav
+
+runner = CliRunner()
+INFO_KEYS = {"tracks", "frames", "encoder", "checkpoint", "dim", "window_s", "hop_s", "index", "random_weights",
+             "failures"}
+HIT_KEYS = {"rank", "track_id", "path", "score", "start_s", "end_s"}
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def audio_library(tmp_path: Path) -> Path:
+    music = tmp_path / "music"
+    write_wav(music / "low.wav", tone_track([110, 110], 10, 0))
+    write_wav(music / "high.wav", tone_track([3000, 3000, 110], 10, 1))
+    write_wav(music / "mid.wav", tone_track([440], 10, 2))
+    (music / "broken.mp3").write_text("not audio")
+    lib = tmp_path / "lib"
+    code, out, err = run("index", str(music), "--library", str(lib), "--encoder", "fake", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["added"], report["failed"]) == (3, 1)
+    return lib
+
+
+def test_info_json_has_the_contract_keys(audio_library: Path) -> None:
+    code, out, _ = run("info", "--library", str(audio_library), "--json")
+    info = json.loads(out)
+    assert code == 0 and INFO_KEYS <= set(info)
+    assert (info["tracks"], info["frames"], info["failures"], info["encoder"]) == (3, 6, 1, "fake")
+    assert (info["window_s"], info["hop_s"], info["dim"], info["random_weights"]) == (10.0, 10.0, 32, True)
+
+
+def test_search_by_audio_json_and_strict_exit(audio_library: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, tone_track([3000], 10, 9))
+    code, out, _ = run("search", "--audio", str(clip), "--library", str(audio_library), "-k", "2", "--json",
+                       "--rerank", "max")
+    hits = json.loads(out)
+    assert code == 0 and len(hits) == 2 and HIT_KEYS <= set(hits[0])
+    assert Path(hits[0]["path"]).name == "high.wav" and hits[0]["rank"] == 1
+    assert hits[0]["end_s"] <= 20.0  # one of the two 3000 Hz windows, not the 110 Hz tail
+    code, _, err = run("index", str(tmp_path / "music"), "--library", str(audio_library), "--strict",
+                       "--retry-failed")
+    assert code == 1
+
+
+def test_query_file_prints_one_json_line_per_query_in_order(audio_library: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "q.txt"
+    queries.write_text("low drone\n\nbright whistle\nmid tone\n")
+    code, out, err = run("search", "--query-file", str(queries), "--library", str(audio_library), "-k", "3")
+    lines = out.strip().splitlines()
+    assert code == 0, err
+    assert len(lines) == 3 and all(len(json.loads(line)) == 3 for line in lines)
+
+
+def test_ingest_then_query_vectors(tmp_path: Path) -> None:
+    table = vector_table(20, 8, seed=2)
+    pq.write_table(table, tmp_path / "v.parquet")
+    code, out, err = run("ingest", str(tmp_path / "v.parquet"), "--library", str(tmp_path / "lib"))
+    assert code == 0, err
+    q = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    np.save(tmp_path / "q.npy", q)
+    code, out, _ = run("search", "--query-vectors", str(tmp_path / "q.npy"), "--library", str(tmp_path / "lib"),
+                       "-k", "5", "--where", "artist = 'artist1'")
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert code == 0 and len(rows) == 3 and all(len(r) == 5 for r in rows)
+    # The same first hit as a brute-force best window over the matching tracks.
+    emb = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = np.asarray(table.column("track_id").to_pylist())
+    artists = np.asarray(table.column("artist").to_pylist())
+    code, out, _ = run("search", "--query-vectors", str(tmp_path / "q.npy"), "--library", str(tmp_path / "lib"),
+                       "-k", "1", "--rerank", "none", "--where", "artist = 'artist1'")
+    for qi, line in enumerate(out.strip().splitlines()):
+        sims = np.where(artists == "artist1", emb @ (q[qi] / np.linalg.norm(q[qi])), -np.inf)
+        assert json.loads(line)[0]["track_id"] == ids[int(np.argmax(sims))]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-k", "0"], "k must be at least 1"),
+    (["--rerank", "best"], "unknown rerank mode"),
+    (["--where", "nonexistent > 1"], "bad --where predicate"),
+])
+def test_bad_search_arguments_exit_2_with_one_line(audio_library: Path, args: list[str], message: str) -> None:
+    code, _, err = run("search", "low", "--library", str(audio_library), *args)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err
+
+
+def test_missing_library_and_missing_weights_are_one_line(tmp_path: Path) -> None:
+    code, _, err = run("info", "--library", str(tmp_path / "nope"))
+    assert code == 2 and "no library at" in err
+    code, _, err = run("index", str(tmp_path), "--library", str(tmp_path / "lib"), "--encoder", "laion",
+                       "--checkpoint", str(tmp_path / "missing.pt"))
+    assert code == 2 and "missing.pt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_runs_end_to_end_on_three_tracks(tmp_path: Path) -> None:
+    code, out, err = run("demo", "--out", str(tmp_path / "demo"), "--tracks", "3", "-k", "3")
+    assert code == 0, err
+    assert "three searches" in out and "of 3 queries" in out
