@@ -78,18 +78,7 @@ def chunk_text(text: str, max_tokens: int, count: Callable[[str], int] = approx_
     pieces: list[str] = []
     for sentence in split_sentences(text):
         pieces += _fit(sentence, max_tokens, count)
-    chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        joined = f"{current} {piece}" if current else piece
-        if current and count(joined) > max_tokens:
-            chunks.append(current)
-            current = piece
-        else:
-            current = joined
-    if current:
-        chunks.append(current)
-    return chunks
+    return _pack(pieces, max_tokens, count)
 
 
 def _fit(sentence: str, max_tokens: int, count: Callable[[str], int]) -> list[str]:
@@ -98,13 +87,18 @@ def _fit(sentence: str, max_tokens: int, count: Callable[[str], int]) -> list[st
     clauses = [c for c in _CLAUSE_END.split(sentence) if c]
     if len(clauses) > 1:
         return [p for c in clauses for p in _fit(c, max_tokens, count)]
+    return _pack(sentence.split(), max_tokens, count)
+
+
+def _pack(pieces: list[str], max_tokens: int, count: Callable[[str], int]) -> list[str]:
+    """Join consecutive pieces with spaces, greedily, into as few chunks of at most max_tokens as fit."""
     out: list[str] = []
     current = ""
-    for word in sentence.split():
-        joined = f"{current} {word}" if current else word
+    for piece in pieces:
+        joined = f"{current} {piece}" if current else piece
         if current and count(joined) > max_tokens:
             out.append(current)
-            current = word
+            current = piece
         else:
             current = joined
     if current:
