@@ -188,22 +188,20 @@ def search(
     import numpy as np
 
     from songseek.engine.errors import QueryError
-    from songseek.engine.fusion import FusionParams, params_for_hop
-    from songseek.engine.search import Library, SearchOptions
+    from songseek.engine.fusion import params_for_hop
+    from songseek.engine.search import Library, SearchOptions, check_query_text
 
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
     if given != 1:
         raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
     if query is not None:
-        _check_query_text(query)
+        check_query_text(query)  # before opening the library: a typo fails fast
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lib = Library.open(library, device=device)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    fusion = FusionParams()
-    hop = lib.manifest.hop_s
-    fusion = params_for_hop(hop, fusion, kernel_s, stride_s, segment_s)
+    fusion = params_for_hop(lib.manifest.hop_s, None, kernel_s, stride_s, segment_s)
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,
@@ -227,8 +225,6 @@ def search(
             raise QueryError(f"{query_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         if not lines:
             raise QueryError(f"{query_file}: no queries in the file (one text query per line)")
-        for ln in lines:
-            _check_query_text(ln)
         results = lib.search_vectors(lib.embed_text(lines), opts)
         _print_results(results, True, explain)
         return
@@ -267,18 +263,6 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
                 row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
             table.add_row(*row)
         console.print(table)
-
-
-def _check_query_text(text: str) -> None:
-    """Fail fast, before the model loads (the engine checks the same: engine.search.MAX_QUERY_CHARS)."""
-    from songseek.engine.errors import QueryError
-    from songseek.engine.search import MAX_QUERY_CHARS
-
-    if not text.strip():
-        raise QueryError("the text query is empty: describe the music you are looking for")
-    if len(text) > MAX_QUERY_CHARS:
-        raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} "
-                         "are accepted: shorten it (a few sentences describe a track best)")
 
 
 def _one_line(text: str) -> str:

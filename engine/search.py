@@ -28,6 +28,17 @@ from .store import FrameStore, read_table_mmap
 
 RERANK_MODES = ("fusion", "mean", "max", "none")
 MAX_QUERY_CHARS = 20_000
+
+
+def check_query_text(text: str) -> None:
+    """Refuse an empty or absurdly long text query (QueryError), before any model is loaded."""
+    if not text or not text.strip():
+        raise QueryError("the text query is empty: describe the music you are looking for")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
+                         "accepted: shorten it (long captions are split into sentence chunks up to that)")
+
+
 # When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
 EXACT_SUBSET_FRAMES = 200_000
 # Up to this many frames the exact path is a plain float32 scan (a float16 copy would not pay for itself).
@@ -185,11 +196,7 @@ class Library:
         """One unit vector per text; a text past the encoder's token limit is the mean of its sentence
         chunks' vectors, never silently truncated (engine/longtext.py)."""
         for t in texts:
-            if not t or not t.strip():
-                raise QueryError("the text query is empty: describe the music you are looking for")
-            if len(t) > MAX_QUERY_CHARS:
-                raise QueryError(f"the text query is {len(t):,} characters long; at most {MAX_QUERY_CHARS:,} "
-                                 "are accepted (long captions are split into sentence chunks up to that)")
+            check_query_text(t)
         return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
