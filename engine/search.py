@@ -24,6 +24,7 @@ from .errors import LibraryError, QueryError
 from .filters import filter_track_ids
 from .fusion import FusionParams, params_for_hop
 from .manifest import Manifest, check_compatible, read_manifest
+from .scan import Int8Scanner, build_scanner
 from .store import FrameStore, read_table_mmap
 
 RERANK_MODES = ("fusion", "mean", "max", "none")
@@ -41,7 +42,7 @@ def check_query_text(text: str) -> None:
 
 # When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
 EXACT_SUBSET_FRAMES = 200_000
-# Up to this many frames the exact path is a plain float32 scan (a float16 copy would not pay for itself).
+# Up to this many frames the exact path is a plain float32 scan (an int8 copy would not pay for itself).
 EXACT_FP32_FRAMES = 50_000
 
 
@@ -125,7 +126,7 @@ class Library:
         self.extra_tables = {name: read_table_mmap(root / file) for name, file in manifest.extra_tables.items()}
         self.frame_owner = self._frame_owner()
         self._index: Any = None
-        self._scanner: faiss_index.Fp16Scanner | None = None  # float16 copy for the exact path, built on demand
+        self._scanner: Int8Scanner | bool | None = None  # int8 copy for the exact path (False: cannot)
         self._slices: tuple[np.ndarray, np.ndarray] | None = None
         self._exact_queries = 0
         if manifest.encoder.random_weights:
@@ -331,11 +332,9 @@ class Library:
         """The ``want`` best tracks by best frame over every frame, exactly as float32 brute force would.
 
         A flat float32 index is exact already. Otherwise, once the library has answered an exact query
-        (building the float16 copy costs about 20 float32 passes), a float16 scan finds the top ``kf``
-        frames; those within two fp16 margins of the ``want``-th track's float16 score and of their own
-        track's best are re-scored in float32, and the result is returned only if the ``want``-th track's
-        score beats the best any unreturned frame could have (the kf-th float16 score + the margin); else
-        ``kf`` grows, and past the library size it is float32 brute force.
+        (building the int8 copy costs about 20 float32 passes), the int8 scanner scores every frame within
+        a proven ``margin``; every frame that could still be its track's best and beat the ``want``-th
+        track is re-scored in float32 (engine/scan.py, docs/performance.md). Else float32 brute force.
         """
         n = self.store.n_rows
         owner = self.frame_owner
@@ -352,37 +351,49 @@ class Library:
                     return cand, cand_scores
                 kf *= 4
         self._exact_queries += 1
-        scanner = self._fp16_scanner() if n > EXACT_FP32_FRAMES and self._exact_queries > 1 else None
-        kf = self._first_kf(want)
-        while scanner is not None and kf < n:
-            approx, rows = scanner.search(q, kf)  # best first
-            m = scanner.margin
-            owners = owner[rows]
-            _, best16 = _best_per_track(owners, approx, want)
-            if len(best16) >= want:
-                # A top track's best frame scores within 2 margins of the want-th track's float16 score and
-                # of its own track's best float16 score: re-score only those rows in float32.
-                top = (approx >= best16[-1] - 2 * m) & (owners >= 0)
-                o, a, r = owners[top], approx[top], rows[top]
-                uniq, first = np.unique(o, return_index=True)
-                near = a >= a[first][np.searchsorted(uniq, o)] - 2 * m
-                cand, cand_scores = _best_per_track(o[near], self._row_scores(r[near], q), want)
-                if len(cand) >= want and cand_scores[-1] > approx[-1] + m:
-                    return cand, cand_scores
-            kf *= 4
+        scanner = self._int8_scanner() if n > EXACT_FP32_FRAMES and self._exact_queries > 1 else None
+        if scanner is not None:
+            found = self._certified_candidates(scanner, q, want, owner)
+            if found is not None:
+                return found
         sims = np.concatenate([vecs @ q for vecs in self.store.shards()]) if n else np.zeros(0, np.float32)
-        kf = self._first_kf(want)
-        while True:
-            top = np.argpartition(-sims, kf - 1)[:kf] if kf < n else np.arange(n)
-            cand, cand_scores = _best_per_track(owner[top], sims[top], want)
-            if len(cand) >= want or kf >= n:
-                return cand, cand_scores
-            kf *= 4
+        return _top_tracks(sims, owner, want, self._first_kf(want))
 
-    def _fp16_scanner(self) -> faiss_index.Fp16Scanner:
+    def _certified_candidates(self, scanner: Int8Scanner, q: np.ndarray, want: int, owner: np.ndarray
+                              ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exact path's int8 pass (see ``_exact_candidates``); None when too many frames are too close
+        to call and float32 brute force is cheaper."""
+        approx, m = scanner.scores(q)
+        approx[owner < 0] = -np.inf  # dead frames and tracks the filter leaves out
+        # b: the want-th track's int8 score (its best frame's); found among the frames above a threshold
+        # guessed from a 1/64 sample, lowered until those frames cover want tracks.
+        sample = approx[::64]
+        j = max(1, self._first_kf(want) // 64)
+        while True:
+            t = np.partition(sample, len(sample) - j)[len(sample) - j] if j < len(sample) else -np.inf
+            rows = np.flatnonzero(approx >= t)
+            _, best = _best_per_track(owner[rows], approx[rows], want)
+            if len(best) >= want or t == -np.inf:
+                break
+            j *= 4
+        if len(best) < want:
+            return None  # fewer live tracks than asked for: brute force is as cheap
+        # The want-th track's float32 score is at least b - m, so a frame can only matter if its int8 score
+        # is at least b - 2m, and, to be its own track's best, within 2m of that track's best int8 score.
+        rows = np.flatnonzero(approx >= best[-1] - 2 * m)
+        if len(rows) > len(approx) // 8:
+            return None
+        owners, a = owner[rows], approx[rows]
+        uniq, inv = np.unique(owners, return_inverse=True)
+        track_best = np.full(len(uniq), -np.inf, np.float32)
+        np.maximum.at(track_best, inv, a)
+        near = a >= track_best[inv] - 2 * m
+        return _best_per_track(owners[near], self._row_scores(rows[near], q), want)
+
+    def _int8_scanner(self) -> Int8Scanner | None:
         if self._scanner is None:
-            self._scanner = faiss_index.Fp16Scanner(self.store.shards())
-        return self._scanner
+            self._scanner = build_scanner(self.store.shards()) or False
+        return self._scanner if isinstance(self._scanner, Int8Scanner) else None
 
     def _frame_slices(self) -> tuple[np.ndarray, np.ndarray]:
         """Per track row: its shard number and first row inside that shard (int64 (n_tracks,) each)."""
@@ -444,6 +455,18 @@ class Library:
                 duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
             ))
         return hits
+
+
+def _top_tracks(sims: np.ndarray, owner: np.ndarray, want: int, kf: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``want`` best tracks by best frame from every frame's score: grouping only the top ``kf`` frames,
+    ×4 until they cover ``want`` tracks or every frame."""
+    n = len(sims)
+    while True:
+        top = np.argpartition(-sims, kf - 1)[:kf] if kf < n else np.arange(n)
+        cand, cand_scores = _best_per_track(owner[top], sims[top], want)
+        if len(cand) >= want or kf >= n:
+            return cand, cand_scores
+        kf *= 4
 
 
 def _best_per_track(owners: np.ndarray, scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ def vector_table(n_tracks: int, dim: int, seed: int, min_frames: int = 1, max_fr
     return pa.Table.from_pylist(rows)
 
 
-def library_rows(lib: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+def library_rows(lib: Path) -> dict[str, dict]:
     """path → tracks-table row of a library, with its frame vectors copied in under "vectors"."""
     from songseek.engine.search import Library
 

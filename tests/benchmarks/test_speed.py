@@ -178,16 +178,17 @@ def test_query_speed_report_structure_and_figures(tmp_path: Path, factory: str) 
     assert report.to_json()["agreement"]["k"] == 5
 
 
-def test_query_speed_times_the_fp16_scan_of_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_query_speed_times_the_int8_scan_of_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from songseek.engine import search as search_mod
 
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # the float16 copy even at this size
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # the int8 copy even at this size
     root = cached_library(SPEC, tmp_path, "IVF32,SQfp16")
     report = run_query_speed(root, make_queries(SPEC, 6), k=5, candidates=20, warmup=1, faiss_threads=1)
     names = [lat.name for lat in report.latencies]
-    assert names == ["baseline", "faiss", "candidates", "fusion", "query", "fp16-scan", "exact"]
+    assert names == ["baseline", "faiss", "candidates", "fusion", "query", "int8-scan", "exact"]
     assert report.exact_setup_s > 0 and report.faiss_threads == 1
-    assert report.latencies[names.index("fp16-scan")].memory_mb == pytest.approx(SPEC.n_frames * SPEC.dim * 2 / 2**20)
+    width = -(-SPEC.dim // 64) * 64  # codes padded to a multiple of 64, + a 2-byte scale per frame
+    assert report.latencies[names.index("int8-scan")].memory_mb == pytest.approx(SPEC.n_frames * (width + 2) / 2**20)
 
 
 def test_queries_from_library_are_unit_and_near_frames(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The exact path (float16 scan + float32 certificate) against naive float32 brute force, and the index
+"""The exact path (int8 scan + proven bound + float32 re-score) against naive brute force, and the index
 defaults that `bench query-speed` tunes."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from songseek.engine import index as faiss_index
+from songseek.engine import scan as scan_mod
 from songseek.engine import search as search_mod
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.manifest import Manifest
@@ -59,9 +60,18 @@ def _naive(lib: Library, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize("factory", ["IVF4,Flat", "Flat"])
 def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # use the float16 copy at this tiny size
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # use the int8 copy at this tiny size
     _build(tmp_path / "lib", factory)
     lib = _open(tmp_path / "lib")
+    certified: list[bool] = []
+    certify = lib._certified_candidates
+
+    def spy(*args: object) -> object:
+        found = certify(*args)
+        certified.append(found is not None)
+        return found
+
+    monkeypatch.setattr(lib, "_certified_candidates", spy)
     rng = np.random.default_rng(1)
     for _ in range(12):
         q = l2_normalize(rng.standard_normal(DIM))
@@ -73,31 +83,53 @@ def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str,
     if factory == "Flat":
         assert lib._scanner is None  # a flat float32 index is exact already
     else:
-        assert lib._scanner is not None and lib._scanner.ntotal == lib.store.n_rows
+        assert isinstance(lib._scanner, scan_mod.Int8Scanner) and lib._scanner.ntotal == lib.store.n_rows
+        # the first query ran float32 (no copy yet); every later one was answered by the int8 pass
+        assert len(certified) == 23 and all(certified)
 
 
-def test_exact_path_falls_back_to_float32_when_it_cannot_certify(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_path_falls_back_to_float32_when_the_bound_is_too_loose(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
     lib = _open(tmp_path / "lib")
     lib._exact_queries = 1
-    scanner = lib._fp16_scanner()
-    scanner.margin = 10.0  # no float16 result can be proven complete: every query must fall back
-    calls: list[int] = []
-    search = scanner.search
+    scanner = lib._int8_scanner()
+    assert scanner is not None
+    scores = scanner.scores
+    calls: list[float] = []
 
-    def spy(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        calls.append(k)
-        return search(q, k)
+    def loose(q: np.ndarray) -> tuple[np.ndarray, float]:
+        approx, _ = scores(q)
+        calls.append(10.0)
+        return approx, 10.0  # every frame is within the bound of the top: no int8 result can be used
 
-    monkeypatch.setattr(scanner, "search", spy)
+    monkeypatch.setattr(scanner, "scores", loose)
+    monkeypatch.setattr(lib, "_row_scores", lambda rows, q: pytest.fail("re-scored instead of falling back"))
     q = l2_normalize(np.random.default_rng(2).standard_normal(DIM))
-    rows, scores = lib._exact_candidates(q, 20, None)
+    rows, scores_ = lib._exact_candidates(q, 20, None)
     ref_rows, ref_scores = _naive(lib, q, 20)
     np.testing.assert_array_equal(rows, ref_rows)
-    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
-    assert calls and calls == sorted(calls)  # it tried growing kf before falling back
+    np.testing.assert_allclose(scores_, ref_scores, atol=1e-5)
+    assert calls
+
+
+def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    lib = _open(tmp_path / "lib")
+    lib._exact_queries = 1
+    allowed = np.arange(0, lib.n_tracks, 3)
+    rng = np.random.default_rng(6)
+    for _ in range(6):
+        q = l2_normalize(rng.standard_normal(DIM))
+        rows, scores = lib._exact_candidates(q, 15, allowed)
+        ref_rows, ref_scores = _naive(lib, q, lib.n_tracks)
+        keep = np.isin(ref_rows, allowed)
+        np.testing.assert_array_equal(rows, ref_rows[keep][:15])
+        np.testing.assert_allclose(scores, ref_scores[keep][:15], atol=1e-5)
+    assert isinstance(lib._scanner, scan_mod.Int8Scanner)
 
 
 def test_exact_search_results_match_the_default_path_on_a_flat_library(tmp_path: Path) -> None:
@@ -112,26 +144,66 @@ def test_exact_search_results_match_the_default_path_on_a_flat_library(tmp_path:
         assert [h.score for h in a] == pytest.approx([h.score for h in e])
 
 
-def test_fp16_margin_bounds_the_float16_error() -> None:
-    rng = np.random.default_rng(4)
-    for dim in (16, 512):
-        v = l2_normalize(rng.standard_normal((2000, dim)))
-        q = l2_normalize(rng.standard_normal(dim))
-        err = np.abs(v.astype(np.float16).astype(np.float64) @ q - v.astype(np.float64) @ q)
-        margin = faiss_index.fp16_margin(dim, 1.0)
-        assert err.max() < margin < 2e-3
+def _hard_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Rows that stress a per-row int8 code: Gaussian, one spike, tiny and huge norms, near-binary, zero."""
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    v[::7] = 0.0
+    v[::7, rng.integers(0, dim)] = 1.0                      # one component: error 0
+    v[1::7, 0] *= 50.0                                      # one outlier dimension: coarse scale
+    v[2::7] *= 1e-6                                         # tiny rows
+    v[3::7] = np.sign(v[3::7]) * 0.5                        # ±0.5 everywhere
+    v[4::7] *= 40.0                                         # norms far above 1
+    v[5:6] = 0.0                                            # a zero row (when there is a sixth)
+    return v
 
 
-def test_fp16_scanner_scores_are_within_margin(tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
-    shards = [l2_normalize(rng.standard_normal((n, DIM))) for n in (100, 7, 300)]
-    scanner = faiss_index.Fp16Scanner(shards)
-    q = l2_normalize(rng.standard_normal(DIM))
-    scores, rows = scanner.search(q, 50)
-    allv = np.concatenate(shards)
-    assert scanner.ntotal == 407 and scanner.nbytes == 407 * DIM * 2
-    assert np.abs(scores - allv[rows] @ q).max() <= scanner.margin
-    assert set(rows) >= set(np.argsort(-(allv @ q))[:40])  # a margin this small keeps the clear top
+@pytest.mark.parametrize("dim", [7, 24, 100, 512])
+def test_int8_scores_are_within_their_bound_of_float64(dim: int) -> None:
+    rng = np.random.default_rng(dim)
+    shards = [_hard_rows(rng, n, dim) for n in (300, 1, 901)]
+    allv = np.concatenate(shards).astype(np.float64)
+    scanner = scan_mod.Int8Scanner(shards, batch=256)
+    assert scanner.ntotal == 1202 and scanner.width % scan_mod.PAD == 0
+    assert scanner.nbytes == 1202 * (scanner.width + 2)
+    unit = l2_normalize(rng.standard_normal(dim)).astype(np.float32)
+    for q in (unit, 3.0 * unit, allv[1].astype(np.float32), -allv[3].astype(np.float32)):
+        approx, margin = scanner.scores(q)
+        err = np.abs(approx.astype(np.float64) - allv @ q.astype(np.float64))
+        assert err.max() <= margin
+    assert scanner.check(shards) is None
+
+
+def test_int8_bound_is_tight_enough_to_be_useful_on_unit_vectors() -> None:
+    rng = np.random.default_rng(8)
+    v = l2_normalize(rng.standard_normal((4000, 512))).astype(np.float32)
+    scanner = scan_mod.Int8Scanner([v])
+    q = l2_normalize(rng.standard_normal(512)).astype(np.float32)
+    approx, margin = scanner.scores(q)
+    err = np.abs(approx.astype(np.float64) - v.astype(np.float64) @ q)
+    # measured: bound ≈ 0.021 (mostly ‖q‖·max‖v − v̂‖ ≈ 0.013), real errors below 0.005
+    assert err.max() < margin < 0.03
+    assert 0.005 < scanner.max_err < 0.02
+
+
+def test_a_kernel_that_breaks_its_bound_turns_the_int8_pass_off(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    lib = _open(tmp_path / "lib")
+    real = scan_mod.Int8Scanner.scores
+
+    def off_by_a_bit(self: scan_mod.Int8Scanner, q: np.ndarray) -> tuple[np.ndarray, float]:
+        approx, margin = real(self, q)
+        return approx + 2 * margin, margin  # what a miscompiled kernel (or one reading past rows) looks like
+
+    monkeypatch.setattr(scan_mod.Int8Scanner, "scores", off_by_a_bit)
+    lib._exact_queries = 1
+    assert lib._int8_scanner() is None and lib._scanner is False
+    q = l2_normalize(np.random.default_rng(9).standard_normal(DIM))
+    rows, scores = lib._exact_candidates(q, 10, None)  # float32 brute force instead
+    ref_rows, ref_scores = _naive(lib, q, 10)
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
 def test_index_defaults() -> None:
@@ -149,20 +221,3 @@ def test_index_defaults() -> None:
                                                                                / 50_000))
     assert faiss_index.default_nprobe("IVF1024,SQfp16", 1_000_000) == 32
     assert faiss_index.ivf_nlist("HNSW32") == 0 and faiss_index.training_sample([np.zeros((3, 4))], "Flat") is None
-
-
-def test_fp16_scanner_split_over_parts_matches_one_index() -> None:
-    from songseek.engine.index import Fp16Scanner
-
-    rng = np.random.default_rng(4)
-    shards = [l2_normalize(rng.standard_normal((n, 16))) for n in (700, 50, 1250)]
-    q = l2_normalize(rng.standard_normal(16))
-    one, three = Fp16Scanner(shards, batch=300, parts=1), Fp16Scanner(shards, batch=300, parts=3)
-    assert one.ntotal == three.ntotal == 2000
-    s1, r1 = one.search(q, 50)
-    s3, r3 = three.search(q, 50)
-    np.testing.assert_array_equal(r1, r3)
-    np.testing.assert_allclose(s1, s3)
-    # and both agree with float32 brute force on the rows they return
-    allv = np.concatenate(shards)
-    np.testing.assert_array_equal(np.sort(r3[:10]), np.sort(np.argsort(-(allv @ q))[:10]))
