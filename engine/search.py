@@ -404,14 +404,18 @@ class Library:
         return self._slices
 
     def _row_scores(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """float32 (len(rows),) dot products of global frame rows with q (one gather per shard)."""
+        """float32 (len(rows),) dot products of global frame rows with q (one gather per shard).
+
+        einsum, not ``@``: numpy's own single-threaded loop. OpenBLAS would thread a product this size and
+        leave its threads spinning on the cores the next query's torch int8 scan needs (measured: 100k
+        frames, whole exact query 14.8 ms p50 with ``@``)."""
         out = np.empty(len(rows), np.float32)
         offsets = self.store.offsets
         shard = np.searchsorted(offsets, rows, side="right") - 1
         for s, vecs in enumerate(self.store.shards()):
             mask = shard == s
             if mask.any():
-                out[mask] = vecs[rows[mask] - offsets[s]] @ q
+                out[mask] = np.einsum("ij,j->i", vecs[rows[mask] - offsets[s]], q)
         return out
 
     def _tag(self, name: str, row: int) -> str | None:
