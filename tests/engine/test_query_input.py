@@ -176,7 +176,6 @@ def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path)
 
 
 def test_audio_query_that_fails_to_decode(lib_path: Path, no_torch: None, tmp_path: Path) -> None:
-    pytest.importorskip("songseek.engine.audio", reason="engine/audio.py (query decoding) is not there yet")
     bad = tmp_path / "bad.mp3"
     bad.write_text("not audio")
     with pytest.raises(Exception, match="bad.mp3"):
