@@ -251,7 +251,6 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
         t0 = time.perf_counter()
         scanner = lib._int8_scanner()
         setup = time.perf_counter() - t0
-        lib._exact_queries = max(lib._exact_queries, 1)
         if scanner is not None:
             exact_bytes += scanner.nbytes
             t, _ = _timed(lambda q: scanner.scores(q), queries, warmup)

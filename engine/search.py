@@ -44,6 +44,11 @@ def check_query_text(text: str) -> None:
 EXACT_SUBSET_FRAMES = 200_000
 # Up to this many frames the exact path is a plain float32 scan (an int8 copy would not pay for itself).
 EXACT_FP32_FRAMES = 50_000
+# The exact path builds its int8 copy once this many exact queries are answered or asked for in one call.
+# The copy costs about 25 float32 scans (1M x 512: 3.1 s vs 124 ms), so waiting for 16 keeps any run of
+# exact queries within about twice the cost of the best choice made in hindsight (the ski-rental rule),
+# and a one-off CLI query never pays for it.
+EXACT_BUILD_AFTER = 16
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,8 @@ class Library:
         if self.n_tracks == 0:
             return [[] for _ in range(len(q))]
         allowed = self._allowed_rows(opts.where)
+        if opts.exact:
+            self._exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
         results = []
         for qi in range(len(q)):
             cand_rows, cand_scores = self._candidates(q[qi], opts, allowed)
@@ -331,8 +338,8 @@ class Library:
                           ) -> tuple[np.ndarray, np.ndarray]:
         """The ``want`` best tracks by best frame over every frame, exactly as float32 brute force would.
 
-        A flat float32 index is exact already. Otherwise, once the library has answered an exact query
-        (building the int8 copy costs about 20 float32 passes), the int8 scanner scores every frame within
+        A flat float32 index is exact already. Otherwise, once the int8 copy is worth building
+        (EXACT_BUILD_AFTER), the int8 scanner scores every frame within
         a proven ``margin``; every frame that could still be its track's best and beat the ``want``-th
         track is re-scored in float32 (engine/scan.py, docs/performance.md). Else float32 brute force.
         """
@@ -350,8 +357,8 @@ class Library:
                 if len(cand) >= want or kf >= n:
                     return cand, cand_scores
                 kf *= 4
+        scanner = self._exact_scanner(upcoming=1)
         self._exact_queries += 1
-        scanner = self._int8_scanner() if n > EXACT_FP32_FRAMES and self._exact_queries > 1 else None
         if scanner is not None:
             found = self._certified_candidates(scanner, q, want, owner)
             if found is not None:
@@ -389,6 +396,16 @@ class Library:
         np.maximum.at(track_best, inv, a)
         near = a >= track_best[inv] - 2 * m
         return _best_per_track(owners[near], self._row_scores(rows[near], q), want)
+
+    def _exact_scanner(self, upcoming: int) -> Int8Scanner | None:
+        """The int8 copy, if it is built or worth building now: past EXACT_FP32_FRAMES frames, not needed
+        by a flat index, and once the exact queries answered plus ``upcoming`` reach EXACT_BUILD_AFTER."""
+        flat = self.manifest.index_description == "Flat" and self.manifest.index_frames == self.store.n_rows
+        if self.store.n_rows <= EXACT_FP32_FRAMES or flat:
+            return None
+        if self._scanner is None and self._exact_queries + upcoming < EXACT_BUILD_AFTER:
+            return None
+        return self._int8_scanner()
 
     def _int8_scanner(self) -> Int8Scanner | None:
         if self._scanner is None:

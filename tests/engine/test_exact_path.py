@@ -61,6 +61,7 @@ def _naive(lib: Library, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarr
 def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # use the int8 copy at this tiny size
+    monkeypatch.setattr(search_mod, "EXACT_BUILD_AFTER", 2)  # from the second exact query on
     _build(tmp_path / "lib", factory)
     lib = _open(tmp_path / "lib")
     certified: list[bool] = []
@@ -93,7 +94,6 @@ def test_exact_path_falls_back_to_float32_when_the_bound_is_too_loose(tmp_path: 
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
     lib = _open(tmp_path / "lib")
-    lib._exact_queries = 1
     scanner = lib._int8_scanner()
     assert scanner is not None
     scores = scanner.scores
@@ -119,7 +119,7 @@ def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path,
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
     lib = _open(tmp_path / "lib")
-    lib._exact_queries = 1
+    lib._int8_scanner()
     allowed = np.arange(0, lib.n_tracks, 3)
     rng = np.random.default_rng(6)
     for _ in range(6):
@@ -130,6 +130,33 @@ def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path,
         np.testing.assert_array_equal(rows, ref_rows[keep][:15])
         np.testing.assert_allclose(scores, ref_scores[keep][:15], atol=1e-5)
     assert isinstance(lib._scanner, scan_mod.Int8Scanner)
+
+
+def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    lib = _open(tmp_path / "lib")
+    rng = np.random.default_rng(10)
+    after = search_mod.EXACT_BUILD_AFTER
+    opts = SearchOptions(k=5, candidates=10, exact=True)
+    for _ in range(after - 1):  # one at a time: float32 until EXACT_BUILD_AFTER queries were asked
+        lib.search_vectors(l2_normalize(rng.standard_normal((1, DIM))), opts)
+        assert lib._scanner is None
+    lib.search_vectors(l2_normalize(rng.standard_normal((1, DIM))), opts)
+    assert isinstance(lib._scanner, scan_mod.Int8Scanner)
+
+    batch = _open(tmp_path / "lib")  # a batch that large builds it before its first query
+    hits = batch.search_vectors(l2_normalize(rng.standard_normal((after, DIM))), opts)
+    assert isinstance(batch._scanner, scan_mod.Int8Scanner) and len(hits) == after
+    few = _open(tmp_path / "lib")
+    few.search_vectors(l2_normalize(rng.standard_normal((after - 1, DIM))), opts)
+    assert few._scanner is None
+    flat_root = tmp_path / "flat"
+    _build(flat_root, "Flat")
+    flat = _open(flat_root)  # a flat float32 index is exact: never a copy
+    flat.search_vectors(l2_normalize(rng.standard_normal((after, DIM))), opts)
+    assert flat._scanner is None
 
 
 def test_exact_search_results_match_the_default_path_on_a_flat_library(tmp_path: Path) -> None:
@@ -197,8 +224,7 @@ def test_a_kernel_that_breaks_its_bound_turns_the_int8_pass_off(tmp_path: Path,
         return approx + 2 * margin, margin  # what a miscompiled kernel (or one reading past rows) looks like
 
     monkeypatch.setattr(scan_mod.Int8Scanner, "scores", off_by_a_bit)
-    lib._exact_queries = 1
-    assert lib._int8_scanner() is None and lib._scanner is False
+    assert lib._exact_scanner(upcoming=search_mod.EXACT_BUILD_AFTER) is None and lib._scanner is False
     q = l2_normalize(np.random.default_rng(9).standard_normal(DIM))
     rows, scores = lib._exact_candidates(q, 10, None)  # float32 brute force instead
     ref_rows, ref_scores = _naive(lib, q, 10)
