@@ -132,6 +132,27 @@ def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path,
     assert isinstance(lib._scanner, scan_mod.Int8Scanner)
 
 
+def test_exact_candidates_skip_dead_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    tracks = _build(tmp_path / "lib", "IVF4,Flat")
+    with LibraryWriter(tmp_path / "lib") as w:  # removed tracks leave their frames behind, dead
+        for t in range(0, 150, 4):
+            w.remove_track(f"t{t:04d}")
+        w.commit()
+    lib = _open(tmp_path / "lib")
+    assert (lib.frame_owner < 0).sum() == sum(len(tracks[t]) for t in range(0, 150, 4))
+    scanner = lib._int8_scanner()
+    assert scanner is not None
+    rng = np.random.default_rng(11)
+    for t in (0, 8, 9):  # queries equal to a dead frame, whose own score would be the top one
+        q = tracks[t][0] if t % 4 == 0 else l2_normalize(rng.standard_normal(DIM))
+        assert lib._certified_candidates(scanner, q.astype(np.float32), 25, lib.frame_owner) is not None
+        rows, scores = lib._exact_candidates(q.astype(np.float32), 25, None)
+        ref_rows, ref_scores = _naive(lib, q, 25)
+        np.testing.assert_array_equal(rows, ref_rows)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
 def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
