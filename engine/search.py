@@ -8,6 +8,7 @@ default; mean, max or none). A text past the encoder's token limit is scored as 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,7 @@ class Library:
         self.frame_owner = self._frame_owner()
         self._index: Any = None
         self._scanner: Int8Scanner | bool | None = None  # int8 copy for the exact path (False: cannot)
+        self._scanner_lock = threading.Lock()
         self._slices: tuple[np.ndarray, np.ndarray] | None = None
         self._exact_queries = 0
         if manifest.encoder.random_weights:
@@ -408,8 +410,9 @@ class Library:
         return self._int8_scanner()
 
     def _int8_scanner(self) -> Int8Scanner | None:
-        if self._scanner is None:
-            self._scanner = build_scanner(self.store.shards()) or False
+        with self._scanner_lock:  # threads sharing this Library build the copy once
+            if self._scanner is None:
+                self._scanner = build_scanner(self.store.shards()) or False
         return self._scanner if isinstance(self._scanner, Int8Scanner) else None
 
     def _frame_slices(self) -> tuple[np.ndarray, np.ndarray]:

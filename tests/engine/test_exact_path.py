@@ -180,6 +180,32 @@ def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: P
     assert flat._scanner is None
 
 
+def test_threads_sharing_a_library_build_the_int8_copy_once(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    monkeypatch.setattr(search_mod, "EXACT_BUILD_AFTER", 1)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    lib = _open(tmp_path / "lib")
+    builds: list[int] = []
+    build = search_mod.build_scanner
+
+    def counting(shards: list[np.ndarray]) -> scan_mod.Int8Scanner | None:
+        builds.append(1)
+        return build(shards)
+
+    monkeypatch.setattr(search_mod, "build_scanner", counting)
+    qs = l2_normalize(np.random.default_rng(12).standard_normal((8, DIM))).astype(np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda q: lib._exact_candidates(q, 12, None), qs))
+    assert builds == [1]
+    for q, (rows, scores) in zip(qs, got):
+        ref_rows, ref_scores = _naive(lib, q, 12)
+        np.testing.assert_array_equal(rows, ref_rows)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
 def test_exact_search_results_match_the_default_path_on_a_flat_library(tmp_path: Path) -> None:
     _build(tmp_path / "lib", "Flat")
     lib = _open(tmp_path / "lib")
