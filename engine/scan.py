@@ -144,9 +144,29 @@ class Int8Scanner:
         return None
 
 
-def build_scanner(shards: list[np.ndarray]) -> Int8Scanner | None:
-    """An ``Int8Scanner`` over the shards, or None (and a log line) where this torch cannot run one right."""
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can take without swapping (Linux MemAvailable); else None."""
     try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def build_scanner(shards: list[np.ndarray]) -> Int8Scanner | None:
+    """An ``Int8Scanner`` over the shards, or None (and a log line) where this torch cannot run one right
+    or the copy would take more than half the memory still available (the float32 scan needs none)."""
+    try:
+        n = sum(len(v) for v in shards)
+        dim = int(shards[0].shape[1]) if shards else 0
+        need = n * (max(PAD, math.ceil(dim / PAD) * PAD) + 8)  # codes + scales while building
+        free = available_memory()
+        if free is not None and need > free // 2:
+            raise RuntimeError(f"its {need / 2**30:.1f} GiB would take more than half of the "
+                               f"{free / 2**30:.1f} GiB of memory available")
         torch = _torch()
         if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
             raise RuntimeError(f"torch {torch.__version__} has no _weight_int8pack_mm")

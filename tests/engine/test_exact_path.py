@@ -180,6 +180,25 @@ def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: P
     assert flat._scanner is None
 
 
+def test_no_int8_copy_when_memory_is_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    lib = _open(tmp_path / "lib")
+    need = lib.store.n_rows * (scan_mod.PAD + 8)
+    monkeypatch.setattr(scan_mod, "available_memory", lambda: 2 * need - 2)
+    with caplog.at_level("WARNING"):
+        assert lib._int8_scanner() is None
+    assert "memory available" in caplog.text
+    q = l2_normalize(np.random.default_rng(13).standard_normal(DIM))
+    rows, scores = lib._exact_candidates(q, 10, None)  # float32 instead
+    np.testing.assert_array_equal(rows, _naive(lib, q, 10)[0])
+    monkeypatch.setattr(scan_mod, "available_memory", lambda: 2 * need)
+    assert scan_mod.build_scanner(lib.store.shards()) is not None
+    free = scan_mod.available_memory()
+    assert free is None or free > 0
+
+
 def test_threads_sharing_a_library_build_the_int8_copy_once(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
