@@ -297,13 +297,12 @@ class Library:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Top candidate track rows by their best frame score (int64 (c,), float32 (c,)), best first."""
         want = max(opts.candidates, opts.k)
-        starts, counts = self._cols["frame_start"], self._cols["frame_count"]
-        if allowed is not None and (counts[allowed].sum() <= EXACT_SUBSET_FRAMES or opts.exact):
-            if len(allowed) == 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            sims = np.concatenate([self.store.vectors(int(starts[r]), int(counts[r])) @ q for r in allowed])
-            owners = np.repeat(allowed, counts[allowed])
-            return _best_per_track(owners, sims, want)
+        if allowed is not None:
+            subset = int(self._cols["frame_count"][allowed].sum())
+            if subset <= EXACT_SUBSET_FRAMES:
+                return self._subset_candidates(q, want, allowed)
+            if opts.exact:  # a broad filter: mask the full exact scan instead of gathering most of it
+                return self._exact_candidates(q, want, allowed)
         n = self.store.n_rows
         index = None if opts.exact else self.index
         covered = self.manifest.index_frames if index is not None else 0
@@ -324,11 +323,30 @@ class Library:
             keep = rows >= 0
             owners = np.where(keep, self.frame_owner[np.where(keep, rows, 0)], -1)
             if allowed is not None:
-                owners = np.where(np.isin(owners, allowed), owners, -1)
+                owners = _only(owners, allowed, self.n_tracks)
             cand, cand_scores = _best_per_track(owners, scores, want)
             if len(cand) >= want or kf >= covered or exhausted:
                 return cand, cand_scores
             kf *= 4
+
+    def _subset_candidates(self, q: np.ndarray, want: int, allowed: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact best-frame ranking of the ``allowed`` track rows (sorted) by scoring only their frames: one
+        product per run of tracks whose frames lie next to each other in one shard."""
+        starts, counts = self._cols["frame_start"], self._cols["frame_count"]
+        allowed = allowed[counts[allowed] > 0]
+        if len(allowed) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        shard, local = self._frame_slices()
+        s, c, sh, lo = starts[allowed], counts[allowed], shard[allowed], local[allowed]
+        first = np.flatnonzero(np.r_[True, (s[1:] != s[:-1] + c[:-1]) | (sh[1:] != sh[:-1])])
+        ends = np.cumsum(c)
+        run_frames = np.diff(np.r_[0, ends[np.r_[first[1:], len(c)] - 1]])
+        vecs = self.store.shards()
+        sims = np.concatenate([vecs[sh[i]][lo[i]:lo[i] + f] @ q for i, f in zip(first, run_frames)])
+        best = np.maximum.reduceat(sims, ends - c)
+        order = np.lexsort((allowed, -best))[:want]  # best first; ties: lower track row, as _best_per_track
+        return allowed[order], best[order].astype(np.float32)
 
     def _first_kf(self, want: int) -> int:
         """Frames to ask FAISS for first: the best frames cluster in few tracks, so about ``want`` tracks'
@@ -348,7 +366,7 @@ class Library:
         n = self.store.n_rows
         owner = self.frame_owner
         if allowed is not None:
-            owner = np.where(np.isin(owner, allowed), owner, -1)
+            owner = _only(owner, allowed, self.n_tracks)
         flat = self.index if self.manifest.index_description == "Flat" else None
         if flat is not None and self.manifest.index_frames == n:
             kf = self._first_kf(want)
@@ -479,6 +497,14 @@ class Library:
                 duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
             ))
         return hits
+
+
+def _only(owners: np.ndarray, allowed: np.ndarray, n_tracks: int) -> np.ndarray:
+    """``owners`` (track rows, -1 = none) with every track not in ``allowed`` set to -1: a table lookup,
+    where np.isin sorted both (1M frames, 25k allowed tracks: about 20 ms)."""
+    keep = np.zeros(n_tracks + 1, bool)  # the extra last entry is what -1 looks up: never kept
+    keep[allowed] = True
+    return np.where(keep[owners], owners, -1)
 
 
 def _top_tracks(sims: np.ndarray, owner: np.ndarray, want: int, kf: int) -> tuple[np.ndarray, np.ndarray]:

@@ -153,6 +153,30 @@ def test_exact_candidates_skip_dead_frames(tmp_path: Path, monkeypatch: pytest.M
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("subset_frames", [search_mod.EXACT_SUBSET_FRAMES, 0])
+def test_filtered_search_equals_naive_brute_force_over_the_subset(tmp_path: Path, subset_frames: int,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small filters score only their tracks' frames (runs of neighbours, across shards and the gaps that
+    removed tracks leave); broad ones under --exact mask the full exact scan. Both must be exact."""
+    monkeypatch.setattr(search_mod, "EXACT_SUBSET_FRAMES", subset_frames)
+    _build(tmp_path / "lib", "IVF4,Flat")
+    with LibraryWriter(tmp_path / "lib") as w:
+        for t in range(3, 150, 10):
+            w.remove_track(f"t{t:04d}")
+        w.commit()
+    lib = _open(tmp_path / "lib")
+    rng = np.random.default_rng(14)
+    n = lib.n_tracks
+    for allowed in (np.arange(n), np.arange(0, n, 2), np.r_[0:40, 60:n], np.array([5]), np.zeros(0, np.int64)):
+        q = l2_normalize(rng.standard_normal(DIM)).astype(np.float32)
+        ref_rows, ref_scores = _naive(lib, q, n)
+        keep = np.isin(ref_rows, allowed)
+        opts = SearchOptions(k=10, candidates=30, exact=True)
+        rows, scores = lib._candidates(q, opts, allowed)
+        np.testing.assert_array_equal(rows, ref_rows[keep][:30])
+        np.testing.assert_allclose(scores, ref_scores[keep][:30], atol=1e-5)
+
+
 def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
