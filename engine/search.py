@@ -43,6 +43,8 @@ def check_query_text(text: str) -> None:
 
 # When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
 EXACT_SUBSET_FRAMES = 200_000
+# --where predicates whose track rows an open Library remembers.
+WHERE_CACHE = 32
 # Up to this many frames the exact path is a plain float32 scan (an int8 copy would not pay for itself).
 EXACT_FP32_FRAMES = 50_000
 # The exact path builds its int8 copy once this many exact queries are answered or asked for in one call.
@@ -134,6 +136,8 @@ class Library:
         self._index: Any = None
         self._scanner: Int8Scanner | bool | None = None  # int8 copy for the exact path (False: cannot)
         self._scanner_lock = threading.Lock()
+        self._where_cache: dict[str, np.ndarray] = {}
+        self._where_lock = threading.Lock()
         self._slices: tuple[np.ndarray, np.ndarray] | None = None
         self._exact_queries = 0
         if manifest.encoder.random_weights:
@@ -288,10 +292,22 @@ class Library:
         return {"tracks": self.tracks, **self.extra_tables}
 
     def _allowed_rows(self, where: str | None) -> np.ndarray | None:
+        """Sorted track rows that ``where`` keeps. Remembered per predicate (the tables of an open Library
+        never change, and DuckDB costs about 25 ms a call); the last WHERE_CACHE predicates are kept."""
         if where is None:
             return None
+        with self._where_lock:
+            if where in self._where_cache:
+                self._where_cache[where] = self._where_cache.pop(where)  # most recent last
+                return self._where_cache[where]
         ids = filter_track_ids(self.tables(), where)
-        return np.asarray(sorted(self._row_of[t] for t in ids if t in self._row_of), dtype=np.int64)
+        rows = np.asarray(sorted(self._row_of[t] for t in ids if t in self._row_of), dtype=np.int64)
+        rows.setflags(write=False)
+        with self._where_lock:
+            self._where_cache[where] = rows
+            while len(self._where_cache) > WHERE_CACHE:
+                self._where_cache.pop(next(iter(self._where_cache)))
+        return rows
 
     def _candidates(self, q: np.ndarray, opts: SearchOptions, allowed: np.ndarray | None
                     ) -> tuple[np.ndarray, np.ndarray]:

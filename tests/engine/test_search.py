@@ -124,3 +124,30 @@ def test_info_counts(lib: Library) -> None:
 def test_nprobe_must_be_positive(lib: Library) -> None:
     with pytest.raises(QueryError, match="nprobe"):
         lib.search(vector=np.ones(24, np.float32), nprobe=0)
+
+
+def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    from songseek.engine import search as search_mod
+
+    calls: list[str] = []
+    real = search_mod.filter_track_ids
+
+    def counting(tables: dict[str, object], where: str) -> np.ndarray:
+        calls.append(where)
+        return real(tables, where)
+
+    monkeypatch.setattr(search_mod, "filter_track_ids", counting)
+    monkeypatch.setattr(search_mod, "WHERE_CACHE", 2)
+    q = np.random.default_rng(3).standard_normal(lib.manifest.dim).astype(np.float32)
+    first = [h.track_id for h in lib.search(vector=q, k=5, where="artist = 'artist1'")]
+    again = [h.track_id for h in lib.search(vector=q, k=5, where="artist = 'artist1'")]
+    assert first == again and calls == ["artist = 'artist1'"]
+    for _ in range(2):  # a bad predicate is never remembered: the same clear error each time
+        with pytest.raises(QueryError, match="bad --where predicate"):
+            lib.search(vector=q, k=5, where="no_such_column = 1")
+    lib.search(vector=q, k=5, where="artist = 'artist2'")
+    lib.search(vector=q, k=5, where="artist = 'artist0'")  # evicts artist1 (the cache holds 2)
+    lib.search(vector=q, k=5, where="artist = 'artist1'")
+    assert calls.count("artist = 'artist1'") == 2 and len(lib._where_cache) == 2
+    kept = lib._allowed_rows("artist = 'artist1'")
+    assert kept is not None and not kept.flags.writeable
