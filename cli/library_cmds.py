@@ -225,7 +225,7 @@ def search(
             raise QueryError(f"{query_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         if not lines:
             raise QueryError(f"{query_file}: no queries in the file (one text query per line)")
-        results = lib.search_vectors(lib.embed_text(lines), opts)
+        results = lib.search_texts(lines, opts)
         _print_results(results, True, explain)
         return
     if audio is not None:

@@ -232,13 +232,8 @@ class Library:
             raise QueryError("give exactly one of a text query, audio= or vector=")
         opts = options or SearchOptions(**kwargs)
         if text is not None:
-            if not text.strip():
-                raise QueryError("the text query is empty: describe the music you are looking for")
-            chunked = longtext.embed_chunked(self.encoder, [text.strip()])[0]
-            if len(chunked.chunks) > 1:  # a long text: rerank on the chunk-by-window matrix
-                return self._search_chunks(chunked.vectors, opts.validated())
-            q = chunked.vectors
-        elif vector is not None:
+            return self.search_texts([text], opts)[0]
+        if vector is not None:
             q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         else:
             if isinstance(audio, (str, Path)):
@@ -247,6 +242,25 @@ class Library:
                 audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
             q = self.embed_audio(np.asarray(audio))
         return self.search_vectors(q, opts)[0]
+
+    def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Any
+                     ) -> list[list[Hit]]:
+        """Hits for each text, in input order, exactly as ``search(text)`` would rank them, with every
+        text (and every chunk of a long one) embedded in one batch. Keyword arguments as ``search``."""
+        opts = (options or SearchOptions(**kwargs)).validated()
+        for t in texts:
+            check_query_text(t)
+        chunked = longtext.embed_chunked(self.encoder, [t.strip() for t in texts])
+        short = [i for i, c in enumerate(chunked) if len(c.chunks) == 1]
+        results: list[list[Hit]] = [[] for _ in texts]
+        if short:
+            for i, hits in zip(short, self.search_vectors(np.concatenate([chunked[i].vectors for i in short]),
+                                                          opts)):
+                results[i] = hits
+        for i, c in enumerate(chunked):
+            if len(c.chunks) > 1:  # a long text: rerank on the chunk-by-window matrix, as search() does
+                results[i] = self._search_chunks(c.vectors, opts)
+        return results
 
     def _check_vectors(self, q: np.ndarray) -> np.ndarray:
         if q.ndim != 2 or q.shape[1] != self.manifest.dim:

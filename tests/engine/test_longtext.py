@@ -154,3 +154,23 @@ def test_library_search_scores_long_text_on_chunks(tmp_path: Path) -> None:
     # truncation (what the encoder alone does) would prefer the track that matches the first sentence only
     trunc = lib.search(vector=enc.embed_text([LONG])[0], k=1, candidates=12)
     assert trunc[0].track_id == "t000"
+
+
+def test_search_texts_ranks_every_text_as_search_does(tmp_path: Path) -> None:
+    """A batch (what `--query-file` runs) mixes short texts and long captions; each gets the hits a single
+    ``search(text)`` gives it, long ones through the chunk rerank, not the mean chunk vector."""
+    enc = LimitedEncoder()
+    rng = np.random.default_rng(3)
+    sec = enc.embed_text(split_sentences(LONG))
+    right = np.concatenate([noisy_copies(v, 2, 0.5, rng) for v in sec])
+    others = [noisy_copies(rng.standard_normal(32), 5, 0.5, rng) for _ in range(10)]
+    info = EncoderInfo("fake-limited", "fake", 32, 16000, random_weights=True, text_max_tokens=LIMIT)
+    lib = Library.open(build_library(tmp_path / "lib", [right, *others], encoder=info))
+    texts = ["soft piano", LONG, "loud drums and bass", LONG + " Then silence."]
+    batch = lib.search_texts(texts, k=5, candidates=11)
+    assert [len(hits) for hits in batch] == [5, 5, 5, 5]
+    for text, hits in zip(texts, batch):
+        assert hits == lib.search(text, k=5, candidates=11)
+    assert batch[1] != lib.search(vector=embed_texts(enc, [LONG])[0], k=5, candidates=11)  # not the mean
+    with pytest.raises(QueryError, match="empty"):
+        lib.search_texts(["fine", "  "])
