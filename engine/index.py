@@ -104,7 +104,9 @@ def set_nprobe(index: Any, nprobe: int) -> None:
     try:
         faiss.extract_index_ivf(index).nprobe = nprobe
     except RuntimeError:
-        pass  # not an IVF index
+        # extract_index_ivf knows only CPU classes; a GpuIndexIVF* (load_index on a GPU) has its own nprobe.
+        if hasattr(index, "nprobe"):
+            index.nprobe = nprobe
 
 
 def training_sample(shards: list[np.ndarray], factory: str, seed: int = 0) -> np.ndarray | None:

@@ -337,3 +337,19 @@ def test_index_defaults() -> None:
                                                                                / 50_000))
     assert faiss_index.default_nprobe("IVF1024,SQfp16", 1_000_000) == 32
     assert faiss_index.ivf_nlist("HNSW32") == 0 and faiss_index.training_sample([np.zeros((3, 4))], "Flat") is None
+
+
+def test_set_nprobe_reaches_cpu_ivf_and_indices_with_their_own_nprobe() -> None:
+    import faiss
+
+    ivf = faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    faiss_index.set_nprobe(ivf, 3)
+    assert faiss.extract_index_ivf(ivf).nprobe == 3
+
+    class GpuLike(faiss.IndexFlatIP):  # a GpuIndexIVF* as extract_index_ivf sees it: an Index, no CPU IVF
+        nprobe = 1
+
+    gpu = GpuLike(16)
+    faiss_index.set_nprobe(gpu, 7)
+    assert gpu.nprobe == 7
+    faiss_index.set_nprobe(faiss.IndexFlatIP(16), 5)  # no nprobe at all: nothing to set, no error
