@@ -5,10 +5,10 @@ exactly float32 brute force's while reading a quarter of the bytes (docs/perform
 
 The kernel is torch's ``_weight_int8pack_mm`` (int8 rows × bfloat16 query, float32 accumulation, per-row
 scale, bfloat16 out), the one behind torch's int8 weight-only quantisation. It is a private op, and on
-torch 2.13 CPU it reads past the end of rows whose length is not a multiple of 32 (garbage scores for
-dim 100 or 24), so rows are zero-padded to a multiple of 64 and every build checks the kernel against
-float64 on a sample; where the op is missing or fails the check, ``build_scanner`` returns None and the
-caller scans float32.
+torch 2.13 CPU it returns garbage for many row lengths that are not a multiple of 32 (dims 1-7, 9-11, ...;
+dim 100 in some runs and not others, as if it read past the row), so rows are zero-padded to a multiple
+of 64 and every build checks the kernel against float64 on a sample; where the op is missing or fails
+the check, ``build_scanner`` returns None and the caller scans float32.
 """
 
 from __future__ import annotations
