@@ -58,7 +58,9 @@ def query_speed(
     dim: int = typer.Option(512, "--dim", help="Vector dimension of the synthetic library."),
     preset: str = typer.Option("clustered", "--preset", help="Synthetic geometry: clustered or hard."),
     library: Path = typer.Option(None, "--library", "-l", help="Time an existing library instead "
-                                 "(queries: random frames plus noise)."),
+                                 "(queries: random frames plus noise, or --query-file)."),
+    query_file: Path = typer.Option(None, "--query-file", help="With --library: your own queries, one text "
+                                    "per line (embedded with the library's encoder) or a .npy of vectors."),
     index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string for the "
                                       "synthetic library, or auto (exact below a size, IVF past it)."),
     work: Path = typer.Option(DEFAULT_WORK, "--work", help="Where synthetic libraries are built and kept "
@@ -90,13 +92,17 @@ def query_speed(
 
         text = load_encoder(encoder, checkpoint, "cpu", random_weights)
     runs: list[tuple[Path, Any]] = []
+    if query_file is not None and library is None:
+        raise UsageError("--query-file needs --library (synthetic libraries make their own queries)")
     if library is not None:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lib = Library.open(library)
-        runs.append((library, queries_from_library(lib, queries, seed=seed)))
+        q = (queries_from_library(lib, queries, seed=seed) if query_file is None
+             else _bench_queries(lib, query_file)[:queries])
+        runs.append((library, q))
         del lib
     else:
         for n in frames:
@@ -124,6 +130,26 @@ def query_speed(
         typer.echo(f"top-{a.k} tracks vs exact: identical {a.identical:.3f}, same set {a.same_set:.3f}, "
                    f"overlap {a.overlap:.3f}; FAISS frame recall@100 {report.frame_recall_at_100:.3f}; "
                    f"exact-path setup {report.exact_setup_s:.2f} s; peak RSS {report.rss_peak_mb:.0f} MiB")
+
+
+def _bench_queries(lib: Any, path: Path) -> Any:
+    """Query vectors from a .npy file or from text lines embedded with the library's encoder."""
+    import numpy as np
+
+    from songseek.engine.errors import QueryError
+
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise QueryError(f"{path}: not a readable .npy file of float vectors ({exc})") from exc
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueryError(f"{path}: cannot read it as UTF-8 text, one query per line ({exc})") from exc
+    if not lines:
+        raise QueryError(f"{path}: no queries in the file (one text query per line)")
+    return lib.embed_text(lines)
 
 
 @handles_errors

@@ -68,6 +68,28 @@ def test_query_speed_table_on_an_existing_library(tmp_path: Path) -> None:
         assert word in result.output
 
 
+def test_query_speed_with_the_users_own_queries(tmp_path: Path) -> None:
+    from tests.analysis_helpers import build_library
+
+    rng = np.random.default_rng(0)
+    root = build_library(tmp_path / "lib", [rng.standard_normal((6, 32)) for _ in range(40)])  # fake encoder
+    texts = tmp_path / "queries.txt"
+    texts.write_text("slow sad piano\n\nstring crescendo\njazz trumpet\n", encoding="utf-8")
+    vecs = tmp_path / "queries.npy"
+    np.save(vecs, rng.standard_normal((5, 32)).astype(np.float32))
+    for path, n in ((texts, 3), (vecs, 5)):
+        result = runner.invoke(app, ["bench", "query-speed", "--library", str(root), "--query-file", str(path),
+                                     "--candidates", "10", "--json"])
+        assert result.exit_code == 0, result.output
+        assert _json_lines(result.output)[0]["queries"] == n
+    result = runner.invoke(app, ["bench", "query-speed", "--query-file", str(texts), "--work", str(tmp_path)])
+    assert result.exit_code != 0 and "--query-file needs --library" in result.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    result = runner.invoke(app, ["bench", "query-speed", "--library", str(root), "--query-file", str(empty)])
+    assert result.exit_code == 2 and "no queries in the file" in result.output
+
+
 def test_query_speed_rejects_bad_sizes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "query-speed", "--frames", "0", "--work", str(tmp_path)])
     assert result.exit_code != 0 and "must be positive" in result.output
