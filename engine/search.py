@@ -369,8 +369,9 @@ class Library:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         shard, local = self._frame_slices()
         s, c, sh, lo = starts[allowed], counts[allowed], shard[allowed], local[allowed]
+        # A run starts at a track whose frames do not follow the previous kept track's in the same shard.
         first = np.flatnonzero(np.r_[True, (s[1:] != s[:-1] + c[:-1]) | (sh[1:] != sh[:-1])])
-        ends = np.cumsum(c)
+        ends = np.cumsum(c)  # where each kept track's scores end in ``sims``
         run_frames = np.diff(np.r_[0, ends[np.r_[first[1:], len(c)] - 1]])
         vecs = self.store.shards()
         sims = np.concatenate([vecs[sh[i]][lo[i]:lo[i] + f] @ q for i, f in zip(first, run_frames)])
@@ -389,9 +390,9 @@ class Library:
         """The ``want`` best tracks by best frame over every frame, exactly as float32 brute force would.
 
         A flat float32 index is exact already. Otherwise, once the int8 copy is worth building
-        (EXACT_BUILD_AFTER), the int8 scanner scores every frame within
-        a proven ``margin``; every frame that could still be its track's best and beat the ``want``-th
-        track is re-scored in float32 (engine/scan.py, docs/performance.md). Else float32 brute force.
+        (EXACT_BUILD_AFTER), the int8 scanner scores every frame within a proven ``margin``; every frame
+        that could still be its track's best and beat the ``want``-th track is re-scored in float32
+        (engine/scan.py, docs/performance.md). Else float32 brute force.
         """
         n = self.store.n_rows
         owner = self.frame_owner
