@@ -218,7 +218,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     index = lib.index
     index_bytes = (lib.root / m.index_file).stat().st_size if m.index_file else 0
     desc = m.index_description or "none"
-    probe = nprobe or faiss_index.default_nprobe(desc, m.index_frames)
+    probe = nprobe or lib.default_nprobe()
     recall = float("nan")
     if index is not None:
         faiss_index.set_nprobe(index, probe)

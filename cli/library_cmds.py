@@ -36,6 +36,8 @@ def index(
     hop: float = typer.Option(None, "--hop", help="Hop between windows in seconds (default: the window)."),
     index_factory: str = typer.Option(None, "--index-factory", help="FAISS factory string, or auto "
                                       "(default: auto for a new library, else the library's own)."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists each search probes by default, saved in "
+                               "the library (0: automatic; default: keep). Measure with `bench query-speed`."),
     batch_size: int = typer.Option(16, "--batch-size", help="Windows per model call."),
     workers: int = typer.Option(2, "--workers", help="Decoding threads."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
@@ -79,7 +81,8 @@ def index(
         typer.echo("warning: random weights — vectors and scores mean nothing (pipeline/speed checks only)",
                    err=True)
     config = IndexConfig(window_s=window, hop_s=hop, batch_size=batch_size, workers=workers,
-                         index_factory=index_factory, prune=prune is not False, prune_empty=prune is True,
+                         index_factory=index_factory, nprobe=nprobe, prune=prune is not False,
+                         prune_empty=prune is True,
                          retry_failed=retry_failed,
                          commit_every_files=commit_every)
     report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait)
@@ -105,11 +108,13 @@ def ingest(
     file: Path = typer.Argument(..., help="Parquet/Arrow file: track_id, start_s, end_s, embedding[, path, tags]."),
     library: Path = LIBRARY_OPT,
     index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists each search probes by default, saved in "
+                               "the library (0: automatic; default: keep). Measure with `bench query-speed`."),
 ) -> None:
     """Build or extend a library from precomputed per-window vectors."""
     from songseek.indexers.ingest import ingest_file
 
-    n = ingest_file(file, library, index_factory=index_factory)
+    n = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe)
     typer.echo(f"ingested {n} tracks into {library}")
 
 

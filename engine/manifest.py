@@ -42,6 +42,7 @@ class Manifest:
     index_frames: int = 0            # frames [0, index_frames) are in the index; the rest: exact search
     index_trained_on: int = 0        # frames in the library when the index was (re)trained
     index_last_action: str = ""      # what the last index update did: "rebuilt" or "updated" (rows added)
+    index_nprobe: int = 0            # IVF lists a query probes by default; 0 = index.default_nprobe's rule
     # sha256 of every file this manifest names (and of the kept previous-generation files), by name
     checksums: dict[str, str] = field(default_factory=dict)
     # the previous generation's tracks/failures/index files, kept one more commit for readers that

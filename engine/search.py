@@ -339,8 +339,7 @@ class Library:
         if index is None or not covered:
             return self._exact_candidates(q, want, allowed)
         # Per query, so that one query's --nprobe does not stick to the next.
-        faiss_index.set_nprobe(index, opts.nprobe or faiss_index.default_nprobe(self.manifest.index_description,
-                                                                               covered))
+        faiss_index.set_nprobe(index, opts.nprobe or self.default_nprobe())
         # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered
@@ -378,6 +377,12 @@ class Library:
         best = np.maximum.reduceat(sims, ends - c)
         order = np.lexsort((allowed, -best))[:want]  # best first; ties: lower track row, as _best_per_track
         return allowed[order], best[order].astype(np.float32)
+
+    def default_nprobe(self) -> int:
+        """IVF lists a query probes without ``nprobe=``: the library's saved value (`songseek index
+        --nprobe`), else the automatic rule for its index and size."""
+        m = self.manifest
+        return m.index_nprobe or faiss_index.default_nprobe(m.index_description, m.index_frames)
 
     def _first_kf(self, want: int) -> int:
         """Frames to ask FAISS for first: the best frames cluster in few tracks, so about ``want`` tracks'
@@ -582,6 +587,7 @@ class LibraryStats:
     index_factory: str
     index_frames: int
     index_status: str
+    index_nprobe: int          # the lists a query probes by default (0 when the index is not IVF)
     random_weights: bool
     failures: int
     audio_hours: float
@@ -614,7 +620,8 @@ def library_stats(lib: Library) -> LibraryStats:
         checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
         sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
         index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
-        index_status=status, random_weights=m.encoder.random_weights, failures=failures,
+        index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        random_weights=m.encoder.random_weights, failures=failures,
         audio_hours=float(lib._cols["duration_s"].sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
         schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
     )

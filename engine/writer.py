@@ -247,6 +247,15 @@ class LibraryWriter:
         self._dirty = False
         self._remove_orphans()
 
+    def set_nprobe(self, nprobe: int) -> None:
+        """The IVF lists each query probes by default from now on (0: the automatic rule); saved at the
+        next ``commit``."""
+        if nprobe < 0:
+            raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
+        if nprobe != self.manifest.index_nprobe:
+            self.manifest = replace(self.manifest, index_nprobe=nprobe)
+            self._dirty = True
+
     def update_index(self, factory: str | None = None, force_rebuild: bool = False) -> str:
         """Bring the FAISS index up to every committed frame: add new rows, or rebuild when due.
 

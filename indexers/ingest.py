@@ -41,8 +41,12 @@ def read_vectors_table(path: Path) -> pa.Table:
 
 
 def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encoder: EncoderInfo | None = None,
-                 window_s: float | None = None, hop_s: float | None = None, index_factory: str = "auto") -> int:
-    """Add the table's tracks to ``library`` (created if absent); returns the number of tracks written."""
+                 window_s: float | None = None, hop_s: float | None = None, index_factory: str = "auto",
+                 nprobe: int | None = None) -> int:
+    """Add the table's tracks to ``library`` (created if absent); returns the number of tracks written.
+    ``nprobe``: IVF lists a query probes by default, saved in the library (0: automatic; None: keep)."""
+    if nprobe is not None and nprobe < 0:
+        raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise UsageError(f"{source}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
@@ -88,6 +92,8 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
                 **{t: cols[t][first] for t in TAGS if t in cols},
             )
             writer.add_track(rec, vectors[rows], starts[rows], ends[rows])
+        if nprobe is not None:
+            writer.set_nprobe(nprobe)
         writer.commit()
         writer.update_index(index_factory)
     return len(bounds) - 1
@@ -100,5 +106,6 @@ def _median_hop(ids: np.ndarray, starts: np.ndarray) -> float:
     return float(np.median(steps)) if len(steps) else 0.0
 
 
-def ingest_file(path: Path, library: Path, index_factory: str = "auto") -> int:
-    return ingest_table(read_vectors_table(path), library, source=str(path), index_factory=index_factory)
+def ingest_file(path: Path, library: Path, index_factory: str = "auto", nprobe: int | None = None) -> int:
+    return ingest_table(read_vectors_table(path), library, source=str(path), index_factory=index_factory,
+                        nprobe=nprobe)

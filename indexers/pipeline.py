@@ -21,7 +21,7 @@ import numpy as np
 
 from songseek.engine.audio import decode_stream, iter_windows
 from songseek.engine.encoders import Encoder
-from songseek.engine.errors import IncompatibleLibraryError, SongseekError
+from songseek.engine.errors import IncompatibleLibraryError, SongseekError, UsageError
 from songseek.engine.manifest import Manifest, check_compatible
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.store import Failure, TrackRecord
@@ -38,6 +38,7 @@ class IndexConfig:
     batch_size: int = 16
     workers: int = 2                    # decode threads
     index_factory: str = "auto"
+    nprobe: int | None = None           # IVF lists a query probes by default, saved (0: automatic; None: keep)
     prune: bool = True                  # drop tracks whose files are gone (under the sources given)
     prune_empty: bool = False           # prune even under a source folder where no audio file was found
     retry_failed: bool = False          # retry known failures even when the file did not change
@@ -89,6 +90,8 @@ def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
 def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: IndexConfig = IndexConfig(),
                 progress: Progress | None = None, wait: bool = False) -> IndexReport:
     """Bring ``library`` up to date with the audio files under ``sources`` (created if absent)."""
+    if config.nprobe is not None and config.nprobe < 0:
+        raise UsageError(f"--nprobe must be 0 (automatic) or more (got {config.nprobe})")
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     report = IndexReport()
@@ -116,6 +119,8 @@ def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: In
         except KeyboardInterrupt:
             writer.commit()  # keep every file finished before the interrupt
             raise
+        if config.nprobe is not None:
+            writer.set_nprobe(config.nprobe)
         writer.commit()
         report.index_action = writer.update_index(config.index_factory)
     progress.close()

@@ -117,3 +117,44 @@ def test_demo_runs_end_to_end_on_three_tracks(tmp_path: Path) -> None:
     code, out, err = run("demo", "--out", str(tmp_path / "demo"), "--tracks", "3", "-k", "3")
     assert code == 0, err
     assert "three searches" in out and "of 3 queries" in out
+
+
+def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from songseek.engine import index as faiss_index
+    from songseek.engine.search import Library
+
+    lib = tmp_path / "lib"
+    pq.write_table(vector_table(40, 8, seed=3), tmp_path / "a.parquet")
+    pq.write_table(vector_table(45, 8, seed=4).slice(0, 200), tmp_path / "b.parquet")
+
+    def info() -> dict[str, object]:
+        code, out, err = run("info", "--library", str(lib), "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    code, _, err = run("ingest", str(tmp_path / "a.parquet"), "--library", str(lib), "--index-factory",
+                       "IVF8,Flat", "--nprobe", "3")
+    assert code == 0, err
+    assert info()["index_nprobe"] == 3
+    code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--index-factory", "IVF8,Flat")
+    assert code == 0 and info()["index_nprobe"] == 3  # kept when not given
+
+    probes: list[int] = []
+    real = faiss_index.set_nprobe
+    def spy(index: object, n: int) -> None:
+        probes.append(n)
+        real(index, n)
+
+    monkeypatch.setattr(faiss_index, "set_nprobe", spy)
+    q = np.random.default_rng(5).standard_normal(8).astype(np.float32)
+    opened = Library.open(lib)
+    opened.search(vector=q, k=3)
+    opened.search(vector=q, k=3, nprobe=6)  # a query's own --nprobe wins
+    assert probes == [3, 6]
+
+    code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--index-factory", "IVF8,Flat",
+                       "--nprobe", "0")
+    assert code == 0 and info()["index_nprobe"] == faiss_index.default_nprobe("IVF8,Flat", info()["index_frames"])
+    code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--nprobe", "-2")
+    assert code == 2 and "--nprobe must be 0 (automatic) or more" in err

@@ -79,3 +79,19 @@ def test_vectors_are_identical_across_batch_sizes(music: Path, tmp_path: Path) -
         assert ra["track_id"] == rb["track_id"]
         np.testing.assert_allclose(la.store.vectors(ra["frame_start"], ra["frame_count"]),
                                    lb.store.vectors(rb["frame_start"], rb["frame_count"]), atol=1e-6)
+
+
+def test_index_saves_nprobe_and_refuses_a_negative_one_before_writing(music: Path, tmp_path: Path) -> None:
+    from songseek.engine.errors import UsageError
+    from songseek.engine.manifest import read_manifest
+
+    lib = tmp_path / "lib"
+    with pytest.raises(UsageError, match="--nprobe must be 0"):
+        index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=-1))
+    assert not lib.exists()
+    index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=12))
+    assert read_manifest(lib).index_nprobe == 12
+    index_paths([music], lib, FakeEncoder(), IndexConfig())  # not given: kept
+    assert read_manifest(lib).index_nprobe == 12
+    index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=0))
+    assert read_manifest(lib).index_nprobe == 0
