@@ -91,6 +91,7 @@ class Manifest:
             data["previous_files"] = tuple(str(x) for x in data.get("previous_files", ()))
             data["checksums"] = {str(k): str(v) for k, v in dict(data.get("checksums", {})).items()}
             data["extra_tables"] = {str(k): str(v) for k, v in dict(data.get("extra_tables", {})).items()}
+            data["index_nprobe"] = max(0, int(data.get("index_nprobe", 0)))
             known = {f for f in cls.__dataclass_fields__}
             m = cls(encoder=enc, **{k: v for k, v in data.items() if k in known})
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
