@@ -2,7 +2,7 @@
 
 No model and no audio. The text side is a bag-of-words encoder (a seeded random vector per word, summed,
 normalised) that, like CLAP, reads only its first ``limit`` tokens (tokens = words + 2). The "audio" side
-is made from the synthetic scores (benchmarks/synth_score.py): window t of track i lies in section j and
+is made from the synthetic scores (benchmarks/synth/score.py): window t of track i lies in section j and
 its vector is
 
     f_t = unit(unit(E(caption_j)) + style * u_i + noise * eps_t)
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
-from songseek.engine.fusion import FusionParams
-from songseek.engine.longtext import chunk_scores, embed_chunked
+from songseek.engine.query.fusion import FusionParams
+from songseek.engine.query.longtext import chunk_scores, embed_chunked
 
-from .synth_captions import section_caption, track_caption
-from .synth_score import sample_score, track_rng
+from songseek.benchmarks.synth.captions import section_caption, track_caption
+from songseek.benchmarks.synth.score import sample_score, track_rng
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-':][a-z0-9]+)*")
 # Words a trained text tower gives little weight: left out of the sum (they still count as tokens).

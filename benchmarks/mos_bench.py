@@ -1,7 +1,7 @@
 """Opinion-score benchmark (MusicEval Table I): MSE, LCC, SRCC, KTAU at utterance and system level.
 
 The rated tracks of a library are split by seed into train and test (85/15 as the paper by default); the
-MLP head (engine/mos.py) is trained on the train part and evaluated on the test part. Utterance level:
+MLP head (engine/analysis/mos.py) is trained on the train part and evaluated on the test part. Utterance level:
 metrics over test clips. System level: the mean true and predicted score per system (a column of the
 ratings file, e.g. the generator that made each clip), then the metrics over systems.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from songseek.engine.errors import UsageError
-from songseek.engine.mos import MosTrainConfig, Ratings, rated_vectors, read_ratings, train_head
+from songseek.engine.analysis.mos import MosTrainConfig, Ratings, rated_vectors, read_ratings, train_head
 
 from .score_metrics import kendall_tau, mse, pearson, spearman
 
@@ -104,7 +104,7 @@ def run_mos_bench(library: str | Path, ratings_path: str | Path, system_column: 
     """Split, train the head on the train part, evaluate on the test part (stored vectors only)."""
     from dataclasses import replace
 
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     lib = Library.open(library, device=device)
     ratings = read_ratings(ratings_path, lib.tracks, system_column)

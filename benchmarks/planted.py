@@ -36,7 +36,7 @@ import numpy as np
 
 from songseek.benchmarks.metrics import retrieval_metrics, segment_iou
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams, rerank_scores
+from songseek.engine.query.fusion import FusionParams, rerank_scores
 
 __all__ = [
     "PLANTED_MODES",

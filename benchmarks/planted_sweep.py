@@ -25,7 +25,7 @@ from songseek.benchmarks.planted import (
     planted_sims,
     summarize,
 )
-from songseek.engine.fusion import FusionParams, rerank_scores
+from songseek.engine.query.fusion import FusionParams, rerank_scores
 
 __all__ = [
     "BASELINES",

@@ -35,9 +35,9 @@ import numpy as np
 from songseek import __version__
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams, params_for_hop, rerank_scores
+from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.progress import NullProgress, Progress
-from songseek.engine.search import RERANK_MODES, Library, SearchOptions
+from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
 from songseek.indexers.pipeline import IndexConfig
 
 from .datasets import QuerySet, RetrievalDataset, dataset_hash
@@ -366,7 +366,7 @@ def subset_queries(queries: QuerySet, n: int, seed: int = 0) -> QuerySet:
 
 def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str | None]]:
     """(float32 (Q, dim) query vectors, per query the text when the engine must score it as chunks)."""
-    from songseek.engine import longtext
+    from songseek.engine.query import longtext
 
     for t in texts:
         if not t or not t.strip():

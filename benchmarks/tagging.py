@@ -1,7 +1,7 @@
 """Zero-shot tagging benchmark (MusCALL Table 2): accuracy for single-label sets (GTZAN-style), ROC-AUC and
 PR-AUC per label and macro for multi-label sets (MTAT-style), from a library's stored vectors.
 
-Dataset: a CSV with ``track_id`` or ``path`` (matched to the library's tracks, engine/track_match.py)
+Dataset: a CSV with ``track_id`` or ``path`` (matched to the library's tracks, engine/analysis/track_match.py)
 and either ``label`` (one label per track: single-label) or ``labels`` (several, separated by ``|`` or
 ``;``: multi-label). The label vocabulary is ``--labels`` (a built-in set or a file) or, by default,
 every label the dataset uses. Tracks are ranked per label by their aggregated window cosine with the
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams
-from songseek.engine.tagging import (
+from songseek.engine.query.fusion import FusionParams
+from songseek.engine.analysis.tagging import (
     DEFAULT_TEMPLATES,
     LabelSet,
     check_templates,
@@ -28,7 +28,7 @@ from songseek.engine.tagging import (
     label_vectors,
     track_window_scores,
 )
-from songseek.engine.track_match import TrackMatcher, read_csv_rows
+from songseek.engine.analysis.track_match import TrackMatcher, read_csv_rows
 
 from .score_metrics import accuracy, average_precision, roc_auc
 
@@ -161,7 +161,7 @@ def run_tagging_bench(library: str | Path, dataset: str | Path, labels: LabelSet
     """Score the dataset's tracks of ``library`` zero-shot and evaluate them (reads stored vectors only)."""
     from dataclasses import replace
 
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     lib = Library.open(library, device=device)
     truth = read_labelled(dataset, lib.tracks, labels.labels if labels else None)

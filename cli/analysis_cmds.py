@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _open(library: Path, device: str = "auto") -> Any:
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-weights warnings: the commands below say what they need
@@ -56,7 +56,7 @@ def tag(
     json_out: bool = typer.Option(False, "--json", help="Print per set: labels and top label per track."),
 ) -> None:
     """Zero-shot tags: score every track against label prompts and store them (filter with --where)."""
-    from songseek.engine.tagging import load_label_set, tag_library
+    from songseek.engine.analysis.tagging import load_label_set, tag_library
 
     sets = [load_label_set(spec, multi_label) for spec in labels]
     results = tag_library(library, sets, template, aggregate, temperature, device=device)
@@ -91,8 +91,8 @@ def outliers(
 ) -> None:
     """Tracks farthest from their nearest neighbours, each with the descriptors that tell it apart."""
     from songseek.engine.errors import QueryError, UsageError
-    from songseek.engine.outliers import find_outliers
-    from songseek.engine.tagging import load_label_set
+    from songseek.engine.analysis.outliers import find_outliers
+    from songseek.engine.analysis.tagging import load_label_set
 
     if top < 1 or reasons < 0:
         raise UsageError("--top must be at least 1 and --reasons at least 0")
@@ -122,7 +122,7 @@ def outliers(
 
 
 def _train_config(epochs: int, patience: int, lr: float, optimizer: str, batch_size: int, seed: int) -> Any:
-    from songseek.engine.mos import MosTrainConfig
+    from songseek.engine.analysis.mos import MosTrainConfig
 
     return MosTrainConfig(max_epochs=epochs, patience=patience, lr=lr, optimizer=optimizer,
                           batch_size=batch_size, seed=seed)
@@ -143,7 +143,7 @@ def mos_train(
     json_out: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
     """Fit the MusicEval MLP head on rated tracks' stored vectors; saved with the library's encoder id."""
-    from songseek.engine.mos import DEFAULT_HEAD_NAME, read_ratings, train_on_library
+    from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, read_ratings, train_on_library
 
     lib = _open(library, device)
     rated = read_ratings(ratings, lib.tracks)
@@ -173,8 +173,8 @@ def mos_predict(
     import numpy as np
 
     from songseek.engine.errors import UsageError
-    from songseek.engine.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
-    from songseek.engine.track_match import TrackMatcher, pick_column, read_csv_rows
+    from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
+    from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
 
     prompt_of: dict[str, str] = {}
     if prompts is not None:

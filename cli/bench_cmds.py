@@ -82,7 +82,7 @@ def query_speed(
     from songseek.benchmarks.speed import queries_from_library, run_query_speed, text_encode_latency
     from songseek.benchmarks.synthetic import cached_library, make_queries, preset_spec
     from songseek.engine.errors import UsageError
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     if queries <= 0 or k <= 0 or candidates <= 0 or any(n <= 0 for n in frames):
         raise UsageError("--queries, -k, --candidates and --frames must be positive")

@@ -47,7 +47,7 @@ def tagging_cmd(
 ) -> None:
     """Zero-shot tagging: accuracy (single-label) or ROC-AUC / PR-AUC per label and macro (multi-label)."""
     from songseek.benchmarks.tagging import run_tagging_bench
-    from songseek.engine.tagging import load_label_set
+    from songseek.engine.analysis.tagging import load_label_set
 
     vocab = load_label_set(labels) if labels else None
     report = run_tagging_bench(library, dataset, vocab, template, aggregate, device=device)
@@ -115,7 +115,7 @@ def mos_cmd(
 ) -> None:
     """Opinion-score head: MSE, LCC, SRCC, KTAU at utterance and system level on a seeded test split."""
     from songseek.benchmarks.mos_bench import run_mos_bench
-    from songseek.engine.mos import MosTrainConfig
+    from songseek.engine.analysis.mos import MosTrainConfig
 
     cfg = MosTrainConfig(max_epochs=epochs, patience=patience, lr=lr, optimizer=optimizer)
     report = run_mos_bench(library, ratings, system_column, test_fraction, seed, cfg, device)

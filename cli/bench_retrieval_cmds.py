@@ -25,7 +25,7 @@ def register_bench(bench_app: typer.Typer) -> None:
 
 def _modes(rerank: str) -> list[str]:
     from songseek.engine.errors import UsageError
-    from songseek.engine.search import RERANK_MODES
+    from songseek.engine.query.search import RERANK_MODES
 
     modes = list(dict.fromkeys(m.strip() for m in rerank.split(",") if m.strip()))
     bad = [m for m in modes if m not in RERANK_MODES]
@@ -37,7 +37,7 @@ def _modes(rerank: str) -> list[str]:
 def _fusion(kernel: float | None, stride: float | None, temperature: float | None) -> Any:
     from dataclasses import replace
 
-    from songseek.engine.fusion import FusionParams
+    from songseek.engine.query.fusion import FusionParams
 
     given = {k: v for k, v in (("kernel", kernel), ("stride", stride), ("temperature", temperature)) if v is not None}
     return replace(FusionParams(), **given)
@@ -107,7 +107,7 @@ def _emit(run: Any, report: Path | None, json_out: bool) -> None:
 
 
 def _open_library(library: Path, device: str) -> Any:
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -203,7 +203,7 @@ def _encoder_and_config(library: Path, encoder: str | None, checkpoint: str | No
     """The encoder and windowing for --dataset: an existing library's own unless given."""
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
-    from songseek.engine.manifest import MANIFEST_NAME, read_manifest
+    from songseek.engine.storage.manifest import MANIFEST_NAME, read_manifest
     from songseek.indexers.pipeline import IndexConfig
 
     if (library / MANIFEST_NAME).is_file():

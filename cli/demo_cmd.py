@@ -37,7 +37,7 @@ def demo(
     from songseek.cli.progress import RichProgress
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import load_encoder
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
     console = Console(width=150)

@@ -60,7 +60,7 @@ def index(
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
     from songseek.engine.errors import UsageError
-    from songseek.engine.manifest import read_manifest
+    from songseek.engine.storage.manifest import read_manifest
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
     if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
@@ -122,7 +122,7 @@ def ingest(
 def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json", help="One JSON object.")
          ) -> None:
     """Tracks, frames, encoder, windowing, index and size of a library."""
-    from songseek.engine.search import Library, library_stats
+    from songseek.engine.query.search import Library, library_stats
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -149,8 +149,8 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
 @handles_errors
 def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json")) -> None:
     """Files that could not be indexed (retried when they change, or with `index --retry-failed`)."""
-    from songseek.engine.manifest import read_manifest
-    from songseek.engine.store import read_table_mmap
+    from songseek.engine.storage.manifest import read_manifest
+    from songseek.engine.storage.store import read_table_mmap
 
     m = read_manifest(library)
     rows = read_table_mmap(library / m.failures_file).to_pylist() if m.failures_file else []
@@ -193,8 +193,8 @@ def search(
     import numpy as np
 
     from songseek.engine.errors import QueryError
-    from songseek.engine.fusion import params_for_hop
-    from songseek.engine.search import Library, SearchOptions, check_query_text
+    from songseek.engine.query.fusion import params_for_hop
+    from songseek.engine.query.search import Library, SearchOptions, check_query_text
 
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
     if given != 1:

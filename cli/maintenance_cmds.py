@@ -29,7 +29,7 @@ def repair(
     Exit codes: 0 when the library is sound afterwards (with --check: already sound), 1 when --check
     finds damage, 2 when the library cannot be repaired or is locked.
     """
-    from songseek.engine.maintenance import repair_library, verify_library
+    from songseek.engine.storage.repair import repair_library, verify_library
 
     if check:
         problems = verify_library(library)

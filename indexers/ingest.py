@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 
 from songseek.engine.encoders import EncoderInfo, l2_normalize
 from songseek.engine.errors import UsageError
-from songseek.engine.manifest import Manifest, check_compatible
-from songseek.engine.store import TrackRecord
-from songseek.engine.writer import LibraryWriter
+from songseek.engine.storage.manifest import Manifest, check_compatible
+from songseek.engine.storage.store import TrackRecord
+from songseek.engine.storage.writer import LibraryWriter
 
 REQUIRED = ("track_id", "start_s", "end_s", "embedding")
 TAGS = ("title", "artist", "album", "genre")

@@ -1,6 +1,6 @@
 """Train the bundled ``demo`` encoder on synthetic music (CPU, minutes, seeded and reproducible).
 
-    python -m songseek.benchmarks.train_demo --out engine/encoders/demo_model
+    python scripts/train_demo_model.py --out engine/encoders/demo_model
 
 Data: ``--tracks`` tracks of generator seed ``--seed`` rendered in memory, turned into log-mel
 spectrograms once. Each step takes ``--batch-tracks`` tracks and ``--windows-per-track`` 10 s windows of
@@ -42,9 +42,9 @@ from songseek.engine.encoders.demo import (
     tokenize,
 )
 
-from .synth import iter_tracks
-from .synth_captions import section_caption, section_tags
-from .synth_score import GENERATOR_VERSION, Score
+from songseek.benchmarks.synth.dataset import iter_tracks
+from songseek.benchmarks.synth.captions import section_caption, section_tags
+from songseek.benchmarks.synth.score import GENERATOR_VERSION, Score
 
 
 @dataclass
@@ -197,7 +197,7 @@ def save(model: object, cfg: DemoConfig, words: list[str], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m songseek.benchmarks.train_demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python scripts/train_demo_model.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     ap.add_argument("--tracks", type=int, default=500, help="training tracks to generate")
@@ -233,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         "windows_per_track": args.windows_per_track, "lr": args.lr, "track_loss": args.track_loss,
         "threads": args.threads, "data_s": round(data_s, 1), "torch_version": torch.__version__,
         "held_out_seed": args.eval_seed, **stats,
-        "command": "python -m songseek.benchmarks.train_demo " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python scripts/train_demo_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
     })
     save(model, cfg, words, args.out)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s total", file=sys.stderr)
     if args.eval_tracks:
         from songseek.engine.encoders.demo import load
 
-        from .demo_eval import embed_synth_set, evaluate, format_table
+        from songseek.benchmarks.demo_eval import embed_synth_set, evaluate, format_table
 
         enc = load(str(args.out), "cpu", False)
         emb = embed_synth_set(enc, args.eval_seed, args.eval_tracks)

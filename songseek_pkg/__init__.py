@@ -15,11 +15,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Library": "songseek.engine.search",
-    "Hit": "songseek.engine.search",
-    "Segment": "songseek.engine.search",
-    "SearchOptions": "songseek.engine.search",
-    "FusionParams": "songseek.engine.fusion",
+    "Library": "songseek.engine.query.search",
+    "Hit": "songseek.engine.query.search",
+    "Segment": "songseek.engine.query.search",
+    "SearchOptions": "songseek.engine.query.search",
+    "FusionParams": "songseek.engine.query.fusion",
     "SongseekError": "songseek.engine.errors",
     "load_encoder": "songseek.engine.encoders",
     "index_paths": "songseek.indexers.pipeline",

@@ -33,7 +33,7 @@ def vector_table(n_tracks: int, dim: int, seed: int, min_frames: int = 1, max_fr
 
 def library_rows(lib: Path) -> dict[str, dict]:
     """path → tracks-table row of a library, with its frame vectors copied in under "vectors"."""
-    from songseek.engine.search import Library
+    from songseek.engine.query.search import Library
 
     library = Library.open(lib)
     out = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth_score import KEYS, Score, Section, track_rng
+from songseek.benchmarks.synth.score import KEYS, Score, Section, track_rng
 
 SAMPLE_RATE = 16000
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth_score import Score, Section
+from songseek.benchmarks.synth.score import Score, Section
 
 # Several names per instrument; captions pick one at random.
 INSTRUMENT_NAMES: dict[str, tuple[str, ...]] = {

@@ -28,9 +28,9 @@ import numpy as np
 
 from songseek.engine.errors import UsageError
 
-from .synth_audio import SAMPLE_RATE, render
-from .synth_captions import section_caption, track_caption, track_tags
-from .synth_score import GENERATOR_VERSION, Score, sample_score, track_rng
+from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
+from songseek.benchmarks.synth.captions import section_caption, track_caption, track_tags
+from songseek.benchmarks.synth.score import GENERATOR_VERSION, Score, sample_score, track_rng
 
 AUDIO_FORMATS = ("wav", "flac")
 _CAPTION_STREAM = 5

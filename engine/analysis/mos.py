@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.base import EncoderInfo
-from .errors import IncompatibleLibraryError, LibraryError, UsageError
+from songseek.engine.encoders.base import EncoderInfo
+from songseek.engine.errors import IncompatibleLibraryError, LibraryError, UsageError
 
 FORMAT = "songseek-mos-head"
 FORMAT_VERSION = "1"
@@ -319,7 +319,7 @@ def read_ratings(path: str | Path, tracks: Any, system_column: str = "system") -
     ``track_id`` or ``path``, an impression column (impression / musical_impression / mi / overall), and
     optionally an alignment column (alignment / textual_alignment / ta) with the ``prompt`` (or text /
     caption) it was rated against, and a system column. Scores must lie in 1-5."""
-    from .track_match import TrackMatcher, pick_column, read_csv_rows
+    from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
 
     path = Path(path).expanduser()
     rows = read_csv_rows(path, ("track_id", "path"))
@@ -369,7 +369,7 @@ def _score(cell: str, path: Path, line: int, col: str) -> float:
 def rated_vectors(lib: Any, ratings: Ratings) -> tuple[np.ndarray, np.ndarray | None]:
     """(audio float32 (N, dim) pooled track vectors, prompt text vectors float32 (N, dim) or None) of the
     rated tracks of an open Library; prompts are embedded with the library's encoder (never truncated)."""
-    from .outliers import pooled_track_vectors
+    from songseek.engine.analysis.outliers import pooled_track_vectors
 
     pos = {str(t): i for i, t in enumerate(lib.tracks.column("track_id").to_pylist())}
     rows = np.asarray([pos[t] for t in ratings.track_ids], dtype=np.int64)
@@ -405,9 +405,9 @@ def predict_library(root: str | Path, head_path: str | Path, prompts: dict[str, 
                     device: str = "auto") -> tuple[list[str], MosPrediction]:
     """Predict both scores for every track of the library and store them in its ``mos`` table (one commit).
     Alignment needs a prompt per track (``prompts``: track id → text); other tracks get null."""
-    from .outliers import library_track_vectors
-    from .search import Library
-    from .writer import LibraryWriter
+    from songseek.engine.analysis.outliers import library_track_vectors
+    from songseek.engine.query.search import Library
+    from songseek.engine.storage.writer import LibraryWriter
 
     with LibraryWriter(Path(root)) as writer:
         lib = Library.open(root, device=device)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import UsageError
-from .store import FrameStore
+from songseek.engine.errors import UsageError
+from songseek.engine.storage.store import FrameStore
 
 DEFAULT_K = 4
 HNSW_THRESHOLD = 50_000
@@ -176,8 +176,8 @@ def find_outliers(lib: Any, k: int = DEFAULT_K, top: int = 20, reference: Any = 
     ``reference`` is another open Library made with the same encoder (default: ``lib`` itself, or with
     ``where`` the tracks it keeps: e.g. one folder, to find the file that does not belong there).
     Reasons need the library's text encoder (for the descriptor texts); with no descriptors there are none."""
-    from .filters import filter_track_ids
-    from .manifest import check_compatible
+    from songseek.engine.query.filters import filter_track_ids
+    from songseek.engine.storage.manifest import check_compatible
 
     vecs = library_track_vectors(lib.store, lib.tracks)
     ids = [str(t) for t in lib.tracks.column("track_id").to_pylist()]

@@ -1,6 +1,6 @@
 """Zero-shot tags (MusCALL §5.2, MS-CLAP §2.3): label prompts scored against stored window vectors.
 
-A label set (``genres``, ``moods``, ``instruments`` shipped in engine/labels/, or any text file with one
+A label set (``genres``, ``moods``, ``instruments`` shipped in engine/analysis/labels/, or any text file with one
 label per line) becomes prompts through templates ("A {label} track" by default, as MusCALL); with
 several templates the prompt vectors of a label are averaged and re-normalised (prompt ensembling, as
 CLIP). Each track's windows are scored against every label vector (cosine) and the window scores are
@@ -8,7 +8,7 @@ aggregated into one track score per label by ``aggregate``:
 
 - ``mean``: mean over the track's windows (the default: genre and mood describe the whole track);
 - ``max``: the best window (a label that holds in one part, e.g. an instrument that enters late);
-- ``fusion``: the CoLLAP temporal-attention fusion search uses (engine/fusion.py), between the two.
+- ``fusion``: the CoLLAP temporal-attention fusion search uses (engine/query/fusion.py), between the two.
 
 Track cosines ``c`` (N, L) then become the stored tag scores:
 
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .errors import UsageError
-from .fusion import FusionParams, rerank_scores
-from .store import FrameStore
+from songseek.engine.errors import UsageError
+from songseek.engine.query.fusion import FusionParams, rerank_scores
+from songseek.engine.storage.store import FrameStore
 
 TAG_PREFIX = "tag_"
 DEFAULT_TEMPLATES: tuple[str, ...] = ("A {label} track",)
@@ -88,7 +88,7 @@ def label_slug(label: str) -> str:
 
 def labels_dir() -> Path:
     """The folder of the shipped label lists (genres.txt, moods.txt, instruments.txt, descriptors.txt)."""
-    return Path(str(resources.files("songseek.engine") / "labels"))
+    return Path(str(resources.files("songseek.engine.analysis") / "labels"))
 
 
 def parse_labels(text: str, where: str) -> tuple[str, ...]:
@@ -148,7 +148,7 @@ def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labels: Sequenc
 def aggregate_windows(sims: np.ndarray, lengths: np.ndarray, how: str = "mean",
                       params: FusionParams | None = None) -> np.ndarray:
     """Track scores from window scores. sims float (B, Tmax, L) (padding beyond lengths ignored),
-    lengths int (B,) → float32 (B, L). ``how``: mean, max or fusion (engine/fusion.py)."""
+    lengths int (B,) → float32 (B, L). ``how``: mean, max or fusion (engine/query/fusion.py)."""
     if how not in AGGREGATIONS:
         raise UsageError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
     sims = np.asarray(sims, dtype=np.float32)
@@ -261,8 +261,8 @@ def tag_library(root: str | Path, sets: Sequence[LabelSet], templates: Sequence[
                 params: FusionParams | None = None, device: str = "auto") -> list[TagScores]:
     """Score every track of the library at ``root`` against each label set and store the results in its
     ``tags`` table (one commit; other sets' columns are kept). Holds the writer lock while it works."""
-    from .search import Library
-    from .writer import LibraryWriter
+    from songseek.engine.query.search import Library
+    from songseek.engine.storage.writer import LibraryWriter
 
     if not sets:
         raise UsageError("give at least one label set (--labels genres|moods|instruments|FILE)")

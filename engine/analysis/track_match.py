@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .errors import UsageError
+from songseek.engine.errors import UsageError
 
 
 def read_csv_rows(path: Path, required_any: Sequence[str] = ()) -> list[dict[str, str]]:

@@ -61,7 +61,7 @@ class DemoConfig:
     ngram_max: int = 5
     max_tokens: int = 64
     window_s: float = 10.0
-    # Provenance, written by benchmarks/train_demo.py.
+    # Provenance, written by scripts/train_demo_model.py.
     model_version: str = "demo-v1"
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -242,7 +242,7 @@ def load(checkpoint: str | None, device: str = "cpu", random_weights: bool = Fal
         except Exception as exc:  # safetensors raises its own error type for corrupt files
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise WeightsNotFoundError(f"{weights}: missing or corrupt demo weights ({reason}); reinstall "
-                                       "songseek or retrain with python -m songseek.benchmarks.train_demo") from None
+                                       "songseek or retrain with python scripts/train_demo_model.py") from None
     info = EncoderInfo(name="demo", checkpoint=BUNDLED if bundled else str(root), dim=cfg.dim,
                        sample_rate=cfg.sample_rate, checkpoint_sha256=sha, random_weights=random_weights,
                        native_window_s=cfg.window_s, text_max_tokens=cfg.max_tokens)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import QueryError
+from songseek.engine.errors import QueryError
 
 _FORBIDDEN = (";",)
 
@@ -56,9 +56,9 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
 
 
 def _tag_macro(con: Any, columns: list[str]) -> None:
-    """``tag('Hip Hop')`` → column ``tag_hip_hop`` (labels slugged as engine/tagging.py does); an
+    """``tag('Hip Hop')`` → column ``tag_hip_hop`` (labels slugged as engine/analysis/tagging.py does); an
     unknown label is an error that lists the known ones, not a silent NULL."""
-    from .tagging import TAG_PREFIX
+    from songseek.engine.analysis.tagging import TAG_PREFIX
 
     slugs = [c[len(TAG_PREFIX):] for c in columns if re.fullmatch(TAG_PREFIX + "[a-z0-9_]+", c)]
     if not slugs:

@@ -77,7 +77,7 @@ class FusionParams:
     segment_kernel: float = 3.0
 
     def __post_init__(self) -> None:
-        where = "FusionParams (engine/fusion.py)"
+        where = "FusionParams (engine/query/fusion.py)"
         if self.mode not in _GEOMETRY_MODES:
             raise UsageError(f"{where}: mode must be one of {_GEOMETRY_MODES}, got {self.mode!r}")
         if self.segment not in SEGMENT_RULES:
@@ -115,7 +115,7 @@ class FusionResult:
 def _check(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sims = np.asarray(sims)
     lengths = np.asarray(lengths)
-    where = "engine/fusion.py"
+    where = "engine/query/fusion.py"
     if sims.ndim != 2:
         raise UsageError(f"{where}: sims must be 2-D (candidates, frames), got shape {sims.shape}")
     if lengths.ndim != 1 or lengths.shape[0] != sims.shape[0]:
@@ -221,7 +221,7 @@ def _prepare(sims: np.ndarray, lengths: np.ndarray, params: FusionParams) -> _Ba
     hi = np.max(x, axis=1, where=mask, initial=-np.inf)
     lo = np.min(x, axis=1, where=mask, initial=np.inf)
     if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
-        raise UsageError("engine/fusion.py: sims holds NaN or inf inside a track's valid frames")
+        raise UsageError("engine/query/fusion.py: sims holds NaN or inf inside a track's valid frames")
     kernel_ok = np.arange(int(w.max()))[None, :] < w[:, None]
     return _Batch(x, mask, lengths, hi, lo, h, s, w, kernel_ok, kernel_ok.astype(np.float64))
 
@@ -397,7 +397,7 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     if mode == "fusion":
         return fuse(sims, lengths, params)
     if mode not in RERANK_MODES:
-        raise UsageError(f"rerank_scores (engine/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}")
+        raise UsageError(f"rerank_scores (engine/query/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}")
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
         return FusionResult(*_empty_result(0))

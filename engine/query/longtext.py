@@ -6,7 +6,7 @@ fit, every chunk is embedded, and tracks are scored on the chunk-by-window simil
 
     score(track) = mean over chunks c of fuse(s_c)        s_c[t] = cos(chunk c, window t)
 
-where ``fuse`` is the temporal-attention fusion search uses (engine/fusion.py) — each chunk finds the part
+where ``fuse`` is the temporal-attention fusion search uses (engine/query/fusion.py) — each chunk finds the part
 of the track it describes (a caption's sentences usually follow the track's sections) and every chunk
 counts equally (``CHUNK_POOLS`` has the alternatives, measured in docs/analysis.md). The best segment is
 the one of the chunk whose fused score is highest. Where one vector is needed (``embed_texts``: query
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.base import Encoder, l2_normalize
-from .errors import QueryError, UsageError
-from .fusion import FusionParams, FusionResult, rerank_scores
+from songseek.engine.encoders.base import Encoder, l2_normalize
+from songseek.engine.errors import QueryError, UsageError
+from songseek.engine.query.fusion import FusionParams, FusionResult, rerank_scores
 
 TOKENS_PER_WORD = 1.3
 SPECIAL_TOKENS = 2

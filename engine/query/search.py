@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import index as faiss_index
-from . import longtext
-from .encoders import Encoder, load_encoder
-from .encoders.base import l2_normalize
-from .errors import LibraryError, QueryError
-from .filters import filter_track_ids
-from .fusion import FusionParams, params_for_hop
-from .manifest import Manifest, check_compatible, read_manifest
-from .scan import Int8Scanner, build_scanner
-from .store import FrameStore, read_table_mmap
+from songseek.engine.storage import index as faiss_index
+from songseek.engine.query import longtext
+from songseek.engine.encoders import Encoder, load_encoder
+from songseek.engine.encoders.base import l2_normalize
+from songseek.engine.errors import LibraryError, QueryError
+from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.fusion import FusionParams, params_for_hop
+from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
+from songseek.engine.query.scan import Int8Scanner, build_scanner
+from songseek.engine.storage.store import FrameStore, read_table_mmap
 
 RERANK_MODES = ("fusion", "mean", "max", "none")
 MAX_QUERY_CHARS = 20_000
@@ -183,7 +183,7 @@ class Library:
                 raise QueryError(
                     f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
                     "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
-            from .device import resolve_device
+            from songseek.engine.device import resolve_device
 
             self._encoder = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
                                          info.random_weights)
@@ -206,14 +206,14 @@ class Library:
     # -- queries -------------------------------------------------------------------------------------
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """One unit vector per text; a text past the encoder's token limit is the mean of its sentence
-        chunks' vectors, never silently truncated (engine/longtext.py)."""
+        chunks' vectors, never silently truncated (engine/query/longtext.py)."""
         for t in texts:
             check_query_text(t)
         return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
-        from .audio import frame_windows
+        from songseek.engine.audio import frame_windows
 
         enc = self.encoder
         audio = np.asarray(audio, dtype=np.float32)
@@ -237,7 +237,7 @@ class Library:
             q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         else:
             if isinstance(audio, (str, Path)):
-                from .audio import decode
+                from songseek.engine.audio import decode
 
                 audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
             q = self.embed_audio(np.asarray(audio))
@@ -397,7 +397,7 @@ class Library:
         A flat float32 index is exact already. Otherwise, once the int8 copy is worth building
         (EXACT_BUILD_AFTER), the int8 scanner scores every frame within a proven ``margin``; every frame
         that could still be its track's best and beat the ``want``-th track is re-scored in float32
-        (engine/scan.py, docs/performance.md). Else float32 brute force.
+        (engine/query/scan.py, docs/performance.md). Else float32 brute force.
         """
         n = self.store.n_rows
         owner = self.frame_owner

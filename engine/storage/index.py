@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .device import faiss_gpu_available
-from .errors import LibraryError, UsageError
-from .manifest import fsync_dir
+from songseek.engine.device import faiss_gpu_available
+from songseek.engine.errors import LibraryError, UsageError
+from songseek.engine.storage.manifest import fsync_dir
 
 # Below this many frames an exact flat index is both faster to build and fast enough to search.
 # Measured with `songseek bench query-speed` (docs/performance.md).

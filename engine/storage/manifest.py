@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .encoders.base import EncoderInfo
-from .errors import IncompatibleLibraryError, LibraryError
+from songseek.engine.encoders.base import EncoderInfo
+from songseek.engine.errors import IncompatibleLibraryError, LibraryError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

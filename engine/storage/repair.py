@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import IncompatibleLibraryError, LibraryError
-from .manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
-from .store import FAILURES_SCHEMA, TRACKS_SCHEMA, frames_schema, read_table_mmap, write_table_atomic
-from .writer import EMBEDDED_MANIFEST_KEY, acquire_lock, remove_orphans, write_index
+from songseek.engine.errors import IncompatibleLibraryError, LibraryError
+from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
+from songseek.engine.storage.store import FAILURES_SCHEMA, TRACKS_SCHEMA, frames_schema, read_table_mmap, write_table_atomic
+from songseek.engine.storage.writer import EMBEDDED_MANIFEST_KEY, acquire_lock, remove_orphans, write_index
 
 # Rows per shard written by compaction (about 1 GB of 512-d float32 vectors).
 COMPACT_SHARD_ROWS = 500_000

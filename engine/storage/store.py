@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .errors import LibraryError
-from .manifest import Manifest, file_sha256, fsync_dir
+from songseek.engine.errors import LibraryError
+from songseek.engine.storage.manifest import Manifest, file_sha256, fsync_dir
 
 TRACK_FIELDS = [
     pa.field("track_id", pa.string(), nullable=False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from songseek.benchmarks.longtext_planted import BagOfWordsEncoder, make_planted_captions, run_longtext_planted
-from songseek.engine.longtext import text_chunks
+from songseek.engine.query.longtext import text_chunks
 
 
 def test_bag_of_words_encoder_truncates_like_clap() -> None:

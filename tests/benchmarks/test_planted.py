@@ -18,7 +18,7 @@ from songseek.benchmarks.planted import (
 )
 from songseek.benchmarks.planted_sweep import compare, default_grid, markdown, segment_table, sweep
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams, fuse
+from songseek.engine.query.fusion import FusionParams, fuse
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:

@@ -23,8 +23,8 @@ from songseek.benchmarks.runner import (
 )
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import FusionParams, fuse
-from songseek.engine.search import Library
+from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from songseek.indexers.pipeline import IndexConfig
 from tests.conftest import vector_table

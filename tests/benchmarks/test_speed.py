@@ -28,7 +28,7 @@ from songseek.benchmarks.synthetic import (
 )
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
-from songseek.engine.search import Library, SearchOptions
+from songseek.engine.query.search import Library, SearchOptions
 
 SPEC = SyntheticSpec(n_frames=5000, dim=32, n_clusters=16, shard_frames=2000)
 
@@ -179,7 +179,7 @@ def test_query_speed_report_structure_and_figures(tmp_path: Path, factory: str) 
 
 
 def test_query_speed_times_the_int8_scan_of_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from songseek.engine import search as search_mod
+    from songseek.engine.query import search as search_mod
 
     monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # the int8 copy even at this size
     root = cached_library(SPEC, tmp_path, "IVF32,SQfp16")

@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from songseek.benchmarks import synth_audio
+from songseek.benchmarks.synth import audio as synth_audio
 from songseek.benchmarks.synth import load_manifest, synth_track, write_dataset
-from songseek.benchmarks.synth_captions import INSTRUMENT_NAMES, MAX_TRACK_CAPTION_WORDS, clock
-from songseek.benchmarks.synth_score import (
+from songseek.benchmarks.synth.captions import INSTRUMENT_NAMES, MAX_TRACK_CAPTION_WORDS, clock
+from songseek.benchmarks.synth.score import (
     INSTRUMENTS,
     MAX_BPM,
     MAX_SECTION_S,

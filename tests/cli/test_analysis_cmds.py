@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from songseek.cli.bench_extra_cmds import register_bench
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.search import Library
+from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies, unit
 
 runner = CliRunner()

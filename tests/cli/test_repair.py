@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.manifest import read_manifest
-from songseek.engine.search import Library, SearchOptions, library_stats
-from songseek.engine.writer import acquire_lock
+from songseek.engine.storage.manifest import read_manifest
+from songseek.engine.query.search import Library, SearchOptions, library_stats
+from songseek.engine.storage.writer import acquire_lock
 from songseek.indexers.pipeline import IndexConfig, index_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")

@@ -122,8 +122,8 @@ def test_section_captions_find_their_tracks(enc) -> None:
     margin and still fail a model that learned nothing.
     """
     from songseek.benchmarks.synth import synth_track
-    from songseek.benchmarks.synth_audio import render
-    from songseek.benchmarks.synth_score import sample_score
+    from songseek.benchmarks.synth.audio import render
+    from songseek.benchmarks.synth.score import sample_score
 
     idx = [i for i in range(200) if sample_score(2, i).duration_s <= 60.0][:16]
     tracks = [synth_track(2, i) for i in idx]

@@ -1,4 +1,4 @@
-"""engine/fusion.py against a naive loop reference written straight from docs/fusion.md (CoLLAP Eqs. 1-7)."""
+"""engine/query/fusion.py against a naive loop reference written straight from docs/fusion.md (CoLLAP Eqs. 1-7)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from songseek.engine import fusion
+from songseek.engine.query import fusion
 from songseek.engine.errors import UsageError
-from songseek.engine.fusion import (
+from songseek.engine.query.fusion import (
     FusionParams,
     argmax_frame,
     fuse,

@@ -12,8 +12,8 @@ from songseek.engine.encoders import register_encoder
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import QueryError, UsageError
-from songseek.engine.fusion import FusionParams, fuse, rerank_scores
-from songseek.engine.longtext import (
+from songseek.engine.query.fusion import FusionParams, fuse, rerank_scores
+from songseek.engine.query.longtext import (
     approx_tokens,
     chunk_scores,
     chunk_text,
@@ -22,7 +22,7 @@ from songseek.engine.longtext import (
     split_sentences,
     text_chunks,
 )
-from songseek.engine.search import Library
+from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies
 
 LIMIT = 12

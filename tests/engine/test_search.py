@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from songseek.engine.errors import IncompatibleLibraryError, QueryError
-from songseek.engine.fusion import FusionParams, fuse
-from songseek.engine.search import Library, SearchOptions, library_stats
+from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.search import Library, SearchOptions, library_stats
 from songseek.indexers.ingest import ingest_table
 from tests.conftest import vector_table
 
@@ -127,7 +127,7 @@ def test_nprobe_must_be_positive(lib: Library) -> None:
 
 
 def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
-    from songseek.engine import search as search_mod
+    from songseek.engine.query import search as search_mod
 
     calls: list[str] = []
     real = search_mod.filter_track_ids

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
-from songseek.engine.maintenance import verify_library
-from songseek.engine.manifest import Manifest, read_manifest
-from songseek.engine.search import Library, SearchOptions
-from songseek.engine.store import Failure, TrackRecord, read_table_mmap, write_table_atomic
-from songseek.engine.writer import LibraryWriter
+from songseek.engine.storage.repair import verify_library
+from songseek.engine.storage.manifest import Manifest, read_manifest
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage.store import Failure, TrackRecord, read_table_mmap, write_table_atomic
+from songseek.engine.storage.writer import LibraryWriter
 
 DIM = 4
 INFO = EncoderInfo(name="fake", checkpoint="fake", dim=DIM, sample_rate=16000)

@@ -9,10 +9,10 @@ import pytest
 
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
-from songseek.engine.filters import filter_track_ids
-from songseek.engine.fusion import FusionParams, fuse
-from songseek.engine.search import Library
-from songseek.engine.tagging import (
+from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.search import Library
+from songseek.engine.analysis.tagging import (
     BUILTIN_SETS,
     LabelSet,
     aggregate_windows,

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from songseek.engine import manifest as manifest_mod
-from songseek.engine import store as store_mod
-from songseek.engine import writer as writer_mod
+from songseek.engine.storage import manifest as manifest_mod
+from songseek.engine.storage import store as store_mod
+from songseek.engine.storage import writer as writer_mod
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError, LibraryLockedError
-from songseek.engine.manifest import Manifest, check_compatible, file_sha256, read_manifest
-from songseek.engine.search import Library, SearchOptions
-from songseek.engine.store import TrackRecord
-from songseek.engine.writer import LibraryWriter
+from songseek.engine.storage.manifest import Manifest, check_compatible, file_sha256, read_manifest
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage.store import TrackRecord
+from songseek.engine.storage.writer import LibraryWriter
 
 DIM = 8
 INFO = EncoderInfo(name="fake", checkpoint="fake", dim=DIM, sample_rate=16000)
@@ -180,7 +180,7 @@ def test_second_writer_refused_with_clear_message(tmp_path: Path) -> None:
 
 def test_stale_lock_of_killed_process_is_taken_over(tmp_path: Path) -> None:
     root = tmp_path / "lib"
-    code = ("import sys, time; from pathlib import Path; from songseek.engine.writer import acquire_lock; "
+    code = ("import sys, time; from pathlib import Path; from songseek.engine.storage.writer import acquire_lock; "
             "acquire_lock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
     root.mkdir()
@@ -201,7 +201,7 @@ def test_stale_lock_of_killed_process_is_taken_over(tmp_path: Path) -> None:
 def test_wait_blocks_until_the_lock_is_free(tmp_path: Path) -> None:
     root = tmp_path / "lib"
     root.mkdir()
-    code = ("import sys, time, os; from pathlib import Path; from songseek.engine.writer import acquire_lock; "
+    code = ("import sys, time, os; from pathlib import Path; from songseek.engine.storage.writer import acquire_lock; "
             "fd = acquire_lock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(0.5); os.close(fd)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.maintenance import verify_library
-from songseek.engine.search import Library, SearchOptions
+from songseek.engine.storage.repair import verify_library
+from songseek.engine.query.search import Library, SearchOptions
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 from tests.conftest import library_rows
@@ -42,7 +42,7 @@ tracks = library_rows
 
 def failures(lib: Path) -> dict[str, dict]:
     library = Library.open(lib)
-    from songseek.engine.store import read_table_mmap
+    from songseek.engine.storage.store import read_table_mmap
 
     return {r["path"]: r for r in read_table_mmap(lib / library.manifest.failures_file).to_pylist()}
 

@@ -21,9 +21,9 @@ import soundfile as sf
 
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import LibraryError
-from songseek.engine.maintenance import verify_library
-from songseek.engine.manifest import read_manifest
-from songseek.engine.search import Library, SearchOptions, library_stats
+from songseek.engine.storage.repair import verify_library
+from songseek.engine.storage.manifest import read_manifest
+from songseek.engine.query.search import Library, SearchOptions, library_stats
 from songseek.indexers.pipeline import IndexConfig, index_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
@@ -128,13 +128,13 @@ def test_kill_9_at_random_moments_then_resume(corpus: tuple[Path, dict], tmp_pat
 # after a temporary file is complete but before its rename; after the shard, failures and tracks files
 # are renamed but before the manifest swap; after the index is saved but before its manifest.
 DEATHS = {
-    "tmp-file-written": ("import songseek.engine.store as s, os; real = s.file_sha256; n = [0]\n"
+    "tmp-file-written": ("import songseek.engine.storage.store as s, os; real = s.file_sha256; n = [0]\n"
                          "def f(p):\n    n[0] += 1\n    os._exit(9) if n[0] == 7 else None\n    return real(p)\n"
                          "s.file_sha256 = f"),
-    "before-manifest-swap": ("import songseek.engine.writer as w, os; real = w.write_manifest; n = [0]\n"
+    "before-manifest-swap": ("import songseek.engine.storage.writer as w, os; real = w.write_manifest; n = [0]\n"
                              "def f(r, m):\n    n[0] += 1\n    os._exit(9) if n[0] == 4 else None\n"
                              "    return real(r, m)\nw.write_manifest = f"),
-    "index-saved-not-committed": ("import songseek.engine.index as ix, os; real = ix.save_index\n"
+    "index-saved-not-committed": ("import songseek.engine.storage.index as ix, os; real = ix.save_index\n"
                                   "def f(i, p):\n    real(i, p); os._exit(9)\nix.save_index = f"),
 }
 
@@ -200,7 +200,7 @@ def test_ctrl_c_commits_the_finished_files(corpus: tuple[Path, dict], tmp_path: 
     the commit interval (100 files) was not reached."""
     music, ref = corpus
     lib = tmp_path / "lib"
-    patch = ("import songseek.engine.writer as w, os, signal; real = w.LibraryWriter.add_track; n = [0]\n"
+    patch = ("import songseek.engine.storage.writer as w, os, signal; real = w.LibraryWriter.add_track; n = [0]\n"
              "def f(self, *a):\n"
              "    real(self, *a); n[0] += 1\n"
              "    os.kill(os.getpid(), signal.SIGINT) if n[0] == 5 else None\n"
@@ -258,7 +258,7 @@ def test_kill_9_of_a_waiting_indexer_leaves_no_trace(corpus: tuple[Path, dict], 
     lib = tmp_path / "lib"
     index_paths([music], lib, FakeEncoder(), IndexConfig())
     before = read_manifest(lib)
-    from songseek.engine.writer import acquire_lock
+    from songseek.engine.storage.writer import acquire_lock
 
     fd = acquire_lock(lib)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.search import Library
+from songseek.engine.query.search import Library
 from songseek.indexers.pipeline import IndexConfig, index_paths
 
 SR = 16000
@@ -83,7 +83,7 @@ def test_vectors_are_identical_across_batch_sizes(music: Path, tmp_path: Path) -
 
 def test_index_saves_nprobe_and_refuses_a_negative_one_before_writing(music: Path, tmp_path: Path) -> None:
     from songseek.engine.errors import UsageError
-    from songseek.engine.manifest import read_manifest
+    from songseek.engine.storage.manifest import read_manifest
 
     lib = tmp_path / "lib"
     with pytest.raises(UsageError, match="--nprobe must be 0"):

@@ -1,0 +1,1 @@
+"""The library on disk: manifest, Arrow shards, the one writer, the FAISS index, repair."""
