@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.errors import UsageError
 from songseek.engine.analysis.outliers import DEFAULT_K, knn_scores, library_track_vectors
+from songseek.engine.errors import UsageError
 
 from .score_metrics import partial_auc, roc_auc
 
@@ -119,8 +119,8 @@ def anomaly_rows(machine_types: Sequence[str], machine_ids: Sequence[str], anoma
 
 
 def _library_vectors(lib_path: Path, clips: list[DcaseClip]) -> np.ndarray:
-    from songseek.engine.query.search import Library
     from songseek.engine.analysis.track_match import TrackMatcher
+    from songseek.engine.query.search import Library
 
     lib = Library.open(lib_path)
     vecs = library_track_vectors(lib.store, lib.tracks)

@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from songseek.benchmarks.synth.captions import section_caption, track_caption
+from songseek.benchmarks.synth.score import sample_score, track_rng
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.longtext import chunk_scores, embed_chunked
-
-from songseek.benchmarks.synth.captions import section_caption, track_caption
-from songseek.benchmarks.synth.score import sample_score, track_rng
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-':][a-z0-9]+)*")
 # Words a trained text tower gives little weight: left out of the sum (they still count as tokens).

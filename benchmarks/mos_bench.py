@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.errors import UsageError
 from songseek.engine.analysis.mos import MosTrainConfig, Ratings, rated_vectors, read_ratings, train_head
+from songseek.engine.errors import UsageError
 
 from .score_metrics import kendall_tau, mse, pearson, spearman
 

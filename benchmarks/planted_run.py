@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.errors import UsageError
-from songseek.engine.query.fusion import FusionParams
 from songseek.engine.progress import Progress
+from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 

@@ -35,8 +35,8 @@ import numpy as np
 from songseek import __version__
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
-from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.progress import NullProgress, Progress
+from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
 from songseek.indexers.pipeline import IndexConfig
 

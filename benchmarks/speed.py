@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.storage import index as faiss_index
-from songseek.engine.query import search as engine_search
 from songseek.engine.encoders import Encoder, l2_normalize
 from songseek.engine.errors import UsageError
+from songseek.engine.query import search as engine_search
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage import index as faiss_index
 
 # Queries in the style of music captions, for timing the text encoder (content does not matter).
 CAPTIONS = (

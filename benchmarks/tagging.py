@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.errors import UsageError
-from songseek.engine.query.fusion import FusionParams
 from songseek.engine.analysis.tagging import (
     DEFAULT_TEMPLATES,
     LabelSet,
@@ -29,6 +27,8 @@ from songseek.engine.analysis.tagging import (
     track_window_scores,
 )
 from songseek.engine.analysis.track_match import TrackMatcher, read_csv_rows
+from songseek.engine.errors import UsageError
+from songseek.engine.query.fusion import FusionParams
 
 from .score_metrics import accuracy, average_precision, roc_auc
 

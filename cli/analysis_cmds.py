@@ -90,9 +90,9 @@ def outliers(
     json_out: bool = typer.Option(False, "--json", help="One JSON array, most anomalous first."),
 ) -> None:
     """Tracks farthest from their nearest neighbours, each with the descriptors that tell it apart."""
-    from songseek.engine.errors import QueryError, UsageError
     from songseek.engine.analysis.outliers import find_outliers
     from songseek.engine.analysis.tagging import load_label_set
+    from songseek.engine.errors import QueryError, UsageError
 
     if top < 1 or reasons < 0:
         raise UsageError("--top must be at least 1 and --reasons at least 0")
@@ -172,9 +172,9 @@ def mos_predict(
     """Predict opinion scores for every track and store them in the library's mos table."""
     import numpy as np
 
-    from songseek.engine.errors import UsageError
     from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
     from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
+    from songseek.engine.errors import UsageError
 
     prompt_of: dict[str, str] = {}
     if prompts is not None:

@@ -22,8 +22,8 @@ import numpy as np
 from songseek.engine.audio import decode_stream, iter_windows
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import IncompatibleLibraryError, SongseekError, UsageError
-from songseek.engine.storage.manifest import Manifest, check_compatible
 from songseek.engine.progress import NullProgress, Progress
+from songseek.engine.storage.manifest import Manifest, check_compatible
 from songseek.engine.storage.store import Failure, TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
 

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from songseek.benchmarks.synth.captions import section_caption, section_tags
+from songseek.benchmarks.synth.dataset import iter_tracks
+from songseek.benchmarks.synth.score import GENERATOR_VERSION, Score
 from songseek.engine.encoders.demo import (
     CONFIG_FILE,
     PAD,
@@ -41,10 +44,6 @@ from songseek.engine.encoders.demo import (
     Tokenizer,
     tokenize,
 )
-
-from songseek.benchmarks.synth.dataset import iter_tracks
-from songseek.benchmarks.synth.captions import section_caption, section_tags
-from songseek.benchmarks.synth.score import GENERATOR_VERSION, Score
 
 
 @dataclass
@@ -238,9 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     save(model, cfg, words, args.out)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s total", file=sys.stderr)
     if args.eval_tracks:
-        from songseek.engine.encoders.demo import load
-
         from songseek.benchmarks.demo_eval import embed_synth_set, evaluate, format_table
+        from songseek.engine.encoders.demo import load
 
         enc = load(str(args.out), "cpu", False)
         emb = embed_synth_set(enc, args.eval_seed, args.eval_tracks)

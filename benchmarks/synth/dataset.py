@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from songseek.engine.errors import UsageError
-
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
 from songseek.benchmarks.synth.captions import section_caption, track_caption, track_tags
 from songseek.benchmarks.synth.score import GENERATOR_VERSION, Score, sample_score, track_rng
+from songseek.engine.errors import UsageError
 
 AUDIO_FORMATS = ("wav", "flac")
 _CAPTION_STREAM = 5

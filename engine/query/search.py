@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from songseek.engine.storage import index as faiss_index
-from songseek.engine.query import longtext
 from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import LibraryError, QueryError
+from songseek.engine.query import longtext
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.fusion import FusionParams, params_for_hop
-from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
 from songseek.engine.query.scan import Int8Scanner, build_scanner
+from songseek.engine.storage import index as faiss_index
+from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
 from songseek.engine.storage.store import FrameStore, read_table_mmap
 
 RERANK_MODES = ("fusion", "mean", "max", "none")

@@ -31,7 +31,13 @@ import pyarrow as pa
 
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError
 from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
-from songseek.engine.storage.store import FAILURES_SCHEMA, TRACKS_SCHEMA, frames_schema, read_table_mmap, write_table_atomic
+from songseek.engine.storage.store import (
+    FAILURES_SCHEMA,
+    TRACKS_SCHEMA,
+    frames_schema,
+    read_table_mmap,
+    write_table_atomic,
+)
 from songseek.engine.storage.writer import EMBEDDED_MANIFEST_KEY, acquire_lock, remove_orphans, write_index
 
 # Rows per shard written by compaction (about 1 GB of 512-d float32 vectors).

@@ -23,9 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from songseek import __version__
-
-from songseek.engine.storage import index as faiss_index
 from songseek.engine.errors import LibraryError, LibraryLockedError, UsageError
+from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
 from songseek.engine.storage.store import (
     FAILURES_SCHEMA,

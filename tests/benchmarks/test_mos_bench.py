@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from songseek.benchmarks.mos_bench import mos_metrics, run_mos_bench, split_indices, system_means
-from songseek.engine.errors import UsageError
 from songseek.engine.analysis.mos import MosTrainConfig
+from songseek.engine.errors import UsageError
 from tests.analysis_helpers import build_library, unit
 
 torch = pytest.importorskip("torch")

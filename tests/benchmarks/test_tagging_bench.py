@@ -9,10 +9,10 @@ import pytest
 
 from songseek.benchmarks.score_metrics import average_precision, roc_auc
 from songseek.benchmarks.tagging import LabelledTracks, evaluate, read_labelled, run_tagging_bench
+from songseek.engine.analysis.tagging import LabelSet
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.query.search import Library
-from songseek.engine.analysis.tagging import LabelSet
 from tests.analysis_helpers import build_library, noisy_copies
 
 ENC = FakeEncoder()

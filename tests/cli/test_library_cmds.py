@@ -121,8 +121,8 @@ def test_demo_runs_end_to_end_on_three_tracks(tmp_path: Path) -> None:
 
 def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from songseek.engine.storage import index as faiss_index
     from songseek.engine.query.search import Library
+    from songseek.engine.storage import index as faiss_index
 
     lib = tmp_path / "lib"
     pq.write_table(vector_table(40, 8, seed=3), tmp_path / "a.parquet")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from songseek.engine.storage import index as faiss_index
+from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.query import scan as scan_mod
 from songseek.engine.query import search as search_mod
-from songseek.engine.encoders.base import EncoderInfo, l2_normalize
-from songseek.engine.storage.manifest import Manifest
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage import index as faiss_index
+from songseek.engine.storage.manifest import Manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
 

@@ -11,8 +11,8 @@ import pytest
 
 from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.filters import filter_track_ids
-from songseek.engine.storage.manifest import file_sha256, read_manifest
 from songseek.engine.query.search import Library
+from songseek.engine.storage.manifest import file_sha256, read_manifest
 from songseek.engine.storage.writer import LibraryWriter
 from songseek.indexers.ingest import ingest_table
 from tests.conftest import vector_table

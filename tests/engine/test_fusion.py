@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from songseek.engine.query import fusion
 from songseek.engine.errors import UsageError
+from songseek.engine.query import fusion
 from songseek.engine.query.fusion import (
     FusionParams,
     argmax_frame,

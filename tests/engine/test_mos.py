@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from songseek.engine.analysis.mos import (
+    MosTrainConfig,
+    load_head,
+    predict_library,
+    read_ratings,
+    train_head,
+    train_on_library,
+)
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.errors import IncompatibleLibraryError, UsageError
 from songseek.engine.query.filters import filter_track_ids
-from songseek.engine.analysis.mos import MosTrainConfig, load_head, predict_library, read_ratings, train_head, train_on_library
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import FAKE_INFO, build_library, unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from songseek.engine.analysis.outliers import explain, find_outliers, knn_scores, pooled_track_vectors, rank_outliers
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError, UsageError
-from songseek.engine.analysis.outliers import explain, find_outliers, knn_scores, pooled_track_vectors, rank_outliers
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies, unit
 

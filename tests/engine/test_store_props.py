@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
-from songseek.engine.storage.repair import verify_library
-from songseek.engine.storage.manifest import Manifest, read_manifest
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage.manifest import Manifest, read_manifest
+from songseek.engine.storage.repair import verify_library
 from songseek.engine.storage.store import Failure, TrackRecord, read_table_mmap, write_table_atomic
 from songseek.engine.storage.writer import LibraryWriter
 

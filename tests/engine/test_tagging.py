@@ -7,11 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.errors import UsageError
-from songseek.engine.query.filters import filter_track_ids
-from songseek.engine.query.fusion import FusionParams, fuse
-from songseek.engine.query.search import Library
 from songseek.engine.analysis.tagging import (
     BUILTIN_SETS,
     LabelSet,
@@ -25,6 +20,11 @@ from songseek.engine.analysis.tagging import (
     tag_sets,
     track_window_scores,
 )
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import UsageError
+from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies
 
 ENC = FakeEncoder()

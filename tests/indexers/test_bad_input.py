@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.storage.repair import verify_library
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage.repair import verify_library
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 from tests.conftest import library_rows

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError
-from songseek.engine.storage.manifest import read_manifest
 from songseek.engine.query.search import Library, library_stats
+from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 from tests.conftest import library_rows
 
