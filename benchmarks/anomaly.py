@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.analysis.outliers import DEFAULT_K, knn_scores, library_track_vectors
+from songseek.engine.analysis.outliers import DEFAULT_K, knn_scores
+from songseek.engine.analysis.pooling import library_track_vectors
 from songseek.engine.errors import UsageError
 
 from .score_metrics import partial_auc, roc_auc

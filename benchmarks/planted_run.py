@@ -178,7 +178,7 @@ def run_planted(n_tracks: int, seed: int = 7, dim: int = 64, modes: Sequence[str
     Returns directions whole_track / section / section_long; ``extra["fusion_vs_mean"]`` when both modes
     ran. ``method="arrays"``: see the module docstring (``engine_check_queries`` go through the engine)."""
     if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     fusion = fusion or FusionParams()
     t0 = time.perf_counter()
     ps = make_planted(n_tracks, dim=dim, seed=seed, noise=noise)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from songseek.engine.errors import UsageError
+from songseek.engine.version import __version__
 
 REPORT_FORMAT = "songseek-benchmark-report"
 REPORT_VERSION = 1
@@ -321,8 +322,6 @@ def write_report(
         plot_paths, note = _plots(out, res)
     else:
         plot_paths, note = [], "not requested"
-    from songseek import __version__
-
     doc: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,

@@ -19,7 +19,6 @@ own; ties pessimistic (benchmarks/metrics.py). mAP@10 divides by the number of r
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -32,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from songseek import __version__
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
+from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
+from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig
 
 from .datasets import QuerySet, RetrievalDataset, dataset_hash
@@ -344,14 +344,6 @@ def run_settings(modes: Sequence[str], fusion: FusionParams, ks: Sequence[int], 
     return {**out, **PROTOCOL}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def subset_queries(queries: QuerySet, n: int, seed: int = 0) -> QuerySet:
     """n queries sampled without replacement (``default_rng(seed)``) from the queries sorted by id; file
     order kept. n >= len returns the set unchanged (as datasets.subset does for items)."""
@@ -408,7 +400,7 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
              if any(with_span) else None)
     plan = search_plan(lib.n_tracks, ks, candidates)
     t2a, misses = text_to_audio(lib, vecs, relevant, modes, fusion, ks, plan, spans, texts, ci, workers, progress)
-    settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": _file_sha256(queries.path),
+    settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": file_sha256(queries.path),
                 "n_queries": len(qs), "query_kind": "text" if n_text else "vector",
                 "long_texts": sum(t is not None for t in texts or []), "unknown_relevant_ids": unknown,
                 **run_settings(modes, fusion, ks, ci, plan), "misses": {"text_to_audio": misses},

@@ -20,7 +20,7 @@ import numpy as np
 
 from songseek.engine.encoders import Encoder, l2_normalize
 from songseek.engine.errors import UsageError
-from songseek.engine.query import search as engine_search
+from songseek.engine.query.candidates import ExactPolicy
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage import index as faiss_index
 
@@ -127,7 +127,7 @@ class QuerySpeedReport:
     k: int
     candidates: int
     queries: int
-    faiss_threads: int         # OpenMP threads of each query's scans (engine.index.QUERY_THREADS)
+    faiss_threads: int         # OpenMP threads of each query's scans (engine.storage.index.get_query_threads())
     load_avg: float            # 1-minute load average when the run started (other work on the machine)
     latencies: tuple[Latency, ...]
     agreement: Agreement       # top-k tracks of the default path vs the exact path
@@ -175,27 +175,26 @@ def brute_force_topk(shards: Sequence[np.ndarray], q: np.ndarray, k: int) -> tup
 
 
 def run_query_speed(library: Path, queries: np.ndarray, *, k: int = 10, candidates: int = 200,
-                    nprobe: int | None = None, warmup: int = 3, faiss_threads: int | None = None
-                    ) -> QuerySpeedReport:
+                    nprobe: int | None = None, warmup: int = 3, faiss_threads: int | None = None,
+                    policy: ExactPolicy = ExactPolicy()) -> QuerySpeedReport:
     """Time each stage of a query over ``queries`` (float32 (nq, dim)) on an existing library.
-    ``faiss_threads`` overrides engine.index.QUERY_THREADS for the run (0: FAISS's default)."""
-    before = faiss_index.QUERY_THREADS
-    if faiss_threads is not None:
-        faiss_index.QUERY_THREADS = faiss_threads
+    ``faiss_threads`` overrides engine.storage.index.get_query_threads() for the run (0: FAISS's default)."""
+    before = faiss_index.set_query_threads(faiss_threads) if faiss_threads is not None else None
     try:
-        return _run_query_speed(library, queries, k, candidates, nprobe, warmup)
+        return _run_query_speed(library, queries, k, candidates, nprobe, warmup, policy)
     finally:
-        faiss_index.QUERY_THREADS = before
+        if before is not None:
+            faiss_index.set_query_threads(before)
 
 
 def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int, nprobe: int | None,
-                     warmup: int) -> QuerySpeedReport:
+                     warmup: int, policy: ExactPolicy) -> QuerySpeedReport:
     import faiss
 
     load = os.getloadavg()[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lib = Library.open(library)
+        lib = Library.open(library, policy=policy)
     queries = l2_normalize(np.asarray(queries, dtype=np.float32))
     if queries.ndim != 2 or queries.shape[1] != lib.manifest.dim or len(queries) == 0:
         raise UsageError(f"queries must be (n, {lib.manifest.dim}), got {queries.shape}")
@@ -204,7 +203,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     opts = SearchOptions(k=k, candidates=candidates, nprobe=nprobe)
     exact_opts = SearchOptions(k=k, candidates=candidates, exact=True)
     want = max(candidates, k)
-    kf = lib._first_kf(want)
+    kf = lib.first_frames(want)
     shards = lib.store.shards()
     vec_bytes = n * dim * 4
 
@@ -226,7 +225,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
         rows_out.append(latency("faiss", f"{desc} (nprobe {probe}), top {kf} frames", t, index_bytes, base_p50))
         approx = np.stack([faiss_index.search(index, q[None], 100)[1][0] for q in queries])
         recall = recall_at_k(approx, truth)
-    t, cands = _timed(lambda q: lib._candidates(q, opts, None), queries, warmup)
+    t, cands = _timed(lambda q: lib.candidates(q, opts, None), queries, warmup)
     rows_out.append(latency("candidates", f"FAISS + group frames into the best {want} tracks", t, index_bytes,
                             base_p50))
     pairs = list(zip(queries, cands))
@@ -234,10 +233,10 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     touched = 0
     for i, (q, (rows, scores)) in enumerate(pairs[:warmup] + pairs):
         t0 = time.perf_counter()
-        lib._rerank(q, rows, scores, opts)
+        lib.rerank(q, rows, scores, opts)
         if i >= warmup:
             t_rr.append(time.perf_counter() - t0)
-            touched += int(lib._cols["frame_count"][rows].sum())
+            touched += int(lib.track_column("frame_count")[rows].sum())
     frame_bytes = touched / max(len(queries), 1) * dim * 4
     rows_out.append(latency("fusion", f"rerank {want} candidate tracks (all their frames, {opts.rerank})",
                             t_rr, frame_bytes, base_p50))
@@ -247,9 +246,9 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
 
     setup = 0.0
     exact_bytes = float(vec_bytes)
-    if desc != "Flat" and n > engine_search.EXACT_FP32_FRAMES:
+    if desc != "Flat" and n > lib.policy.fp32_frames:
         t0 = time.perf_counter()
-        scanner = lib._int8_scanner()
+        scanner = lib.int8_scanner()
         setup = time.perf_counter() - t0
         if scanner is not None:
             exact_bytes += scanner.nbytes
@@ -265,7 +264,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     return QuerySpeedReport(
         library=str(library), frames=n, tracks=lib.n_tracks, dim=dim, index=desc,
         nprobe=probe if desc.startswith("IVF") else 0, k=k, candidates=candidates, queries=len(queries),
-        faiss_threads=faiss_index.QUERY_THREADS or int(faiss.omp_get_max_threads()), load_avg=load,
+        faiss_threads=faiss_index.get_query_threads() or int(faiss.omp_get_max_threads()), load_avg=load,
         latencies=tuple(rows_out),
         agreement=agree, frame_recall_at_100=recall, exact_setup_s=setup, rss_peak_mb=rss_peak_mb())
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import typer
 
-from .common import handles_errors, print_json
-
-LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+from .common import LIBRARY_OPT, handles_errors, print_json
 
 mos_app = typer.Typer(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
                       no_args_is_help=True)
@@ -77,7 +75,7 @@ def tag(
 @handles_errors
 def outliers(
     library: Path = LIBRARY_OPT,
-    k: int = typer.Option(4, "-k", help="Neighbours per track (Eq. 1 of seed 004 uses 4)."),
+    k: int = typer.Option(4, "-k", help="Neighbours per track (the outlier paper's Eq. 1 uses 4)."),
     reference: Path = typer.Option(None, "--reference", help="Reference library of known-good tracks "
                                    "(same encoder); default: the library itself, each track excluded."),
     top: int = typer.Option(20, "--top", help="How many outliers to show."),

@@ -4,25 +4,20 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from .common import handles_errors, print_json
+from . import bench_extra_cmds, bench_retrieval_cmds
+from .common import handles_errors, library_option, print_json
 
 bench_app = typer.Typer(
     help="Benchmarks: speed (query-speed, index-speed), retrieval quality and the papers' evaluations.",
     no_args_is_help=True,
 )
 
-# Modules that add commands to `bench_app`; each defines register_bench(bench_app). Missing ones are skipped.
-_BENCH_MODULES = [
-    "songseek.cli.bench_retrieval_cmds",
-    "songseek.cli.bench_extra_cmds",
-]
 
 DEFAULT_WORK = Path("~/.cache/songseek/bench")
 
@@ -30,11 +25,7 @@ DEFAULT_WORK = Path("~/.cache/songseek/bench")
 def register(app: typer.Typer) -> None:
     bench_app.command("query-speed")(query_speed)
     bench_app.command("index-speed")(index_speed)
-    for name in _BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
+    for module in (bench_retrieval_cmds, bench_extra_cmds):  # each adds its commands to the group
         module.register_bench(bench_app)
     app.add_typer(bench_app, name="bench")
 
@@ -57,7 +48,7 @@ def query_speed(
                                      "(repeat for several sizes in one run). Ignored with --library."),
     dim: int = typer.Option(512, "--dim", help="Vector dimension of the synthetic library."),
     preset: str = typer.Option("clustered", "--preset", help="Synthetic geometry: clustered or hard."),
-    library: Path = typer.Option(None, "--library", "-l", help="Time an existing library instead "
+    library: Path = library_option(required=False, help="Time an existing library instead "
                                  "(queries: random frames plus noise, or --query-file)."),
     query_file: Path = typer.Option(None, "--query-file", help="With --library: your own queries, one text "
                                     "per line (embedded with the library's encoder) or a .npy of vectors."),

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .common import handles_errors, print_json
+from .common import handles_errors, library_option, print_json
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 def tagging_cmd(
     dataset: Path = typer.Option(..., "--dataset", help="CSV: track_id or path, and label (single-label) or "
                                  "labels ('|'-separated, multi-label)."),
-    library: Path = typer.Option(..., "--library", "-l", help="Library holding the dataset's tracks."),
+    library: Path = library_option(help="Library holding the dataset's tracks."),
     labels: str = typer.Option(None, "--labels", help="Label vocabulary: genres, moods, instruments or a file "
                                "(default: the labels the dataset uses)."),
     template: list[str] = typer.Option([], "--template", help="Prompt template(s) with {label}."),
@@ -71,7 +71,7 @@ def anomaly_cmd(
     dataset: Path = typer.Option(..., "--dataset", help="DCASE 2020 Task 2 folder: <machine>/train|test/*.wav."),
     work: Path = typer.Option(Path("anomaly-libraries"), "--work", help="Where the per-machine libraries are "
                               "built (reused by later runs)."),
-    k: int = typer.Option(4, "-k", help="Nearest normal references per clip (seed 004: 4)."),
+    k: int = typer.Option(4, "-k", help="Nearest normal references per clip (the outlier paper uses 4)."),
     reference_per: str = typer.Option("id", "--reference-per", help="id (normals of the same machine ID) or type."),
     max_fpr: float = typer.Option(0.1, "--max-fpr", help="pAUC range (DCASE: 0.1)."),
     encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder (default: laion)."),
@@ -102,7 +102,7 @@ def anomaly_cmd(
 def mos_cmd(
     ratings: Path = typer.Option(..., "--ratings", help="CSV: track_id or path, impression[, alignment, prompt], "
                                  "system."),
-    library: Path = typer.Option(..., "--library", "-l", help="Library holding the rated tracks."),
+    library: Path = library_option(help="Library holding the rated tracks."),
     system_column: str = typer.Option("system", "--system-column", help="Column naming each clip's system."),
     test_fraction: float = typer.Option(0.15, "--test-fraction", help="Held-out share (paper: 15%)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),

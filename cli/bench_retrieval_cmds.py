@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from .common import handles_errors, print_json
+from .common import handles_errors, library_option, print_json
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -116,7 +116,7 @@ def _open_library(library: Path, device: str) -> Any:
 
 @handles_errors
 def retrieval(
-    library: Path = typer.Option(None, "--library", "-l", help="Library to evaluate (or to build for --dataset)."),
+    library: Path = library_option(required=False, help="Library to evaluate (or to build for --dataset)."),
     queries: Path = typer.Option(None, "--queries", help="Parquet/CSV/JSONL with query (text) or vector, relevant "
                                  "(track id or list)[, start_s, end_s]."),
     dataset: Path = typer.Option(None, "--dataset", help="Dataset manifest (CSV/JSONL/Parquet: path, caption[s])."),

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handles_errors, print_json
-
-LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+from .common import LIBRARY_OPT, handles_errors, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -122,7 +120,8 @@ def ingest(
 def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json", help="One JSON object.")
          ) -> None:
     """Tracks, frames, encoder, windowing, index and size of a library."""
-    from songseek.engine.query.search import Library, library_stats
+    from songseek.engine.query.search import Library
+    from songseek.engine.query.stats import library_stats
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

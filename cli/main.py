@@ -5,9 +5,10 @@ Each command group lives in its own module with a ``register(app)`` function.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from songseek.cli import analysis_cmds, bench_cmds, demo_cmd, library_cmds, maintenance_cmds, sql_cmd, synth_cmd
+from songseek.engine.version import __version__
 
 app = typer.Typer(
     name="songseek",
@@ -17,18 +18,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Modules that add commands to `app`; each defines register(app).
-_COMMAND_MODULES = [
-    "songseek.cli.library_cmds",
-    "songseek.cli.maintenance_cmds",
-    "songseek.cli.analysis_cmds",
-    "songseek.cli.demo_cmd",
-    "songseek.cli.bench_cmds",
-    "songseek.cli.synth_cmd",
-]
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+# Each command module adds its commands to `app` (heavy libraries load inside the commands, so that
+# `songseek --help` stays fast).
+for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, demo_cmd, bench_cmds, synth_cmd):
+    _module.register(app)
 
 
 @app.callback()
@@ -36,8 +29,6 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
-        from songseek import __version__
-
         typer.echo(__version__)
         raise typer.Exit(0)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handles_errors, print_json
+from .common import handles_errors, library_option, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 @handles_errors
 def repair(
-    library: Path = typer.Option(..., "--library", "-l", help="Library directory to verify and repair."),
+    library: Path = library_option(help="Library directory to verify and repair."),
     compact: bool = typer.Option(False, "--compact", help="Also rewrite the frame shards without dead frames "
                                  "(left by changed and removed tracks)."),
     check: bool = typer.Option(False, "--check", help="Only verify checksums and consistency; change nothing "

@@ -15,7 +15,7 @@ def resolve_device(requested: str = "auto") -> str:
     except ImportError:  # torch-free installs (precomputed vectors) only ever use the CPU
         if requested in ("auto", "cpu"):
             return "cpu"
-        raise UsageError(f"--device {requested} needs torch installed") from None
+        raise UsageError(f"device {requested} needs torch installed") from None
     if requested == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -23,9 +23,9 @@ def resolve_device(requested: str = "auto") -> str:
             return "mps"
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {requested} was asked for but CUDA is not available here; use --device cpu")
+        raise UsageError(f"device {requested} was asked for but CUDA is not available here; use device cpu")
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
-        raise UsageError(f"unknown --device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
     return requested
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from songseek.engine.audio import decode_stream, iter_windows
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import IncompatibleLibraryError, SongseekError, UsageError
+from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.storage.manifest import Manifest, check_compatible
 from songseek.engine.storage.store import Failure, TrackRecord
@@ -71,14 +72,6 @@ class IndexReport:
                 + (f" (+{self.skipped_failed} known failures skipped)" if self.skipped_failed else "")
                 + f"; {self.windows} windows, {self.audio_s / 3600:.2f} h audio in {self.seconds:.1f} s; "
                 f"index {self.index_action}")
-
-
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
@@ -179,7 +172,7 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
             report.skipped_failed += 1  # unchanged since it failed (content, times and permissions)
             continue
         try:
-            digest = file_hash(f.path)
+            digest = file_sha256(f.path)
         except OSError as exc:
             _fail(writer, report, Failure(key, type(exc).__name__,
                                           f"{key}: cannot read the file ({exc.strerror})",

@@ -22,6 +22,7 @@ FORMATS: dict[str, tuple[str, str | None]] = {
     "aac": ("aac", "adts"),  # raw ADTS stream: no container, no edit list
 }
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
+SR = 16000  # the fake encoder's rate, used by the tone tracks below
 REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
 
 
@@ -139,3 +140,18 @@ def require_real_audio() -> Path:
     if not REAL_AUDIO.is_dir() or not any(REAL_AUDIO.glob("*.ogg")):
         pytest.skip("../shared/data not present")
     return REAL_AUDIO
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int = SR) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio.astype(np.float32), sr, subtype="FLOAT")
+
+
+def tone_track(freqs: list[float], seconds_each: float, seed: int) -> np.ndarray:
+    """Consecutive sections, each a pure tone plus a little seeded noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds_each * SR)) / SR
+    parts = [0.5 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(len(t)) for f in freqs]
+    return np.concatenate(parts)

@@ -88,7 +88,7 @@ def write_dataset(out_dir: str | Path, n_tracks: int, seed: int, audio_format: s
     Raises UsageError for a bad count or format, or when ``out_dir`` is a file.
     """
     if n_tracks < 1:
-        raise UsageError(f"--tracks must be at least 1, got {n_tracks}")
+        raise UsageError(f"n_tracks must be at least 1, got {n_tracks}")
     if audio_format not in AUDIO_FORMATS:
         raise UsageError(f"unknown audio format {audio_format!r}: choose one of {', '.join(AUDIO_FORMATS)}")
     out = Path(out_dir)

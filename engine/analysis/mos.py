@@ -21,9 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from songseek.engine.analysis.pooling import library_track_vectors, pooled_track_vectors
+from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError, UsageError
+from songseek.engine.query.search import Library
+from songseek.engine.storage.writer import LibraryWriter
 
 FORMAT = "songseek-mos-head"
 FORMAT_VERSION = "1"
@@ -47,11 +52,11 @@ class MosTrainConfig:
 
     def validated(self) -> MosTrainConfig:
         if self.optimizer not in ("sgd", "adam"):
-            raise UsageError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise UsageError("--lr, --batch-size, --epochs and --patience must be positive")
+            raise UsageError("lr, batch_size, epochs and patience must be positive")
         if not 0.0 <= self.valid_fraction < 1.0:
-            raise UsageError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
+            raise UsageError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         return self
 
 
@@ -314,12 +319,11 @@ class Ratings:
                        pick(self.systems), self.unmatched)
 
 
-def read_ratings(path: str | Path, tracks: Any, system_column: str = "system") -> Ratings:
+def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "system") -> Ratings:
     """Read a ratings CSV against a library's tracks table (pyarrow): one row per rated track with
     ``track_id`` or ``path``, an impression column (impression / musical_impression / mi / overall), and
     optionally an alignment column (alignment / textual_alignment / ta) with the ``prompt`` (or text /
     caption) it was rated against, and a system column. Scores must lie in 1-5."""
-    from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
 
     path = Path(path).expanduser()
     rows = read_csv_rows(path, ("track_id", "path"))
@@ -366,10 +370,9 @@ def _score(cell: str, path: Path, line: int, col: str) -> float:
     return v
 
 
-def rated_vectors(lib: Any, ratings: Ratings) -> tuple[np.ndarray, np.ndarray | None]:
+def rated_vectors(lib: Library, ratings: Ratings) -> tuple[np.ndarray, np.ndarray | None]:
     """(audio float32 (N, dim) pooled track vectors, prompt text vectors float32 (N, dim) or None) of the
     rated tracks of an open Library; prompts are embedded with the library's encoder (never truncated)."""
-    from songseek.engine.analysis.outliers import pooled_track_vectors
 
     pos = {str(t): i for i, t in enumerate(lib.tracks.column("track_id").to_pylist())}
     rows = np.asarray([pos[t] for t in ratings.track_ids], dtype=np.int64)
@@ -385,14 +388,13 @@ def rated_vectors(lib: Any, ratings: Ratings) -> tuple[np.ndarray, np.ndarray | 
     return audio, text
 
 
-def train_on_library(lib: Any, ratings: Ratings, config: MosTrainConfig | None = None) -> MosHead:
+def train_on_library(lib: Library, ratings: Ratings, config: MosTrainConfig | None = None) -> MosHead:
     audio, text = rated_vectors(lib, ratings)
     return train_head(lib.manifest.encoder, audio, ratings.impression, text, ratings.alignment, config)
 
 
-def predictions_table(track_ids: list[str], pred: MosPrediction) -> Any:
+def predictions_table(track_ids: list[str], pred: MosPrediction) -> pa.Table:
     """The library's ``mos`` table: track_id, mos_impression, mos_alignment (null where not predicted)."""
-    import pyarrow as pa
 
     n = len(track_ids)
     ali = np.full(n, np.nan, np.float32) if pred.alignment is None else pred.alignment
@@ -405,9 +407,6 @@ def predict_library(root: str | Path, head_path: str | Path, prompts: dict[str, 
                     device: str = "auto") -> tuple[list[str], MosPrediction]:
     """Predict both scores for every track of the library and store them in its ``mos`` table (one commit).
     Alignment needs a prompt per track (``prompts``: track id → text); other tracks get null."""
-    from songseek.engine.analysis.outliers import library_track_vectors
-    from songseek.engine.query.search import Library
-    from songseek.engine.storage.writer import LibraryWriter
 
     with LibraryWriter(Path(root)) as writer:
         lib = Library.open(root, device=device)

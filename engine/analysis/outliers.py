@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from songseek.engine.analysis.pooling import library_track_vectors
 from songseek.engine.errors import UsageError
-from songseek.engine.storage.store import FrameStore
+from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.search import Library
+from songseek.engine.storage.manifest import check_compatible
 
 DEFAULT_K = 4
 HNSW_THRESHOLD = 50_000
@@ -59,22 +61,6 @@ class Outlier:
         return {"rank": self.rank, "track_id": self.track_id, "path": self.path, "score": self.score,
                 "neighbours": list(self.neighbours), "distances": list(self.distances),
                 "reasons": [r.to_json() for r in self.reasons]}
-
-
-def pooled_track_vectors(store: FrameStore, frame_start: np.ndarray, frame_count: np.ndarray) -> np.ndarray:
-    """float32 (N, dim): the L2-normalised mean of each track's window vectors (tracks-table order)."""
-    starts = np.asarray(frame_start, dtype=np.int64)
-    counts = np.asarray(frame_count, dtype=np.int64)
-    out = np.zeros((len(starts), store.dim), np.float32)
-    for i, (s, c) in enumerate(zip(starts, counts)):
-        out[i] = store.vectors(int(s), int(c)).mean(axis=0, dtype=np.float64)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def library_track_vectors(store: FrameStore, tracks: pa.Table) -> np.ndarray:
-    return pooled_track_vectors(store, tracks.column("frame_start").to_numpy(zero_copy_only=False),
-                                tracks.column("frame_count").to_numpy(zero_copy_only=False))
 
 
 def _l2_index(reference: np.ndarray, factory: str | None) -> Any:
@@ -168,17 +154,14 @@ def rank_outliers(track_ids: Sequence[str], paths: Sequence[str], vectors: np.nd
     return out
 
 
-def find_outliers(lib: Any, k: int = DEFAULT_K, top: int = 20, reference: Any = None,
+def find_outliers(lib: Library, k: int = DEFAULT_K, top: int = 20, reference: Library | None = None,
                   descriptors: Sequence[str] = (), n_reasons: int = 3, factory: str | None = None,
                   where: str | None = None) -> list[Outlier]:
-    """``rank_outliers`` over an open Library (engine.search.Library), from its stored window vectors.
+    """``rank_outliers`` over an open Library, from its stored window vectors.
 
     ``reference`` is another open Library made with the same encoder (default: ``lib`` itself, or with
     ``where`` the tracks it keeps: e.g. one folder, to find the file that does not belong there).
     Reasons need the library's text encoder (for the descriptor texts); with no descriptors there are none."""
-    from songseek.engine.query.filters import filter_track_ids
-    from songseek.engine.storage.manifest import check_compatible
-
     vecs = library_track_vectors(lib.store, lib.tracks)
     ids = [str(t) for t in lib.tracks.column("track_id").to_pylist()]
     paths = [str(p) for p in lib.tracks.column("path").to_pylist()]

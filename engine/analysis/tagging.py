@@ -33,10 +33,12 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.errors import UsageError
+from songseek.engine.query.filters import TAG_PREFIX
 from songseek.engine.query.fusion import FusionParams, rerank_scores
+from songseek.engine.query.search import Library
 from songseek.engine.storage.store import FrameStore
+from songseek.engine.storage.writer import LibraryWriter
 
-TAG_PREFIX = "tag_"
 DEFAULT_TEMPLATES: tuple[str, ...] = ("A {label} track",)
 BUILTIN_SETS: tuple[str, ...] = ("genres", "moods", "instruments")
 # Which normalisation each built-in set uses (a label file is single-label unless told otherwise).
@@ -115,7 +117,7 @@ def load_label_set(spec: str, multi_label: bool | None = None) -> LabelSet:
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UsageError(f"--labels {spec}: not {', '.join(BUILTIN_SETS)} and no such file")
+            raise UsageError(f"label set {spec}: not {', '.join(BUILTIN_SETS)} and no such file")
         name = label_slug(path.stem)
         multi = False
     try:
@@ -150,7 +152,7 @@ def aggregate_windows(sims: np.ndarray, lengths: np.ndarray, how: str = "mean",
     """Track scores from window scores. sims float (B, Tmax, L) (padding beyond lengths ignored),
     lengths int (B,) → float32 (B, L). ``how``: mean, max or fusion (engine/query/fusion.py)."""
     if how not in AGGREGATIONS:
-        raise UsageError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
+        raise UsageError(f"aggregate must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
     sims = np.asarray(sims, dtype=np.float32)
     out = np.empty((sims.shape[0], sims.shape[2]), np.float32)
     for lab in range(sims.shape[2]):
@@ -164,7 +166,7 @@ def normalise(cosine: np.ndarray, how: str, temperature: float = DEFAULT_TEMPERA
     if how not in NORMALISATIONS:
         raise UsageError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {how!r}")
     if not temperature > 0 or not np.isfinite(temperature):
-        raise UsageError(f"--temperature must be a finite number > 0, got {temperature}")
+        raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
     c = np.asarray(cosine, dtype=np.float64)
     if c.size == 0:
         return c.astype(np.float32)
@@ -261,11 +263,8 @@ def tag_library(root: str | Path, sets: Sequence[LabelSet], templates: Sequence[
                 params: FusionParams | None = None, device: str = "auto") -> list[TagScores]:
     """Score every track of the library at ``root`` against each label set and store the results in its
     ``tags`` table (one commit; other sets' columns are kept). Holds the writer lock while it works."""
-    from songseek.engine.query.search import Library
-    from songseek.engine.storage.writer import LibraryWriter
-
     if not sets:
-        raise UsageError("give at least one label set (--labels genres|moods|instruments|FILE)")
+        raise UsageError("give at least one label set (genres, moods, instruments or a label file)")
     normalise(np.zeros((1, 1)), "softmax", temperature)  # validates the temperature before any work
     with LibraryWriter(Path(root)) as writer:
         lib = Library.open(root, device=device)

@@ -7,14 +7,13 @@ model's device with the same filters and scaling as transformers' ``ClapFeatureE
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UsageError
+from ..hashing import file_sha256 as sha256_file  # noqa: F401  (re-export for msclap_backend)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -79,15 +78,6 @@ def log_mel(
     filters = torch.as_tensor(np.asarray(mel_filters, dtype=np.float32), device=waveforms.device)
     mel = torch.einsum("nft,fm->ntm", power, filters)
     return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def text_batches(texts: list[str], size: int = 64) -> list[list[str]]:

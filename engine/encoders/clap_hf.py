@@ -119,8 +119,8 @@ def _source(checkpoint: str) -> tuple[str, bool]:
     if path.is_dir():
         return str(path), True
     if path.exists():
-        raise UsageError(f"--checkpoint {checkpoint} is a file; the clap encoder takes a Hugging Face id or "
-                         "a model directory (for a LAION .pt file use --encoder laion)")
+        raise UsageError(f"checkpoint {checkpoint} is a file; the clap encoder takes a Hugging Face id or "
+                         "a model directory (for a LAION .pt file use the laion encoder)")
     looks_local = path.is_absolute() or checkpoint.startswith((".", "~")) or checkpoint.count("/") > 1
     if looks_local:
         raise WeightsNotFoundError(f"CLAP checkpoint directory {checkpoint} does not exist: pass "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, WeightsNotFoundError
+from ..hashing import file_sha256
 from .base import EncoderInfo, l2_normalize
+from .demo_config import DemoConfig, TokenBatch
 
 BUNDLED = "bundled:demo-v1"
 PACKAGE_DIR = "demo_model"
@@ -39,39 +40,6 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _MIN_SAMPLES_S = 1.0  # shorter windows are repeat-padded to 1 s
 _AUDIO_BATCH = 64
 _TEXT_BATCH = 256
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Architecture, front end and provenance of a demo checkpoint (``config.json``)."""
-
-    sample_rate: int = 16000
-    n_fft: int = 512
-    hop: int = 320
-    n_mels: int = 64
-    fmin: float = 20.0
-    fmax: float = 8000.0
-    dim: int = 128
-    audio_width: int = 128
-    text_width: int = 128
-    text_layers: int = 2
-    text_heads: int = 4
-    n_buckets: int = 4096
-    ngram_min: int = 3
-    ngram_max: int = 5
-    max_tokens: int = 64
-    window_s: float = 10.0
-    # Provenance, written by scripts/train_demo_model.py.
-    model_version: str = "demo-v1"
-    training: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DemoConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def tokenize(text: str) -> list[str]:
@@ -90,18 +58,6 @@ def _ngram_ids(word: str, n_min: int, n_max: int, n_buckets: int) -> tuple[int, 
     w = f"<{word}>"
     grams = [w[i:i + n] for n in range(n_min, n_max + 1) for i in range(len(w) - n + 1)] or [w]
     return tuple(zlib.crc32(g.encode("utf-8")) % n_buckets for g in grams)
-
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """Texts ready for the text tower: ``word_ids`` int64 (n, L) (0 pad, 1 unknown), ``mask`` bool
-    (n, L) real tokens, ``ngram_ids`` int64 (total n-grams,), ``ngram_offsets`` int64 (real tokens,):
-    where each real token's n-grams start, tokens in row-major order."""
-
-    word_ids: np.ndarray
-    mask: np.ndarray
-    ngram_ids: np.ndarray
-    ngram_offsets: np.ndarray
 
 
 class Tokenizer:
@@ -217,12 +173,11 @@ def load(checkpoint: str | None, device: str = "cpu", random_weights: bool = Fal
     directory → that checkpoint. ``random_weights`` keeps the architecture and vocabulary but skips the
     weights (plumbing tests). Raises WeightsNotFoundError for missing or corrupt files."""
     from . import demo_net
-    from ._torch_util import sha256_file
 
     bundled = checkpoint in (None, "", BUNDLED, "bundled", "demo")
     root = bundled_dir() if bundled else Path(str(checkpoint))
     if not bundled and not root.is_dir():
-        raise UsageError(f"--checkpoint {checkpoint} is not a directory: the demo encoder needs a folder "
+        raise UsageError(f"checkpoint {checkpoint} is not a directory: the demo encoder needs a folder "
                          "with config.json, vocab.json and model.safetensors (or no --checkpoint)")
     cfg, words = read_checkpoint_dir(root)
     import torch
@@ -238,7 +193,7 @@ def load(checkpoint: str | None, device: str = "cpu", random_weights: bool = Fal
 
             state = load_file(str(weights))
             model.load_state_dict(state, strict=True)
-            sha = sha256_file(weights)
+            sha = file_sha256(weights)
         except Exception as exc:  # safetensors raises its own error type for corrupt files
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise WeightsNotFoundError(f"{weights}: missing or corrupt demo weights ({reason}); reinstall "

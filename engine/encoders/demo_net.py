@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .demo import DemoConfig, TokenBatch
+    from .demo_config import DemoConfig, TokenBatch
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:

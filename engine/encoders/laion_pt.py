@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from ..errors import UsageError, WeightsNotFoundError
-from ._torch_util import offline, sha256_file
+from ..hashing import file_sha256
+from ._torch_util import offline
 from .clap_hf import ClapEncoder, laion_feature_extractor, load_tokenizer, make_info, random_model
 
 HF_REPO = "lukewys/laion_clap"
@@ -145,8 +146,8 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        raise UsageError(f"--checkpoint {name} is a directory; the laion encoder takes a LAION-CLAP .pt file "
-                         "(for a transformers model directory use --encoder clap)")
+        raise UsageError(f"checkpoint {name} is a directory; the laion encoder takes a LAION-CLAP .pt file "
+                         "(for a transformers model directory use the clap encoder)")
     filename = name[len(HF_REPO) + 1:] if name.startswith(HF_REPO + "/") else name
     if "/" in filename or os.sep in filename or not filename.endswith(".pt"):
         raise WeightsNotFoundError(f"LAION-CLAP checkpoint {name} not found: pass --checkpoint PATH to a "
@@ -261,7 +262,7 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
     else:
         path = resolve_checkpoint(checkpoint)
         model = load_model(path)
-        sha = sha256_file(path)
+        sha = file_sha256(path)
     fe = laion_feature_extractor()
     if model.config.audio_config.enable_fusion:
         fe.truncation = "fusion"

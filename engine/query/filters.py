@@ -18,6 +18,7 @@ import pyarrow as pa
 from songseek.engine.errors import QueryError
 
 _FORBIDDEN = (";",)
+TAG_PREFIX = "tag_"  # zero-shot tag columns: tag_<slug>, read by the tag() macro
 
 
 def _connect(tables: dict[str, pa.Table]) -> Any:
@@ -38,9 +39,9 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
     """Track ids (object array) of rows of ``tracks`` (joined with ``tags`` if present) matching ``where``."""
     where = where.strip()
     if not where:
-        raise QueryError("--where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
+        raise QueryError("where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
     if any(tok in where for tok in _FORBIDDEN):
-        raise QueryError("--where takes one SQL predicate, not statements (no ';')")
+        raise QueryError("where takes one SQL predicate, not statements (no ';')")
     source = " ".join(["tracks", *(f'LEFT JOIN "{name}" USING (track_id)' for name, table in tables.items()
                                    if name != "tracks" and "track_id" in table.column_names)])
     con = _connect(tables)
@@ -49,7 +50,7 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
     except Exception as exc:  # duckdb raises many error types; all mean "bad predicate"
         cols = ", ".join(_columns(tables))
         first = str(exc).strip().splitlines()[0]
-        raise QueryError(f"bad --where predicate: {first}. Columns: {cols}") from None
+        raise QueryError(f"bad where predicate: {first}. Columns: {cols}") from None
     finally:
         con.close()
     return np.asarray(result.column("track_id").to_pylist(), dtype=object)
@@ -58,8 +59,6 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
 def _tag_macro(con: Any, columns: list[str]) -> None:
     """``tag('Hip Hop')`` → column ``tag_hip_hop`` (labels slugged as engine/analysis/tagging.py does); an
     unknown label is an error that lists the known ones, not a silent NULL."""
-    from songseek.engine.analysis.tagging import TAG_PREFIX
-
     slugs = [c[len(TAG_PREFIX):] for c in columns if re.fullmatch(TAG_PREFIX + "[a-z0-9_]+", c)]
     if not slugs:
         return

@@ -21,6 +21,7 @@ from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import LibraryError, QueryError
 from songseek.engine.query import longtext
+from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.fusion import FusionParams, params_for_hop
 from songseek.engine.query.scan import Int8Scanner, build_scanner
@@ -39,19 +40,6 @@ def check_query_text(text: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
                          "accepted: shorten it (long captions are split into sentence chunks up to that)")
-
-
-# When a filter keeps at most this many frames, they are searched exactly instead of over-fetching.
-EXACT_SUBSET_FRAMES = 200_000
-# --where predicates whose track rows an open Library remembers.
-WHERE_CACHE = 32
-# Up to this many frames the exact path is a plain float32 scan (an int8 copy would not pay for itself).
-EXACT_FP32_FRAMES = 50_000
-# The exact path builds its int8 copy once this many exact queries are answered or asked for in one call.
-# The copy costs about 25 float32 scans (1M x 512: 3.1 s vs 124 ms), so waiting for 16 keeps any run of
-# exact queries within about twice the cost of the best choice made in hindsight (the ski-rental rule),
-# and a one-off CLI query never pays for it.
-EXACT_BUILD_AFTER = 16
 
 
 @dataclass(frozen=True)
@@ -107,17 +95,19 @@ class SearchOptions:
         if self.rerank not in RERANK_MODES:
             raise QueryError(f"unknown rerank mode {self.rerank!r}: use {', '.join(RERANK_MODES)}")
         if self.nprobe is not None and self.nprobe <= 0:
-            raise QueryError(f"--nprobe must be at least 1 (got {self.nprobe})")
+            raise QueryError(f"nprobe must be at least 1 (got {self.nprobe})")
         if self.candidates <= 0:
-            raise QueryError(f"--candidates must be at least 1 (got {self.candidates})")
+            raise QueryError(f"candidates must be at least 1 (got {self.candidates})")
         return self
 
 
 class Library:
     """A library opened for searching. Cheap to open: shards are memory-mapped, the index is loaded once."""
 
-    def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str) -> None:
+    def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str,
+                 policy: ExactPolicy = ExactPolicy()) -> None:
         self.root = root
+        self.policy = policy
         self.manifest = manifest
         self._encoder = encoder
         self._device = device
@@ -140,18 +130,21 @@ class Library:
         self._where_lock = threading.Lock()
         self._slices: tuple[np.ndarray, np.ndarray] | None = None
         self._exact_queries = 0
+        self.exact_counts = {"int8": 0, "float32": 0}  # how exact candidate searches were answered
         if manifest.encoder.random_weights:
             warnings.warn(f"{root} was built with RANDOM weights: scores mean nothing", stacklevel=2)
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto") -> Library:
-        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match)."""
+    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto",
+             policy: ExactPolicy = ExactPolicy()) -> Library:
+        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match);
+        ``policy`` sets when the exact routes are taken (candidates.ExactPolicy)."""
         root = Path(root).expanduser()
         for attempt in range(3):  # a writer may swap generations between reading the manifest and files
             manifest = read_manifest(root)
             try:
-                lib = cls(root, manifest, encoder, device)
+                lib = cls(root, manifest, encoder, device, policy)
                 break
             except LibraryError:
                 if attempt == 2 or read_manifest(root).generation == manifest.generation:
@@ -173,6 +166,10 @@ class Library:
     @property
     def n_tracks(self) -> int:
         return len(self._cols["track_id"])
+
+    def track_column(self, name: str) -> np.ndarray:
+        """One column of the tracks table as an array (track_id, path, frame_start, frame_count, duration_s)."""
+        return self._cols[name]
 
     @property
     def encoder(self) -> Encoder:
@@ -275,13 +272,13 @@ class Library:
         q = self._check_vectors(np.asarray(queries, dtype=np.float32))
         if self.n_tracks == 0:
             return [[] for _ in range(len(q))]
-        allowed = self._allowed_rows(opts.where)
+        allowed = self.allowed_rows(opts.where)
         if opts.exact:
-            self._exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
+            self.exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
         results = []
         for qi in range(len(q)):
-            cand_rows, cand_scores = self._candidates(q[qi], opts, allowed)
-            results.append(self._rerank(q[qi], cand_rows, cand_scores, opts))
+            cand_rows, cand_scores = self.candidates(q[qi], opts, allowed)
+            results.append(self.rerank(q[qi], cand_rows, cand_scores, opts))
         return results
 
     def _search_chunks(self, chunks: np.ndarray, opts: SearchOptions) -> list[Hit]:
@@ -290,24 +287,24 @@ class Library:
         q = self._check_vectors(chunks)
         if self.n_tracks == 0:
             return []
-        allowed = self._allowed_rows(opts.where)
+        allowed = self.allowed_rows(opts.where)
         best: dict[int, float] = {}
         for qc in q:
-            rows, scores = self._candidates(qc, opts, allowed)
+            rows, scores = self.candidates(qc, opts, allowed)
             for r, sc in zip(rows.tolist(), scores.tolist()):
                 best[r] = max(best.get(r, -np.inf), sc)
         order = sorted(best, key=lambda r: (-best[r], r))
         rows_arr = np.asarray(order, dtype=np.int64)
-        return self._rerank(q, rows_arr, np.asarray([best[r] for r in order], np.float32), opts)
+        return self.rerank(q, rows_arr, np.asarray([best[r] for r in order], np.float32), opts)
 
     # -- internals -----------------------------------------------------------------------------------
     def tables(self) -> dict[str, pa.Table]:
         """The tables `--where` and `songseek sql` see: tracks, then every extra table (tags, mos, ...)."""
         return {"tracks": self.tracks, **self.extra_tables}
 
-    def _allowed_rows(self, where: str | None) -> np.ndarray | None:
+    def allowed_rows(self, where: str | None) -> np.ndarray | None:
         """Sorted track rows that ``where`` keeps. Remembered per predicate (the tables of an open Library
-        never change, and DuckDB costs about 25 ms a call); the last WHERE_CACHE predicates are kept."""
+        never change, and DuckDB costs about 25 ms a call); the last ``policy.where_cache`` predicates are kept."""
         if where is None:
             return None
         with self._where_lock:
@@ -319,32 +316,32 @@ class Library:
         rows.setflags(write=False)
         with self._where_lock:
             self._where_cache[where] = rows
-            while len(self._where_cache) > WHERE_CACHE:
+            while len(self._where_cache) > self.policy.where_cache:
                 self._where_cache.pop(next(iter(self._where_cache)))
         return rows
 
-    def _candidates(self, q: np.ndarray, opts: SearchOptions, allowed: np.ndarray | None
+    def candidates(self, q: np.ndarray, opts: SearchOptions, allowed: np.ndarray | None
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Top candidate track rows by their best frame score (int64 (c,), float32 (c,)), best first."""
         want = max(opts.candidates, opts.k)
         if allowed is not None:
             subset = int(self._cols["frame_count"][allowed].sum())
-            if subset <= EXACT_SUBSET_FRAMES:
+            if subset <= self.policy.subset_frames:
                 return self._subset_candidates(q, want, allowed)
             if opts.exact:  # a broad filter: mask the full exact scan instead of gathering most of it
-                return self._exact_candidates(q, want, allowed)
+                return self.exact_candidates(q, want, allowed)
         n = self.store.n_rows
         index = None if opts.exact else self.index
         covered = self.manifest.index_frames if index is not None else 0
         if index is None or not covered:
-            return self._exact_candidates(q, want, allowed)
+            return self.exact_candidates(q, want, allowed)
         # Per query, so that one query's --nprobe does not stick to the next.
         faiss_index.set_nprobe(index, opts.nprobe or self.default_nprobe())
         # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered
         tail_scores = tail_scores[0]
-        kf = self._first_kf(want)
+        kf = self.first_frames(want)
         while True:
             scores, rows = faiss_index.search(index, q[None], kf)
             exhausted = bool((rows[0] < 0).any())  # the probed lists hold fewer than kf frames
@@ -352,8 +349,8 @@ class Library:
             keep = rows >= 0
             owners = np.where(keep, self.frame_owner[np.where(keep, rows, 0)], -1)
             if allowed is not None:
-                owners = _only(owners, allowed, self.n_tracks)
-            cand, cand_scores = _best_per_track(owners, scores, want)
+                owners = only_rows(owners, allowed, self.n_tracks)
+            cand, cand_scores = best_per_track(owners, scores, want)
             if len(cand) >= want or kf >= covered or exhausted:
                 return cand, cand_scores
             kf *= 4
@@ -384,86 +381,65 @@ class Library:
         m = self.manifest
         return m.index_nprobe or faiss_index.default_nprobe(m.index_description, m.index_frames)
 
-    def _first_kf(self, want: int) -> int:
+    def first_frames(self, want: int) -> int:
         """Frames to ask FAISS for first: the best frames cluster in few tracks, so about ``want`` tracks'
         worth of frames (mean frames per track), which saves a second search in most queries."""
         per_track = self.store.n_rows / max(self.n_tracks, 1)
         return int(max(4 * want, 256, want * per_track))
 
-    def _exact_candidates(self, q: np.ndarray, want: int, allowed: np.ndarray | None
+    def exact_candidates(self, q: np.ndarray, want: int, allowed: np.ndarray | None
                           ) -> tuple[np.ndarray, np.ndarray]:
         """The ``want`` best tracks by best frame over every frame, exactly as float32 brute force would.
 
         A flat float32 index is exact already. Otherwise, once the int8 copy is worth building
-        (EXACT_BUILD_AFTER), the int8 scanner scores every frame within a proven ``margin``; every frame
+        (``policy.build_after``), the int8 scanner scores every frame within a proven ``margin``; every frame
         that could still be its track's best and beat the ``want``-th track is re-scored in float32
         (engine/query/scan.py, docs/performance.md). Else float32 brute force.
         """
         n = self.store.n_rows
         owner = self.frame_owner
         if allowed is not None:
-            owner = _only(owner, allowed, self.n_tracks)
+            owner = only_rows(owner, allowed, self.n_tracks)
         flat = self.index if self.manifest.index_description == "Flat" else None
         if flat is not None and self.manifest.index_frames == n:
-            kf = self._first_kf(want)
+            kf = self.first_frames(want)
             while True:
                 scores, rows = faiss_index.search(flat, q[None], kf)
                 keep = rows[0] >= 0
-                cand, cand_scores = _best_per_track(owner[rows[0][keep]], scores[0][keep], want)
+                cand, cand_scores = best_per_track(owner[rows[0][keep]], scores[0][keep], want)
                 if len(cand) >= want or kf >= n:
                     return cand, cand_scores
                 kf *= 4
-        scanner = self._exact_scanner(upcoming=1)
-        self._exact_queries += 1
+        scanner = self.exact_scanner(upcoming=1)
+        with self._scanner_lock:
+            self._exact_queries += 1
         if scanner is not None:
-            found = self._certified_candidates(scanner, q, want, owner)
-            if found is not None:
-                return found
+            approx, margin = scanner.scores(q)
+            rows = rows_to_rescore(approx, margin, owner, want, self.first_frames(want))
+            if rows is not None:
+                self.exact_counts["int8"] += 1
+                return best_per_track(owner[rows], self.row_scores(rows, q), want)
+        self.exact_counts["float32"] += 1
         sims = np.concatenate([vecs @ q for vecs in self.store.shards()]) if n else np.zeros(0, np.float32)
-        return _top_tracks(sims, owner, want, self._first_kf(want))
+        return top_tracks(sims, owner, want, self.first_frames(want))
 
-    def _certified_candidates(self, scanner: Int8Scanner, q: np.ndarray, want: int, owner: np.ndarray
-                              ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The exact path's int8 pass (see ``_exact_candidates``); None when too many frames are too close
-        to call and float32 brute force is cheaper."""
-        approx, m = scanner.scores(q)
-        approx[owner < 0] = -np.inf  # dead frames and tracks the filter leaves out
-        # b: the want-th track's int8 score (its best frame's); found among the frames above a threshold
-        # guessed from a 1/64 sample, lowered until those frames cover want tracks.
-        sample = approx[::64]
-        j = max(1, self._first_kf(want) // 64)
-        while True:
-            t = np.partition(sample, len(sample) - j)[len(sample) - j] if j < len(sample) else -np.inf
-            rows = np.flatnonzero(approx >= t)
-            _, best = _best_per_track(owner[rows], approx[rows], want)
-            if len(best) >= want or t == -np.inf:
-                break
-            j *= 4
-        if len(best) < want:
-            return None  # fewer live tracks than asked for: brute force is as cheap
-        # The want-th track's float32 score is at least b - m, so a frame can only matter if its int8 score
-        # is at least b - 2m, and, to be its own track's best, within 2m of that track's best int8 score.
-        rows = np.flatnonzero(approx >= best[-1] - 2 * m)
-        if len(rows) > len(approx) // 8:
-            return None
-        owners, a = owner[rows], approx[rows]
-        uniq, inv = np.unique(owners, return_inverse=True)
-        track_best = np.full(len(uniq), -np.inf, np.float32)
-        np.maximum.at(track_best, inv, a)
-        near = a >= track_best[inv] - 2 * m
-        return _best_per_track(owners[near], self._row_scores(rows[near], q), want)
-
-    def _exact_scanner(self, upcoming: int) -> Int8Scanner | None:
-        """The int8 copy, if it is built or worth building now: past EXACT_FP32_FRAMES frames, not needed
-        by a flat index, and once the exact queries answered plus ``upcoming`` reach EXACT_BUILD_AFTER."""
+    def exact_scanner(self, upcoming: int) -> Int8Scanner | None:
+        """The int8 copy, if it is built or worth building now: past ``policy.fp32_frames`` frames, not needed
+        by a flat index, and once the exact queries answered plus ``upcoming`` reach ``policy.build_after``."""
         flat = self.manifest.index_description == "Flat" and self.manifest.index_frames == self.store.n_rows
-        if self.store.n_rows <= EXACT_FP32_FRAMES or flat:
+        if self.store.n_rows <= self.policy.fp32_frames or flat:
             return None
-        if self._scanner is None and self._exact_queries + upcoming < EXACT_BUILD_AFTER:
+        if self._scanner is None and self._exact_queries + upcoming < self.policy.build_after:
             return None
-        return self._int8_scanner()
+        return self.int8_scanner()
 
-    def _int8_scanner(self) -> Int8Scanner | None:
+    @property
+    def int8_copy(self) -> Int8Scanner | None:
+        """The exact path's int8 copy if it has been built (None: not yet, or it cannot be on this machine)."""
+        return self._scanner if isinstance(self._scanner, Int8Scanner) else None
+
+    def int8_scanner(self) -> Int8Scanner | None:
+        """The int8 copy, built now if it was not (once per Library; None when it cannot be built)."""
         with self._scanner_lock:  # threads sharing this Library build the copy once
             if self._scanner is None:
                 self._scanner = build_scanner(self.store.shards()) or False
@@ -477,7 +453,7 @@ class Library:
             self._slices = (shard, starts - self.store.offsets[shard])
         return self._slices
 
-    def _row_scores(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    def row_scores(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         """float32 (len(rows),) dot products of global frame rows with q (one gather per shard).
 
         einsum, not ``@``: numpy's own single-threaded loop. OpenBLAS would thread a product this size and
@@ -496,7 +472,7 @@ class Library:
         values = self._meta.get(name)
         return None if values is None else values[row]
 
-    def _rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions) -> list[Hit]:
+    def rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions) -> list[Hit]:
         if len(rows) == 0:
             return []
         starts, counts = self._cols["frame_start"][rows], self._cols["frame_count"][rows]
@@ -533,95 +509,3 @@ class Library:
                 duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
             ))
         return hits
-
-
-def _only(owners: np.ndarray, allowed: np.ndarray, n_tracks: int) -> np.ndarray:
-    """``owners`` (track rows, -1 = none) with every track not in ``allowed`` set to -1: a table lookup,
-    where np.isin sorted both (1M frames, 25k allowed tracks: about 20 ms)."""
-    keep = np.zeros(n_tracks + 1, bool)  # the extra last entry is what -1 looks up: never kept
-    keep[allowed] = True
-    return np.where(keep[owners], owners, -1)
-
-
-def _top_tracks(sims: np.ndarray, owner: np.ndarray, want: int, kf: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``want`` best tracks by best frame from every frame's score: grouping only the top ``kf`` frames,
-    ×4 until they cover ``want`` tracks or every frame."""
-    n = len(sims)
-    while True:
-        top = np.argpartition(-sims, kf - 1)[:kf] if kf < n else np.arange(n)
-        cand, cand_scores = _best_per_track(owner[top], sims[top], want)
-        if len(cand) >= want or kf >= n:
-            return cand, cand_scores
-        kf *= 4
-
-
-def _best_per_track(owners: np.ndarray, scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
-    """Group frame hits by owning track (skipping -1) → the ``want`` best tracks by their best frame."""
-    keep = owners >= 0
-    owners, scores = owners[keep], scores[keep]
-    if len(owners) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    order = np.lexsort((owners, -scores))
-    owners, scores = owners[order], scores[order]
-    _, first = np.unique(owners, return_index=True)
-    first = np.sort(first)[:want]
-    return owners[first], scores[first].astype(np.float32)
-
-
-@dataclass(frozen=True)
-class LibraryStats:
-    """What `songseek info` shows (its JSON keys are a contract scripts rely on)."""
-
-    path: str
-    tracks: int
-    frames: int
-    dead_frames: int
-    encoder: str
-    checkpoint: str
-    checkpoint_sha256: str
-    dim: int
-    sample_rate: int
-    window_s: float
-    hop_s: float
-    index: str
-    index_factory: str
-    index_frames: int
-    index_status: str
-    index_nprobe: int          # the lists a query probes by default (0 when the index is not IVF)
-    random_weights: bool
-    failures: int
-    audio_hours: float
-    size_bytes: int
-    schema_version: int
-    songseek_version: str
-    generation: int
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def library_stats(lib: Library) -> LibraryStats:
-    m = lib.manifest
-    live = int(lib._cols["frame_count"].sum()) if lib.n_tracks else 0
-    n = lib.store.n_rows
-    failures = read_table_mmap(lib.root / m.failures_file).num_rows if m.failures_file else 0
-    want = faiss_index.auto_factory(n, m.dim) if m.index_factory == "auto" else m.index_factory
-    if not m.index_file:
-        status = "none yet (searches are exact)"
-    elif m.index_frames < n:
-        status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
-    elif want != m.index_description or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)):
-        status = f"rebuild due ({want} at this size)"
-    else:
-        status = "up to date (updated incrementally; IVF retrained past 4x its training size)"
-    size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
-    return LibraryStats(
-        path=str(lib.root), tracks=lib.n_tracks, frames=live, dead_frames=n - live, encoder=m.encoder.name,
-        checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
-        sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
-        index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
-        index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
-        random_weights=m.encoder.random_weights, failures=failures,
-        audio_hours=float(lib._cols["duration_s"].sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
-        schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
-    )

@@ -30,7 +30,7 @@ MIN_SCAN_FRAMES = 25_000
 # OpenMP threads for one query's scan (Flat, SQfp16, IVF probes); 0 = FAISS's default (all cores). On the
 # shared 2-core machine two threads made single-query Flat/fp16 scans 2.5-3x slower than one (threads
 # busy-wait on a core another process holds); IVF probes of one query run on one thread anyway.
-QUERY_THREADS = int(os.environ.get("SONGSEEK_QUERY_THREADS", "1"))
+_query_threads = [int(os.environ.get("SONGSEEK_QUERY_THREADS", "1"))]
 # Vectors per IVF list that k-means trains on (FAISS warns below 39; more costs build time, not recall here).
 TRAIN_PER_LIST = 64
 
@@ -41,15 +41,27 @@ def _faiss() -> Any:
     return faiss
 
 
+def get_query_threads() -> int:
+    """OpenMP threads of one query's FAISS scans ($SONGSEEK_QUERY_THREADS, default 1; 0 = FAISS's default)."""
+    return _query_threads[0]
+
+
+def set_query_threads(n: int) -> int:
+    """Set the threads of each query's FAISS scans for this process; returns the previous value."""
+    before, _query_threads[0] = _query_threads[0], int(n)
+    return before
+
+
 @contextmanager
 def query_threads() -> Iterator[None]:
-    """Run the enclosed FAISS calls of this thread on QUERY_THREADS OpenMP threads (restored after)."""
-    if QUERY_THREADS <= 0:
+    """Run the enclosed FAISS calls of this thread on ``get_query_threads()`` OpenMP threads (restored after)."""
+    n = get_query_threads()
+    if n <= 0:
         yield
         return
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(QUERY_THREADS)
+    faiss.omp_set_num_threads(n)
     try:
         yield
     finally:
@@ -90,7 +102,7 @@ def build_index(factory: str, dim: int, train: np.ndarray | None = None) -> Any:
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise UsageError(f"bad --index-factory {factory!r}: {str(exc).splitlines()[0]}") from exc
+        raise UsageError(f"bad index factory {factory!r}: {str(exc).splitlines()[0]}") from exc
     if not index.is_trained:
         if train is None or len(train) == 0:
             raise UsageError(f"index {factory!r} needs training vectors")

@@ -6,7 +6,6 @@ A library directory holds ``manifest.json`` naming the committed files; anything
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -114,15 +113,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (the checksums the manifest records and `songseek repair` verifies)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

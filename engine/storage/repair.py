@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError
-from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
+from songseek.engine.hashing import file_sha256
+from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from songseek.engine.storage.store import (
     FAILURES_SCHEMA,
     TRACKS_SCHEMA,

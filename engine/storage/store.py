@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from songseek.engine.errors import LibraryError
-from songseek.engine.storage.manifest import Manifest, file_sha256, fsync_dir
+from songseek.engine.hashing import file_sha256
+from songseek.engine.storage.manifest import Manifest, fsync_dir
 
 TRACK_FIELDS = [
     pa.field("track_id", pa.string(), nullable=False),

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from songseek import __version__
 from songseek.engine.errors import LibraryError, LibraryLockedError, UsageError
+from songseek.engine.hashing import file_sha256
 from songseek.engine.storage import index as faiss_index
-from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, read_manifest, write_manifest
+from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from songseek.engine.storage.store import (
     FAILURES_SCHEMA,
     TRACKS_SCHEMA,
@@ -36,6 +36,7 @@ from songseek.engine.storage.store import (
     read_table_mmap,
     write_table_atomic,
 )
+from songseek.engine.version import __version__
 
 LOCK_NAME = ".lock"
 EMBEDDED_MANIFEST_KEY = b"songseek.manifest"
@@ -61,7 +62,7 @@ class LibraryWriter:
     def __init__(self, root: Path, new_manifest: Manifest | None = None, wait: bool = False) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"--library {self.root} is a file, not a folder")
+            raise UsageError(f"library {self.root} is a file, not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = _acquire_lock(self.root, wait)
         try:
@@ -250,7 +251,7 @@ class LibraryWriter:
         """The IVF lists each query probes by default from now on (0: the automatic rule); saved at the
         next ``commit``."""
         if nprobe < 0:
-            raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
+            raise UsageError(f"nprobe must be 0 (automatic) or more (got {nprobe})")
         if nprobe != self.manifest.index_nprobe:
             self.manifest = replace(self.manifest, index_nprobe=nprobe)
             self._dirty = True

@@ -58,7 +58,7 @@ def test_arrays_method_agrees_with_engine_on_every_query(tmp_path: Path) -> None
     assert check["queries"] == run.settings["n_queries"]["whole_track"] + run.settings["n_queries"]["section"]
     assert check["rank_mismatches"] == {m: 0 for m in MODES}
     assert check["segment_mismatches"] == {m: 0 for m in MODES}
-    with pytest.raises(UsageError, match="--method"):
+    with pytest.raises(UsageError, match="method must be"):
         run_planted(25, seed=4, dim=16, library_path=tmp_path / "p", method="fast")
 
 

@@ -27,7 +27,7 @@ from songseek.engine.query.fusion import FusionParams, fuse
 from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from songseek.indexers.pipeline import IndexConfig
-from tests.conftest import vector_table
+from tests.library_helpers import vector_table
 
 MODES = ["fusion", "mean", "max", "none"]
 KS = (1, 5, 10, 20, 100)

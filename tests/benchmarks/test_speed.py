@@ -28,6 +28,7 @@ from songseek.benchmarks.synthetic import (
 )
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
+from songseek.engine.query.candidates import ExactPolicy
 from songseek.engine.query.search import Library, SearchOptions
 
 SPEC = SyntheticSpec(n_frames=5000, dim=32, n_clusters=16, shard_frames=2000)
@@ -178,12 +179,10 @@ def test_query_speed_report_structure_and_figures(tmp_path: Path, factory: str) 
     assert report.to_json()["agreement"]["k"] == 5
 
 
-def test_query_speed_times_the_int8_scan_of_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from songseek.engine.query import search as search_mod
-
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # the int8 copy even at this size
+def test_query_speed_times_the_int8_scan_of_the_exact_path(tmp_path: Path) -> None:
     root = cached_library(SPEC, tmp_path, "IVF32,SQfp16")
-    report = run_query_speed(root, make_queries(SPEC, 6), k=5, candidates=20, warmup=1, faiss_threads=1)
+    report = run_query_speed(root, make_queries(SPEC, 6), k=5, candidates=20, warmup=1, faiss_threads=1,
+                             policy=ExactPolicy(fp32_frames=0))  # the int8 copy even at this size
     names = [lat.name for lat in report.latencies]
     assert names == ["baseline", "faiss", "candidates", "fusion", "query", "int8-scan", "exact"]
     assert report.exact_setup_s > 0 and report.faiss_threads == 1

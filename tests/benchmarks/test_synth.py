@@ -179,7 +179,7 @@ def test_flac_is_lossless_copy_of_wav(tmp_path) -> None:
 
 
 def test_bad_arguments(tmp_path) -> None:
-    with pytest.raises(UsageError, match="--tracks"):
+    with pytest.raises(UsageError, match="n_tracks must be"):
         write_dataset(tmp_path, 0, seed=1)
     with pytest.raises(UsageError, match="format"):
         write_dataset(tmp_path, 1, seed=1, audio_format="mp4")

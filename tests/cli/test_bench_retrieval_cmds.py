@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from songseek.cli.bench_retrieval_cmds import register_bench
 from songseek.indexers.ingest import ingest_table
-from tests.conftest import vector_table
+from tests.library_helpers import vector_table
 
 CONTRACT = ("R@1", "R@5", "R@10", "R@20", "R@100", "mAP@10", "MedR")
 

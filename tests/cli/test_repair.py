@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.query.search import Library, SearchOptions, library_stats
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.query.stats import library_stats
 from songseek.engine.storage.manifest import read_manifest
 from songseek.engine.storage.writer import acquire_lock
 from songseek.indexers.pipeline import IndexConfig, index_paths

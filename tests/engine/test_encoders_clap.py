@@ -191,7 +191,7 @@ def test_missing_weights_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tm
         clap_hf.load(str(tmp_path / "config_only"), "cpu", False)
     assert "\n" not in str(err.value) and "config_only" in str(err.value)
     (tmp_path / "model.pt").write_bytes(b"x")
-    with pytest.raises(UsageError, match="--encoder laion"):
+    with pytest.raises(UsageError, match="the laion encoder"):
         clap_hf.load(str(tmp_path / "model.pt"), "cpu", False)
 
 

@@ -135,7 +135,7 @@ def test_missing_checkpoint_errors_are_one_line(tmp_path: Path, offline_empty_ca
     with pytest.raises(WeightsNotFoundError) as err:
         laion_pt.load(missing, "cpu", False)
     assert "\n" not in str(err.value) and missing in str(err.value)
-    with pytest.raises(UsageError, match="--encoder clap"):
+    with pytest.raises(UsageError, match="the clap encoder"):
         laion_pt.load(str(tmp_path), "cpu", False)
 
 

@@ -12,6 +12,7 @@ import pytest
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.query import scan as scan_mod
 from songseek.engine.query import search as search_mod
+from songseek.engine.query.candidates import ExactPolicy, rows_to_rescore
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest
@@ -40,16 +41,19 @@ def _build(root: Path, factory: str, n_tracks: int = 150, seed: int = 0) -> list
     return tracks
 
 
-def _open(root: Path) -> Library:
+INT8_ALWAYS = ExactPolicy(fp32_frames=0)  # use the int8 copy even at these tiny sizes
+
+
+def _open(root: Path, policy: ExactPolicy = ExactPolicy()) -> Library:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Library.open(root)
+        return Library.open(root, policy=policy)
 
 
 def _naive(lib: Library, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
     """Best frame per live track in float64, best first (ties: lower track row)."""
     best = []
-    for s, c in zip(lib._cols["frame_start"], lib._cols["frame_count"]):
+    for s, c in zip(lib.track_column("frame_start"), lib.track_column("frame_count")):
         vecs = lib.store.rows(int(s), int(s + c)).astype(np.float64)
         best.append((vecs @ q.astype(np.float64)).max())
     b = np.asarray(best)
@@ -58,43 +62,30 @@ def _naive(lib: Library, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize("factory", ["IVF4,Flat", "Flat"])
-def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)  # use the int8 copy at this tiny size
-    monkeypatch.setattr(search_mod, "EXACT_BUILD_AFTER", 2)  # from the second exact query on
+def test_exact_candidates_equal_naive_brute_force(tmp_path: Path, factory: str) -> None:
     _build(tmp_path / "lib", factory)
-    lib = _open(tmp_path / "lib")
-    certified: list[bool] = []
-    certify = lib._certified_candidates
-
-    def spy(*args: object) -> object:
-        found = certify(*args)
-        certified.append(found is not None)
-        return found
-
-    monkeypatch.setattr(lib, "_certified_candidates", spy)
+    lib = _open(tmp_path / "lib", ExactPolicy(fp32_frames=0, build_after=2))  # int8 from the second query on
     rng = np.random.default_rng(1)
     for _ in range(12):
         q = l2_normalize(rng.standard_normal(DIM))
         for want in (5, 40):
-            rows, scores = lib._exact_candidates(q, want, None)
+            rows, scores = lib.exact_candidates(q, want, None)
             ref_rows, ref_scores = _naive(lib, q, want)
             np.testing.assert_array_equal(rows, ref_rows)
             np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     if factory == "Flat":
-        assert lib._scanner is None  # a flat float32 index is exact already
+        assert lib.int8_copy is None  # a flat float32 index is exact already
     else:
-        assert isinstance(lib._scanner, scan_mod.Int8Scanner) and lib._scanner.ntotal == lib.store.n_rows
+        assert isinstance(lib.int8_copy, scan_mod.Int8Scanner) and lib.int8_copy.ntotal == lib.store.n_rows
         # the first query ran float32 (no copy yet); every later one was answered by the int8 pass
-        assert len(certified) == 23 and all(certified)
+        assert lib.exact_counts == {"int8": 23, "float32": 1}
 
 
 def test_exact_path_falls_back_to_float32_when_the_bound_is_too_loose(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
-    scanner = lib._int8_scanner()
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
+    scanner = lib.int8_scanner()
     assert scanner is not None
     scores = scanner.scores
     calls: list[float] = []
@@ -105,66 +96,62 @@ def test_exact_path_falls_back_to_float32_when_the_bound_is_too_loose(tmp_path: 
         return approx, 10.0  # every frame is within the bound of the top: no int8 result can be used
 
     monkeypatch.setattr(scanner, "scores", loose)
-    monkeypatch.setattr(lib, "_row_scores", lambda rows, q: pytest.fail("re-scored instead of falling back"))
     q = l2_normalize(np.random.default_rng(2).standard_normal(DIM))
-    rows, scores_ = lib._exact_candidates(q, 20, None)
+    rows, scores_ = lib.exact_candidates(q, 20, None)
+    assert lib.exact_counts == {"int8": 0, "float32": 1}  # fell back instead of re-scoring
     ref_rows, ref_scores = _naive(lib, q, 20)
     np.testing.assert_array_equal(rows, ref_rows)
     np.testing.assert_allclose(scores_, ref_scores, atol=1e-5)
     assert calls
 
 
-def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+def test_exact_candidates_with_a_filter_equal_naive_brute_force(tmp_path: Path) -> None:
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
-    lib._int8_scanner()
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
+    lib.int8_scanner()
     allowed = np.arange(0, lib.n_tracks, 3)
     rng = np.random.default_rng(6)
     for _ in range(6):
         q = l2_normalize(rng.standard_normal(DIM))
-        rows, scores = lib._exact_candidates(q, 15, allowed)
+        rows, scores = lib.exact_candidates(q, 15, allowed)
         ref_rows, ref_scores = _naive(lib, q, lib.n_tracks)
         keep = np.isin(ref_rows, allowed)
         np.testing.assert_array_equal(rows, ref_rows[keep][:15])
         np.testing.assert_allclose(scores, ref_scores[keep][:15], atol=1e-5)
-    assert isinstance(lib._scanner, scan_mod.Int8Scanner)
+    assert isinstance(lib.int8_copy, scan_mod.Int8Scanner)
 
 
-def test_exact_candidates_skip_dead_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+def test_exact_candidates_skip_dead_frames(tmp_path: Path) -> None:
     tracks = _build(tmp_path / "lib", "IVF4,Flat")
     with LibraryWriter(tmp_path / "lib") as w:  # removed tracks leave their frames behind, dead
         for t in range(0, 150, 4):
             w.remove_track(f"t{t:04d}")
         w.commit()
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
     assert (lib.frame_owner < 0).sum() == sum(len(tracks[t]) for t in range(0, 150, 4))
-    scanner = lib._int8_scanner()
+    scanner = lib.int8_scanner()
     assert scanner is not None
     rng = np.random.default_rng(11)
     for t in (0, 8, 9):  # queries equal to a dead frame, whose own score would be the top one
         q = tracks[t][0] if t % 4 == 0 else l2_normalize(rng.standard_normal(DIM))
-        assert lib._certified_candidates(scanner, q.astype(np.float32), 25, lib.frame_owner) is not None
-        rows, scores = lib._exact_candidates(q.astype(np.float32), 25, None)
+        approx, margin = scanner.scores(q.astype(np.float32))
+        assert rows_to_rescore(approx, margin, lib.frame_owner, 25, lib.first_frames(25)) is not None
+        rows, scores = lib.exact_candidates(q.astype(np.float32), 25, None)
         ref_rows, ref_scores = _naive(lib, q, 25)
         np.testing.assert_array_equal(rows, ref_rows)
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
-@pytest.mark.parametrize("subset_frames", [search_mod.EXACT_SUBSET_FRAMES, 0])
-def test_filtered_search_equals_naive_brute_force_over_the_subset(tmp_path: Path, subset_frames: int,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("subset_frames", [ExactPolicy().subset_frames, 0])
+def test_filtered_search_equals_naive_brute_force_over_the_subset(tmp_path: Path, subset_frames: int) -> None:
     """Small filters score only their tracks' frames (runs of neighbours, across shards and the gaps that
     removed tracks leave); broad ones under --exact mask the full exact scan. Both must be exact."""
-    monkeypatch.setattr(search_mod, "EXACT_SUBSET_FRAMES", subset_frames)
     _build(tmp_path / "lib", "IVF4,Flat")
     with LibraryWriter(tmp_path / "lib") as w:
         for t in range(3, 150, 10):
             w.remove_track(f"t{t:04d}")
         w.commit()
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", ExactPolicy(subset_frames=subset_frames))
     rng = np.random.default_rng(14)
     n = lib.n_tracks
     for allowed in (np.arange(n), np.arange(0, n, 2), np.r_[0:40, 60:n], np.array([5]), np.zeros(0, np.int64)):
@@ -172,50 +159,47 @@ def test_filtered_search_equals_naive_brute_force_over_the_subset(tmp_path: Path
         ref_rows, ref_scores = _naive(lib, q, n)
         keep = np.isin(ref_rows, allowed)
         opts = SearchOptions(k=10, candidates=30, exact=True)
-        rows, scores = lib._candidates(q, opts, allowed)
+        rows, scores = lib.candidates(q, opts, allowed)
         np.testing.assert_array_equal(rows, ref_rows[keep][:30])
         np.testing.assert_allclose(scores, ref_scores[keep][:30], atol=1e-5)
 
 
-def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
+def test_the_int8_copy_is_built_when_enough_exact_queries_pay_for_it(tmp_path: Path) -> None:
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
     rng = np.random.default_rng(10)
-    after = search_mod.EXACT_BUILD_AFTER
+    after = INT8_ALWAYS.build_after
     opts = SearchOptions(k=5, candidates=10, exact=True)
-    for _ in range(after - 1):  # one at a time: float32 until EXACT_BUILD_AFTER queries were asked
+    for _ in range(after - 1):  # one at a time: float32 until build_after queries were asked
         lib.search_vectors(l2_normalize(rng.standard_normal((1, DIM))), opts)
-        assert lib._scanner is None
+        assert lib.int8_copy is None
     lib.search_vectors(l2_normalize(rng.standard_normal((1, DIM))), opts)
-    assert isinstance(lib._scanner, scan_mod.Int8Scanner)
+    assert isinstance(lib.int8_copy, scan_mod.Int8Scanner)
 
-    batch = _open(tmp_path / "lib")  # a batch that large builds it before its first query
+    batch = _open(tmp_path / "lib", INT8_ALWAYS)  # a batch that large builds it before its first query
     hits = batch.search_vectors(l2_normalize(rng.standard_normal((after, DIM))), opts)
-    assert isinstance(batch._scanner, scan_mod.Int8Scanner) and len(hits) == after
-    few = _open(tmp_path / "lib")
+    assert isinstance(batch.int8_copy, scan_mod.Int8Scanner) and len(hits) == after
+    few = _open(tmp_path / "lib", INT8_ALWAYS)
     few.search_vectors(l2_normalize(rng.standard_normal((after - 1, DIM))), opts)
-    assert few._scanner is None
+    assert few.int8_copy is None
     flat_root = tmp_path / "flat"
     _build(flat_root, "Flat")
-    flat = _open(flat_root)  # a flat float32 index is exact: never a copy
+    flat = _open(flat_root, INT8_ALWAYS)  # a flat float32 index is exact: never a copy
     flat.search_vectors(l2_normalize(rng.standard_normal((after, DIM))), opts)
-    assert flat._scanner is None
+    assert flat.int8_copy is None
 
 
 def test_no_int8_copy_when_memory_is_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
     need = lib.store.n_rows * (scan_mod.PAD + 8)
     monkeypatch.setattr(scan_mod, "available_memory", lambda: 2 * need - 2)
     with caplog.at_level("WARNING"):
-        assert lib._int8_scanner() is None
+        assert lib.int8_scanner() is None
     assert "memory available" in caplog.text
     q = l2_normalize(np.random.default_rng(13).standard_normal(DIM))
-    rows, scores = lib._exact_candidates(q, 10, None)  # float32 instead
+    rows, scores = lib.exact_candidates(q, 10, None)  # float32 instead
     np.testing.assert_array_equal(rows, _naive(lib, q, 10)[0])
     monkeypatch.setattr(scan_mod, "available_memory", lambda: 2 * need)
     assert scan_mod.build_scanner(lib.store.shards()) is not None
@@ -227,10 +211,8 @@ def test_threads_sharing_a_library_build_the_int8_copy_once(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
-    monkeypatch.setattr(search_mod, "EXACT_BUILD_AFTER", 1)
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", ExactPolicy(fp32_frames=0, build_after=1))
     builds: list[int] = []
     build = search_mod.build_scanner
 
@@ -241,7 +223,7 @@ def test_threads_sharing_a_library_build_the_int8_copy_once(tmp_path: Path,
     monkeypatch.setattr(search_mod, "build_scanner", counting)
     qs = l2_normalize(np.random.default_rng(12).standard_normal((8, DIM))).astype(np.float32)
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda q: lib._exact_candidates(q, 12, None), qs))
+        got = list(pool.map(lambda q: lib.exact_candidates(q, 12, None), qs))
     assert builds == [1]
     for q, (rows, scores) in zip(qs, got):
         ref_rows, ref_scores = _naive(lib, q, 12)
@@ -304,9 +286,8 @@ def test_int8_bound_is_tight_enough_to_be_useful_on_unit_vectors() -> None:
 
 def test_a_kernel_that_breaks_its_bound_turns_the_int8_pass_off(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "EXACT_FP32_FRAMES", 0)
     _build(tmp_path / "lib", "IVF4,Flat")
-    lib = _open(tmp_path / "lib")
+    lib = _open(tmp_path / "lib", INT8_ALWAYS)
     real = scan_mod.Int8Scanner.scores
 
     def off_by_a_bit(self: scan_mod.Int8Scanner, q: np.ndarray) -> tuple[np.ndarray, float]:
@@ -314,9 +295,10 @@ def test_a_kernel_that_breaks_its_bound_turns_the_int8_pass_off(tmp_path: Path,
         return approx + 2 * margin, margin  # what a miscompiled kernel (or one reading past rows) looks like
 
     monkeypatch.setattr(scan_mod.Int8Scanner, "scores", off_by_a_bit)
-    assert lib._exact_scanner(upcoming=search_mod.EXACT_BUILD_AFTER) is None and lib._scanner is False
+    assert lib.exact_scanner(upcoming=INT8_ALWAYS.build_after) is None and lib.int8_copy is None
+    assert lib.int8_scanner() is None  # the failed check is remembered: no second build
     q = l2_normalize(np.random.default_rng(9).standard_normal(DIM))
-    rows, scores = lib._exact_candidates(q, 10, None)  # float32 brute force instead
+    rows, scores = lib.exact_candidates(q, 10, None)  # float32 brute force instead
     ref_rows, ref_scores = _naive(lib, q, 10)
     np.testing.assert_array_equal(rows, ref_rows)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)

@@ -10,12 +10,13 @@ import pyarrow as pa
 import pytest
 
 from songseek.engine.errors import QueryError, UsageError
+from songseek.engine.hashing import file_sha256
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.search import Library
-from songseek.engine.storage.manifest import file_sha256, read_manifest
+from songseek.engine.storage.manifest import read_manifest
 from songseek.engine.storage.writer import LibraryWriter
 from songseek.indexers.ingest import ingest_table
-from tests.conftest import vector_table
+from tests.library_helpers import vector_table
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from songseek.engine.analysis.outliers import explain, find_outliers, knn_scores, pooled_track_vectors, rank_outliers
+from songseek.engine.analysis.outliers import explain, find_outliers, knn_scores, rank_outliers
+from songseek.engine.analysis.pooling import pooled_track_vectors
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError, UsageError

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from songseek.engine.errors import IncompatibleLibraryError, QueryError
+from songseek.engine.query.candidates import ExactPolicy
 from songseek.engine.query.fusion import FusionParams, fuse
-from songseek.engine.query.search import Library, SearchOptions, library_stats
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.query.stats import library_stats
 from songseek.indexers.ingest import ingest_table
-from tests.conftest import vector_table
+from tests.library_helpers import vector_table
 
 
 @pytest.fixture
@@ -137,17 +139,19 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
         return real(tables, where)
 
     monkeypatch.setattr(search_mod, "filter_track_ids", counting)
-    monkeypatch.setattr(search_mod, "WHERE_CACHE", 2)
+    lib = Library.open(lib.root, policy=ExactPolicy(where_cache=2))
     q = np.random.default_rng(3).standard_normal(lib.manifest.dim).astype(np.float32)
     first = [h.track_id for h in lib.search(vector=q, k=5, where="artist = 'artist1'")]
     again = [h.track_id for h in lib.search(vector=q, k=5, where="artist = 'artist1'")]
     assert first == again and calls == ["artist = 'artist1'"]
     for _ in range(2):  # a bad predicate is never remembered: the same clear error each time
-        with pytest.raises(QueryError, match="bad --where predicate"):
+        with pytest.raises(QueryError, match="bad where predicate"):
             lib.search(vector=q, k=5, where="no_such_column = 1")
     lib.search(vector=q, k=5, where="artist = 'artist2'")
     lib.search(vector=q, k=5, where="artist = 'artist0'")  # evicts artist1 (the cache holds 2)
     lib.search(vector=q, k=5, where="artist = 'artist1'")
-    assert calls.count("artist = 'artist1'") == 2 and len(lib._where_cache) == 2
-    kept = lib._allowed_rows("artist = 'artist1'")
+    assert calls.count("artist = 'artist1'") == 2
+    lib.search(vector=q, k=5, where="artist = 'artist0'")  # still held: the cache holds 2
+    assert calls.count("artist = 'artist0'") == 1
+    kept = lib.allowed_rows("artist = 'artist1'")
     assert kept is not None and not kept.flags.writeable

@@ -16,11 +16,12 @@ import pytest
 
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError, LibraryLockedError
+from songseek.engine.hashing import file_sha256
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage import manifest as manifest_mod
 from songseek.engine.storage import store as store_mod
 from songseek.engine.storage import writer as writer_mod
-from songseek.engine.storage.manifest import Manifest, check_compatible, file_sha256, read_manifest
+from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
 

@@ -20,7 +20,7 @@ from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage.repair import verify_library
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
-from tests.conftest import library_rows
+from tests.library_helpers import library_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 SR = 16000

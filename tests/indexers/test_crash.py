@@ -21,7 +21,8 @@ import soundfile as sf
 
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import LibraryError
-from songseek.engine.query.search import Library, SearchOptions, library_stats
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.query.stats import library_stats
 from songseek.engine.storage.manifest import read_manifest
 from songseek.engine.storage.repair import verify_library
 from songseek.indexers.pipeline import IndexConfig, index_paths

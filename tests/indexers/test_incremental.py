@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import IncompatibleLibraryError
-from songseek.engine.query.search import Library, library_stats
+from songseek.engine.query.search import Library
+from songseek.engine.query.stats import library_stats
 from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
-from tests.conftest import library_rows
+from tests.library_helpers import library_rows
 
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")

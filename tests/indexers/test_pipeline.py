@@ -10,23 +10,7 @@ import pytest
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.query.search import Library
 from songseek.indexers.pipeline import IndexConfig, index_paths
-
-SR = 16000
-
-
-def write_wav(path: Path, audio: np.ndarray, sr: int = SR) -> None:
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio.astype(np.float32), sr, subtype="FLOAT")
-
-
-def tone_track(freqs: list[float], seconds_each: float, seed: int) -> np.ndarray:
-    """Consecutive sections, each a pure tone plus a little seeded noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds_each * SR)) / SR
-    parts = [0.5 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(len(t)) for f in freqs]
-    return np.concatenate(parts)
+from tests.audio_helpers import tone_track, write_wav
 
 
 @pytest.fixture
@@ -86,7 +70,7 @@ def test_index_saves_nprobe_and_refuses_a_negative_one_before_writing(music: Pat
     from songseek.engine.storage.manifest import read_manifest
 
     lib = tmp_path / "lib"
-    with pytest.raises(UsageError, match="--nprobe must be 0"):
+    with pytest.raises(UsageError, match="nprobe must be 0"):
         index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=-1))
     assert not lib.exists()
     index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=12))

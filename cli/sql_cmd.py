@@ -1,0 +1,61 @@
+"""`songseek sql`: read-only SQL over a library's tables (tracks, frames, failures, tags, mos, ...)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from .common import LIBRARY_OPT, handles_errors, print_json, terminal_safe
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(sql)
+
+
+@handles_errors
+def sql(
+    query: str = typer.Argument(..., help="One SQL query, e.g. \"SELECT artist, count(*) FROM tracks GROUP BY 1\"."),
+    library: Path = LIBRARY_OPT,
+    json_out: bool = typer.Option(False, "--json", help="One JSON array of row objects."),
+    csv_out: bool = typer.Option(False, "--csv", help="CSV with a header row."),
+    limit: int = typer.Option(1000, "--limit", help="Rows printed at most in the table view (0: all)."),
+) -> None:
+    """Query the library's tables with DuckDB, read-only and without file access (the --where sandbox).
+
+    Tables: tracks, frames (track_id, frame, start_s, end_s), failures, and tags / mos once
+    `songseek tag` / `songseek mos predict` have run."""
+    from songseek.engine.errors import UsageError
+    from songseek.engine.query.search import Library
+    from songseek.engine.query.sql import run_sql
+
+    if json_out and csv_out:
+        raise UsageError("give --json or --csv, not both")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random-weights warnings do not concern a table query
+        table = run_sql(Library.open(library), query)
+    if json_out:
+        print_json(table.to_pylist())
+        return
+    if csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(table.column_names)
+        for row in table.to_pylist():
+            writer.writerow([row[c] for c in table.column_names])
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    view = Table(show_edge=False)
+    for name in table.column_names:
+        view.add_column(Text(terminal_safe(name)))
+    shown = table if limit <= 0 else table.slice(0, limit)
+    for row in shown.to_pylist():
+        view.add_row(*[Text(terminal_safe("" if row[c] is None else str(row[c]))) for c in table.column_names])
+    Console().print(view)
+    if shown.num_rows < table.num_rows:
+        typer.echo(f"{table.num_rows - shown.num_rows} more rows not shown (--limit 0, --json or --csv)", err=True)

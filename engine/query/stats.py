@@ -1,0 +1,69 @@
+"""What `songseek info` shows about an open library: sizes, encoder, index state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from songseek.engine.query.search import Library
+from songseek.engine.storage import index as faiss_index
+from songseek.engine.storage.store import read_table_mmap
+
+
+@dataclass(frozen=True)
+class LibraryStats:
+    """What `songseek info` shows (its JSON keys are a contract scripts rely on)."""
+
+    path: str
+    tracks: int
+    frames: int
+    dead_frames: int
+    encoder: str
+    checkpoint: str
+    checkpoint_sha256: str
+    dim: int
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    index: str
+    index_factory: str
+    index_frames: int
+    index_status: str
+    index_nprobe: int          # the lists a query probes by default (0 when the index is not IVF)
+    random_weights: bool
+    failures: int
+    audio_hours: float
+    size_bytes: int
+    schema_version: int
+    songseek_version: str
+    generation: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def library_stats(lib: Library) -> LibraryStats:
+    m = lib.manifest
+    live = int(lib.track_column("frame_count").sum()) if lib.n_tracks else 0
+    n = lib.store.n_rows
+    failures = read_table_mmap(lib.root / m.failures_file).num_rows if m.failures_file else 0
+    want = faiss_index.auto_factory(n, m.dim) if m.index_factory == "auto" else m.index_factory
+    if not m.index_file:
+        status = "none yet (searches are exact)"
+    elif m.index_frames < n:
+        status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
+    elif want != m.index_description or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)):
+        status = f"rebuild due ({want} at this size)"
+    else:
+        status = "up to date (updated incrementally; IVF retrained past 4x its training size)"
+    size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
+    return LibraryStats(
+        path=str(lib.root), tracks=lib.n_tracks, frames=live, dead_frames=n - live, encoder=m.encoder.name,
+        checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
+        sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
+        index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
+        index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        random_weights=m.encoder.random_weights, failures=failures,
+        audio_hours=float(lib.track_column("duration_s").sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
+        schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
+    )
