@@ -1,0 +1,77 @@
+"""`songseek sql`: read-only queries over tracks, frames, failures and extra tables, checked against the rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from songseek.cli.main import app
+from tests.library_helpers import vector_table
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> tuple[Path, list[dict]]:
+    table = vector_table(12, 8, seed=5)
+    rows = table.to_pylist()
+    rows[0]["artist"] = "evil\x1b]0;pwned\x07"  # a stored value that would drive a terminal
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "v.parquet")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "v.parquet"), "--library", str(tmp_path / "lib")])
+    assert result.exit_code == 0, result.stderr
+    return tmp_path / "lib", rows
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["sql", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_counts_match_the_ingested_rows(lib: tuple[Path, list[dict]]) -> None:
+    root, rows = lib
+    code, out, err = run("SELECT artist, count(*) AS n FROM tracks GROUP BY artist ORDER BY artist", "--library",
+                         str(root), "--json")
+    assert code == 0, err
+    tracks: dict[str, str] = {}
+    for r in rows:  # a track's metadata is its first row's
+        tracks.setdefault(r["track_id"], r["artist"])
+    want: dict[str, int] = {}
+    for artist in tracks.values():
+        want[artist] = want.get(artist, 0) + 1
+    assert {r["artist"]: r["n"] for r in json.loads(out)} == want
+    code, out, _ = run("SELECT track_id, count(*) AS n, max(end_s) AS last FROM frames GROUP BY 1", "--library",
+                       str(root), "--json")
+    frames = {r["track_id"]: (r["n"], r["last"]) for r in json.loads(out)}
+    for tid in tracks:
+        mine = [r for r in rows if r["track_id"] == tid]
+        assert frames[tid] == (len(mine), max(r["end_s"] for r in mine))
+    code, out, _ = run("SELECT count(*) AS n FROM failures", "--library", str(root), "--json")
+    assert json.loads(out) == [{"n": 0}]
+
+
+def test_csv_output_and_escaped_table_view(lib: tuple[Path, list[dict]]) -> None:
+    root, rows = lib
+    code, out, _ = run("SELECT track_id, artist FROM tracks ORDER BY track_id", "--library", str(root), "--csv")
+    parsed = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and parsed[0] == ["track_id", "artist"] and len(parsed) == 13
+    code, out, _ = run("SELECT artist FROM tracks WHERE track_id = 't0000'", "--library", str(root))
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\\x1b" in out
+
+
+@pytest.mark.parametrize("query, message", [
+    ("SELEC 1", "SQL error"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "SQL error"),
+    ("COPY tracks TO '/tmp/songseek-sql-leak.csv'", "SQL error"),
+])
+def test_bad_or_file_touching_queries_are_one_line_errors(lib: tuple[Path, list[dict]], query: str,
+                                                          message: str) -> None:
+    code, out, err = run(query, "--library", str(lib[0]))
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+    assert not Path("/tmp/songseek-sql-leak.csv").exists()
