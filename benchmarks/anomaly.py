@@ -21,7 +21,12 @@ import numpy as np
 
 from songseek.engine.analysis.outliers import DEFAULT_K, knn_scores
 from songseek.engine.analysis.pooling import library_track_vectors
+from songseek.engine.analysis.track_match import TrackMatcher
+from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
+from songseek.engine.progress import Progress
+from songseek.engine.query.search import Library
+from songseek.indexers.pipeline import IndexConfig, index_paths
 
 from .score_metrics import partial_auc, roc_auc
 
@@ -120,9 +125,6 @@ def anomaly_rows(machine_types: Sequence[str], machine_ids: Sequence[str], anoma
 
 
 def _library_vectors(lib_path: Path, clips: list[DcaseClip]) -> np.ndarray:
-    from songseek.engine.analysis.track_match import TrackMatcher
-    from songseek.engine.query.search import Library
-
     lib = Library.open(lib_path)
     vecs = library_track_vectors(lib.store, lib.tracks)
     pos = {str(t): i for i, t in enumerate(lib.tracks.column("track_id").to_pylist())}
@@ -137,13 +139,11 @@ def _library_vectors(lib_path: Path, clips: list[DcaseClip]) -> np.ndarray:
     return vecs[rows]
 
 
-def run_anomaly_bench(root: str | Path, encoder: Any, work: str | Path, k: int = DEFAULT_K,
+def run_anomaly_bench(root: str | Path, encoder: Encoder, work: str | Path, k: int = DEFAULT_K,
                       reference: str = "id", max_fpr: float = 0.1, window_s: float | None = None,
-                      progress: Any = None) -> AnomalyReport:
+                      progress: Progress | None = None) -> AnomalyReport:
     """Index (or reuse) each machine type's train/test folders under ``work`` with ``encoder``, score the
     test clips against the normal training clips and report AUC / pAUC per machine type and ID."""
-    from songseek.indexers.pipeline import IndexConfig, index_paths
-
     if reference not in ("id", "type"):
         raise UsageError(f"--reference-per must be id or type, got {reference!r}")
     clips = scan_dcase(root)

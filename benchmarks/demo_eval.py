@@ -17,6 +17,7 @@ import numpy as np
 
 from songseek.benchmarks.synth import iter_tracks
 from songseek.engine.audio.windowing import frame_windows
+from songseek.engine.encoders import load_encoder
 from songseek.engine.encoders.base import Encoder
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, rerank_scores
 
@@ -143,8 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import time
     from pathlib import Path
-
-    from songseek.engine.encoders import load_encoder
 
     ap = argparse.ArgumentParser(prog="python -m songseek.benchmarks.demo_eval", description=main.__doc__)
     ap.add_argument("--encoder", default="demo")

@@ -16,6 +16,7 @@ import numpy as np
 
 from songseek.engine.analysis.mos import MosTrainConfig, Ratings, rated_vectors, read_ratings, train_head
 from songseek.engine.errors import UsageError
+from songseek.engine.query.search import Library
 
 from .score_metrics import kendall_tau, mse, pearson, spearman
 
@@ -103,8 +104,6 @@ def run_mos_bench(library: str | Path, ratings_path: str | Path, system_column: 
                   device: str = "auto") -> MosBenchReport:
     """Split, train the head on the train part, evaluate on the test part (stored vectors only)."""
     from dataclasses import replace
-
-    from songseek.engine.query.search import Library
 
     lib = Library.open(library, device=device)
     ratings = read_ratings(ratings_path, lib.tracks, system_column)

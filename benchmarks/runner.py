@@ -35,10 +35,11 @@ from songseek.engine.encoders import Encoder
 from songseek.engine.errors import UsageError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
+from songseek.engine.query import longtext
 from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
 from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
 from songseek.engine.version import __version__
-from songseek.indexers.pipeline import IndexConfig
+from songseek.indexers.pipeline import IndexConfig, index_paths
 
 from .datasets import QuerySet, RetrievalDataset, dataset_hash
 from .metrics import (
@@ -358,8 +359,6 @@ def subset_queries(queries: QuerySet, n: int, seed: int = 0) -> QuerySet:
 
 def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str | None]]:
     """(float32 (Q, dim) query vectors, per query the text when the engine must score it as chunks)."""
-    from songseek.engine.query import longtext
-
     for t in texts:
         if not t or not t.strip():
             raise UsageError("a text query is empty: every query needs a description")
@@ -420,8 +419,6 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
                      query_progress: Callable[[], Progress] | None = None) -> RetrievalRun:
     """`songseek bench retrieval --dataset MANIFEST`: index the dataset's audio into ``library`` (only
     what is new), then text→audio over every caption and audio→text over every item."""
-    from songseek.indexers.pipeline import index_paths
-
     if not dataset.items:
         raise UsageError(f"{dataset.source}: no dataset item has its audio present ({len(dataset.missing)} missing)")
     t0 = time.perf_counter()

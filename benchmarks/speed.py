@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from songseek.engine.encoders import Encoder, l2_normalize
+from songseek.engine.audio.decode import decode_stream
+from songseek.engine.audio.windowing import iter_windows
+from songseek.engine.encoders import Encoder, EncoderInfo, l2_normalize
 from songseek.engine.errors import UsageError
 from songseek.engine.query.candidates import ExactPolicy
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage import index as faiss_index
+from songseek.indexers.pipeline import IndexConfig, index_paths
+from songseek.indexers.sources import scan
 
 # Queries in the style of music captions, for timing the text encoder (content does not matter).
 CAPTIONS = (
@@ -319,7 +323,7 @@ class _CountingEncoder:
         self.batches: list[int] = []
 
     @property
-    def info(self) -> Any:
+    def info(self) -> EncoderInfo:
         return self.encoder.info
 
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
@@ -332,9 +336,6 @@ class _CountingEncoder:
 
 def decode_all(paths: Sequence[Path], sample_rate: int, window_s: float, hop_s: float) -> np.ndarray:
     """Every window of every file, float32 (n, window samples), as the indexer cuts them."""
-    from songseek.engine.audio.decode import decode_stream
-    from songseek.engine.audio.windowing import iter_windows
-
     wins = [w for p in paths for w, _, _ in iter_windows(decode_stream(p, sample_rate), sample_rate, window_s,
                                                           hop_s)]
     if not wins:
@@ -348,9 +349,6 @@ def run_index_speed(sources: Sequence[Path], encoder: Encoder, *, batch_size: in
     """Index ``sources`` into a fresh library (end to end) and run the model alone on the same windows,
     alternating ``repeats`` times; each figure is the best of its repeats (as timeit does: the least
     disturbed run by other work on the machine)."""
-    from songseek.indexers.pipeline import IndexConfig, index_paths
-    from songseek.indexers.sources import scan
-
     if repeats < 1:
         raise UsageError(f"repeats must be at least 1 (got {repeats})")
     load = os.getloadavg()[0]

@@ -19,6 +19,7 @@ import numpy as np
 
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import SongseekError, UsageError
+from songseek.engine.storage.index import auto_factory
 from songseek.engine.storage.manifest import Manifest, read_manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
@@ -196,8 +197,6 @@ def cached_library(spec: SyntheticSpec, work: Path, index_factory: str = "auto",
         build_library(spec, base, None)
         (base / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
     if index_factory == "auto":  # what auto means at this size: shares the folder with that factory
-        from songseek.engine.storage.index import auto_factory
-
         index_factory = auto_factory(spec.n_frames, spec.dim)
     root = base.parent / _safe(index_factory)
     if _matches(root, spec, need_index=True):

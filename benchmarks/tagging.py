@@ -29,6 +29,7 @@ from songseek.engine.analysis.tagging import (
 from songseek.engine.analysis.track_match import TrackMatcher, read_csv_rows
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
+from songseek.engine.query.search import Library
 
 from .score_metrics import accuracy, average_precision, roc_auc
 
@@ -160,8 +161,6 @@ def run_tagging_bench(library: str | Path, dataset: str | Path, labels: LabelSet
                       params: FusionParams | None = None, device: str = "auto") -> TaggingReport:
     """Score the dataset's tracks of ``library`` zero-shot and evaluate them (reads stored vectors only)."""
     from dataclasses import replace
-
-    from songseek.engine.query.search import Library
 
     lib = Library.open(library, device=device)
     truth = read_labelled(dataset, lib.tracks, labels.labels if labels else None)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from songseek.engine.audio import decode, frame_windows
+from songseek.engine.device import resolve_device
 from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import LibraryError, QueryError
@@ -180,8 +182,6 @@ class Library:
                 raise QueryError(
                     f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
                     "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
-            from songseek.engine.device import resolve_device
-
             self._encoder = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
                                          info.random_weights)
             check_compatible(self.manifest, self._encoder.info, self.root)
@@ -210,8 +210,6 @@ class Library:
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
-        from songseek.engine.audio import frame_windows
-
         enc = self.encoder
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1 or len(audio) == 0:
@@ -234,8 +232,6 @@ class Library:
             q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         else:
             if isinstance(audio, (str, Path)):
-                from songseek.engine.audio import decode
-
                 audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
             q = self.embed_audio(np.asarray(audio))
         return self.search_vectors(q, opts)[0]

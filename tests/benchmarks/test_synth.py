@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from songseek.benchmarks import datasets
 from songseek.benchmarks.synth import audio as synth_audio
 from songseek.benchmarks.synth import load_manifest, synth_track, write_dataset
 from songseek.benchmarks.synth.captions import INSTRUMENT_NAMES, MAX_TRACK_CAPTION_WORDS, clock
@@ -155,7 +156,6 @@ def test_write_dataset_is_byte_identical_and_readable(tmp_path) -> None:
 
 
 def test_manifests_load_in_the_benchmark_loader(tmp_path) -> None:
-    datasets = pytest.importorskip("songseek.benchmarks.datasets")
     write_dataset(tmp_path, 2, seed=SHORT_SEEDS[2])
     whole = datasets.load_manifest(tmp_path / "tracks.csv", on_missing="error")
     parts = datasets.load_manifest(tmp_path / "sections.csv", on_missing="error")
