@@ -88,7 +88,7 @@ def test_bad_vectors_and_options(lib: Library) -> None:
     ("artist ==== 'A'", "bad where predicate: .*Columns: track_id, path"),
     ("no_such_column = 1", "bad where predicate: .*no_such_column"),
     ("artist = 'A'; DROP TABLE tracks", "one SQL predicate, not statements"),
-    ("   ", "--where is empty"),
+    ("   ", "where is empty"),
     # reading files, globbing, sniffing: DuckDB runs with external access off
     ("track_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", "file system operations are disabled"),
     ("1=1) UNION SELECT content FROM read_text('/etc/passwd') --", "file system operations are disabled"),
