@@ -69,6 +69,10 @@ class MsClapEncoder:
                 out.append(emb.float().cpu().numpy())
         return l2_normalize(np.concatenate(out, axis=0))
 
+    def set_tokenizer(self, tokenizer: Any, source: str) -> None:
+        """Use this tokenizer for texts (GPT-2's ids: '!' = 0, <|endoftext|> = 50256) instead of looking one up."""
+        self._tokenizer, self.tokenizer_source = tokenizer, source
+
     def _get_tokenizer(self) -> Any:
         if self._tokenizer is not None:
             return self._tokenizer

@@ -99,6 +99,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a refused Python object: a damaged file
+            raise WeightsNotFoundError(f"cannot read MS-CLAP checkpoint {path} (not a torch .pth file)") from exc
         raise WeightsNotFoundError(f"{path} holds pickled Python objects that torch.load(weights_only=True) "
                                    f"refuses; if you trust the file, set {UNSAFE_PICKLE_ENV}=1") from exc
     except Exception as exc:
@@ -113,8 +115,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_model(path: Path) -> MsClapModel:
     """MsClapModel (CPU, eval mode) holding the weights of an msclap .pth file, strictly."""
     mapped = msclap_to_native(read_state_dict(path))
-    model = random_model()  # every weight is then replaced; random_model leaves the global RNG as it was
+    with torch.device("meta"):  # no random init of weights that the file replaces
+        model = MsClapModel()
     check_state_dict(mapped, model, str(path))
     expected = model.state_dict()
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, strict=True)
+    weights = {k: v.to(expected[k].dtype) for k, v in mapped.items()}
+    model.load_state_dict(weights, strict=True, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # non-persistent buffers (older
+        model = random_model()  # transformers' GPT-2 causal mask): build them for real
+        model.load_state_dict(weights, strict=True)
     return model.eval()
