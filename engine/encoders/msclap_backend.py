@@ -48,6 +48,10 @@ class MsClapEncoder:
     def info(self) -> EncoderInfo:
         return self._info
 
+    @property
+    def model(self) -> MsClapModel:
+        return self._model
+
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
         """windows: float32 (n, samples) mono at 44.1 kHz. Returns float32 (n, 1024), unit rows."""
         fitted = fit_windows(windows, N_SAMPLES, mode="repeat")

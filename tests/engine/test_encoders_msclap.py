@@ -34,7 +34,9 @@ TEXTS = ["calm piano", "heavy metal guitar solo with drums!", "x"]
 
 @pytest.fixture(scope="module")
 def native() -> msclap_model.MsClapModel:
-    return perturb(msclap_model.random_model(seed=3)).eval()  # type: ignore[return-value]
+    model = msclap_model.random_model(seed=3)
+    perturb(model)
+    return model
 
 
 @pytest.fixture(scope="module")
