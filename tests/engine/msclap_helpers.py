@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from songseek.engine.encoders.gpt2_tokenizer import byte_tokenizer
+
 KEYS_FILE = Path(__file__).with_name("msclap_2023_keys.txt")
 _BLOCK_NAMES = {"layernorm_before.": "norm1.", "layernorm_after.": "norm2.", "attention.output.dense.": "attn.proj.",
                 "intermediate.dense.": "mlp.fc1.", "output.dense.": "mlp.fc2.",
@@ -105,8 +107,6 @@ def save_gpt2_sized_tokenizer(directory: Path) -> Path:
     no merges: GPT-2's byte tokens plus placeholders, saved as tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from songseek.engine.encoders.gpt2_tokenizer import byte_tokenizer
 
     byte_vocab = byte_tokenizer().get_vocab()
     vocab = {s: i for s, i in byte_vocab.items()} | {f"<placeholder{i}>": i for i in range(256, 50256)}
