@@ -130,7 +130,8 @@ def retrieval(
                                 "else laion)."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of --encoder."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Untrained weights (plumbing checks only)."),
-    window: float = typer.Option(None, "--window", help="Window seconds for a new library (default 10)."),
+    window: float = typer.Option(None, "--window", help="Window seconds for a new library (default: the encoder's "
+                                 "native window, 10; 7 for msclap)."),
     hop: float = typer.Option(None, "--hop", help="Hop seconds for a new library (default = window)."),
     rerank: str = typer.Option("fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
     candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query, as in `search` "
@@ -214,7 +215,7 @@ def _encoder_and_config(library: Path, encoder: str | None, checkpoint: str | No
         window = window if window is not None else m.window_s
         hop = hop if hop is not None else m.hop_s
     enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
-    return enc, IndexConfig(window_s=window or 10.0, hop_s=hop)
+    return enc, IndexConfig(window_s=window or enc.info.native_window_s or 10.0, hop_s=hop)  # msclap: 7 s
 
 
 @handles_errors

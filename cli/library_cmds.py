@@ -29,8 +29,8 @@ def index(
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights: "
                                         "for speed and pipeline checks only; every search will say so."),
-    window: float = typer.Option(None, "--window", help="Window length in seconds (default: 10, or the "
-                                 "library's own)."),
+    window: float = typer.Option(None, "--window", help="Window length in seconds (default: the encoder's "
+                                 "native window, 10 s; 7 s for msclap; or the library's own)."),
     hop: float = typer.Option(None, "--hop", help="Hop between windows in seconds (default: the window)."),
     index_factory: str = typer.Option(None, "--index-factory", help="FAISS factory string, or auto "
                                       "(default: auto for a new library, else the library's own)."),
@@ -72,9 +72,9 @@ def index(
         if window is None and hop is None:
             window, hop = m.window_s, m.hop_s
         index_factory = index_factory or m.index_factory
-    window = window or 10.0
     index_factory = index_factory or "auto"
     enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
+    window = window or enc.info.native_window_s or 10.0  # MS-CLAP sees 7 s: longer windows would lose their tail
     if enc.info.random_weights:
         typer.echo("warning: random weights — vectors and scores mean nothing (pipeline/speed checks only)",
                    err=True)

@@ -72,26 +72,31 @@ def original_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             out[key] = value
         elif m := _PROJ.match(key):
             out[f"{m[1]}_projection.linear{1 if m[2] == '0' else 2}.{m[3]}"] = value
-        elif key == "audio_branch.bn0" or key.startswith("audio_branch.bn0."):
-            out["audio_model.audio_encoder.batch_norm." + key[len("audio_branch.bn0."):]] = value
-        elif m := _BLOCK.match(key):
-            prefix = f"audio_model.audio_encoder.layers.{m[1]}.blocks.{m[2]}."
-            rest = m[3]
-            if rest.startswith("attn.qkv."):
-                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
-                    out[prefix + f"attention.self.{name}.{rest[len('attn.qkv.'):]}"] = part.contiguous()
-                continue
-            for old, new in _BLOCK_PARTS.items():
-                if rest.startswith(old):
-                    out[prefix + new + rest[len(old):]] = value
-                    break
-            else:
-                raise _unknown(key)
-        elif key.startswith("audio_branch.") and _AUDIO_SAME.match(key[len("audio_branch."):]):
-            out["audio_model.audio_encoder." + key[len("audio_branch."):]] = value
+        elif key.startswith("audio_branch.") and (
+                htsat := htsat_to_hf(key[len("audio_branch."):], value)) is not None:
+            out.update({"audio_model.audio_encoder." + k: v for k, v in htsat.items()})
         else:
             raise _unknown(key)
     return out
+
+
+def htsat_to_hf(key: str, value: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """One weight of an original HTSAT module (Ke Chen's ``HTSAT_Swin_Transformer``, used by LAION-CLAP
+    and MS-CLAP), key relative to that module, renamed into transformers' ``ClapAudioEncoder`` (keys
+    relative to it); a fused ``qkv`` gives three entries. None for a key that is not one of its weights."""
+    if key.startswith("bn0."):
+        return {"batch_norm." + key[len("bn0."):]: value}
+    if m := _BLOCK.match("audio_branch." + key):
+        prefix = f"layers.{m[1]}.blocks.{m[2]}."
+        rest = m[3]
+        if rest.startswith("attn.qkv."):
+            parts = zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True)
+            return {prefix + f"attention.self.{name}.{rest[len('attn.qkv.'):]}": p.contiguous() for name, p in parts}
+        for old, new in _BLOCK_PARTS.items():
+            if rest.startswith(old):
+                return {prefix + new + rest[len(old):]: value}
+        return None
+    return {key: value} if _AUDIO_SAME.match(key) else None
 
 
 def _unknown(key: str) -> WeightsNotFoundError:
