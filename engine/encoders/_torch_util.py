@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import UsageError
-from ..hashing import file_sha256 as sha256_file  # noqa: F401  (re-export for msclap_backend)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import SongseekError, UsageError, WeightsNotFoundError
-from ._torch_util import fit_windows, sha256_file, text_batches
+from ..hashing import file_sha256
+from ._torch_util import fit_windows, text_batches
 from .base import EncoderInfo, l2_normalize
 from .gpt2_tokenizer import BYTE_TOKENIZER, MAX_TOKENS, TOKENIZER_ENV, byte_tokenizer, find_gpt2_tokenizer, tokenize
 from .msclap_model import DIM, N_SAMPLES, SAMPLE_RATE, WINDOW_S, MsClapModel, random_model
@@ -116,7 +117,7 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> MsClapEnc
         model, label, sha = random_model(0), str(path) if path else f"msclap-{VERSION}", ""
     else:
         path = resolve_checkpoint(checkpoint)
-        model, label, sha = load_model(path), str(path), sha256_file(path)
+        model, label, sha = load_model(path), str(path), file_sha256(path)
     info = EncoderInfo(name="msclap", checkpoint=label, dim=DIM, sample_rate=SAMPLE_RATE, checkpoint_sha256=sha,
                        random_weights=random_weights, native_window_s=float(WINDOW_S), text_max_tokens=MAX_TOKENS)
     return MsClapEncoder(model, info, device, path)
