@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from songseek.engine.errors import LibraryError
-from songseek.engine.storage.manifest import Manifest, file_sha256, fsync_dir
+from songseek.engine.storage.manifest import Manifest, file_sha256, fsync_dir, verify_quick_hash
 
 TRACK_FIELDS = [
     pa.field("track_id", pa.string(), nullable=False),
@@ -132,6 +132,12 @@ def read_table_mmap(path: Path) -> pa.Table:
         ) from exc
 
 
+def read_library_table(root: Path, name: str, manifest: Manifest) -> pa.Table:
+    """A committed table of the library, after checking it is the file the manifest committed (quick hash)."""
+    verify_quick_hash(root, name, manifest)
+    return read_table_mmap(root / name)
+
+
 def vectors_view(table: pa.Table, dim: int) -> np.ndarray:
     """Zero-copy float32 (rows, dim) view of a shard's vector column."""
     col = table.column("vector")
@@ -161,7 +167,7 @@ class FrameStore:
         starts, ends = [], []
         offsets = [0]
         for name, rows in zip(manifest.frame_shards, manifest.shard_rows, strict=True):
-            table = read_table_mmap(root / name)
+            table = read_library_table(root, name, manifest)
             if table.num_rows != rows:
                 raise LibraryError(f"{root / name}: has {table.num_rows} rows, manifest says {rows}; "
                                    f"run `songseek repair --library {root}`")
