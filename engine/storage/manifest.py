@@ -167,14 +167,15 @@ def verify_quick_hash(root: Path, name: str, manifest: Manifest) -> None:
     want = manifest.quick_hashes.get(name)
     if not want:
         return  # written by a songseek without identities
+    kind = "index" if name.endswith(".faiss") else "library file"
     try:
         got = quick_hash(root / name)
     except OSError as exc:
-        raise LibraryError(f"{root / name}: missing or damaged library file ({exc.strerror}); "
+        raise LibraryError(f"{root / name}: missing or damaged {kind} ({exc.strerror}); "
                            f"run `songseek repair --library {root}`") from None
     if got != want:
-        raise LibraryError(f"{root / name}: not the file this library committed (its identity hash differs: "
-                           f"replaced or overwritten); run `songseek repair --library {root}`")
+        raise LibraryError(f"{root / name}: missing or damaged {kind} (not the file this library committed: its "
+                           f"identity hash differs); run `songseek repair --library {root}`")
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
@@ -297,7 +298,7 @@ def _encoder(data: Any) -> EncoderInfo:
         raise _Damaged(f"encoder.random_weights must be true or false, not {_show(random_weights)}")
     try:
         return EncoderInfo(name=name, checkpoint=_str(data, "checkpoint"), dim=_int(data, "dim", 1, 65_536, None),
-                           sample_rate=_int(data, "sample_rate", 1, 1_000_000, None),
+                           sample_rate=_int(data, "sample_rate", 0, 1_000_000, None),
                            checkpoint_sha256=_str(data, "checkpoint_sha256", max_len=128),
                            random_weights=random_weights,
                            native_window_s=_float(data, "native_window_s", 0.0, MAX_SECONDS, 0.0),

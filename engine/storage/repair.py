@@ -233,7 +233,9 @@ def _recover_manifest(root: Path, report: RepairReport) -> Manifest:
         if m.tracks_file != path.name:
             continue
         if all(check_file(root, n, m) is None for n in m.files() if n != m.tracks_file):
-            m = replace(m, index_file="", index_description="", index_frames=0, index_trained_on=0)
+            # the embedded copy cannot hold its own file's checksum: the file is read whole here anyway
+            m = replace(m, index_file="", index_description="", index_frames=0, index_trained_on=0,
+                        checksums={**m.checksums, path.name: file_sha256(path)})
             report.manifest_recovered_from = path.name
             report.actions.append(f"rebuilt {MANIFEST_NAME} from the manifest embedded in {path.name} "
                                   f"(generation {m.generation})")

@@ -257,7 +257,7 @@ class LibraryWriter:
         """The IVF lists each query probes by default from now on (0: the automatic rule); saved at the
         next ``commit``."""
         if nprobe < 0:
-            raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
+            raise UsageError(f"nprobe must be 0 (automatic) or more (got {nprobe})")
         if nprobe != self.manifest.index_nprobe:
             self.manifest = replace(self.manifest, index_nprobe=nprobe)
             self._dirty = True

@@ -97,7 +97,7 @@ def test_ingest_then_query_vectors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["-k", "0"], "k must be at least 1"),
     (["--rerank", "best"], "unknown rerank mode"),
-    (["--where", "nonexistent > 1"], "bad --where predicate"),
+    (["--where", "nonexistent > 1"], "bad where predicate"),
 ])
 def test_bad_search_arguments_exit_2_with_one_line(audio_library: Path, args: list[str], message: str) -> None:
     code, _, err = run("search", "low", "--library", str(audio_library), *args)
@@ -157,4 +157,4 @@ def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
                        "--nprobe", "0")
     assert code == 0 and info()["index_nprobe"] == faiss_index.default_nprobe("IVF8,Flat", info()["index_frames"])
     code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--nprobe", "-2")
-    assert code == 2 and "--nprobe must be 0 (automatic) or more" in err
+    assert code == 2 and "nprobe must be 0 (automatic) or more" in err

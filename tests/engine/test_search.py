@@ -132,9 +132,9 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
     calls: list[str] = []
     real = search_mod.filter_track_ids
 
-    def counting(tables: dict[str, object], where: str) -> np.ndarray:
+    def counting(tables: dict[str, object], where: str, limits: object) -> np.ndarray:
         calls.append(where)
-        return real(tables, where)
+        return real(tables, where, limits)
 
     monkeypatch.setattr(search_mod, "filter_track_ids", counting)
     monkeypatch.setattr(search_mod, "WHERE_CACHE", 2)
@@ -143,7 +143,7 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
     again = [h.track_id for h in lib.search(vector=q, k=5, where="artist = 'artist1'")]
     assert first == again and calls == ["artist = 'artist1'"]
     for _ in range(2):  # a bad predicate is never remembered: the same clear error each time
-        with pytest.raises(QueryError, match="bad --where predicate"):
+        with pytest.raises(QueryError, match="bad where predicate"):
             lib.search(vector=q, k=5, where="no_such_column = 1")
     lib.search(vector=q, k=5, where="artist = 'artist2'")
     lib.search(vector=q, k=5, where="artist = 'artist0'")  # evicts artist1 (the cache holds 2)

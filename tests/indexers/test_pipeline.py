@@ -86,7 +86,7 @@ def test_index_saves_nprobe_and_refuses_a_negative_one_before_writing(music: Pat
     from songseek.engine.storage.manifest import read_manifest
 
     lib = tmp_path / "lib"
-    with pytest.raises(UsageError, match="--nprobe must be 0"):
+    with pytest.raises(UsageError, match="nprobe must be 0"):
         index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=-1))
     assert not lib.exists()
     index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=12))
