@@ -264,7 +264,8 @@ def _name(value: Any, key: str, kinds: tuple[str, ...], empty_ok: bool = False) 
     if empty_ok and value == "":
         return ""
     if not isinstance(value, str) or not any(FILE_NAMES[k].fullmatch(value) for k in kinds):
-        raise _Damaged(f"{key} must name a {'/'.join(kinds)} file inside the library folder, not {_show(value)}")
+        raise _Damaged(f"{key} must be a plain {'/'.join(kinds)} file name inside the library folder, "
+                       f"not {_show(value)}")
     return value
 
 
@@ -343,6 +344,9 @@ def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
     metric = _str(data, "metric", "inner_product")
     if metric != "inner_product":
         raise _Damaged(f"metric must be inner_product, not {_show(metric)}")
+    tracks_file = _name(data.get("tracks_file", ""), "tracks_file", ("tracks",), empty_ok=True)
+    if shards and not tracks_file:
+        raise _Damaged("frame_shards are named but tracks_file is empty")
     index_file = _name(data.get("index_file", ""), "index_file", ("index",), empty_ok=True)
     index_frames = _int(data, "index_frames", 0, n_rows)
     if index_file and index_frames == 0 and n_rows:
@@ -358,7 +362,7 @@ def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
         generation=_int(data, "generation", 0, 10**12),
         frame_shards=shards,
         shard_rows=rows,
-        tracks_file=_name(data.get("tracks_file", ""), "tracks_file", ("tracks",), empty_ok=True),
+        tracks_file=tracks_file,
         failures_file=_name(data.get("failures_file", ""), "failures_file", ("failures",), empty_ok=True),
         index_file=index_file,
         index_description=_str(data, "index_description", max_len=200),
