@@ -245,11 +245,11 @@ def _int(data: dict[str, Any], key: str, lo: int, hi: int, default: int | None =
 def _float(data: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None,
            open_lo: bool = False) -> float:
     value = data.get(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (lo < value if open_lo else lo <= value) or value > hi:
-        span = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
-        raise _Damaged(f"{key} must be a finite number in {span}, not {_show(value)}")
-    return float(value)
+    if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (lo < value if open_lo else lo <= value) and value <= hi):
+        return float(value)
+    span = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+    raise _Damaged(f"{key} must be a finite number in {span}, not {_show(value)}")
 
 
 def _str(data: dict[str, Any], key: str, default: str = "", max_len: int = 4096) -> str:

@@ -65,7 +65,8 @@ def test_generators_and_wrong_shapes_are_refused_before_running(where: str, mess
 
 
 def _big(n: int = 20_000) -> dict[str, pa.Table]:
-    return {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)], "path": [f"/m/{i:08d}.wav" for i in range(n)]})}
+    return {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)],
+                                "path": [f"/m/{i:08d}.wav" for i in range(n)]})}
 
 
 # A correlated subquery DuckDB cannot turn into a hash join: n² edit distances (4e8 here: minutes).
