@@ -659,6 +659,8 @@ def library_stats(lib: Library) -> LibraryStats:
     live = int(lib._cols["frame_count"].sum()) if lib.n_tracks else 0
     n = lib.store.n_rows
     failures = read_library_table(lib.root, m.failures_file, m).num_rows if m.failures_file else 0
+    if m.index_file:  # the index loads lazily; info still says when it is not the committed one
+        verify_quick_hash(lib.root, m.index_file, m)
     want = faiss_index.auto_factory(n, m.dim) if m.index_factory == "auto" else m.index_factory
     if not m.index_file:
         status = "none yet (searches are exact)"

@@ -150,6 +150,8 @@ def test_an_index_swapped_in_from_another_library_is_detected(pristine: Path, tm
     shutil.copy(other / mo.index_file, lib / m.index_file)
     with pytest.raises(LibraryError, match=f"{m.index_file}: missing or damaged index .*identity hash differs"):
         Library.open(lib, encoder=FakeEncoder()).search_vectors(Q)
+    with pytest.raises(LibraryError, match="identity hash differs"):
+        library_stats(Library.open(lib))   # what `songseek info` shows
     problems = verify_library(lib)
     assert any(p.startswith(f"{m.index_file}: checksum mismatch") for p in problems), problems
     report = repair_library(lib)
