@@ -135,7 +135,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        # O_NOFOLLOW | O_EXCL after an unlink: never write through a link planted under the temporary name
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -105,6 +105,7 @@ def write_table_atomic(path: Path, table: pa.Table) -> str:
     the temporary file is removed and ``path`` is untouched.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # never write through a link planted under the temporary name
     table = table.combine_chunks()
     try:
         with pa.OSFile(str(tmp), "wb") as sink:

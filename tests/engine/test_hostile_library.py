@@ -264,3 +264,22 @@ def test_any_manifest_mutation_gives_one_line_errors_or_correct_results(pristine
         verify_library(lib)
     except SongseekError as exc:
         assert "\n" not in str(exc)
+
+
+def test_links_planted_under_temporary_names_are_not_written_through(pristine: Path, tmp_path: Path) -> None:
+    lib = copy(pristine, tmp_path / "lib")
+    m = read_manifest(lib)
+    gen = m.generation + 1
+    victims = []
+    with LibraryWriter(lib) as w:  # planted after the writer opened (it clears leftovers on open)
+        for name in ("manifest.json", f"tracks-{gen:06d}.arrow", f"failures-{gen:06d}.arrow",
+                     f"frames-{gen:06d}.arrow"):
+            victim = tmp_path / f"victim-{name}"
+            victim.write_text("precious")
+            (lib / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+            victims.append(victim)
+        w.add_track(TrackRecord(track_id="new", path="/music/new.wav", duration_s=10.0),
+                    l2_normalize(np.ones((1, 32), np.float32)), np.zeros(1), np.full(1, 10.0))
+        w.commit()
+    assert all(v.read_text() == "precious" for v in victims)
+    assert Library.open(lib).n_tracks == 6 and verify_library(lib) == []
