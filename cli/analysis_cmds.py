@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from .common import LIBRARY_OPT, handles_errors, print_json
+from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 mos_app = typer.Typer(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
                       no_args_is_help=True)
@@ -68,7 +68,7 @@ def tag(
                    f"({r.normalisation}, {r.aggregate} over windows) → tags table, columns top_{r.labels.name}, "
                    f"tag_<label>")
         for t, top in list(zip(r.track_ids.tolist(), r.top_labels()))[:show]:
-            typer.echo(f"  {t}\t{top}")
+            typer.echo(f"  {safe_text(t)}\t{safe_text(top)}")
     typer.echo("filter with e.g. --where \"tag('jazz') > 0.5\"", err=True)
 
 
@@ -109,13 +109,14 @@ def outliers(
         print_json([o.to_json() for o in found])
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_edge=False, title=f"outliers (k={k}, reference: {reference or 'the library itself'})")
     for col in ("rank", "score", "track", "reasons (Δcos vs neighbours)"):
         table.add_column(col)
     for o in found:
         why = "; ".join(f"{'+' if r.difference >= 0 else '−'}{r.descriptor} ({r.difference:+.3f})" for r in o.reasons)
-        table.add_row(str(o.rank), f"{o.score:.4f}", o.path, why)
+        table.add_row(str(o.rank), f"{o.score:.4f}", Text(safe_text(o.path)), why)
     _console().print(table)
 
 

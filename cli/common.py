@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,6 +24,19 @@ def library_option(help: str = "Library directory (created by index/ingest).", r
 LIBRARY_OPT = library_option()
 
 
+# Characters a terminal acts on: C0/C1 controls and DEL (escape sequences, carriage returns) and the
+# bidirectional overrides that reorder what follows; escaped wherever a stored or user-given string is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def safe_text(text: object) -> str:
+    """``text`` with every control character as a visible escape (``\\n``, ``\\x1b``, ``\\u202e``), so a file
+    name or tag can neither move the cursor, recolour the terminal nor break a one-line record."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), m.group().encode("unicode_escape", "backslashreplace")
+                                            .decode("ascii")), str(text))
+
+
 def handles_errors(func: F) -> F:
     """Run a command; a SongseekError becomes ``error: <message>`` on stderr and its exit code."""
 
@@ -31,22 +45,13 @@ def handles_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SongseekError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {safe_text(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with control characters (escape sequences, newlines, C1 codes) shown as \\xNN, so a file
-    name or a stored value cannot drive the terminal. JSON output needs no such care."""
-    return text.translate(_CONTROL)
 
 
 def print_json(obj: Any) -> None:

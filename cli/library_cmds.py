@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import LIBRARY_OPT, handles_errors, print_json
+from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -89,14 +89,14 @@ def index(
         data["failures"] = [f.__dict__ for f in report.failures]
         print_json(data)
     else:
-        typer.echo(report.summary())
+        typer.echo(safe_text(report.summary()))
         for f in report.failures[:20]:
-            typer.echo(f"  failed: {_one_line(f.message)}", err=True)
+            typer.echo(f"  failed: {safe_text(f.message)}", err=True)
         if len(report.failures) > 20:
             typer.echo(f"  ... and {len(report.failures) - 20} more: songseek failures --library {library}",
                        err=True)
         for note in report.notes:
-            typer.echo(f"note: {note}", err=True)
+            typer.echo(f"note: {safe_text(note)}", err=True)
     if strict and report.failed:
         raise typer.Exit(1)
 
@@ -134,7 +134,7 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
         print_json(data)
         return
     for key, value in data.items():
-        typer.echo(f"{key:>18}: {value}")
+        typer.echo(f"{key:>18}: {safe_text(value)}")
     if stats.dead_frames and stats.dead_frames >= max(stats.frames, 1) // 4:
         typer.echo(f"note: {stats.dead_frames} dead frames (of changed or removed tracks) take space; "
                    f"`songseek repair --library {library} --compact` reclaims them", err=True)
@@ -158,7 +158,7 @@ def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "
         return
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
-        typer.echo(f"{_one_line(r['path'])}\t{r['error_class']}\t{when}\t{_one_line(r['message'])}")
+        typer.echo(f"{safe_text(r['path'])}\t{safe_text(r['error_class'])}\t{when}\t{safe_text(r['message'])}")
     typer.echo(f"{len(rows)} failures (retried when the file changes, or with `songseek index --retry-failed`)",
                err=True)
 
@@ -176,6 +176,10 @@ def search(
     rerank: str = typer.Option("fusion", "--rerank", help="fusion, mean, max or none."),
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
+    where_timeout: float = typer.Option(10.0, "--where-timeout", help="Seconds a --where predicate may run "
+                                        "before it is stopped."),
+    max_excerpt: float = typer.Option(60.0, "--max-excerpt", help="With --audio: the longest excerpt decoded "
+                                      "(s); also the default length after --start."),
     exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (more = slower, closer to --exact)."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
@@ -192,19 +196,26 @@ def search(
     import numpy as np
 
     from songseek.engine.errors import QueryError
+    from songseek.engine.query.filters import FilterLimits
     from songseek.engine.query.fusion import params_for_hop
-    from songseek.engine.query.search import Library, SearchOptions, check_query_text
+    from songseek.engine.query.search import Library, SearchOptions, check_query_text, excerpt_bounds
 
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
     if given != 1:
         raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
     if query is not None:
         check_query_text(query)  # before opening the library: a typo fails fast
+    limits = FilterLimits(timeout_s=where_timeout).validated()
+    if audio is not None:
+        excerpt_bounds(start, end, max_excerpt)
+    for path in (audio, query_vectors, query_file):
+        if path is not None and path.exists() and not path.is_file():  # a FIFO would block the read
+            raise QueryError(f"{path}: not a regular file; give a file")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lib = Library.open(library, device=device)
+        lib = Library.open(library, device=device, filter_limits=limits)
     for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
+        typer.echo(f"warning: {safe_text(w.message)}", err=True)
     fusion = params_for_hop(lib.manifest.hop_s, None, kernel_s, stride_s, segment_s)
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
@@ -214,7 +225,7 @@ def search(
         typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
     if query_vectors is not None:
         try:
-            vecs = np.atleast_2d(np.load(query_vectors)).astype(np.float32)
+            vecs = np.atleast_2d(np.load(query_vectors))  # the engine checks dtype, shape, values
         except (OSError, ValueError, EOFError, TypeError) as exc:
             raise QueryError(f"{query_vectors}: not a readable .npy file of float vectors ({exc})") from exc
         results = lib.search_vectors(vecs, opts)
@@ -236,7 +247,7 @@ def search(
         from songseek.engine.errors import DecodeError
 
         try:
-            hits = lib.search(audio=audio, start_s=start, end_s=end, options=opts)
+            hits = lib.search(audio=audio, start_s=start, end_s=end, max_excerpt_s=max_excerpt, options=opts)
         except DecodeError as exc:  # a bad query file is bad input (exit 2), not a failed run
             raise QueryError(f"--audio {exc}") from None
     else:
@@ -251,6 +262,7 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=sys.stdout, width=140)
     for hits in results:
@@ -262,16 +274,13 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
                 table.add_column(col)
         for h in hits:
             name = f"{h.artist} – {h.title}" if h.artist and h.title else h.path
-            row = [str(h.rank), f"{h.score:.4f}", f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}", name]
+            row: list[str | Text] = [str(h.rank), f"{h.score:.4f}",
+                                     f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}",
+                                     Text(safe_text(name))]  # Text: no [markup] either
             if explain:
                 row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
             table.add_row(*row)
         console.print(table)
-
-
-def _one_line(text: str) -> str:
-    """Newlines and tabs in file names shown as escapes, so one failure stays one line."""
-    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def _mmss(seconds: float) -> str:

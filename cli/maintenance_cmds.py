@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handles_errors, library_option, print_json
+from .common import handles_errors, library_option, print_json, safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def repair(
             print_json({"path": str(library), "problems": problems})
         else:
             for p in problems:
-                typer.echo(f"damaged: {p}")
+                typer.echo(f"damaged: {safe_text(p)}")
             typer.echo(f"{library}: " + (f"{len(problems)} problem(s); run `songseek repair --library {library}`"
                                          if problems else "all files verify"))
         if problems:
@@ -48,7 +48,7 @@ def repair(
         print_json(report.to_json())
         return
     for p in report.problems:
-        typer.echo(f"damaged: {p}", err=True)
+        typer.echo(f"damaged: {safe_text(p)}", err=True)
     for a in report.actions:
-        typer.echo(f"repaired: {a}", err=True)
-    typer.echo(report.summary())
+        typer.echo(f"repaired: {safe_text(a)}", err=True)
+    typer.echo(safe_text(report.summary()))

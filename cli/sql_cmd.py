@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import LIBRARY_OPT, handles_errors, print_json, terminal_safe
+from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -52,10 +52,10 @@ def sql(
 
     view = Table(show_edge=False)
     for name in table.column_names:
-        view.add_column(Text(terminal_safe(name)))
+        view.add_column(Text(safe_text(name)))
     shown = table if limit <= 0 else table.slice(0, limit)
     for row in shown.to_pylist():
-        view.add_row(*[Text(terminal_safe("" if row[c] is None else str(row[c]))) for c in table.column_names])
+        view.add_row(*[Text(safe_text("" if row[c] is None else str(row[c]))) for c in table.column_names])
     Console().print(view)
     if shown.num_rows < table.num_rows:
         typer.echo(f"{table.num_rows - shown.num_rows} more rows not shown (--limit 0, --json or --csv)", err=True)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Hit": "songseek.engine.query.search",
     "Segment": "songseek.engine.query.search",
     "SearchOptions": "songseek.engine.query.search",
+    "FilterLimits": "songseek.engine.query.filters",
     "FusionParams": "songseek.engine.query.fusion",
     "SongseekError": "songseek.engine.errors",
     "load_encoder": "songseek.engine.encoders",

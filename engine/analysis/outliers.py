@@ -166,7 +166,7 @@ def find_outliers(lib: Library, k: int = DEFAULT_K, top: int = 20, reference: Li
     ids = [str(t) for t in lib.tracks.column("track_id").to_pylist()]
     paths = [str(p) for p in lib.tracks.column("path").to_pylist()]
     if where is not None:
-        keep = set(filter_track_ids(lib.tables(), where).tolist())
+        keep = set(filter_track_ids(lib.tables(), where, lib.filter_limits).tolist())
         rows = [i for i, t in enumerate(ids) if t in keep]
         vecs, ids, paths = vecs[rows], [ids[i] for i in rows], [paths[i] for i in rows]
     ref_vecs = ref_ids = None

@@ -32,7 +32,9 @@ callers that store per-track results must discard the track's partial output on 
 from __future__ import annotations
 
 import ctypes
+import math
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,8 @@ def _check_file(path: Path) -> None:
         raise _fail(path, f"cannot access the file ({exc.strerror})") from None
     if path.is_dir():
         raise _fail(path, "is a directory, not an audio file; index the folder instead")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below forever, a device never ends
+        raise _fail(path, "is not a regular file (a FIFO, socket or device); give an audio file")
     try:
         with open(path, "rb") as fh:
             fh.read(1)
@@ -443,6 +447,8 @@ def decode(path: Path, sample_rate: int, start_s: float = 0.0, end_s: float | No
     range raises UsageError; an undecodable file raises DecodeError.
     """
     _check_rate(sample_rate)
+    if not math.isfinite(start_s) or (end_s is not None and not math.isfinite(end_s)):
+        raise UsageError(f"bad segment start_s={start_s!r}, end_s={end_s!r}: need finite seconds")
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise UsageError(f"bad segment start_s={start_s!r}, end_s={end_s!r}: need 0 <= start < end")
     path = Path(path)

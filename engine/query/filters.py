@@ -1,15 +1,32 @@
-"""`--where` predicates: SQL over the library's tables, run by DuckDB, read-only and sandboxed.
+"""`where` predicates: SQL over the library's tables, run by DuckDB, read-only, sandboxed and bounded.
 
 The predicate sees the tracks table LEFT JOINed on track_id with every extra table that has a
 track_id column (``tags`` from `songseek tag`, ``mos`` from `songseek mos predict`, ...). When a tags
 table is present a macro ``tag('jazz')`` reads the column ``tag_jazz`` (docs/analysis.md).
-DuckDB gets the Arrow tables as views in a private in-memory database with external access switched
-off and its configuration locked, so a predicate cannot read files or change settings.
+
+Defences, in order (docs/robustness.md, "Hostile input"):
+
+1. DuckDB's own parser (``json_serialize_sql``) reads the whole statement: one statement, and apart from
+   its WHERE clause exactly the query this module wrote (so a ``)`` cannot smuggle in a UNION, GROUP BY or
+   LIMIT); a ``;`` inside a string is just a character.
+2. The predicate's syntax tree may only use functions from ALLOWED_FUNCTIONS, read base tables (no table
+   functions such as ``range()`` or ``read_csv()``, no joins, no subqueries in FROM, no WITH / recursive
+   CTEs). Every allowed function makes values at most as large as the sum of its inputs, so no value can
+   outgrow (predicate length) x (largest stored value), and no row set outgrows the tables: DuckDB's memory
+   limit does not count strings, this bound does.
+3. A private in-memory database holding only the library's tables, external access off, no spilling to
+   disk, the configuration locked, ``FilterLimits.memory_mb`` and ``threads``.
+4. A timer calls DuckDB's ``interrupt()`` after ``FilterLimits.timeout_s``; Ctrl-C (SIGINT in the main
+   thread, which DuckDB turns into an interrupted query) becomes KeyboardInterrupt again.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,11 +34,68 @@ import pyarrow as pa
 
 from songseek.engine.errors import QueryError
 
-_FORBIDDEN = (";",)
 TAG_PREFIX = "tag_"  # zero-shot tag columns: tag_<slug>, read by the tag() macro
+# Functions a predicate may call (DuckDB names, lower case, operators included). None of them can make a
+# value larger than the sum of its arguments: repeat(), lpad(), printf(), replace(), string_agg(), list(),
+# range() ... are left out on purpose (see the module docstring).
+ALLOWED_FUNCTIONS = frozenset({
+    # operators
+    "+", "-", "*", "/", "//", "%", "**", "^", "||", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~", "^@",
+    "&", "|", "<<", ">>", "~", "@", "@>", "<@", "&&", "->", "->>", "[]", "array_extract", "list_extract",
+    "list_element", "struct_extract", "array_slice", "list_slice",
+    # text
+    "lower", "upper", "lcase", "ucase", "trim", "ltrim", "rtrim", "length", "len", "strlen", "char_length",
+    "character_length", "octet_length", "contains", "starts_with", "ends_with", "prefix", "suffix",
+    "like_escape", "not_like_escape", "ilike_escape", "not_ilike_escape", "regexp_matches",
+    "regexp_full_match", "regexp_extract", "substring", "substr", "left", "right", "strpos", "instr",
+    "position", "concat", "concat_ws", "reverse", "strip_accents", "nfc_normalize", "levenshtein",
+    "damerau_levenshtein", "jaro_similarity", "jaro_winkler_similarity", "jaccard", "hamming", "mismatches",
+    "md5", "sha256", "hash", "ascii", "unicode", "split_part", "glob", "like", "ilike",
+    # numbers
+    "abs", "round", "floor", "ceil", "ceiling", "greatest", "least", "sign", "sqrt", "cbrt", "ln", "log",
+    "log10", "log2", "exp", "pow", "power", "isnan", "isinf", "isfinite", "mod", "trunc", "even",
+    # dates (year, added_at and mtime are numbers; these read timestamps)
+    "year", "month", "day", "date_part", "datepart", "epoch", "to_timestamp", "make_date", "current_date",
+    "now", "current_timestamp", "today",
+    # nulls, types, lists of a row
+    "coalesce", "ifnull", "nullif", "typeof", "list_contains", "list_has", "array_contains", "array_has",
+    "list_position", "array_length", "cardinality",
+    # aggregates and window functions of bounded size (for subqueries)
+    "count", "count_star", "min", "max", "sum", "avg", "mean", "median", "any_value", "first", "last",
+    "bool_and", "bool_or", "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp",
+    "row_number", "rank", "dense_rank", "percent_rank", "quantile_cont", "quantile_disc",
+    # the library's own macro and DuckDB's error() it uses
+    "tag", "error",
+})
+_ALLOWED_FROM = frozenset({"BASE_TABLE", "EMPTY", "EXPRESSION_LIST"})
+_LOCATION_KEY = re.compile(r"query_location(_length)?")
 
 
-def _connect(tables: dict[str, pa.Table]) -> Any:
+@dataclass(frozen=True)
+class FilterLimits:
+    """How much one ``where`` predicate may cost. ``timeout_s``: wall-clock seconds before DuckDB is
+    interrupted; ``memory_mb``: DuckDB's buffer memory; ``threads``: DuckDB threads per filter;
+    ``max_chars``: the longest predicate accepted (it bounds the largest value a predicate can build)."""
+
+    timeout_s: float = 10.0
+    memory_mb: int = 512
+    threads: int = 1
+    max_chars: int = 10_000
+
+    def validated(self) -> FilterLimits:
+        if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise QueryError(f"timeout_s must be a positive number of seconds (got {self.timeout_s!r})")
+        for name in ("memory_mb", "threads", "max_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise QueryError(f"{name} must be a positive integer (got {value!r})")
+        return self
+
+
+DEFAULT_LIMITS = FilterLimits()
+
+
+def _connect(tables: dict[str, pa.Table], limits: FilterLimits) -> Any:
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -29,31 +103,154 @@ def _connect(tables: dict[str, pa.Table]) -> Any:
         con.register(name, table)
     if "tags" in tables:
         _tag_macro(con, tables["tags"].column_names)
+    con.execute("SET temp_directory = ''")  # never spill to a .tmp folder in the working directory
     con.execute("SET enable_external_access = false")
-    con.execute("SET memory_limit = '1GB'")  # a runaway predicate fails instead of eating the machine
+    con.execute(f"SET memory_limit = '{int(limits.memory_mb)}MB'")  # a runaway query fails, not the machine
+    con.execute(f"SET threads = {int(limits.threads)}")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def filter_track_ids(tables: dict[str, pa.Table], where: str) -> np.ndarray:
-    """Track ids (object array) of rows of ``tracks`` (joined with ``tags`` if present) matching ``where``."""
+def _source(tables: dict[str, pa.Table]) -> str:
+    return " ".join(["tracks", *(f'LEFT JOIN "{name}" USING (track_id)' for name, table in tables.items()
+                                 if name != "tracks" and "track_id" in table.column_names)])
+
+
+def filter_track_ids(tables: dict[str, pa.Table], where: str, limits: FilterLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Track ids (object array) of rows of ``tracks`` (joined with the extra tables) matching ``where``.
+
+    Raises QueryError (one line) for a predicate DuckDB rejects, one that is not a single condition, one
+    that uses a function or construct outside the bounds above, or one that runs past ``limits.timeout_s``.
+    """
+    limits = limits.validated()
     where = where.strip()
     if not where:
         raise QueryError("where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
-    if any(tok in where for tok in _FORBIDDEN):
-        raise QueryError("where takes one SQL predicate, not statements (no ';')")
-    source = " ".join(["tracks", *(f'LEFT JOIN "{name}" USING (track_id)' for name, table in tables.items()
-                                   if name != "tracks" and "track_id" in table.column_names)])
-    con = _connect(tables)
+    if len(where) > limits.max_chars:
+        raise QueryError(f"the where predicate is {len(where):,} characters long; at most {limits.max_chars:,} "
+                         "are accepted (FilterLimits.max_chars)")
+    source = _source(tables)
+    # The predicate on lines of its own, so that a trailing -- comment cannot swallow the parenthesis.
+    statement = f"SELECT track_id FROM {source} WHERE (\n{where}\n)"
+    con = _connect(tables, limits)
     try:
-        result = con.sql(f"SELECT track_id FROM {source} WHERE ({where})").to_arrow_table()
-    except Exception as exc:  # duckdb raises many error types; all mean "bad predicate"
-        cols = ", ".join(_columns(tables))
-        first = str(exc).strip().splitlines()[0]
-        raise QueryError(f"bad where predicate: {first}. Columns: {cols}") from None
+        _check_predicate(con, statement, f"SELECT track_id FROM {source} WHERE (TRUE)", tables)
+        result = _run(con, statement, limits, lambda first: f"bad where predicate: {first}. "
+                      f"Columns: {', '.join(_columns(tables))}")
     finally:
         con.close()
-    return np.asarray(result.column("track_id").to_pylist(), dtype=object)
+    try:
+        ids = result.column("track_id").to_pylist()
+    except (KeyError, pa.ArrowInvalid) as exc:  # cannot happen after the structure check; kept one line
+        raise QueryError(f"bad where predicate: it does not select track ids ({exc})") from None
+    return np.asarray([str(t) for t in ids if t is not None], dtype=object)
+
+
+def _parse(con: Any, statement: str) -> dict[str, Any]:
+    """DuckDB's syntax tree of ``statement`` (json_serialize_sql); QueryError when it does not parse."""
+    try:
+        raw = con.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()[0][0]
+        tree = json.loads(raw)
+    except Exception as exc:  # duckdb raises many error types
+        raise QueryError(f"bad where predicate: {_first_line(exc)}") from None
+    if tree.get("error"):
+        raise QueryError(f"bad where predicate: {_first_line(tree.get('error_message', 'does not parse'))}")
+    statements = tree.get("statements", [])
+    if len(statements) != 1:
+        raise QueryError("where takes one SQL predicate, not statements (a ';' outside a string)")
+    node: dict[str, Any] = statements[0]["node"]
+    return node
+
+
+def _check_predicate(con: Any, statement: str, reference: str, tables: dict[str, pa.Table]) -> None:
+    node, ref = _parse(con, statement), _parse(con, reference)
+    where = node.get("where_clause")
+    if (_strip({k: v for k, v in node.items() if k != "where_clause"})
+            != _strip({k: v for k, v in ref.items() if k != "where_clause"})):
+        raise QueryError("the where predicate must be one condition on the tracks' columns: it changed the query "
+                         "around it (a ')' followed by UNION, GROUP BY, ORDER BY, LIMIT ...)")
+    _check_tree(where, set(tables))
+
+
+def _check_tree(node: Any, tables: set[str]) -> None:
+    """Refuse what could grow past the limits: see the module docstring."""
+    if isinstance(node, list):
+        for item in node:
+            _check_tree(item, tables)
+        return
+    if not isinstance(node, dict):
+        return
+    name = node.get("function_name")
+    if isinstance(name, str) and name.lower() not in ALLOWED_FUNCTIONS:
+        if node.get("is_operator"):
+            raise QueryError(f"bad where predicate: operator {name} is unknown or not allowed in a filter")
+        raise QueryError(f"bad where predicate: function {name}() is not allowed in a filter (it can build values "
+                         "without bound, or is not needed to select tracks); allowed functions: docs/robustness.md")
+    if node.get("type") == "RECURSIVE_CTE_NODE" or (node.get("cte_map") or {}).get("map"):
+        raise QueryError("bad where predicate: WITH (common table expressions) is not allowed in a filter")
+    if node.get("class") == "LAMBDA":
+        raise QueryError("bad where predicate: lambda expressions are not allowed in a filter")
+    source = node.get("from_table")
+    if isinstance(source, dict):
+        kind = source.get("type")
+        if kind == "JOIN":
+            raise QueryError("bad where predicate: joins are not allowed in a filter (the tables are already "
+                             "joined on track_id)")
+        if kind == "TABLE_FUNCTION":
+            fn = (source.get("function") or {}).get("function_name", "?")
+            raise QueryError(f"bad where predicate: table function {fn}() is not allowed in a filter "
+                             "(a subquery may read the library's tables only)")
+        if kind not in _ALLOWED_FROM:
+            raise QueryError(f"bad where predicate: a subquery may read only the library's tables "
+                             f"({', '.join(sorted(tables))}), not {str(kind).lower()}")
+    for value in node.values():
+        _check_tree(value, tables)
+
+
+def _strip(node: Any) -> Any:
+    """The syntax tree without source positions (they differ between two spellings of one query)."""
+    if isinstance(node, dict):
+        return {k: _strip(v) for k, v in node.items() if not _LOCATION_KEY.fullmatch(k)}
+    if isinstance(node, list):
+        return [_strip(v) for v in node]
+    return node
+
+
+def _run(con: Any, statement: str, limits: FilterLimits, bad: Any) -> pa.Table:
+    """Run ``statement`` under the time limit. ``bad(first_line)`` words the error for a rejected query."""
+    import duckdb
+
+    fired = threading.Event()
+    lock = threading.Lock()
+    open_ = [True]
+
+    def interrupt() -> None:
+        with lock:
+            if open_[0]:
+                fired.set()
+                con.interrupt()
+
+    timer = threading.Timer(limits.timeout_s, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        return con.sql(statement).to_arrow_table()
+    except Exception as exc:  # duckdb raises many error types; all mean "bad query" unless interrupted
+        if fired.is_set():
+            raise QueryError(f"the query ran past its time limit of {limits.timeout_s:g} s "
+                             "(FilterLimits.timeout_s) and was stopped; narrow it down") from None
+        if isinstance(exc, duckdb.InterruptException) or "interrupted" in str(exc).lower():
+            raise KeyboardInterrupt from None  # Ctrl-C: DuckDB caught the SIGINT and stopped the query
+        raise QueryError(bad(_first_line(exc))) from None
+    finally:
+        with lock:
+            open_[0] = False
+        timer.cancel()
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _tag_macro(con: Any, columns: list[str]) -> None:
@@ -75,12 +272,12 @@ def _columns(tables: dict[str, pa.Table]) -> list[str]:
     return names
 
 
-def sql(tables: dict[str, pa.Table], query: str) -> pa.Table:
-    """Run a read-only SQL query over the library's tables (for `songseek sql` and notebooks)."""
-    con = _connect(tables)
+def sql(tables: dict[str, pa.Table], query: str, limits: FilterLimits = DEFAULT_LIMITS) -> pa.Table:
+    """Run a read-only SQL query over the library's tables (for `songseek sql` and notebooks), under the
+    same sandbox, memory and time limits as a filter (but without the syntax-tree check)."""
+    limits = limits.validated()
+    con = _connect(tables, limits)
     try:
-        return con.sql(query).to_arrow_table()
-    except Exception as exc:
-        raise QueryError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
+        return _run(con, query, limits, lambda first: f"SQL error: {first}")
     finally:
         con.close()

@@ -420,6 +420,9 @@ def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: flo
     """
     import dataclasses
 
+    for name, value in (("kernel_s", kernel_s), ("stride_s", stride_s), ("segment_s", segment_s)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise UsageError(f"{name} must be a finite number of seconds above 0 (got {value!r})")
     base = base or FusionParams()
     changes: dict[str, float | str] = {}
     if kernel_s is not None:

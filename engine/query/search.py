@@ -24,15 +24,19 @@ from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import LibraryError, QueryError
 from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
-from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits, filter_track_ids
 from songseek.engine.query.fusion import FusionParams, params_for_hop
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
-from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
-from songseek.engine.storage.store import FrameStore, read_table_mmap
+from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest, verify_quick_hash
+from songseek.engine.storage.store import FrameStore, read_library_table
 
 RERANK_MODES = ("fusion", "mean", "max", "none")
 MAX_QUERY_CHARS = 20_000
+# Query by example: the excerpt decoded when no end_s is given, and the longest excerpt accepted (seconds).
+MAX_EXCERPT_S = 60.0
+# Query vector entries beyond this magnitude are refused (their float32 norm would overflow).
+MAX_VECTOR_ABS = 1e18
 
 
 def check_query_text(text: str) -> None:
@@ -42,6 +46,23 @@ def check_query_text(text: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
                          "accepted: shorten it (long captions are split into sentence chunks up to that)")
+
+
+def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = MAX_EXCERPT_S) -> tuple[float, float]:
+    """(start, end) seconds of a query-by-example excerpt, or QueryError for non-finite, negative, empty or
+    over-long ranges; ``end_s=None`` means ``start_s + max_excerpt_s``."""
+    for name, value in (("start_s", start_s), ("end_s", end_s), ("max_excerpt_s", max_excerpt_s)):
+        if value is not None and (not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0):
+            raise QueryError(f"{name} must be a finite number of seconds, 0 or more (got {value!r})")
+    if max_excerpt_s <= 0:
+        raise QueryError(f"max_excerpt_s must be above 0 (got {max_excerpt_s!r})")
+    end = float(start_s) + max_excerpt_s if end_s is None else float(end_s)
+    if end <= start_s:
+        raise QueryError(f"end_s ({end_s:g}) must be after start_s ({start_s:g})")
+    if end - start_s > max_excerpt_s:
+        raise QueryError(f"the excerpt {start_s:g}-{end:g} s is {end - start_s:g} s long; at most "
+                         f"max_excerpt_s={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
+    return float(start_s), end
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,7 @@ class SearchOptions:
     fusion: FusionParams | None = None  # None: the measured defaults, scaled to the library's hop
     nprobe: int | None = None
     exact: bool = False
+    filter_limits: FilterLimits | None = None  # None: the Library's filter_limits
 
     def validated(self) -> SearchOptions:
         if self.k <= 0:
@@ -100,6 +122,8 @@ class SearchOptions:
             raise QueryError(f"nprobe must be at least 1 (got {self.nprobe})")
         if self.candidates <= 0:
             raise QueryError(f"candidates must be at least 1 (got {self.candidates})")
+        if self.filter_limits is not None:
+            self.filter_limits.validated()
         return self
 
 
@@ -107,14 +131,16 @@ class Library:
     """A library opened for searching. Cheap to open: shards are memory-mapped, the index is loaded once."""
 
     def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str,
-                 policy: ExactPolicy = ExactPolicy()) -> None:
+                 policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS) -> None:
         self.root = root
         self.policy = policy
+        # what one `where` predicate may cost (time, memory); SearchOptions.filter_limits overrides per query
+        self.filter_limits = filter_limits.validated()
         self.manifest = manifest
         self._encoder = encoder
         self._device = device
         self.store = FrameStore(root, manifest)
-        self.tracks = (read_table_mmap(root / manifest.tracks_file) if manifest.tracks_file
+        self.tracks = (read_library_table(root, manifest.tracks_file, manifest) if manifest.tracks_file
                        else pa.table({"track_id": pa.array([], pa.string())}))
         self._cols = {name: self.tracks.column(name).to_numpy(zero_copy_only=False)
                       for name in ("track_id", "path", "frame_start", "frame_count", "duration_s")
@@ -123,7 +149,8 @@ class Library:
                       for name in ("title", "artist", "album") if name in self.tracks.column_names}
         self._row_of = {tid: i for i, tid in enumerate(self._cols["track_id"])}
         # Extra tables (tags, mos, ...) keyed by track_id; mapped now so a later commit cannot pull them away.
-        self.extra_tables = {name: read_table_mmap(root / file) for name, file in manifest.extra_tables.items()}
+        self.extra_tables = {name: read_library_table(root, file, manifest)
+                             for name, file in manifest.extra_tables.items()}
         self.frame_owner = self._frame_owner()
         self._index: Any = None
         self._scanner: Int8Scanner | bool | None = None  # int8 copy for the exact path (False: cannot)
@@ -139,14 +166,15 @@ class Library:
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto",
-             policy: ExactPolicy = ExactPolicy()) -> Library:
+             policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS) -> Library:
         """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match);
-        ``policy`` sets when the exact routes are taken (candidates.ExactPolicy)."""
+        ``policy`` sets when the exact routes are taken (candidates.ExactPolicy); ``filter_limits`` bounds
+        every ``where`` predicate (time, memory; filters.FilterLimits)."""
         root = Path(root).expanduser()
         for attempt in range(3):  # a writer may swap generations between reading the manifest and files
             manifest = read_manifest(root)
             try:
-                lib = cls(root, manifest, encoder, device, policy)
+                lib = cls(root, manifest, encoder, device, policy, filter_limits)
                 break
             except LibraryError:
                 if attempt == 2 or read_manifest(root).generation == manifest.generation:
@@ -191,7 +219,14 @@ class Library:
     def index(self) -> Any:
         if self._index is None and self.manifest.index_file:
             try:
-                self._index = faiss_index.load_index(self.root / self.manifest.index_file)
+                verify_quick_hash(self.root, self.manifest.index_file, self.manifest)
+                index = faiss_index.load_index(self.root / self.manifest.index_file)
+                if int(index.ntotal) != self.manifest.index_frames or int(index.d) != self.manifest.dim:
+                    raise LibraryError(
+                        f"{self.root / self.manifest.index_file}: the index holds {index.ntotal} {index.d}-d "
+                        f"vectors, the manifest says {self.manifest.index_frames} {self.manifest.dim}-d ones; "
+                        f"run `songseek repair --library {self.root}`")
+                self._index = index
             except LibraryError:
                 # A writer replaced the index since this library was opened: answer exactly, and correctly.
                 if read_manifest(self.root).generation == self.manifest.generation:
@@ -219,9 +254,13 @@ class Library:
 
     def search(self, text: str | None = None, *, audio: str | Path | np.ndarray | None = None,
                vector: np.ndarray | None = None, start_s: float = 0.0, end_s: float | None = None,
-               options: SearchOptions | None = None, **kwargs: Any) -> list[Hit]:
+               max_excerpt_s: float = MAX_EXCERPT_S, options: SearchOptions | None = None, **kwargs: Any
+               ) -> list[Hit]:
         """Best tracks for one query: text, audio (a file path or mono samples at the encoder's rate),
-        or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...)."""
+        or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...).
+
+        An audio file is decoded from ``start_s`` to ``end_s`` only (seeking; ``end_s`` defaults to
+        ``start_s + max_excerpt_s``, and a longer excerpt is refused)."""
         given = [x is not None for x in (text, audio, vector)]
         if sum(given) != 1:
             raise QueryError("give exactly one of a text query, audio= or vector=")
@@ -229,9 +268,10 @@ class Library:
         if text is not None:
             return self.search_texts([text], opts)[0]
         if vector is not None:
-            q = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+            q = self._check_vectors(np.asarray(vector).reshape(1, -1))
         else:
             if isinstance(audio, (str, Path)):
+                start_s, end_s = excerpt_bounds(start_s, end_s, max_excerpt_s)
                 audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
             q = self.embed_audio(np.asarray(audio))
         return self.search_vectors(q, opts)[0]
@@ -256,19 +296,31 @@ class Library:
         return results
 
     def _check_vectors(self, q: np.ndarray) -> np.ndarray:
+        """Unit float32 (n, dim) rows, or QueryError for a wrong shape or a degenerate vector: not real
+        numbers, NaN/inf, entries beyond ±MAX_VECTOR_ABS, or a zero vector (no direction to search)."""
+        q = np.asarray(q)
+        if q.dtype.kind not in "fiu":
+            raise QueryError(f"query vectors must hold real numbers, not {q.dtype} values")
         if q.ndim != 2 or q.shape[1] != self.manifest.dim:
             raise QueryError(f"query vectors must be (n, {self.manifest.dim}) for this library, got {q.shape}")
-        if not np.isfinite(q).all():
+        q64 = q.astype(np.float64)
+        if not np.isfinite(q64).all():
             raise QueryError("query vectors contain NaN or inf")
-        return l2_normalize(q)
+        if len(q64) and np.abs(q64).max() > MAX_VECTOR_ABS:
+            raise QueryError(f"query vectors hold values up to {np.abs(q64).max():.3g}; at most ±{MAX_VECTOR_ABS:g} "
+                             "are accepted (scale the vectors down)")
+        norms = np.linalg.norm(q64, axis=1)
+        if (norms < 1e-12).any():
+            raise QueryError(f"query vector {int(np.argmax(norms < 1e-12))} is zero: it has no direction to search")
+        return (q64 / norms[:, None]).astype(np.float32)
 
     def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None) -> list[list[Hit]]:
         """Hits for each row of float32 (nq, dim) query vectors, in input order."""
         opts = (options or SearchOptions()).validated()
-        q = self._check_vectors(np.asarray(queries, dtype=np.float32))
+        q = self._check_vectors(np.asarray(queries))
         if self.n_tracks == 0:
             return [[] for _ in range(len(q))]
-        allowed = self.allowed_rows(opts.where)
+        allowed = self.allowed_rows(opts.where, opts.filter_limits)
         if opts.exact:
             self.exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
         results = []
@@ -283,7 +335,7 @@ class Library:
         q = self._check_vectors(chunks)
         if self.n_tracks == 0:
             return []
-        allowed = self.allowed_rows(opts.where)
+        allowed = self.allowed_rows(opts.where, opts.filter_limits)
         best: dict[int, float] = {}
         for qc in q:
             rows, scores = self.candidates(qc, opts, allowed)
@@ -298,7 +350,7 @@ class Library:
         """The tables `--where` and `songseek sql` see: tracks, then every extra table (tags, mos, ...)."""
         return {"tracks": self.tracks, **self.extra_tables}
 
-    def allowed_rows(self, where: str | None) -> np.ndarray | None:
+    def allowed_rows(self, where: str | None, limits: FilterLimits | None = None) -> np.ndarray | None:
         """Sorted track rows that ``where`` keeps. Remembered per predicate (the tables of an open Library
         never change, and DuckDB costs about 25 ms a call); the last ``policy.where_cache`` predicates are kept."""
         if where is None:
@@ -307,7 +359,7 @@ class Library:
             if where in self._where_cache:
                 self._where_cache[where] = self._where_cache.pop(where)  # most recent last
                 return self._where_cache[where]
-        ids = filter_track_ids(self.tables(), where)
+        ids = filter_track_ids(self.tables(), where, limits or self.filter_limits)
         rows = np.asarray(sorted(self._row_of[t] for t in ids if t in self._row_of), dtype=np.int64)
         rows.setflags(write=False)
         with self._where_lock:

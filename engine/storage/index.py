@@ -154,6 +154,7 @@ def save_index(index: Any, path: Path) -> None:
     if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
         index = faiss.index_gpu_to_cpu(index)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # never write through a link planted under the temporary name
     faiss.write_index(index, str(tmp))
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())

@@ -7,7 +7,9 @@ A library directory holds ``manifest.json`` naming the committed files; anything
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,9 +17,22 @@ from typing import Any
 
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError
+from songseek.engine.hashing import quick_hash
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# The only names a manifest may give its files: plain names inside the library folder, by kind.
+FILE_NAMES = {
+    "frames": re.compile(r"frames-\d{6,12}\.arrow"),
+    "tracks": re.compile(r"tracks-\d{6,12}\.arrow"),
+    "failures": re.compile(r"failures-\d{6,12}\.arrow"),
+    "index": re.compile(r"index-\d{6,12}\.faiss"),
+    "extra": re.compile(r"extra-[a-z][a-z0-9_]{0,39}-\d{6,12}\.arrow"),
+}
+EXTRA_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# Bounds of the numbers a manifest may hold (anything beyond is damage, not a library).
+MAX_ROWS = 1 << 40
+MAX_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,9 @@ class Manifest:
     index_nprobe: int = 0            # IVF lists a query probes by default; 0 = index.default_nprobe's rule
     # sha256 of every file this manifest names (and of the kept previous-generation files), by name
     checksums: dict[str, str] = field(default_factory=dict)
+    # a cheap identity of every named file (quick_hash: size + first and last 64 KiB), checked by every
+    # reader on open, so a swapped or overwritten file is refused without a full checksum run
+    quick_hashes: dict[str, str] = field(default_factory=dict)
     # the previous generation's tracks/failures/index files, kept one more commit for readers that
     # opened the previous manifest and as a fallback for `songseek repair`
     previous_files: tuple[str, ...] = ()
@@ -74,8 +92,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
+        """Parse and validate a manifest (types, ranges, finiteness, file names); LibraryError names the
+        field of a damaged one."""
         version = data.get("schema_version") if isinstance(data, dict) else None
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise LibraryError(f"{where}: manifest has no schema_version; is this a songseek library?")
         if version > SCHEMA_VERSION:
             raise IncompatibleLibraryError(
@@ -83,24 +103,10 @@ class Manifest:
                 "upgrade songseek (pip install -U songseek)"
             )
         try:
-            data = dict(data)
-            enc = EncoderInfo(**data.pop("encoder"))
-            data["frame_shards"] = tuple(str(x) for x in data.get("frame_shards", ()))
-            data["shard_rows"] = tuple(int(x) for x in data.get("shard_rows", ()))
-            data["previous_files"] = tuple(str(x) for x in data.get("previous_files", ()))
-            data["checksums"] = {str(k): str(v) for k, v in dict(data.get("checksums", {})).items()}
-            data["extra_tables"] = {str(k): str(v) for k, v in dict(data.get("extra_tables", {})).items()}
-            data["index_nprobe"] = max(0, int(data.get("index_nprobe", 0)))
-            known = {f for f in cls.__dataclass_fields__}
-            m = cls(encoder=enc, **{k: v for k, v in data.items() if k in known})
-        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            return _parse(cls, data)
+        except _Damaged as exc:
             raise LibraryError(f"{where}: damaged manifest ({exc}); "
-                               f"run `songseek repair --library {where.parent}`") from exc
-        if (len(m.frame_shards) != len(m.shard_rows) or not isinstance(m.encoder.dim, int)
-                or m.encoder.dim <= 0):
-            raise LibraryError(f"{where}: damaged manifest (shard list or dimension is inconsistent); "
-                               f"run `songseek repair --library {where.parent}`")
-        return m
+                               f"run `songseek repair --library {where.parent}`") from None
 
     def bumped(self, **changes: Any) -> Manifest:
         """A copy with the next generation number and a fresh timestamp."""
@@ -119,7 +125,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        # O_NOFOLLOW | O_EXCL after an unlink: never write through a link planted under the temporary name
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -130,8 +139,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def write_manifest(root: Path, manifest: Manifest) -> None:
+def verify_quick_hash(root: Path, name: str, manifest: Manifest) -> None:
+    """Raise LibraryError when ``name`` is not the file the manifest committed (its quick hash differs)."""
+    if (root / name).is_symlink():
+        raise LibraryError(f"{root / name}: a symbolic link, not a file the library wrote; "
+                           f"run `songseek repair --library {root}`")
+    want = manifest.quick_hashes.get(name)
+    if not want:
+        return  # written by a songseek without identities
+    kind = "index" if name.endswith(".faiss") else "library file"
+    try:
+        got = quick_hash(root / name)
+    except OSError as exc:
+        raise LibraryError(f"{root / name}: missing or damaged {kind} ({exc.strerror}); "
+                           f"run `songseek repair --library {root}`") from None
+    if got != want:
+        raise LibraryError(f"{root / name}: missing or damaged {kind} (not the file this library committed: its "
+                           f"identity hash differs); run `songseek repair --library {root}`")
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Commit ``manifest`` (atomically); returns it with the quick hash of every file it names, computed
+    for files new since the last manifest and carried over for the others."""
+    names = [*manifest.files(), *manifest.previous_files]
+    quick = {n: manifest.quick_hashes.get(n) or quick_hash(root / n) for n in names
+             if manifest.quick_hashes.get(n) or (root / n).is_file()}
+    manifest = replace(manifest, quick_hashes=quick)
     atomic_write_bytes(root / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2).encode())
+    return manifest
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -174,3 +209,152 @@ def check_compatible(manifest: Manifest, encoder: EncoderInfo, where: Path) -> N
             f"{where} was built with another encoder: {'; '.join(differs)}. "
             f"Use --encoder {lib.name} --checkpoint {lib.checkpoint} or index into a new library"
         )
+
+
+class _Damaged(ValueError):
+    """A manifest value of the wrong type or out of range (the message names the field)."""
+
+
+def _int(data: dict[str, Any], key: str, lo: int, hi: int, default: int | None = 0) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _Damaged(f"{key} must be an integer from {lo} to {hi}, not {_show(value)}")
+    return value
+
+
+def _float(data: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None,
+           open_lo: bool = False) -> float:
+    value = data.get(key, default)
+    if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (lo < value if open_lo else lo <= value) and value <= hi):
+        return float(value)
+    span = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+    raise _Damaged(f"{key} must be a finite number in {span}, not {_show(value)}")
+
+
+def _str(data: dict[str, Any], key: str, default: str = "", max_len: int = 4096) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or len(value) > max_len:
+        raise _Damaged(f"{key} must be text of at most {max_len} characters, not {_show(value)}")
+    return value
+
+
+def _name(value: Any, key: str, kinds: tuple[str, ...], empty_ok: bool = False) -> str:
+    """A file name the manifest gives: a plain name of one of ``kinds`` inside the library folder."""
+    if empty_ok and value == "":
+        return ""
+    if not isinstance(value, str) or not any(FILE_NAMES[k].fullmatch(value) for k in kinds):
+        raise _Damaged(f"{key} must be a plain {'/'.join(kinds)} file name inside the library folder, "
+                       f"not {_show(value)}")
+    return value
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or len(value) > 1_000_000:
+        raise _Damaged(f"{key} must be a list, not {_show(value)}")
+    return value
+
+
+def _dict(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise _Damaged(f"{key} must be an object, not {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _encoder(data: Any) -> EncoderInfo:
+    if not isinstance(data, dict):
+        raise _Damaged(f"encoder must be an object, not {_show(data)}")
+    name = _str(data, "name", default=None, max_len=100)  # type: ignore[arg-type]
+    if not name:
+        raise _Damaged("encoder.name must be a non-empty name")
+    random_weights = data.get("random_weights", False)
+    if not isinstance(random_weights, bool):
+        raise _Damaged(f"encoder.random_weights must be true or false, not {_show(random_weights)}")
+    try:
+        return EncoderInfo(name=name, checkpoint=_str(data, "checkpoint"), dim=_int(data, "dim", 1, 65_536, None),
+                           sample_rate=_int(data, "sample_rate", 0, 1_000_000, None),
+                           checkpoint_sha256=_str(data, "checkpoint_sha256", max_len=128),
+                           random_weights=random_weights,
+                           native_window_s=_float(data, "native_window_s", 0.0, MAX_SECONDS, 0.0),
+                           text_max_tokens=_int(data, "text_max_tokens", 0, 1_000_000))
+    except _Damaged as exc:
+        raise _Damaged(f"encoder.{exc}") from None
+
+
+def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
+    """Every field checked for type and range; file names checked against FILE_NAMES."""
+    shards = tuple(_name(v, "frame_shards[]", ("frames",)) for v in _list(data, "frame_shards"))
+    rows_in = _list(data, "shard_rows")
+    rows = tuple(_int({"shard_rows[]": v}, "shard_rows[]", 0, MAX_ROWS) for v in rows_in)
+    if len(shards) != len(rows):
+        raise _Damaged(f"frame_shards names {len(shards)} shards but shard_rows gives {len(rows)} row counts")
+    if len(set(shards)) != len(shards):
+        raise _Damaged("frame_shards names a shard twice")
+    n_rows = sum(rows)
+    if n_rows > MAX_ROWS:
+        raise _Damaged(f"shard_rows add up to {n_rows} frames, more than {MAX_ROWS}")
+    extra_in = _dict(data, "extra_tables")
+    extra = {}
+    for k, v in extra_in.items():
+        if not EXTRA_TABLE_NAME.fullmatch(k) or k in ("tracks", "frames", "failures", "manifest", "index"):
+            raise _Damaged(f"extra_tables has a bad table name {_show(k)}")
+        extra[k] = _name(v, f"extra_tables[{k}]", ("extra",))
+    sums = {}
+    for k, v in _dict(data, "checksums").items():
+        _name(k, "checksums key", tuple(FILE_NAMES))
+        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise _Damaged(f"checksums[{k}] must be a hex sha256, not {_show(v)}")
+        sums[k] = v
+    quick = {}
+    for k, v in _dict(data, "quick_hashes").items():
+        _name(k, "quick_hashes key", tuple(FILE_NAMES))
+        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{32}", v):
+            raise _Damaged(f"quick_hashes[{k}] must be a 32-digit hex hash, not {_show(v)}")
+        quick[k] = v
+    action = _str(data, "index_last_action")
+    if action not in ("", "rebuilt", "updated"):
+        raise _Damaged(f"index_last_action must be rebuilt or updated, not {_show(action)}")
+    metric = _str(data, "metric", "inner_product")
+    if metric != "inner_product":
+        raise _Damaged(f"metric must be inner_product, not {_show(metric)}")
+    tracks_file = _name(data.get("tracks_file", ""), "tracks_file", ("tracks",), empty_ok=True)
+    if shards and not tracks_file:
+        raise _Damaged("frame_shards are named but tracks_file is empty")
+    index_file = _name(data.get("index_file", ""), "index_file", ("index",), empty_ok=True)
+    index_frames = _int(data, "index_frames", 0, n_rows)
+    if index_file and index_frames == 0 and n_rows:
+        raise _Damaged("index_file is named but index_frames is 0")
+    return cls(
+        encoder=_encoder(data.get("encoder")),
+        window_s=_float(data, "window_s", 0.0, MAX_SECONDS, open_lo=True),
+        hop_s=_float(data, "hop_s", 0.0, MAX_SECONDS, open_lo=True),
+        schema_version=_int(data, "schema_version", 0, SCHEMA_VERSION),
+        songseek_version=_str(data, "songseek_version", max_len=100),
+        metric=metric,
+        index_factory=_str(data, "index_factory", "auto", max_len=200),
+        generation=_int(data, "generation", 0, 10**12),
+        frame_shards=shards,
+        shard_rows=rows,
+        tracks_file=tracks_file,
+        failures_file=_name(data.get("failures_file", ""), "failures_file", ("failures",), empty_ok=True),
+        index_file=index_file,
+        index_description=_str(data, "index_description", max_len=200),
+        index_frames=index_frames,
+        index_trained_on=_int(data, "index_trained_on", 0, MAX_ROWS),
+        index_last_action=action,
+        index_nprobe=_int(data, "index_nprobe", 0, 1 << 20),
+        checksums=sums,
+        quick_hashes=quick,
+        previous_files=tuple(_name(v, "previous_files[]", ("tracks", "failures", "index"))
+                             for v in _list(data, "previous_files")),
+        extra_tables=extra,
+        created_at=_float(data, "created_at", -1e12, 1e12, 0.0),
+        updated_at=_float(data, "updated_at", -1e12, 1e12, 0.0),
+    )

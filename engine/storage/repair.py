@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError
-from songseek.engine.hashing import file_sha256
+from songseek.engine.hashing import file_sha256, quick_hash
 from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from songseek.engine.storage.store import (
     FAILURES_SCHEMA,
@@ -77,24 +77,42 @@ class RepairReport:
 
 
 def check_file(root: Path, name: str, manifest: Manifest) -> str | None:
-    """None when ``name`` exists and matches its recorded checksum (readable, for libraries without
+    """None when ``name`` is a regular file (not a link) that matches its recorded checksum and identity
+    hash and, for a frame shard, holds the rows the manifest says (readable, for libraries without
     checksums), else a one-line reason."""
     path = root / name
+    if path.is_symlink():
+        return f"{name}: a symbolic link, not a file the library wrote"
     if not path.is_file():
         return f"{name}: missing"
     want = manifest.checksums.get(name)
     try:
+        if want is None and manifest.checksums:
+            return f"{name}: the manifest records no checksum for it (not a file this library committed)"
         if want is not None:
             got = file_sha256(path)
-            return None if got == want else f"{name}: checksum mismatch (sha256 {got[:12]}…, manifest {want[:12]}…)"
+            if got != want:
+                return f"{name}: checksum mismatch (sha256 {got[:12]}…, manifest {want[:12]}…)"
+        quick = manifest.quick_hashes.get(name)
+        if quick and quick_hash(path) != quick:
+            return f"{name}: identity hash mismatch (replaced or overwritten since its commit)"
     except OSError as exc:
         return f"{name}: unreadable ({exc.strerror})"
     if name.endswith(".arrow"):
         try:
-            read_table_mmap(path)
+            table = read_table_mmap(path)
         except LibraryError as exc:
-            return f"{name}: {str(exc).split(': ', 1)[-1]}"
+            return f"{name}: {_reason(exc)}"
+        rows = dict(zip(manifest.frame_shards, manifest.shard_rows))
+        if name in rows and table.num_rows != rows[name]:
+            return f"{name}: holds {table.num_rows} frames, the manifest says {rows[name]}"
     return None
+
+
+def _reason(exc: LibraryError) -> str:
+    """A LibraryError's message without the file name before it and the advice to run repair after it."""
+    text = str(exc).split(": ", 1)[-1]
+    return re.sub(r";? ?run `songseek repair[^`]*`", "", text).strip()
 
 
 def verify_library(root: str | Path) -> list[str]:
@@ -119,6 +137,13 @@ def repair_library(root: str | Path, compact: bool = False, wait: bool = False) 
     fd = acquire_lock(root, wait)
     try:
         return _repair(root, compact)
+    except IncompatibleLibraryError:
+        raise
+    except LibraryError as exc:
+        # Never send the user from repair back to repair: say what could not be done instead.
+        raise LibraryError(f"{root}: repair could not fix this library ({_reason(exc)}); move the named file "
+                           "out of the folder and run repair again, or index the music into a new library "
+                           "(`songseek index DIR --library NEW`)") from None
     finally:
         os.close(fd)
 
@@ -131,7 +156,7 @@ def _repair(root: Path, compact: bool) -> RepairReport:
     except IncompatibleLibraryError:
         raise
     except LibraryError as exc:
-        report.problems.append(f"{MANIFEST_NAME}: {str(exc).split(': ', 1)[-1]}")
+        report.problems.append(f"{MANIFEST_NAME}: {_reason(exc)}")
         m = _recover_manifest(root, report)
     names = m.files()
     report.files_checked = len(names)
@@ -170,12 +195,11 @@ def _repair(root: Path, compact: bool) -> RepairReport:
         sums[v] = m.checksums.get(v) or file_sha256(root / v)
     new = replace(m, generation=gen, frame_shards=tuple(shards), shard_rows=tuple(rows), tracks_file=tracks_name,
                   failures_file=failures_name, index_file="", index_description="", index_frames=0,
-                  index_trained_on=0, extra_tables=extra, previous_files=(), checksums={})
+                  index_trained_on=0, extra_tables=extra, previous_files=(), checksums={}, quick_hashes={})
     embedded = json.dumps(replace(new, checksums=dict(sums)).to_json()).encode()
     tracks = tracks.replace_schema_metadata({EMBEDDED_MANIFEST_KEY: embedded})
     sums[tracks_name] = write_table_atomic(root / tracks_name, tracks)
-    new = replace(new, checksums=sums)
-    write_manifest(root, new)
+    new = write_manifest(root, replace(new, checksums=sums))
     remove_orphans(root, new)
     new, _ = write_index(root, new, new.index_factory, force_rebuild=True)
     remove_orphans(root, new)
@@ -203,7 +227,9 @@ def _recover_manifest(root: Path, report: RepairReport) -> Manifest:
         if m.tracks_file != path.name:
             continue
         if all(check_file(root, n, m) is None for n in m.files() if n != m.tracks_file):
-            m = replace(m, index_file="", index_description="", index_frames=0, index_trained_on=0)
+            # the embedded copy cannot hold its own file's checksum: the file is read whole here anyway
+            m = replace(m, index_file="", index_description="", index_frames=0, index_trained_on=0,
+                        checksums={**m.checksums, path.name: file_sha256(path)})
             report.manifest_recovered_from = path.name
             report.actions.append(f"rebuilt {MANIFEST_NAME} from the manifest embedded in {path.name} "
                                   f"(generation {m.generation})")

@@ -17,7 +17,7 @@ import pyarrow.ipc as ipc
 
 from songseek.engine.errors import LibraryError
 from songseek.engine.hashing import file_sha256
-from songseek.engine.storage.manifest import Manifest, fsync_dir
+from songseek.engine.storage.manifest import Manifest, fsync_dir, verify_quick_hash
 
 TRACK_FIELDS = [
     pa.field("track_id", pa.string(), nullable=False),
@@ -106,6 +106,7 @@ def write_table_atomic(path: Path, table: pa.Table) -> str:
     the temporary file is removed and ``path`` is untouched.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # never write through a link planted under the temporary name
     table = table.combine_chunks()
     try:
         with pa.OSFile(str(tmp), "wb") as sink:
@@ -131,6 +132,12 @@ def read_table_mmap(path: Path) -> pa.Table:
         raise LibraryError(
             f"{path}: missing or damaged library file ({exc}); run `songseek repair --library {path.parent}`"
         ) from exc
+
+
+def read_library_table(root: Path, name: str, manifest: Manifest) -> pa.Table:
+    """A committed table of the library, after checking it is the file the manifest committed (quick hash)."""
+    verify_quick_hash(root, name, manifest)
+    return read_table_mmap(root / name)
 
 
 def vectors_view(table: pa.Table, dim: int) -> np.ndarray:
@@ -162,7 +169,7 @@ class FrameStore:
         starts, ends = [], []
         offsets = [0]
         for name, rows in zip(manifest.frame_shards, manifest.shard_rows, strict=True):
-            table = read_table_mmap(root / name)
+            table = read_library_table(root, name, manifest)
             if table.num_rows != rows:
                 raise LibraryError(f"{root / name}: has {table.num_rows} rows, manifest says {rows}; "
                                    f"run `songseek repair --library {root}`")

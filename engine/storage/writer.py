@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,14 @@ import pyarrow as pa
 from songseek.engine.errors import LibraryError, LibraryLockedError, UsageError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.storage import index as faiss_index
-from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from songseek.engine.storage.manifest import (
+    EXTRA_TABLE_NAME,
+    MANIFEST_NAME,
+    Manifest,
+    read_manifest,
+    verify_quick_hash,
+    write_manifest,
+)
 from songseek.engine.storage.store import (
     FAILURES_SCHEMA,
     TRACKS_SCHEMA,
@@ -33,7 +41,7 @@ from songseek.engine.storage.store import (
     FrameStore,
     TrackRecord,
     frames_schema,
-    read_table_mmap,
+    read_library_table,
     write_table_atomic,
 )
 from songseek.engine.version import __version__
@@ -44,8 +52,7 @@ EMBEDDED_MANIFEST_KEY = b"songseek.manifest"
 _OWN_FILE = re.compile(r"(\.)?((frames|tracks|failures)-\d{6,}\.arrow|index-\d{6,}\.faiss|manifest\.json"
                        r"|extra-[a-z0-9_]+-\d{6,}\.arrow"
                        r")(\.tmp-\d+)?")
-# Extra tables (put_table): SQL-safe names that do not shadow the built-in tables.
-EXTRA_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# Extra tables (put_table): SQL-safe names (manifest.EXTRA_TABLE_NAME) that do not shadow the built-in tables.
 RESERVED_TABLES = frozenset({"tracks", "frames", "failures", "manifest", "index"})
 
 
@@ -75,10 +82,10 @@ class LibraryWriter:
             self._tracks: dict[str, dict[str, Any]] = {}
             self._failures: dict[str, Failure] = {}
             if self.manifest.tracks_file:
-                for row in read_table_mmap(self.root / self.manifest.tracks_file).to_pylist():
+                for row in read_library_table(self.root, self.manifest.tracks_file, self.manifest).to_pylist():
                     self._tracks[row["track_id"]] = row
             if self.manifest.failures_file:
-                for row in read_table_mmap(self.root / self.manifest.failures_file).to_pylist():
+                for row in read_library_table(self.root, self.manifest.failures_file, self.manifest).to_pylist():
                     self._failures[row["path"]] = Failure(**row)
             self._pending: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = []
             self._pending_tables: dict[str, pa.Table] = {}
@@ -168,7 +175,7 @@ class LibraryWriter:
         if name in self._pending_tables:
             return self._pending_tables[name]
         file = self.manifest.extra_tables.get(name)
-        return read_table_mmap(self.root / file) if file else None
+        return read_library_table(self.root, file, self.manifest) if file else None
 
     # -- durability -----------------------------------------------------------------------------
     def commit(self) -> None:
@@ -219,8 +226,7 @@ class LibraryWriter:
             ).replace_schema_metadata({EMBEDDED_MANIFEST_KEY: embedded})
             new_files.append(self.root / tracks_name)
             sums[tracks_name] = write_table_atomic(self.root / tracks_name, tracks)
-            new = replace(new, checksums=sums)
-            write_manifest(self.root, new)
+            new = write_manifest(self.root, replace(new, checksums=sums))
         except BaseException as exc:
             if self._manifest_on_disk_is(gen):
                 # The rename landed (only the folder fsync after it, or an interrupt, came in between).
@@ -333,6 +339,7 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
     idx = None
     if not rebuild:
         try:
+            verify_quick_hash(root, m.index_file, m)
             idx = faiss_index.load_index(root / m.index_file, use_gpu=False)
         except LibraryError:
             rebuild = True  # a missing or damaged index is rebuilt from the shards
@@ -354,7 +361,7 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
         new = m.bumped(index_file=name, index_description=want, index_frames=n,
                        index_trained_on=trained_on, index_factory=factory, checksums=sums,
                        previous_files=previous, index_last_action="rebuilt" if rebuild else "updated")
-        write_manifest(root, new)
+        new = write_manifest(root, new)
     except OSError as exc:
         if not _manifest_on_disk_is(root, m.generation + 1):
             (root / name).unlink(missing_ok=True)
@@ -414,10 +421,20 @@ def acquire_lock(root: Path, wait: bool = False) -> int:
 
 
 def _acquire_lock(root: Path, wait: bool) -> int:
+    path = root / LOCK_NAME
     try:
-        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock that is a symlink must not make us create or overwrite a file elsewhere;
+        # O_NONBLOCK: a FIFO planted as .lock must not hang the open.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise LibraryError(f"{path} is a symbolic link, not a lock file; remove it and try again") from None
+        if exc.errno == errno.EISDIR:
+            raise LibraryError(f"{path} is a folder, not a lock file; remove it and try again") from None
         raise LibraryError(f"cannot write to the library {root} ({exc.strerror}); check its permissions") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LibraryError(f"{path} is not a regular file (a FIFO, device or folder); remove it and try again")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:

@@ -85,28 +85,33 @@ def test_bad_vectors_and_options(lib: Library) -> None:
 
 
 @pytest.mark.parametrize("where, message", [
-    ("artist ==== 'A'", "bad where predicate: .*Columns: track_id, path"),
-    ("no_such_column = 1", "bad where predicate: .*no_such_column"),
-    ("artist = 'A'; DROP TABLE tracks", "one SQL predicate, not statements"),
+    ("artist ==== 'A'", "bad where predicate: operator ==== is unknown"),
+    ("artist = = 'A'", "bad where predicate: .*syntax error"),
+    ("no_such_column = 1", "bad where predicate: .*no_such_column.*Columns: track_id, path"),
+    ("artist = 'A'; DROP TABLE tracks", "bad where predicate: syntax error"),
+    ("1=1); SELECT (1", "one SQL predicate, not statements"),
+    ("1=1); DROP TABLE tracks; SELECT (1", "bad where predicate"),
     ("   ", "where is empty"),
-    # reading files, globbing, sniffing: DuckDB runs with external access off
-    ("track_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", "file system operations are disabled"),
-    ("1=1) UNION SELECT content FROM read_text('/etc/passwd') --", "file system operations are disabled"),
-    ("track_id IN (SELECT file FROM glob('/etc/*'))", "file system operations are disabled"),
-    ("EXISTS (SELECT * FROM read_parquet('/tmp/x.parquet'))", "file system operations are disabled"),
-    ("EXISTS (SELECT * FROM sniff_csv('/etc/passwd'))", "file system operations are disabled"),
+    # reading files, globbing, sniffing: table functions are refused by the syntax-tree check (and DuckDB
+    # runs with external access off anyway)
+    ("track_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", r"table function read_csv\(\) is not allowed"),
+    ("1=1) UNION SELECT content FROM read_text('/etc/passwd') --", "syntax error"),  # -- cannot eat the ')'
+    ("1=1) UNION SELECT content FROM read_text('/etc/passwd') WHERE (1=1", "changed the query around it"),
+    ("track_id IN (SELECT file FROM glob('/etc/*'))", r"table function glob\(\) is not allowed"),
+    ("EXISTS (SELECT * FROM read_parquet('/tmp/x.parquet'))", r"table function read_parquet\(\) is not allowed"),
+    ("EXISTS (SELECT * FROM sniff_csv('/etc/passwd'))", r"table function sniff_csv\(\) is not allowed"),
     # writing or changing settings is not expressible in a predicate
-    ("(SELECT set_config('enable_external_access', 'true')) IS NULL", "bad where predicate"),
-    ("getenv('HOME') IS NOT NULL", "bad where predicate"),
+    ("(SELECT set_config('enable_external_access', 'true')) IS NULL", r"function set_config\(\) is not allowed"),
+    ("getenv('HOME') IS NOT NULL", r"function getenv\(\) is not allowed"),
 ])
 def test_bad_or_hostile_where(lib: Library, where: str, message: str) -> None:
     with pytest.raises(QueryError, match=message):
         lib.search("jazz", where=where)
 
 
-def test_where_that_escapes_its_parentheses_still_sees_only_library_tables(lib: Library) -> None:
-    hits = lib.search("jazz", where="1=1) UNION ALL SELECT path FROM tracks WHERE (1=1", k=100)
-    assert {h.track_id for h in hits} == {f"t{i}" for i in range(N_TRACKS)}   # paths are not track ids
+def test_where_that_escapes_its_parentheses_is_refused(lib: Library) -> None:
+    with pytest.raises(QueryError, match="changed the query around it"):
+        lib.search("jazz", where="1=1) UNION ALL SELECT path FROM tracks WHERE (1=1", k=100)
     assert {h.track_id for h in lib.search("jazz", where="artist = 'A' AND year > 2001", k=100)} == {"t2", "t4"}
 
 
@@ -145,6 +150,10 @@ def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path)
     bad_npy.write_bytes(b"not numpy")
     strings_npy = tmp_path / "strings.npy"
     np.save(strings_npy, np.array(["a", "b"]))
+    complex_npy, zero_npy, huge_npy = tmp_path / "c.npy", tmp_path / "z.npy", tmp_path / "h.npy"
+    np.save(complex_npy, np.ones((1, 32), np.complex128))
+    np.save(zero_npy, np.stack([np.ones(32, np.float32), np.zeros(32, np.float32)]))
+    np.save(huge_npy, np.full((1, 32), 1e38, np.float32))
     empty_file = tmp_path / "empty.txt"
     empty_file.write_text("\n \n")
     latin1 = tmp_path / "latin1.txt"
@@ -155,9 +164,21 @@ def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path)
         ([*base, long_query], "50,000 characters long; at most 20,000"),
         ([*base, "jazz", "-k", "0"], "k must be at least 1"),
         ([*base, "jazz", "--where", "artist ==== 1"], "bad where predicate"),
-        ([*base, "jazz", "--where", "EXISTS (FROM read_text('/etc/hostname'))"], "file system operations are disabled"),
+        ([*base, "jazz", "--where", "EXISTS (FROM read_text('/etc/hostname'))"], "read_text() is not allowed"),
         ([*base, "--query-vectors", str(bad_npy)], "not a readable .npy file"),
-        ([*base, "--query-vectors", str(strings_npy)], "not a readable .npy file"),
+        ([*base, "--query-vectors", str(strings_npy)], "query vectors must hold real numbers, not <U1"),
+        ([*base, "--query-vectors", str(complex_npy)], "query vectors must hold real numbers, not complex128"),
+        ([*base, "--query-vectors", str(zero_npy)], "query vector 1 is zero"),
+        ([*base, "--query-vectors", str(huge_npy)], "values up to 1e+38; at most ±1e+18"),
+        ([*base, "--query-vectors", str(tmp_path)], "not a regular file"),
+        ([*base, "jazz", "--segment-s", "0"], "segment_s must be a finite number of seconds above 0"),
+        ([*base, "jazz", "--segment-s", "nan"], "segment_s must be a finite number"),
+        ([*base, "jazz", "--kernel-s", "-1"], "kernel_s must be a finite number"),
+        ([*base, "jazz", "--where-timeout", "0"], "timeout_s must be a positive number"),
+        ([*base, "jazz", "--where-timeout", "inf"], "timeout_s must be a positive number"),
+        ([*base, "--audio", str(bad_npy), "--start", "nan"], "start_s must be a finite number"),
+        ([*base, "--audio", str(bad_npy), "--start", "5", "--end", "5"], "end_s (5) must be after start_s"),
+        ([*base, "--audio", str(bad_npy), "--end", "600"], "at most max_excerpt_s=60 s"),
         ([*base, "--query-file", str(empty_file)], "no queries in the file"),
         ([*base, "--query-file", str(latin1)], "not UTF-8 text"),
         ([*base, "--query-file", str(tmp_path / "missing.txt")], "cannot read"),

@@ -134,9 +134,9 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
     calls: list[str] = []
     real = search_mod.filter_track_ids
 
-    def counting(tables: dict[str, object], where: str) -> np.ndarray:
+    def counting(tables: dict[str, object], where: str, limits: object) -> np.ndarray:
         calls.append(where)
-        return real(tables, where)
+        return real(tables, where, limits)
 
     monkeypatch.setattr(search_mod, "filter_track_ids", counting)
     lib = Library.open(lib.root, policy=ExactPolicy(where_cache=2))

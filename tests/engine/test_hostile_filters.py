@@ -1,0 +1,148 @@
+"""Hostile `where` predicates (docs/robustness.md, "Hostile input"): parsed by DuckDB's own parser, bounded
+in time (a timer calls interrupt()) and in size (functions that can build values without bound, table
+functions, joins and WITH are refused before anything runs), Ctrl-C still stops a running filter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from songseek.engine.errors import QueryError
+from songseek.engine.query.filters import FilterLimits, filter_track_ids, sql
+
+
+def _tables(n: int = 6) -> dict[str, pa.Table]:
+    return {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)],
+                                "path": [f"/music/{i};x.wav" for i in range(n)],
+                                "artist": [["A;B", "C"][i % 2] for i in range(n)],
+                                "year": list(range(2000, 2000 + n))}),
+            "tags": pa.table({"track_id": [f"t{i}" for i in range(n)], "tag_jazz": [i / n for i in range(n)]})}
+
+
+def test_semicolons_and_comments_inside_the_predicate_are_just_text() -> None:
+    t = _tables()
+    assert sorted(filter_track_ids(t, "artist = 'A;B'")) == ["t0", "t2", "t4"]
+    assert sorted(filter_track_ids(t, "path LIKE '%;x.wav' AND year < 2002 -- a trailing comment")) == ["t0", "t1"]
+    assert sorted(filter_track_ids(t, "tag('jazz') > 0.5")) == ["t4", "t5"]
+    # subqueries over the library's own tables are fine
+    assert sorted(filter_track_ids(t, "track_id IN (SELECT track_id FROM tags WHERE tag_jazz < 0.2)")) == ["t0", "t1"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("length(repeat(path, 1000000000)) > 0", r"function repeat\(\) is not allowed"),
+    ("length(lpad(path, 2000000000, 'x')) > 0", r"function lpad\(\) is not allowed"),
+    ("length(printf('%2000000000d', 1)) > 0", r"function printf\(\) is not allowed"),
+    ("length(replace(path, '/', path)) > 0", r"function replace\(\) is not allowed"),
+    ("(SELECT length(string_agg(path, '')) FROM tracks) > 0", r"function string_agg\(\) is not allowed"),
+    ("len(range(1000000000)) > 0", r"function range\(\) is not allowed"),
+    ("EXISTS (SELECT * FROM range(1000000000000))", r"table function range\(\) is not allowed"),
+    ("EXISTS (SELECT * FROM generate_series(1, 1000000000000))", r"table function generate_series\(\)"),
+    ("EXISTS (SELECT 1 FROM tracks a, tracks b, tracks c)", "joins are not allowed"),
+    ("EXISTS (SELECT 1 FROM tracks a CROSS JOIN tracks b)", "joins are not allowed"),
+    ("EXISTS (SELECT 1 FROM (SELECT path || path AS p FROM tracks))", "only the library's tables"),
+    ("EXISTS (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r)", "WITH"),
+    ("len(list_transform([1, 2], x -> x + 1)) > 0", r"list_transform\(\) is not allowed"),
+    # a wrong shape: the UNION of a list or a struct after a closing parenthesis
+    ("1=1) UNION SELECT [1, 2] FROM tracks WHERE (1=1", "changed the query around it"),
+    ("1=1) UNION SELECT {'a': 1} FROM tracks WHERE (1=1", "changed the query around it"),
+    ("1=1) ORDER BY (1", "changed the query around it"),
+    ("1=1) LIMIT (1", "changed the query around it"),
+    ("x" * 10_001, "at most 10,000 are accepted"),
+])
+def test_generators_and_wrong_shapes_are_refused_before_running(where: str, message: str) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(QueryError, match=message) as err:
+        filter_track_ids(_tables(), where)
+    assert "\n" not in str(err.value) and time.perf_counter() - t0 < 5
+
+
+def _big(n: int = 20_000) -> dict[str, pa.Table]:
+    return {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)],
+                                "path": [f"/m/{i:08d}.wav" for i in range(n)]})}
+
+
+# A correlated subquery DuckDB cannot turn into a hash join: n² edit distances (4e8 here: minutes).
+SLOW = "EXISTS (SELECT 1 FROM tracks t2 WHERE levenshtein(t2.path, tracks.path) = 1000)"
+
+
+def test_a_slow_predicate_is_interrupted_at_its_time_limit() -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(QueryError, match=r"ran past its time limit of 0.3 s \(FilterLimits.timeout_s\)"):
+        filter_track_ids(_big(), SLOW, FilterLimits(timeout_s=0.3))
+    assert time.perf_counter() - t0 < 20   # stopped (generous: the machine is shared), not minutes
+    with pytest.raises(QueryError, match="ran past its time limit"):
+        sql(_big(), f"SELECT count(*) FROM tracks WHERE {SLOW}", FilterLimits(timeout_s=0.3))
+
+
+@pytest.mark.parametrize("limits, message", [
+    (FilterLimits(timeout_s=0), "timeout_s must be a positive number"),
+    (FilterLimits(timeout_s=float("nan")), "timeout_s must be a positive number"),
+    (FilterLimits(memory_mb=0), "memory_mb must be a positive integer"),
+    (FilterLimits(threads=True), "threads must be a positive integer"),
+])
+def test_bad_limits_name_the_parameter(limits: FilterLimits, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        filter_track_ids(_tables(), "year > 0", limits)
+
+
+def test_ctrl_c_stops_a_running_filter() -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_hostile_filters import _big, SLOW
+        from songseek.engine.query.filters import FilterLimits, filter_track_ids
+        tables = _big()
+        print("ready", flush=True)
+        try:
+            filter_track_ids(tables, SLOW, FilterLimits(timeout_s=300))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+    """)
+    # SIGINT may be ignored by whatever started the tests (a background job): the child gets it back
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in out
+    assert time.perf_counter() - t0 < 30
+
+
+def test_filter_limits_are_parameters_of_the_library_and_of_each_search(tmp_path: Path) -> None:
+    from songseek.engine.encoders.base import l2_normalize
+    from songseek.engine.encoders.fake import FakeEncoder
+    from songseek.engine.query.search import Library, SearchOptions
+    from songseek.engine.storage.manifest import Manifest
+    from songseek.engine.storage.store import TrackRecord
+    from songseek.engine.storage.writer import LibraryWriter
+
+    root = tmp_path / "lib"
+    rng = np.random.default_rng(0)
+    with LibraryWriter(root, Manifest(encoder=FakeEncoder().info, window_s=10.0, hop_s=10.0)) as w:
+        for i in range(3000):
+            w.add_track(TrackRecord(track_id=f"t{i}", path=f"/m/{i:08d}.wav", duration_s=10.0),
+                        l2_normalize(rng.standard_normal((1, 32)).astype(np.float32)), np.zeros(1), np.full(1, 10.0))
+        w.commit()
+    q = rng.standard_normal(32).astype(np.float32)
+    lib = Library.open(root, encoder=FakeEncoder(), filter_limits=FilterLimits(timeout_s=0.05))
+    slow = "EXISTS (SELECT 1 FROM tracks t2 WHERE levenshtein(t2.path, tracks.path) = 1000)"
+    with pytest.raises(QueryError, match="time limit of 0.05 s"):
+        lib.search(vector=q, where=slow)
+    with pytest.raises(QueryError, match="time limit of 0.1 s"):
+        lib.search(vector=q, options=SearchOptions(where=slow, filter_limits=FilterLimits(timeout_s=0.1)))
+    assert [h.track_id for h in lib.search(vector=q, where="path LIKE '%0001.wav'")] == ["t1"]
