@@ -41,3 +41,17 @@ def library_rows(lib: Path) -> dict[str, dict]:
         row["vectors"] = np.array(library.store.vectors(row["frame_start"], row["frame_count"]))
         out[row["path"]] = row
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Exported ONNX text towers go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("SONGSEEK_CACHE_DIR")
+    os.environ["SONGSEEK_CACHE_DIR"] = str(tmp_path_factory.mktemp("songseek-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SONGSEEK_CACHE_DIR", None)
+    else:
+        os.environ["SONGSEEK_CACHE_DIR"] = old

@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.encoders import Encoder, load_encoder
-from songseek.engine.encoders.base import l2_normalize
+from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize
+from songseek.engine.encoders.onnx_text import TextBackendState, validate_backend
+from songseek.engine.encoders.text_cache import SHARED_CACHE, CachedTextEncoder, TextVectorCache, with_text_cache
 from songseek.engine.errors import LibraryError, QueryError
 from songseek.engine.query import longtext
 from songseek.engine.query.filters import filter_track_ids
@@ -52,6 +54,8 @@ EXACT_FP32_FRAMES = 50_000
 # exact queries within about twice the cost of the best choice made in hindsight (the ski-rental rule),
 # and a one-off CLI query never pays for it.
 EXACT_BUILD_AFTER = 16
+# Where a library keeps its queries' text vectors when opened with persist_text_cache=True.
+TEXT_CACHE_DIR = "text-cache"
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,16 @@ class SearchOptions:
 class Library:
     """A library opened for searching. Cheap to open: shards are memory-mapped, the index is loaded once."""
 
-    def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str) -> None:
+    def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str,
+                 text_backend: str = "auto", text_cache: TextVectorCache | None = SHARED_CACHE,
+                 persist_text_cache: bool = False) -> None:
         self.root = root
         self.manifest = manifest
-        self._encoder = encoder
         self._device = device
+        self._text_backend = validate_backend(text_backend)
+        self._text_cache = text_cache
+        self._persist_text_cache = persist_text_cache
+        self._encoder = None if encoder is None else self._query_encoder(encoder)
         self.store = FrameStore(root, manifest)
         self.tracks = (read_table_mmap(root / manifest.tracks_file) if manifest.tracks_file
                        else pa.table({"track_id": pa.array([], pa.string())}))
@@ -145,13 +154,20 @@ class Library:
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto") -> Library:
-        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match)."""
+    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto", *,
+             text_backend: str = "auto", text_cache: TextVectorCache | None = SHARED_CACHE,
+             persist_text_cache: bool = False) -> Library:
+        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match).
+
+        Text queries: ``text_backend`` runs the text tower on ``auto`` (the fastest that passes its checks
+        on this machine), ``torch``, ``onnx`` or ``onnx-int8`` (clap/laion; others have torch only).
+        ``text_cache`` (None: off) remembers text vectors in process; ``persist_text_cache`` also keeps
+        them in the library's ``text-cache/`` folder for the next process."""
         root = Path(root).expanduser()
         for attempt in range(3):  # a writer may swap generations between reading the manifest and files
             manifest = read_manifest(root)
             try:
-                lib = cls(root, manifest, encoder, device)
+                lib = cls(root, manifest, encoder, device, text_backend, text_cache, persist_text_cache)
                 break
             except LibraryError:
                 if attempt == 2 or read_manifest(root).generation == manifest.generation:
@@ -185,10 +201,27 @@ class Library:
                     "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
             from songseek.engine.device import resolve_device
 
-            self._encoder = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
-                                         info.random_weights)
-            check_compatible(self.manifest, self._encoder.info, self.root)
+            enc = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
+                               info.random_weights)
+            check_compatible(self.manifest, enc.info, self.root)
+            self._encoder = self._query_encoder(enc)
         return self._encoder
+
+    def _query_encoder(self, enc: Encoder) -> Encoder:
+        """``enc`` as queries use it: on the requested text backend, behind the text-vector cache."""
+        if isinstance(enc, TextBackendEncoder):
+            enc.set_text_backend(self._text_backend)
+        if self._text_cache is None:
+            return enc
+        return with_text_cache(enc, self._text_cache, self.root / TEXT_CACHE_DIR if self._persist_text_cache
+                               else None)
+
+    def text_backend(self) -> TextBackendState | None:
+        """The backend text queries run on, resolved now (the first ONNX export of a checkpoint takes about
+        a minute); its ``note`` says why it is not what was asked for. None: the encoder has one path."""
+        enc = self.encoder
+        inner = enc.inner if isinstance(enc, CachedTextEncoder) else enc
+        return inner.text_backend_state() if isinstance(inner, TextBackendEncoder) else None
 
     @property
     def index(self) -> Any:
