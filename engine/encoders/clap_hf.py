@@ -136,6 +136,10 @@ class ClapEncoder:
         """The text backend in use (resolving it now: a first ONNX export can take a minute)."""
         return self._text_runner().state()
 
+    def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
+        return self._text_runner().cache_folder()
+
     def text_cache_key(self) -> str:
         """What text vectors are keyed by: the tower's weights fingerprint and the backend in use."""
         runner = self._text_runner()
