@@ -145,6 +145,17 @@ class ClapEncoder:
         runner = self._text_runner()
         return f"{self._info.name}:{runner.fingerprint}:{runner.state().backend}"
 
+    def embed_text_padded(self, texts: list[str], length: int = TEXT_MAX_TOKENS) -> np.ndarray:
+        """The reference path: torch, every text padded to ``length`` tokens (LAION-CLAP pads to 77).
+        Returns float32 (len(texts), dim), unit rows. For checks and benchmarks, not for queries."""
+        tok = self._get_tokenizer()(list(texts), padding="max_length", truncation=True, max_length=length,
+                                    return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self._model.text_model(input_ids=tok["input_ids"].to(self._device),
+                                            attention_mask=tok["attention_mask"].to(self._device))
+            out = self._model.text_projection(hidden.pooler_output)
+        return l2_normalize(out.float().cpu().numpy())
+
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Returns float32 (len(texts), dim), unit rows. Texts past 77 tokens are truncated."""
         batches = text_batches(texts, TEXT_BATCH)
