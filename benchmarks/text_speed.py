@@ -25,7 +25,7 @@ from songseek.engine.encoders.clap_hf import ClapEncoder
 from songseek.engine.encoders.onnx_text import TextBackendState
 from songseek.engine.encoders.text_cache import CachedTextEncoder, TextVectorCache
 from songseek.engine.errors import UsageError
-from songseek.engine.search import Library, SearchOptions
+from songseek.engine.query.search import Library, SearchOptions
 
 # Words of music captions; query texts are seeded draws from them (content does not matter for speed).
 MUSIC_WORDS = tuple("""

@@ -134,7 +134,7 @@ def query_speed(
         lats = list(report.latencies)
         text_report = None
         if backends:
-            from songseek.engine.search import SearchOptions
+            from songseek.engine.query.search import SearchOptions
 
             text_report = run_text_speed(root, backends, encoder=text, queries=text_queries,
                                          threads=text_threads, seed=seed,

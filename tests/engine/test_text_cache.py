@@ -17,7 +17,7 @@ from songseek.engine.encoders.text_cache import (
     normalize_text,
     with_text_cache,
 )
-from songseek.engine.search import Library
+from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from tests.conftest import vector_table
 
