@@ -153,6 +153,18 @@ def _run(library: Path, backends: list[str], encoder: Encoder | None, queries: i
         what = f"{plain.info.name} text tower in torch, one text at a time (baseline)"
     base_p50 = float(np.percentile(base_t, 50)) * 1e3
     rows = [latency("baseline-77", f"10 words: {what}", base_t, 0.0, base_p50)]
+    # Query by example encodes one clip: one 10 s window through the audio tower (torch), for scale.
+    rng = np.random.default_rng(seed)
+    sr = plain.info.sample_rate
+    clips = [0.1 * rng.standard_normal(10 * sr).astype(np.float32) for _ in range(min(queries, 5))]
+    plain.embed_audio(clips[0][None])
+    audio_t = []
+    for clip in clips:
+        t0 = time.perf_counter()
+        plain.embed_audio(clip[None])
+        audio_t.append(time.perf_counter() - t0)
+    rows.append(latency("audio-encode", "query by example: one 10 s window through the audio tower (torch)",
+                        audio_t, 0.0, base_p50))
     whole_texts = query_texts(queries, 10, seed + 104729)
     hits: dict[str, list[list[str]]] = {}
     vecs: dict[str, np.ndarray] = {}
