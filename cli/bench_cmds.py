@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,21 +63,38 @@ def query_speed(
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (default: engine.index.default_nprobe)."),
     threads: int = typer.Option(None, "--threads", help="OpenMP threads per query scan (default: "
                                 "$SONGSEEK_QUERY_THREADS or 1; 0 = all cores)."),
-    encoder: str = typer.Option(None, "--encoder", "-e", help="Also time this text encoder (e.g. clap)."),
+    encoder: str = typer.Option(None, "--encoder", "-e", help="Also time text queries with this encoder (e.g. "
+                                "clap; default with --text-backend: the library's own)."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="The encoder's checkpoint."),
     random_weights: bool = typer.Option(False, "--random-weights", help="The encoder with random weights."),
+    text_backends: list[str] = typer.Option(None, "--text-backend", help="Time text queries on this text "
+                                            "backend: auto, torch, onnx, onnx-int8 (repeat for several; default "
+                                            "with --encoder: torch, onnx, onnx-int8, auto)."),
+    text_queries: int = typer.Option(30, "--text-queries", help="Distinct texts per text row."),
+    text_threads: int = typer.Option(2, "--text-threads", help="torch / ONNX Runtime threads for text rows."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic vectors and queries."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per library."),
 ) -> None:
     """Query latency p50/p95 and memory of FAISS alone, the whole query, fusion and the exact path, with
-    the top-k agreement of the default path with the exact one (baseline: float32 brute force)."""
-    from songseek.benchmarks.speed import queries_from_library, run_query_speed, text_encode_latency
+    the top-k agreement of the default path with the exact one (baseline: float32 brute force). With
+    --encoder or --text-backend: text rows (encode cold/cached for 1/10/60 words, whole text queries)
+    against the text tower in torch padded to 77 tokens, in the same run."""
+    from songseek.benchmarks.speed import queries_from_library, run_query_speed
     from songseek.benchmarks.synthetic import cached_library, make_queries, preset_spec
+    from songseek.benchmarks.text_speed import run_text_speed
+    from songseek.engine.encoders.onnx_text import validate_backend
     from songseek.engine.errors import UsageError
     from songseek.engine.query.search import Library
 
     if queries <= 0 or k <= 0 or candidates <= 0 or any(n <= 0 for n in frames):
         raise UsageError("--queries, -k, --candidates and --frames must be positive")
+    if text_queries <= 0 or text_threads <= 0:
+        raise UsageError("--text-queries and --text-threads must be positive")
+    backends = [validate_backend(b) for b in text_backends or []]
+    if encoder is not None and not backends:
+        backends = ["torch", "onnx", "onnx-int8", "auto"]
+    if backends and library is None and encoder is None:
+        raise UsageError("--text-backend on a synthetic library needs --encoder (it holds no encoder of its own)")
     text = None
     if encoder is not None:
         from songseek.engine.encoders import load_encoder
@@ -105,11 +123,17 @@ def query_speed(
     for root, q in runs:
         report = run_query_speed(root, q, k=k, candidates=candidates, nprobe=nprobe, faiss_threads=threads)
         lats = list(report.latencies)
-        if text is not None:
-            lats.append(text_encode_latency(text, baseline_p50_ms=lats[0].p50_ms))
+        text_report = None
+        if backends:
+            from songseek.engine.query.search import SearchOptions
+
+            text_report = run_text_speed(root, backends, encoder=text, queries=text_queries,
+                                         threads=text_threads, seed=seed,
+                                         options=SearchOptions(k=k, candidates=candidates, nprobe=nprobe))
         if json_out:
             data = report.to_json()
-            data["latencies"] = [lat.__dict__ for lat in lats]
+            if text_report is not None:
+                data["text"] = dataclasses.asdict(text_report)
             print_json(data)
             continue
         a = report.agreement
@@ -121,6 +145,29 @@ def query_speed(
         typer.echo(f"top-{a.k} tracks vs exact: identical {a.identical:.3f}, same set {a.same_set:.3f}, "
                    f"overlap {a.overlap:.3f}; FAISS frame recall@100 {report.frame_recall_at_100:.3f}; "
                    f"exact-path setup {report.exact_setup_s:.2f} s; peak RSS {report.rss_peak_mb:.0f} MiB")
+        if text_report is not None:
+            _text_table(text_report)
+
+
+def _text_table(r: Any) -> None:
+    """The text rows of query-speed, then one line per backend: what it ran on, setup, agreement."""
+    _table(f"text queries: {r.queries} distinct texts per row, {r.threads} threads",
+           ["path", "p50 ms", "p95 ms", "mean ms", "p50 / baseline", "what"],
+           [[x.name, x.p50_ms, x.p95_ms, x.mean_ms, x.vs_baseline, x.what] for x in r.latencies])
+    for b in r.backends:
+        s = b.state
+        ran = "torch (one path)" if s is None else s.backend
+        line = f"text backend {b.requested}: ran on {ran}, setup {b.setup_s:.1f} s"
+        if s is not None and s.choice is not None:
+            c = s.choice
+            line += "; auto's checks: " + ", ".join(
+                f"{n} cos {c.min_cosine[n]:.5f} {c.seconds[n] * 1e3:.1f} ms" for n in c.seconds)
+        if b.agreement is not None:
+            line += (f"; vs torch: top-{b.agreement.k} identical {b.agreement.identical:.3f}, overlap "
+                     f"{b.agreement.overlap:.3f}, min cosine {b.min_cosine:.5f}")
+        typer.echo(line)
+        if s is not None and s.note:
+            typer.echo(f"note: {s.note}", err=True)
 
 
 def _bench_queries(lib: Any, path: Path) -> Any:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from songseek.engine.errors import SongseekError
+
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
@@ -45,6 +47,9 @@ def index(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file failed."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another indexer of this library to finish."),
+    text_backend: str = typer.Option("auto", "--text-backend", help="Prepare text search now (clap, laion): "
+                                     "auto exports and checks the ONNX text tower once per checkpoint; torch "
+                                     "skips that."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
     commit_every: int = typer.Option(64, "--commit-every", hidden=True,
                                      help="Commit after this many finished files (tests use 1)."),
@@ -64,6 +69,9 @@ def index(
     if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
             or workers <= 0 or commit_every <= 0):
         raise UsageError("--window, --hop, --batch-size, --workers and --commit-every must be positive")
+    from songseek.engine.encoders.onnx_text import validate_backend
+
+    validate_backend(text_backend)
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
         if encoder is None:
@@ -97,8 +105,30 @@ def index(
                        err=True)
         for note in report.notes:
             typer.echo(f"note: {safe_text(note)}", err=True)
+    _prepare_text(enc, text_backend, json_out)
     if strict and report.failed:
         raise typer.Exit(1)
+
+
+def _prepare_text(enc: object, backend: str, quiet: bool) -> None:
+    """Resolve the text backend once now, so the library's first text search does not pay for the ONNX
+    export (it is cached per checkpoint; later runs only read the recorded choice)."""
+    from songseek.engine.encoders.base import TextBackendEncoder
+
+    if backend == "torch" or not isinstance(enc, TextBackendEncoder):
+        return
+    if not quiet:
+        typer.echo("preparing the text search path (the first time per checkpoint exports it to ONNX)", err=True)
+    enc.set_text_backend(backend)
+    try:
+        state = enc.text_backend_state()
+    except SongseekError as exc:  # e.g. no tokenizer: text search will say so when it is used
+        typer.echo(f"note: text search not prepared: {exc}", err=True)
+        return
+    if state.note:
+        typer.echo(f"note: {state.note}", err=True)
+    elif not quiet:
+        typer.echo(f"text search runs on {state.backend}", err=True)
 
 
 @handles_errors
@@ -188,6 +218,10 @@ def search(
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature."),
     explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
+    text_backend: str = typer.Option("auto", "--text-backend", help="Text tower engine (clap, laion): auto (the "
+                                     "fastest that passes its checks here), torch, onnx or onnx-int8."),
+    cache_texts: bool = typer.Option(False, "--cache-texts", help="Keep query text vectors in the library's "
+                                     "text-cache/ folder, so repeated queries skip the text encoder."),
     json_out: bool = typer.Option(False, "--json", help="One JSON array of hits per query line."),
 ) -> None:
     """Find tracks (and the best segment in each) for a text, audio or vector query."""
@@ -213,9 +247,14 @@ def search(
             raise QueryError(f"{path}: not a regular file; give a file")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lib = Library.open(library, device=device, filter_limits=limits)
+        lib = Library.open(library, device=device, filter_limits=limits,
+                           text_backend=text_backend, persist_text_cache=cache_texts)
     for w in caught:
         typer.echo(f"warning: {safe_text(w.message)}", err=True)
+    if query is not None or query_file is not None:
+        state = lib.text_backend()  # resolved before the query: a first ONNX export says why it is slow
+        if state is not None and state.note:
+            typer.echo(f"note: {safe_text(state.note)}", err=True)
     fusion = params_for_hop(lib.manifest.hop_s, None, kernel_s, stride_s, segment_s)
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)

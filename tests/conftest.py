@@ -14,3 +14,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present (a user's clone): real-data tests skipped")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Exported ONNX text towers go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("SONGSEEK_CACHE_DIR")
+    os.environ["SONGSEEK_CACHE_DIR"] = str(tmp_path_factory.mktemp("songseek-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SONGSEEK_CACHE_DIR", None)
+    else:
+        os.environ["SONGSEEK_CACHE_DIR"] = old

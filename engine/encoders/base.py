@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .onnx_text import TextBackendState
+
 
 @dataclass(frozen=True)
 class EncoderInfo:
@@ -53,3 +55,20 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+@runtime_checkable
+class TextBackendEncoder(Protocol):
+    """An encoder whose text tower can run on torch or ONNX Runtime (clap, laion)."""
+
+    def set_text_backend(self, backend: str) -> None:
+        """``auto``, ``torch``, ``onnx`` or ``onnx-int8``; resolved on the next text."""
+        ...
+
+    def text_backend_state(self) -> TextBackendState:
+        """The backend in use, resolved now (a first ONNX export can take a minute)."""
+        ...
+
+    def text_cache_key(self) -> str:
+        """The weights' fingerprint and the backend: what cached text vectors are keyed by."""
+        ...

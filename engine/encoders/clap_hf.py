@@ -9,7 +9,8 @@ feature extractor's random choice of one "longer" clip per batch is never used.
 
 Texts are tokenised to at most 77 tokens (LAION-CLAP's training length) and padded only to the
 longest text of their chunk; with the attention mask this equals LAION's padding to 77 up to float
-rounding (~1e-7) and is several times faster for short queries.
+rounding (~1e-7) and is several times faster for short queries. The text tower runs on torch or ONNX
+Runtime (fp32 or int8), chosen by ``set_text_backend`` (engine/encoders/text_backend.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from ..errors import SongseekError, UsageError, WeightsNotFoundError
 from ._torch_util import fit_windows, log_mel, offline, text_batches
 from .base import EncoderInfo, l2_normalize
+from .text_backend import TextBackendState, TextTowerRunner
 
 # laion/clap-htsat-unfused: LAION-Audio-630K HTSAT-tiny + RoBERTa, 512-d, discriminative text tower.
 # Not laion/larger_clap_music: its text tower is reported to collapse every caption onto nearly one
@@ -32,6 +34,20 @@ from .base import EncoderInfo, l2_normalize
 DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
 TEXT_MAX_TOKENS = 77
 TEXT_BATCH = 64
+
+
+class ClapTextTower(torch.nn.Module):
+    """ClapModel's text side as one module: (input_ids, attention_mask) int64 (n, L) → float32 (n, dim),
+    not normalised (what is exported to ONNX)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.text_model = model.text_model
+        self.text_projection = model.text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return self.text_projection(hidden.pooler_output)
 
 
 class ClapEncoder:
@@ -62,6 +78,8 @@ class ClapEncoder:
         # HTK filters for fused checkpoints, Slaney for unfused: what each was trained with.
         self._filters = np.asarray(fe.mel_filters if self._fused else fe.mel_filters_slaney, np.float32)
         self._info = info
+        self._text_backend = "torch"  # a Library asks for "auto"; plain encoder users opt in
+        self._runner: TextTowerRunner | None = None
 
     @property
     def info(self) -> EncoderInfo:
@@ -91,21 +109,59 @@ class ClapEncoder:
             raise SongseekError(self._text_error)
         return self._tokenizer
 
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """int64 (n, L) ids and attention mask, L = the longest text's tokens (at most 77)."""
+        tok = self._get_tokenizer()(texts, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS,
+                                    return_tensors="np")
+        return tok["input_ids"].astype(np.int64), tok["attention_mask"].astype(np.int64)
+
+    def _text_runner(self) -> TextTowerRunner:
+        if self._runner is None:
+            self._get_tokenizer()  # fail here, with the hint, when there is none
+            self._runner = TextTowerRunner(ClapTextTower(self._model), self._tokenize, self._device,
+                                           self._info.checkpoint_sha256, batch=TEXT_BATCH)
+            self._runner.request(self._text_backend)
+        return self._runner
+
+    def set_text_backend(self, backend: str) -> None:
+        """``auto`` (the fastest that passes its checks here), ``torch``, ``onnx`` or ``onnx-int8``;
+        resolved on the next text (or ``text_backend_state``)."""
+        from .onnx_text import validate_backend
+
+        self._text_backend = validate_backend(backend)
+        if self._runner is not None:
+            self._runner.request(backend)
+
+    def text_backend_state(self) -> TextBackendState:
+        """The text backend in use (resolving it now: a first ONNX export can take a minute)."""
+        return self._text_runner().state()
+
+    def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
+        return self._text_runner().cache_folder()
+
+    def text_cache_key(self) -> str:
+        """What text vectors are keyed by: the tower's weights fingerprint and the backend in use."""
+        runner = self._text_runner()
+        return f"{self._info.name}:{runner.fingerprint}:{runner.state().backend}"
+
+    def embed_text_padded(self, texts: list[str], length: int = TEXT_MAX_TOKENS) -> np.ndarray:
+        """The reference path: torch, every text padded to ``length`` tokens (LAION-CLAP pads to 77).
+        Returns float32 (len(texts), dim), unit rows. For checks and benchmarks, not for queries."""
+        tok = self._get_tokenizer()(list(texts), padding="max_length", truncation=True, max_length=length,
+                                    return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self._model.text_model(input_ids=tok["input_ids"].to(self._device),
+                                            attention_mask=tok["attention_mask"].to(self._device))
+            out = self._model.text_projection(hidden.pooler_output)
+        return l2_normalize(out.float().cpu().numpy())
+
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Returns float32 (len(texts), dim), unit rows. Texts past 77 tokens are truncated."""
         batches = text_batches(texts, TEXT_BATCH)
         if not batches:
             return np.zeros((0, self._info.dim), dtype=np.float32)
-        tokenizer = self._get_tokenizer()
-        out = []
-        with torch.inference_mode():
-            for batch in batches:
-                tok = tokenizer(batch, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS,
-                                return_tensors="pt")
-                hidden = self._model.text_model(input_ids=tok["input_ids"].to(self._device),
-                                                attention_mask=tok["attention_mask"].to(self._device))
-                out.append(self._model.text_projection(hidden.pooler_output).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out, axis=0))
+        return l2_normalize(self._text_runner().embed(list(texts)))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -141,9 +141,13 @@ class DemoEncoder:
         from ._torch_util import text_batches
 
         out = [np.zeros((0, self._info.dim), np.float32)]
+        max_tokens = self._tokenizer.cfg.max_tokens
         with torch.inference_mode():
             for chunk in text_batches(texts, _TEXT_BATCH):
-                out.append(self._model.text(self._tokenizer.encode(chunk)).float().cpu().numpy())
+                # Pad to the chunk's longest text, not to max_tokens: padding is masked out of attention and
+                # of the mean, so the vectors are the same (tests/engine/test_text_speed.py), for less work.
+                longest = max(min(max(count_tokens(t), 1), max_tokens) for t in chunk)
+                out.append(self._model.text(self._tokenizer.encode(chunk, length=longest)).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
 
 

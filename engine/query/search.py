@@ -20,7 +20,9 @@ import pyarrow as pa
 from songseek.engine.audio import decode, frame_windows
 from songseek.engine.device import resolve_device
 from songseek.engine.encoders import Encoder, load_encoder
-from songseek.engine.encoders.base import l2_normalize
+from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize
+from songseek.engine.encoders.onnx_text import TextBackendState, validate_backend
+from songseek.engine.encoders.text_cache import SHARED_CACHE, CachedTextEncoder, TextVectorCache, with_text_cache
 from songseek.engine.errors import LibraryError, QueryError
 from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
@@ -63,6 +65,10 @@ def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = M
         raise QueryError(f"the excerpt {start_s:g}-{end:g} s is {end - start_s:g} s long; at most "
                          f"max_excerpt_s={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
     return float(start_s), end
+
+
+# Where a library keeps its queries' text vectors when opened with persist_text_cache=True.
+TEXT_CACHE_DIR = "text-cache"
 
 
 @dataclass(frozen=True)
@@ -131,14 +137,19 @@ class Library:
     """A library opened for searching. Cheap to open: shards are memory-mapped, the index is loaded once."""
 
     def __init__(self, root: Path, manifest: Manifest, encoder: Encoder | None, device: str,
-                 policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS) -> None:
+                 policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS,
+                 text_backend: str = "auto", text_cache: TextVectorCache | None = SHARED_CACHE,
+                 persist_text_cache: bool = False) -> None:
         self.root = root
         self.policy = policy
         # what one `where` predicate may cost (time, memory); SearchOptions.filter_limits overrides per query
         self.filter_limits = filter_limits.validated()
         self.manifest = manifest
-        self._encoder = encoder
         self._device = device
+        self._text_backend = validate_backend(text_backend)
+        self._text_cache = text_cache
+        self._persist_text_cache = persist_text_cache
+        self._encoder = None if encoder is None else self._query_encoder(encoder)
         self.store = FrameStore(root, manifest)
         self.tracks = (read_library_table(root, manifest.tracks_file, manifest) if manifest.tracks_file
                        else pa.table({"track_id": pa.array([], pa.string())}))
@@ -165,16 +176,24 @@ class Library:
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto",
-             policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS) -> Library:
-        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match);
+    def open(cls, root: str | Path, encoder: Encoder | None = None, device: str = "auto", *,
+             policy: ExactPolicy = ExactPolicy(), filter_limits: FilterLimits = DEFAULT_LIMITS,
+             text_backend: str = "auto", text_cache: TextVectorCache | None = SHARED_CACHE,
+             persist_text_cache: bool = False) -> Library:
+        """Open the last committed state of a library. ``encoder`` overrides the manifest's (must match).
+
         ``policy`` sets when the exact routes are taken (candidates.ExactPolicy); ``filter_limits`` bounds
-        every ``where`` predicate (time, memory; filters.FilterLimits)."""
+        every ``where`` predicate (time, memory; filters.FilterLimits).
+        Text queries: ``text_backend`` runs the text tower on ``auto`` (the fastest that passes its checks
+        on this machine), ``torch``, ``onnx`` or ``onnx-int8`` (clap/laion; others have torch only).
+        ``text_cache`` (None: off) remembers text vectors in process; ``persist_text_cache`` also keeps
+        them in the library's ``text-cache/`` folder for the next process."""
         root = Path(root).expanduser()
         for attempt in range(3):  # a writer may swap generations between reading the manifest and files
             manifest = read_manifest(root)
             try:
-                lib = cls(root, manifest, encoder, device, policy, filter_limits)
+                lib = cls(root, manifest, encoder, device, policy, filter_limits, text_backend, text_cache,
+                          persist_text_cache)
                 break
             except LibraryError:
                 if attempt == 2 or read_manifest(root).generation == manifest.generation:
@@ -210,10 +229,27 @@ class Library:
                 raise QueryError(
                     f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
                     "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
-            self._encoder = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
-                                         info.random_weights)
-            check_compatible(self.manifest, self._encoder.info, self.root)
+            enc = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
+                               info.random_weights)
+            check_compatible(self.manifest, enc.info, self.root)
+            self._encoder = self._query_encoder(enc)
         return self._encoder
+
+    def _query_encoder(self, enc: Encoder) -> Encoder:
+        """``enc`` as queries use it: on the requested text backend, behind the text-vector cache."""
+        if isinstance(enc, TextBackendEncoder):
+            enc.set_text_backend(self._text_backend)
+        if self._text_cache is None:
+            return enc
+        return with_text_cache(enc, self._text_cache, self.root / TEXT_CACHE_DIR if self._persist_text_cache
+                               else None)
+
+    def text_backend(self) -> TextBackendState | None:
+        """The backend text queries run on, resolved now (the first ONNX export of a checkpoint takes about
+        a minute); its ``note`` says why it is not what was asked for. None: the encoder has one path."""
+        enc = self.encoder
+        inner = enc.inner if isinstance(enc, CachedTextEncoder) else enc
+        return inner.text_backend_state() if isinstance(inner, TextBackendEncoder) else None
 
     @property
     def index(self) -> Any:

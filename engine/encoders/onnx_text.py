@@ -1,0 +1,250 @@
+"""ONNX Runtime text path: a text tower exported once per checkpoint, in fp32 and dynamically quantised int8.
+
+Why: a query's text is a dozen tokens, so a RoBERTa-base forward is bound by reading 125M weights, not by
+arithmetic. ONNX Runtime's fused CPU kernels beat eager torch at this, and int8 weights read a quarter of
+the bytes (docs/performance.md, "Text queries").
+
+Layout: ``cache_root()/<fingerprint>/`` holds ``text-fp32.onnx``, ``text-int8.onnx`` and ``choice.json``
+(the checks and timings that chose the default backend on this machine). ``fingerprint`` hashes the text
+tower's weights (``weights_fingerprint``), so a cache entry can never serve another checkpoint. Files are
+written under temporary names and renamed, so a crash leaves no half model that looks whole.
+
+``onnxruntime`` and ``onnx`` are the ``onnx`` extra; without them ``missing_reason()`` says so in one line
+and the encoders keep the torch path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+TEXT_BACKENDS = ("torch", "onnx", "onnx-int8")
+AUTO = "auto"
+CACHE_ENV = "SONGSEEK_CACHE_DIR"
+FP32_FILE, INT8_FILE, CHOICE_FILE = "text-fp32.onnx", "text-int8.onnx", "choice.json"
+# The checks a backend must pass to be chosen by default (the issue's thresholds).
+MIN_COSINE = {"torch": 1.0, "onnx": 0.9999, "onnx-int8": 0.99}
+CHOICE_VERSION = 1
+
+# Probe texts for the run-time checks and timings: music captions of 1 to ~60 words.
+PROBE_TEXTS = (
+    "piano", "jazz", "upbeat drums", "sad cello melody",
+    "a calm solo piano piece with soft reverb and warm strings",
+    "female vocalist singing over acoustic guitar in a small room",
+    "aggressive metal riff with double bass drums and distorted guitars",
+    "lo-fi hip hop beat with vinyl crackle and a mellow electric piano",
+    "orchestral film score with swelling strings, brass fanfares and timpani rolls building to a climax",
+    "This is a live recording of a reggae band. The bass plays a deep groove while the guitar plays offbeat "
+    "skanks. A male vocalist sings in a relaxed voice and a choir answers him. The audio quality is poor and "
+    "there is crowd noise in the background. This song may be played at a summer festival by the beach.",
+)
+
+
+def validate_backend(name: str) -> str:
+    """``name`` if it is ``auto`` or one of TEXT_BACKENDS; UsageError naming the choices otherwise."""
+    if name != AUTO and name not in TEXT_BACKENDS:
+        raise UsageError(f"unknown text backend {name!r}: use auto, {', '.join(TEXT_BACKENDS)}")
+    return name
+
+
+def missing_reason() -> str:
+    """'' when onnxruntime and onnx import; else one line saying what to install."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return (f"onnxruntime/onnx not installed ({exc.name}): pip install 'songseek[onnx]' for the fast "
+                "text path; text queries use torch")
+    return ""
+
+
+def cache_root() -> Path:
+    """$SONGSEEK_CACHE_DIR/onnx, else ~/.cache/songseek/onnx."""
+    base = os.environ.get(CACHE_ENV) or str(Path("~/.cache/songseek").expanduser())
+    return Path(base).expanduser() / "onnx"
+
+
+def weights_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
+    """Hex SHA-256 over every tensor's name, shape, dtype and a strided sample of at most 4,096 of its
+    values (plus ``extra``, e.g. the checkpoint file's hash). Reading 500 MB of RoBERTa weights would cost
+    about a second; two checkpoints that differ nowhere in these samples do not exist in practice."""
+    digest = hashlib.sha256(extra.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step].float().cpu().numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(np.ascontiguousarray(sample).tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Why a backend is the default on this machine: each backend's worst probe cosine with torch and its
+    median seconds per 10-word text (inf where it could not run), the threads they were timed on."""
+
+    chosen: str
+    min_cosine: dict[str, float]
+    seconds: dict[str, float]
+    threads: int
+    version: int = CHOICE_VERSION
+
+    def passes(self, backend: str) -> bool:
+        return self.min_cosine.get(backend, -1.0) >= MIN_COSINE[backend]
+
+
+@dataclass(frozen=True)
+class TextBackendState:
+    """What a text tower runs on now: ``backend`` (torch, onnx, onnx-int8), ``requested`` (auto or a
+    name), ``note`` (why it is not what was asked for; '' when it is), ``choice`` (auto's record)."""
+
+    backend: str
+    requested: str
+    note: str = ""
+    choice: BackendChoice | None = None
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, np.ndarray], folder: Path) -> None:
+    """Export ``tower(input_ids, attention_mask) -> (n, dim)`` to ``folder/text-fp32.onnx`` (batch and
+    sequence axes dynamic) and its dynamically quantised int8 copy to ``folder/text-int8.onnx``, each only
+    if absent. ``example``: int64 (n, L) ids and mask of a padded batch (exercises the mask in the trace).
+    Raises whatever torch.onnx or the quantiser raise; callers turn that into a fallback to torch."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32, int8 = folder / FP32_FILE, folder / INT8_FILE
+    if not fp32.exists():
+        ids, mask = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in example)
+
+        def write_fp32(tmp: Path) -> None:
+            with torch.no_grad():
+                # dynamo=False: the TorchScript exporter needs no onnxscript and handles HF's mask code.
+                torch.onnx.export(
+                    tower, (ids, mask), str(tmp), dynamo=False, opset_version=17,
+                    input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                    dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                  "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}})
+
+        _atomic_write_bytes(fp32, write_fp32)
+    if not int8.exists():
+        _atomic_write_bytes(int8, lambda tmp: quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8))
+
+
+class OnnxTextSession:
+    """One exported text tower in ONNX Runtime on the CPU, ``threads`` intra-op threads (thread-safe)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """int64 (n, L) ids and mask → float32 (n, dim), not normalised."""
+        out = self._session.run(None, {"input_ids": np.asarray(input_ids, dtype=np.int64),
+                                       "attention_mask": np.asarray(attention_mask, dtype=np.int64)})
+        return np.asarray(out[0], dtype=np.float32)
+
+    def run_texts(self, tokenize: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+                  ) -> Callable[[list[str]], np.ndarray]:
+        """texts → float32 (n, dim) through ``tokenize`` and this session."""
+        return lambda texts: self.run(*tokenize(texts))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest row-wise cosine of two float (n, dim) arrays."""
+    return float((_unit(np.asarray(a, np.float64)) * _unit(np.asarray(b, np.float64))).sum(axis=1).min())
+
+
+def choose_backend(runners: dict[str, Callable[[list[str]], np.ndarray]], threads: int,
+                   probes: tuple[str, ...] = PROBE_TEXTS, repeats: int = 3) -> BackendChoice:
+    """Check every runner against ``runners["torch"]`` on ``probes`` (one text per call, as queries
+    come) and time it on the 10-word ones; the fastest that passes MIN_COSINE is chosen."""
+    reference = np.concatenate([runners["torch"]([t]) for t in probes])
+    timed = [t for t in probes if 5 <= len(t.split()) <= 15]
+    cosines: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for name, run in runners.items():
+        vecs = np.concatenate([run([t]) for t in probes])  # also the warm-up
+        cosines[name] = 1.0 if name == "torch" else min_cosine(vecs, reference)
+        times = []
+        for _ in range(repeats):
+            for t in timed:
+                t0 = time.perf_counter()
+                run([t])
+                times.append(time.perf_counter() - t0)
+        seconds[name] = float(np.median(times))
+    passing = [n for n in runners if cosines[n] >= MIN_COSINE[n]]
+    chosen = min(passing, key=lambda n: seconds[n])
+    return BackendChoice(chosen, cosines, seconds, threads)
+
+
+def read_choice(folder: Path, threads: int) -> BackendChoice | None:
+    """The recorded choice for these threads, or None (absent, damaged, older format, other threads)."""
+    try:
+        raw = json.loads((folder / CHOICE_FILE).read_text(encoding="utf-8"))
+        choice = BackendChoice(**raw[str(threads)])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if choice.version != CHOICE_VERSION or choice.chosen not in TEXT_BACKENDS:
+        return None
+    return choice
+
+
+def write_choice(folder: Path, choice: BackendChoice) -> None:
+    """Record ``choice`` under its thread count, keeping the other thread counts' records."""
+    path = folder / CHOICE_FILE
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raw = {}
+    except (OSError, ValueError):
+        raw = {}
+    raw[str(choice.threads)] = asdict(choice)
+    text = json.dumps(raw, indent=2, sort_keys=True) + "\n"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    _atomic_write_bytes(path, write)
+
+
+def remove_cache(folder: Path) -> None:
+    """Delete one checkpoint's exported models (e.g. after a failed export left something unusable)."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,123 @@
+"""Which engine runs a text tower: torch, or ONNX Runtime in fp32 or int8 (engine/encoders/onnx_text.py).
+
+``TextTowerRunner`` wraps a torch text tower ``tower(input_ids, attention_mask) -> (n, dim)`` and its
+tokenizer. Texts are padded to the longest text of their batch, never to a fixed length: with the
+attention mask that gives the same vectors (cosine >= 0.9999, tests/engine/test_text_speed.py) for a
+fraction of the work on a short query.
+
+The backend is asked for (``request``) cheaply and resolved on the first text: ``auto`` exports the tower
+once per checkpoint, checks and times each backend, and keeps the fastest that passes its checks on this
+machine (recorded in the cache folder, so later processes only read it). Anything that stops the ONNX
+path (onnxruntime absent, export failure, a GPU device) leaves torch in charge and ``note`` says why in
+one line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from . import onnx_text
+from .onnx_text import AUTO, TextBackendState
+
+Tokenize = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+
+
+class TextTowerRunner:
+    """A text tower on torch or ONNX Runtime, chosen per ``request``; thread-safe after resolving."""
+
+    def __init__(self, tower: torch.nn.Module, tokenize: Tokenize, device: str, checkpoint_hash: str = "",
+                 batch: int = 64) -> None:
+        self._tower = tower.eval()
+        self._tokenize = tokenize
+        self._device = device
+        self._checkpoint_hash = checkpoint_hash
+        self._batch = batch
+        self._requested = AUTO
+        self._state: TextBackendState | None = None
+        self._session: onnx_text.OnnxTextSession | None = None
+        self._fingerprint = ""
+        self._lock = threading.Lock()
+
+    # -- identity ----------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the tower's weights (and the checkpoint file's hash where there is one)."""
+        if not self._fingerprint:
+            self._fingerprint = onnx_text.weights_fingerprint(self._tower, self._checkpoint_hash)
+        return self._fingerprint
+
+    def cache_folder(self) -> str:
+        return str(onnx_text.cache_root() / self.fingerprint)
+
+    # -- backend -----------------------------------------------------------------------------------
+    def request(self, backend: str) -> None:
+        """Ask for ``auto``, ``torch``, ``onnx`` or ``onnx-int8``; resolved on the next text."""
+        onnx_text.validate_backend(backend)
+        with self._lock:
+            if backend != self._requested:
+                self._requested, self._state, self._session = backend, None, None
+
+    def state(self) -> TextBackendState:
+        """Resolve the requested backend now (exporting and checking once per checkpoint for auto/onnx)."""
+        with self._lock:
+            if self._state is None:
+                self._state, self._session = self._resolve(self._requested)
+            return self._state
+
+    def _resolve(self, requested: str) -> tuple[TextBackendState, onnx_text.OnnxTextSession | None]:
+        if requested == "torch":
+            return TextBackendState("torch", requested), None
+        if not self._device.startswith("cpu"):
+            note = "" if requested == AUTO else f"the ONNX text path runs on the CPU only; {self._device} uses torch"
+            return TextBackendState("torch", requested, note), None
+        missing = onnx_text.missing_reason()
+        if missing:
+            return TextBackendState("torch", requested, missing), None
+        folder = onnx_text.cache_root() / self.fingerprint
+        try:
+            onnx_text.export_text_tower(self._tower, self._tokenize(["music", "a calm piano piece with strings"]),
+                                        folder)
+            threads = torch.get_num_threads()
+            paths = {"onnx": folder / onnx_text.FP32_FILE, "onnx-int8": folder / onnx_text.INT8_FILE}
+            if requested != AUTO:
+                return TextBackendState(requested, requested), onnx_text.OnnxTextSession(paths[requested], threads)
+            choice = onnx_text.read_choice(folder, threads)
+            sessions = {} if choice is None or choice.chosen == "torch" else {
+                choice.chosen: onnx_text.OnnxTextSession(paths[choice.chosen], threads)}
+            if choice is None:
+                sessions = {name: onnx_text.OnnxTextSession(p, threads) for name, p in paths.items()}
+                runners: dict[str, Callable[[list[str]], np.ndarray]] = {"torch": self._run_torch}
+                for name, sess in sessions.items():
+                    runners[name] = sess.run_texts(self._tokenize)
+                choice = onnx_text.choose_backend(runners, threads)
+                onnx_text.write_choice(folder, choice)
+        except Exception as exc:  # export/quantise/load errors of any kind: the torch path still works
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            note = f"ONNX text path unavailable ({type(exc).__name__}: {first}); text queries use torch"
+            return TextBackendState("torch", requested, note), None
+        return TextBackendState(choice.chosen, requested, "", choice), sessions.get(choice.chosen)
+
+    # -- running -----------------------------------------------------------------------------------
+    def _run_torch(self, texts: list[str]) -> np.ndarray:
+        ids, mask = self._tokenize(texts)
+        with torch.inference_mode():
+            out = self._tower(torch.from_numpy(ids).to(self._device), torch.from_numpy(mask).to(self._device))
+        return out.float().cpu().numpy()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """float32 (len(texts), dim), NOT normalised, in batches of ``batch`` texts each padded to its
+        longest text, on the resolved backend."""
+        self.state()
+        session = self._session
+        out = []
+        for i in range(0, len(texts), self._batch):
+            chunk = texts[i:i + self._batch]
+            if session is None:
+                out.append(self._run_torch(chunk))
+            else:
+                out.append(session.run(*self._tokenize(chunk)))
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -1,0 +1,222 @@
+"""A bounded, thread-safe cache of text vectors, keyed by the encoder's identity and the normalised text.
+
+A text query's vector depends only on the encoder (its weights and its text backend) and the text, so a
+repeated query, or a benchmark's captions run a second time, need not touch the model. The key is
+``TextEncoderWrapper.cache_key`` (checkpoint hash + backend) plus ``normalize_text(text)``: Unicode NFC
+with runs of whitespace collapsed. Case is kept: RoBERTa's tokenizer is case-sensitive.
+
+``TextVectorCache`` is an LRU of at most ``max_entries`` vectors (each stored read-only, so a caller
+cannot change what the next one gets). One lock guards it; a lookup is a dict access, microseconds.
+``save``/``load`` keep one encoder's entries in an ``.npz`` file (written to a temporary name, then
+renamed), which is how a library persists its queries' vectors between processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from .base import Encoder, EncoderInfo, TextBackendEncoder
+
+DEFAULT_MAX_ENTRIES = 20_000  # 20k × 512 float32 = 40 MiB at most
+
+
+def normalize_text(text: str) -> str:
+    """NFC, whitespace runs collapsed to one space, stripped: texts that embed identically share a key."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+class TextVectorCache:
+    """LRU of unit text vectors float32 (dim,), keyed by (encoder key, normalised text). Thread-safe."""
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 0:
+            raise UsageError(f"max_entries must be >= 0 (got {max_entries})")
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, texts: list[str]) -> list[np.ndarray | None]:
+        """The cached vector of each text (None where absent), marking found ones most recently used."""
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for t in texts:
+                k = (key, normalize_text(t))
+                vec = self._items.get(k)
+                if vec is not None:
+                    self._items.move_to_end(k)
+                    self.hits += 1
+                else:
+                    self.misses += 1
+                out.append(vec)
+        return out
+
+    def put(self, key: str, texts: list[str], vectors: np.ndarray) -> None:
+        """Store float32 (len(texts), dim) vectors, evicting the least recently used past the bound."""
+        if self.max_entries == 0:
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise UsageError(f"put: {len(texts)} texts but vectors of shape {vectors.shape}")
+        with self._lock:
+            for t, v in zip(texts, vectors):
+                row = v.copy()
+                row.flags.writeable = False
+                k = (key, normalize_text(t))
+                self._items[k] = row
+                self._items.move_to_end(k)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def entries(self, key: str) -> tuple[list[str], np.ndarray]:
+        """(normalised texts, float32 (n, dim)) of one encoder key, least recently used first."""
+        with self._lock:
+            pairs = [(t, v) for (k, t), v in self._items.items() if k == key]
+        if not pairs:
+            return [], np.zeros((0, 0), np.float32)
+        return [t for t, _ in pairs], np.stack([v for _, v in pairs])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+    def save(self, key: str, path: Path) -> int:
+        """Write ``key``'s entries to ``path`` (.npz) atomically; returns how many. Nothing to write: 0."""
+        texts, vecs = self.entries(key)
+        if not texts:
+            return 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, key=np.asarray(key), texts=np.asarray(texts, dtype=np.str_), vectors=vecs)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return len(texts)
+
+    def load(self, key: str, path: Path) -> int:
+        """Add the entries of a file ``save`` wrote for the same ``key``; returns how many. A missing,
+        damaged or other-encoder file adds nothing (the cache only saves work, it never decides results)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) != key:
+                    return 0
+                texts = [str(t) for t in data["texts"]]
+                vecs = np.asarray(data["vectors"], dtype=np.float32)
+        except (OSError, ValueError, KeyError, EOFError):
+            return 0
+        if vecs.ndim != 2 or len(vecs) != len(texts) or not np.isfinite(vecs).all():
+            return 0
+        self.put(key, texts, vecs)
+        return len(texts)
+
+
+# One cache per process, shared by every Library and encoder (keys keep encoders apart).
+SHARED_CACHE = TextVectorCache()
+
+
+def encoder_cache_key(encoder: Encoder) -> str:
+    """The key an encoder's text vectors are cached under: its own ``text_cache_key`` (weights fingerprint
+    + backend) where it has one, else its name, checkpoint, checkpoint hash and random-weights flag."""
+    if isinstance(encoder, TextBackendEncoder):
+        return encoder.text_cache_key()
+    i = encoder.info
+    return f"{i.name}:{i.checkpoint}:{i.checkpoint_sha256}:{int(i.random_weights)}"
+
+
+class CachedTextEncoder:
+    """An Encoder whose ``embed_text`` asks ``cache`` first and embeds only the texts it lacks (each
+    distinct one once). With ``persist_dir``, the key's entries are loaded from there on first use and
+    saved back whenever a call added some (one ``.npz`` per encoder key)."""
+
+    def __init__(self, inner: Encoder, cache: TextVectorCache, persist_dir: Path | None = None) -> None:
+        self.inner = inner
+        self.cache = cache
+        self._persist_dir = persist_dir
+        self._loaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self.inner.info
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        return self.inner.embed_audio(windows)
+
+    def key(self) -> str:
+        """The inner encoder's cache key (it changes with its text backend); a persisted file of a key is
+        read the first time the key is seen."""
+        key = encoder_cache_key(self.inner)
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded.add(key)
+                path = self.persist_path_for(key)
+                if path is not None:
+                    self.cache.load(key, path)
+        return key
+
+    def persist_path_for(self, key: str) -> Path | None:
+        if self._persist_dir is None:
+            return None
+        return self._persist_dir / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".npz")
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """float32 (len(texts), dim), unit rows: cached rows as stored, the others from the encoder."""
+        texts = list(texts)
+        if not texts:
+            return self.inner.embed_text(texts)
+        key = self.key()
+        found = self.cache.get(key, texts)
+        missing = list(dict.fromkeys(normalize_text(t) for t, v in zip(texts, found) if v is None))
+        if missing:
+            new = np.asarray(self.inner.embed_text(missing), dtype=np.float32)
+            self.cache.put(key, missing, new)
+            fresh = dict(zip(missing, new))
+            found = [v if v is not None else fresh[normalize_text(t)] for t, v in zip(texts, found)]
+            path = self.persist_path_for(key)
+            if path is not None:
+                try:
+                    self.cache.save(key, path)
+                except OSError:  # a read-only library: the cache only saves work, searches go on
+                    pass
+        return np.stack([np.asarray(v) for v in found]).astype(np.float32)
+
+
+class CachedCountingEncoder(CachedTextEncoder):
+    """CachedTextEncoder for an encoder that counts its own tokens (engine/longtext.py asks for it)."""
+
+    def __init__(self, inner: Encoder, count: Callable[[str], int], cache: TextVectorCache,
+                 persist_dir: Path | None = None) -> None:
+        super().__init__(inner, cache, persist_dir)
+        self._count = count
+
+    def count_tokens(self, text: str) -> int:
+        return int(self._count(text))
+
+
+def with_text_cache(encoder: Encoder, cache: TextVectorCache, persist_dir: Path | None = None
+                    ) -> CachedTextEncoder:
+    """``encoder`` behind ``cache``, keeping its ``count_tokens`` where it has one."""
+    count = getattr(encoder, "count_tokens", None)
+    if callable(count):
+        return CachedCountingEncoder(encoder, count, cache, persist_dir)
+    return CachedTextEncoder(encoder, cache, persist_dir)

@@ -1,0 +1,64 @@
+"""`search --text-backend` / `--cache-texts` and `index --text-backend` on a tiny clap model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from songseek.cli.main import app
+from songseek.engine.encoders import clap_hf
+from tests.engine.encoder_helpers import save_tiny_tokenizer, tiny_config, tiny_model
+from tests.indexers.test_pipeline import tone_track, write_wav
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def clap_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clap_lib")
+    ckpt = root / "tiny"
+    tiny_model(tiny_config()).save_pretrained(ckpt)
+    clap_hf.laion_feature_extractor().save_pretrained(ckpt)
+    save_tiny_tokenizer(ckpt)
+    music = root / "music"
+    write_wav(music / "a.wav", tone_track([110, 440], 10, 0))
+    write_wav(music / "b.wav", tone_track([3000], 10, 1))
+    code, _, err = run("index", str(music), "--library", str(root / "lib"), "--encoder", "clap",
+                       "--checkpoint", str(ckpt), "--text-backend", "torch")
+    assert code == 0, err
+    return root / "lib"
+
+
+def test_search_gives_the_same_hits_on_every_backend(clap_library: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    ranked = {}
+    for backend in ("torch", "onnx", "onnx-int8", "auto"):
+        code, out, err = run("search", "jazz trio with vibraphone", "--library", str(clap_library), "--json",
+                             "--text-backend", backend, "-k", "2")
+        assert code == 0, err
+        assert "use torch" not in err  # the ONNX path was available: nothing fell back
+        ranked[backend] = [h["track_id"] for h in json.loads(out)]
+    assert ranked["onnx"] == ranked["torch"] == ranked["auto"]
+
+
+def test_cache_texts_keeps_vectors_in_the_library(clap_library: Path) -> None:
+    code, out, err = run("search", "heavy metal guitar solo", "--library", str(clap_library), "--json",
+                         "--text-backend", "torch", "--cache-texts")
+    assert code == 0, err
+    assert list((clap_library / "text-cache").glob("*.npz"))
+    code, again, _ = run("search", "heavy metal guitar solo", "--library", str(clap_library), "--json",
+                         "--text-backend", "torch", "--cache-texts")
+    assert code == 0 and json.loads(again) == json.loads(out)
+
+
+def test_unknown_backend_is_one_line_exit_2(clap_library: Path) -> None:
+    code, _, err = run("search", "piano", "--library", str(clap_library), "--text-backend", "tensorrt")
+    assert code == 2 and "tensorrt" in err and "onnx-int8" in err and len(err.strip().splitlines()) == 1

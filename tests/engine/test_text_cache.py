@@ -1,0 +1,149 @@
+"""The text-vector cache: LRU bound, keys, thread safety, persistence, and its use by Library.search."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songseek.engine.encoders import demo
+from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.encoders.text_cache import (
+    CachedCountingEncoder,
+    TextVectorCache,
+    encoder_cache_key,
+    normalize_text,
+    with_text_cache,
+)
+from songseek.engine.query.search import Library
+from songseek.indexers.ingest import ingest_table
+from tests.library_helpers import vector_table
+
+
+class CountingFake(FakeEncoder):
+    """The fake encoder, counting the texts it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded: list[str] = []
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        self.embedded += list(texts)
+        return super().embed_text(texts)
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("  calm\tpiano \n solo ") == "calm piano solo"
+    assert normalize_text("cafe\u0301") == normalize_text("caf\u00e9")  # NFC
+    assert normalize_text("Piano") != normalize_text("piano")  # RoBERTa is case-sensitive
+
+
+def test_lru_bound_and_order() -> None:
+    cache = TextVectorCache(max_entries=3)
+    v = np.eye(4, dtype=np.float32)
+    cache.put("k", ["a", "b", "c"], v[:3])
+    assert cache.get("k", ["a"])[0] is not None  # a is now the most recently used
+    cache.put("k", ["d"], v[3:])
+    got = cache.get("k", ["a", "b", "c", "d"])
+    assert [g is not None for g in got] == [True, False, True, True]  # b, the least recently used, went
+    assert len(cache) == 3
+    assert cache.get("other", ["a"]) == [None]  # keys keep encoders apart
+
+
+def test_cached_rows_cannot_be_changed_by_a_caller() -> None:
+    cache = TextVectorCache()
+    cache.put("k", ["a"], np.ones((1, 4), np.float32))
+    row = cache.get("k", ["a"])[0]
+    assert row is not None
+    with pytest.raises(ValueError):
+        row[0] = 5.0
+
+
+def test_concurrent_readers_and_writers_see_consistent_rows() -> None:
+    cache = TextVectorCache(max_entries=50)
+    texts = [f"text {i}" for i in range(200)]
+    want = {t: np.full(8, i, np.float32) for i, t in enumerate(texts)}
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(2000):
+            t = texts[int(rng.integers(len(texts)))]
+            if rng.random() < 0.5:
+                cache.put("k", [t], want[t][None])
+            else:
+                got = cache.get("k", [t])[0]
+                if got is not None and not np.array_equal(got, want[t]):
+                    errors.append(t)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and len(cache) <= 50
+
+
+def test_wrapper_embeds_each_missing_text_once_and_matches_the_encoder() -> None:
+    inner = CountingFake()
+    enc = with_text_cache(inner, TextVectorCache())
+    texts = ["calm piano", "loud  drums", "calm piano", "loud drums"]
+    got = enc.embed_text(texts)
+    assert inner.embedded == ["calm piano", "loud drums"]  # distinct normalised texts, once each
+    np.testing.assert_allclose(got, FakeEncoder().embed_text(["calm piano", "loud drums"] * 2), rtol=1e-6)
+    again = enc.embed_text(["loud drums", "calm piano"])
+    assert inner.embedded == ["calm piano", "loud drums"]  # all hits
+    np.testing.assert_array_equal(again, got[[1, 0]])
+    assert (enc.cache.hits, enc.cache.misses) == (2, 4)
+
+
+def test_wrapper_keeps_count_tokens() -> None:
+    d = demo.load(None)
+    enc = with_text_cache(d, TextVectorCache())
+    assert isinstance(enc, CachedCountingEncoder) and enc.count_tokens("a b c") == 3
+    assert not hasattr(with_text_cache(FakeEncoder(), TextVectorCache()), "count_tokens")
+    assert encoder_cache_key(d) != encoder_cache_key(demo.load(None, random_weights=True))
+
+
+def test_persisted_cache_round_trip(tmp_path: Path) -> None:
+    first = with_text_cache(CountingFake(), TextVectorCache(), tmp_path / "tc")
+    vecs = first.embed_text(["a", "b"])
+    files = list((tmp_path / "tc").glob("*.npz"))
+    assert len(files) == 1
+    inner = CountingFake()
+    second = with_text_cache(inner, TextVectorCache(), tmp_path / "tc")  # a new process, in effect
+    np.testing.assert_array_equal(second.embed_text(["b", "a"]), vecs[[1, 0]])
+    assert inner.embedded == []
+    files[0].write_bytes(b"damaged")  # a damaged file only costs the work it would have saved
+    third_inner = CountingFake()
+    third = with_text_cache(third_inner, TextVectorCache(), tmp_path / "tc")
+    np.testing.assert_array_equal(third.embed_text(["a"]), vecs[:1])
+    assert third_inner.embedded == ["a"]
+
+
+def test_library_search_uses_the_cache(tmp_path: Path) -> None:
+    lib_dir = tmp_path / "lib"
+    ingest_table(vector_table(20, 32, seed=5), lib_dir)
+    inner = CountingFake()
+    cache = TextVectorCache()
+    lib = Library.open(lib_dir, encoder=inner, text_cache=cache, persist_text_cache=True)
+    first = lib.search("a jazz trio with vibraphone", k=5)
+    assert inner.embedded == ["a jazz trio with vibraphone"]
+    second = lib.search("  a jazz trio   with vibraphone ", k=5)
+    assert inner.embedded == ["a jazz trio with vibraphone"]
+    assert [h.track_id for h in first] == [h.track_id for h in second]
+    assert [h.score for h in first] == [h.score for h in second]
+    assert list((lib_dir / "text-cache").glob("*.npz"))
+    uncached_inner = CountingFake()
+    plain = Library.open(lib_dir, encoder=uncached_inner, text_cache=None)
+    assert [h.track_id for h in plain.search("a jazz trio with vibraphone", k=5)] == [h.track_id for h in first]
+    plain.search("a jazz trio with vibraphone", k=5)
+    assert len(uncached_inner.embedded) == 2
+    # the next process finds the vectors the first one kept in the library
+    later = CountingFake()
+    Library.open(lib_dir, encoder=later, text_cache=TextVectorCache(), persist_text_cache=True).search(
+        "a jazz trio with vibraphone", k=5)
+    assert later.embedded == []
+    assert Library.open(lib_dir, encoder=FakeEncoder()).text_backend() is None  # one path only

@@ -1,0 +1,227 @@
+"""The fast text path: dynamic padding, the ONNX Runtime backends and how the default is chosen.
+
+Real data: LAION-CLAP's RoBERTa tokenizer and text config (../shared/data/clap-htsat-fused) and 1,000
+MusicCaps captions, cut to 1-60 words so batches mix short and long texts as queries do. The text tower
+is the real architecture with seeded random weights, one of its twelve layers (padding is masked in
+every layer alike, so depth does not change what is checked, only the run time; `bench query-speed`
+measures the full model). Random weights cannot show ranking damage: that is measured on the demo model.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from songseek.engine.encoders import clap_hf, demo, demo_net, onnx_text
+from songseek.engine.encoders.text_backend import TextTowerRunner
+from tests.engine.encoder_helpers import tiny_config
+
+torch.set_num_threads(1)
+N_CAPTIONS = 1000
+
+
+def captions(shared: Path, n: int = N_CAPTIONS) -> list[str]:
+    """The first ``n`` MusicCaps captions, the i-th cut to its first 1 + (i * 7) % 60 words."""
+    with open(shared / "musiccaps" / "musiccaps-public.csv", encoding="utf-8", newline="") as fh:
+        rows = [r["caption"] for r in csv.DictReader(fh) if r["caption"].strip()][:n]
+    return [" ".join(c.split()[: 1 + (i * 7) % 60]) for i, c in enumerate(rows)]
+
+
+def real_text_encoder(shared: Path, layers: int = 1) -> tuple[clap_hf.ClapEncoder, Any]:
+    """ClapEncoder with LAION-CLAP's tokenizer and text config (``layers`` deep), a tiny audio side."""
+    from transformers import ClapConfig
+
+    real = ClapConfig.from_pretrained(shared / "clap-htsat-fused")
+    text = real.text_config.to_dict()  # type: ignore[union-attr]  # a ClapConfig always has one
+    text["num_hidden_layers"] = layers
+    config = ClapConfig(text_config=text, audio_config=tiny_config().audio_config.to_dict(),
+                        projection_dim=real.projection_dim)
+    model = clap_hf.random_model(config)
+    fe, tok = clap_hf.load_parts(str(shared / "clap-htsat-fused"), True)
+    assert tok is not None
+    info = clap_hf.make_info("clap", "test-real-text", model, fe, True)
+    return clap_hf.ClapEncoder(model, fe, tok, info, "cpu"), model
+
+
+def padded_to_77(model: Any, tok: Any, texts: list[str]) -> np.ndarray:
+    """The reference: every text padded to 77 tokens, as LAION-CLAP does, in batches of 64."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            t = tok(texts[i:i + 64], padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+            assert t["input_ids"].shape[1] == 77
+            h = model.text_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+            out.append(model.text_projection(h.pooler_output).numpy())
+    v = np.concatenate(out)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def real(shared_data_module: Path) -> tuple[clap_hf.ClapEncoder, Any, Any, list[str], np.ndarray]:
+    from transformers import AutoTokenizer
+
+    enc, model = real_text_encoder(shared_data_module)
+    tok = AutoTokenizer.from_pretrained(shared_data_module / "clap-htsat-fused")
+    texts = captions(shared_data_module)
+    return enc, model, tok, texts, padded_to_77(model, tok, texts)
+
+
+@pytest.fixture(scope="module")
+def shared_data_module() -> Path:
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present (a user's clone): real-data tests skipped")
+    return SHARED_DATA
+
+
+def test_dynamic_padding_matches_padding_to_77(real: Any) -> None:
+    enc, _, tok, texts, ref = real
+    lengths = [len(tok(t, truncation=True, max_length=77)["input_ids"]) for t in texts]
+    assert min(lengths) <= 4 and np.median(lengths) < 60  # the captions do mix short and long texts
+    enc.set_text_backend("torch")
+    got = enc.embed_text(texts)
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    cos = row_cosines(got, ref)
+    assert cos.min() >= 0.9999, f"worst caption: {texts[int(cos.argmin())]!r} cosine {cos.min()}"
+    # one text at a time (a query) is padded to its own length: the same vectors
+    single = np.concatenate([enc.embed_text([t]) for t in texts[:50]])
+    assert row_cosines(single, ref[:50]).min() >= 0.9999
+
+
+@pytest.mark.slow  # exports and quantises the tower: about a minute of CPU
+def test_onnx_backends_match_torch(real: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    enc, _, _, texts, ref = real
+    for backend, floor in (("onnx", 0.9999), ("onnx-int8", 0.99)):
+        enc.set_text_backend(backend)
+        state = enc.text_backend_state()
+        assert state.backend == backend and state.note == "", state
+        got = enc.embed_text(texts)
+        cos = row_cosines(got, ref)
+        assert cos.min() >= floor, f"{backend}: worst cosine {cos.min()} on {texts[int(cos.argmin())]!r}"
+        # one text at a time agrees with the batch (dynamic axes, padding masked in the exported graph); int8
+        # quantises activations with one range per batch, so its rows move a little with their batch
+        single = np.concatenate([enc.embed_text([t]) for t in texts[:20]])
+        assert row_cosines(single, got[:20]).min() >= (0.9999 if backend == "onnx" else 0.999)
+    folder = Path(enc.text_tower_folder())
+    assert (folder / onnx_text.FP32_FILE).is_file() and (folder / onnx_text.INT8_FILE).is_file()
+    enc.set_text_backend("torch")
+
+
+@pytest.mark.slow
+def test_auto_chooses_a_passing_backend_and_records_it(real: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    enc = real[0]
+    enc.set_text_backend("auto")
+    state = enc.text_backend_state()
+    assert state.choice is not None and state.note == ""
+    c = state.choice
+    assert c.chosen == state.backend and c.passes(c.chosen)
+    assert c.seconds[c.chosen] == min(s for b, s in c.seconds.items() if c.passes(b))
+    again = onnx_text.read_choice(Path(enc.text_tower_folder()), torch.get_num_threads())
+    assert again == c
+    enc.set_text_backend("torch")
+
+
+def test_choose_backend_takes_the_fastest_that_passes() -> None:
+    base = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+
+    def run(noise: float, extra_work: int) -> Any:
+        def fn(texts: list[str]) -> np.ndarray:
+            s = 0.0
+            for i in range(extra_work):  # deterministic busy work: slower backends
+                s += i
+            seed = sum(map(ord, texts[0]))
+            return base + noise * np.random.default_rng(seed).standard_normal(base.shape).astype(np.float32)
+        return fn
+
+    runners = {"torch": run(0.0, 200_000), "onnx": run(0.0, 100_000), "onnx-int8": run(1.0, 0)}
+    c = onnx_text.choose_backend(runners, threads=1, repeats=1)
+    assert c.min_cosine["torch"] == 1.0 and c.min_cosine["onnx"] >= 0.9999
+    assert c.min_cosine["onnx-int8"] < 0.99 and not c.passes("onnx-int8")  # fastest, but fails its check
+    assert c.chosen == "onnx"
+
+
+class _Tower(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(50, 8)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).float()
+        return (self.emb(ids) * m).sum(1) / m.sum(1)
+
+
+def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    n = max(len(t.split()) for t in texts)
+    ids = np.zeros((len(texts), n), np.int64)
+    mask = np.zeros((len(texts), n), np.int64)
+    for i, t in enumerate(texts):
+        for j, w in enumerate(t.split()):
+            ids[i, j], mask[i, j] = len(w) % 50, 1
+    return ids, mask
+
+
+def test_missing_onnxruntime_falls_back_to_torch_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_text, "missing_reason", lambda: "onnxruntime/onnx not installed (onnxruntime): "
+                        "pip install 'songseek[onnx]' for the fast text path; text queries use torch")
+    runner = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    runner.request("onnx-int8")
+    state = runner.state()
+    assert state.backend == "torch" and "pip install" in state.note and "\n" not in state.note
+    assert runner.embed(["a b", "ccc"]).shape == (2, 8)
+
+
+def test_export_failure_falls_back_to_torch_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+
+    def boom(*args: Any) -> None:
+        raise RuntimeError("Exporting the operator 'aten::weird' is not supported\nsecond line")
+
+    monkeypatch.setattr(onnx_text, "export_text_tower", boom)
+    runner = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    runner.request("auto")
+    state = runner.state()
+    assert state.backend == "torch" and state.note.startswith("ONNX text path unavailable (RuntimeError")
+    assert "\n" not in state.note and "text queries use torch" in state.note
+    want = _Tower()(torch.from_numpy(_tokenize(["x yy"])[0]), torch.from_numpy(_tokenize(["x yy"])[1]))
+    np.testing.assert_allclose(runner.embed(["x yy"]), want.detach().numpy(), rtol=1e-6)
+
+
+def test_bad_backend_name_is_refused() -> None:
+    from songseek.engine.errors import UsageError
+
+    with pytest.raises(UsageError, match="onnx-int8"):
+        onnx_text.validate_backend("tensorrt")
+
+
+def test_demo_dynamic_padding_matches_fixed_length(shared_data_module: Path) -> None:
+    """The demo text tower, padded to each batch's longest text vs to its 64 tokens: same vectors."""
+    from safetensors.torch import load_file
+
+    texts = captions(shared_data_module)
+    enc = demo.load(None)
+    root = demo.bundled_dir()
+    cfg, words = demo.read_checkpoint_dir(root)
+    model = demo_net.DemoCLAP(cfg, len(words)).eval()
+    model.load_state_dict(load_file(str(root / demo.WEIGHTS_FILE)))
+    tok = demo.Tokenizer(words, cfg)
+    with torch.inference_mode():
+        ref = np.concatenate([model.text(tok.encode(texts[i:i + 256])).numpy() for i in range(0, len(texts), 256)])
+    got = enc.embed_text(texts)
+    assert row_cosines(got, ref).min() >= 0.9999
+    single = np.concatenate([enc.embed_text([t]) for t in texts[:50]])
+    assert row_cosines(single, ref[:50]).min() >= 0.9999
