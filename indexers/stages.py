@@ -146,8 +146,8 @@ class CommitStage:
 
     def window(self, i: int, n: int, start_s: float, end_s: float) -> None:
         """Window ``n`` of job ``i`` was decoded (its vector comes later through :meth:`vector`)."""
-        if i not in self._failed:
-            self._windows.setdefault(i, {})[n] = (start_s, end_s, None)
+        if i not in self._failed:  # a window seen twice (a retried Ray task) keeps its first entry
+            self._windows.setdefault(i, {}).setdefault(n, (start_s, end_s, None))
 
     def vector(self, i: int, n: int, vec: np.ndarray) -> None:
         if i not in self._failed:
@@ -157,7 +157,8 @@ class CommitStage:
 
     def decoded(self, i: int, n_windows: int) -> None:
         """Job ``i``'s decoder finished with ``n_windows`` windows."""
-        self._totals[i] = n_windows
+        if i not in self._failed:
+            self._totals[i] = n_windows
 
     def fail(self, i: int, error_class: str, message: str) -> None:
         """Job ``i`` failed (decode, read, encoder): recorded, never fatal for the run."""
