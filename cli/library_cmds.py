@@ -54,6 +54,8 @@ def index(
                                     "(0: one per GPU of the cluster, else 1)."),
     ray_gpus: float = typer.Option(None, "--ray-gpus", help="With --ray: GPUs per embedding actor "
                                    "(default: 1 when the cluster has GPUs, else 0)."),
+    ray_threads: int = typer.Option(0, "--ray-threads", help="With --ray: model CPU threads per actor "
+                                    "(0: one per CPU it reserves)."),
 ) -> None:
     """Index audio files into a library; later runs embed only new or changed files (docs/robustness.md).
 
@@ -70,8 +72,8 @@ def index(
     if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
             or workers <= 0 or commit_every <= 0):
         raise UsageError("--window, --hop, --batch-size, --workers and --commit-every must be positive")
-    if ray_workers < 0 or (ray_gpus is not None and ray_gpus < 0):
-        raise UsageError("--ray-workers and --ray-gpus must be 0 or more")
+    if ray_workers < 0 or ray_threads < 0 or (ray_gpus is not None and ray_gpus < 0):
+        raise UsageError("--ray-workers, --ray-gpus and --ray-threads must be 0 or more")
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
         if encoder is None:
@@ -98,7 +100,8 @@ def index(
         from songseek.indexers.ray_runner import EncoderSpec, RayOptions, ray_driver
 
         driver = ray_driver(EncoderSpec(encoder or DEFAULT_ENCODER, checkpoint, random_weights),
-                            RayOptions(ray, ray_workers, ray_gpus, device=device))
+                            RayOptions(ray, ray_workers, ray_gpus, threads_per_worker=ray_threads,
+                                       device=device))
     report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait, driver=driver)
     if json_out:
         data = {k: v for k, v in report.__dict__.items() if k != "failures"}

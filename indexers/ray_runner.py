@@ -56,12 +56,15 @@ class RayOptions:
     """Where and how wide: ``address`` "local" starts Ray on this machine (or uses the one this process
     already initialised), "auto" joins the running cluster, anything else is a cluster address.
     ``workers``: embedding actors (0: one per GPU in the cluster, else 1). ``gpus_per_worker``: None = 1
-    when the cluster has GPUs, else 0. ``cpus_per_worker``: CPUs each actor reserves (its torch threads)."""
+    when the cluster has GPUs, else 0. ``cpus_per_worker``: CPUs each actor reserves. ``threads_per_worker``:
+    the model's CPU threads in each actor (0: Ray's default, one per reserved CPU; more lets the model use
+    cores that decode tasks leave idle, as the threaded indexer's model does). ``device``: as --device."""
 
     address: str = "local"
     workers: int = 0
     gpus_per_worker: float | None = None
     cpus_per_worker: float = 1.0
+    threads_per_worker: int = 0
     device: str = "auto"
 
 
@@ -185,6 +188,14 @@ def ray_driver(factory: EncoderFactory, options: RayOptions = RayOptions()
     return run
 
 
+def _threads_env(threads: int) -> dict[str, dict[str, str]] | None:
+    """A runtime env that gives the actor's model ``threads`` CPU threads (torch and BLAS read these at import)."""
+    if threads <= 0:
+        return None
+    n = str(threads)
+    return {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
+
+
 def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: EncoderInfo,
          window_s: float, hop_s: float, config: IndexConfig, options: RayOptions) -> None:
     ctx = ray.data.DataContext.get_current()
@@ -201,7 +212,7 @@ def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: En
                        memory=_decode_memory(spec))
           .map_batches(EmbedActor, fn_constructor_args=(factory, options.device, info), batch_size=config.batch_size,
                        compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
-                       num_cpus=options.cpus_per_worker))
+                       num_cpus=options.cpus_per_worker, runtime_env=_threads_env(options.threads_per_worker)))
     report = commit.report
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         report.model_seconds += float(pc.sum(table.column("model_s")).as_py() or 0.0)
@@ -229,3 +240,8 @@ def timed_connect(address: str) -> float:
     t0 = time.perf_counter()
     connect(address)
     return time.perf_counter() - t0
+
+
+def cluster_resources() -> dict[str, float]:
+    """The connected cluster's total resources (CPU, GPU, memory...)."""
+    return {k: float(v) for k, v in _import_ray().cluster_resources().items()}

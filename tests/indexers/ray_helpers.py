@@ -11,9 +11,9 @@ import numpy as np
 import soundfile as sf
 
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.manifest import read_manifest
-from songseek.engine.search import Library, SearchOptions
-from songseek.engine.store import read_table_mmap
+from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage.manifest import read_manifest
+from songseek.engine.storage.store import read_table_mmap
 
 SR = 16000
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.manifest import read_manifest
-from songseek.engine.search import Library
+from songseek.engine.query.search import Library
+from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 from songseek.indexers.ray_runner import EncoderSpec, RayOptions, ray_driver
 
