@@ -18,16 +18,17 @@ from songseek.engine.storage.store import read_table_mmap
 SR = 16000
 
 
-def make_music(folder: Path, seconds: list[float], seed: int = 0) -> list[Path]:
-    """One seeded tone-plus-noise WAV per length, named t00.wav, t01.wav..."""
+def make_music(folder: Path, seconds: list[float], seed: int = 0, sample_rate: int = SR) -> list[Path]:
+    """One seeded tone-plus-noise WAV per length, named t00.wav, t01.wav... (another ``sample_rate`` makes
+    the indexer resample: slower decoding)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, secs in enumerate(seconds):
-        t = np.arange(int(SR * secs)) / SR
+        t = np.arange(int(sample_rate * secs)) / sample_rate
         x = 0.3 * np.sin(2 * np.pi * (150 + 60 * i) * t) + 0.05 * rng.standard_normal(len(t))
         out.append(folder / f"t{i:02d}.wav")
-        sf.write(out[-1], x.astype(np.float32), SR)
+        sf.write(out[-1], x.astype(np.float32), sample_rate)
     return out
 
 

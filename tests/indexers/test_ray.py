@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 
 from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import MissingDependencyError
 from songseek.engine.query.search import Library
 from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
-from songseek.indexers.ray_runner import EncoderSpec, RayOptions, ray_driver
+from songseek.indexers.ray_runner import EncoderSpec, RayOptions, connect, ray_driver
 
 from . import ray_helpers
 from .ray_helpers import KillOnce, assert_same_library, make_music
 
-pytestmark = [pytest.mark.filterwarnings("ignore:.*RANDOM weights"), pytest.mark.usefixtures("ray_cluster")]
+pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+needs_ray = pytest.mark.usefixtures("ray_cluster")
 CONFIG = IndexConfig(window_s=4.0, hop_s=2.0, batch_size=3, commit_every_files=2)
 CLI = "import sys; sys.modules['torch'] = None; from songseek.cli.main import app; app()"
 
@@ -41,6 +43,7 @@ def both(src: Path, tmp: Path, **ray_kw: object) -> tuple[IndexReport, IndexRepo
     return single, on_ray
 
 
+@needs_ray
 def test_ray_library_equals_the_threaded_one_and_reruns_classify_the_same(tmp_path: Path) -> None:
     src = tmp_path / "music"
     files = make_music(src, [3.0, 9.5, 14.0, 6.0, 1.5])
@@ -63,6 +66,7 @@ def test_ray_library_equals_the_threaded_one_and_reruns_classify_the_same(tmp_pa
     assert_same_library(tmp_path / "ray", tmp_path / "threads")
 
 
+@needs_ray
 def test_a_killed_embedding_actor_is_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
     src = tmp_path / "music"
     make_music(src, [9.0, 12.0, 5.0, 16.0, 7.0, 10.0])
@@ -97,9 +101,10 @@ def _kill_decode_workers(stop: threading.Event, killed: list[int]) -> None:
         time.sleep(0.002)
 
 
+@needs_ray
 def test_a_killed_decode_worker_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
     src = tmp_path / "music"
-    make_music(src, [40.0] * 10)
+    make_music(src, [60.0] * 10, sample_rate=48000)  # resampled to 16 kHz: each decode task takes a while
     index_paths([src], tmp_path / "want", FakeEncoder(), CONFIG)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_decode_workers, args=(stop, killed))
@@ -114,6 +119,7 @@ def test_a_killed_decode_worker_is_retried_and_nothing_is_lost(tmp_path: Path) -
     assert_same_library(tmp_path / "got", tmp_path / "want")
 
 
+@needs_ray
 def test_a_killed_driver_leaves_its_last_commit_and_the_rerun_embeds_only_the_rest(
         tmp_path: Path, ray_cluster: str) -> None:
     src = tmp_path / "music"
@@ -138,3 +144,9 @@ def test_a_killed_driver_leaves_its_last_commit_and_the_rerun_embeds_only_the_re
     r = index_paths([src], lib, FakeEncoder(), CONFIG, driver=ray_driver(EncoderSpec("fake")))
     assert (r.unchanged, r.added, r.failed) == (committed, 8 - committed, 0)  # committed files: not re-embedded
     assert_same_library(lib, tmp_path / "want")
+
+
+def test_without_ray_installed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'songseek\[ray\]'"):
+        connect("local")
