@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +17,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*RANDOM weights"), pytest.mark
 runner = CliRunner()
 
 
-def run(*args: str) -> dict | list:
+def run(*args: str) -> Any:
+    """The command's JSON output (an object for index and info, a list of hits for search)."""
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.stderr or result.output
     return json.loads(result.stdout)

@@ -106,7 +106,7 @@ def test_a_killed_decode_worker_is_retried_and_nothing_is_lost(tmp_path: Path) -
     src = tmp_path / "music"
     make_music(src, [60.0] * 10, sample_rate=48000)  # resampled to 16 kHz: each decode task takes a while
     index_paths([src], tmp_path / "want", FakeEncoder(), CONFIG)
-    stop, killed = threading.Event(), []
+    stop, killed = threading.Event(), list[int]()
     killer = threading.Thread(target=_kill_decode_workers, args=(stop, killed))
     killer.start()
     try:
