@@ -58,7 +58,8 @@ class RayOptions:
     ``workers``: embedding actors (0: one per GPU in the cluster, else 1). ``gpus_per_worker``: None = 1
     when the cluster has GPUs, else 0. ``cpus_per_worker``: CPUs each actor reserves. ``threads_per_worker``:
     the model's CPU threads in each actor (0: Ray's default, one per reserved CPU; more lets the model use
-    cores that decode tasks leave idle, as the threaded indexer's model does). ``device``: as --device."""
+    cores that decode tasks leave idle, as the threaded indexer's model does). ``device``: where each actor's
+    model runs (auto, cpu, cuda, cuda:N, mps; resolved on the actor's node)."""
 
     address: str = "local"
     workers: int = 0
@@ -75,10 +76,7 @@ def connect(address: str) -> bool:
         return False
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
-        if address == "local":
-            ray.init(**kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        ray.init(address=address, **kwargs)  # "local" always starts a new one, whatever else runs
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"cannot reach a Ray cluster at address={address!r} ({exc}); give 'local', "
                          "'auto' (a running cluster) or its address (host:port or ray://host:port)") from exc
