@@ -7,12 +7,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from . import bench_extra_cmds, bench_retrieval_cmds
 from .common import handles_errors, library_option, print_json
+
+if TYPE_CHECKING:
+    from songseek.engine.encoders import Encoder
 
 bench_app = typer.Typer(
     help="Benchmarks: speed (query-speed, index-speed), retrieval quality and the papers' evaluations.",
@@ -204,6 +207,11 @@ def index_speed(
     work: Path = typer.Option(None, "--work", help="Folder for the throw-away library (default: temp)."),
     repeats: int = typer.Option(2, "--repeats", help="Alternating runs of each; the best of each is kept."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
+    ray: str = typer.Option(None, "--ray", help="Instead: the threaded indexer vs `index --ray` (local, auto or "
+                            "an address) on the same files, alternating; prints Ray / threaded (target ≥ 0.8)."),
+    ray_workers: int = typer.Option(0, "--ray-workers", help="With --ray: embedding actors (0: automatic)."),
+    ray_threads: int = typer.Option(0, "--ray-threads", help="With --ray: model CPU threads per actor "
+                                    "(0: one per CPU it reserves)."),
 ) -> None:
     """End-to-end windows/s of `songseek index` vs model-only windows/s on the same windows (target ≥ 0.9)."""
     from songseek.benchmarks.speed import run_index_speed
@@ -216,6 +224,10 @@ def index_speed(
     enc = load_encoder(encoder, checkpoint, resolve_device(device), random_weights)
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
+    if ray is not None:
+        _ray_index_speed(sources, enc, encoder, checkpoint, random_weights, device, batch_size, workers, window,
+                         hop, work, repeats, ray, ray_workers, ray_threads, json_out)
+        return
     r = run_index_speed(sources, enc, batch_size=batch_size, workers=workers, window_s=window, hop_s=hop,
                         work=work, repeats=repeats)
     if json_out:
@@ -232,3 +244,29 @@ def index_speed(
             ["model in pipeline", r.model_in_pipeline_s, r.windows / max(r.model_in_pipeline_s, 1e-9),
              f"time the indexer spent in the model ({r.pipeline_batches} batches)"]])
     typer.echo(f"end-to-end / model-only = {r.ratio:.3f} (target ≥ 0.9 on CPU)")
+
+
+def _ray_index_speed(sources: list[Path], enc: Encoder, encoder: str, checkpoint: str | None, random_weights: bool,
+                     device: str, batch_size: int, workers: int, window: float, hop: float | None,
+                     work: Path | None, repeats: int, ray: str, ray_workers: int, ray_threads: int,
+                     json_out: bool) -> None:
+    from songseek.benchmarks.ray_speed import run_ray_index_speed
+    from songseek.indexers.ray_runner import EncoderSpec, RayOptions
+
+    options = RayOptions(ray, ray_workers, threads_per_worker=ray_threads, device=device)
+    r = run_ray_index_speed(sources, enc, EncoderSpec(encoder, checkpoint, random_weights), options,
+                            device=device, batch_size=batch_size, workers=workers, window_s=window, hop_s=hop,
+                            work=work, repeats=repeats)
+    if json_out:
+        print_json(r.to_json())
+        return
+    _table(f"{r.files} files, {r.windows} windows, {r.audio_s / 3600:.3f} h audio; {r.encoder}"
+           + (" (random weights)" if r.random_weights else "")
+           + f", batch {r.batch_size}, {r.ray_threads or 'default'} model threads per actor; "
+           f"Ray {r.ray_address}: {r.cluster_cpus:g} CPUs, {r.cluster_gpus:g} GPUs, "
+           f"started in {r.ray_start_s:.1f} s; load {r.load_avg:.1f}; best of {r.repeats}",
+           ["path", "seconds", "windows/s", "what"],
+           [["threaded", r.threads_s, r.threads_windows_per_s, f"model load + index, {r.workers} decode threads"],
+            ["ray", r.ray_s, r.ray_windows_per_s, "decode tasks + embedding actors (model load) + commits"]])
+    typer.echo(f"ray / threaded = {r.ratio:.3f} (target ≥ 0.8); same tracks and frames: "
+               f"{'yes' if r.same_tracks_and_frames else 'NO'}")

@@ -53,6 +53,14 @@ def index(
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
     commit_every: int = typer.Option(64, "--commit-every", hidden=True,
                                      help="Commit after this many finished files (tests use 1)."),
+    ray: str = typer.Option(None, "--ray", help="Decode and embed on Ray: local, auto (the running cluster) "
+                            "or a cluster address; this process stays the one writer (docs/ray.md)."),
+    ray_workers: int = typer.Option(0, "--ray-workers", help="With --ray: embedding actors, one model each "
+                                    "(0: one per GPU of the cluster, else 1)."),
+    ray_gpus: float = typer.Option(None, "--ray-gpus", help="With --ray: GPUs per embedding actor "
+                                   "(default: 1 when the cluster has GPUs, else 0)."),
+    ray_threads: int = typer.Option(0, "--ray-threads", help="With --ray: model CPU threads per actor "
+                                    "(0: one per CPU it reserves)."),
 ) -> None:
     """Index audio files into a library; later runs embed only new or changed files (docs/robustness.md).
 
@@ -72,6 +80,8 @@ def index(
     from songseek.engine.encoders.onnx_text import validate_backend
 
     validate_backend(text_backend)
+    if ray_workers < 0 or ray_threads < 0 or (ray_gpus is not None and ray_gpus < 0):
+        raise UsageError("--ray-workers, --ray-gpus and --ray-threads must be 0 or more")
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
         if encoder is None:
@@ -81,7 +91,9 @@ def index(
             window, hop = m.window_s, m.hop_s
         index_factory = index_factory or m.index_factory
     index_factory = index_factory or "auto"
-    enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device(device), random_weights)
+    # On Ray the models run in the actors; this process needs the encoder's description only.
+    enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device("cpu" if ray else device),
+                       random_weights)
     window = window or enc.info.native_window_s or 10.0  # MS-CLAP sees 7 s: longer windows would lose their tail
     if enc.info.random_weights:
         typer.echo("warning: random weights — vectors and scores mean nothing (pipeline/speed checks only)",
@@ -91,7 +103,14 @@ def index(
                          prune_empty=prune is True,
                          retry_failed=retry_failed,
                          commit_every_files=commit_every)
-    report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait)
+    driver = None
+    if ray is not None:
+        from songseek.indexers.ray_runner import EncoderSpec, RayOptions, ray_driver
+
+        driver = ray_driver(EncoderSpec(encoder or DEFAULT_ENCODER, checkpoint, random_weights),
+                            RayOptions(ray, ray_workers, ray_gpus, threads_per_worker=ray_threads,
+                                       device=device))
+    report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait, driver=driver)
     if json_out:
         data = {k: v for k, v in report.__dict__.items() if k != "failures"}
         data["failures"] = [f.__dict__ for f in report.failures]

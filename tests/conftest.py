@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,15 @@ def _onnx_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("SONGSEEK_CACHE_DIR", None)
     else:
         os.environ["SONGSEEK_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray with 2 CPUs for every Ray test of the session; yields its address (for a second driver)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]' (or '.[dev]')")
+    pytest.importorskip("ray.data", reason="ray.data is not installed: pip install -e '.[ray]' (or '.[dev]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()

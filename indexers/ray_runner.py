@@ -1,0 +1,246 @@
+"""Run the indexing job's decode and embed stages on a Ray cluster (Ray Data); this process stays the one
+writer.
+
+The driver (this process) scans, classifies and prunes exactly as the threaded indexer does (pipeline.
+plan_jobs), then streams the job list through Ray Data:
+
+- decode + windowing: CPU tasks, one file per call, windows streamed out in blocks of ``batch_size``;
+- embedding: an actor pool (one model per actor; one GPU per actor when the cluster has GPUs);
+- vectors stream back to the driver as Arrow tables, and the driver's CommitStage adds finished files in
+  job order and commits in batches. Workers never touch the library folder, so on several nodes the
+  library needs no shared storage: only the driver's disk holds it.
+
+Ray retries a killed decode task or embedding actor; a window delivered twice is keyed by (job, window
+number) and kept once, so nothing is duplicated, and a run whose stream ends with a file incomplete raises
+(after committing the files before it) instead of storing a partial track.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from songseek.engine.device import resolve_device
+from songseek.engine.encoders import Encoder, EncoderInfo, load_encoder
+from songseek.engine.errors import IncompatibleLibraryError, MissingDependencyError, SongseekError, UsageError
+
+from .pipeline import IndexConfig
+from .sources import SourceFile
+from .stages import CommitStage, checked_windows, decode_windows, embed_windows, failure_message
+
+# Builds one encoder inside an actor from a device string ("auto", "cpu", "cuda"...); pickled to each actor.
+EncoderFactory = Callable[[str], Encoder]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """An :data:`EncoderFactory` for a registered encoder: name, checkpoint, random weights."""
+
+    name: str
+    checkpoint: str | None = None
+    random_weights: bool = False
+
+    def __call__(self, device: str) -> Encoder:
+        return load_encoder(self.name, self.checkpoint, resolve_device(device), self.random_weights)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: ``address`` "local" starts Ray on this machine (or uses the one this process
+    already initialised), "auto" joins the running cluster, anything else is a cluster address.
+    ``workers``: embedding actors (0: one per GPU in the cluster, else 1). ``gpus_per_worker``: None = 1
+    when the cluster has GPUs, else 0. ``cpus_per_worker``: CPUs each actor reserves. ``threads_per_worker``:
+    the model's CPU threads in each actor (0: Ray's default, one per reserved CPU; more lets the model use
+    cores that decode tasks leave idle, as the threaded indexer's model does). ``device``: where each actor's
+    model runs (auto, cpu, cuda, cuda:N, mps; resolved on the actor's node)."""
+
+    address: str = "local"
+    workers: int = 0
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int = 0
+    device: str = "auto"
+
+
+def connect(address: str) -> bool:
+    """Initialise Ray for ``address`` unless this process already did; returns True when it started it."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        ray.init(address=address, **kwargs)  # "local" always starts a new one, whatever else runs
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"cannot reach a Ray cluster at address={address!r} ({exc}); give 'local', "
+                         "'auto' (a running cluster) or its address (host:port or ray://host:port)") from exc
+    return True
+
+
+def _import_ray() -> ModuleType:  # ray is an optional extra, imported when asked for
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("indexing on Ray needs ray[data]: pip install 'songseek[ray]'") from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class _DecodeSpec:
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    rows: int  # windows per output block
+
+
+# Columns of a decoded block (and of the vectors coming back, with "vector" instead of "samples").
+_KEYS = ("job", "n", "start_s", "end_s", "total", "error_class", "error")
+
+
+def _rows(job: int, ns: list[int], times: list[tuple[float, float]], samples: np.ndarray, total: int,
+          error_class: str = "", error: str = "") -> dict[str, np.ndarray]:
+    k = len(ns)
+    return {"job": np.full(k, job, np.int64), "n": np.asarray(ns, np.int64),
+            "start_s": np.asarray([s for s, _ in times], np.float64),
+            "end_s": np.asarray([e for _, e in times], np.float64),
+            "total": np.full(k, total, np.int64), "error_class": np.asarray([error_class] * k, dtype=object),
+            "error": np.asarray([error] * k, dtype=object), "samples": samples}
+
+
+def _decode_memory(spec: _DecodeSpec) -> int:
+    """Bytes a decode task holds: a block of windows being filled and one going out, plus the worker itself
+    (a Python process with PyAV, numpy and pyarrow loaded: ~116 MB measured by Ray's memory check).
+    Declaring it also keeps decoding in CPU tasks of their own: Ray fuses a task stage into the next actor
+    stage only when their resource requests are equal (which would run decode and model on one worker)."""
+    return 2 * spec.rows * round(spec.window_s * spec.sample_rate) * 4 + (192 << 20)
+
+
+def decode_task(batch: dict[str, np.ndarray], spec: _DecodeSpec) -> Iterator[dict[str, np.ndarray]]:
+    """Ray task body: the windows of each file in ``batch`` (columns job, path, size, mtime), in blocks of
+    ``spec.rows``; the last block of a file carries its window count in ``total`` (0 elsewhere). A file
+    that fails gives one row with its error (and zero samples, which the actor skips)."""
+    window_n = round(spec.window_s * spec.sample_rate)
+    for job, path, size, mtime in zip(batch["job"], batch["path"], batch["size"], batch["mtime"]):
+        f = SourceFile(Path(str(path)), int(size), float(mtime))
+        ns: list[int] = []
+        times: list[tuple[float, float]] = []
+        wins: list[np.ndarray] = []
+        n = 0
+        try:
+            for win, s, e in checked_windows(f, decode_windows(f, spec.sample_rate, spec.window_s, spec.hop_s)):
+                if len(wins) == spec.rows:  # a full block goes out once a next window exists
+                    yield _rows(int(job), ns, times, np.stack(wins), 0)
+                    ns, times, wins = [], [], []
+                ns.append(n)
+                times.append((s, e))
+                wins.append(win)
+                n += 1
+        except Exception as exc:  # one file's failure is recorded by the driver, never fatal for the run
+            yield _rows(int(job), [-1], [(0.0, 0.0)], np.zeros((1, window_n), np.float32), 0,
+                        type(exc).__name__, failure_message(str(f.path), exc))
+            continue
+        yield _rows(int(job), ns, times, np.stack(wins), n)
+
+
+class EmbedActor:
+    """Ray actor body: one model, loaded once; turns decoded blocks into vector tables."""
+
+    def __init__(self, factory: EncoderFactory, device: str, expected: EncoderInfo) -> None:
+        self.encoder = factory(device)
+        if self.encoder.info != expected:
+            raise IncompatibleLibraryError(f"the encoder built on a Ray worker ({self.encoder.info}) differs "
+                                           f"from the driver's ({expected})")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        ok = batch["error"] == ""
+        dim = self.encoder.info.dim
+        vectors = np.zeros((len(ok), dim), np.float32)
+        seconds = 0.0
+        if ok.any():
+            vectors[ok], seconds = embed_windows(self.encoder, np.asarray(batch["samples"])[ok])
+        cols = {k: pa.array(batch[k].tolist() if batch[k].dtype == object else batch[k]) for k in _KEYS}
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+        cols["model_s"] = pa.array(np.full(len(ok), seconds / max(1, len(ok))))
+        return pa.table(cols)
+
+
+def ray_driver(factory: EncoderFactory, options: RayOptions = RayOptions()
+               ) -> Callable[[CommitStage, Encoder, float, float, IndexConfig], None]:
+    """A pipeline.EmbedDriver that runs decode and embedding on Ray (see the module docstring)."""
+
+    def run(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: float, config: IndexConfig) -> None:
+        started = connect(options.address)
+        ray = _import_ray()
+        try:
+            _run(ray, commit, factory, encoder.info, window_s, hop_s, config, options)
+        finally:
+            if started:
+                ray.shutdown()
+
+    return run
+
+
+def _threads_env(threads: int) -> dict[str, dict[str, str]] | None:
+    """A runtime env that gives the actor's model ``threads`` CPU threads (torch and BLAS read these at import)."""
+    if threads <= 0:
+        return None
+    n = str(threads)
+    return {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
+
+
+def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: EncoderInfo,
+         window_s: float, hop_s: float, config: IndexConfig, options: RayOptions) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if cluster_gpus else 0.0)
+    workers = options.workers or (max(1, int(cluster_gpus / gpus)) if gpus else 1)
+    jobs = commit.jobs
+    items = [{"job": i, "path": j.path, "size": j.source.size, "mtime": j.source.mtime}
+             for i, j in enumerate(jobs)]
+    spec = _DecodeSpec(info.sample_rate, window_s, hop_s, config.batch_size)
+    ds = (ray.data.from_items(items, override_num_blocks=min(len(items), 10_000))
+          .map_batches(decode_task, fn_kwargs={"spec": spec}, batch_size=1, num_cpus=1,
+                       memory=_decode_memory(spec))
+          .map_batches(EmbedActor, fn_constructor_args=(factory, options.device, info), batch_size=config.batch_size,
+                       compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
+                       num_cpus=options.cpus_per_worker, runtime_env=_threads_env(options.threads_per_worker)))
+    report = commit.report
+    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        report.model_seconds += float(pc.sum(table.column("model_s")).as_py() or 0.0)
+        vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(len(table), info.dim)
+        rows = table.select(list(_KEYS)).to_pylist()
+        for r, vec in zip(rows, vectors, strict=True):
+            i = r["job"]
+            if r["error"]:
+                commit.fail(i, r["error_class"], r["error"])
+                continue
+            commit.window(i, r["n"], r["start_s"], r["end_s"])
+            commit.vector(i, r["n"], vec)
+            if r["total"]:
+                commit.decoded(i, r["total"])
+        commit.finish_ready()
+    commit.finish_ready()
+    if not commit.all_done:
+        left = [jobs[i].path for i in range(commit.next_job, len(jobs)) if not commit.is_failed(i)]
+        raise SongseekError(f"the Ray job ended with {len(left)} file(s) incomplete (first: {left[:1]}); the "
+                            "files before them are committed: run the same index again to finish")
+
+
+def timed_connect(address: str) -> float:
+    """Start or join Ray now (benchmarks keep cluster start-up out of the indexing time); seconds taken."""
+    t0 = time.perf_counter()
+    connect(address)
+    return time.perf_counter() - t0
+
+
+def cluster_resources() -> dict[str, float]:
+    """The connected cluster's total resources (CPU, GPU, memory...)."""
+    return {k: float(v) for k, v in _import_ray().cluster_resources().items()}
