@@ -94,7 +94,8 @@ def test_bad_limits_name_the_parameter(limits: FilterLimits, message: str) -> No
         filter_track_ids(_tables(), "year > 0", limits)
 
 
-def test_ctrl_c_stops_a_running_filter() -> None:
+@pytest.mark.parametrize("delay_s", [0.0, 0.5, 2.0])   # while setting up, just started, well under way
+def test_ctrl_c_stops_a_running_filter(delay_s: float) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
@@ -112,7 +113,7 @@ def test_ctrl_c_stops_a_running_filter() -> None:
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    time.sleep(1.0)
+    time.sleep(delay_s)
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     try:

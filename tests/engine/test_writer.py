@@ -292,7 +292,7 @@ def test_wrong_library_messages(tmp_path: Path) -> None:
 
 
 def test_manifest_roundtrip_keeps_every_field(tmp_path: Path) -> None:
-    m = manifest().bumped(frame_shards=("frames-000001.arrow",), shard_rows=(3,),
+    m = manifest().bumped(frame_shards=("frames-000001.arrow",), shard_rows=(3,), tracks_file="tracks-000002.arrow",
                           checksums={"frames-000001.arrow": "ab" * 32}, previous_files=("tracks-000001.arrow",))
     manifest_mod.write_manifest(tmp_path, m)
     assert read_manifest(tmp_path) == m
