@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "songseek.cli.demo_cmd",
     "songseek.cli.bench_cmds",
     "songseek.cli.synth_cmd",
+    "songseek.cli.serve_cmd",
 ]
 
 for _name in _COMMAND_MODULES:
