@@ -91,7 +91,7 @@ def test_token_guards_api_and_audio(token_server: LiveServer) -> None:
         assert c.get(audio_url, headers={"Range": "bytes=0-99"}).status_code == 401
         assert c.get("/").status_code == 200  # the page itself holds no data
         assert c.get("/?token=wrong").status_code == 401
-    with httpx.Client(base_url=token_server.url) as browser:
+    with httpx.Client(base_url=token_server.url, follow_redirects=True) as browser:
         login = browser.get(f"/?token={SECRET}")  # follows the redirect to /, keeps the cookie
         assert login.status_code == 200 and str(login.url).endswith("/")
         assert "httponly" in login.history[0].headers["set-cookie"].lower()
@@ -118,17 +118,16 @@ def test_full_pool_answers_503_with_retry_after(library: Path) -> None:
     gate = app.state.ctx.gate
     gate.acquire(exclusive=True)  # hold every search in its worker
     try:
-        with httpx.Client(base_url=live.url, timeout=30) as c:
-            first = threading.Thread(target=lambda: c.get("/api/search", params={"q": "piano"}))
-            first.start()
-            deadline = time.monotonic() + 10
-            while app.state.ctx.pool.inflight < 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            t0 = time.perf_counter()
-            res = httpx.get(live.url + "/api/search", params={"q": "drums"})
-            assert res.status_code == 503 and res.headers["retry-after"] == "1"
-            assert "busy" in res.json()["error"]
-            assert time.perf_counter() - t0 < 5  # answered, not queued behind the held search
+        first = threading.Thread(target=lambda: httpx.get(live.url + "/api/search", params={"q": "piano"}, timeout=60))
+        first.start()
+        deadline = time.monotonic() + 10
+        while app.state.ctx.pool.inflight < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        res = httpx.get(live.url + "/api/search", params={"q": "drums"})
+        assert res.status_code == 503 and res.headers["retry-after"] == "1"
+        assert "busy" in res.json()["error"]
+        assert time.perf_counter() - t0 < 5  # answered, not queued behind the held search
     finally:
         gate.release(exclusive=True)
         first.join(30)
