@@ -23,17 +23,17 @@ Rerank = Literal["fusion", "mean", "max", "none"]
 class SearchParams:
     """Every `songseek search` option, a per-artist cap, and structured filters (ANDed with ``where``)."""
 
-    k: int = Query(10, description="Tracks to return.")
+    k: int = Query(10, ge=1, description="Tracks to return.")
     rerank: Rerank = Query("fusion", description="fusion, mean, max or none.")
-    candidates: int = Query(200, description="Tracks reranked per query.")
+    candidates: int = Query(200, ge=1, description="Tracks reranked per query.")
     where: str | None = Query(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
     exact: bool = Query(False, description="Skip FAISS: brute force over every frame.")
-    nprobe: int | None = Query(None, description="IVF lists probed (default: the library's own).")
+    nprobe: int | None = Query(None, ge=1, description="IVF lists probed (default: the library's own).")
     kernel_s: float | None = Query(None, description="Fusion kernel length in seconds.")
     stride_s: float | None = Query(None, description="Fusion kernel stride in seconds.")
-    segment_s: float = Query(30.0, description="Length of the best-segment search in seconds.")
+    segment_s: float = Query(30.0, gt=0, description="Length of the best-segment search in seconds.")
     temperature: float | None = Query(None, description="Fusion softmax temperature.")
-    per_artist: int | None = Query(None, description="At most this many hits per artist.")
+    per_artist: int | None = Query(None, ge=1, description="At most this many hits per artist.")
     artist: str | None = Query(None, description="Only this artist (exact).")
     album: str | None = Query(None, description="Only this album (exact).")
     genre: str | None = Query(None, description="Only this genre (exact).")

@@ -177,7 +177,7 @@ def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None
 
 
 @pytest.mark.parametrize(("params", "status", "word"), [
-    ({"q": QUERY, "k": 0}, 400, "k must be"),
+    ({"q": QUERY, "k": 0}, 422, "k: Input should be greater than or equal to 1"),
     ({"q": QUERY, "k": 1000}, 400, "k must be"),
     ({"q": "x" * 3000}, 400, "characters"),
     ({"q": "   "}, 400, "empty"),
@@ -185,7 +185,8 @@ def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None
     ({"q": QUERY, "where": "x" * 3000}, 400, "where is"),
     ({"q": QUERY, "rerank": "magic"}, 422, "rerank"),
     ({"q": QUERY, "tag": "jazz"}, 400, "no tags"),
-    ({"q": QUERY, "candidates": 0}, 400, "candidates"),
+    ({"q": QUERY, "candidates": 0}, 422, "candidates"),
+    ({"q": QUERY, "candidates": 10**6}, 400, "candidates must be"),
 ])
 def test_bad_requests_get_one_line_4xx(client: httpx.Client, params: dict, status: int, word: str) -> None:
     res = client.get("/api/search", params=params)
