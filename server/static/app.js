@@ -155,8 +155,9 @@ async function drawStrip(li, h) {
   canvas.width = canvas.clientWidth || 600;
   const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height;
   ctx.clearRect(0, 0, W, H);
-  ctx.fillStyle = "#f6d365";
-  ctx.fillRect(h.start_s / total * W, 0, Math.max(2, (h.end_s - h.start_s) / total * W), H);
+  const segX = h.start_s / total * W, segW = Math.max(2, (h.end_s - h.start_s) / total * W);
+  ctx.fillStyle = "#fbd38d";
+  ctx.fillRect(segX, 0, segW, H);
   if (tl) {
     const lo = Math.min(...tl.similarity), hi = Math.max(...tl.similarity);
     windows.forEach((w, j) => {
@@ -166,6 +167,8 @@ async function drawStrip(li, h) {
       ctx.fillRect(x, H - 2 - v * (H - 4), bw, 2 + v * (H - 4));
     });
   }
+  ctx.fillStyle = "#dd6b20";  // the best segment: a bar along the top, over the similarity bars
+  ctx.fillRect(segX, 0, segW, 3);
   canvas.dataset.ready = "1";
   canvas.onclick = (ev) => {
     const rect = canvas.getBoundingClientRect();
