@@ -136,8 +136,10 @@ def _requests(kind: str, vectors: np.ndarray, k: int) -> list[Request]:
 
 def drive(port: int, reqs: list[Request], total: int, clients: int) -> dict[str, float]:
     """``total`` requests from ``clients`` threads (each its own keep-alive connection), round-robin over
-    ``reqs``: latency percentiles (ms), throughput, and counts by outcome."""
+    ``reqs``: latency percentiles (ms), the overhead (latency minus the engine time the server reports in
+    Server-Timing), throughput, and counts by outcome."""
     lat = np.zeros(total)
+    engine = np.full(total, np.nan)
     status = np.zeros(total, dtype=np.int64)
     counter = iter(range(total))
     lock = threading.Lock()
@@ -156,6 +158,9 @@ def drive(port: int, reqs: list[Request], total: int, clients: int) -> dict[str,
                 resp = conn.getresponse()
                 resp.read()
                 status[i] = resp.status
+                timing = resp.getheader("server-timing") or ""
+                if "dur=" in timing:
+                    engine[i] = float(timing.split("dur=")[1])
             except (OSError, http.client.HTTPException):
                 status[i] = -1
                 conn.close()
@@ -172,16 +177,20 @@ def drive(port: int, reqs: list[Request], total: int, clients: int) -> dict[str,
     wall = time.perf_counter() - t0
     ok = status == 200
     busy = status == 503
-    return {"p50_ms": float(np.percentile(lat[ok], 50)) if ok.any() else float("nan"),
-            "p99_ms": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
-            "busy_p50_ms": float(np.percentile(lat[busy], 50)) if busy.any() else float("nan"),
-            "busy_max_ms": float(lat[busy].max()) if busy.any() else float("nan"),
+
+    def pct(x: np.ndarray, q: float) -> float:
+        return float(np.percentile(x, q)) if len(x) else float("nan")
+
+    over = (lat - engine)[ok & np.isfinite(engine)]
+    return {"p50_ms": pct(lat[ok], 50), "p99_ms": pct(lat[ok], 99), "engine_p50_ms": pct(engine[ok], 50),
+            "overhead_p50_ms": pct(over, 50), "overhead_p99_ms": pct(over, 99),
+            "busy_p50_ms": pct(lat[busy], 50), "busy_max_ms": float(lat[busy].max()) if busy.any() else float("nan"),
             "qps": float(ok.sum() / wall), "ok": int(ok.sum()), "busy_503": int(busy.sum()),
             "errors": int((~ok & ~busy).sum())}
 
 
-def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int) -> dict[str, float]:
-    """The same queries through Library.search in this process, one at a time."""
+def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int) -> np.ndarray:
+    """Latencies (ms) of the same queries through Library.search in this process, one at a time."""
     opts = SearchOptions(k=k)
     lat = np.zeros(total)
     for i in range(total):
@@ -191,8 +200,10 @@ def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int)
         else:
             lib.search(TEXTS[i % len(TEXTS)], options=opts)
         lat[i] = (time.perf_counter() - t0) * 1000
-    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "qps": float(total / lat.sum() * 1000)}
+    return lat
+
+
+ROUNDS = 5  # in-process and one-client server blocks alternate, so machine load drifts hit both alike
 
 
 def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
@@ -209,17 +220,24 @@ def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
                                  "cpus": os.cpu_count(), "runs": []}
     runs: list[dict[str, object]] = []
     echo(f"library: {lib.n_tracks} tracks, {cfg.frames} frames, index {lib.manifest.index_description}")
-    for kind in cfg.kinds:
-        in_process(lib, kind, vectors, cfg.k, 20)  # warm caches and the encoder
-        base = in_process(lib, kind, vectors, cfg.k, min(cfg.requests, 1000))
-        echo(f"in-process {kind}: p50 {base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  "
-             f"{base['qps']:.0f} q/s (one at a time)")
-        runs.append({"kind": kind, "where": "in-process", "clients": 1, **base})
     server = Server(root, cfg.workers, cfg.queue)
     try:
         for kind in cfg.kinds:
             reqs = _requests(kind, vectors, cfg.k)
-            drive(server.port, reqs, 50, 1)  # warm-up
+            in_process(lib, kind, vectors, cfg.k, 20)  # warm caches and the encoder on both sides
+            drive(server.port, reqs, 50, 1)
+            local, block = [], max(1, cfg.requests // ROUNDS)
+            for _ in range(ROUNDS):
+                local.append(in_process(lib, kind, vectors, cfg.k, block))
+                if 1 in cfg.concurrency:
+                    one = drive(server.port, reqs, block, 1)
+                    runs.append({"kind": kind, "where": "server-block", "clients": 1, **one})
+            lat = np.concatenate(local)
+            base = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                    "qps": float(len(lat) / lat.sum() * 1000)}
+            runs.append({"kind": kind, "where": "in-process", "clients": 1, **base})
+            echo(f"in-process {kind} (one at a time, interleaved with the x1 server blocks): p50 "
+                 f"{base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  {base['qps']:.0f} q/s")
             for clients in cfg.concurrency:
                 rss0, _ = _rss_mb(server.proc.pid)
                 res = drive(server.port, reqs, cfg.requests, clients)
@@ -228,8 +246,15 @@ def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
                        "rss_after_mb": rss1, "rss_peak_mb": hwm}
                 runs.append(row)
                 echo(f"server {kind} x{clients}: p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms  "
-                     f"{res['qps']:.0f} q/s  ok {res['ok']}  503 {res['busy_503']}  errors {res['errors']}  "
-                     f"RSS {rss0:.0f} → {rss1:.0f} MiB (peak {hwm:.0f})")
+                     f"(engine p50 {res['engine_p50_ms']:.2f}, overhead p50 {res['overhead_p50_ms']:.2f} "
+                     f"p99 {res['overhead_p99_ms']:.2f})  {res['qps']:.0f} q/s  ok {res['ok']}  "
+                     f"503 {res['busy_503']}  errors {res['errors']}  RSS {rss0:.0f} → {rss1:.0f} MiB "
+                     f"(peak {hwm:.0f})")
+            blocks = [r for r in runs if r["where"] == "server-block" and r["kind"] == kind]
+            if blocks:
+                p50s = [float(str(r["p50_ms"])) for r in blocks]
+                echo(f"  x1 server blocks p50 {np.median(p50s):.2f} ms vs in-process p50 {base['p50_ms']:.2f} ms: "
+                     f"difference {np.median(p50s) - base['p50_ms']:+.2f} ms")
     finally:
         server.stop()
     small = Server(root, workers=1, queue=1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from songseek.engine.audio import decode
 from songseek.engine.encoders.base import l2_normalize
@@ -39,8 +40,13 @@ def _check_text(text: str, ctx: Context) -> None:
                          f"{ctx.limits.max_query_chars:,}")
 
 
+def _timed(response: Response, t0: float) -> None:
+    """Server-Timing: how long the engine took inside the worker (`bench serve` subtracts it)."""
+    response.headers["Server-Timing"] = f"engine;dur={(time.perf_counter() - t0) * 1000:.3f}"
+
+
 @router.get("/search", response_model=SearchOut)
-async def search_text(ctx: Ctx, params: Params,
+async def search_text(ctx: Ctx, params: Params, response: Response,
                       q: str = Query(..., description="What the music sounds like.")) -> dict[str, object]:
     """Hits for a text query, in the order and with the segments `songseek search TEXT --json` gives."""
     params.checked(ctx.limits)
@@ -49,15 +55,17 @@ async def search_text(ctx: Ctx, params: Params,
     def work() -> dict[str, object]:
         snap = ctx.holder.current()
         opts = params.options(snap.library)
+        t0 = time.perf_counter()
         with ctx.gate_for(params):
             hits = snap.library.search(q, options=opts)
+        _timed(response, t0)
         return _out(snap, params.finish(hits))
 
     return await ctx.pool.run(work)
 
 
 @router.post("/search/batch", response_model=BatchOut)
-async def search_batch(ctx: Ctx, params: Params, body: BatchIn) -> dict[str, object]:
+async def search_batch(ctx: Ctx, params: Params, body: BatchIn, response: Response) -> dict[str, object]:
     """One list of hits per text or per vector, in input order (`songseek search --query-file/--query-vectors`)."""
     params.checked(ctx.limits)
     if (body.texts is None) == (body.vectors is None):
@@ -76,11 +84,13 @@ async def search_batch(ctx: Ctx, params: Params, body: BatchIn) -> dict[str, obj
     def work() -> dict[str, object]:
         snap = ctx.holder.current()
         opts = params.options(snap.library)
+        t0 = time.perf_counter()
         with ctx.gate_for(params):
             if vectors is not None:
                 results = snap.library.search_vectors(vectors, opts)
             else:
                 results = snap.library.search_texts(list(body.texts or []), opts)
+        _timed(response, t0)
         return {"generation": snap.generation, "random_weights": snap.random_weights,
                 "results": [[hit_json(h) for h in params.finish(hits)] for hits in results]}
 

@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from songseek.cli.main import app as cli_app
+from songseek.server import ServerConfig, create_app
+from tests.indexers.test_pipeline import tone_track, write_wav
 from tests.server.conftest import LiveServer
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
@@ -127,3 +131,19 @@ def test_errors_show_in_the_page(page: object, served: LiveServer) -> None:
     page.goto(served.url + "/?q=piano&k=1000")
     page.wait_for_selector("#error:not([hidden])")
     assert "k must be between 1 and 100" in page.inner_text("#error")
+
+
+def test_random_weights_warning_is_visible(browser: object, tmp_path: Path) -> None:
+    write_wav(tmp_path / "music" / "a.wav", tone_track([220, 440], 10, 0))
+    lib = tmp_path / "lib"
+    result = CliRunner().invoke(cli_app, ["index", str(tmp_path / "music"), "--library", str(lib), "--encoder", "fake"])
+    assert result.exit_code == 0, result.stderr
+    live = LiveServer(create_app(ServerConfig(library=lib)))
+    pg = browser.new_page()  # type: ignore[attr-defined]
+    try:
+        pg.goto(live.url + "/")
+        pg.wait_for_selector("#warning:not([hidden])")
+        assert "RANDOM weights" in pg.inner_text("#warning")
+    finally:
+        pg.close()
+        live.stop()
