@@ -30,6 +30,7 @@ class Context:
         return self.gate.exclusive() if params.nprobe is not None else self.gate.shared()
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
+    """(async: a plain function dependency would run on a worker thread, one more hop per request)"""
     ctx: Context = request.app.state.ctx
     return ctx

@@ -85,6 +85,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far, every thread (Linux /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of ``pid`` in MiB (Linux)."""
     values = {}
@@ -189,10 +195,12 @@ def drive(port: int, reqs: list[Request], total: int, clients: int) -> dict[str,
             "errors": int((~ok & ~busy).sum())}
 
 
-def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int) -> np.ndarray:
-    """Latencies (ms) of the same queries through Library.search in this process, one at a time."""
+def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int) -> tuple[np.ndarray, float]:
+    """Latencies (ms) of the same queries through Library.search in this process, one at a time, and the CPU
+    seconds the process spent on them."""
     opts = SearchOptions(k=k)
     lat = np.zeros(total)
+    cpu0 = time.process_time()
     for i in range(total):
         t0 = time.perf_counter()
         if kind == "vector":
@@ -200,7 +208,7 @@ def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int)
         else:
             lib.search(TEXTS[i % len(TEXTS)], options=opts)
         lat[i] = (time.perf_counter() - t0) * 1000
-    return lat
+    return lat, time.process_time() - cpu0
 
 
 ROUNDS = 5  # in-process and one-client server blocks alternate, so machine load drifts hit both alike
@@ -226,18 +234,26 @@ def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
             reqs = _requests(kind, vectors, cfg.k)
             in_process(lib, kind, vectors, cfg.k, 20)  # warm caches and the encoder on both sides
             drive(server.port, reqs, 50, 1)
-            local, block = [], max(1, cfg.requests // ROUNDS)
+            local, block, cpu_local, cpu_server, served = [], max(1, cfg.requests // ROUNDS), 0.0, 0.0, 0
             for _ in range(ROUNDS):
-                local.append(in_process(lib, kind, vectors, cfg.k, block))
+                lat_block, cpu = in_process(lib, kind, vectors, cfg.k, block)
+                local.append(lat_block)
+                cpu_local += cpu
                 if 1 in cfg.concurrency:
+                    c0 = _cpu_s(server.proc.pid)
                     one = drive(server.port, reqs, block, 1)
+                    cpu_server += _cpu_s(server.proc.pid) - c0
+                    served += int(one["ok"])
                     runs.append({"kind": kind, "where": "server-block", "clients": 1, **one})
             lat = np.concatenate(local)
             base = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-                    "qps": float(len(lat) / lat.sum() * 1000)}
+                    "qps": float(len(lat) / lat.sum() * 1000), "cpu_ms_per_query": cpu_local / len(lat) * 1000,
+                    "server_cpu_ms_per_query": cpu_server / max(served, 1) * 1000}
             runs.append({"kind": kind, "where": "in-process", "clients": 1, **base})
             echo(f"in-process {kind} (one at a time, interleaved with the x1 server blocks): p50 "
-                 f"{base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  {base['qps']:.0f} q/s")
+                 f"{base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  {base['qps']:.0f} q/s; CPU per query "
+                 f"{base['cpu_ms_per_query']:.2f} ms in-process vs {base['server_cpu_ms_per_query']:.2f} ms in the "
+                 f"server process (x1)")
             for clients in cfg.concurrency:
                 rss0, _ = _rss_mb(server.proc.pid)
                 res = drive(server.port, reqs, cfg.requests, clients)

@@ -4,11 +4,10 @@ offers (turned into one `where` predicate with quoted literals) and the per-arti
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-from fastapi import Query
+from pydantic import BaseModel, Field
 
 from songseek.engine.errors import QueryError
 from songseek.engine.query.diversity import cap_per_artist
@@ -19,28 +18,29 @@ from songseek.server.config import Limits
 Rerank = Literal["fusion", "mean", "max", "none"]
 
 
-@dataclass
-class SearchParams:
-    """Every `songseek search` option, a per-artist cap, and structured filters (ANDed with ``where``)."""
+class SearchParams(BaseModel):
+    """Every `songseek search` option, a per-artist cap, and structured filters (ANDed with ``where``).
 
-    k: int = Query(10, ge=1, description="Tracks to return.")
-    rerank: Rerank = Query("fusion", description="fusion, mean, max or none.")
-    candidates: int = Query(200, ge=1, description="Tracks reranked per query.")
-    where: str | None = Query(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
-    exact: bool = Query(False, description="Skip FAISS: brute force over every frame.")
-    nprobe: int | None = Query(None, ge=1, description="IVF lists probed (default: the library's own).")
-    kernel_s: float | None = Query(None, description="Fusion kernel length in seconds.")
-    stride_s: float | None = Query(None, description="Fusion kernel stride in seconds.")
-    segment_s: float = Query(30.0, gt=0, description="Length of the best-segment search in seconds.")
-    temperature: float | None = Query(None, description="Fusion softmax temperature.")
-    per_artist: int | None = Query(None, ge=1, description="At most this many hits per artist.")
-    artist: str | None = Query(None, description="Only this artist (exact).")
-    album: str | None = Query(None, description="Only this album (exact).")
-    genre: str | None = Query(None, description="Only this genre (exact).")
-    year_min: int | None = Query(None, description="Only tracks from this year on.")
-    year_max: int | None = Query(None, description="Only tracks up to this year.")
-    tag: str | None = Query(None, description="Only tracks with this auto-tag (`songseek tag`) ...")
-    tag_min: float = Query(0.3, description="... at least this strong.")
+    Parsed as a query-parameter model on the event loop (a class dependency would cost a thread hop)."""
+
+    k: int = Field(10, ge=1, description="Tracks to return.")
+    rerank: Rerank = Field("fusion", description="fusion, mean, max or none.")
+    candidates: int = Field(200, ge=1, description="Tracks reranked per query.")
+    where: str | None = Field(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
+    exact: bool = Field(False, description="Skip FAISS: brute force over every frame.")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed (default: the library's own).")
+    kernel_s: float | None = Field(None, description="Fusion kernel length in seconds.")
+    stride_s: float | None = Field(None, description="Fusion kernel stride in seconds.")
+    segment_s: float = Field(30.0, gt=0, description="Length of the best-segment search in seconds.")
+    temperature: float | None = Field(None, description="Fusion softmax temperature.")
+    per_artist: int | None = Field(None, ge=1, description="At most this many hits per artist.")
+    artist: str | None = Field(None, description="Only this artist (exact).")
+    album: str | None = Field(None, description="Only this album (exact).")
+    genre: str | None = Field(None, description="Only this genre (exact).")
+    year_min: int | None = Field(None, description="Only tracks from this year on.")
+    year_max: int | None = Field(None, description="Only tracks up to this year.")
+    tag: str | None = Field(None, description="Only tracks with this auto-tag (`songseek tag`) ...")
+    tag_min: float = Field(0.3, description="... at least this strong.")
 
     def checked(self, limits: Limits) -> SearchParams:
         """Refuse values past the server's limits (QueryError → 400) before any work is queued."""

@@ -24,7 +24,7 @@ from songseek.server.state import Snapshot
 
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
 router = APIRouter(prefix="/api", responses=ERRORS)
-Params = Annotated[SearchParams, Depends()]
+Params = Annotated[SearchParams, Query()]
 Ctx = Annotated[Context, Depends(context)]
 
 

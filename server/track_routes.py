@@ -61,7 +61,7 @@ async def facets(ctx: Ctx) -> dict[str, object]:
 
 
 @router.get("/tracks/{track_id}", response_model=TrackOut)
-async def track(ctx: Ctx, track_id: str, params: Annotated[SearchParams, Depends()],
+async def track(ctx: Ctx, track_id: str, params: Annotated[SearchParams, Query()],
                 q: str | None = Query(None, description="A text query: adds its per-window timeline."),
                 like: str | None = Query(None, description="A track id: the timeline of more-like-this from it.")
                 ) -> dict[str, object]:
