@@ -283,5 +283,6 @@ def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
              f"errors {res['errors']}")
     finally:
         small.stop()
-    report["runs"] = runs
+    # NaN (no 503s, no engine header) becomes null, so --json stays strict JSON
+    report["runs"] = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in runs]
     return report
