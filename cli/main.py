@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import typer
 
-from songseek.cli import analysis_cmds, bench_cmds, demo_cmd, library_cmds, maintenance_cmds, sql_cmd, synth_cmd
+from songseek.cli import (
+    analysis_cmds,
+    bench_cmds,
+    demo_cmd,
+    library_cmds,
+    maintenance_cmds,
+    serve_cmd,
+    sql_cmd,
+    synth_cmd,
+)
 from songseek.engine.version import __version__
 
 app = typer.Typer(
@@ -20,7 +29,7 @@ app = typer.Typer(
 
 # Each command module adds its commands to `app` (heavy libraries load inside the commands, so that
 # `songseek --help` stays fast).
-for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, demo_cmd, bench_cmds, synth_cmd):
+for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, demo_cmd, bench_cmds, synth_cmd, serve_cmd):
     _module.register(app)
 
 

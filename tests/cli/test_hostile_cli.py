@@ -15,7 +15,7 @@ from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import DecodeError, QueryError
 from songseek.engine.query.search import MAX_EXCERPT_S, Library
-from tests.indexers.test_pipeline import tone_track, write_wav
+from tests.audio_helpers import tone_track, write_wav
 
 runner = CliRunner()
 EVIL = "\x1b[31mred\x1b]0;pwned\x07[bold]x[i]\u202egnp"

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from songseek.cli.main import app
+from tests.audio_helpers import tone_track, write_wav
 from tests.engine.encoder_helpers import isolate_hf
-from tests.indexers.test_pipeline import tone_track, write_wav
 
 runner = CliRunner()
 torch.set_num_threads(1)

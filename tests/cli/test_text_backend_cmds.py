@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders import clap_hf
+from tests.audio_helpers import tone_track, write_wav
 from tests.engine.encoder_helpers import save_tiny_tokenizer, tiny_config, tiny_model
-from tests.indexers.test_pipeline import tone_track, write_wav
 
 runner = CliRunner()
 

@@ -79,7 +79,7 @@ def real(shared_data_module: Path) -> tuple[clap_hf.ClapEncoder, Any, Any, list[
 
 @pytest.fixture(scope="module")
 def shared_data_module() -> Path:
-    from tests.conftest import SHARED_DATA
+    SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present (a user's clone): real-data tests skipped")

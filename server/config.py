@@ -1,0 +1,89 @@
+"""What a server is told at start: the library, who may call it, and the limits every request meets."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from songseek.engine.errors import UsageError
+
+TOKEN_ENV = "SONGSEEK_TOKEN"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on a request; a request past one gets a 4xx naming the bound.
+
+    ``workers`` threads run encoding and search; ``queue`` more requests may wait for one, and past that
+    the server answers 503 with Retry-After instead of queueing without bound. ``where_*`` are the
+    bounds handed to the where filter (DuckDB); ``where_chars`` is checked here, the time and memory
+    bounds wait for the engine's sandbox options (issue 13) and are kept here so they have one place.
+    """
+
+    max_query_chars: int = 2_000
+    max_k: int = 100
+    max_candidates: int = 2_000
+    max_nprobe: int = 65_536
+    max_batch: int = 32
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_clip_s: float = 60.0
+    where_chars: int = 2_000
+    where_timeout_s: float = 2.0
+    where_memory: str = "256MB"
+    workers: int = 2
+    queue: int = 32
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.queue < 0:
+            raise UsageError(f"workers must be >= 1 and queue >= 0 (got {self.workers}, {self.queue})")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A server's settings. ``token`` None means no token is asked for (loopback only)."""
+
+    library: Path
+    host: str = "127.0.0.1"
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    device: str = "auto"
+    transcode_dir: Path | None = None   # None: a folder under the system temp dir
+    static_dir: Path | None = None      # None: the page shipped in the package
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The access token from ``token_file`` (first line) or the SONGSEEK_TOKEN environment variable."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"token_file {token_file}: cannot read it ({exc})") from exc
+        token = text.splitlines()[0].strip() if text else ""
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            return None
+    if len(token) < 16:
+        raise UsageError("the access token is shorter than 16 characters: use a long random one "
+                         "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token."""
+    if not is_loopback(host) and token is None:
+        raise UsageError(f"host {host} is reachable from other machines: give an access token with "
+                         f"--token-file FILE or the {TOKEN_ENV} environment variable (or bind 127.0.0.1)")

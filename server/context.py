@@ -1,0 +1,36 @@
+"""What every route shares: the library holder, the bounded pool, the limits, the nprobe gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from songseek.server.config import Limits, ServerConfig
+from songseek.server.pool import BoundedPool
+from songseek.server.query import SearchParams
+from songseek.server.state import Held, LibraryHolder, SearchGate
+from songseek.server.transcode import Transcoder
+
+
+@dataclass
+class Context:
+    config: ServerConfig
+    holder: LibraryHolder
+    pool: BoundedPool
+    gate: SearchGate
+    transcoder: Transcoder
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def gate_for(self, params: SearchParams) -> Held:
+        """A search with its own nprobe runs alone (see SearchGate)."""
+        return self.gate.exclusive() if params.nprobe is not None else self.gate.shared()
+
+
+async def context(request: Request) -> Context:
+    """(async: a plain function dependency would run on a worker thread, one more hop per request)"""
+    ctx: Context = request.app.state.ctx
+    return ctx

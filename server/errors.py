@@ -1,0 +1,70 @@
+"""songseek errors → HTTP status codes, each answered as ``{"error": "<one line>"}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from songseek.engine.errors import (
+    DecodeError,
+    LibraryError,
+    MissingDependencyError,
+    SongseekError,
+    UsageError,
+    WeightsNotFoundError,
+)
+from songseek.server.pool import Busy
+
+
+class NotFound(Exception):
+    """A track id (or file) the library does not have."""
+
+
+class TooLarge(Exception):
+    """An upload or clip past the server's limits (413)."""
+
+
+class Forbidden(Exception):
+    """A missing or wrong access token (401)."""
+
+
+def status_for(exc: SongseekError) -> int:
+    if isinstance(exc, (UsageError, DecodeError)) and not isinstance(exc, MissingDependencyError):
+        return 400
+    if isinstance(exc, (LibraryError, MissingDependencyError, WeightsNotFoundError)):
+        return 503  # the library or its encoder is unusable right now; nothing the client can fix
+    return 500
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": _one_line(message)}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(SongseekError)
+    async def _songseek(_: Request, exc: SongseekError) -> JSONResponse:
+        return error_response(status_for(exc), str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(TooLarge)
+    async def _large(_: Request, exc: TooLarge) -> JSONResponse:
+        return error_response(413, str(exc))
+
+    @app.exception_handler(Busy)
+    async def _busy(_: Request, exc: Busy) -> JSONResponse:
+        return error_response(503, "the server is busy: every worker is taken and the queue is full; retry "
+                              f"in {retry_after_s} s", {"Retry-After": str(retry_after_s)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("query", "body", "path"))
+        return error_response(422, f"{where or 'request'}: {first.get('msg', 'invalid')}")

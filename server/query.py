@@ -1,0 +1,120 @@
+"""Request parameters → SearchOptions exactly as `songseek search` builds them, plus the filters the page
+offers (turned into one `where` predicate with quoted literals) and the per-artist cap."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from songseek.engine.errors import QueryError
+from songseek.engine.query.diversity import cap_per_artist
+from songseek.engine.query.fusion import params_for_hop
+from songseek.engine.query.search import Hit, Library, SearchOptions
+from songseek.server.config import Limits
+
+Rerank = Literal["fusion", "mean", "max", "none"]
+
+
+class SearchParams(BaseModel):
+    """Every `songseek search` option, a per-artist cap, and structured filters (ANDed with ``where``).
+
+    Parsed as a query-parameter model on the event loop (a class dependency would cost a thread hop)."""
+
+    k: int = Field(10, ge=1, description="Tracks to return.")
+    rerank: Rerank = Field("fusion", description="fusion, mean, max or none.")
+    candidates: int = Field(200, ge=1, description="Tracks reranked per query.")
+    where: str | None = Field(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
+    exact: bool = Field(False, description="Skip FAISS: brute force over every frame.")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed (default: the library's own).")
+    kernel_s: float | None = Field(None, description="Fusion kernel length in seconds.")
+    stride_s: float | None = Field(None, description="Fusion kernel stride in seconds.")
+    segment_s: float = Field(30.0, gt=0, description="Length of the best-segment search in seconds.")
+    temperature: float | None = Field(None, description="Fusion softmax temperature.")
+    per_artist: int | None = Field(None, ge=1, description="At most this many hits per artist.")
+    artist: str | None = Field(None, description="Only this artist (exact).")
+    album: str | None = Field(None, description="Only this album (exact).")
+    genre: str | None = Field(None, description="Only this genre (exact).")
+    year_min: int | None = Field(None, description="Only tracks from this year on.")
+    year_max: int | None = Field(None, description="Only tracks up to this year.")
+    tag: str | None = Field(None, description="Only tracks with this auto-tag (`songseek tag`) ...")
+    tag_min: float = Field(0.3, description="... at least this strong.")
+
+    def checked(self, limits: Limits) -> SearchParams:
+        """Refuse values past the server's limits (QueryError → 400) before any work is queued."""
+        if not 1 <= self.k <= limits.max_k:
+            raise QueryError(f"k must be between 1 and {limits.max_k} (got {self.k})")
+        if not 1 <= self.candidates <= limits.max_candidates:
+            raise QueryError(f"candidates must be between 1 and {limits.max_candidates} (got {self.candidates})")
+        if self.nprobe is not None and not 1 <= self.nprobe <= limits.max_nprobe:
+            raise QueryError(f"nprobe must be between 1 and {limits.max_nprobe} (got {self.nprobe})")
+        if self.per_artist is not None and self.per_artist < 1:
+            raise QueryError(f"per_artist must be at least 1 (got {self.per_artist})")
+        for name in ("kernel_s", "stride_s", "segment_s", "temperature"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < 1e6):
+                raise QueryError(f"{name} must be a positive number of reasonable size (got {value})")
+        if self.where is not None and len(self.where) > limits.where_chars:
+            raise QueryError(f"where is {len(self.where):,} characters; at most {limits.where_chars:,} are accepted")
+        for name in ("artist", "album", "genre", "tag"):
+            value = getattr(self, name)
+            if value is not None and len(value) > limits.max_query_chars:
+                raise QueryError(f"{name} is longer than {limits.max_query_chars} characters")
+        return self
+
+    def predicate(self, has_tags: bool) -> str | None:
+        """``where`` ANDed with the structured filters; None when there are none."""
+        parts = [f"({self.where})"] if self.where is not None and self.where.strip() else []
+        if self.where is not None and not self.where.strip():
+            raise QueryError("where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
+        for column in ("artist", "album", "genre"):
+            value = getattr(self, column)
+            if value:
+                parts.append(f"{column} = {_literal(value)}")
+        if self.year_min is not None:
+            parts.append(f"year >= {int(self.year_min)}")
+        if self.year_max is not None:
+            parts.append(f"year <= {int(self.year_max)}")
+        if self.tag:
+            if not has_tags:
+                raise QueryError("this library has no tags: run `songseek tag` on it, or drop the tag filter")
+            parts.append(f"tag({_literal(self.tag)}) >= {float(self.tag_min)!r}")
+        return " AND ".join(parts) or None
+
+    def options(self, lib: Library, k: int | None = None) -> SearchOptions:
+        """SearchOptions as the CLI builds them (same fusion parameters for the library's hop)."""
+        fusion = params_for_hop(lib.manifest.hop_s, None, self.kernel_s, self.stride_s, self.segment_s)
+        if self.temperature is not None:
+            fusion = dataclasses.replace(fusion, temperature=self.temperature)
+        want = self.k if k is None else k
+        if self.per_artist is not None:  # rank every reranked candidate so the cap can still fill k
+            want = max(want, self.candidates)
+        return SearchOptions(k=want, rerank=self.rerank, candidates=self.candidates,
+                             where=self.predicate("tags" in lib.extra_tables), fusion=fusion, nprobe=self.nprobe,
+                             exact=self.exact).validated()
+
+    def finish(self, hits: list[Hit], exclude: str | None = None) -> list[Hit]:
+        """Drop ``exclude`` (more-like-this leaves out its own track), apply the cap, keep k, renumber."""
+        if exclude is not None:
+            hits = [h for h in hits if h.track_id != exclude]
+        return cap_per_artist(hits, self.per_artist or len(hits) + 1, self.k) if hits else []
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (standard SQL: a quote inside is doubled; DuckDB has no backslash escapes)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def audio_url(hit: Hit) -> str:
+    return f"{track_audio_url(hit.track_id)}#t={hit.segment.start_s:g},{hit.segment.end_s:g}"
+
+
+def track_audio_url(track_id: str) -> str:
+    return f"/api/audio/{quote(track_id, safe='')}"
+
+
+def hit_json(hit: Hit) -> dict[str, object]:
+    """The CLI's `--json` hit (Hit.to_json) plus ``audio_url``."""
+    return {**hit.to_json(), "audio_url": audio_url(hit)}

@@ -1,0 +1,138 @@
+"""The open Library, swapped for a new one when `songseek index` commits a new generation.
+
+Writers replace ``manifest.json`` atomically and keep the previous generation's files one more commit, so a
+Library opened from one manifest is always a complete state. Each request takes the current snapshot once
+and uses it to the end; a newer manifest is noticed by its stat and opened beside the old one, which keeps
+serving until the new one is complete. The query encoder moves to the new Library, so it stays warm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from songseek.engine.errors import SongseekError
+from songseek.engine.query.search import Library
+from songseek.engine.storage.manifest import MANIFEST_NAME, read_manifest
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One generation of the library as requests see it, with the lookups the routes need."""
+
+    library: Library
+    generation: int
+    row_of: dict[str, int]          # track_id -> row of library.tracks
+    warnings: tuple[str, ...]
+
+    @property
+    def random_weights(self) -> bool:
+        return self.library.manifest.encoder.random_weights
+
+    def column(self, name: str, row: int) -> object:
+        if name not in self.library.tracks.column_names:
+            return None
+        return self.library.tracks.column(name)[row].as_py()
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class LibraryHolder:
+    """Hands out the current Snapshot; re-opens the library when its manifest changes."""
+
+    def __init__(self, root: Path, device: str = "auto", warm: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self._device = device
+        self._lock = threading.Lock()
+        self._key = _stat_key(self.root / MANIFEST_NAME)
+        self._snap = self._open(None)
+        self.last_reload_error = ""
+        if warm and self._snap.library.manifest.encoder.name != "precomputed":
+            _ = self._snap.library.encoder  # load the query encoder now, not on the first request
+
+    def _open(self, previous: Library | None) -> Snapshot:
+        encoder = None
+        if previous is not None and previous.manifest.encoder.name != "precomputed":
+            encoder = previous.encoder
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                lib = Library.open(self.root, encoder=encoder, device=self._device)
+            except SongseekError:
+                if encoder is None:
+                    raise
+                lib = Library.open(self.root, device=self._device)  # the encoder changed: load the new one
+        ids = lib.tracks.column("track_id").to_pylist() if lib.tracks.num_rows else []
+        return Snapshot(lib, lib.manifest.generation, {t: i for i, t in enumerate(ids)},
+                        tuple(str(w.message) for w in caught))
+
+    def current(self) -> Snapshot:
+        """The newest complete generation (re-opened here when the manifest changed since the last look)."""
+        try:
+            key = _stat_key(self.root / MANIFEST_NAME)
+        except OSError:
+            return self._snap  # mid-swap or removed: keep serving the state we have
+        if key == self._key:
+            return self._snap
+        with self._lock:
+            if key != self._key:
+                try:
+                    if read_manifest(self.root).generation != self._snap.generation:
+                        self._snap = self._open(self._snap.library)
+                    self._key = key
+                except SongseekError as exc:
+                    # A new generation that cannot be opened (yet): keep serving the complete one we have
+                    # and look again on the next request.
+                    self.last_reload_error = str(exc)
+        return self._snap
+
+
+class SearchGate:
+    """Readers-writer gate for the FAISS nprobe setting, which the engine sets on the shared index before
+    each search: searches at the library's default nprobe share the gate; one with its own nprobe runs
+    alone, so no concurrent search sees another's setting."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    def shared(self) -> Held:
+        return Held(self, exclusive=False)
+
+    def exclusive(self) -> Held:
+        return Held(self, exclusive=True)
+
+    def acquire(self, exclusive: bool) -> None:
+        with self._cond:
+            if exclusive:
+                self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+                self._writer = True
+            else:
+                self._cond.wait_for(lambda: not self._writer)
+                self._readers += 1
+
+    def release(self, exclusive: bool) -> None:
+        with self._cond:
+            if exclusive:
+                self._writer = False
+            else:
+                self._readers -= 1
+            self._cond.notify_all()
+
+
+class Held:
+    def __init__(self, gate: SearchGate, exclusive: bool) -> None:
+        self._gate, self._exclusive = gate, exclusive
+
+    def __enter__(self) -> None:
+        self._gate.acquire(self._exclusive)
+
+    def __exit__(self, *exc: object) -> None:
+        self._gate.release(self._exclusive)

@@ -1,0 +1,253 @@
+// songseek search page: plain JS, no build step, no CDN. The query lives in the URL so results can be shared.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const OPTION_KEYS = ["artist", "album", "genre", "year_min", "year_max", "tag", "tag_min", "k", "per_artist",
+  "rerank", "exact"];
+let selected = -1;
+let lastQuery = null;  // {kind: "text", q} | {kind: "like", id} | {kind: "clip"}
+
+function mmss(s) {
+  s = Math.round(s);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function showError(msg) {
+  const box = $("#error");
+  box.textContent = msg || "";
+  box.hidden = !msg;
+}
+
+async function api(url, init) {
+  const res = await fetch(url, Object.assign({credentials: "same-origin"}, init || {}));
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (!res.ok) throw new Error((body && body.error) || `${res.status} ${res.statusText}`);
+  return body;
+}
+
+function optionParams() {
+  const form = $("#filters");
+  const out = new URLSearchParams();
+  for (const key of OPTION_KEYS) {
+    const el = form.elements[key];
+    if (!el) continue;
+    if (el.type === "checkbox") { if (el.checked) out.set(key, "true"); continue; }
+    if (el.value !== "" && !(key === "tag_min" && !form.elements.tag.value)) out.set(key, el.value);
+  }
+  if (out.get("rerank") === "fusion") out.delete("rerank");
+  return out;
+}
+
+function loadOptions(params) {
+  const form = $("#filters");
+  for (const key of OPTION_KEYS) {
+    const el = form.elements[key];
+    if (!el || !params.has(key)) continue;
+    if (el.type === "checkbox") el.checked = params.get(key) === "true";
+    else {
+      if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === params.get(key))) {
+        el.add(new Option(params.get(key), params.get(key)));
+      }
+      el.value = params.get(key);
+    }
+  }
+}
+
+function pushUrl(extra) {
+  const params = optionParams();
+  for (const [k, v] of Object.entries(extra)) params.set(k, v);
+  history.pushState(null, "", "/?" + params.toString());
+}
+
+async function runFromUrl() {
+  const params = new URLSearchParams(location.search);
+  loadOptions(params);
+  if (params.get("q")) {
+    $("#q").value = params.get("q");
+    await search({kind: "text", q: params.get("q")}, `/api/search?q=${encodeURIComponent(params.get("q"))}`);
+  } else if (params.get("like")) {
+    const id = params.get("like");
+    await search({kind: "like", id}, `/api/similar/${encodeURIComponent(id)}?`);
+  }
+}
+
+async function search(query, base, init) {
+  showError("");
+  $("#status").textContent = "searching…";
+  const url = base + (base.endsWith("?") ? "" : "&") + optionParams().toString();
+  try {
+    const t0 = performance.now();
+    const data = await api(url, init);
+    lastQuery = query;
+    render(data.hits);
+    const what = query.kind === "text" ? `“${query.q}”` : query.kind === "like" ? "more like this" : "your clip";
+    $("#status").textContent = `${data.hits.length} hits for ${what} in ${Math.round(performance.now() - t0)} ms`;
+  } catch (e) {
+    $("#status").textContent = "";
+    showError(e.message);
+  }
+}
+
+function render(hits) {
+  const list = $("#hits");
+  list.replaceChildren();
+  selected = -1;
+  hits.forEach((h, i) => list.append(hitItem(h, i)));
+  if (hits.length) select(0);
+}
+
+function hitItem(h, i) {
+  const li = document.createElement("li");
+  li.className = "hit";
+  li.dataset.trackId = h.track_id;
+  li.dataset.start = h.start_s;
+  li.dataset.end = h.end_s;
+  const title = h.title || h.path.split(/[\\/]/).pop();
+  li.innerHTML = `
+    <div class="meta">
+      <span class="title"></span> <span class="artist"></span> <span class="album"></span>
+      <span class="dur"></span> <span class="score"></span> <span class="segment"></span>
+    </div>
+    <div class="player">
+      <button class="play" type="button">▶ play segment</button>
+      <audio controls preload="none"></audio>
+      <button class="like" type="button">more like this</button>
+    </div>
+    <canvas class="strip" height="28" title="similarity per window; click to play from there"></canvas>`;
+  li.querySelector(".title").textContent = title;
+  li.querySelector(".artist").textContent = h.artist || "";
+  li.querySelector(".album").textContent = h.album ? `· ${h.album}` : "";
+  li.querySelector(".dur").textContent = `· ${mmss(h.duration_s)}`;
+  li.querySelector(".score").textContent = `score ${h.score.toFixed(3)}`;
+  li.querySelector(".segment").textContent = `best ${mmss(h.start_s)}–${mmss(h.end_s)}`;
+  const audio = li.querySelector("audio");
+  audio.src = h.audio_url;  // #t=start,end: the browser starts at the segment
+  li.querySelector(".play").addEventListener("click", () => playFrom(li, h.start_s));
+  li.querySelector(".like").addEventListener("click", () => {
+    pushUrl({like: h.track_id});
+    $("#q").value = "";
+    search({kind: "like", id: h.track_id}, `/api/similar/${encodeURIComponent(h.track_id)}?`);
+  });
+  li.addEventListener("click", () => select(i));
+  drawStrip(li, h);
+  return li;
+}
+
+function playFrom(li, t) {
+  for (const a of document.querySelectorAll("audio")) if (!li.contains(a)) a.pause();
+  const audio = li.querySelector("audio");
+  const start = () => { audio.currentTime = t; audio.play().catch((e) => showError(`cannot play: ${e.message}`)); };
+  if (audio.readyState >= 1) start();
+  else { audio.addEventListener("loadedmetadata", start, {once: true}); audio.load(); }
+}
+
+async function drawStrip(li, h) {
+  const canvas = li.querySelector(".strip");
+  let url = `/api/tracks/${encodeURIComponent(h.track_id)}?`;
+  if (lastQuery && lastQuery.kind === "text") url += `q=${encodeURIComponent(lastQuery.q)}&`;
+  else if (lastQuery && lastQuery.kind === "like") url += `like=${encodeURIComponent(lastQuery.id)}&`;
+  else $("#q").value && (url += `q=${encodeURIComponent($("#q").value)}&`);
+  let data;
+  try { data = await api(url); } catch (e) { return; }
+  const windows = data.windows, tl = data.timeline;
+  const total = Math.max(data.duration_s, windows.length ? windows[windows.length - 1].end_s : 0) || 1;
+  canvas.width = canvas.clientWidth || 600;
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height;
+  ctx.clearRect(0, 0, W, H);
+  const segX = h.start_s / total * W, segW = Math.max(2, (h.end_s - h.start_s) / total * W);
+  ctx.fillStyle = "#fbd38d";
+  ctx.fillRect(segX, 0, segW, H);
+  if (tl) {
+    const lo = Math.min(...tl.similarity), hi = Math.max(...tl.similarity);
+    windows.forEach((w, j) => {
+      const v = hi > lo ? (tl.similarity[j] - lo) / (hi - lo) : 0.5;
+      ctx.fillStyle = "#2b6cb0";
+      const x = w.start_s / total * W, bw = Math.max(1, (w.end_s - w.start_s) / total * W - 1);
+      ctx.fillRect(x, H - 2 - v * (H - 4), bw, 2 + v * (H - 4));
+    });
+  }
+  ctx.fillStyle = "#dd6b20";  // the best segment: a bar along the top, over the similarity bars
+  ctx.fillRect(segX, 0, segW, 3);
+  canvas.dataset.ready = "1";
+  canvas.onclick = (ev) => {
+    const rect = canvas.getBoundingClientRect();
+    playFrom(li, (ev.clientX - rect.left) / rect.width * total);
+  };
+}
+
+function select(i) {
+  const items = document.querySelectorAll("#hits .hit");
+  if (!items.length) return;
+  selected = Math.max(0, Math.min(items.length - 1, i));
+  items.forEach((el, j) => el.classList.toggle("selected", j === selected));
+  items[selected].scrollIntoView({block: "nearest"});
+}
+
+async function searchClip(file) {
+  if (!file) return;
+  const body = new FormData();
+  body.append("file", file);
+  $("#q").value = "";
+  await search({kind: "clip"}, "/api/search/audio?", {method: "POST", body});
+}
+
+async function loadFacets() {
+  try {
+    const [health, facets] = await Promise.all([api("/api/health"), api("/api/facets")]);
+    if (health.random_weights) {
+      const w = $("#warning");
+      w.textContent = "Warning: this library was built with RANDOM weights — scores mean nothing.";
+      w.hidden = false;
+    }
+    const form = $("#filters");
+    for (const [key, values] of [["artist", facets.artists], ["album", facets.albums], ["genre", facets.genres],
+      ["tag", facets.tags]]) {
+      const sel = form.elements[key];
+      for (const v of values) if (![...sel.options].some((o) => o.value === v)) sel.add(new Option(v, v));
+    }
+    document.querySelectorAll(".tags").forEach((el) => { el.hidden = !facets.tags.length; });
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+$("#search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const q = $("#q").value.trim();
+  if (!q) { showError("type what the music sounds like"); return; }
+  pushUrl({q});
+  search({kind: "text", q}, `/api/search?q=${encodeURIComponent(q)}`);
+});
+$("#filters").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const q = $("#q").value.trim();
+  if (q) { pushUrl({q}); search({kind: "text", q}, `/api/search?q=${encodeURIComponent(q)}`); }
+  else if (lastQuery && lastQuery.kind === "like") {
+    pushUrl({like: lastQuery.id});
+    search(lastQuery, `/api/similar/${encodeURIComponent(lastQuery.id)}?`);
+  }
+});
+$("#clip").addEventListener("change", (ev) => searchClip(ev.target.files[0]));
+document.addEventListener("dragover", (ev) => { ev.preventDefault(); document.body.classList.add("dragging"); });
+document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+document.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  document.body.classList.remove("dragging");
+  searchClip(ev.dataTransfer.files[0]);
+});
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.closest("input, select, textarea, button")) return;
+  if (ev.key === "j") select(selected + 1);
+  else if (ev.key === "k") select(selected - 1);
+  else if (ev.key === " " && selected >= 0) {
+    ev.preventDefault();
+    const li = document.querySelectorAll("#hits .hit")[selected];
+    const audio = li.querySelector("audio");
+    if (audio.paused) playFrom(li, audio.currentTime > 0 ? audio.currentTime : Number(li.dataset.start));
+    else audio.pause();
+  }
+});
+window.addEventListener("popstate", runFromUrl);
+loadFacets();
+runFromUrl();

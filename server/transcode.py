@@ -1,0 +1,101 @@
+"""Which library files the browser can play as they are, and 16-bit PCM WAV copies (PyAV) of the others,
+kept in a bounded cache folder (least recently used removed first)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from songseek.engine.audio.decode import probe
+from songseek.engine.errors import DecodeError
+from songseek.server.errors import NotFound
+
+# (file extension, codec) pairs Chromium and Firefox play natively, and the content type to send.
+PLAYABLE: dict[str, tuple[set[str], str]] = {
+    ".mp3": ({"mp3", "mp3float"}, "audio/mpeg"),
+    ".wav": ({"pcm_s16le", "pcm_u8", "pcm_f32le", "pcm_s24le", "pcm_s32le"}, "audio/wav"),
+    ".flac": ({"flac"}, "audio/flac"),
+    ".ogg": ({"vorbis", "opus", "flac"}, "audio/ogg"),
+    ".oga": ({"vorbis", "opus", "flac"}, "audio/ogg"),
+    ".opus": ({"opus"}, "audio/ogg"),
+    ".webm": ({"opus", "vorbis"}, "audio/webm"),
+    ".m4a": ({"aac", "mp3", "flac", "opus"}, "audio/mp4"),
+    ".mp4": ({"aac", "mp3", "flac", "opus"}, "audio/mp4"),
+}
+CACHE_BYTES = 2 * 1024**3  # transcoded files kept, least recently used removed first
+
+
+
+
+class Transcoder:
+    """Decides whether a file plays in the browser, and makes a WAV copy of it when it does not."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = Path(folder) if folder else Path(tempfile.gettempdir()) / f"songseek-serve-{os.getuid()}"
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, int, int], tuple[Path, str]] = {}
+
+    def playable(self, path: Path) -> tuple[Path, str]:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key in self._known:
+            return self._known[key]
+        kind = PLAYABLE.get(path.suffix.lower())
+        try:
+            codec = probe(path).codec
+        except DecodeError as exc:
+            raise NotFound(f"the file of this track cannot be read now: {exc}") from None
+        if kind is not None and codec in kind[0]:
+            result = (path, kind[1])
+        else:
+            result = (self._transcode(path, key), "audio/wav")
+        self._known[key] = result
+        return result
+
+    def _transcode(self, path: Path, key: tuple[str, int, int]) -> Path:
+        out = self.folder / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".wav")
+        with self._lock:  # one transcode at a time: it is CPU-bound and the result is shared
+            if not out.exists():
+                tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+                try:
+                    write_wav(path, tmp)
+                    os.replace(tmp, out)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self._evict(keep=out)
+            os.utime(out)
+        return out
+
+    def _evict(self, keep: Path) -> None:
+        files = sorted((p for p in self.folder.glob("*.wav") if p != keep), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files) + keep.stat().st_size
+        for p in files:
+            if total <= CACHE_BYTES:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)
+
+
+def write_wav(src: Path, dst: Path) -> None:
+    """Decode ``src`` with PyAV to 16-bit PCM WAV (its own rate, mono or stereo) at ``dst``."""
+    import av
+
+    try:
+        with av.open(str(src)) as container:
+            stream = container.streams.audio[0]
+            layout = "mono" if (stream.codec_context.channels or 1) == 1 else "stereo"
+            with av.open(str(dst), "w", format="wav") as out:
+                ostream = out.add_stream("pcm_s16le", rate=stream.codec_context.sample_rate, layout=layout)
+                resampler = av.AudioResampler(format="s16", layout=layout, rate=stream.codec_context.sample_rate)
+                for frame in container.decode(stream):
+                    for piece in resampler.resample(frame):
+                        out.mux(ostream.encode(piece))
+                for piece in resampler.resample(None):
+                    out.mux(ostream.encode(piece))
+                out.mux(ostream.encode(None))
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise NotFound(f"{src.name} cannot be played in the browser and could not be transcoded ({exc})") from None

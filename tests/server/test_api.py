@@ -1,0 +1,204 @@
+"""The JSON API over a real small library: parity with `songseek search --json`, audio with Range,
+batch, clip upload, more-like-this, track timelines, filters, per-artist cap and limits."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from songseek.engine.audio import decode
+from songseek.engine.query.search import Library
+from tests.server.server_helpers import QUERY, LiveServer, cli_search
+
+
+def open_lib(library: Path) -> Library:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Library.open(library)
+
+
+@pytest.fixture(scope="module")
+def client(served: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=served.url, timeout=60)
+
+
+def test_health_counts_match_the_library(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    body = client.get("/api/health").json()
+    assert body["tracks"] == lib.n_tracks == 7
+    assert body["frames"] == int(lib.tracks.column("frame_count").to_numpy().sum()) > 0
+    assert (body["encoder"], body["generation"]) == ("demo", lib.manifest.generation)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_search_matches_the_cli(client: httpx.Client, library: Path, k: int) -> None:
+    want = cli_search(library, QUERY, "-k", str(k))
+    got = client.get("/api/search", params={"q": QUERY, "k": k}).json()["hits"]
+    keys = ("rank", "track_id", "start_s", "end_s", "score", "path", "title", "artist")
+    assert [{x: h[x] for x in keys} for h in got] == [{x: h[x] for x in keys} for h in want]
+    assert all(h["audio_url"] == f"/api/audio/{h['track_id']}#t={h['start_s']:g},{h['end_s']:g}" for h in got)
+
+
+def test_search_options_match_the_cli(client: httpx.Client, library: Path) -> None:
+    want = cli_search(library, QUERY, "-k", "4", "--rerank", "mean", "--exact", "--candidates", "5",
+                      "--where", "year >= 1992")
+    got = client.get("/api/search", params={"q": QUERY, "k": 4, "rerank": "mean", "exact": "true",
+                                            "candidates": 5, "where": "year >= 1992"}).json()["hits"]
+    assert [(h["track_id"], h["start_s"], h["end_s"]) for h in got] == \
+        [(h["track_id"], h["start_s"], h["end_s"]) for h in want]
+
+
+def test_audio_range_gives_206_and_the_bytes(client: httpx.Client, library: Path) -> None:
+    hit = client.get("/api/search", params={"q": QUERY, "k": 1}).json()["hits"][0]
+    url = hit["audio_url"].split("#")[0]
+    part = client.get(url, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.content) == 100
+    whole = Path(hit["path"]).read_bytes()
+    assert part.content == whole[:100]
+    assert part.headers["content-type"] == "audio/flac"
+    assert part.headers["content-range"] == f"bytes 0-99/{len(whole)}"
+    full = client.get(url)
+    assert full.status_code == 200 and full.content == whole
+
+
+def test_aiff_is_transcoded_to_wav(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    paths = lib.tracks.column("path").to_pylist()
+    tid = lib.tracks.column("track_id")[next(i for i, p in enumerate(paths) if p.endswith(".aiff"))].as_py()
+    res = client.get(f"/api/audio/{tid}")
+    assert res.status_code == 200 and res.headers["content-type"] == "audio/wav"
+    assert res.content[:4] == b"RIFF" and res.content[8:12] == b"WAVE"
+    src = decode(Path(paths[[p.endswith(".aiff") for p in paths].index(True)]), 16000)
+    tmp = library.parent / "served.wav"
+    tmp.write_bytes(res.content)
+    assert abs(len(decode(tmp, 16000)) - len(src)) <= 16  # the same audio, as long
+    assert client.get(f"/api/audio/{tid}", headers={"Range": "bytes=0-99"}).status_code == 206
+
+
+def test_batch_texts_and_vectors_match_single_searches(client: httpx.Client, library: Path) -> None:
+    texts = [QUERY, "fast drums", "a quiet drone"]
+    got = client.post("/api/search/batch", params={"k": 3}, json={"texts": texts}).json()["results"]
+    for text, hits in zip(texts, got):
+        one = client.get("/api/search", params={"q": text, "k": 3}).json()["hits"]
+        # a batch embeds texts together: the same ranking, scores equal up to float32 rounding
+        assert [(h["track_id"], h["start_s"], h["end_s"]) for h in hits] == \
+            [(h["track_id"], h["start_s"], h["end_s"]) for h in one]
+        np.testing.assert_allclose([h["score"] for h in hits], [h["score"] for h in one], rtol=1e-5)
+    lib = open_lib(library)
+    vecs = np.random.default_rng(0).standard_normal((2, lib.manifest.dim)).astype(np.float32)
+    got = client.post("/api/search/batch", params={"k": 2}, json={"vectors": vecs.tolist()}).json()["results"]
+    want = lib.search_vectors(vecs, None)
+    assert [[h["track_id"] for h in hits] for hits in got] == [[h.track_id for h in hits[:2]] for hits in want]
+
+
+def test_similar_uses_the_stored_vectors_and_leaves_the_track_out(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    row = 2
+    tid = lib.tracks.column("track_id")[row].as_py()
+    start, count = lib.tracks.column("frame_start")[row].as_py(), lib.tracks.column("frame_count")[row].as_py()
+    q = np.asarray(lib.store.vectors(start, count)).mean(axis=0)
+    q /= np.linalg.norm(q)
+    want = [h.track_id for h in lib.search(vector=q, k=4) if h.track_id != tid][:3]
+    got = client.get(f"/api/similar/{tid}", params={"k": 3}).json()["hits"]
+    assert [h["track_id"] for h in got] == want and [h["rank"] for h in got] == [1, 2, 3]
+    # one segment: only the windows overlapping it make the query
+    s0, e0 = lib.store.start_s[start], lib.store.end_s[start]
+    q1 = np.asarray(lib.store.vectors(start, 1))[0]
+    want1 = [h.track_id for h in lib.search(vector=q1 / np.linalg.norm(q1), k=4) if h.track_id != tid][:3]
+    got1 = client.get(f"/api/similar/{tid}", params={"k": 3, "start": s0, "end": e0 - 0.01}).json()["hits"]
+    assert [h["track_id"] for h in got1] == want1
+    assert client.get("/api/similar/nope").status_code == 404
+
+
+def test_track_timeline_is_the_naive_similarity_and_the_search_segment(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    hit = lib.search(QUERY, k=1)[0]
+    body = client.get(f"/api/tracks/{hit.track_id}", params={"q": QUERY}).json()
+    row = lib.tracks.column("track_id").to_pylist().index(hit.track_id)
+    start, count = lib.tracks.column("frame_start")[row].as_py(), lib.tracks.column("frame_count")[row].as_py()
+    naive = np.asarray(lib.store.vectors(start, count)) @ lib.embed_text([QUERY])[0]
+    tl = body["timeline"]
+    np.testing.assert_allclose(tl["similarity"], naive, rtol=1e-5, atol=1e-6)
+    assert len(body["windows"]) == count and abs(sum(tl["attention"]) - 1) < 1e-6
+    assert int(np.argmax(tl["attention"])) == int(np.argmax(naive))
+    assert (tl["segment"]["start_s"], tl["segment"]["end_s"]) == (hit.segment.start_s, hit.segment.end_s)
+    assert body["artist"] in ("Ada Lovelace Trio", "O'Brien & Sons", "Cluster", None)
+
+
+def test_clip_upload_searches_like_the_cli(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    path = Path(lib.tracks.column("path")[1].as_py())
+    want = cli_search(library, "--audio", str(path), "--start", "5", "--end", "25", "-k", "3")
+    with path.open("rb") as f:
+        res = client.post("/api/search/audio", params={"k": 3}, files={"file": (path.name, f, "audio/flac")},
+                          data={"start": "5", "end": "25"})
+    assert res.status_code == 200, res.text
+    got = res.json()["hits"]
+    assert [(h["track_id"], h["start_s"], h["end_s"]) for h in got] == \
+        [(h["track_id"], h["start_s"], h["end_s"]) for h in want]
+    assert got[0]["track_id"] == lib.tracks.column("track_id")[1].as_py() or \
+        got[0]["path"].endswith(".aiff")  # track 0 and its AIFF copy sound the same
+
+
+def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None:
+    artist = "O'Brien & Sons"  # a quote inside: the literal must be escaped, not break the predicate
+    got = client.get("/api/search", params={"q": QUERY, "k": 7, "artist": artist}).json()["hits"]
+    want = cli_search(library, QUERY, "-k", "7", "--where", "artist = 'O''Brien & Sons'")
+    assert [h["track_id"] for h in got] == [h["track_id"] for h in want] and len(got) == 2
+    got = client.get("/api/search", params={"q": QUERY, "k": 7, "genre": "jazz", "year_min": 1992,
+                                            "year_max": 1995}).json()["hits"]
+    want = cli_search(library, QUERY, "-k", "7", "--where", "genre = 'jazz' AND year >= 1992 AND year <= 1995")
+    assert [h["track_id"] for h in got] == [h["track_id"] for h in want]
+    capped = client.get("/api/search", params={"q": QUERY, "k": 7, "per_artist": 1}).json()["hits"]
+    full = client.get("/api/search", params={"q": QUERY, "k": 7}).json()["hits"]
+    seen: set = set()
+    naive = []
+    for h in full:  # the naive reference: walk the full ranking, keep an artist's first hit
+        if h["artist"] is None or h["artist"] not in seen:
+            naive.append(h["track_id"])
+            seen.add(h["artist"])
+    assert [h["track_id"] for h in capped] == naive
+    assert [h["rank"] for h in capped] == list(range(1, len(naive) + 1))
+
+
+@pytest.mark.parametrize(("params", "status", "word"), [
+    ({"q": QUERY, "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+    ({"q": QUERY, "k": 1000}, 400, "k must be"),
+    ({"q": "x" * 3000}, 400, "characters"),
+    ({"q": "   "}, 400, "empty"),
+    ({"q": QUERY, "where": "nosuchcolumn = 1"}, 400, "bad --where"),
+    ({"q": QUERY, "where": "x" * 3000}, 400, "where is"),
+    ({"q": QUERY, "rerank": "magic"}, 422, "rerank"),
+    ({"q": QUERY, "tag": "jazz"}, 400, "no tags"),
+    ({"q": QUERY, "candidates": 0}, 422, "candidates"),
+    ({"q": QUERY, "candidates": 10**6}, 400, "candidates must be"),
+])
+def test_bad_requests_get_one_line_4xx(client: httpx.Client, params: dict, status: int, word: str) -> None:
+    res = client.get("/api/search", params=params)
+    assert res.status_code == status, res.text
+    assert word in res.json()["error"] and "\n" not in res.json()["error"]
+
+
+def test_unknown_and_missing_tracks_are_404(client: httpx.Client) -> None:
+    for url in ("/api/audio/nope", "/api/tracks/nope"):
+        res = client.get(url)
+        assert res.status_code == 404 and "no track" in res.json()["error"]
+
+
+def test_facets_list_the_tagged_values(client: httpx.Client) -> None:
+    body = client.get("/api/facets").json()
+    assert set(body["artists"]) == {"Ada Lovelace Trio", "O'Brien & Sons", "Cluster"}
+    assert body["genres"] == ["ambient", "jazz"] and (body["year_min"], body["year_max"]) == (1990, 1995)
+    assert body["tags"] == []
+
+
+def test_page_is_served_offline(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/static/app.js" in page.text and "http" not in page.text.split("<body>")[1]  # no CDN
+    assert client.get("/static/app.js").status_code == 200
+    assert "access-control-allow-origin" not in client.get("/api/health", headers={"Origin": "http://evil"}).headers

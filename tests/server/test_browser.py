@@ -1,0 +1,154 @@
+"""The page in a real headless Chromium (Debian's `chromium`, driven by Playwright): search, play the
+segment, click the strip, filter, upload a clip, more like this, keyboard. Skips where chromium is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from songseek.cli.main import app as cli_app
+from songseek.server import ServerConfig, create_app
+from tests.audio_helpers import tone_track, write_wav
+from tests.server.server_helpers import LiveServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped",
+                allow_module_level=True)
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--autoplay-policy=no-user-gesture-required"]
+QUERY = "soft piano with strings"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
+                                                   executable_path=CHROMIUM, args=ARGS, headless=True,
+                                                   viewport={"width": 1100, "height": 900})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page(browser: Browser, served: LiveServer) -> Iterator[Page]:
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    pg.close()
+    assert not errors, errors
+
+
+def search(page: Page, url: str) -> None:
+    page.goto(url + "/")
+    page.fill("#q", QUERY)
+    page.press("#q", "Enter")
+    page.wait_for_selector("#hits .hit")
+
+
+def test_search_then_play_hit_one_inside_its_segment(page: Page, served: LiveServer, tmp_path: Path) -> None:
+    search(page, served.url)
+    assert "q=soft+piano" in page.url or "q=soft%20piano" in page.url
+    hits = page.locator("#hits .hit")
+    assert hits.count() == 10 or hits.count() == 7  # the library has 7 tracks
+    first = hits.nth(0)
+    start, end = float(first.get_attribute("data-start") or "nan"), float(first.get_attribute("data-end") or "nan")
+    assert "–" in first.locator(".segment").inner_text()
+    page.wait_for_function("document.querySelectorAll('.strip[data-ready]').length > 0")
+    shot = tmp_path / "serve.png"  # SONGSEEK_SCREENSHOT=docs/serve.png keeps it (the picture in docs/serve.md)
+    page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("SONGSEEK_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SONGSEEK_SCREENSHOT"])
+    first.locator(".play").click()
+    page.wait_for_function("() => { const a = document.querySelector('#hits .hit audio'); "
+                           "return !a.paused && a.currentTime > 0; }", timeout=20_000)
+    page.wait_for_timeout(600)
+    t = page.evaluate("document.querySelector('#hits .hit audio').currentTime")
+    assert start <= t <= end, (start, t, end)
+
+
+def test_clicking_the_strip_plays_from_there(page: Page, served: LiveServer) -> None:
+    search(page, served.url)
+    first = page.locator("#hits .hit").nth(0)
+    page.wait_for_selector("#hits .hit .strip[data-ready]")
+    strip = first.locator(".strip")
+    box = strip.bounding_box()
+    assert box is not None
+    strip.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})
+    page.wait_for_function("() => !document.querySelector('#hits .hit audio').paused", timeout=20_000)
+    t = page.evaluate("document.querySelector('#hits .hit audio').currentTime")
+    dur = page.evaluate("document.querySelector('#hits .hit audio').duration")
+    assert abs(t - 0.75 * dur) < 0.05 * dur + 2, (t, dur)
+
+
+def test_a_filter_narrows_the_hits_and_lives_in_the_url(page: Page, served: LiveServer) -> None:
+    search(page, served.url)
+    page.click("#filters-box summary")
+    page.select_option("#filters select[name=artist]", "O'Brien & Sons")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#hits .hit').length === 2")
+    assert set(page.locator("#hits .hit .artist").all_inner_texts()) == {"O'Brien & Sons"}
+    assert "artist=O%27Brien" in page.url
+    page.reload()  # a shared URL gives the same hits
+    page.wait_for_function("document.querySelectorAll('#hits .hit').length === 2")
+
+
+def test_upload_a_clip(page: Page, served: LiveServer, library: Path) -> None:
+    page.goto(served.url + "/")
+    clip = sorted((library.parent / "music" / "audio").glob("*.flac"))[3]
+    page.set_input_files("#clip", str(clip))
+    page.wait_for_selector("#hits .hit")
+    assert "your clip" in page.inner_text("#status")
+    assert page.locator("#hits .hit .title").nth(0).inner_text() == "Piece 3"
+
+
+def test_more_like_this_and_keyboard(page: Page, served: LiveServer) -> None:
+    search(page, served.url)
+    first = page.locator("#hits .hit").nth(0)
+    tid = first.get_attribute("data-track-id")
+    first.locator(".like").click()
+    page.wait_for_function("document.querySelector('#status').textContent.includes('more like this')")
+    ids = [h.get_attribute("data-track-id") for h in page.locator("#hits .hit").all()]
+    assert tid not in ids and len(ids) == 6 and f"like={tid}" in page.url
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("j")
+    assert page.locator("#hits .hit").nth(1).get_attribute("class") == "hit selected"
+    page.keyboard.press("k")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => !document.querySelectorAll('#hits .hit audio')[0].paused", timeout=20_000)
+
+
+def test_errors_show_in_the_page(page: Page, served: LiveServer) -> None:
+    page.goto(served.url + "/?q=piano&k=1000")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "k must be between 1 and 100" in page.inner_text("#error")
+
+
+def test_random_weights_warning_is_visible(browser: Browser, tmp_path: Path) -> None:
+    write_wav(tmp_path / "music" / "a.wav", tone_track([220, 440], 10, 0))
+    lib = tmp_path / "lib"
+    result = CliRunner().invoke(cli_app, ["index", str(tmp_path / "music"), "--library", str(lib), "--encoder", "fake"])
+    assert result.exit_code == 0, result.stderr
+    live = LiveServer(create_app(ServerConfig(library=lib)))
+    pg = browser.new_page()
+    try:
+        pg.goto(live.url + "/")
+        pg.wait_for_selector("#warning:not([hidden])")
+        assert "RANDOM weights" in pg.inner_text("#warning")
+    finally:
+        pg.close()
+        live.stop()
