@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "songseek.cli.library_cmds",
     "songseek.cli.maintenance_cmds",
     "songseek.cli.analysis_cmds",
+    "songseek.cli.duplicates_cmd",
     "songseek.cli.demo_cmd",
     "songseek.cli.bench_cmds",
     "songseek.cli.synth_cmd",
