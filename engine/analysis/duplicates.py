@@ -49,13 +49,15 @@ class DuplicateParams:
     """Thresholds (measured on the labelled set, docs/duplicates.md). Cosines are of unit window vectors."""
 
     neighbours: int = 10            # FAISS neighbours per track
-    candidate_cosine: float = 0.85  # pooled-vector cosine a candidate pair needs
-    window_cosine: float = 0.9      # a window match (on a diagonal or chain)
-    version_cosine: float = 0.8     # a window match for a possible version
-    min_cover: float = 0.6          # share of the shorter track's windows the chain must cover
+    candidate_cosine: float = 0.5   # pooled-vector cosine a candidate pair needs (gain alone moves it to 0.77)
+    window_cosine: float = 0.75     # a window match (on a diagonal or chain): a permissive gate, the audio decides
+    version_cosine: float = 0.9     # a window match for a possible version (vectors only)
+    min_cover: float = 0.5          # share of the shorter track's windows the chain must cover
     level1_cover: float = 0.85      # vectors only: diagonal cover for level 1
     level1_cosine: float = 0.97     # vectors only: mean diagonal cosine for level 1
-    audio_cover: float = 0.5        # fingerprint: share of the shorter track found (levels 1-2)
+    audio_cover: float = 0.5        # fingerprint: share of the shorter track found (levels 1-2) ...
+    audio_agreement: float = 0.55   # ... at this mean bit agreement (other notes over one drum loop: 0.5) ...
+    two_lags: float = 0.7           # ... at one or two lags (unrelated blocks match at scattered lags)
     audio_cover1: float = 0.8       # fingerprint: level 1 needs this much found ...
     one_lag: float = 0.9            # ... this much of it at one lag ...
     band_db: float = 1.5            # ... band balance within this (dB) ...
@@ -207,10 +209,10 @@ def _level(p: DuplicateParams, aligned: bool, version: bool, diag_cover: float, 
            audio: FingerprintMatch | None) -> int:
     """The level a pair's evidence supports (0: not a duplicate), before ``max_level``."""
     if audio is not None:
-        if (audio.coverage >= p.audio_cover1 and audio.one_lag >= p.one_lag and audio.band_db <= p.band_db
+        if (audio.coverage >= p.audio_cover1 and audio.agreement >= p.audio_agreement and audio.one_lag >= p.one_lag and audio.band_db <= p.band_db
                 and audio.dynamics_db <= p.dynamics_db):
             return 1
-        if audio.coverage >= p.audio_cover:
+        if audio.coverage >= p.audio_cover and audio.agreement >= p.audio_agreement and audio.two_lags >= p.two_lags:
             return 2
         return 3 if version else 0
     if aligned and diag_cover >= p.level1_cover and diag_mean >= p.level1_cosine:
