@@ -90,9 +90,9 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
         other = dataclasses.replace(score, seed=score.seed + 7919)  # same family, other notes
         put(f"{fam}-othernotes__base", _cut(render(other), SAMPLE_RATE, spec.max_seconds), SAMPLE_RATE, "flac",
             Label(f"{fam}-othernotes", 0, "base", fam))
-    long_score = sample_score(spec.seed, 10_000)
-    whole = render(long_score)
-    for k, (a, b) in enumerate(((0.0, 30.0), (40.0, 70.0))):
+    whole = render(sample_score(spec.seed, 10_000))
+    half = len(whole) / SAMPLE_RATE / 2
+    for k, (a, b) in enumerate(((0.0, min(30.0, half - 2)), (half, half + min(30.0, half - 2)))):
         put(f"sections__part{k}", whole[int(a * SAMPLE_RATE): int(b * SAMPLE_RATE)], SAMPLE_RATE, "flac",
             Label(f"sections{k}", 0, "section", "sections"))
     for q in range(spec.quiet_pieces):
@@ -103,8 +103,9 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
         for j, path in enumerate(sorted(spec.real_dir.glob("*.ogg"))):
             x = decode(path, REAL_RATE)
             family(f"real{j}", _cut(x, REAL_RATE, spec.max_seconds), REAL_RATE)
-            if len(x) >= 70 * REAL_RATE:  # two sections of one real recording, neither a copy of the other
-                for k, (a, b) in enumerate(((0.0, 30.0), (40.0, 70.0))):
+            m = spec.max_seconds  # two sections past the cut-off: neither is in any other file of the set
+            if len(x) >= (m + 43) * REAL_RATE:
+                for k, (a, b) in enumerate(((m, m + 20), (m + 23, m + 43))):
                     put(f"real{j}-sections__part{k}", x[int(a * REAL_RATE): int(b * REAL_RATE)], REAL_RATE,
                         "flac", Label(f"real{j}-sections{k}", 0, "section", f"real{j}-sections"))
     (out / "labels.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in labels.items()}, indent=1))
@@ -174,7 +175,7 @@ def score_pairs(labels: dict[str, Label], predicted: dict[tuple[str, str], int],
     conf: dict[str, int] = {}
     hard = {"1": 0, "2": 0, "3": 0}
     n_hard = false = 0
-    missed = []
+    missed: list[str] = []
     pred_n = {lv: 0 for lv in (1, 2, 3)}
     correct = dict(pred_n)
     truth_n = dict(pred_n)

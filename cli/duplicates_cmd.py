@@ -28,7 +28,7 @@ def duplicates(
     json_out: bool = typer.Option(False, "--json", help="One JSON array of groups (level, members, evidence)."),
     max_level: int = typer.Option(3, "--max-level", help="1: same recording only; 2: also other masters and "
                                   "edits; 3: also possible versions (vectors only, a flag, not a proof)."),
-    not_duplicate: tuple[str, str] = typer.Option((None, None), "--not-duplicate", metavar="ID1 ID2",
+    not_duplicate: tuple[str, str] | None = typer.Option(None, "--not-duplicate", metavar="ID1 ID2",
                                                   help="Mark two tracks as not duplicates (kept for later runs)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Decode candidate pairs to confirm them "
                                "(without it the levels come from the vectors alone)."),
@@ -39,11 +39,11 @@ def duplicates(
     Hide non-kept copies in a search with --where "dup_keep IS NOT FALSE" or --collapse-duplicates."""
     from songseek.engine.analysis.duplicates import LEVELS, DuplicateParams, update_library
 
-    marks = [not_duplicate] if not_duplicate[0] is not None else []
+    marks = [not_duplicate] if not_duplicate and not_duplicate[0] is not None else []
     params = DuplicateParams(neighbours=neighbours, audio=audio, max_level=max_level)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random-weights library: the levels from vectors say so in the docs
-        report = update_library(library, params, marks)  # type: ignore[arg-type]
+        report = update_library(library, params, marks)
     if json_out:
         print_json([g.to_json() for g in report.groups])
         return

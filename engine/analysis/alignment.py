@@ -46,9 +46,9 @@ def diagonal_runs(sim: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     # Run length ending at each position: count since the last miss (cumsum reset at misses).
     c = np.cumsum(ok, axis=1)
     last_miss = np.maximum.accumulate(np.where(ok, 0, c), axis=1)
-    run_end = c - last_miss
+    run_end: np.ndarray = c - last_miss
     end = np.argmax(run_end, axis=1)
-    run = run_end[np.arange(len(offsets)), end].astype(np.int64)
+    run: np.ndarray = run_end[np.arange(len(offsets)), end].astype(np.int64)
     start = (end - run + 1).astype(np.int64)
     csum = np.concatenate([np.zeros((len(offsets), 1)), np.cumsum(np.where(ok, diag, 0.0), axis=1)], axis=1)
     total = csum[np.arange(len(offsets)), end + 1] - csum[np.arange(len(offsets)), start]

@@ -209,7 +209,8 @@ def _level(p: DuplicateParams, aligned: bool, version: bool, diag_cover: float, 
            audio: FingerprintMatch | None) -> int:
     """The level a pair's evidence supports (0: not a duplicate), before ``max_level``."""
     if audio is not None:
-        if (audio.coverage >= p.audio_cover1 and audio.agreement >= p.audio_agreement and audio.one_lag >= p.one_lag and audio.band_db <= p.band_db
+        if (audio.coverage >= p.audio_cover1 and audio.agreement >= p.audio_agreement
+                and audio.one_lag >= p.one_lag and audio.band_db <= p.band_db
                 and audio.dynamics_db <= p.dynamics_db):
             return 1
         if audio.coverage >= p.audio_cover and audio.agreement >= p.audio_agreement and audio.two_lags >= p.two_lags:

@@ -147,8 +147,8 @@ def compare(a: Fingerprint, b: Fingerprint, block: int = BLOCK) -> FingerprintMa
         q75, q25 = np.percentile(diff, [75, 25])
         dynamics_db = float((q75 - q25) / 1.349)  # a robust standard deviation: transients do not dominate
     return FingerprintMatch(
-        coverage=float(found.sum() / blk_active.sum()), one_lag=one_lag, two_lags=min(two_lags, 1.0), lag_s=mode * FRAME_S,
-        agreement=float(agree[found].mean()), band_db=band_db, dynamics_db=dynamics_db,
+        coverage=float(found.sum() / blk_active.sum()), one_lag=one_lag, two_lags=min(two_lags, 1.0),
+        lag_s=mode * FRAME_S,        agreement=float(agree[found].mean()), band_db=band_db, dynamics_db=dynamics_db,
         matched_s=float(found.sum() * block * FRAME_S))
 
 

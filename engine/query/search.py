@@ -525,8 +525,9 @@ class Library:
             table = self.extra_tables.get("duplicates")
             groups = dict(zip(table.column("track_id").to_pylist(), table.column("dup_group").to_pylist())
                           ) if table is not None else {}
-            _, first = np.unique(np.asarray([groups.get(t, t) for t in ids[order]], dtype=object), return_index=True)
-            order = order[np.sort(first)]
+            _, first_of = np.unique(np.asarray([groups.get(t, t) for t in ids[order]], dtype=object),
+                                    return_index=True)
+            order = order[np.sort(first_of)]
         order = order[: opts.k]
         hits = []
         for rank, i in enumerate(order, start=1):
