@@ -111,6 +111,7 @@ def write_audio(path: Path, x: np.ndarray, sr: int, codec: str) -> Path:
     sample_fmt = "flt" if name in ("pcm_f32le",) else ("s16" if name == "flac" else "fltp")
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(name, rate=sr, layout="mono")
+        assert isinstance(stream, av.audio.stream.AudioStream)  # an audio codec name gives an audio stream
         if bit_rate:
             stream.bit_rate = bit_rate
         samples = x.astype(np.float32)[None, :]

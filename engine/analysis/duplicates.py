@@ -170,6 +170,7 @@ def candidate_pairs(pooled: np.ndarray, neighbours: int, min_cosine: float) -> l
     if n < 2:
         return []
     k = min(neighbours + 1, n)
+    index: Any
     if n <= 20_000:
         index = faiss.IndexFlatIP(dim)
     else:
