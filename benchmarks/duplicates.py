@@ -196,7 +196,7 @@ def score_pairs(labels: dict[str, Label], predicted: dict[tuple[str, str], int],
                 if not 0 < p <= t and t < 3 and len(missed) < 20:
                     missed.append(f"{a}~{b} truth {t} predicted {p}")
             la, lb = labels[a], labels[b]
-            if t == 0 and la.hard and (la.hard in (lb.hard, lb.family) or lb.hard == la.family):
+            if t == 0 and ((la.hard and la.hard in (lb.hard, lb.family)) or (lb.hard and lb.hard == la.family)):
                 n_hard += 1
                 if p:
                     hard[str(p)] += 1
