@@ -169,6 +169,7 @@ def ingest(
 def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json", help="One JSON object.")
          ) -> None:
     """Tracks, frames, encoder, windowing, index and size of a library."""
+    from songseek.engine.analysis.duplicates import stored_summary as duplicate_summary
     from songseek.engine.query.search import Library
     from songseek.engine.query.stats import library_stats
 
@@ -179,6 +180,7 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
     data = stats.to_json()
     # how the index got to its state: "rebuilt" (trained from scratch) or "updated" (rows added)
     data["index_last_action"] = lib.manifest.index_last_action or ("rebuilt" if lib.manifest.index_file else "")
+    data["duplicates"] = duplicate_summary(lib.extra_tables.get("duplicates"))
     if json_out:
         print_json(data)
         return
@@ -231,6 +233,8 @@ def search(
                                       "(s); also the default length after --start."),
     exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (more = slower, closer to --exact)."),
+    collapse: bool = typer.Option(False, "--collapse-duplicates", help="One hit per group found by "
+                                  "`songseek duplicates` (its best-ranked member)."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
     stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
     segment_s: float = typer.Option(30.0, "--segment-s", help="Length of the best-segment search in seconds."),
@@ -278,7 +282,7 @@ def search(
     if temperature is not None:
         fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,
-                         exact=exact).validated()
+                         exact=exact, collapse_duplicates=collapse).validated()
     if k > lib.n_tracks:
         typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
     if query_vectors is not None:

@@ -11,6 +11,7 @@ from songseek.cli import (
     analysis_cmds,
     bench_cmds,
     demo_cmd,
+    duplicates_cmd,
     library_cmds,
     maintenance_cmds,
     serve_cmd,
@@ -29,7 +30,8 @@ app = typer.Typer(
 
 # Each command module adds its commands to `app` (heavy libraries load inside the commands, so that
 # `songseek --help` stays fast).
-for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, demo_cmd, bench_cmds, synth_cmd, serve_cmd):
+for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, duplicates_cmd, demo_cmd, bench_cmds,
+                synth_cmd, serve_cmd):
     _module.register(app)
 
 

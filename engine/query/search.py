@@ -118,6 +118,7 @@ class SearchOptions:
     nprobe: int | None = None
     exact: bool = False
     filter_limits: FilterLimits | None = None  # None: the Library's filter_limits
+    collapse_duplicates: bool = False  # one hit per group of the `duplicates` table (`songseek duplicates`)
 
     def validated(self) -> SearchOptions:
         if self.k <= 0:
@@ -579,7 +580,15 @@ class Library:
         score = cand_scores if opts.rerank == "none" else res.score
         # Deterministic order: score, then track id.
         ids = self._cols["track_id"][rows]
-        order = np.lexsort((ids, -np.asarray(score, dtype=np.float64)))[: opts.k]
+        order = np.lexsort((ids, -np.asarray(score, dtype=np.float64)))
+        if opts.collapse_duplicates:  # the best-ranked member of each duplicate group stands for it
+            table = self.extra_tables.get("duplicates")
+            groups = dict(zip(table.column("track_id").to_pylist(), table.column("dup_group").to_pylist())
+                          ) if table is not None else {}
+            _, first_of = np.unique(np.asarray([groups.get(t, t) for t in ids[order]], dtype=object),
+                                    return_index=True)
+            order = order[np.sort(first_of)]
+        order = order[: opts.k]
         hits = []
         for rank, i in enumerate(order, start=1):
             r = int(rows[i])

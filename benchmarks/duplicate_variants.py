@@ -1,0 +1,131 @@
+"""Audio variants for the duplicate benchmark: re-encodes, resampling, gain, trims, silence (level 1),
+EQ and compression "remasters", a cut section, a small tempo change (level 2). Arrays in, files out.
+
+Each function takes mono float32 audio at ``sr`` and returns (audio, sample rate); ``write_audio`` encodes
+with PyAV (mp3 128k, AAC 128k, Opus 64k, FLAC, float WAV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+Variant = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
+
+# name -> (truth level, file format, transform)
+CODECS = {"mp3": ("mp3", "libmp3lame", 128_000), "m4a": ("mp4", "aac", 128_000),
+          "opus": ("ogg", "libopus", 64_000), "flac": ("flac", "flac", 0), "wav": ("wav", "pcm_f32le", 0)}
+
+
+def resample(x: np.ndarray, sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited resampling by FFT (good enough for a benchmark; no dependency)."""
+    n_new = int(round(len(x) * new_sr / sr))
+    spec = np.fft.rfft(x.astype(np.float64))
+    keep = min(len(spec), n_new // 2 + 1)
+    out = np.fft.irfft(spec[:keep], n_new) * (n_new / len(x))
+    return out.astype(np.float32)
+
+
+def gain(db: float) -> Variant:
+    return lambda x, sr: ((x * 10 ** (db / 20)).astype(np.float32), sr)
+
+
+def trim(head_s: float, tail_s: float) -> Variant:
+    """Cut the ends (at most 5 % of the track each, so that short clips survive)."""
+    def f(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+        h, t = (min(int(s * sr), len(x) // 20) for s in (head_s, tail_s))
+        return x[h: len(x) - t].copy(), sr
+    return f
+
+
+def add_silence(head_s: float, tail_s: float) -> Variant:
+    return lambda x, sr: (np.concatenate([np.zeros(int(head_s * sr), np.float32), x,
+                                          np.zeros(int(tail_s * sr), np.float32)]), sr)
+
+
+def to_rate(new_sr: int) -> Variant:
+    return lambda x, sr: (resample(x, sr, new_sr), new_sr)
+
+
+def eq(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """A "remaster" EQ: +6 dB shelf below 250 Hz, -6 dB above 2.5 kHz, smooth in log frequency."""
+    spec = np.fft.rfft(x.astype(np.float64))
+    f = np.maximum(np.fft.rfftfreq(len(x), 1 / sr), 1.0)
+    db = 6.0 / (1 + (f / 250.0) ** 2) - 6.0 / (1 + (2500.0 / f) ** 2)
+    y = np.fft.irfft(spec * 10 ** (db / 20), len(x))
+    return (0.9 * y / max(np.abs(y).max(), 1e-9) * np.abs(x).max()).astype(np.float32), sr
+
+
+def compress(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """A "loudness war" remaster: 6:1 compression above -30 dBFS RMS (50 ms), then make-up gain."""
+    win = max(1, int(0.05 * sr))
+    c = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    lo = np.clip(np.arange(len(x)) - win // 2, 0, len(x))
+    rms = np.sqrt((c[np.minimum(lo + win, len(x))] - c[lo]) / win + 1e-12)  # moving RMS, centred
+    level = 20 * np.log10(rms)
+    over = np.maximum(level + 30.0, 0.0)
+    y = x * 10 ** (-(over * (1 - 1 / 6.0)) / 20)
+    return (0.95 * y / max(np.abs(y).max(), 1e-9)).astype(np.float32), sr
+
+
+def cut_section(start_frac: float, length_s: float) -> Variant:
+    """Remove ``length_s`` seconds (at most a fifth of the track) from ``start_frac`` of the way in."""
+    def f(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+        a = int(start_frac * len(x))
+        return np.concatenate([x[:a], x[a + min(int(length_s * sr), len(x) // 5):]]), sr
+    return f
+
+
+def tempo(factor: float) -> Variant:
+    """Play ``factor`` times faster (pitch moves with it, as a tape or a resampling edit would)."""
+    return lambda x, sr: (np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32), sr)
+
+
+# name: (level, codec, transform)
+VARIANTS: dict[str, tuple[int, str, Variant | None]] = {
+    "mp3": (1, "mp3", None),
+    "aac": (1, "m4a", None),
+    "opus": (1, "opus", to_rate(48000)),
+    "resampled": (1, "flac", to_rate(22050)),
+    "gain+6": (1, "wav", gain(6.0)),
+    "gain-6": (1, "flac", gain(-6.0)),
+    "trimmed": (1, "flac", trim(2.3, 3.1)),
+    "silence": (1, "mp3", add_silence(4.0, 2.0)),
+    "eq": (2, "flac", eq),
+    "compressed": (2, "flac", compress),
+    "cut": (2, "flac", cut_section(0.4, 12.0)),
+    "tempo+3%": (2, "flac", tempo(1.03)),
+}
+
+
+def write_audio(path: Path, x: np.ndarray, sr: int, codec: str) -> Path:
+    """Encode mono float32 ``x`` at ``sr`` to ``path`` (its suffix is set from ``codec``)."""
+    import av
+
+    fmt, name, bit_rate = CODECS[codec]
+    path = path.with_suffix("." + codec)
+    if name == "libopus" and sr != 48000:
+        x, sr = resample(x, sr, 48000), 48000
+    sample_fmt = "flt" if name in ("pcm_f32le",) else ("s16" if name == "flac" else "fltp")
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(name, rate=sr, layout="mono")
+        assert isinstance(stream, av.audio.stream.AudioStream)  # an audio codec name gives an audio stream
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        samples = x.astype(np.float32)[None, :]
+        if sample_fmt == "s16":
+            samples = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
+        step = 4096
+        for i in range(0, samples.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + step]),
+                                               format="s16" if sample_fmt == "s16" else "fltp" if
+                                               sample_fmt == "fltp" else "flt", layout="mono")
+            frame.rate = sr
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -1,0 +1,111 @@
+"""`songseek duplicates`: groups of duplicates, re-masters and possible versions (nothing is deleted);
+`songseek bench duplicates`: precision/recall on a generated labelled set, and speed on synthetic vectors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import typer
+
+from .common import handles_errors, print_json
+
+LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("duplicates")(duplicates)
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    bench_app.command("duplicates")(bench_duplicates)
+    bench_app.command("duplicates-speed")(bench_duplicates_speed)
+
+
+@handles_errors
+def duplicates(
+    library: Path = LIBRARY_OPT,
+    json_out: bool = typer.Option(False, "--json", help="One JSON array of groups (level, members, evidence)."),
+    max_level: int = typer.Option(3, "--max-level", help="1: same recording only; 2: also other masters and "
+                                  "edits; 3: also possible versions (vectors only, a flag, not a proof)."),
+    not_duplicate: tuple[str, str] | None = typer.Option(None, "--not-duplicate", metavar="ID1 ID2",
+                                                  help="Mark two tracks as not duplicates (kept for later runs)."),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="Decode candidate pairs to confirm them "
+                               "(without it the levels come from the vectors alone)."),
+    neighbours: int = typer.Option(10, "--neighbours", help="Nearest tracks FAISS proposes per track."),
+) -> None:
+    """Find duplicates (1), other masters/edits (2) and possible versions (3); store them as a table.
+
+    Hide non-kept copies in a search with --where "dup_keep IS NOT FALSE" or --collapse-duplicates."""
+    from songseek.engine.analysis.duplicates import LEVELS, DuplicateParams, update_library
+
+    marks = [not_duplicate] if not_duplicate and not_duplicate[0] is not None else []
+    params = DuplicateParams(neighbours=neighbours, audio=audio, max_level=max_level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random-weights library: the levels from vectors say so in the docs
+        report = update_library(library, params, marks)
+    if json_out:
+        print_json([g.to_json() for g in report.groups])
+        return
+    for g in report.groups:
+        typer.echo(f"group {g.group_id}  level {g.level} ({LEVELS[g.level]})")
+        for m in g.members:
+            mark = "keep" if m.keep else f"L{m.level} "
+            typer.echo(f"  {mark}  {m.track_id}  {m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz "
+                       f"{m.duration_s:.1f} s  {m.path}")
+    typer.echo(f"{len(report.groups)} groups; {report.candidates} candidate pairs, {report.aligned} aligned, "
+               f"{report.decoded} files decoded in {report.seconds:.1f} s; stored as table 'duplicates' "
+               "(nothing deleted)", err=True)
+
+
+@handles_errors
+def bench_duplicates(
+    work: Path = typer.Option(Path("~/.cache/songseek/bench/duplicates"), "--work",
+                              help="Folder for the generated audio and library (reused when present)."),
+    synth_tracks: int = typer.Option(8, "--synth-tracks", help="Synthesised base tracks."),
+    real: bool = typer.Option(True, "--real/--no-real", help="Also use ../shared/data/audio recordings."),
+    real_dir: Path = typer.Option(Path("../shared/data/audio"), "--real-dir", help="Real recordings folder."),
+    encoder: str = typer.Option("demo", "--encoder", help="demo, or clap with --random-weights."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="The encoder's architecture, random."),
+    max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
+    seed: int = typer.Option(3, "--seed"),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="Confirm candidates from the audio."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Precision and recall per level on a generated labelled set (re-encodes, edits, hard negatives)."""
+    from songseek.benchmarks.duplicates import LabelledSetSpec, run_labelled
+
+    spec = LabelledSetSpec(synth_tracks=synth_tracks, real_dir=real_dir if real else None, seed=seed,
+                           max_seconds=max_seconds)
+    result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio)
+    if json_out:
+        print_json(result.to_json())
+        return
+    typer.echo(result.table())
+
+
+@handles_errors
+def bench_duplicates_speed(
+    tracks: list[int] = typer.Option([10_000, 50_000], "--tracks", help="Library sizes (repeat)."),
+    work: Path = typer.Option(Path("~/.cache/songseek/bench/duplicates-speed"), "--work"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Time the duplicate search on synthetic vector libraries (2 % planted near-copies), per 1k tracks."""
+    from songseek.benchmarks.duplicates import run_speed
+
+    rows = run_speed(tracks, work.expanduser())
+    if json_out:
+        print_json([r.__dict__ for r in rows])
+        return
+    typer.echo(f"{'tracks':>8} {'frames':>9} {'seconds':>8} {'s/1k tracks':>11} {'candidates':>10} "
+               f"{'aligned':>8} {'groups':>7} {'planted found':>13}")
+    for r in rows:
+        typer.echo(f"{r.tracks:>8} {r.frames:>9} {r.seconds:>8.2f} {r.seconds_per_1k:>11.3f} {r.candidates:>10} "
+                   f"{r.aligned:>8} {r.groups:>7} {r.planted_found:>6}/{r.planted:<6}")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        import math
+
+        exp = math.log(b.seconds / max(a.seconds, 1e-9)) / math.log(b.tracks / a.tracks)
+        typer.echo(f"growth exponent (time ∝ tracks^x) between {a.tracks} and {b.tracks}: x = {exp:.2f} "
+                   "(1 = linear, 2 = quadratic)")

@@ -1,0 +1,453 @@
+"""Duplicates, re-masters and versions, found from the stored window vectors and never by merging two songs.
+
+1. **Candidates**: every track's pooled vector (mean of its windows) asks FAISS for its ``neighbours``
+   nearest tracks; pairs above ``candidate_cosine`` go on. Never all pairs.
+2. **Alignment** (alignment.py): the window × window cosine matrix of a candidate pair must hold a long
+   diagonal (one time offset) or a long monotone chain (an edit). Most candidates stop here.
+3. **Audio** (fingerprint.py, only for pairs that passed 2): both files are decoded at 8 kHz and
+   fingerprinted. The fingerprint tells the same recording (level 1: found at one lag, same band balance
+   and loudness envelope), another master or edit of it (level 2: found, but at several lags, or with EQ or
+   compression changed) from a different recording that merely sounds alike (level 3, *possible version*,
+   when the vectors align well: CLAP is not trained to be invariant to versions, so it is only a flag).
+   Without the files (moved, or ``audio=False``) the levels come from the vectors alone and say so.
+4. **Groups**: pairs are joined by complete linkage: two groups merge only when *every* pair across them
+   is a duplicate at that level or better, so a chain A~B~C cannot pull two different songs together.
+   Pairs the user marked as not duplicates are never in one group.
+
+Groups are stored as the ``duplicates`` table (``--where`` sees dup_group, dup_level, dup_keep), the user's
+marks as ``not_duplicates``; nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from songseek.engine.analysis.alignment import best_diagonal, monotone_chain
+from songseek.engine.analysis.fingerprint import RATE as FP_RATE
+from songseek.engine.analysis.fingerprint import Fingerprint, FingerprintMatch, compare, fingerprint
+from songseek.engine.analysis.outliers import pooled_track_vectors
+from songseek.engine.errors import DecodeError, UsageError
+from songseek.engine.query.search import Library
+
+DUPLICATES_TABLE = "duplicates"
+NOT_DUPLICATES_TABLE = "not_duplicates"
+LEVELS = {1: "same recording", 2: "another master or edit", 3: "possible version"}
+LOSSLESS = ("flac", "alac", "wavpack", "ape", "tta", "pcm")
+_META_KEY = b"songseek.duplicates"
+
+
+@dataclass(frozen=True)
+class DuplicateParams:
+    """Thresholds (measured on the labelled set, docs/duplicates.md). Cosines are of unit window vectors."""
+
+    neighbours: int = 10            # FAISS neighbours per track
+    candidate_cosine: float = 0.5   # pooled-vector cosine a candidate pair needs (gain alone moves it to 0.77)
+    window_cosine: float = 0.75     # a window match (on a diagonal or chain): a permissive gate, the audio decides
+    version_cosine: float = 0.9     # a window match for a possible version (vectors only)
+    min_cover: float = 0.5          # share of the shorter track's windows the chain must cover
+    level1_cover: float = 0.85      # vectors only: diagonal cover for level 1
+    level1_cosine: float = 0.97     # vectors only: mean diagonal cosine for level 1
+    audio_cover: float = 0.5        # fingerprint: share of the shorter track found (levels 1-2) ...
+    audio_agreement: float = 0.55   # ... at this mean bit agreement (other notes over one drum loop: 0.5) ...
+    two_lags: float = 0.7           # ... at one or two lags (unrelated blocks match at scattered lags)
+    audio_cover1: float = 0.8       # fingerprint: level 1 needs this much found ...
+    one_lag: float = 0.9            # ... this much of it at one lag ...
+    band_db: float = 1.5            # ... band balance within this (dB) ...
+    dynamics_db: float = 1.0        # ... and loudness envelope within this (dB)
+    audio: bool = True              # decode candidate pairs to confirm them
+    max_level: int = 3
+
+    def validated(self) -> DuplicateParams:
+        if self.max_level not in LEVELS:
+            raise UsageError(f"max_level must be 1, 2 or 3 (got {self.max_level})")
+        if self.neighbours < 1:
+            raise UsageError(f"neighbours must be at least 1 (got {self.neighbours})")
+        return self
+
+
+@dataclass(frozen=True)
+class PairEvidence:
+    """Why two tracks are (or are not) duplicates. Spans are seconds [start, end] on each side; ``offset_s``
+    is added to a time in A to find the same music in B; ``window_agreement`` the mean cosine along the
+    diagonal; ``chain_cover`` the share of the shorter track's windows on the monotone chain."""
+
+    a: str
+    b: str
+    level: int                      # 1-3, or 0: not a duplicate
+    pooled_cosine: float
+    duration_ratio: float
+    offset_s: float
+    span_a: tuple[float, float]
+    span_b: tuple[float, float]
+    window_agreement: float
+    diagonal_cover: float
+    chain_cover: float
+    version_cover: float
+    audio: FingerprintMatch | None = None
+    audio_checked: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["audio"] = asdict(self.audio) if self.audio is not None else None
+        return out
+
+
+@dataclass(frozen=True)
+class Member:
+    """A track of a group, with the facts the keep choice uses (bit rate in kbit/s from size/length)."""
+
+    track_id: str
+    path: str
+    level: int                      # to the kept file (0 for the kept file itself)
+    keep: bool
+    codec: str
+    lossless: bool
+    bit_rate_kbps: float
+    sample_rate: int
+    duration_s: float
+    tags: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Tracks that are one recording (level 1), masters/edits of one (2) or possible versions (3): every
+    pair inside is a duplicate at ``level`` or better. The first member is the one to keep."""
+
+    group_id: str
+    level: int
+    members: tuple[Member, ...]
+    pairs: tuple[PairEvidence, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "level": self.level, "level_name": LEVELS[self.level],
+                "keep": self.members[0].track_id, "members": [m.to_json() for m in self.members],
+                "pairs": [p.to_json() for p in self.pairs]}
+
+
+@dataclass
+class _Context:
+    """One run's inputs, with the tracks table's columns as numpy arrays (looked up per pair)."""
+
+    lib: Library
+    params: DuplicateParams
+    excluded: set[tuple[str, str]]
+    pooled: np.ndarray
+    fingerprints: dict[int, Fingerprint | None] = field(default_factory=dict)
+    decoded: int = 0
+
+    def __post_init__(self) -> None:
+        t = self.lib.tracks
+        self.ids = t.column("track_id").to_numpy(zero_copy_only=False)
+        self.paths = t.column("path").to_numpy(zero_copy_only=False)
+        self.starts = t.column("frame_start").to_numpy(zero_copy_only=False)
+        self.counts = t.column("frame_count").to_numpy(zero_copy_only=False)
+        self.durations = np.nan_to_num(t.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64))
+
+
+def _key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def candidate_pairs(pooled: np.ndarray, neighbours: int, min_cosine: float) -> list[tuple[int, int, float]]:
+    """(row a < row b, cosine) pairs among each row's ``neighbours`` nearest pooled vectors (unit rows,
+    float32 (N, dim)) with cosine >= ``min_cosine``. Exact inner product up to 20k tracks, IVF above
+    (nlist 4√N, 16 lists probed): about N·√N work, never N²."""
+    import faiss
+
+    x = np.ascontiguousarray(pooled, dtype=np.float32)
+    n, dim = x.shape
+    if n < 2:
+        return []
+    k = min(neighbours + 1, n)
+    index: Any
+    if n <= 20_000:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        index.train(x[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+        index.nprobe = 16
+    index.add(x)
+    sims, rows = index.search(x, k)
+    out: dict[tuple[int, int], float] = {}
+    for i in range(n):
+        for j, s in zip(rows[i].tolist(), sims[i].tolist()):
+            if j >= 0 and j != i and s >= min_cosine:
+                out[(min(i, j), max(i, j))] = float(s)
+    return sorted((a, b, s) for (a, b), s in out.items())
+
+
+def _vectors(ctx: _Context, row: int) -> np.ndarray:
+    return ctx.lib.store.vectors(int(ctx.starts[row]), int(ctx.counts[row]))
+
+
+def _fingerprint(ctx: _Context, row: int) -> Fingerprint | None:
+    from songseek.engine.audio import decode
+
+    if row not in ctx.fingerprints:
+        path = Path(str(ctx.paths[row]))
+        try:
+            ctx.fingerprints[row] = fingerprint(decode(path, FP_RATE)) if path.is_file() else None
+            ctx.decoded += 1
+        except (DecodeError, UsageError):
+            ctx.fingerprints[row] = None
+    return ctx.fingerprints[row]
+
+
+def _level(p: DuplicateParams, aligned: bool, version: bool, diag_cover: float, diag_mean: float,
+           audio: FingerprintMatch | None) -> int:
+    """The level a pair's evidence supports (0: not a duplicate), before ``max_level``."""
+    if audio is not None:
+        if (audio.coverage >= p.audio_cover1 and audio.agreement >= p.audio_agreement
+                and audio.one_lag >= p.one_lag and audio.band_db <= p.band_db
+                and audio.dynamics_db <= p.dynamics_db):
+            return 1
+        if audio.coverage >= p.audio_cover and audio.agreement >= p.audio_agreement and audio.two_lags >= p.two_lags:
+            return 2
+        return 3 if version else 0
+    if aligned and diag_cover >= p.level1_cover and diag_mean >= p.level1_cosine:
+        return 1
+    return 2 if aligned else (3 if version else 0)
+
+
+def evaluate_pair(ctx: _Context, ra: int, rb: int) -> PairEvidence:
+    """Align two tracks (table rows) and, when the vectors agree, confirm from the audio."""
+    p = ctx.params
+    a, b = str(ctx.ids[ra]), str(ctx.ids[rb])
+    va, vb = _vectors(ctx, ra), _vectors(ctx, rb)
+    # einsum: numpy's own loop; BLAS would thread this tiny product and spin on cores (10x slower here)
+    sim = np.einsum("id,jd->ij", va, vb)
+    short = max(1, min(len(va), len(vb)))
+    diag = best_diagonal(sim, p.window_cosine)
+    chain = monotone_chain(sim, p.window_cosine)
+    version = monotone_chain(sim, p.version_cosine)
+    da, db = float(ctx.durations[ra]), float(ctx.durations[rb])
+    hop, win = ctx.lib.manifest.hop_s, ctx.lib.manifest.window_s
+    start_a = diag.start_a * hop
+    end_a = (diag.start_a + max(diag.run, 1) - 1) * hop + win
+    offset = diag.offset * hop
+    aligned = max(diag.run, chain) / short >= p.min_cover
+    possible_version = version / short >= p.min_cover
+    audio = None
+    level = 0
+    if _key(a, b) not in ctx.excluded and (aligned or possible_version):
+        fa = _fingerprint(ctx, ra) if p.audio else None
+        fb = _fingerprint(ctx, rb) if fa is not None else None
+        audio = compare(fa, fb) if fa is not None and fb is not None else None
+        level = _level(p, aligned, possible_version, diag.run / short, diag.mean, audio)
+        if audio is not None and fa is not None and fb is not None and audio.coverage >= p.audio_cover:
+            # the fingerprint's lag is finer than a window hop; compare() measures from the shorter track
+            offset = audio.lag_s if fa.seconds <= fb.seconds else -audio.lag_s
+        if level > p.max_level:
+            level = 0
+    return PairEvidence(
+        a=a, b=b, level=level, pooled_cosine=float(ctx.pooled[ra] @ ctx.pooled[rb]),
+        duration_ratio=min(da, db) / max(da, db, 1e-9), offset_s=offset,
+        span_a=(start_a, min(end_a, da)) if diag.run else (0.0, 0.0),
+        span_b=(start_a + offset, min(end_a + offset, db)) if diag.run else (0.0, 0.0),
+        window_agreement=diag.mean, diagonal_cover=diag.run / short, chain_cover=chain / short,
+        version_cover=version / short, audio=audio, audio_checked=audio is not None)
+
+
+def group_pairs(n: int, edges: Iterable[tuple[int, int, int]], level_of: Callable[[int, int], int]
+                ) -> list[tuple[int, list[int]]]:
+    """Complete-linkage groups of rows 0..n-1. ``edges`` are (level, a, b) found duplicates (level 1-3);
+    ``level_of(a, b)`` gives any other pair's level (0: not a duplicate). Two groups merge at level L only
+    when every pair across them is at L or better; an edge refused at L is tried again at the worst level
+    across (if that is a duplicate level). Returns (group level, sorted rows) for groups of 2 or more."""
+    parent = list(range(n))
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    level: dict[int, int] = {i: 0 for i in range(n)}
+    heap = [(lv, a, b) for lv, a, b in edges]
+    heapq.heapify(heap)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    while heap:
+        lv, a, b = heapq.heappop(heap)
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        worst = lv
+        for x in members[ra]:
+            for y in members[rb]:
+                pl = level_of(x, y)
+                worst = 99 if pl == 0 else max(worst, pl)
+                if worst == 99:
+                    break
+            if worst == 99:
+                break
+        if worst > lv:
+            if worst <= 3:
+                heapq.heappush(heap, (worst, a, b))
+            continue
+        parent[rb] = ra
+        members[ra] += members.pop(rb)
+        level[ra] = max(level[ra], level[rb], lv)
+    return sorted(((level[r], sorted(ms)) for r, ms in members.items() if len(ms) > 1), key=lambda g: g[1])
+
+
+def _member_facts(lib: Library, row: int) -> tuple[str, bool, float, int, float, int]:
+    from songseek.engine.audio import probe
+
+    t = lib.tracks
+    path = Path(str(t.column("path")[row].as_py()))
+    dur = float(t.column("duration_s")[row].as_py() or 0.0)
+    size = int(t.column("size")[row].as_py() or 0)
+    tags = sum(t.column(c)[row].as_py() not in (None, "") for c in ("title", "artist", "album", "genre", "year")
+               if c in t.column_names)
+    codec, rate = path.suffix.lstrip(".").lower() or "?", 0
+    try:
+        info = probe(path) if path.is_file() else None
+    except (DecodeError, UsageError):
+        info = None
+    if info is not None:
+        codec, rate = info.codec, info.sample_rate
+    lossless = codec.startswith(LOSSLESS) or codec in ("wav", "aiff")
+    return codec, lossless, size * 8 / 1000 / dur if dur > 0 else 0.0, rate, dur, int(tags)
+
+
+def _make_group(lib: Library, level: int, rows: list[int], pairs: dict[tuple[int, int], PairEvidence]
+                ) -> DuplicateGroup:
+    ids = lib.tracks.column("track_id")
+    facts = {r: _member_facts(lib, r) for r in rows}
+    # keep: lossless first, then bit rate, sample rate, length, tags; ties by track id
+    order = sorted(rows, key=lambda r: (not facts[r][1], -facts[r][2], -facts[r][3], -facts[r][4], -facts[r][5],
+                                        str(ids[r].as_py())))
+    keep = order[0]
+    members = []
+    for r in order:
+        codec, lossless, kbps, rate, dur, tags = facts[r]
+        lv = 0 if r == keep else pairs[(min(r, keep), max(r, keep))].level
+        members.append(Member(track_id=str(ids[r].as_py()), path=str(lib.tracks.column("path")[r].as_py()),
+                              level=lv, keep=r == keep, codec=codec, lossless=lossless,
+                              bit_rate_kbps=round(kbps, 1), sample_rate=rate, duration_s=dur, tags=tags))
+    ev = tuple(pairs[(a, b)] for i, a in enumerate(sorted(rows)) for b in sorted(rows)[i + 1:])
+    return DuplicateGroup(group_id=members[0].track_id, level=level, members=tuple(members), pairs=ev)
+
+
+def excluded_pairs(table: pa.Table | None) -> set[tuple[str, str]]:
+    """The user's not-duplicate marks from a ``not_duplicates`` table (each pair once, sorted)."""
+    if table is None or table.num_rows == 0:
+        return set()
+    out = set()
+    for tid, others in zip(table.column("track_id").to_pylist(), table.column("not_duplicate_of").to_pylist()):
+        out |= {_key(tid, o) for o in others or []}
+    return out
+
+
+def not_duplicates_table(pairs: set[tuple[str, str]]) -> pa.Table:
+    """One row per track: ``track_id``, ``not_duplicate_of`` (list of track ids), each pair in both rows."""
+    by: dict[str, set[str]] = {}
+    for a, b in pairs:
+        by.setdefault(a, set()).add(b)
+        by.setdefault(b, set()).add(a)
+    ids = sorted(by)
+    return pa.table({"track_id": pa.array(ids, pa.string()),
+                     "not_duplicate_of": pa.array([sorted(by[t]) for t in ids], pa.list_(pa.string()))})
+
+
+def duplicates_table(groups: list[DuplicateGroup], params: DuplicateParams) -> pa.Table:
+    """One row per grouped track: dup_group (the kept track's id), dup_level (the group's), dup_keep,
+    dup_member_level (to the kept file). The parameters and group count ride in the schema metadata."""
+    rows = [(m.track_id, g.group_id, g.level, m.keep, m.level) for g in groups for m in g.members]
+    table = pa.table({
+        "track_id": pa.array([r[0] for r in rows], pa.string()),
+        "dup_group": pa.array([r[1] for r in rows], pa.string()),
+        "dup_level": pa.array([r[2] for r in rows], pa.int8()),
+        "dup_keep": pa.array([r[3] for r in rows], pa.bool_()),
+        "dup_member_level": pa.array([r[4] for r in rows], pa.int8()),
+    })
+    meta = {"params": asdict(params), "groups": len(groups),
+            "by_level": {str(lv): sum(g.level == lv for g in groups) for lv in LEVELS}}
+    return table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+
+
+def stored_summary(table: pa.Table | None) -> dict[str, Any]:
+    """What a stored ``duplicates`` table says: groups, grouped tracks and groups per level (for `info`)."""
+    if table is None:
+        return {"groups": 0, "tracks": 0, "by_level": {}, "found": False}
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    meta = json.loads(raw) if raw else {}
+    return {"groups": int(meta.get("groups", 0)), "tracks": table.num_rows, "by_level": meta.get("by_level", {}),
+            "found": True}
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    groups: tuple[DuplicateGroup, ...]
+    candidates: int                 # pairs FAISS proposed
+    aligned: int                    # pairs whose alignment was computed (candidates + complete-linkage checks)
+    decoded: int                    # files decoded for the audio check
+    seconds: float
+
+
+def find_duplicates(lib: Library, params: DuplicateParams | None = None,
+                    excluded: set[tuple[str, str]] | None = None) -> DuplicateReport:
+    """Groups of duplicates in an open library (nothing stored; see ``update_library``)."""
+    import time
+
+    t0 = time.perf_counter()
+    p = (params or DuplicateParams()).validated()
+    t = lib.tracks
+    pooled = pooled_track_vectors(lib.store, t.column("frame_start").to_numpy(zero_copy_only=False),
+                                  t.column("frame_count").to_numpy(zero_copy_only=False)) if lib.n_tracks else \
+        np.zeros((0, lib.manifest.dim), np.float32)
+    ctx = _Context(lib=lib, params=p, excluded=excluded or set(), pooled=pooled)
+    cands = candidate_pairs(pooled, p.neighbours, p.candidate_cosine)
+    pairs: dict[tuple[int, int], PairEvidence] = {}
+
+    def level_of(x: int, y: int) -> int:
+        k = (min(x, y), max(x, y))
+        if k not in pairs:
+            pairs[k] = evaluate_pair(ctx, *k)
+        return pairs[k].level
+
+    edges = [(lv, a, b) for a, b, _ in cands if (lv := level_of(a, b))]
+    grouped = group_pairs(lib.n_tracks, edges, level_of)
+    groups = sorted((_make_group(lib, lv, rows, pairs) for lv, rows in grouped),
+                    key=lambda g: (g.level, g.group_id))
+    return DuplicateReport(groups=tuple(groups), candidates=len(cands), aligned=len(pairs), decoded=ctx.decoded,
+                           seconds=time.perf_counter() - t0)
+
+
+def update_library(root: str | Path, params: DuplicateParams | None = None,
+                   not_duplicate: Iterable[tuple[str, str]] = ()) -> DuplicateReport:
+    """Record the user's ``not_duplicate`` pairs (kept for every later run), find the groups and store
+    them as the ``duplicates`` table, in one commit under the writer lock. Unknown track ids are refused."""
+    from songseek.engine.storage.writer import LibraryWriter
+
+    with LibraryWriter(Path(root)) as writer:
+        lib = Library.open(root)
+        known = set(lib.tracks.column("track_id").to_pylist())
+        marks = {_key(a, b) for a, b in not_duplicate}
+        for a, b in marks:
+            for tid in (a, b):
+                if tid not in known:
+                    raise UsageError(f"not_duplicate: no track {tid!r} in {root} (track ids: `songseek duplicates "
+                                     "--json` or the tracks table)")
+            if a == b:
+                raise UsageError(f"not_duplicate: a track cannot be paired with itself ({a!r})")
+        excluded = excluded_pairs(writer.get_table(NOT_DUPLICATES_TABLE)) | marks
+        report = find_duplicates(lib, params, excluded)
+        if marks:
+            writer.put_table(NOT_DUPLICATES_TABLE, not_duplicates_table(excluded))
+        writer.put_table(DUPLICATES_TABLE, duplicates_table(list(report.groups), params or DuplicateParams()))
+        writer.commit()
+    return report

@@ -1,0 +1,67 @@
+"""alignment.py against naive loops on seeded random matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from songseek.engine.analysis.alignment import best_diagonal, diagonal_runs, monotone_chain
+
+
+def _naive_runs(s: np.ndarray, th: float) -> dict[int, tuple[int, int, float]]:
+    m, n = s.shape
+    out = {}
+    for d in range(-(m - 1), n):
+        best, best_start, best_mean, run, start, total = 0, 0, 0.0, 0, 0, 0.0
+        for i in range(m):
+            j = i + d
+            if 0 <= j < n and s[i, j] >= th:
+                if run == 0:
+                    start, total = i, 0.0
+                run += 1
+                total += s[i, j]
+                if run > best:
+                    best, best_start, best_mean = run, start, total / run
+            else:
+                run = 0
+        out[d] = (best, best_start, best_mean)
+    return out
+
+
+def _naive_chain(s: np.ndarray, th: float) -> int:
+    m, n = s.shape
+    dp = [[0] * (n + 1) for _ in range(m + 1)]
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            dp[i][j] = max(dp[i - 1][j], dp[i][j - 1], dp[i - 1][j - 1] + int(s[i - 1, j - 1] >= th))
+    return dp[m][n]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_diagonal_runs_and_chain_match_naive_loops(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m, n = rng.integers(1, 14, size=2)
+    s = rng.random((m, n))
+    th = 0.4
+    offsets, run, start, mean = diagonal_runs(s, th)
+    ref = _naive_runs(s, th)
+    assert offsets.tolist() == sorted(ref)
+    for k, d in enumerate(offsets.tolist()):
+        assert (run[k], start[k] if run[k] else 0) == ref[d][:2]
+        assert mean[k] == pytest.approx(ref[d][2])
+    assert monotone_chain(s, th) == _naive_chain(s, th)
+
+
+def test_a_shifted_copy_is_found_at_its_offset_and_an_edit_by_the_chain() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((20, 16))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b = np.concatenate([rng.standard_normal((3, 16)) / 4, a])  # three windows of something else first
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    d = best_diagonal(a @ b.T, 0.9)
+    assert (d.offset, d.start_a, d.run) == (3, 0, 20)
+    assert d.mean == pytest.approx(1.0)
+    edit = np.concatenate([a[:8], a[14:]])  # windows 8..13 cut out
+    assert best_diagonal(edit @ a.T, 0.9).run == 8
+    assert monotone_chain(edit @ a.T, 0.9) == 14
+    assert best_diagonal(np.zeros((0, 3)), 0.5).run == 0

@@ -1,0 +1,95 @@
+"""Duplicate groups from window vectors (no audio files: the vectors-only levels), complete linkage,
+user marks, the stored table under --where, and collapsed searches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songseek.engine.analysis.duplicates import (
+    DuplicateParams,
+    candidate_pairs,
+    find_duplicates,
+    group_pairs,
+    update_library,
+)
+from songseek.engine.errors import UsageError
+from songseek.engine.query.filters import filter_track_ids
+from songseek.engine.query.search import Library
+from tests.analysis_helpers import build_library, unit
+
+
+def _tracks(seed: int = 0) -> list[np.ndarray]:
+    """t000 a track; t001 its copy (noise, first window trimmed); t002 t000 with 4 windows cut out;
+    t003..t007 unrelated tracks sharing one 'genre' direction with t000 (pooled cosine about 0.5)."""
+    rng = np.random.default_rng(seed)
+    genre = unit(rng.standard_normal(32))[0]
+    base = unit(genre + unit(rng.standard_normal((16, 32))))
+    copy = unit(base[1:] + 0.02 * rng.standard_normal((15, 32)))
+    edit = np.concatenate([base[:6], base[10:]])
+    others = [unit(genre + unit(rng.standard_normal((12, 32)))) for _ in range(5)]
+    return [base, copy, edit, *others]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return build_library(tmp_path / "lib", _tracks())
+
+
+def test_copy_and_edit_are_grouped_and_unrelated_tracks_are_not(root: Path) -> None:
+    lib = Library.open(root)
+    report = find_duplicates(lib, DuplicateParams(audio=False, neighbours=2))
+    assert [sorted(m.track_id for m in g.members) for g in report.groups] == [["t000", "t001", "t002"]]
+    g = report.groups[0]
+    assert g.level == 2  # the edit is level 2 with both others; the copy is level 1 with the base
+    levels = {(p.a, p.b): p.level for p in g.pairs}
+    assert levels[("t000", "t001")] == 1 and levels[("t000", "t002")] == 2
+    ev = next(p for p in g.pairs if (p.a, p.b) == ("t000", "t001"))
+    assert ev.offset_s == -10.0 and ev.diagonal_cover == 1.0  # t000's window 1 is t001's window 0
+    assert report.candidates <= 8 * 2  # two FAISS neighbours per track, not all 28 pairs
+    assert g.members[0].keep and sum(m.keep for m in g.members) == 1
+
+
+def test_candidate_pairs_are_the_exact_neighbours_above_the_cosine() -> None:
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((40, 8)))
+    got = {(a, b) for a, b, _ in candidate_pairs(x, 3, 0.3)}
+    sims = x @ x.T
+    want = set()
+    for i in range(40):
+        order = [j for j in np.argsort(-sims[i]) if j != i][:3]
+        want |= {(min(i, j), max(i, j)) for j in order if sims[i, j] >= 0.3}
+    assert got == want
+
+
+def test_complete_linkage_does_not_chain_two_songs_through_a_third() -> None:
+    # 0~1 and 1~2 are duplicates but 0 and 2 are not: 1 joins one of them, never both.
+    levels = {(0, 1): 1, (1, 2): 1, (0, 2): 0, (2, 3): 2}
+    groups = group_pairs(4, [(1, 0, 1), (1, 1, 2), (2, 2, 3)], lambda a, b: levels.get((min(a, b), max(a, b)), 0))
+    assert groups == [(1, [0, 1]), (2, [2, 3])]
+    # a refused edge is retried at the worst level across: {0, 1} and 2 join at level 3
+    levels = {(0, 1): 1, (1, 2): 1, (0, 2): 3}
+    assert group_pairs(3, [(1, 0, 1), (1, 1, 2)], lambda a, b: levels[(min(a, b), max(a, b))]) == [(3, [0, 1, 2])]
+
+
+def test_stored_groups_filter_searches_and_marks_survive_reruns(root: Path) -> None:
+    report = update_library(root, DuplicateParams(audio=False))
+    keep = report.groups[0].members[0].track_id
+    lib = Library.open(root)
+    visible = set(filter_track_ids(lib.tables(), "dup_keep IS NOT FALSE"))
+    assert visible == {f"t{i:03d}" for i in range(8)} - ({"t000", "t001", "t002"} - {keep})
+    q = lib.store.vectors(0, 1)[0]  # t000's first window: the whole group ranks first
+    plain = [h.track_id for h in lib.search(vector=q, k=5, rerank="max")]
+    collapsed = [h.track_id for h in lib.search(vector=q, k=5, rerank="max", collapse_duplicates=True)]
+    assert set(plain[:3]) == {"t000", "t001", "t002"}
+    assert collapsed[0] == plain[0] and not {"t000", "t001", "t002"} & set(collapsed[1:])
+    assert len(collapsed) == 5
+    # the user says t000 and t002 are not duplicates: t002 leaves the group, now and on every rerun
+    update_library(root, DuplicateParams(audio=False), [("t002", "t000")])
+    for _ in range(2):
+        groups = update_library(root, DuplicateParams(audio=False)).groups
+        assert [sorted(m.track_id for m in g.members) for g in groups] == [["t000", "t001"]]
+    with pytest.raises(UsageError, match="no track 'nope'"):
+        update_library(root, DuplicateParams(audio=False), [("t000", "nope")])

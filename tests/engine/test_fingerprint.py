@@ -1,0 +1,47 @@
+"""The spectral fingerprint: a gain-changed, shifted copy is found at its lag; other notes are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from songseek.engine.analysis.fingerprint import FRAME_S, RATE, block_lags, compare, fingerprint
+
+
+def _tones(seed: int, seconds: float = 30.0) -> np.ndarray:
+    """Random notes (0.25 s each, 2 partials) over a quiet noise floor, at RATE."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    out = 0.01 * rng.standard_normal(n)
+    step = RATE // 4
+    t = np.arange(step) / RATE
+    for i in range(0, n - step, step):
+        f = 220.0 * 2 ** (rng.integers(0, 24) / 12)
+        out[i:i + step] += np.sin(2 * np.pi * f * t) * np.hanning(step) + 0.3 * np.sin(4 * np.pi * f * t)
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
+def test_block_lags_match_a_naive_correlation() -> None:
+    rng = np.random.default_rng(0)
+    a = np.sign(rng.standard_normal((40, 4))).astype(np.float32)
+    b = np.sign(rng.standard_normal((70, 4))).astype(np.float32)
+    lags, agree = block_lags(a, b, block=8)
+    for k in range(5):
+        blk = a[k * 8:(k + 1) * 8]
+        corr = [float((blk * b[p:p + 8]).sum()) for p in range(70 - 8 + 1)]
+        assert corr[lags[k] + k * 8] == pytest.approx(max(corr))  # the best lag (ties: any of them)
+        assert agree[k] == pytest.approx(max(corr) / 32)
+
+
+def test_a_trimmed_quieter_copy_is_the_same_recording_and_other_notes_are_not() -> None:
+    x = _tones(1)
+    cut = int(3.2 * RATE)
+    copy = 0.5 * x[cut:]                       # -6 dB, first 3.2 s trimmed
+    m = compare(fingerprint(x), fingerprint(copy))
+    assert m.coverage >= 0.9 and m.one_lag >= 0.9 and m.agreement > 0.8
+    assert abs(abs(m.lag_s) - 3.2) <= FRAME_S
+    assert m.band_db < 0.5 and m.dynamics_db < 0.5
+    other = compare(fingerprint(x), fingerprint(_tones(2)))
+    assert other.coverage < 0.2
+    tilted = np.fft.irfft(np.fft.rfft(copy) * np.linspace(2.0, 0.5, len(copy) // 2 + 1), len(copy))
+    assert compare(fingerprint(x), fingerprint(tilted.astype(np.float32))).band_db > 3.0
