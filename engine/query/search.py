@@ -610,7 +610,7 @@ def library_stats(lib: Library) -> LibraryStats:
         status = "none yet (searches are exact)"
     elif m.index_frames < n:
         status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
-    elif want != m.index_description or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)):
+    elif want != m.index_description or (faiss_index.ivf_nlist(want) > 0 and n > 4 * max(m.index_trained_on, 1)):
         status = f"rebuild due ({want} at this size)"
     else:
         status = "up to date (updated incrementally; IVF retrained past 4x its training size)"
@@ -620,7 +620,7 @@ def library_stats(lib: Library) -> LibraryStats:
         checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
         sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
         index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
-        index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        index_status=status, index_nprobe=lib.default_nprobe() if faiss_index.ivf_nlist(m.index_description) else 0,
         random_weights=m.encoder.random_weights, failures=failures,
         audio_hours=float(lib._cols["duration_s"].sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
         schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
