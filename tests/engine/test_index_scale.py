@@ -18,6 +18,16 @@ from songseek.engine.storage.writer import LibraryWriter, build_from_reader
 DIM = 32
 
 
+@pytest.fixture(autouse=True)
+def one_faiss_thread() -> object:
+    """k-means and PQ training on one OpenMP thread: on a shared 2-core runner spinning threads made one
+    training take minutes instead of a second."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 def _library(root: Path, factory: str, n_tracks: int = 120, seed: int = 0) -> np.ndarray:
     """A library of seeded clustered frames in several shards; returns every frame in row order."""
     rng = np.random.default_rng(seed)

@@ -26,8 +26,8 @@ def test_gpu_check_dry_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert all(s["ok"] for s in steps.values())
     embed = steps["embed"]
     assert embed["windows"] >= 4 and embed["dim"] == 24
-    # bfloat16 autocast of a random tiny model stays close to fp32 (the GPU run asks >= 0.999)
-    assert 0.98 <= embed["cosine_bf16_min"] <= embed["cosine_bf16_mean"] <= 1.0 + 1e-6
+    # bfloat16 autocast of a random tiny model stays close to fp32 (the GPU run asks >= 0.999; 0.99999 seen)
+    assert 0.99 <= embed["cosine_bf16_min"] <= embed["cosine_bf16_mean"] <= 1.0 + 1e-6
     tp = steps["throughput"]
     assert tp["model_only_wps_fp32"] > 0 and tp["end_to_end_wps_bf16"] > 0 and tp["bottleneck"]
     assert tp["windows"] == 6  # 3 synthetic files of 20 s, 10 s windows
@@ -36,7 +36,6 @@ def test_gpu_check_dry_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert search["exact_recall_at_100"] >= 0.99
     assert 0.9 <= search["torch_fp16_recall_at_100"] <= 1.0
     assert search["faiss_gpu"] is False and "64 MiB" in search["faiss_gpu_note"]
-    assert report["seconds_total"] < 480
 
 
 def test_gpu_check_needs_an_output_folder() -> None:
