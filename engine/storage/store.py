@@ -7,11 +7,11 @@ read memory-mapped: vectors are numpy views into the page cache, never a copy of
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -269,7 +269,7 @@ class VectorReader:
                 for a in range(lo, hi, batch):
                     n = min(batch, hi - a)
                     fh.seek(shard.offset + (a - int(self.offsets[s])) * row_bytes)
-                    _read_exact(fh, memoryview(buf[:n]).cast("B"), shard.path)
+                    _read_exact(fh, buf[:n].data.cast("B"), shard.path)
                     yield buf[:n]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
@@ -284,11 +284,11 @@ class VectorReader:
             with open(shard.path, "rb", buffering=0) as fh:
                 for i in idx:
                     fh.seek(shard.offset + (int(rows[i]) - int(self.offsets[s])) * row_bytes)
-                    _read_exact(fh, memoryview(out[i]).cast("B"), shard.path)
+                    _read_exact(fh, out[i].data.cast("B"), shard.path)
         return out
 
 
-def _read_exact(fh: BinaryIO, view: memoryview, path: Path) -> None:
+def _read_exact(fh: io.FileIO, view: memoryview, path: Path) -> None:
     got = 0
     while got < len(view):
         n = fh.readinto(view[got:])
