@@ -74,7 +74,7 @@ def test_reader_refuses_a_truncated_shard(tmp_path: Path) -> None:
         list(VectorReader(tmp_path, m).batches())
 
 
-@pytest.mark.parametrize("factory", ["IVF8,PQ8", "IVF8,SQfp16", "Flat"])
+@pytest.mark.parametrize("factory", ["IVF8,PQ8x4", "IVF8,SQfp16", "Flat"])
 def test_streamed_build_equals_an_in_memory_build(tmp_path: Path, factory: str) -> None:
     frames = _library(tmp_path, factory)
     with LibraryWriter(tmp_path) as w:
@@ -94,9 +94,9 @@ def test_streamed_build_equals_an_in_memory_build(tmp_path: Path, factory: str) 
 
 
 def test_incremental_add_reads_only_the_new_rows(tmp_path: Path) -> None:
-    frames = _library(tmp_path, "IVF8,PQ8")
+    frames = _library(tmp_path, "IVF8,PQ8x4")
     with LibraryWriter(tmp_path) as w:
-        w.update_index("IVF8,PQ8")
+        w.update_index("IVF8,PQ8x4")
         extra = l2_normalize(np.random.default_rng(3).standard_normal((30, DIM)))
         w.add_track(TrackRecord(track_id="new", path="new.wav"), extra, np.arange(30.0), np.arange(30.0) + 1)
         w.commit()
@@ -152,11 +152,11 @@ def test_training_sample_sizes() -> None:
     assert pq is not None and len(pq) == ix.MIN_PQ_TRAIN  # PQ codebooks want more than 64 x 256
     capped = ix.training_rows(10**9, "IVF32768_HNSW32,PQ64")
     assert capped is not None and len(capped) == max(ix.MAX_TRAIN_ROWS, ix.MIN_TRAIN_PER_LIST * 32768)
-    small = ix.training_rows(500, "IVF8,PQ8")
+    small = ix.training_rows(500, "IVF8,PQ8x4")
     assert small is not None and len(small) == 500
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF16,SQfp16", "IVF16,SQ8", "IVF16,PQ8", "IVF16,PQ16x4fs"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,SQfp16", "IVF16,SQ8", "IVF16,PQ8x4", "IVF16,PQ16x4fs"])
 def test_bytes_per_frame_is_what_each_frame_costs(factory: str) -> None:
     """The documented memory per frame equals the slope of the serialized size against frames."""
     rng = np.random.default_rng(0)
