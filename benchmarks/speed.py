@@ -267,7 +267,7 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
                            [[h.track_id for h in hs] for hs in exact_hits], k)
     return QuerySpeedReport(
         library=str(library), frames=n, tracks=lib.n_tracks, dim=dim, index=desc,
-        nprobe=probe if desc.startswith("IVF") else 0, k=k, candidates=candidates, queries=len(queries),
+        nprobe=probe if faiss_index.ivf_nlist(desc) else 0, k=k, candidates=candidates, queries=len(queries),
         faiss_threads=faiss_index.get_query_threads() or int(faiss.omp_get_max_threads()), load_avg=load,
         latencies=tuple(rows_out),
         agreement=agree, frame_recall_at_100=recall, exact_setup_s=setup, rss_peak_mb=rss_peak_mb())

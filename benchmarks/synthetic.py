@@ -188,14 +188,7 @@ def cached_library(spec: SyntheticSpec, work: Path, index_factory: str = "auto",
     library folder whose immutable shard files are hard links to the base's, so a second factory costs
     only its index.
     """
-    work = Path(work).expanduser()
-    base = work / spec.key() / "base"
-    if rebuild or not _matches(base, spec, need_index=False):
-        if base.parent.exists():
-            shutil.rmtree(base.parent)
-        base.mkdir(parents=True)
-        build_library(spec, base, None)
-        (base / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    base = cached_frames(spec, work, rebuild)
     if index_factory == "auto":  # what auto means at this size: shares the folder with that factory
         index_factory = auto_factory(spec.n_frames, spec.dim)
     root = base.parent / _safe(index_factory)
@@ -210,6 +203,18 @@ def cached_library(spec: SyntheticSpec, work: Path, index_factory: str = "auto",
     with LibraryWriter(root) as writer:
         writer.update_index(index_factory, force_rebuild=True)
     return root
+
+
+def cached_frames(spec: SyntheticSpec, work: Path, rebuild: bool = False) -> Path:
+    """The library of ``spec``'s frames with no index (``work/<key>/base``); built once, then reused."""
+    base = Path(work).expanduser() / spec.key() / "base"
+    if rebuild or not _matches(base, spec, need_index=False):
+        if base.parent.exists():
+            shutil.rmtree(base.parent)
+        base.mkdir(parents=True)
+        build_library(spec, base, None)
+        (base / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    return base
 
 
 def _matches(root: Path, spec: SyntheticSpec, need_index: bool) -> bool:

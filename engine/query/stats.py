@@ -55,7 +55,7 @@ def library_stats(lib: Library) -> LibraryStats:
         status = "none yet (searches are exact)"
     elif m.index_frames < n:
         status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
-    elif want != m.index_description or (want.startswith("IVF") and n > 4 * max(m.index_trained_on, 1)):
+    elif want != m.index_description or (faiss_index.ivf_nlist(want) > 0 and n > 4 * max(m.index_trained_on, 1)):
         status = f"rebuild due ({want} at this size)"
     else:
         status = "up to date (updated incrementally; IVF retrained past 4x its training size)"

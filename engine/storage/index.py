@@ -3,12 +3,16 @@
 Index row i is global frame row i: frames are only ever appended, so ``index.add`` keeps ids in step
 with the shards and no id map is needed. Frames past ``manifest.index_frames`` (committed after the
 last index update, e.g. by a run that was killed) are searched exactly by the caller.
+
+Building never holds the library's vectors in RAM: IVF trains on a seeded sample, then frames are added
+in bounded batches read from the shards (``store.VectorReader``). The memory a build needs beyond the
+finished index is the training sample plus one batch, whatever the library's size (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,23 @@ MIN_SCAN_FRAMES = 25_000
 # shared 2-core machine two threads made single-query Flat/fp16 scans 2.5-3x slower than one (threads
 # busy-wait on a core another process holds); IVF probes of one query run on one thread anyway.
 _query_threads = [int(os.environ.get("SONGSEEK_QUERY_THREADS", "1"))]
-# Vectors per IVF list that k-means trains on (FAISS warns below 39; more costs build time, not recall here).
+# Vectors per IVF list that k-means trains on (FAISS warns below 39; more costs build time, not recall here),
+# capped at MAX_TRAIN_ROWS (2 GiB at 512-d) but never below MIN_TRAIN_PER_LIST a list.
 TRAIN_PER_LIST = 64
+MIN_TRAIN_PER_LIST = 40
+MAX_TRAIN_ROWS = 1 << 20
+# At least this many training vectors when the codes are PQ (256 centroids per sub-quantizer want ~100x).
+MIN_PQ_TRAIN = 65_536
+# From this many frames `auto` stores PQ codes instead of float16 ones: an fp16 index of 8M 512-d frames
+# already takes 8.3 GB of RAM; PQ takes 0.6 GB (docs/scale.md has the recall it costs).
+PQ_THRESHOLD = 8_000_000
+# The most IVF lists `auto` asks for, and the count from which the coarse quantizer is an HNSW graph.
+MAX_NLIST = 65_536
+HNSW_NLIST = 16_384
+# Reading an index memory-mapped (load_index): "auto" (when it is over half of the free memory), "1", "0".
+INDEX_MMAP = os.environ.get("SONGSEEK_INDEX_MMAP", "auto")
+# Frames per batch when adding to an index: bounds the build's working memory (32k × 512 × 4 B = 64 MiB).
+ADD_BATCH = 32_768
 
 
 def _faiss() -> Any:
@@ -69,20 +88,67 @@ def query_threads() -> Iterator[None]:
 
 
 def auto_factory(n_frames: int, dim: int) -> str:
-    """The factory string `auto` stands for at this size: exact below IVF_THRESHOLD, else IVF + fp16 codes
-    with about √n lists (a power of two: 256 at 100k frames, 1024 at 1M)."""
+    """The factory string `auto` stands for at this size, in three tiers (memory per frame in docs/scale.md):
+
+    - below IVF_THRESHOLD: ``Flat`` (exact, float32: 4·dim bytes a frame);
+    - below PQ_THRESHOLD: ``IVF{nlist},SQfp16`` (float16 codes: 2·dim + 8 bytes a frame);
+    - from PQ_THRESHOLD on: ``IVF{nlist},PQ{dim/8}`` (product-quantised codes: dim/8 + 8 bytes a frame,
+      72 B at 512-d, 7.2 GB per 100M frames), with an HNSW coarse quantizer from HNSW_NLIST lists on,
+      so that assigning each frame to its list does not cost a scan of every centroid.
+
+    nlist is about √n, a power of two between 256 and MAX_NLIST (256 at 100k frames, 1024 at 1M, 4096 at 16M).
+    """
     if n_frames < IVF_THRESHOLD:
         return "Flat"
-    nlist = 1 << int(np.round(np.log2(max(256.0, min(65536.0, float(np.sqrt(n_frames)))))))
-    return f"IVF{nlist},SQfp16"
+    nlist = auto_nlist(n_frames)
+    if n_frames < PQ_THRESHOLD:
+        return f"IVF{nlist},SQfp16"
+    coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_NLIST else f"IVF{nlist}"
+    return f"{coarse},PQ{pq_subquantizers(dim)}"
+
+
+def auto_nlist(n_frames: int) -> int:
+    """IVF lists for ``n_frames``: about √n, a power of two in [256, MAX_NLIST]."""
+    return 1 << int(np.round(np.log2(max(256.0, min(float(MAX_NLIST), float(np.sqrt(max(n_frames, 1))))))))
+
+
+def pq_subquantizers(dim: int) -> int:
+    """PQ sub-vectors for ``dim``: dim/8 (one byte per 8 dimensions), or the largest divisor of dim below it
+    (FAISS needs dim % M == 0)."""
+    target = max(1, dim // 8)
+    return next(m for m in range(target, 0, -1) if dim % m == 0)
 
 
 def ivf_nlist(factory: str) -> int:
-    """The number of IVF lists a factory string asks for ("IVF1024,SQfp16" → 1024); 0 when it is not IVF."""
-    if not factory.startswith("IVF"):
-        return 0
-    head = factory[3:].split(",")[0].split("_")[0]
-    return int(head) if head.isdigit() else 0
+    """The number of IVF lists a factory string asks for ("IVF1024,SQfp16" → 1024, "OPQ64,IVF4096_HNSW32,PQ64"
+    → 4096); 0 when it is not IVF."""
+    for part in factory.split(","):
+        if part.startswith("IVF"):
+            head = part[3:].split("_")[0]
+            return int(head) if head.isdigit() else 0
+    return 0
+
+
+def bytes_per_frame(factory: str, dim: int) -> float:
+    """What one more frame adds to the index in RAM, from the factory string (estimate for the docs and
+    `bench index-build`; the fixed part, centroids and codebooks, is left out). NaN when not known."""
+    parts = factory.split(",")
+    ivf = any(p.startswith("IVF") for p in parts)
+    ids = 8.0 if ivf else 0.0  # an IVF list stores each frame's 64-bit id beside its code
+    codes = parts[-1]
+    if codes == "Flat":
+        return 4.0 * dim + ids
+    if codes.startswith("SQ"):
+        bits = {"SQfp16": 16, "SQbf16": 16, "SQ8": 8, "SQ6": 6, "SQ4": 4}.get(codes.split("_")[0])
+        return float("nan") if bits is None else dim * bits / 8 + ids
+    if codes.startswith("PQ"):
+        head = codes[2:].split("np")[0]
+        m, _, nbits = head.partition("x")
+        nbits = nbits.removesuffix("fs")
+        if not m.isdigit() or (nbits and not nbits.isdigit()):
+            return float("nan")
+        return int(m) * (int(nbits) if nbits else 8) / 8 + ids
+    return float("nan")
 
 
 def default_nprobe(factory: str, n_frames: int = 0) -> int:
@@ -121,31 +187,49 @@ def set_nprobe(index: Any, nprobe: int) -> None:
             index.nprobe = nprobe
 
 
-def training_sample(shards: list[np.ndarray], factory: str, seed: int = 0) -> np.ndarray | None:
-    """A seeded sample of up to TRAIN_PER_LIST vectors per IVF list, or None for indices without training."""
+def training_rows(n_rows: int, factory: str, seed: int = 0) -> np.ndarray | None:
+    """Sorted global rows of a seeded training sample: TRAIN_PER_LIST per IVF list (at least MIN_PQ_TRAIN
+    for PQ codes, at most every row), or None for an index that needs no training."""
     nlist = ivf_nlist(factory)
-    if nlist == 0:
+    pq = any(p.startswith(("PQ", "OPQ")) for p in factory.split(","))
+    if nlist == 0 and not pq:
         return None
-    total = sum(len(s) for s in shards)
-    want = min(total, TRAIN_PER_LIST * nlist)
+    per_list = max(MIN_TRAIN_PER_LIST * nlist, min(TRAIN_PER_LIST * nlist, MAX_TRAIN_ROWS))
+    want = min(n_rows, max(per_list, MIN_PQ_TRAIN if pq else 0))
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(total, size=want, replace=False))
+    return np.sort(rng.choice(n_rows, size=want, replace=False))
+
+
+def training_sample(shards: list[np.ndarray], factory: str, seed: int = 0) -> np.ndarray | None:
+    """The ``training_rows`` sample gathered from in-memory (rows, dim) arrays (global row order)."""
+    total = sum(len(s) for s in shards)
+    rows = training_rows(total, factory, seed)
+    if rows is None:
+        return None
     offsets = np.cumsum([0] + [len(s) for s in shards])
-    out = np.empty((want, shards[0].shape[1]), dtype=np.float32)
-    for s, vecs in enumerate(shards):
-        mask = (rows >= offsets[s]) & (rows < offsets[s + 1])
-        out[mask] = vecs[rows[mask] - offsets[s]]
+    owner = np.searchsorted(offsets, rows, side="right") - 1
+    out = np.empty((len(rows), shards[0].shape[1]), dtype=np.float32)
+    for s in np.unique(owner):
+        sel = owner == s
+        out[sel] = shards[int(s)][rows[sel] - offsets[s]]
     return out
 
 
-def add_rows(index: Any, shards: list[np.ndarray], start: int, batch: int = 65536) -> int:
-    """Add global rows [start, end) from the shards to the index in batches; returns the new ntotal."""
+def add_rows(index: Any, shards: list[np.ndarray], start: int, batch: int = ADD_BATCH) -> int:
+    """Add global rows [start, end) from in-memory shards to the index in batches; returns the new ntotal."""
     offset = 0
     for vecs in shards:
         lo = max(start - offset, 0)
         for i in range(lo, len(vecs), batch):
             index.add(np.ascontiguousarray(vecs[i:i + batch], dtype=np.float32))
         offset += len(vecs)
+    return int(index.ntotal)
+
+
+def add_batches(index: Any, batches: Iterable[np.ndarray]) -> int:
+    """Add float32 (rows, dim) batches in order (rows get the next ids); returns the new ntotal."""
+    for vecs in batches:
+        index.add(np.ascontiguousarray(vecs, dtype=np.float32))
     return int(index.ntotal)
 
 
@@ -162,19 +246,40 @@ def save_index(index: Any, path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def load_index(path: Path, use_gpu: bool = True) -> Any:
-    """Read an index file (moving it to the GPU when faiss-gpu and a GPU are there)."""
+def load_index(path: Path, use_gpu: bool = True, mmap: bool | None = None) -> Any:
+    """Read an index file (moving it to the GPU when faiss-gpu and a GPU are there).
+
+    ``mmap`` (None: INDEX_MMAP's rule) leaves an IVF index's inverted lists in the file, memory-mapped:
+    RAM then holds only the centroids and the lists queries touch (the page cache keeps hot ones), so a
+    library whose index outgrows RAM still answers. A mapped index is read-only: writers pass False.
+    """
     faiss = _faiss()
+    if mmap is None:
+        mmap = want_mmap(path)
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as exc:
         raise LibraryError(
             f"{path}: missing or damaged index ({str(exc).splitlines()[0]}); "
             f"run `songseek repair --library {path.parent}`"
         ) from exc
-    if use_gpu and faiss_gpu_available():  # pragma: no cover - needs a GPU
+    if use_gpu and not mmap and faiss_gpu_available():  # pragma: no cover - needs a GPU
         index = to_gpu(index)
     return index
+
+
+def want_mmap(path: Path) -> bool:
+    """INDEX_MMAP's rule for ``path``: "1" always, "0" never, "auto" when the file is over half of the
+    memory available now (MemAvailable; never where that cannot be read)."""
+    if INDEX_MMAP in ("0", "1"):
+        return INDEX_MMAP == "1"
+    try:
+        size = path.stat().st_size
+        with open("/proc/meminfo") as fh:
+            avail = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return size > avail // 2
 
 
 _GPU_RESOURCES: list[Any] = []

@@ -7,7 +7,9 @@ read memory-mapped: vectors are numpy views into the page cache, never a copy of
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,3 +212,94 @@ class FrameStore:
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@dataclass(frozen=True)
+class ShardVectors:
+    """Where one shard's float32 vectors lie in its file: ``rows`` × ``dim`` from byte ``offset`` on."""
+
+    path: Path
+    offset: int
+    rows: int
+    dim: int
+
+
+def locate_vectors(path: Path, dim: int, rows: int | None = None) -> ShardVectors:
+    """Find the vector column's bytes inside a committed shard (one record batch, so one contiguous run).
+
+    The offset is the mapped address of the column minus the map's base address; the map is dropped on
+    return, so no page of the shard stays counted in this process's memory.
+    """
+    try:
+        source = pa.memory_map(str(path), "r")
+        base = source.read_buffer(1).address  # zero-copy on a memory map: the map's first byte
+        source.seek(0)
+        vecs = vectors_view(ipc.open_file(source).read_all(), dim)
+        offset, n = int(vecs.__array_interface__["data"][0]) - base, len(vecs)
+        del vecs
+        source.close()
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
+        raise LibraryError(f"{path}: missing or damaged frame shard ({exc}); "
+                           f"run `songseek repair --library {path.parent}`") from exc
+    if rows is not None and n != rows:
+        raise LibraryError(f"{path}: has {n} rows, manifest says {rows}; run `songseek repair --library {path.parent}`")
+    return ShardVectors(Path(path), offset, n, dim)
+
+
+class VectorReader:
+    """Reads committed frame vectors in bounded batches with ``pread`` into a buffer this reader owns.
+
+    Unlike the memory-mapped FrameStore, pages read here live in the kernel's page cache, not in this
+    process's resident set, so building an index over 100M frames needs only one batch of them in RAM.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.dim = manifest.dim
+        self.shards = [locate_vectors(Path(root) / name, self.dim, rows)
+                       for name, rows in zip(manifest.frame_shards, manifest.shard_rows, strict=True)]
+        self.offsets = np.cumsum([0] + [s.rows for s in self.shards]).astype(np.int64)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    def batches(self, start: int = 0, stop: int | None = None, batch: int = 32_768) -> Iterator[np.ndarray]:
+        """float32 (≤ batch, dim) arrays covering global rows [start, stop) in order; each array is reused
+        by the next step (copy it to keep it)."""
+        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        buf = np.empty((batch, self.dim), dtype=np.float32)
+        row_bytes = self.dim * 4
+        for s, shard in enumerate(self.shards):
+            lo, hi = max(start, int(self.offsets[s])), min(stop, int(self.offsets[s + 1]))
+            if lo >= hi:
+                continue
+            with open(shard.path, "rb", buffering=0) as fh:
+                for a in range(lo, hi, batch):
+                    n = min(batch, hi - a)
+                    fh.seek(shard.offset + (a - int(self.offsets[s])) * row_bytes)
+                    _read_exact(fh, buf[:n].data.cast("B"), shard.path)
+                    yield buf[:n]
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), dim) copy of the given sorted global rows (a training sample, say)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        owner = np.searchsorted(self.offsets, rows, side="right") - 1
+        row_bytes = self.dim * 4
+        for s in np.unique(owner):
+            shard = self.shards[int(s)]
+            idx = np.flatnonzero(owner == s)
+            with open(shard.path, "rb", buffering=0) as fh:
+                for i in idx:
+                    fh.seek(shard.offset + (int(rows[i]) - int(self.offsets[s])) * row_bytes)
+                    _read_exact(fh, out[i].data.cast("B"), shard.path)
+        return out
+
+
+def _read_exact(fh: io.FileIO, view: memoryview, path: Path) -> None:
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise LibraryError(f"{path}: shorter than its manifest says; run `songseek repair --library {path.parent}`")
+        got += n

@@ -38,8 +38,8 @@ from songseek.engine.storage.store import (
     FAILURES_SCHEMA,
     TRACKS_SCHEMA,
     Failure,
-    FrameStore,
     TrackRecord,
+    VectorReader,
     frames_schema,
     read_library_table,
     write_table_atomic,
@@ -60,7 +60,7 @@ def index_rebuild_due(m: Manifest, want: str, n_frames: int) -> bool:
     """Whether the index must be rebuilt rather than extended: none yet, another factory string than the
     one ``auto`` (or the user) now asks for, or an IVF index grown past 4x the frames it was trained on."""
     return (not m.index_file or want != m.index_description
-            or (want.startswith("IVF") and n_frames > 4 * max(m.index_trained_on, 1)))
+            or (faiss_index.ivf_nlist(want) > 0 and n_frames > 4 * max(m.index_trained_on, 1)))
 
 
 class LibraryWriter:
@@ -328,8 +328,8 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
     "rebuilt"); see ``LibraryWriter.update_index`` for when it rebuilds.
     """
     factory = factory or m.index_factory
-    store = FrameStore(root, m)
-    n = store.n_rows
+    reader = VectorReader(root, m)  # bounded batches by pread: the build never maps every shard
+    n = reader.n_rows
     want = faiss_index.auto_factory(n, m.dim) if factory == "auto" else factory
     if n == 0:
         return m, "unchanged"
@@ -340,18 +340,18 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
     if not rebuild:
         try:
             verify_quick_hash(root, m.index_file, m)
-            idx = faiss_index.load_index(root / m.index_file, use_gpu=False)
+            idx = faiss_index.load_index(root / m.index_file, use_gpu=False, mmap=False)
         except LibraryError:
             rebuild = True  # a missing or damaged index is rebuilt from the shards
         else:
             if int(idx.ntotal) != m.index_frames or int(idx.d) != m.dim:
                 rebuild = True
     if rebuild or idx is None:
-        idx = faiss_index.build_index(want, m.dim, faiss_index.training_sample(store.shards(), want))
-        start, trained_on = 0, n
+        idx = build_from_reader(reader, want)
+        trained_on = n
     else:
-        start, trained_on = m.index_frames, m.index_trained_on
-    faiss_index.add_rows(idx, store.shards(), start)
+        faiss_index.add_batches(idx, reader.batches(m.index_frames, n, faiss_index.ADD_BATCH))
+        trained_on = m.index_trained_on
     name = f"index-{m.generation + 1:06d}.faiss"
     try:
         faiss_index.save_index(idx, root / name)
@@ -370,6 +370,16 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
                                ) from exc
         new = read_manifest(root)
     return new, "rebuilt" if rebuild else "updated"
+
+
+def build_from_reader(reader: VectorReader, factory: str, stop: int | None = None, seed: int = 0) -> Any:
+    """A new index of ``factory`` over rows [0, stop) of the reader: trained on a seeded sample, then
+    filled batch by batch, so RAM holds the index, the sample (while training) and one batch."""
+    stop = reader.n_rows if stop is None else min(stop, reader.n_rows)
+    rows = faiss_index.training_rows(stop, factory, seed)
+    idx = faiss_index.build_index(factory, reader.dim, None if rows is None else reader.gather(rows))
+    faiss_index.add_batches(idx, reader.batches(0, stop, faiss_index.ADD_BATCH))
+    return idx
 
 
 def _manifest_on_disk_is(root: Path, generation: int) -> bool:
