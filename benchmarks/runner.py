@@ -36,8 +36,8 @@ from songseek.engine.errors import UsageError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query import longtext
-from songseek.engine.query.fusion import FusionParams, params_for_hop, rerank_scores
-from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
+from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop, rerank_scores
+from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig, index_paths
 

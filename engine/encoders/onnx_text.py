@@ -39,6 +39,10 @@ CACHE_ENV = "SONGSEEK_CACHE_DIR"
 FP32_FILE, INT8_FILE, CHOICE_FILE = "text-fp32.onnx", "text-int8.onnx", "choice.json"
 # The checks a backend must pass to be chosen by default (the thresholds).
 MIN_COSINE = {"torch": 1.0, "onnx": 0.9999, "onnx-int8": 0.99}
+# What ``auto`` may pick besides torch. int8 is left to those who ask for it: on a 1M-frame library its vectors
+# kept cosine >= 0.9997 with torch's, yet the top-10 was identical to torch's in only 5 % of queries
+# (docs/performance.md), so a cosine check cannot vouch for its rankings.
+AUTO_CANDIDATES = ("onnx",)
 CHOICE_VERSION = 1
 
 # Probe texts for the run-time checks and timings: music captions of 1 to ~60 words.

@@ -33,6 +33,7 @@ __all__ = [
     "FusionParams",
     "FusionResult",
     "RERANK_MODES",
+    "SCORING_MODES",
     "SEGMENT_RULES",
     "argmax_frame",
     "fuse",
@@ -42,7 +43,9 @@ __all__ = [
     "rerank_scores",
 ]
 
-RERANK_MODES = ("fusion", "mean", "max")
+# Every rerank mode, in one place. "none" keeps the candidate order (each track's best window, as found).
+RERANK_MODES = ("fusion", "mean", "max", "none")
+SCORING_MODES = tuple(m for m in RERANK_MODES if m != "none")  # the modes rerank_scores computes
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
@@ -387,7 +390,7 @@ def _fuse_block(
 
 
 def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None) -> FusionResult:
-    """Rerank scores for ``mode`` in ``RERANK_MODES``: the same FusionResult shape for every mode.
+    """Rerank scores for ``mode`` in ``SCORING_MODES``: the same FusionResult shape for every mode.
 
     fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (``segment_kernel`` or
     ``kernel``, and ``stride``, from ``params``) with the highest mean similarity (ties: the earliest).
@@ -396,8 +399,8 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     params = FusionParams() if params is None else params
     if mode == "fusion":
         return fuse(sims, lengths, params)
-    if mode not in RERANK_MODES:
-        raise UsageError(f"rerank_scores (engine/query/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}")
+    if mode not in SCORING_MODES:
+        raise UsageError(f"rerank_scores (engine/query/fusion.py): mode must be one of {SCORING_MODES}, got {mode!r}")
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
         return FusionResult(*_empty_result(0))

@@ -27,13 +27,12 @@ from songseek.engine.errors import LibraryError, QueryError
 from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
 from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits, filter_track_ids
-from songseek.engine.query.fusion import FusionParams, params_for_hop
+from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest, verify_quick_hash
 from songseek.engine.storage.store import FrameStore, read_library_table
 
-RERANK_MODES = ("fusion", "mean", "max", "none")
 MAX_QUERY_CHARS = 20_000
 # Query by example: the excerpt decoded when no end_s is given, and the longest excerpt accepted (seconds).
 MAX_EXCERPT_S = 60.0

@@ -18,7 +18,8 @@ from songseek.cli.main import app
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import QueryError
-from songseek.engine.query.search import RERANK_MODES, Library, SearchOptions
+from songseek.engine.query.fusion import RERANK_MODES
+from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage.manifest import Manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
