@@ -33,7 +33,7 @@ import pyarrow as pa
 from songseek.engine.analysis.alignment import best_diagonal, monotone_chain
 from songseek.engine.analysis.fingerprint import RATE as FP_RATE
 from songseek.engine.analysis.fingerprint import Fingerprint, FingerprintMatch, compare, fingerprint
-from songseek.engine.analysis.outliers import pooled_track_vectors
+from songseek.engine.analysis.pooling import pooled_track_vectors
 from songseek.engine.errors import DecodeError, UsageError
 from songseek.engine.query.search import Library
 

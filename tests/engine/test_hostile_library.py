@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import LibraryError, SongseekError
-from songseek.engine.query.search import Library, library_stats
+from songseek.engine.query.search import Library
+from songseek.engine.query.stats import library_stats
 from songseek.engine.storage.manifest import Manifest, read_manifest
 from songseek.engine.storage.repair import repair_library, verify_library
 from songseek.engine.storage.store import TrackRecord
