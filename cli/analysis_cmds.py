@@ -187,7 +187,7 @@ def mos_predict(
     ali = pred.alignment if pred.alignment is not None else np.full(len(ids), np.nan)
     rows_out = [{"track_id": t, "mos_impression": float(i), "mos_alignment": None if np.isnan(a) else float(a)}
                 for t, i, a in zip(ids, pred.impression, ali)]
-    rows_out.sort(key=lambda r: (-r["mos_impression"], r["track_id"]))
+    rows_out.sort(key=lambda r: (-float(r["mos_impression"] or 0.0), str(r["track_id"])))
     if json_out:
         print_json(rows_out)
         return

@@ -39,8 +39,14 @@ def _fusion(kernel: float | None, stride: float | None, temperature: float | Non
 
     from songseek.engine.query.fusion import FusionParams
 
-    given = {k: v for k, v in (("kernel", kernel), ("stride", stride), ("temperature", temperature)) if v is not None}
-    return replace(FusionParams(), **given)
+    params = FusionParams()
+    if kernel is not None:
+        params = replace(params, kernel=kernel)
+    if stride is not None:
+        params = replace(params, stride=stride)
+    if temperature is not None:
+        params = replace(params, temperature=temperature)
+    return params
 
 
 class _QueryBar:

@@ -13,6 +13,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from songseek.engine.errors import SongseekError
 from songseek.engine.query.search import Library
@@ -32,7 +33,8 @@ class Snapshot:
     def random_weights(self) -> bool:
         return self.library.manifest.encoder.random_weights
 
-    def column(self, name: str, row: int) -> object:
+    def column(self, name: str, row: int) -> Any:
+        """One cell of the tracks table as a Python value (None when the library has no such column)."""
         if name not in self.library.tracks.column_names:
             return None
         return self.library.tracks.column(name)[row].as_py()

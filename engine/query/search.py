@@ -499,10 +499,10 @@ class Library:
             self._exact_queries += 1
         if scanner is not None:
             approx, margin = scanner.scores(q)
-            rows = rows_to_rescore(approx, margin, owner, want, self.first_frames(want))
-            if rows is not None:
+            proof = rows_to_rescore(approx, margin, owner, want, self.first_frames(want))
+            if proof is not None:
                 self.exact_counts["int8"] += 1
-                return best_per_track(owner[rows], self.row_scores(rows, q), want)
+                return best_per_track(owner[proof], self.row_scores(proof, q), want)
         self.exact_counts["float32"] += 1
         sims = np.concatenate([vecs @ q for vecs in self.store.shards()]) if n else np.zeros(0, np.float32)
         return top_tracks(sims, owner, want, self.first_frames(want))

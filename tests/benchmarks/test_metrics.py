@@ -88,7 +88,7 @@ def random_problem(seed: int, q: int = 40, n: int = 60, max_rel: int = 4):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ranks_match_naive_reference(seed: int, ties: str) -> None:
     scores, relevant = random_problem(seed)
-    got = ranks_from_scores(scores, relevant, ties=ties)
+    got = ranks_from_scores(scores, relevant, ties=ties)  # type: ignore[arg-type]
     want = [naive_first_rank(scores[i], set(relevant[i].tolist()), ties) for i in range(len(relevant))]
     assert got.dtype == np.int64
     assert got.tolist() == want
@@ -98,8 +98,8 @@ def test_ranks_match_naive_reference(seed: int, ties: str) -> None:
 @pytest.mark.parametrize("normalize", ["n_relevant", "min_k", "retrieved"])
 def test_ap_matches_naive_reference(ties: str, normalize: str) -> None:
     scores, relevant = random_problem(7, q=50, n=30, max_rel=12)
-    rel, n_rel = ranked_relevance(scores, relevant, depth=10, ties=ties)
-    got = average_precision_at_k(rel, n_rel, k=10, normalize=normalize)
+    rel, n_rel = ranked_relevance(scores, relevant, depth=10, ties=ties)  # type: ignore[arg-type]
+    got = average_precision_at_k(rel, n_rel, k=10, normalize=normalize)  # type: ignore[arg-type]
     want = [naive_ap(scores[i], set(relevant[i].tolist()), 10, ties, normalize) for i in range(50)]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
@@ -107,9 +107,9 @@ def test_ap_matches_naive_reference(ties: str, normalize: str) -> None:
 def test_ranked_relevance_agrees_with_first_rank() -> None:
     scores, relevant = random_problem(3, n=25)
     for ties in TIES:
-        rel, n_rel = ranked_relevance(scores, relevant, depth=25, ties=ties)
+        rel, n_rel = ranked_relevance(scores, relevant, depth=25, ties=ties)  # type: ignore[arg-type]
         first = np.argmax(rel, axis=1) + 1
-        assert first.tolist() == ranks_from_scores(scores, relevant, ties=ties).tolist()
+        assert first.tolist() == ranks_from_scores(scores, relevant, ties=ties).tolist()  # type: ignore[arg-type]
         assert n_rel.tolist() == [len(r) for r in relevant]
 
 
@@ -287,9 +287,9 @@ def test_bad_inputs_raise(scores: np.ndarray, relevant: list[np.ndarray], match:
 
 def test_bad_options_raise() -> None:
     with pytest.raises(UsageError, match="ties"):
-        ranks_from_scores(np.zeros((1, 2)), [np.array([0])], ties="random")
+        ranks_from_scores(np.zeros((1, 2)), [np.array([0])], ties="random")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="normalize"):
-        average_precision_at_k(np.zeros((1, 10), bool), [1], normalize="x")
+        average_precision_at_k(np.zeros((1, 10), bool), [1], normalize="x")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="1-based"):
         retrieval_metrics([0, 1])
     with pytest.raises(UsageError, match="more relevant"):

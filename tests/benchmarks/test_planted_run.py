@@ -32,8 +32,8 @@ def test_engine_run_structure_and_reuse(tmp_path: Path) -> None:
     ref = evaluate_planted_arrays(ps)
     for mode in MODES:
         got = np.empty(len(ps.query_track), np.int64)
-        got[~ps.is_section] = run.results["whole_track"][mode].ranks
-        got[ps.is_section] = run.results["section"][mode].ranks
+        got[~ps.is_section] = run.results["whole_track"][mode].ranks  # type: ignore[assignment]
+        got[ps.is_section] = run.results["section"][mode].ranks  # type: ignore[assignment]
         np.testing.assert_array_equal(got, ref[mode].ranks)
         sec = ps.is_section
         assert run.results["section"][mode].metrics["IoU>=0.5"] == pytest.approx(np.mean(ref[mode].iou[sec] >= 0.5))

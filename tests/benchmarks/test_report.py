@@ -51,7 +51,7 @@ def test_write_report_files_json_and_markdown(tmp_path: Path) -> None:
         "seed": np.int64(0),
         "tau": np.float32(0.5),
     }
-    paths = write_report(tmp_path / "out", results, settings)
+    paths = write_report(tmp_path / "out", results, settings)  # type: ignore[arg-type]
     names = [p.name for p in paths]
     assert names[:2] == ["report.json", "report.md"]
     assert "recall_at_k_text_to_audio.png" in names and "rank_hist_text_to_audio.png" in names
@@ -95,7 +95,7 @@ def test_write_report_files_json_and_markdown(tmp_path: Path) -> None:
 
 def test_pngs_are_valid(tmp_path: Path) -> None:
     results, _ = make_results(1)
-    for p in write_report(tmp_path, results, {"x": 1})[2:]:
+    for p in write_report(tmp_path, results, {"x": 1})[2:]:  # type: ignore[arg-type]
         data = p.read_bytes()
         assert data[:8] == PNG_SIGNATURE, p.name
         assert len(data) > 5000, p.name  # a drawn figure, not an empty canvas
@@ -108,7 +108,7 @@ def test_without_matplotlib_plots_are_skipped_and_said(tmp_path: Path, monkeypat
     for mod in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, mod, None)
     results, _ = make_results()
-    paths = write_report(tmp_path, results, {})
+    paths = write_report(tmp_path, results, {})  # type: ignore[arg-type]
     assert [p.name for p in paths] == ["report.json", "report.md"]
     assert "matplotlib is not installed" in (tmp_path / "report.md").read_text()
     doc = read_report(tmp_path / "report.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -128,7 +129,7 @@ def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
     pq.write_table(vector_table(40, 8, seed=3), tmp_path / "a.parquet")
     pq.write_table(vector_table(45, 8, seed=4).slice(0, 200), tmp_path / "b.parquet")
 
-    def info() -> dict[str, object]:
+    def info() -> dict[str, Any]:
         code, out, err = run("info", "--library", str(lib), "--json")
         assert code == 0, err
         return json.loads(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from songseek.engine.query.fusion import (
 # Naive reference: plain Python loops over tracks, kernels and offsets, one softmax at a time.
 
 
-def P(**kw: object) -> FusionParams:
+def P(**kw: Any) -> FusionParams:
     """FusionParams whose segment is the best p_v of the scoring kernel (the defaults use another rule)."""
     return FusionParams(**{"segment": "kernel", "segment_kernel": 0.0, **kw})
 

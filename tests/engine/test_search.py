@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_exact_path_equals_index_path_on_flat_index(lib: Library) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"k": 0}, {"k": -3}, {"rerank": "best"}, {"candidates": 0}])
-def test_bad_options_raise_query_error(lib: Library, kwargs: dict[str, object]) -> None:
+def test_bad_options_raise_query_error(lib: Library, kwargs: dict[str, Any]) -> None:
     with pytest.raises(QueryError):
         lib.search(vector=np.ones(24, np.float32), **kwargs)
 
@@ -134,7 +135,7 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
     calls: list[str] = []
     real = search_mod.filter_track_ids
 
-    def counting(tables: dict[str, object], where: str, limits: object) -> np.ndarray:
+    def counting(tables: dict[str, object], where: str, limits: Any) -> np.ndarray:
         calls.append(where)
         return real(tables, where, limits)
 

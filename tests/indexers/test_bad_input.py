@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def noise(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -> np.
     return x if channels > 1 else x[:, 0]
 
 
-def run(src: Path, lib: Path, **kw: object) -> IndexReport:
+def run(src: Path, lib: Path, **kw: Any) -> IndexReport:
     return index_paths([src], lib, FakeEncoder(), IndexConfig(**kw))
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def tone(path: Path, seconds: float, freq: float, seed: int = 0) -> Path:
     return path
 
 
-def run(sources: list[Path], lib: Path, **kw: object) -> IndexReport:
+def run(sources: list[Path], lib: Path, **kw: Any) -> IndexReport:
     kw.setdefault("workers", 2)
     return index_paths(sources, lib, FakeEncoder(), IndexConfig(**kw))
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def counts(r: IndexReport) -> tuple[int, ...]:
     return r.added, r.changed, r.moved, r.removed, r.unchanged, r.failed, r.windows
 
 
-def both(src: Path, tmp: Path, **ray_kw: object) -> tuple[IndexReport, IndexReport]:
+def both(src: Path, tmp: Path, **ray_kw: Any) -> tuple[IndexReport, IndexReport]:
     """Index ``src`` into tmp/threads and (on Ray) tmp/ray, new or existing."""
     single = index_paths([src], tmp / "threads", FakeEncoder(), CONFIG)
     on_ray = index_paths([src], tmp / "ray", FakeEncoder(), CONFIG, driver=ray_driver(EncoderSpec("fake"),
