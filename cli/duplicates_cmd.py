@@ -8,9 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handles_errors, print_json
-
-LIBRARY_OPT = typer.Option(..., "--library", "-l", help="Library directory (created by index/ingest).")
+from .common import LIBRARY_OPT, handles_errors, print_json
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handles_errors, print_json
+from .common import handles_errors, library_option, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +19,7 @@ def register_bench(bench_app: typer.Typer) -> None:
 
 @handles_errors
 def serve(
-    library: Path = typer.Option(..., "--library", "-l", help="Library directory to serve."),
+    library: Path = library_option(help="Library directory to serve."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond loopback a token is required."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     token_file: Path = typer.Option(None, "--token-file", help="File whose first line is the access token "
