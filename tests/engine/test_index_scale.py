@@ -105,8 +105,9 @@ def test_incremental_add_reads_only_the_new_rows(tmp_path: Path) -> None:
     idx = faiss_index.load_index(tmp_path / m.index_file, use_gpu=False)
     assert idx.ntotal == len(frames) + 30 == m.index_frames
     faiss_index.set_nprobe(idx, 8)
-    _, rows = faiss_index.search(idx, extra[:5], 1)
-    assert (rows[:, 0] >= len(frames)).all()  # the new frames are found under their own rows
+    _, rows = faiss_index.search(idx, extra[:5], 10)
+    # the new frames are found under their own rows (4-bit PQ is lossy: among the top 10, not always first)
+    assert all(len(frames) + i in rows[i] for i in range(5))
 
 
 def test_mmap_load_answers_like_a_full_load(tmp_path: Path) -> None:
