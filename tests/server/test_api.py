@@ -170,7 +170,7 @@ def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None
     ({"q": QUERY, "k": 1000}, 400, "k must be"),
     ({"q": "x" * 3000}, 400, "characters"),
     ({"q": "   "}, 400, "empty"),
-    ({"q": QUERY, "where": "nosuchcolumn = 1"}, 400, "bad --where"),
+    ({"q": QUERY, "where": "nosuchcolumn = 1"}, 400, "bad where predicate"),
     ({"q": QUERY, "where": "x" * 3000}, 400, "where is"),
     ({"q": QUERY, "rerank": "magic"}, 422, "rerank"),
     ({"q": QUERY, "tag": "jazz"}, 400, "no tags"),
