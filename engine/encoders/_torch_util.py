@@ -8,7 +8,8 @@ model's device with the same filters and scaling as transformers' ``ClapFeatureE
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,6 +78,17 @@ def log_mel(
     filters = torch.as_tensor(np.asarray(mel_filters, dtype=np.float32), device=waveforms.device)
     mel = torch.einsum("nft,fm->ntm", power, filters)
     return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+
+
+def load_checkpoint(path: str | Path, unsafe: bool = False) -> Any:
+    """``torch.load`` of a checkpoint onto the CPU, memory-mapped where the file allows it; pickled Python
+    objects only when ``unsafe`` (the caller's explicit opt-in). Errors are the caller's to word."""
+    import torch  # only the torch backends call this, after they have imported torch themselves
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not unsafe, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=not unsafe)
 
 
 def text_batches(texts: list[str], size: int = 64) -> list[list[str]]:

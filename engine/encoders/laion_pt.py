@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
-from ._torch_util import offline
+from ._torch_util import load_checkpoint, offline
 from .clap_hf import ClapEncoder, laion_feature_extractor, load_tokenizer, make_info, random_model
 
 HF_REPO = "lukewys/laion_clap"
@@ -170,12 +170,8 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a LAION-CLAP .pt file (``{"state_dict": ...}`` or a bare state dict)."""
-    unsafe = os.environ.get(UNSAFE_PICKLE_ENV, "") == "1"
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=not unsafe, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+        obj = load_checkpoint(path, unsafe=os.environ.get(UNSAFE_PICKLE_ENV, "") == "1")
     except pickle.UnpicklingError as exc:
         raise WeightsNotFoundError(f"{path} holds pickled Python objects that torch.load(weights_only=True) "
                                    f"refuses; if you trust the file, set {UNSAFE_PICKLE_ENV}=1") from exc

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsNotFoundError
+from ._torch_util import load_checkpoint
 from .laion_pt import UNSAFE_PICKLE_ENV, htsat_to_hf
 from .msclap_model import MsClapModel, random_model
 
@@ -92,12 +93,8 @@ def check_state_dict(mapped: dict[str, torch.Tensor], model: MsClapModel, where:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of an msclap .pth file (``{"model": ...}``, as msclap saves it, or a bare state dict)."""
-    unsafe = os.environ.get(UNSAFE_PICKLE_ENV, "") == "1"
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=not unsafe, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+        obj = load_checkpoint(path, unsafe=os.environ.get(UNSAFE_PICKLE_ENV, "") == "1")
     except pickle.UnpicklingError as exc:
         if "unsupported global" not in str(exc).lower():  # not a refused Python object: a damaged file
             raise WeightsNotFoundError(f"cannot read MS-CLAP checkpoint {path} (not a torch .pth file)") from exc
