@@ -22,6 +22,7 @@ bench_app = typer.Typer(
 _BENCH_MODULES = [
     "songseek.cli.bench_retrieval_cmds",
     "songseek.cli.bench_extra_cmds",
+    "songseek.cli.bench_rerank_cmds",
 ]
 
 DEFAULT_WORK = Path("~/.cache/songseek/bench")

@@ -25,7 +25,7 @@ def register_bench(bench_app: typer.Typer) -> None:
 
 def _modes(rerank: str) -> list[str]:
     from songseek.engine.errors import UsageError
-    from songseek.engine.query.search import RERANK_MODES
+    from songseek.engine.query.fusion import RERANK_MODES
 
     modes = list(dict.fromkeys(m.strip() for m in rerank.split(",") if m.strip()))
     bad = [m for m in modes if m not in RERANK_MODES]

@@ -19,16 +19,16 @@ import pyarrow as pa
 
 from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import l2_normalize
-from songseek.engine.errors import LibraryError, QueryError
+from songseek.engine.errors import LibraryError, QueryError, UsageError
 from songseek.engine.query import longtext
 from songseek.engine.query.filters import filter_track_ids
-from songseek.engine.query.fusion import FusionParams, params_for_hop
+from songseek.engine.query.fusion import RERANK_MODES, FusionParams, RerankSettings, params_for_hop
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
 from songseek.engine.storage.store import FrameStore, read_table_mmap
 
-RERANK_MODES = ("fusion", "mean", "max", "none")
+__all__ = ["RERANK_MODES", "Hit", "Library", "LibraryStats", "SearchOptions", "Segment", "library_stats"]
 MAX_QUERY_CHARS = 20_000
 
 
@@ -91,20 +91,22 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default."""
+    """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default.
+    ``rerank`` and ``fusion`` None: the library's saved rerank settings (`songseek bench rerank --save`),
+    else the default mode with the measured parameters scaled to the library's hop."""
 
     k: int = 10
-    rerank: str = "fusion"
+    rerank: str | None = None
     candidates: int = 200
     where: str | None = None
-    fusion: FusionParams | None = None  # None: the measured defaults, scaled to the library's hop
+    fusion: FusionParams | None = None
     nprobe: int | None = None
     exact: bool = False
 
     def validated(self) -> SearchOptions:
         if self.k <= 0:
             raise QueryError(f"k must be at least 1 (got {self.k})")
-        if self.rerank not in RERANK_MODES:
+        if self.rerank is not None and self.rerank not in RERANK_MODES:
             raise QueryError(f"unknown rerank mode {self.rerank!r}: use {', '.join(RERANK_MODES)}")
         if self.nprobe is not None and self.nprobe <= 0:
             raise QueryError(f"--nprobe must be at least 1 (got {self.nprobe})")
@@ -378,6 +380,18 @@ class Library:
         order = np.lexsort((allowed, -best))[:want]  # best first; ties: lower track row, as _best_per_track
         return allowed[order], best[order].astype(np.float32)
 
+    def rerank_settings(self) -> RerankSettings:
+        """The rerank a search uses unless it passes its own: the library's saved settings (`songseek
+        bench rerank --save`), else the default mode with the measured parameters at the library's hop."""
+        saved = self.manifest.rerank
+        if not saved:
+            return RerankSettings(params=params_for_hop(self.manifest.hop_s))
+        try:
+            return RerankSettings.from_json(saved)
+        except UsageError as exc:
+            raise LibraryError(f"{self.root}: damaged rerank settings in the manifest ({exc}); save them again "
+                               f"with `songseek bench rerank --save` or run `songseek repair`") from exc
+
     def default_nprobe(self) -> int:
         """IVF lists a query probes without ``nprobe=``: the library's saved value (`songseek index
         --nprobe`), else the automatic rule for its index and size."""
@@ -513,10 +527,10 @@ class Library:
         else:
             for i, (h, a, c) in enumerate(slices):
                 sims[i, :, :c] = qs @ shards[h][a:a + c].T
-        mode = "max" if opts.rerank == "none" else opts.rerank
-        fusion = opts.fusion or params_for_hop(self.manifest.hop_s)
+        settings = self.rerank_settings()
+        mode, fusion = opts.rerank or settings.mode, opts.fusion or settings.params
         res = longtext.chunk_scores(sims, counts.astype(np.int64), fusion, mode=mode)
-        score = cand_scores if opts.rerank == "none" else res.score
+        score = cand_scores if mode == "none" else res.score
         # Deterministic order: score, then track id.
         ids = self._cols["track_id"][rows]
         order = np.lexsort((ids, -np.asarray(score, dtype=np.float64)))[: opts.k]
@@ -588,6 +602,7 @@ class LibraryStats:
     index_frames: int
     index_status: str
     index_nprobe: int          # the lists a query probes by default (0 when the index is not IVF)
+    rerank: dict[str, Any]     # the rerank searches use by default: {"rerank": mode, "params": {...}, "saved": bool}
     random_weights: bool
     failures: int
     audio_hours: float
@@ -621,6 +636,7 @@ def library_stats(lib: Library) -> LibraryStats:
         sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
         index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
         index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        rerank={**lib.rerank_settings().to_json(), "saved": bool(m.rerank)},
         random_weights=m.encoder.random_weights, failures=failures,
         audio_hours=float(lib._cols["duration_s"].sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
         schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,

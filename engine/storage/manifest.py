@@ -43,6 +43,9 @@ class Manifest:
     index_trained_on: int = 0        # frames in the library when the index was (re)trained
     index_last_action: str = ""      # what the last index update did: "rebuilt" or "updated" (rows added)
     index_nprobe: int = 0            # IVF lists a query probes by default; 0 = index.default_nprobe's rule
+    # the rerank searches use by default ({"rerank": mode, "params": {...}}, engine/query/fusion.py
+    # RerankSettings; `songseek bench rerank --save`); empty = the built-in default
+    rerank: dict[str, Any] = field(default_factory=dict)
     # sha256 of every file this manifest names (and of the kept previous-generation files), by name
     checksums: dict[str, str] = field(default_factory=dict)
     # the previous generation's tracks/failures/index files, kept one more commit for readers that
@@ -92,6 +95,7 @@ class Manifest:
             data["checksums"] = {str(k): str(v) for k, v in dict(data.get("checksums", {})).items()}
             data["extra_tables"] = {str(k): str(v) for k, v in dict(data.get("extra_tables", {})).items()}
             data["index_nprobe"] = max(0, int(data.get("index_nprobe", 0)))
+            data["rerank"] = dict(data.get("rerank", {}))
             known = {f for f in cls.__dataclass_fields__}
             m = cls(encoder=enc, **{k: v for k, v in data.items() if k in known})
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
