@@ -24,11 +24,11 @@ from .runner import prepare_queries, search_plan, text_to_audio
 
 # (label, mode, parameter changes): the default first, then the alternatives worth measuring.
 SETTINGS: tuple[tuple[str, str, dict[str, float]], ...] = (
-    ("adaptive", "adaptive", {}),
-    ("adaptive w=0.25", "adaptive", {"mean_weight": 0.25}),
-    ("adaptive w=1", "adaptive", {"mean_weight": 1.0}),
-    ("adaptive tau=0.7", "adaptive", {"temperature": 0.7}),
-    ("fusion (CoLLAP)", "fusion", {}),
+    ("fusion", "fusion", {}),
+    ("fusion, max-leaning (gamma_k 0.2, tau 0.2)", "fusion", {"gamma_k": 0.2, "gamma_t": 0.8, "temperature": 0.2}),
+    ("fusion, mean-leaning (gamma_k 0.5, tau 0.5)", "fusion", {"gamma_k": 0.5, "gamma_t": 0.5, "temperature": 0.5}),
+    ("blend (mean weight 0.5)", "blend", {"mean_weight": 0.5}),
+    ("blend (mean weight 1)", "blend", {"mean_weight": 1.0}),
     ("mean", "mean", {}),
     ("max", "max", {}),
 )

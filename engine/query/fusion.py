@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 # The one list of rerank modes (search, the CLI and the benchmarks import it). none = first-stage order.
-RERANK_MODES = ("adaptive", "fusion", "mean", "max", "none")
-DEFAULT_RERANK = "adaptive"
+RERANK_MODES = ("fusion", "blend", "mean", "max", "none")
+DEFAULT_RERANK = "fusion"
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
@@ -63,21 +63,24 @@ class FusionParams:
     (at least 1); the caller converts seconds to frames with the library's hop (H = kernel_s / hop_s).
     ``mode="proportional"`` (the paper): H = floor(T * kernel / 30), S = floor(T * stride / 30), each at
     least 1, so every track has about (30 - kernel) / stride + 1 kernels whatever its length.
-    ``temperature`` (tau > 0, inf allowed = uniform attention) divides the cosines inside both softmaxes.
+    ``temperature`` (tau > 0, inf allowed = uniform attention) divides the similarities inside both
+    softmaxes; ``rerank_scores`` feeds ``fuse`` standardised similarities, so there tau is in standard
+    deviations of the query's similarities (scale-free), while ``fuse`` itself takes whatever it is given.
     ``segment``: the best segment is the kernel with the largest kernel score p_v (``"kernel"``) or with
     the largest temporal attention mass sum_h A_T(v, h) (``"attention"``); ties → the earliest.
     ``segment_kernel`` (same units as ``kernel``; 0 = ``kernel``): the kernel size of the segment search,
     so that the score and the segment can use different kernels (one extra pass when they differ).
-    Defaults chosen on the planted benchmark (benchmarks/planted.py; docs/fusion.md, "Defaults"): with
-    H = 1 the score is 0.35 x mean + 0.65 x softmax(tau = 0.05) pooling of the frames, and the segment is
-    the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
+    ``mean_weight``: weight of the mean in the ``blend`` mode (``rerank_scores``).
+    Defaults chosen on the planted benchmark and the demo model (docs/fusion.md, "Defaults"): with H = 1
+    the score is 0.35 x mean + 0.65 x softmax(tau = 0.35 standard deviations) pooling of the frames, and
+    the segment is the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
     """
 
     gamma_k: float = 0.35
     gamma_t: float = 0.65
     kernel: float = 1.0
     stride: float = 1.0
-    temperature: float = 0.05
+    temperature: float = 0.35
     mode: str = "frames"
     segment: str = "attention"
     segment_kernel: float = 3.0
@@ -438,28 +441,36 @@ def _fuse_block(
 def standardize(sims: np.ndarray, lengths: np.ndarray, query_of: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(z float64 (B, Tmax), mu float64 (B,), sigma float64 (B,)): each row's similarities in units of its
-    query's similarities, z = (s - mu) / sigma, where mu and sigma are the mean and standard deviation of
-    every valid similarity of the rows of that query (``query_of`` int (B,) labels rows by query; None: the
-    whole batch is one query). An increasing affine map s -> a*s + b of a query's similarities leaves its
-    z unchanged: this is what makes the rerank scale-free. sigma = 0 (all equal) counts as 1. Padding
-    becomes 0."""
+    query's similarities, z = (s - mu) / sigma. mu and sigma are the mean and standard deviation of the
+    similarities of the rows of that query (``query_of`` int (B,) labels rows by query; None: the whole
+    batch is one query), every row (candidate track) weighing the same whatever its length: a long track
+    does not set the scale, and a track repeated end to end leaves mu and sigma as they were.
+    An increasing affine map s -> a*s + b of a query's similarities leaves its z unchanged: this is what
+    makes the rerank scale-free. sigma = 0 (all equal) counts as 1. Padding becomes 0."""
     sims, lengths = _check(sims, lengths)
     mask = _frame_mask(sims, lengths)
     x = np.where(mask, sims, 0.0).astype(np.float64)
-    groups = np.zeros(sims.shape[0], np.int64) if query_of is None else np.unique(
-        np.asarray(query_of), return_inverse=True)[1].reshape(-1)
-    if groups.shape[0] != sims.shape[0]:
-        raise UsageError(f"engine/query/fusion.py: query_of must have one label per row ({sims.shape[0]})")
+    groups = _groups(query_of, sims.shape[0])
     n_groups = int(groups.max()) + 1 if groups.size else 0
-    count = np.bincount(groups, lengths.astype(np.float64), n_groups)
-    mu_g = np.bincount(groups, x.sum(axis=1), n_groups) / np.maximum(count, 1)
-    mu = mu_g[groups]
+    rows = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    mu = (np.bincount(groups, x.sum(axis=1) / lengths, n_groups) / np.maximum(rows, 1))[groups]
     dev = np.where(mask, x - mu[:, None], 0.0)
-    var_g = np.bincount(groups, np.einsum("bt,bt->b", dev, dev), n_groups) / np.maximum(count, 1)
-    sd_g = np.sqrt(var_g)
-    sd_g[~(sd_g > 1e-12 * np.maximum(1.0, np.abs(mu_g)))] = 1.0
+    var = np.bincount(groups, np.einsum("bt,bt->b", dev, dev) / lengths, n_groups) / np.maximum(rows, 1)
+    sd_g = np.sqrt(var)
+    sd_g[~(sd_g > 1e-12)] = 1.0  # every similarity equal: z = 0
     sd = sd_g[groups]
     return dev / sd[:, None], mu, sd
+
+
+def _groups(query_of: np.ndarray | None, b: int) -> np.ndarray:
+    """int64 (B,) query index 0..G-1 of every row (all 0 when ``query_of`` is None)."""
+    if query_of is None:
+        return np.zeros(b, np.int64)
+    labels = np.asarray(query_of).reshape(-1)
+    if labels.shape[0] != b:
+        raise UsageError(f"engine/query/fusion.py: query_of must have one label per row of sims ({b}), "
+                         f"got {labels.shape[0]}")
+    return np.unique(labels, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _center(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -483,11 +494,12 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     still read as similarities; an increasing affine map of a query's similarities changes no ranking and
     no segment. ``params.temperature`` is therefore in units of that standard deviation.
 
-    fusion: CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
+    fusion (the default): CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
     (``segment_kernel`` or ``kernel``, and ``stride``) with the highest mean similarity (ties: the
-    earliest). max and none: score = max_t s_t; segment = that best frame. adaptive (the default): the
-    mean and the CoLLAP score, each standardised over the query's candidates, added with weights
-    ``params.mean_weight`` and 1 (docs/fusion.md: why); segment and parts as fusion.
+    earliest). max and none: score = max_t s_t; segment = that best frame. blend: the mean and the CoLLAP
+    score, each standardised over the query's candidates, added with weights ``params.mean_weight`` and 1
+    (it leans to mean pooling; docs/fusion.md has where that wins); segment and parts as fusion; its
+    score is mu + sigma * (that sum / (1 + mean_weight)), a ranking key, not a similarity.
     """
     params = FusionParams() if params is None else params
     if mode not in RERANK_MODES:
@@ -508,9 +520,8 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     res = fuse(z, lengths, params)
     r_k, r_t = res.r_k.astype(np.float64), res.r_t.astype(np.float64)
     score = params.gamma_k * r_k + params.gamma_t * r_t
-    if mode == "adaptive":
-        groups = np.zeros(len(z), np.int64) if query_of is None else np.unique(
-            np.asarray(query_of), return_inverse=True)[1].reshape(-1)
+    if mode == "blend":
+        groups = _groups(query_of, len(z))
         mean_z = np.einsum("bt->b", z) / lengths  # padding of z is 0
         score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
         score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score
