@@ -18,7 +18,7 @@ import numpy as np
 from songseek.benchmarks.synth import iter_tracks
 from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder
-from songseek.engine.query.fusion import RERANK_MODES, FusionParams, rerank_scores
+from songseek.engine.query.fusion import FusionParams, rerank_scores
 
 from .metrics import retrieval_metrics_from_scores, segment_iou
 

@@ -1,6 +1,8 @@
 """The rerank report: modes × query kinds × datasets, with bootstrap intervals, in one markdown file.
 
-    python -m songseek.benchmarks.rerank_report --out docs/rerank-report.md [--cache DIR]
+    python -m songseek.benchmarks.rerank_report --out docs/fusion.md [--cache DIR]
+
+(``--out`` replaces the block between the ``rerank-report`` markers of that file, or writes a new file.)
 
 Datasets and kinds are those of benchmarks/rerank_cases.py, on seeds that were NOT used to choose the
 defaults (planted seed 0 and demo seed 2 were; the report uses planted seed 3, captions seed 3 and demo
@@ -151,10 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     text = run_report(args.planted_tracks, args.demo_tracks, args.cache)
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text(splice(args.out.read_text() if args.out.is_file() else "", text))
     else:
         print(text)
     return 0
+
+
+START, END = "<!-- rerank-report:start -->", "<!-- rerank-report:end -->"
+
+
+def splice(document: str, report: str) -> str:
+    """``document`` with the text between the report markers replaced by ``report`` (a document without
+    the markers is replaced whole), so that the command can refresh the table inside docs/fusion.md."""
+    if START in document and END in document.split(START, 1)[1]:
+        head, rest = document.split(START, 1)
+        return f"{head}{START}\n{report}{END}{rest.split(END, 1)[1]}"
+    return report
 
 
 if __name__ == "__main__":

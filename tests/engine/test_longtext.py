@@ -110,7 +110,7 @@ def test_chunk_scores_match_naive(pool: str, mode: str) -> None:
     per_all = np.array(naive_scores(mode, rows, FusionParams())).reshape(4, 3)
     flat = rerank_scores(mode, sims.reshape(12, 9), np.repeat(lengths, 3))
     vec = naive_scores(mode, [list(sims[b, :, :n].mean(0)) for b, n in enumerate(lengths)], FusionParams())
-    for b, n in enumerate(lengths):
+    for b in range(len(lengths)):
         per = per_all[b]
         want = {"mean": np.mean(per), "max": np.max(per), "meanvec": vec[b]}[pool]
         assert res.score[b] == pytest.approx(want, abs=1e-5)
