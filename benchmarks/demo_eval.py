@@ -19,7 +19,7 @@ from songseek.benchmarks.synth import iter_tracks
 from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders import load_encoder
 from songseek.engine.encoders.base import Encoder
-from songseek.engine.query.fusion import SCORING_MODES, FusionParams, rerank_scores
+from songseek.engine.query.fusion import FusionParams, rerank_scores
 
 from .metrics import retrieval_metrics_from_scores, segment_iou
 
@@ -88,7 +88,7 @@ def score_tracks(queries: np.ndarray, emb: SynthEmbeddings, mode: str, params: F
     for a in range(0, len(q_all), chunk):
         q = q_all[a:a + chunk]
         sims = np.einsum("ntd,qd->qnt", padded, q).reshape(-1, tmax)
-        res = rerank_scores(mode, sims, np.tile(lengths, len(q)), params)
+        res = rerank_scores(mode, sims, np.tile(lengths, len(q)), params, np.repeat(np.arange(len(q)), n))
         scores[a:a + len(q)] = res.score.reshape(len(q), n)
         first = res.seg_first.reshape(len(q), n)
         last = res.seg_last.reshape(len(q), n)
@@ -97,7 +97,7 @@ def score_tracks(queries: np.ndarray, emb: SynthEmbeddings, mode: str, params: F
     return scores, seg_s, seg_e
 
 
-def evaluate(emb: SynthEmbeddings, modes: tuple[str, ...] = SCORING_MODES,
+def evaluate(emb: SynthEmbeddings, modes: tuple[str, ...] = ("fusion", "mean", "max"),
              params: FusionParams | None = None) -> dict[str, dict[str, float]]:
     """Metrics keyed ``"{level}/{t2a|a2t}/{mode}"`` → {"R@1", "R@5", "R@10", "mAP@10", "MedR", ...};
     section text→audio rows also carry ``IoU`` (mean) and ``IoU>=0.5`` for the caption's own track."""

@@ -305,6 +305,11 @@ def _mode_eval(planted: PlantedSet, mode: str, ranks: np.ndarray, first: np.ndar
     return ModeEval(mode, ranks, start.astype(np.float64), end.astype(np.float64), iou)
 
 
+def _query_rows(nq: int, n: int) -> np.ndarray:
+    """int64 (nq * n,): the query of each row of ``PlantedSims.sims`` (each query is reranked on its own scale)."""
+    return np.repeat(np.arange(nq, dtype=np.int64), n)
+
+
 def evaluate_planted_arrays(
     planted: PlantedSet,
     params: FusionParams | None = None,
@@ -331,7 +336,7 @@ def evaluate_planted_arrays(
             ranks = _rank_of(ps.track_scores, rel)
             out[mode] = _mode_eval(planted, mode, ranks, np.zeros(nq, np.int64), planted.lengths[rel] - 1)
             continue
-        res = rerank_scores("max" if mode == "none" else mode, ps.sims, ps.lengths, params)
+        res = rerank_scores("max" if mode == "none" else mode, ps.sims, ps.lengths, params, _query_rows(nq, n))
         scores = res.score.reshape(nq, n).astype(np.float64)
         ranks = _rank_of(ps.best, rel) if mode == "none" else _candidate_ranks(ps, scores, rel, n_candidates)
         out[mode] = _mode_eval(planted, mode, ranks, res.seg_first[flat], res.seg_last[flat])
@@ -350,7 +355,7 @@ def evaluate_fusion_gammas(
     ps = planted_sims(planted) if sims is None else sims
     n, nq, rel = planted.n_tracks, planted.queries.shape[0], planted.query_track
     flat = np.arange(nq) * n + rel
-    res = rerank_scores("fusion", ps.sims, ps.lengths, params)
+    res = rerank_scores("fusion", ps.sims, ps.lengths, params, _query_rows(nq, n))
     r_k = res.r_k.reshape(nq, n).astype(np.float64)
     r_t = res.r_t.reshape(nq, n).astype(np.float64)
     out: dict[tuple[float, float], ModeEval] = {}

@@ -367,14 +367,22 @@ def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str |
     return vecs, [c.text if len(c.chunks) > 1 else None for c in chunked]
 
 
-def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusion: FusionParams | None = None,
-                     ks: Sequence[int] = DEFAULT_KS, candidates: int | None = None, ci: bool = False,
-                     workers: int = 1, progress: Progress | None = None) -> RetrievalRun:
-    """`songseek bench retrieval --library LIB --queries FILE`: text or vector queries with relevant ids
-    (text→audio only). Relevant ids not in the library are dropped (counted in settings); a query left
-    with none is an error."""
-    fusion = fusion or params_for_hop(lib.manifest.hop_s)
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class PreparedQueries:
+    """A query file made ready for the engine: float32 (Q, dim) vectors, relevant track ids per query,
+    per query its text when the engine must score it as sentence chunks (else None), true spans float64
+    (Q, 2) (NaN: none; None when no query has one) and how many relevant ids the library lacks."""
+
+    vectors: np.ndarray
+    relevant: list[list[str]]
+    texts: list[str | None] | None
+    spans: np.ndarray | None
+    unknown_relevant: int
+
+
+def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
+    """Embed a query file once (text or vector queries, one kind per file); relevant ids not in the
+    library are dropped, and a query left with none is an error."""
     qs = queries.queries
     n_text = sum(q.text is not None for q in qs)
     if n_text and n_text != len(qs):
@@ -397,6 +405,22 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     with_span = [q.start_s is not None and q.end_s is not None for q in qs]
     spans = (np.array([(q.start_s, q.end_s) if ok else (np.nan, np.nan) for q, ok in zip(qs, with_span)])
              if any(with_span) else None)
+    return PreparedQueries(vecs, relevant, texts, spans, unknown)
+
+
+def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusion: FusionParams | None = None,
+                     ks: Sequence[int] = DEFAULT_KS, candidates: int | None = None, ci: bool = False,
+                     workers: int = 1, progress: Progress | None = None) -> RetrievalRun:
+    """`songseek bench retrieval --library LIB --queries FILE`: text or vector queries with relevant ids
+    (text→audio only). Relevant ids not in the library are dropped (counted in settings); a query left
+    with none is an error."""
+    fusion = fusion or params_for_hop(lib.manifest.hop_s)
+    t0 = time.perf_counter()
+    qs = queries.queries
+    prepared = prepare_queries(lib, queries)
+    vecs, relevant, texts, spans, unknown = (prepared.vectors, prepared.relevant, prepared.texts,
+                                             prepared.spans, prepared.unknown_relevant)
+    n_text = sum(q.text is not None for q in qs)
     plan = search_plan(lib.n_tracks, ks, candidates)
     t2a, misses = text_to_audio(lib, vecs, relevant, modes, fusion, ks, plan, spans, texts, ci, workers, progress)
     settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": file_sha256(queries.path),

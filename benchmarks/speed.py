@@ -242,7 +242,8 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
             t_rr.append(time.perf_counter() - t0)
             touched += int(lib.track_column("frame_count")[rows].sum())
     frame_bytes = touched / max(len(queries), 1) * dim * 4
-    rows_out.append(latency("fusion", f"rerank {want} candidate tracks (all their frames, {opts.rerank})",
+    rows_out.append(latency("fusion", f"rerank {want} candidate tracks (all their frames, "
+                                      f"{opts.rerank or lib.rerank_settings().mode})",
                             t_rr, frame_bytes, base_p50))
     t, approx_hits = _timed(lambda q: lib.search_vectors(q[None], opts)[0], queries, warmup)
     rows_out.append(latency("query", "whole query: candidates + fusion + hits", t, index_bytes + frame_bytes,

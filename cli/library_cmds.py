@@ -224,7 +224,8 @@ def search(
     query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row."),
     query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line."),
     k: int = typer.Option(10, "-k", help="Number of tracks to return."),
-    rerank: str = typer.Option("fusion", "--rerank", help="fusion, mean, max or none."),
+    rerank: str = typer.Option(None, "--rerank", help="fusion (CoLLAP), blend, mean, max or none (default: the "
+                               "library's, see `songseek bench rerank --save`, else fusion)."),
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
     where_timeout: float = typer.Option(10.0, "--where-timeout", help="Seconds a --where predicate may run "
@@ -237,8 +238,10 @@ def search(
                                   "`songseek duplicates` (its best-ranked member)."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
     stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
-    segment_s: float = typer.Option(30.0, "--segment-s", help="Length of the best-segment search in seconds."),
-    temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature."),
+    segment_s: float = typer.Option(None, "--segment-s", help="Length of the best-segment search in seconds "
+                                    "(default 30)."),
+    temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature, in standard "
+                                      "deviations of the query's similarities."),
     explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
     text_backend: str = typer.Option("auto", "--text-backend", help="Text tower engine (clap, laion): auto (the "
@@ -278,9 +281,11 @@ def search(
         state = lib.text_backend()  # resolved before the query: a first ONNX export says why it is slow
         if state is not None and state.note:
             typer.echo(f"note: {safe_text(state.note)}", err=True)
-    fusion = params_for_hop(lib.manifest.hop_s, None, kernel_s, stride_s, segment_s)
-    if temperature is not None:
-        fusion = dataclasses.replace(fusion, temperature=temperature)
+    fusion = None  # the library's saved rerank parameters, unless some are given here
+    if any(x is not None for x in (kernel_s, stride_s, segment_s, temperature)):
+        fusion = params_for_hop(lib.manifest.hop_s, lib.rerank_settings().params, kernel_s, stride_s, segment_s)
+        if temperature is not None:
+            fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,
                          exact=exact, collapse_duplicates=collapse).validated()
     if k > lib.n_tracks:

@@ -150,13 +150,15 @@ def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labels: Sequenc
 def aggregate_windows(sims: np.ndarray, lengths: np.ndarray, how: str = "mean",
                       params: FusionParams | None = None) -> np.ndarray:
     """Track scores from window scores. sims float (B, Tmax, L) (padding beyond lengths ignored),
-    lengths int (B,) → float32 (B, L). ``how``: mean, max or fusion (engine/query/fusion.py)."""
+    lengths int (B,) → float32 (B, L). ``how``: mean, max or fusion (engine/query/fusion.py), each track
+    on its own similarity scale (a track's tags do not depend on the other tracks of the batch)."""
     if how not in AGGREGATIONS:
         raise UsageError(f"aggregate must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
     sims = np.asarray(sims, dtype=np.float32)
     out = np.empty((sims.shape[0], sims.shape[2]), np.float32)
+    own_scale = np.arange(sims.shape[0])
     for lab in range(sims.shape[2]):
-        out[:, lab] = rerank_scores(how, sims[:, :, lab], lengths, params).score
+        out[:, lab] = rerank_scores(how, sims[:, :, lab], lengths, params, own_scale).score
     return out
 
 

@@ -23,7 +23,8 @@ view over all tracks and kernels, so the only Python loops run over blocks and o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -32,8 +33,9 @@ from songseek.engine.errors import UsageError
 __all__ = [
     "FusionParams",
     "FusionResult",
+    "DEFAULT_RERANK",
     "RERANK_MODES",
-    "SCORING_MODES",
+    "RerankSettings",
     "SEGMENT_RULES",
     "argmax_frame",
     "fuse",
@@ -41,11 +43,12 @@ __all__ = [
     "pool_max",
     "pool_mean",
     "rerank_scores",
+    "standardize",
 ]
 
-# Every rerank mode, in one place. "none" keeps the candidate order (each track's best window, as found).
-RERANK_MODES = ("fusion", "mean", "max", "none")
-SCORING_MODES = tuple(m for m in RERANK_MODES if m != "none")  # the modes rerank_scores computes
+# The one list of rerank modes (search, the CLI and the benchmarks import it). none = first-stage order.
+RERANK_MODES = ("fusion", "blend", "mean", "max", "none")
+DEFAULT_RERANK = "fusion"
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
@@ -60,24 +63,28 @@ class FusionParams:
     (at least 1); the caller converts seconds to frames with the library's hop (H = kernel_s / hop_s).
     ``mode="proportional"`` (the paper): H = floor(T * kernel / 30), S = floor(T * stride / 30), each at
     least 1, so every track has about (30 - kernel) / stride + 1 kernels whatever its length.
-    ``temperature`` (tau > 0, inf allowed = uniform attention) divides the cosines inside both softmaxes.
+    ``temperature`` (tau > 0, inf allowed = uniform attention) divides the similarities inside both
+    softmaxes; ``rerank_scores`` feeds ``fuse`` standardised similarities, so there tau is in standard
+    deviations of the query's similarities (scale-free), while ``fuse`` itself takes whatever it is given.
     ``segment``: the best segment is the kernel with the largest kernel score p_v (``"kernel"``) or with
     the largest temporal attention mass sum_h A_T(v, h) (``"attention"``); ties → the earliest.
     ``segment_kernel`` (same units as ``kernel``; 0 = ``kernel``): the kernel size of the segment search,
     so that the score and the segment can use different kernels (one extra pass when they differ).
-    Defaults chosen on the planted benchmark (benchmarks/planted.py; docs/fusion.md, "Defaults"): with
-    H = 1 the score is 0.35 x mean + 0.65 x softmax(tau = 0.05) pooling of the frames, and the segment is
-    the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
+    ``mean_weight``: weight of the mean in the ``blend`` mode (``rerank_scores``).
+    Defaults chosen on the planted benchmark and the demo model (docs/fusion.md, "Defaults"): with H = 1
+    the score is 0.35 x mean + 0.65 x softmax(tau = 0.35 standard deviations) pooling of the frames, and
+    the segment is the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
     """
 
     gamma_k: float = 0.35
     gamma_t: float = 0.65
     kernel: float = 1.0
     stride: float = 1.0
-    temperature: float = 0.05
+    temperature: float = 0.35
     mode: str = "frames"
     segment: str = "attention"
     segment_kernel: float = 3.0
+    mean_weight: float = 1.0
 
     def __post_init__(self) -> None:
         where = "FusionParams (engine/query/fusion.py)"
@@ -93,9 +100,51 @@ class FusionParams:
             raise UsageError(f"{where}: segment_kernel must be >= 0 (0 = kernel), got {self.segment_kernel!r}")
         if not (self.temperature > 0):  # inf is allowed (uniform attention), NaN and <= 0 are not
             raise UsageError(f"{where}: temperature must be > 0, got {self.temperature!r}")
+        if not (math.isfinite(self.mean_weight) and self.mean_weight >= 0):
+            raise UsageError(f"{where}: mean_weight must be a finite number >= 0, got {self.mean_weight!r}")
         for name in ("gamma_k", "gamma_t"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{where}: {name} must be finite, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """A rerank mode and its parameters: what a library keeps in its manifest (`songseek bench rerank
+    --save`) and every search uses unless it passes its own. ``to_json``/``from_json`` round-trip it;
+    a bad stored value raises UsageError naming the field."""
+
+    mode: str = DEFAULT_RERANK
+    params: FusionParams = FusionParams()
+
+    def __post_init__(self) -> None:
+        if self.mode not in RERANK_MODES:
+            raise UsageError(f"RerankSettings: mode must be one of {RERANK_MODES}, got {self.mode!r}")
+
+    def to_json(self) -> dict[str, object]:
+        return {"rerank": self.mode, "params": {f.name: getattr(self.params, f.name) for f in fields(FusionParams)}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> RerankSettings:
+        """The inverse of ``to_json``; params not given keep their defaults."""
+        mode = data.get("rerank", DEFAULT_RERANK)
+        params = data.get("params", {})
+        if not isinstance(mode, str) or not isinstance(params, Mapping):
+            raise UsageError(f"RerankSettings: expected {{'rerank': str, 'params': {{...}}}}, got {dict(data)!r}")
+        kinds = {f.name: f.type for f in fields(FusionParams)}
+        unknown = sorted(set(params) - set(kinds))
+        if unknown:
+            raise UsageError(f"RerankSettings: unknown params {unknown}; known: {', '.join(kinds)}")
+        values: dict[str, str | float] = {}
+        for name, value in params.items():
+            if kinds[name] == "str":
+                if not isinstance(value, str):
+                    raise UsageError(f"RerankSettings: {name} must be a string, got {value!r}")
+                values[name] = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name] = float(value)
+            else:
+                raise UsageError(f"RerankSettings: {name} must be a number, got {value!r}")
+        return cls(mode, replace(FusionParams(), **values))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -389,29 +438,96 @@ def _fuse_block(
     return score, r_k.astype(np.float32), r_t.astype(np.float32), bt.hi.astype(np.float32), first, last
 
 
-def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None) -> FusionResult:
-    """Rerank scores for ``mode`` in ``SCORING_MODES``: the same FusionResult shape for every mode.
+def standardize(sims: np.ndarray, lengths: np.ndarray, query_of: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z float64 (B, Tmax), mu float64 (B,), sigma float64 (B,)): each row's similarities in units of its
+    query's similarities, z = (s - mu) / sigma. mu and sigma are the mean and standard deviation of the
+    similarities of the rows of that query (``query_of`` int (B,) labels rows by query; None: the whole
+    batch is one query), every row (candidate track) weighing the same whatever its length: a long track
+    does not set the scale, and a track repeated end to end leaves mu and sigma as they were.
+    An increasing affine map s -> a*s + b of a query's similarities leaves its z unchanged: this is what
+    makes the rerank scale-free. sigma = 0 (all equal) counts as 1. Padding becomes 0."""
+    sims, lengths = _check(sims, lengths)
+    mask = _frame_mask(sims, lengths)
+    x = np.where(mask, sims, 0.0).astype(np.float64)
+    groups = _groups(query_of, sims.shape[0])
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    rows = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    mu = (np.bincount(groups, x.sum(axis=1) / lengths, n_groups) / np.maximum(rows, 1))[groups]
+    dev = np.where(mask, x - mu[:, None], 0.0)
+    var = np.bincount(groups, np.einsum("bt,bt->b", dev, dev) / lengths, n_groups) / np.maximum(rows, 1)
+    sd_g = np.sqrt(var)
+    sd_g[~(sd_g > 1e-12)] = 1.0  # every similarity equal: z = 0
+    sd = sd_g[groups]
+    return dev / sd[:, None], mu, sd
 
-    fusion: ``fuse``. mean: score = r_k = r_t = mean_t s_t; segment = the kernel (``segment_kernel`` or
-    ``kernel``, and ``stride``, from ``params``) with the highest mean similarity (ties: the earliest).
-    max: score = r_k = r_t = max_t s_t; segment = that best frame.
+
+def _groups(query_of: np.ndarray | None, b: int) -> np.ndarray:
+    """int64 (B,) query index 0..G-1 of every row (all 0 when ``query_of`` is None)."""
+    if query_of is None:
+        return np.zeros(b, np.int64)
+    labels = np.asarray(query_of).reshape(-1)
+    if labels.shape[0] != b:
+        raise UsageError(f"engine/query/fusion.py: query_of must have one label per row of sims ({b}), "
+                         f"got {labels.shape[0]}")
+    return np.unique(labels, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _center(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """x (B,) standardised over the candidates of each query (mean 0, std 1; a constant group → 0)."""
+    n = int(groups.max()) + 1
+    cnt = np.bincount(groups, minlength=n).astype(np.float64)
+    mu = np.bincount(groups, x, n) / cnt
+    d = x - mu[groups]
+    sd = np.sqrt(np.bincount(groups, d * d, n) / cnt)
+    sd[~(sd > 1e-12)] = 1.0
+    return d / sd[groups]
+
+
+def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None,
+                  query_of: np.ndarray | None = None) -> FusionResult:
+    """Rerank scores for ``mode`` in ``RERANK_MODES`` of the candidates of one query (or of several:
+    ``query_of`` int (B,) labels each row's query): the same FusionResult shape for every mode.
+
+    Every mode is scale-free: it sees the similarities standardised over its query's candidate windows
+    (``standardize``), and scores are mapped back to the query's own scale (mu + sigma * z) so that they
+    still read as similarities; an increasing affine map of a query's similarities changes no ranking and
+    no segment. ``params.temperature`` is therefore in units of that standard deviation.
+
+    fusion (the default): CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
+    (``segment_kernel`` or ``kernel``, and ``stride``) with the highest mean similarity (ties: the
+    earliest). max and none: score = max_t s_t; segment = that best frame. blend: the mean and the CoLLAP
+    score, each standardised over the query's candidates, added with weights ``params.mean_weight`` and 1
+    (it leans to mean pooling; docs/fusion.md has where that wins); segment and parts as fusion; its
+    score is mu + sigma * (that sum / (1 + mean_weight)), a ranking key, not a similarity.
     """
     params = FusionParams() if params is None else params
-    if mode == "fusion":
-        return fuse(sims, lengths, params)
-    if mode not in SCORING_MODES:
-        raise UsageError(f"rerank_scores (engine/query/fusion.py): mode must be one of {SCORING_MODES}, got {mode!r}")
+    if mode not in RERANK_MODES:
+        raise UsageError(f"rerank_scores (engine/query/fusion.py): mode must be one of {RERANK_MODES}, got {mode!r}")
     sims, lengths = _check(sims, lengths)
     if sims.shape[0] == 0:
         return FusionResult(*_empty_result(0))
     best = pool_max(sims, lengths)
-    if mode == "max":
+    if mode in ("max", "none"):
         frame = argmax_frame(sims, lengths)
         return FusionResult(best, best.copy(), best.copy(), best.copy(), frame, frame.copy())
-    mean = pool_mean(sims, lengths)
-    # tau = inf (uniform attention): p_v is the mean of kernel v, and the best kernel is the segment.
-    first, last = _blocked(sims, lengths, _segment_params(params) or params, 0.0, "kernel")[4:]
-    return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)
+    if mode == "mean":
+        mean = pool_mean(sims, lengths)
+        # tau = inf (uniform attention): p_v is the mean of kernel v, and the best kernel is the segment.
+        first, last = _blocked(sims, lengths, _segment_params(params) or params, 0.0, "kernel")[4:]
+        return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)
+    z, mu, sd = standardize(sims, lengths, query_of)
+    res = fuse(z, lengths, params)
+    r_k, r_t = res.r_k.astype(np.float64), res.r_t.astype(np.float64)
+    score = params.gamma_k * r_k + params.gamma_t * r_t
+    if mode == "blend":
+        groups = _groups(query_of, len(z))
+        mean_z = np.einsum("bt->b", z) / lengths  # padding of z is 0
+        score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
+        score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score
+    return FusionResult(
+        (mu + sd * score).astype(np.float32), (mu + sd * r_k).astype(np.float32), (mu + sd * r_t).astype(np.float32),
+        best, res.seg_first, res.seg_last)
 
 
 def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: float | None = None,
@@ -423,9 +539,6 @@ def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: flo
     """
     import dataclasses
 
-    for name, value in (("kernel_s", kernel_s), ("stride_s", stride_s), ("segment_s", segment_s)):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise UsageError(f"{name} must be a finite number of seconds above 0 (got {value!r})")
     base = base or FusionParams()
     changes: dict[str, float | str] = {}
     if kernel_s is not None:

@@ -23,11 +23,11 @@ from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize
 from songseek.engine.encoders.onnx_text import TextBackendState, validate_backend
 from songseek.engine.encoders.text_cache import SHARED_CACHE, CachedTextEncoder, TextVectorCache, with_text_cache
-from songseek.engine.errors import LibraryError, QueryError
+from songseek.engine.errors import LibraryError, QueryError, UsageError
 from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
 from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits, filter_track_ids
-from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop
+from songseek.engine.query.fusion import RERANK_MODES, FusionParams, RerankSettings, params_for_hop
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest, verify_quick_hash
@@ -107,13 +107,15 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default."""
+    """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default.
+    ``rerank`` and ``fusion`` None: the library's saved rerank settings (`songseek bench rerank --save`),
+    else the default mode with the measured parameters scaled to the library's hop."""
 
     k: int = 10
-    rerank: str = "fusion"
+    rerank: str | None = None
     candidates: int = 200
     where: str | None = None
-    fusion: FusionParams | None = None  # None: the measured defaults, scaled to the library's hop
+    fusion: FusionParams | None = None
     nprobe: int | None = None
     exact: bool = False
     filter_limits: FilterLimits | None = None  # None: the Library's filter_limits
@@ -122,7 +124,7 @@ class SearchOptions:
     def validated(self) -> SearchOptions:
         if self.k <= 0:
             raise QueryError(f"k must be at least 1 (got {self.k})")
-        if self.rerank not in RERANK_MODES:
+        if self.rerank is not None and self.rerank not in RERANK_MODES:
             raise QueryError(f"unknown rerank mode {self.rerank!r}: use {', '.join(RERANK_MODES)}")
         if self.nprobe is not None and self.nprobe <= 0:
             raise QueryError(f"nprobe must be at least 1 (got {self.nprobe})")
@@ -459,6 +461,18 @@ class Library:
         order = np.lexsort((allowed, -best))[:want]  # best first; ties: lower track row, as _best_per_track
         return allowed[order], best[order].astype(np.float32)
 
+    def rerank_settings(self) -> RerankSettings:
+        """The rerank a search uses unless it passes its own: the library's saved settings (`songseek
+        bench rerank --save`), else the default mode with the measured parameters at the library's hop."""
+        saved = self.manifest.rerank
+        if not saved:
+            return RerankSettings(params=params_for_hop(self.manifest.hop_s))
+        try:
+            return RerankSettings.from_json(saved)
+        except UsageError as exc:
+            raise LibraryError(f"{self.root}: damaged rerank settings in the manifest ({exc}); save them again "
+                               f"with `songseek bench rerank --save` or run `songseek repair`") from exc
+
     def default_nprobe(self) -> int:
         """IVF lists a query probes without ``nprobe=``: the library's saved value (`songseek index
         --nprobe`), else the automatic rule for its index and size."""
@@ -573,10 +587,10 @@ class Library:
         else:
             for i, (h, a, c) in enumerate(slices):
                 sims[i, :, :c] = qs @ shards[h][a:a + c].T
-        mode = "max" if opts.rerank == "none" else opts.rerank
-        fusion = opts.fusion or params_for_hop(self.manifest.hop_s)
+        settings = self.rerank_settings()
+        mode, fusion = opts.rerank or settings.mode, opts.fusion or settings.params
         res = longtext.chunk_scores(sims, counts.astype(np.int64), fusion, mode=mode)
-        score = cand_scores if opts.rerank == "none" else res.score
+        score = cand_scores if mode == "none" else res.score
         # Deterministic order: score, then track id.
         ids = self._cols["track_id"][rows]
         order = np.lexsort((ids, -np.asarray(score, dtype=np.float64)))

@@ -31,6 +31,7 @@ class LibraryStats:
     index_frames: int
     index_status: str
     index_nprobe: int          # the lists a query probes by default (0 when the index is not IVF)
+    rerank: dict[str, Any]     # the rerank searches use by default: {"rerank": mode, "params": {...}, "saved": bool}
     random_weights: bool
     failures: int
     audio_hours: float
@@ -66,6 +67,7 @@ def library_stats(lib: Library) -> LibraryStats:
         sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
         index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
         index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        rerank={**lib.rerank_settings().to_json(), "saved": bool(m.rerank)},
         random_weights=m.encoder.random_weights, failures=failures,
         audio_hours=float(lib.track_column("duration_s").sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
         schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,

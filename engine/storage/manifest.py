@@ -57,6 +57,9 @@ class Manifest:
     index_trained_on: int = 0        # frames in the library when the index was (re)trained
     index_last_action: str = ""      # what the last index update did: "rebuilt" or "updated" (rows added)
     index_nprobe: int = 0            # IVF lists a query probes by default; 0 = index.default_nprobe's rule
+    # the rerank searches use by default ({"rerank": mode, "params": {...}}, engine/query/fusion.py
+    # RerankSettings; `songseek bench rerank --save`); empty = the built-in default
+    rerank: dict[str, Any] = field(default_factory=dict)
     # sha256 of every file this manifest names (and of the kept previous-generation files), by name
     checksums: dict[str, str] = field(default_factory=dict)
     # a cheap identity of every named file (quick_hash: size + first and last 64 KiB), checked by every
@@ -350,6 +353,7 @@ def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
         index_trained_on=_int(data, "index_trained_on", 0, MAX_ROWS),
         index_last_action=action,
         index_nprobe=_int(data, "index_nprobe", 0, 1 << 20),
+        rerank=dict(_dict(data, "rerank")),  # checked where it is used (fusion.RerankSettings.from_json)
         checksums=sums,
         quick_hashes=quick,
         previous_files=tuple(_name(v, "previous_files[]", ("tracks", "failures", "index"))

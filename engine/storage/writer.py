@@ -262,6 +262,13 @@ class LibraryWriter:
             self.manifest = replace(self.manifest, index_nprobe=nprobe)
             self._dirty = True
 
+    def set_rerank(self, settings: dict[str, Any]) -> None:
+        """The rerank searches use by default from now on ({} = the built-in default; the query layer
+        checks the contents, engine/query/fusion.py RerankSettings); saved at the next ``commit``."""
+        if settings != self.manifest.rerank:
+            self.manifest = replace(self.manifest, rerank=dict(settings))
+            self._dirty = True
+
     def update_index(self, factory: str | None = None, force_rebuild: bool = False) -> str:
         """Bring the FAISS index up to every committed frame: add new rows, or rebuild when due.
 

@@ -18,7 +18,8 @@ from songseek.benchmarks.planted import (
 )
 from songseek.benchmarks.planted_sweep import compare, default_grid, markdown, segment_table, sweep
 from songseek.engine.errors import UsageError
-from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.fusion import FusionParams, rerank_scores
+from tests.rerank_reference import naive_scores
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
@@ -103,7 +104,12 @@ def test_evaluation_matches_naive_loops() -> None:
     )
     np.testing.assert_array_equal(ev["max"].ranks, naive_ranks(p, lambda s, i: s.max()))
     np.testing.assert_array_equal(ev["none"].ranks, ev["max"].ranks)
-    fused = naive_ranks(p, lambda s, i: fuse(s[None, :], np.array([len(s)]), params).score[0])
+    fused = []  # every query on its own scale: naive_scores standardises over the query's tracks
+    for qi in range(p.queries.shape[0]):
+        scores = np.array(naive_scores("fusion", [list(p.track_frames(i) @ p.queries[qi])
+                                                  for i in range(p.n_tracks)], params))
+        r = p.query_track[qi]
+        fused.append(1 + int(np.sum(np.delete(scores, r) >= scores[r])))
     np.testing.assert_array_equal(ev["fusion"].ranks, fused)
     vec = [p.track_frames(i).astype(np.float64).mean(axis=0) for i in range(p.n_tracks)]
     vec = [v / np.linalg.norm(v) for v in vec]
@@ -117,9 +123,13 @@ def test_evaluation_matches_naive_loops() -> None:
     # Segments: the relevant track's fused segment, in seconds, and its IoU with the true span.
     qi = int(np.flatnonzero(p.is_section)[0])
     r = p.query_track[qi]
-    one = fuse((p.track_frames(r) @ p.queries[qi])[None, :], np.array([p.lengths[r]]), params)
-    assert ev["fusion"].seg_start_s[qi] == one.seg_first[0] * p.hop_s
-    assert ev["fusion"].seg_end_s[qi] == (one.seg_last[0] + 1) * p.hop_s
+    rows = [p.track_frames(i) @ p.queries[qi] for i in range(p.n_tracks)]
+    padded = np.zeros((p.n_tracks, max(map(len, rows))), np.float32)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = row
+    one = rerank_scores("fusion", padded, p.lengths, params)
+    assert ev["fusion"].seg_start_s[qi] == one.seg_first[r] * p.hop_s
+    assert ev["fusion"].seg_end_s[qi] == (one.seg_last[r] + 1) * p.hop_s
     inter = max(
         0.0, min(ev["fusion"].seg_end_s[qi], p.query_end_s[qi]) - max(ev["fusion"].seg_start_s[qi], p.query_start_s[qi])
     )

@@ -23,11 +23,12 @@ from songseek.benchmarks.runner import (
 )
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
-from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from songseek.indexers.pipeline import IndexConfig
 from tests.library_helpers import vector_table
+from tests.rerank_reference import naive_scores
 
 MODES = ["fusion", "mean", "max", "none"]
 KS = (1, 5, 10, 20, 100)
@@ -61,16 +62,11 @@ def _track_frames(table: pa.Table) -> dict[str, np.ndarray]:
 def _naive_scores(frames: dict[str, np.ndarray], q: np.ndarray, mode: str) -> dict[str, float]:
     """Every track's score for one query, straight from its window vectors."""
     q = (q / np.linalg.norm(q)).astype(np.float32)
-    out = {}
-    for t, f in frames.items():
-        s = f @ q
-        if mode == "mean":
-            out[t] = float(np.mean(s.astype(np.float64)))
-        elif mode in ("max", "none"):
-            out[t] = float(np.max(s))
-        else:
-            out[t] = float(fuse(s[None], np.array([len(s)]), FusionParams()).score[0])
-    return out
+    if mode == "mean":  # float64 mean, as the engine's pool_mean
+        return {t: float(np.mean((f @ q).astype(np.float64))) for t, f in frames.items()}
+    # every track is a candidate: naive_scores puts them all on the query's own scale
+    scores = naive_scores(mode, [list(f @ q) for f in frames.values()], FusionParams())
+    return {t: float(sc) for t, sc in zip(frames, scores, strict=True)}
 
 
 def _naive_metrics(ranked: list[list[str]], relevant: list[set[str]], n: int) -> dict[str, float]:
@@ -252,19 +248,18 @@ def test_dataset_both_directions_match_naive_reference(tmp_path: Path) -> None:
             f = f[keep]
         return f
 
-    def pool(sims: np.ndarray, mode: str) -> float:
+    def pool(rows: list[np.ndarray], mode: str) -> list[float]:
+        """One query's candidates, on the query's own scale (naive_scores standardises over them)."""
         if mode == "mean":
-            return float(sims.astype(np.float64).mean())
-        if mode == "max":
-            return float(sims.max())
-        return float(fuse(sims[None], np.array([len(sims)]), FusionParams()).score[0])
+            return [float(r.astype(np.float64).mean()) for r in rows]
+        return [float(x) for x in naive_scores(mode, [list(r) for r in rows], FusionParams())]
 
     for mode in ("mean", "max", "fusion"):
         # audio→text: each item ranks all captions; first rank with pessimistic ties
         ranks = []
         for it, rel in zip(data.items, item_caps):
             f = frames_of(it)
-            sc = np.array([pool(f @ c, mode) for c in caps])
+            sc = np.array(pool([f @ c for c in caps], mode))
             best = max(sc[j] for j in rel)
             ranks.append(1 + sum(1 for j in range(len(sc)) if sc[j] > best or (sc[j] == best and j not in rel)))
         got = run.results["audio_to_text"][mode]
@@ -274,7 +269,7 @@ def test_dataset_both_directions_match_naive_reference(tmp_path: Path) -> None:
         whole = {Path(t["path"]).name: lib.store.vectors(t["frame_start"], t["frame_count"]) for t in tracks}
         t2a = []
         for c, own in zip(caps, owner):
-            scores = {name: pool(f @ c, mode) for name, f in whole.items()}
+            scores = dict(zip(whole, pool([f @ c for f in whole.values()], mode), strict=True))
             order = sorted(scores, key=lambda n: (-np.float32(scores[n]), by_path[n]["track_id"]))
             t2a.append(order.index(own) + 1)
         t2a_ranks = run.results["text_to_audio"][mode].ranks

@@ -20,6 +20,7 @@ from songseek.engine.query.fusion import (
     pool_mean,
     rerank_scores,
 )
+from tests.rerank_reference import naive_fuse, naive_geometry, softmax_weighted
 
 # ---------------------------------------------------------------------------------------------------------
 # Naive reference: plain Python loops over tracks, kernels and offsets, one softmax at a time.
@@ -28,65 +29,6 @@ from songseek.engine.query.fusion import (
 def P(**kw: Any) -> FusionParams:
     """FusionParams whose segment is the best p_v of the scoring kernel (the defaults use another rule)."""
     return FusionParams(**{"segment": "kernel", "segment_kernel": 0.0, **kw})
-
-
-def naive_geometry(t: int, p: FusionParams) -> tuple[int, int, int]:
-    if p.mode == "frames":
-        h, s = max(1, math.floor(p.kernel + 0.5)), max(1, math.floor(p.stride + 0.5))
-    else:
-        h = max(1, math.floor(t * p.kernel / 30 + 1e-9))
-        s = max(1, math.floor(t * p.stride / 30 + 1e-9))
-    h = min(h, t)  # short-track rule
-    return h, s, (t - h) // s + 1
-
-
-def softmax_weighted(values: list[float], tau: float) -> float:
-    """sum_i softmax(values / tau)_i * values_i, stabilised by the max."""
-    top = max(values)
-    weights = [math.exp((v - top) / tau) for v in values]
-    return sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
-
-
-def naive_track(s: list[float], p: FusionParams) -> dict:
-    t = len(s)
-    h, st, w = naive_geometry(t, p)
-    m = [[s[v * st + k] for k in range(h)] for v in range(w)]  # Eq. 1: M(v, h) = s_{vS+h}
-    pv = [softmax_weighted(m[v], p.temperature) for v in range(w)]  # Eq. 3, kernel-wise
-    oh = [softmax_weighted([m[v][k] for v in range(w)], p.temperature) for k in range(h)]  # Eq. 4, temporal
-    r_k = sum(pv) / w  # mean over kernels (not the paper's 1/H)
-    r_t = sum(oh) / h  # mean over offsets (not the paper's 1/W)
-    mass = [0.0] * w  # temporal attention mass of each kernel: sum_h A_T(v, h)
-    for k in range(h):
-        col = [m[v][k] for v in range(w)]
-        top = max(col)
-        weights = [math.exp((x - top) / p.temperature) for x in col]
-        for v in range(w):
-            mass[v] += weights[v] / sum(weights)
-    key = mass if p.segment == "attention" else pv
-    best_v = key.index(max(key))  # earliest of the best kernels
-    return {
-        "score": p.gamma_k * r_k + p.gamma_t * r_t,
-        "r_k": r_k,
-        "r_t": r_t,
-        "best_window": max(s),
-        "first": best_v * st,
-        "last": best_v * st + h - 1,
-        "key": key,
-        "h": h,
-        "s": st,
-    }
-
-
-def naive_fuse(sims: np.ndarray, lengths: np.ndarray, p: FusionParams) -> list[dict]:
-    out = []
-    for b in range(len(lengths)):
-        s = [float(v) for v in sims[b, : lengths[b]]]
-        r = naive_track(s, p)
-        if p.segment_kernel > 0:  # the segment comes from the same computation with the other kernel
-            seg = naive_track(s, replace(p, kernel=p.segment_kernel, segment_kernel=0.0))
-            r.update({k: seg[k] for k in ("first", "last", "key", "h", "s")})
-        out.append(r)
-    return out
 
 
 def random_batch(rng: np.random.Generator, b: int, tmax: int, tmin: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -385,8 +327,9 @@ def test_rerank_modes_mean_and_max() -> None:
         assert res_mean.seg_last[b] == res_mean.seg_first[b] + h - 1
     wide = rerank_scores("mean", sims, lengths, replace(params, segment_kernel=6))
     assert np.all(wide.seg_last - wide.seg_first <= 5) and np.any(wide.seg_last - wide.seg_first == 5)
-    res_fusion = rerank_scores("fusion", sims, lengths, params)
-    np.testing.assert_array_equal(res_fusion.score, fuse(sims, lengths, params).score)
+    res_fusion = rerank_scores("fusion", sims, lengths, params)  # CoLLAP on the standardised similarities
+    z, mu, sd = fusion.standardize(sims, lengths)
+    np.testing.assert_allclose(res_fusion.score, mu + sd * fuse(z, lengths, params).score, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_input_raises_usage_error() -> None:

@@ -12,7 +12,7 @@ from songseek.engine.encoders import register_encoder
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import QueryError, UsageError
-from songseek.engine.query.fusion import FusionParams, fuse, rerank_scores
+from songseek.engine.query.fusion import FusionParams, rerank_scores
 from songseek.engine.query.longtext import (
     approx_tokens,
     chunk_scores,
@@ -24,6 +24,7 @@ from songseek.engine.query.longtext import (
 )
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies
+from tests.rerank_reference import naive_scores
 
 LIMIT = 12
 
@@ -104,22 +105,25 @@ def test_chunk_scores_match_naive(pool: str, mode: str) -> None:
     lengths = np.array([1, 4, 9, 6])
     sims = rng.uniform(-1, 1, (4, 3, 9)).astype(np.float32)
     res = chunk_scores(sims, lengths, FusionParams(), pool, mode)
-    for b, n in enumerate(lengths):
-        per = [rerank_scores(mode, sims[b, c, :n][None], np.array([n])).score[0] for c in range(3)]
-        want = {"mean": np.mean(per), "max": np.max(per),
-                "meanvec": rerank_scores(mode, sims[b, :, :n].mean(0)[None], np.array([n])).score[0]}[pool]
+    # One query: every (track, chunk) row shares the query's scale (naive_scores standardises over all).
+    rows = [list(sims[b, c, :n]) for b, n in enumerate(lengths) for c in range(3)]
+    per_all = np.array(naive_scores(mode, rows, FusionParams())).reshape(4, 3)
+    flat = rerank_scores(mode, sims.reshape(12, 9), np.repeat(lengths, 3))
+    vec = naive_scores(mode, [list(sims[b, :, :n].mean(0)) for b, n in enumerate(lengths)], FusionParams())
+    for b in range(len(lengths)):
+        per = per_all[b]
+        want = {"mean": np.mean(per), "max": np.max(per), "meanvec": vec[b]}[pool]
         assert res.score[b] == pytest.approx(want, abs=1e-5)
         if pool != "meanvec":
             best = int(np.argmax(per))
-            seg = rerank_scores(mode, sims[b, best, :n][None], np.array([n]))
-            assert (res.seg_first[b], res.seg_last[b]) == (seg.seg_first[0], seg.seg_last[0])
+            assert (res.seg_first[b], res.seg_last[b]) == (flat.seg_first[3 * b + best], flat.seg_last[3 * b + best])
 
 
 def test_one_chunk_is_exactly_the_plain_rerank() -> None:
     rng = np.random.default_rng(1)
     sims = rng.uniform(-1, 1, (5, 7)).astype(np.float32)
     lengths = np.array([7, 3, 1, 5, 7])
-    a, b = chunk_scores(sims[:, None, :], lengths), fuse(sims, lengths)
+    a, b = chunk_scores(sims[:, None, :], lengths), rerank_scores("fusion", sims, lengths)
     for x, y in zip(a.__dict__.values(), b.__dict__.values()):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(UsageError):
@@ -144,10 +148,10 @@ def test_library_search_scores_long_text_on_chunks(tmp_path: Path) -> None:
     # naive: every track, chunk fusion with the mean over chunks
     [ct] = embed_chunked(enc, [LONG])
     assert len(ct.chunks) > 1
-    naive = {}
-    for row in lib.tracks.to_pylist():
-        v = lib.store.vectors(row["frame_start"], row["frame_count"])
-        naive[row["track_id"]] = np.mean([fuse((v @ q)[None], np.array([len(v)])).score[0] for q in ct.vectors])
+    tracks = lib.tracks.to_pylist()
+    rows = [list(lib.store.vectors(r["frame_start"], r["frame_count"]) @ q) for r in tracks for q in ct.vectors]
+    per = np.array(naive_scores("fusion", rows, FusionParams())).reshape(len(tracks), len(ct.vectors))
+    naive = {r["track_id"]: float(per[i].mean()) for i, r in enumerate(tracks)}
     assert [h.track_id for h in hits] == sorted(naive, key=lambda t: (-naive[t], t))
     for h in hits:
         assert h.score == pytest.approx(naive[h.track_id], abs=1e-5)

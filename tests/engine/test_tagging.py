@@ -23,9 +23,10 @@ from songseek.engine.analysis.tagging import (
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.query.filters import filter_track_ids
-from songseek.engine.query.fusion import FusionParams, fuse
+from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies
+from tests.rerank_reference import naive_scores
 
 ENC = FakeEncoder()
 GENRES = ("jazz", "rock", "hip hop", "classical")
@@ -82,7 +83,7 @@ def test_aggregate_windows_matches_naive(how: str) -> None:
         for lab in range(3):
             row = sims[b, :n, lab]
             want = {"mean": row.mean(), "max": row.max(),
-                    "fusion": fuse(row[None], np.array([n]), FusionParams()).score[0]}[how]
+                    "fusion": naive_scores("fusion", [list(row)], FusionParams())[0]}[how]
             assert got[b, lab] == pytest.approx(want, abs=1e-6)
 
 

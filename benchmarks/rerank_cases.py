@@ -1,0 +1,209 @@
+"""The query sets of the rerank report (benchmarks/rerank_report.py): similarity arrays with ground truth.
+
+A :class:`Case` is one query kind on one dataset in one direction: for every query, the similarities of
+its candidates' windows (the rerank's whole input) and which candidates are relevant. Three sources:
+
+- **planted** (benchmarks/planted.py) at several geometries: ``base`` (the tuned defaults), ``aniso``
+  (every frame and query vector v → unit(v + 2u) for one shared random u: cosines squeezed into a narrow
+  band near 0.8, as CLAP's are), ``sharp`` (weak per-track style, little section noise: concepts decide),
+  ``blurry`` (more window and query noise). Kinds: ``whole`` (whole-track queries) and ``section``.
+- **demo**: the bundled demo model (docs/demo-model.md) on synthetic music of one generator seed. Kinds
+  text→audio: ``whole`` (whole-track descriptions, truncated to 64 tokens as the model reads them),
+  ``long`` (the same descriptions through the long-caption path: sentence chunks × windows,
+  engine/query/longtext.py), ``section`` captions, ``tags``; audio→text (a track ranks the captions of a
+  level): ``whole``, ``section``, ``tags``; query by example: a 10 s excerpt of a track at an offset that
+  is not on the window grid, with noise at 10 dB SNR (relevant: its track).
+- **captions** (benchmarks/longtext_planted.py): bag-of-words captions over synthetic scores, long
+  whole-track descriptions through the chunk path (kind ``long``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from songseek.benchmarks.longtext_planted import BagOfWordsEncoder, make_planted_captions
+from songseek.benchmarks.planted import make_planted
+from songseek.engine.encoders.base import Encoder, l2_normalize
+from songseek.engine.query.longtext import embed_chunked
+
+PLANTED_GEOMETRIES: dict[str, dict[str, float]] = {
+    "base": {},
+    "aniso": {},  # base vectors, then the shared direction (``_anisotropic``)
+    "sharp": {"style_weight": 0.3, "section_noise": 0.15},
+    "blurry": {"frame_noise": 0.8, "query_noise": 2.6},
+}
+ANISO_SHIFT = 2.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One query kind. ``sims[q]`` float32 (B, C, T) similarities of query q's C chunks (C = 1 unless the
+    long-caption path) with the T windows of each of its B candidates; ``lengths[q]`` int64 (B,) valid
+    windows; ``relevant[q]`` int64 candidate indices. ``spans`` float64 (Q, 2) true [start_s, end_s] in
+    ``span_cand`` (Q,) (NaN: no span); ``bounds[q]`` float64 (T, 2) window seconds of that candidate."""
+
+    dataset: str
+    kind: str
+    direction: str
+    sims: list[np.ndarray]
+    lengths: list[np.ndarray]
+    relevant: list[np.ndarray]
+    spans: np.ndarray
+    span_cand: np.ndarray
+    bounds: list[np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset} / {self.kind} / {self.direction}"
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.sims)
+
+
+def _t2a_case(dataset: str, kind: str, direction: str, q: np.ndarray, tracks: list[np.ndarray],
+              bounds: list[np.ndarray], rel: np.ndarray, spans: np.ndarray | None = None,
+              chunks: list[np.ndarray] | None = None) -> Case:
+    """Queries (Q, dim) (or per query (C, dim) chunk vectors) against padded tracks; one relevant each."""
+    lengths = np.array([len(t) for t in tracks], np.int64)
+    tmax = int(lengths.max())
+    padded = np.zeros((len(tracks), tmax, tracks[0].shape[1]), np.float32)
+    for i, t in enumerate(tracks):
+        padded[i, : len(t)] = t
+    sims, lens = [], []
+    for qi in range(len(rel)):
+        qv = chunks[qi] if chunks is not None else q[qi : qi + 1]
+        sims.append(np.einsum("ntd,cd->nct", padded, qv.astype(np.float32)))
+        lens.append(lengths)
+    sp = np.full((len(rel), 2), np.nan) if spans is None else np.asarray(spans, np.float64)
+    return Case(dataset, kind, direction, sims, lens, [np.array([r]) for r in rel], sp,
+                np.asarray(rel, np.int64), [bounds[r] for r in rel])
+
+
+def _a2t_case(dataset: str, kind: str, tracks: list[np.ndarray], caps: np.ndarray, owner: np.ndarray) -> Case:
+    """Each track ranks every caption of a level by its windows (relevant: the track's own captions)."""
+    sims, lens, rel = [], [], []
+    for i, t in enumerate(tracks):
+        sims.append(np.ascontiguousarray((t @ caps.T).T)[:, None, :].astype(np.float32))
+        lens.append(np.full(len(caps), len(t), np.int64))
+        rel.append(np.flatnonzero(owner == i))
+    n = len(tracks)
+    return Case(dataset, kind, "a2t", sims, lens, rel, np.full((n, 2), np.nan), np.zeros(n, np.int64),
+                [np.zeros((0, 2))] * n)
+
+
+def _anisotropic(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return l2_normalize(v.astype(np.float64) + ANISO_SHIFT * u[None]).astype(np.float32)
+
+
+def planted_cases(geometry: str, seed: int, n_tracks: int = 200) -> list[Case]:
+    """``whole`` and ``section`` text→audio cases of one planted geometry (see the module docstring)."""
+    p = make_planted(n_tracks, seed=seed, **PLANTED_GEOMETRIES[geometry])
+    frames, queries = p.frames, p.queries
+    if geometry == "aniso":
+        u = l2_normalize(np.random.default_rng(10_000 + seed).normal(size=(1, frames.shape[1])))[0]
+        frames, queries = _anisotropic(frames, u), _anisotropic(queries, u)
+    tracks = [frames[p.track_start[i] : p.track_start[i + 1]] for i in range(p.n_tracks)]
+    bounds = [np.stack([np.arange(len(t)) * p.hop_s, (np.arange(len(t)) + 1) * p.hop_s], axis=1) for t in tracks]
+    spans = np.stack([p.query_start_s, p.query_end_s], axis=1)
+    out = []
+    for kind, sel in (("whole", ~p.is_section), ("section", p.is_section)):
+        out.append(_t2a_case(f"planted-{geometry}", kind, "t2a", queries[sel], tracks, bounds, p.query_track[sel],
+                             spans[sel] if kind == "section" else None))
+    return out
+
+
+def caption_cases(seed: int, n_tracks: int = 200) -> list[Case]:
+    """Long bag-of-words captions through the chunk path (benchmarks/longtext_planted.py)."""
+    p = make_planted_captions(n_tracks, seed=seed)
+    enc = BagOfWordsEncoder(128, 77)
+    chunked = embed_chunked(enc, list(p.captions))
+    tracks = [p.frames[s : s + c] for s, c in zip(p.starts, p.counts)]
+    bounds = [np.stack([np.arange(len(t)) * 10.0, (np.arange(len(t)) + 1) * 10.0], axis=1) for t in tracks]
+    rel = np.arange(n_tracks)
+    return [_t2a_case("captions", "long", "t2a", np.zeros((n_tracks, 1)), tracks, bounds, rel,
+                      chunks=[c.vectors for c in chunked])]
+
+
+@dataclass(frozen=True)
+class DemoSet:
+    """Embedded synthetic music (arrays only, cacheable with np.savez)."""
+
+    frames: list[np.ndarray]
+    bounds: list[np.ndarray]
+    texts: dict[str, np.ndarray]
+    owner: dict[str, np.ndarray]
+    spans: np.ndarray
+    long_chunks: list[np.ndarray]
+    examples: np.ndarray
+    example_spans: np.ndarray
+
+
+def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
+    """Render and embed ``n_tracks`` tracks of generator ``seed`` (windows, captions, excerpts)."""
+    from songseek.benchmarks.synth import iter_tracks
+    from songseek.engine.audio.windowing import frame_windows
+
+    sr = encoder.info.sample_rate
+    frames, bounds, spans, examples, ex_spans = [], [], [], [], []
+    caps: dict[str, list[str]] = {"whole": [], "tags": [], "section": []}
+    owner: dict[str, list[int]] = {k: [] for k in caps}
+    rng = np.random.default_rng(7919 + seed)
+    for i, (track, audio) in enumerate(iter_tracks(seed, n_tracks)):
+        windows, b = frame_windows(audio, sr, 10.0, 10.0)
+        frames.append(encoder.embed_audio(windows))
+        bounds.append(b)
+        for level, level_caps in (("whole", [track.caption]), ("tags", [track.tags]),
+                                  ("section", list(track.section_captions))):
+            caps[level] += level_caps
+            owner[level] += [i] * len(level_caps)
+        spans += [(s.start_s, s.end_s) for s in track.score.sections]
+        length = len(audio) / sr
+        start = float(rng.uniform(0, max(0.0, length - 10.0)))
+        start = start + 5.0 if start % 10.0 < 1.0 and start + 15.0 <= length else start  # off the grid
+        clip = audio[int(start * sr) : int(start * sr) + 10 * sr].astype(np.float64)
+        clip = clip + rng.normal(0, np.sqrt(np.mean(clip**2) / 10.0) + 1e-9, clip.shape)  # 10 dB SNR
+        examples.append(encoder.embed_audio(clip[None].astype(np.float32))[0])
+        ex_spans.append((start, start + len(clip) / sr))
+    texts = {level: encoder.embed_text(c) for level, c in caps.items()}
+    chunked = embed_chunked(encoder, caps["whole"])
+    return DemoSet(frames, bounds, texts, {k: np.asarray(v, np.int64) for k, v in owner.items()},
+                   np.asarray(spans, np.float64).reshape(-1, 2), [c.vectors for c in chunked],
+                   l2_normalize(np.asarray(examples, np.float32)), np.asarray(ex_spans, np.float64))
+
+
+def demo_cases(d: DemoSet, dataset: str) -> list[Case]:
+    """The demo model's query kinds (module docstring) on one embedded set."""
+    n = len(d.frames)
+    own = d.owner
+    out = [
+        _t2a_case(dataset, "whole", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"]),
+        _t2a_case(dataset, "long", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"], chunks=d.long_chunks),
+        _t2a_case(dataset, "section", "t2a", d.texts["section"], d.frames, d.bounds, own["section"], d.spans),
+        _t2a_case(dataset, "tags", "t2a", d.texts["tags"], d.frames, d.bounds, own["tags"]),
+        # no IoU for excerpts: a 10 s excerpt against 30 s segments cannot reach IoU 0.5
+        _t2a_case(dataset, "example", "a2a", d.examples, d.frames, d.bounds, np.arange(n)),
+    ]
+    out += [_a2t_case(dataset, level, d.frames, d.texts[level], own[level]) for level in ("whole", "section", "tags")]
+    return out
+
+
+def save_demo_set(d: DemoSet, path: str) -> None:
+    arrays: dict[str, np.ndarray] = {"spans": d.spans, "examples": d.examples, "example_spans": d.example_spans,
+                                     "n": np.array([len(d.frames)])}
+    for i, (f, b, c) in enumerate(zip(d.frames, d.bounds, d.long_chunks)):
+        arrays[f"frames_{i}"], arrays[f"bounds_{i}"], arrays[f"chunks_{i}"] = f, b, c
+    for k in d.texts:
+        arrays[f"texts_{k}"], arrays[f"owner_{k}"] = d.texts[k], d.owner[k]
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_demo_set(path: str) -> DemoSet:
+    z = np.load(path)
+    n = int(z["n"][0])
+    levels = ("whole", "tags", "section")
+    return DemoSet([z[f"frames_{i}"] for i in range(n)], [z[f"bounds_{i}"] for i in range(n)],
+                   {k: z[f"texts_{k}"] for k in levels}, {k: z[f"owner_{k}"] for k in levels}, z["spans"],
+                   [z[f"chunks_{i}"] for i in range(n)], z["examples"], z["example_spans"])

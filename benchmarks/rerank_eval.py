@@ -1,0 +1,62 @@
+"""Metrics of one rerank rule on one :class:`~songseek.benchmarks.rerank_cases.Case`.
+
+A rule maps one query's candidate similarities (float (B, C, T), lengths int64 (B,)) to a FusionResult
+(engine/query/fusion.py): scores rank the candidates, the segment of the candidate that carries the
+query's true span is compared with it. Ties are pessimistic; mAP@10 divides by the number of relevant
+candidates; intervals are 95 % percentile bootstraps over queries (benchmarks/metrics.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from songseek.benchmarks.metrics import metrics_ci, per_query_values, retrieval_metrics_from_scores, segment_iou
+from songseek.benchmarks.rerank_cases import Case
+from songseek.engine.query.fusion import FusionResult, RerankSettings
+from songseek.engine.query.longtext import chunk_scores
+
+Rule = Callable[[np.ndarray, np.ndarray], FusionResult]
+KS = (1, 5, 10)
+
+
+def settings_rule(settings: RerankSettings) -> Rule:
+    """The engine's rule for ``settings`` (what `songseek search --rerank MODE` computes)."""
+
+    def rule(sims: np.ndarray, lengths: np.ndarray) -> FusionResult:
+        return chunk_scores(sims, lengths, settings.params, mode=settings.mode)
+
+    return rule
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Metrics (fractions; MedR in ranks), per-query first ranks and, where the case has spans, the
+    share of queries with segment IoU >= 0.5 (NaN otherwise); ``ci`` {metric: (lo, hi)}."""
+
+    metrics: dict[str, float]
+    ranks: np.ndarray
+    ci: dict[str, tuple[float, float]]
+
+
+def evaluate_case(case: Case, rule: Rule, ci: bool = True) -> CaseResult:
+    scores = np.zeros((case.n_queries, case.sims[0].shape[0]), np.float64)
+    ious = np.full(case.n_queries, np.nan)
+    for q in range(case.n_queries):
+        res = rule(case.sims[q], case.lengths[q])
+        scores[q] = res.score
+        if np.isfinite(case.spans[q]).all():
+            c, b = int(case.span_cand[q]), case.bounds[q]
+            ious[q] = segment_iou(b[res.seg_first[c], 0], b[res.seg_last[c], 1], *case.spans[q])
+    metrics, ranks, ap = retrieval_metrics_from_scores(scores, case.relevant, KS, 10)
+    values = per_query_values(ranks, KS, 10, ap)
+    has = np.isfinite(ious)
+    if has.any():
+        metrics["IoU>=0.5"] = float(np.mean(ious[has] >= 0.5))
+    intervals = metrics_ci(values) if ci else {}
+    if ci and has.any():
+        iou_ok = (ious[has] >= 0.5).astype(np.float64)
+        intervals["IoU>=0.5"] = metrics_ci({"IoU>=0.5": iou_ok})["IoU>=0.5"]
+    return CaseResult(metrics, ranks, intervals)

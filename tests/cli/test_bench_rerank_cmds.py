@@ -1,0 +1,87 @@
+"""`songseek bench rerank`: every setting measured on the library's own queries; --save makes the best the
+library's default for every search; `info` shows it; a damaged stored value is one clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from songseek.benchmarks.rerank_tune import SETTINGS
+from songseek.cli.main import app
+from songseek.engine.errors import LibraryError
+from songseek.engine.query.fusion import DEFAULT_RERANK, RerankSettings
+from songseek.engine.query.search import Library
+from songseek.engine.storage.manifest import read_manifest, write_manifest
+from tests.conftest import vector_table
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def library_and_queries(tmp_path: Path) -> tuple[Path, Path]:
+    table = vector_table(30, 16, seed=6, min_frames=3, max_frames=20)
+    pq.write_table(table, tmp_path / "v.parquet")
+    lib = tmp_path / "lib"
+    code, _, err = run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))
+    assert code == 0, err
+    rng = np.random.default_rng(0)
+    ids = np.asarray(table.column("track_id").to_pylist())
+    emb = np.asarray(table.column("embedding").to_pylist())
+    lines = []
+    for i, t in enumerate(sorted(set(ids.tolist()))[:20]):  # a noisy copy of one window of each track
+        v = emb[np.flatnonzero(ids == t)[i % 3]] + rng.normal(0, 1.0, 16)
+        lines.append(json.dumps({"id": f"q{i}", "vector": v.tolist(), "relevant": t}))
+    (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n")
+    return lib, tmp_path / "q.jsonl"
+
+
+def info(lib: Path) -> dict[str, object]:
+    code, out, err = run("info", "--library", str(lib), "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_bench_rerank_measures_every_setting_and_save_makes_the_best_the_default(
+        library_and_queries: tuple[Path, Path]) -> None:
+    lib, queries = library_and_queries
+    before = info(lib)["rerank"]
+    assert isinstance(before, dict) and before["rerank"] == DEFAULT_RERANK and before["saved"] is False
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(queries), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert list(report["settings"]) == [label for label, _, _ in SETTINGS] and report["saved"] is False
+    best = report["settings"][report["best"]]
+    r10 = [s["metrics"]["R@10"] for s in report["settings"].values()]
+    assert best["metrics"]["R@10"] == max(r10)
+    assert read_manifest(lib).rerank == {}  # not saved without --save
+
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(queries), "--save", "--json")
+    assert code == 0, err
+    saved = RerankSettings.from_json({"rerank": best["rerank"], "params": best["params"]})
+    shown = info(lib)["rerank"]
+    assert isinstance(shown, dict) and shown["saved"] is True and shown["rerank"] == saved.mode
+    assert Library.open(lib).rerank_settings() == saved
+    # every search without its own --rerank uses the saved mode and parameters
+    q = np.random.default_rng(3).standard_normal(16).astype(np.float32)
+    opened = Library.open(lib)
+    default = opened.search(vector=q, k=5)
+    explicit = opened.search(vector=q, k=5, rerank=saved.mode, fusion=saved.params)
+    assert [(h.track_id, h.score) for h in default] == [(h.track_id, h.score) for h in explicit]
+
+
+def test_a_damaged_stored_rerank_is_one_clear_library_error(library_and_queries: tuple[Path, Path]) -> None:
+    lib, _ = library_and_queries
+    m = read_manifest(lib)
+    write_manifest(lib, m.__class__(**{**m.__dict__, "rerank": {"rerank": "median"}}))
+    with pytest.raises(LibraryError, match="damaged rerank settings.*mode must be one of"):
+        Library.open(lib).search(vector=np.ones(16, np.float32), k=3)
