@@ -25,6 +25,8 @@ import numpy as np
 
 from songseek.benchmarks.longtext_planted import BagOfWordsEncoder, make_planted_captions
 from songseek.benchmarks.planted import make_planted
+from songseek.benchmarks.synth import iter_tracks
+from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
 from songseek.engine.query.longtext import embed_chunked
 
@@ -143,9 +145,6 @@ class DemoSet:
 
 def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
     """Render and embed ``n_tracks`` tracks of generator ``seed`` (windows, captions, excerpts)."""
-    from songseek.benchmarks.synth import iter_tracks
-    from songseek.engine.audio.windowing import frame_windows
-
     sr = encoder.info.sample_rate
     frames, bounds, spans, examples, ex_spans = [], [], [], [], []
     caps: dict[str, list[str]] = {"whole": [], "tags": [], "section": []}

@@ -32,6 +32,7 @@ from songseek.benchmarks.rerank_cases import (
     save_demo_set,
 )
 from songseek.benchmarks.rerank_eval import CaseResult, Rule, evaluate_case, settings_rule
+from songseek.engine.encoders import load_encoder
 from songseek.engine.query.fusion import DEFAULT_RERANK, FusionParams, FusionResult, RerankSettings, fuse
 
 REPORT_MODES = ("fusion", "blend", "fusion@raw", "mean", "max")
@@ -67,8 +68,6 @@ def build_cases(planted_tracks: int, demo_tracks: int, cache: Path | None,
         cases += planted_cases(geometry, PLANTED_SEED, planted_tracks)
     cases += caption_cases(CAPTION_SEED, planted_tracks)
     if demo_tracks:
-        from songseek.engine.encoders import load_encoder
-
         encoder = None
         for seed in DEMO_SEEDS:
             path = cache / f"demo-seed{seed}-{demo_tracks}.npz" if cache else None
