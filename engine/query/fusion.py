@@ -537,8 +537,9 @@ def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: flo
     The defaults are in frames of a 10 s hop; a library indexed with --hop 5 needs twice the frames for
     the same 30 s segment. ``None`` keeps the base's value.
     """
-    import dataclasses
-
+    for name, value in (("kernel_s", kernel_s), ("stride_s", stride_s), ("segment_s", segment_s)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise UsageError(f"{name} must be a finite number of seconds above 0 (got {value!r})")
     base = base or FusionParams()
     changes: dict[str, float | str] = {}
     if kernel_s is not None:
@@ -547,4 +548,4 @@ def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: flo
         changes.update(stride=max(1.0, float(round(stride_s / hop_s))), mode="frames")
     if segment_s is not None:
         changes["segment_kernel"] = max(1.0, float(round(segment_s / hop_s)))
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from songseek.engine.errors import LibraryError
 from songseek.engine.query.fusion import DEFAULT_RERANK, RerankSettings
 from songseek.engine.query.search import Library
 from songseek.engine.storage.manifest import read_manifest, write_manifest
-from tests.conftest import vector_table
+from tests.library_helpers import vector_table
 
 runner = CliRunner()
 
