@@ -20,6 +20,7 @@ its candidates' windows (the rerank's whole input) and which candidates are rele
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -30,7 +31,17 @@ from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
 from songseek.engine.query.longtext import embed_chunked
 
-PLANTED_GEOMETRIES: dict[str, dict[str, float]] = {
+
+class Geometry(TypedDict, total=False):
+    """make_planted keywords that set a planted geometry."""
+
+    style_weight: float
+    section_noise: float
+    frame_noise: float
+    query_noise: float
+
+
+PLANTED_GEOMETRIES: dict[str, Geometry] = {
     "base": {},
     "aniso": {},  # base vectors, then the shared direction (``_anisotropic``)
     "sharp": {"style_weight": 0.3, "section_noise": 0.15},

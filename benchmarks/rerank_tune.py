@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypedDict
 
 from songseek.engine.query.fusion import RerankSettings, params_for_hop
 from songseek.engine.query.search import Library
@@ -22,8 +23,18 @@ from .metrics import DEFAULT_KS
 from .report import ModeResult
 from .runner import prepare_queries, search_plan, text_to_audio
 
+
+class FusionChanges(TypedDict, total=False):
+    """The FusionParams fields a tuning setting changes."""
+
+    gamma_k: float
+    gamma_t: float
+    temperature: float
+    mean_weight: float
+
+
 # (label, mode, parameter changes): the default first, then the alternatives worth measuring.
-SETTINGS: tuple[tuple[str, str, dict[str, float]], ...] = (
+SETTINGS: tuple[tuple[str, str, FusionChanges], ...] = (
     ("fusion", "fusion", {}),
     ("fusion, max-leaning (gamma_k 0.2, tau 0.2)", "fusion", {"gamma_k": 0.2, "gamma_t": 0.8, "temperature": 0.2}),
     ("fusion, mean-leaning (gamma_k 0.5, tau 0.5)", "fusion", {"gamma_k": 0.5, "gamma_t": 0.5, "temperature": 0.5}),
