@@ -517,7 +517,7 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
         first, last = _blocked(sims, lengths, _segment_params(params) or params, 0.0, "kernel")[4:]
         return FusionResult(mean, mean.copy(), mean.copy(), best, first, last)
     z, mu, sd = standardize(sims, lengths, query_of)
-    res = fuse(z, lengths, params)
+    res = fuse(z.astype(np.float32), lengths, params)  # float32 like raw similarities: fuse is ~2x faster
     r_k, r_t = res.r_k.astype(np.float64), res.r_t.astype(np.float64)
     score = params.gamma_k * r_k + params.gamma_t * r_t
     if mode == "blend":
