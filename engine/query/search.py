@@ -12,7 +12,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pyarrow as pa
@@ -105,6 +105,20 @@ class Hit:
         }
 
 
+class SearchKwargs(TypedDict, total=False):
+    """The SearchOptions fields as keyword arguments of ``Library.search`` (typed; a test keeps them equal)."""
+
+    k: int
+    rerank: str | None
+    candidates: int
+    where: str | None
+    fusion: FusionParams | None
+    nprobe: int | None
+    exact: bool
+    filter_limits: FilterLimits | None
+    collapse_duplicates: bool
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """How a query is answered. ``candidates`` tracks are reranked; ``nprobe`` overrides the IVF default.
@@ -120,6 +134,13 @@ class SearchOptions:
     exact: bool = False
     filter_limits: FilterLimits | None = None  # None: the Library's filter_limits
     collapse_duplicates: bool = False  # one hit per group of the `duplicates` table (`songseek duplicates`)
+
+    @classmethod
+    def from_kwargs(cls, options: SearchOptions | None, kwargs: SearchKwargs) -> SearchOptions:
+        """``options``, or the options the keyword arguments name (not both: QueryError)."""
+        if options is not None and kwargs:
+            raise QueryError(f"give options= or keyword options ({', '.join(kwargs)}), not both")
+        return options if options is not None else cls(**kwargs)
 
     def validated(self) -> SearchOptions:
         if self.k <= 0:
@@ -292,7 +313,8 @@ class Library:
 
     def search(self, text: str | None = None, *, audio: str | Path | np.ndarray | None = None,
                vector: np.ndarray | None = None, start_s: float = 0.0, end_s: float | None = None,
-               max_excerpt_s: float = MAX_EXCERPT_S, options: SearchOptions | None = None, **kwargs: Any
+               max_excerpt_s: float = MAX_EXCERPT_S, options: SearchOptions | None = None,
+               **kwargs: Unpack[SearchKwargs]
                ) -> list[Hit]:
         """Best tracks for one query: text, audio (a file path or mono samples at the encoder's rate),
         or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...).
@@ -302,7 +324,7 @@ class Library:
         given = [x is not None for x in (text, audio, vector)]
         if sum(given) != 1:
             raise QueryError("give exactly one of a text query, audio= or vector=")
-        opts = options or SearchOptions(**kwargs)
+        opts = SearchOptions.from_kwargs(options, kwargs)
         if text is not None:
             return self.search_texts([text], opts)[0]
         if vector is not None:
@@ -314,11 +336,11 @@ class Library:
             q = self.embed_audio(np.asarray(audio))
         return self.search_vectors(q, opts)[0]
 
-    def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Any
+    def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Unpack[SearchKwargs]
                      ) -> list[list[Hit]]:
         """Hits for each text, in input order, exactly as ``search(text)`` would rank them, with every
         text (and every chunk of a long one) embedded in one batch. Keyword arguments as ``search``."""
-        opts = (options or SearchOptions(**kwargs)).validated()
+        opts = SearchOptions.from_kwargs(options, kwargs).validated()
         for t in texts:
             check_query_text(t)
         chunked = longtext.embed_chunked(self.encoder, [t.strip() for t in texts])

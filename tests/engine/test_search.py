@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from songseek.engine.errors import IncompatibleLibraryError, QueryError
 from songseek.engine.query.candidates import ExactPolicy
 from songseek.engine.query.fusion import FusionParams
-from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.query.search import Library, SearchKwargs, SearchOptions
 from songseek.engine.query.stats import library_stats
 from songseek.indexers.ingest import ingest_table
 from tests.library_helpers import vector_table
@@ -88,6 +89,15 @@ def test_exact_path_equals_index_path_on_flat_index(lib: Library) -> None:
 def test_bad_options_raise_query_error(lib: Library, kwargs: dict[str, Any]) -> None:
     with pytest.raises(QueryError):
         lib.search(vector=np.ones(24, np.float32), **kwargs)
+
+
+def test_keyword_options_are_the_search_options_fields(lib: Library) -> None:
+    assert set(SearchKwargs.__annotations__) == {f.name for f in dataclasses.fields(SearchOptions)}
+    q = lib.store.vectors(0, 1)[0]
+    assert [h.track_id for h in lib.search(vector=q, k=3, rerank="max")] == \
+        [h.track_id for h in lib.search(vector=q, options=SearchOptions(k=3, rerank="max"))]
+    with pytest.raises(QueryError, match="not both"):
+        lib.search(vector=q, options=SearchOptions(k=3), k=5)
 
 
 def test_wrong_dimension_and_text_on_precomputed_library(lib: Library) -> None:
