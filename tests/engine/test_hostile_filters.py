@@ -4,7 +4,6 @@ functions, joins and WITH are refused before anything runs), Ctrl-C still stops 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,9 @@ import pytest
 
 from songseek.engine.errors import QueryError
 from songseek.engine.query.filters import FilterLimits, filter_track_ids, sql
+from tests.filter_helpers import SLOW_PREDICATE, big_tables
+
+REPO = str(Path(__file__).resolve().parents[2])  # the child process imports tests.filter_helpers from here
 
 
 def _tables(n: int = 6) -> dict[str, pa.Table]:
@@ -65,22 +67,13 @@ def test_generators_and_wrong_shapes_are_refused_before_running(where: str, mess
     assert "\n" not in str(err.value) and time.perf_counter() - t0 < 5
 
 
-def _big(n: int = 20_000) -> dict[str, pa.Table]:
-    return {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)],
-                                "path": [f"/m/{i:08d}.wav" for i in range(n)]})}
-
-
-# A correlated subquery DuckDB cannot turn into a hash join: n² edit distances (4e8 here: minutes).
-SLOW = "EXISTS (SELECT 1 FROM tracks t2 WHERE levenshtein(t2.path, tracks.path) = 1000)"
-
-
 def test_a_slow_predicate_is_interrupted_at_its_time_limit() -> None:
     t0 = time.perf_counter()
     with pytest.raises(QueryError, match=r"ran past its time limit of 0.3 s \(FilterLimits.timeout_s\)"):
-        filter_track_ids(_big(), SLOW, FilterLimits(timeout_s=0.3))
+        filter_track_ids(big_tables(), SLOW_PREDICATE, FilterLimits(timeout_s=0.3))
     assert time.perf_counter() - t0 < 20   # stopped (generous: the machine is shared), not minutes
     with pytest.raises(QueryError, match="ran past its time limit"):
-        sql(_big(), f"SELECT count(*) FROM tracks WHERE {SLOW}", FilterLimits(timeout_s=0.3))
+        sql(big_tables(), f"SELECT count(*) FROM tracks WHERE {SLOW_PREDICATE}", FilterLimits(timeout_s=0.3))
 
 
 @pytest.mark.parametrize("limits, message", [
@@ -98,13 +91,13 @@ def test_bad_limits_name_the_parameter(limits: FilterLimits, message: str) -> No
 def test_ctrl_c_stops_a_running_filter(delay_s: float) -> None:
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_hostile_filters import _big, SLOW
+        sys.path.insert(0, {REPO!r})
+        from tests.filter_helpers import SLOW_PREDICATE, big_tables
         from songseek.engine.query.filters import FilterLimits, filter_track_ids
-        tables = _big()
+        tables = big_tables()
         print("ready", flush=True)
         try:
-            filter_track_ids(tables, SLOW, FilterLimits(timeout_s=300))
+            filter_track_ids(tables, SLOW_PREDICATE, FilterLimits(timeout_s=300))
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(130)
