@@ -25,7 +25,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> FastAPI:
     """An ASGI app serving ``config.library``; opens it now (and loads its query encoder) unless ``holder``
     is given."""
-    holder = holder or LibraryHolder(config.library, config.device)
+    holder = holder or LibraryHolder(config.library, config.device, filter_limits=config.limits.filter_limits())
     pool = BoundedPool(config.limits.workers, config.limits.queue)
     ctx = Context(config, holder, pool, SearchGate(), Transcoder(config.transcode_dir))
 
