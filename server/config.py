@@ -30,6 +30,8 @@ class Limits:
     max_batch: int = 32
     max_upload_bytes: int = 20 * 1024 * 1024
     max_clip_s: float = 60.0
+    max_peaks: int = 4_000          # waveform bins per request
+    max_peaks_s: float = 4 * 3600.0  # longest track whose waveform is drawn (decoded once, streamed)
     where_chars: int = 2_000
     where_timeout_s: float = 2.0
     where_memory_mb: int = 256

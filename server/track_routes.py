@@ -1,5 +1,5 @@
-"""/api/health, /api/facets (what the page's filters offer) and /api/tracks/{track_id} (metadata, windows
-and, for a query, the per-window timeline the page draws)."""
+"""/api/health, /api/facets (what the page's filters offer), /api/tracks/{track_id} (metadata, windows
+and, for a query, the per-window timeline the page draws) and /api/tracks/{track_id}/peaks (its waveform)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from songseek.engine.query.fusion import params_for_hop, rerank_scores
 from songseek.server.context import Context, context
 from songseek.server.errors import NotFound
 from songseek.server.query import SearchParams, track_audio_url
-from songseek.server.schemas import ErrorOut, FacetsOut, HealthOut, TrackOut
+from songseek.server.schemas import ErrorOut, FacetsOut, HealthOut, PeaksOut, TrackOut
 from songseek.server.search_routes import track_vector
 from songseek.server.state import Snapshot
 
 router = APIRouter(prefix="/api", responses={c: {"model": ErrorOut} for c in (400, 401, 404, 422, 503)})
+PEAKS_ERRORS: dict[int | str, dict[str, object]] = {413: {"model": ErrorOut}}
 Ctx = Annotated[Context, Depends(context)]
 FACET_LIMIT = 500
 
@@ -83,6 +84,17 @@ async def track(ctx: Ctx, track_id: str, params: Annotated[SearchParams, Query()
         return out
 
     return await ctx.pool.run(work)
+
+
+@router.get("/tracks/{track_id}/peaks", response_model=PeaksOut, responses=PEAKS_ERRORS)
+async def peaks(ctx: Ctx, track_id: str,
+                n: int = Query(800, ge=1, description="Bins (at most the server's max_peaks, 4,000 by default).")
+                ) -> dict[str, object]:
+    """Min and max of the decoded audio in ``n`` bins, for drawing the waveform. Computed on the server by a
+    streamed decode (memory flat in track length), once per track and generation, then cached."""
+    if n > ctx.limits.max_peaks:
+        raise QueryError(f"n must be between 1 and {ctx.limits.max_peaks} (got {n})")
+    return await ctx.pool.run(lambda: ctx.peaks.get(ctx.holder.current(), track_id, n))
 
 
 def _details(snap: Snapshot, track_id: str, row: int) -> dict[str, object]:
