@@ -28,6 +28,9 @@ def serve(
     queue: int = typer.Option(32, "--queue", help="Requests that may wait for a worker; more get 503."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest query clip upload."),
     max_clip_s: float = typer.Option(60.0, "--max-clip-s", help="Longest query clip, decoded seconds."),
+    where_timeout: float = typer.Option(2.0, "--where-timeout", help="Seconds one where filter may run (DuckDB "
+                                        "is interrupted past it; the request gets a 400)."),
+    where_memory_mb: int = typer.Option(256, "--where-memory-mb", help="DuckDB memory one where filter may use."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow this origin cross-site (repeat); "
                                           "off by default: the page is served from the same origin."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
@@ -41,7 +44,8 @@ def serve(
 
     from songseek.server import create_app
 
-    limits = Limits(workers=workers, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), max_clip_s=max_clip_s)
+    limits = Limits(workers=workers, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), max_clip_s=max_clip_s,
+                    where_timeout_s=where_timeout, where_memory_mb=where_memory_mb)
     app = create_app(ServerConfig(library=library, host=host, token=token, cors_origins=tuple(cors_origin),
                                   limits=limits, device=device))
     snap = app.state.ctx.holder.current()

@@ -49,6 +49,17 @@ class QueryError(UsageError):
     """A query is malformed: empty text, bad k, bad filter predicate."""
 
 
+class FilterLimitError(QueryError):
+    """A ``where`` predicate ran past one of its limits and was stopped. ``limit`` names the FilterLimits
+    field it hit (``timeout_s`` or ``memory_mb``), ``value`` that field's value, so that a caller with its
+    own wording for the bound (an HTTP server) can say it its way."""
+
+    def __init__(self, message: str, limit: str, value: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+
+
 def require(module: str, extra: str) -> object:
     """Import an optional module or raise MissingDependencyError naming the pip extra to install."""
     import importlib

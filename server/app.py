@@ -15,6 +15,7 @@ from songseek.server import audio, errors, search_routes, track_routes
 from songseek.server.auth import TokenMiddleware
 from songseek.server.config import ServerConfig
 from songseek.server.context import Context
+from songseek.server.peaks import PeaksCache
 from songseek.server.pool import BoundedPool
 from songseek.server.state import LibraryHolder, SearchGate
 from songseek.server.transcode import Transcoder
@@ -25,9 +26,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> FastAPI:
     """An ASGI app serving ``config.library``; opens it now (and loads its query encoder) unless ``holder``
     is given."""
-    holder = holder or LibraryHolder(config.library, config.device)
+    holder = holder or LibraryHolder(config.library, config.device, filter_limits=config.limits.filter_limits())
     pool = BoundedPool(config.limits.workers, config.limits.queue)
-    ctx = Context(config, holder, pool, SearchGate(), Transcoder(config.transcode_dir))
+    ctx = Context(config, holder, pool, SearchGate(), Transcoder(config.transcode_dir),
+                  PeaksCache(config.limits.max_peaks_s))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

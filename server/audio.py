@@ -8,23 +8,21 @@ served. Files in a format the browser cannot play (AIFF, WMA, ALAC, ...) are tra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
-from songseek.server.context import Context, context
+from songseek.server.context import Context, ctx_of
 from songseek.server.errors import NotFound
 from songseek.server.schemas import ErrorOut
 
 router = APIRouter(prefix="/api", responses={c: {"model": ErrorOut} for c in (401, 404, 503)})
-Ctx = Annotated[Context, Depends(context)]
-
 
 @router.get("/audio/{track_id}", response_class=FileResponse,
             responses={200: {"content": {"audio/*": {}}}, 206: {"description": "Partial content (Range)."}})
-async def audio(ctx: Ctx, track_id: str) -> FileResponse:
+async def audio(request: Request, track_id: str) -> FileResponse:
     """The track's audio; send ``Range: bytes=a-b`` for part of it (206)."""
+    ctx = ctx_of(request)
     served, media_type = await ctx.pool.run(lambda: _locate(ctx, track_id))
     return FileResponse(served, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from songseek.engine.errors import UsageError
+from songseek.engine.query.filters import FilterLimits
 
 TOKEN_ENV = "SONGSEEK_TOKEN"
 
@@ -17,9 +18,9 @@ class Limits:
     """Bounds on a request; a request past one gets a 4xx naming the bound.
 
     ``workers`` threads run encoding and search; ``queue`` more requests may wait for one, and past that
-    the server answers 503 with Retry-After instead of queueing without bound. ``where_*`` are the
-    bounds handed to the where filter (DuckDB); ``where_chars`` is checked here, the time and memory
-    bounds wait for the engine's sandbox options (issue 13) and are kept here so they have one place.
+    the server answers 503 with Retry-After instead of queueing without bound. ``where_*`` bound each
+    `where` filter (the page's artist/album/genre/year/tag filters are folded into it): its length, the
+    seconds DuckDB may run it and its DuckDB memory, in the engine's sandbox (engine.query.filters).
     """
 
     max_query_chars: int = 2_000
@@ -29,9 +30,11 @@ class Limits:
     max_batch: int = 32
     max_upload_bytes: int = 20 * 1024 * 1024
     max_clip_s: float = 60.0
+    max_peaks: int = 4_000          # waveform bins per request
+    max_peaks_s: float = 4 * 3600.0  # longest track whose waveform is drawn (decoded once, streamed)
     where_chars: int = 2_000
     where_timeout_s: float = 2.0
-    where_memory: str = "256MB"
+    where_memory_mb: int = 256
     workers: int = 2
     queue: int = 32
     retry_after_s: int = 1
@@ -39,6 +42,13 @@ class Limits:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.queue < 0:
             raise UsageError(f"workers must be >= 1 and queue >= 0 (got {self.workers}, {self.queue})")
+        self.filter_limits()  # refuses a bad where bound at start, not on the first request
+
+    def filter_limits(self) -> FilterLimits:
+        """The where bounds as the engine takes them (one DuckDB thread per filter: the pool bounds the rest)."""
+        # the predicate the server builds is `where` plus the structured filters: leave room for those
+        return FilterLimits(timeout_s=self.where_timeout_s, memory_mb=self.where_memory_mb, threads=1,
+                            max_chars=self.where_chars + 4 * self.max_query_chars + 200).validated()
 
 
 @dataclass(frozen=True)

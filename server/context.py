@@ -1,4 +1,4 @@
-"""What every route shares: the library holder, the bounded pool, the limits, the nprobe gate."""
+"""What every route shares: the library holder, the bounded pool, the limits, the nprobe gate, the caches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from songseek.server.config import Limits, ServerConfig
+from songseek.server.peaks import PeaksCache
 from songseek.server.pool import BoundedPool
 from songseek.server.query import SearchParams
 from songseek.server.state import Held, LibraryHolder, SearchGate
@@ -20,6 +21,7 @@ class Context:
     pool: BoundedPool
     gate: SearchGate
     transcoder: Transcoder
+    peaks: PeaksCache
 
     @property
     def limits(self) -> Limits:
@@ -30,7 +32,7 @@ class Context:
         return self.gate.exclusive() if params.nprobe is not None else self.gate.shared()
 
 
-async def context(request: Request) -> Context:
-    """(async: a plain function dependency would run on a worker thread, one more hop per request)"""
+def ctx_of(request: Request) -> Context:
+    """The app's Context (read from the request, not through a FastAPI dependency: one less step a request)."""
     ctx: Context = request.app.state.ctx
     return ctx

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from songseek.engine.errors import (
     DecodeError,
+    FilterLimitError,
     LibraryError,
     MissingDependencyError,
     SongseekError,
@@ -37,6 +38,15 @@ def status_for(exc: SongseekError) -> int:
     return 500
 
 
+def where_limit_message(exc: FilterLimitError) -> str:
+    """The engine names its Python parameter (FilterLimits.timeout_s); a client knows the `where` parameter."""
+    if exc.limit == "timeout_s":
+        return (f"where: the filter ran past this server's limit of {exc.value:g} s and was stopped; narrow the "
+                "where predicate down (or the artist/album/genre/year/tag filters)")
+    return (f"where: the filter needed more than this server's {exc.value:g} MB and was stopped; narrow the where "
+            "predicate down (or the artist/album/genre/year/tag filters)")
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -49,6 +59,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(SongseekError)
     async def _songseek(_: Request, exc: SongseekError) -> JSONResponse:
         return error_response(status_for(exc), str(exc))
+
+    @app.exception_handler(FilterLimitError)
+    async def _filter_limit(_: Request, exc: FilterLimitError) -> JSONResponse:
+        return error_response(400, where_limit_message(exc))
 
     @app.exception_handler(NotFound)
     async def _missing(_: Request, exc: NotFound) -> JSONResponse:

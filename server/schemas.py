@@ -102,3 +102,17 @@ class FacetsOut(BaseModel):
     year_min: int | None
     year_max: int | None
     tags: list[str]
+
+
+class PeaksOut(BaseModel):
+    """The track's waveform: min and max of the decoded samples (mono, its own sample rate) in each of
+    ``bins`` contiguous bins; bin i spans ``edges_s[i]`` to ``edges_s[i + 1]`` seconds."""
+
+    track_id: str
+    generation: int
+    bins: int
+    sample_rate: int
+    duration_s: float
+    mins: list[float]
+    maxs: list[float]
+    edges_s: list[float]

@@ -7,25 +7,31 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from songseek.engine.audio import decode
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import QueryError
 from songseek.engine.query.search import Hit, check_query_text
-from songseek.server.context import Context, context
+from songseek.server.context import Context, ctx_of
 from songseek.server.errors import NotFound, TooLarge
-from songseek.server.query import SearchParams, hit_json
+from songseek.server.query import SearchParams, from_query, hit_json, query_parameters
+from songseek.server.responses import FastJSON
 from songseek.server.schemas import BatchIn, BatchOut, ErrorOut, SearchOut
 from songseek.server.state import Snapshot
 
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
 router = APIRouter(prefix="/api", responses=ERRORS)
-Params = Annotated[SearchParams, Query()]
-Ctx = Annotated[Context, Depends(context)]
+# The search options are parsed by from_query and declared here (see SearchParams). The routes return
+# FastJSON with the dicts they build: `response_model` only documents them; FastAPI would otherwise
+# validate every hit through the pydantic models again on each request.
+PARAMS_DOC: dict[str, object] = {"parameters": query_parameters(SearchParams)}
+BATCH_DOC: dict[str, object] = {**PARAMS_DOC, "requestBody": {
+    "required": True, "content": {"application/json": {"schema": BatchIn.model_json_schema()}}}}
 
 
 def _out(snap: Snapshot, hits: list[Hit]) -> dict[str, object]:
@@ -40,34 +46,39 @@ def _check_text(text: str, ctx: Context) -> None:
                          f"{ctx.limits.max_query_chars:,}")
 
 
-def _timed(response: Response, t0: float) -> None:
+def _timed(body: dict[str, object], engine_s: float) -> FastJSON:
     """Server-Timing: how long the engine took inside the worker (`bench serve` subtracts it)."""
-    response.headers["Server-Timing"] = f"engine;dur={(time.perf_counter() - t0) * 1000:.3f}"
+    return FastJSON(body, headers={"Server-Timing": f"engine;dur={engine_s * 1000:.3f}"})
 
 
-@router.get("/search", response_model=SearchOut)
-async def search_text(ctx: Ctx, params: Params, response: Response,
-                      q: str = Query(..., description="What the music sounds like.")) -> dict[str, object]:
+@router.get("/search", response_model=SearchOut, openapi_extra=PARAMS_DOC)
+async def search_text(request: Request, q: str = Query(..., description="What the music sounds like.")
+                      ) -> FastJSON:
     """Hits for a text query, in the order and with the segments `songseek search TEXT --json` gives."""
-    params.checked(ctx.limits)
+    ctx = ctx_of(request)
+    params = from_query(request, SearchParams).checked(ctx.limits)
     _check_text(q, ctx)
 
-    def work() -> dict[str, object]:
+    def work() -> tuple[dict[str, object], float]:
         snap = ctx.holder.current()
         opts = params.options(snap.library)
         t0 = time.perf_counter()
         with ctx.gate_for(params):
             hits = snap.library.search(q, options=opts)
-        _timed(response, t0)
-        return _out(snap, params.finish(hits))
+        return _out(snap, params.finish(hits)), time.perf_counter() - t0
 
-    return await ctx.pool.run(work)
+    return _timed(*await ctx.pool.run(work))
 
 
-@router.post("/search/batch", response_model=BatchOut)
-async def search_batch(ctx: Ctx, params: Params, body: BatchIn, response: Response) -> dict[str, object]:
+@router.post("/search/batch", response_model=BatchOut, openapi_extra=BATCH_DOC)
+async def search_batch(request: Request) -> FastJSON:
     """One list of hits per text or per vector, in input order (`songseek search --query-file/--query-vectors`)."""
-    params.checked(ctx.limits)
+    ctx = ctx_of(request)
+    params = from_query(request, SearchParams).checked(ctx.limits)
+    try:  # one pydantic call on the raw bytes (the body is declared in BATCH_DOC)
+        body = BatchIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     if (body.texts is None) == (body.vectors is None):
         raise QueryError("give exactly one of texts or vectors")
     n = len(body.texts if body.texts is not None else body.vectors or [])
@@ -81,7 +92,7 @@ async def search_batch(ctx: Ctx, params: Params, body: BatchIn, response: Respon
             raise QueryError("every vector in a batch must have the same length")
         vectors = np.asarray(body.vectors, dtype=np.float32)
 
-    def work() -> dict[str, object]:
+    def work() -> tuple[dict[str, object], float]:
         snap = ctx.holder.current()
         opts = params.options(snap.library)
         t0 = time.perf_counter()
@@ -90,20 +101,21 @@ async def search_batch(ctx: Ctx, params: Params, body: BatchIn, response: Respon
                 results = snap.library.search_vectors(vectors, opts)
             else:
                 results = snap.library.search_texts(list(body.texts or []), opts)
-        _timed(response, t0)
-        return {"generation": snap.generation, "random_weights": snap.random_weights,
-                "results": [[hit_json(h) for h in params.finish(hits)] for hits in results]}
+        engine_s = time.perf_counter() - t0
+        return ({"generation": snap.generation, "random_weights": snap.random_weights,
+                 "results": [[hit_json(h) for h in params.finish(hits)] for hits in results]}, engine_s)
 
-    return await ctx.pool.run(work)
+    return _timed(*await ctx.pool.run(work))
 
 
-@router.post("/search/audio", response_model=SearchOut)
-async def search_audio(ctx: Ctx, params: Params, request: Request,
+@router.post("/search/audio", response_model=SearchOut, openapi_extra=PARAMS_DOC)
+async def search_audio(request: Request,
                        file: UploadFile = File(..., description="An audio clip (any format songseek decodes)."),
                        start: float = Form(0.0, description="Start of the excerpt (s)."),
-                       end: float | None = Form(None, description="End of the excerpt (s).")) -> dict[str, object]:
+                       end: float | None = Form(None, description="End of the excerpt (s).")) -> FastJSON:
     """Query by example: an uploaded clip, or ``[start, end)`` of it. Bounded in bytes and decoded seconds."""
-    params.checked(ctx.limits)
+    ctx = ctx_of(request)
+    params = from_query(request, SearchParams).checked(ctx.limits)
     limit_s = ctx.limits.max_clip_s
     if not (0 <= start < 1e7) or (end is not None and not start < end < 1e7):
         raise QueryError(f"bad excerpt start={start}, end={end}: need 0 <= start < end")
@@ -127,7 +139,7 @@ async def search_audio(ctx: Ctx, params: Params, request: Request,
         finally:
             path.unlink(missing_ok=True)
 
-    return await ctx.pool.run(work)
+    return FastJSON(await ctx.pool.run(work))
 
 
 async def _save_upload(file: UploadFile, limit: int) -> Path:
@@ -150,13 +162,14 @@ async def _save_upload(file: UploadFile, limit: int) -> Path:
     return Path(name)
 
 
-@router.get("/similar/{track_id}", response_model=SearchOut)
-async def similar(ctx: Ctx, params: Params, track_id: str,
+@router.get("/similar/{track_id}", response_model=SearchOut, openapi_extra=PARAMS_DOC)
+async def similar(request: Request, track_id: str,
                   start: float | None = Query(None, description="Only windows from here (s)."),
-                  end: float | None = Query(None, description="Only windows up to here (s).")) -> dict[str, object]:
+                  end: float | None = Query(None, description="Only windows up to here (s).")) -> FastJSON:
     """More like this: the mean of the track's stored window vectors (or those overlapping [start, end])
     as the query; the track itself is left out."""
-    params.checked(ctx.limits)
+    ctx = ctx_of(request)
+    params = from_query(request, SearchParams).checked(ctx.limits)
 
     def work() -> dict[str, object]:
         snap = ctx.holder.current()
@@ -166,7 +179,7 @@ async def similar(ctx: Ctx, params: Params, track_id: str,
             hits = snap.library.search(vector=q, options=opts)
         return _out(snap, params.finish(hits, exclude=track_id))
 
-    return await ctx.pool.run(work)
+    return FastJSON(await ctx.pool.run(work))
 
 
 def track_vector(snap: Snapshot, track_id: str, start: float | None, end: float | None) -> np.ndarray:

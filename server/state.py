@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from songseek.engine.errors import SongseekError
+from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits
 from songseek.engine.query.search import Library
 from songseek.engine.storage.manifest import MANIFEST_NAME, read_manifest
 
@@ -48,9 +49,11 @@ def _stat_key(path: Path) -> tuple[int, int, int]:
 class LibraryHolder:
     """Hands out the current Snapshot; re-opens the library when its manifest changes."""
 
-    def __init__(self, root: Path, device: str = "auto", warm: bool = True) -> None:
+    def __init__(self, root: Path, device: str = "auto", warm: bool = True,
+                 filter_limits: FilterLimits = DEFAULT_LIMITS) -> None:
         self.root = Path(root).expanduser()
         self._device = device
+        self._filter_limits = filter_limits
         self._lock = threading.Lock()
         self._key = _stat_key(self.root / MANIFEST_NAME)
         self._snap = self._open(None)
@@ -65,11 +68,13 @@ class LibraryHolder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                lib = Library.open(self.root, encoder=encoder, device=self._device)
+                lib = Library.open(self.root, encoder=encoder, device=self._device,
+                                   filter_limits=self._filter_limits)
             except SongseekError:
                 if encoder is None:
                     raise
-                lib = Library.open(self.root, device=self._device)  # the encoder changed: load the new one
+                # the encoder changed: load the new one
+                lib = Library.open(self.root, device=self._device, filter_limits=self._filter_limits)
         ids = lib.tracks.column("track_id").to_pylist() if lib.tracks.num_rows else []
         return Snapshot(lib, lib.manifest.generation, {t: i for i, t in enumerate(ids)},
                         tuple(str(w.message) for w in caught))

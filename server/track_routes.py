@@ -1,31 +1,31 @@
-"""/api/health, /api/facets (what the page's filters offer) and /api/tracks/{track_id} (metadata, windows
-and, for a query, the per-window timeline the page draws)."""
+"""/api/health, /api/facets (what the page's filters offer), /api/tracks/{track_id} (metadata, windows
+and, for a query, the per-window timeline the page draws) and /api/tracks/{track_id}/peaks (its waveform)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query, Request
 
 from songseek.engine.analysis.tagging import TAG_PREFIX
 from songseek.engine.errors import QueryError
 from songseek.engine.query.fusion import params_for_hop, rerank_scores
-from songseek.server.context import Context, context
+from songseek.server.context import ctx_of
 from songseek.server.errors import NotFound
-from songseek.server.query import SearchParams, track_audio_url
-from songseek.server.schemas import ErrorOut, FacetsOut, HealthOut, TrackOut
+from songseek.server.query import SearchParams, from_query, query_parameters, track_audio_url
+from songseek.server.responses import FastJSON
+from songseek.server.schemas import ErrorOut, FacetsOut, HealthOut, PeaksOut, TrackOut
 from songseek.server.search_routes import track_vector
 from songseek.server.state import Snapshot
 
 router = APIRouter(prefix="/api", responses={c: {"model": ErrorOut} for c in (400, 401, 404, 422, 503)})
-Ctx = Annotated[Context, Depends(context)]
+PEAKS_ERRORS: dict[int | str, dict[str, object]] = {413: {"model": ErrorOut}}
 FACET_LIMIT = 500
 
 
 @router.get("/health", response_model=HealthOut)
-async def health(ctx: Ctx) -> dict[str, object]:
+async def health(request: Request) -> dict[str, object]:
     """Library generation, tracks, frames, encoder, random weights, and how busy the server is."""
+    ctx = ctx_of(request)
     snap = await ctx.pool.run(ctx.holder.current)
     lib, m = snap.library, snap.library.manifest
     frames = int(np.sum(lib.tracks.column("frame_count").to_numpy())) if lib.n_tracks else 0
@@ -37,8 +37,10 @@ async def health(ctx: Ctx) -> dict[str, object]:
 
 
 @router.get("/facets", response_model=FacetsOut)
-async def facets(ctx: Ctx) -> dict[str, object]:
+async def facets(request: Request) -> dict[str, object]:
     """Values the filters can take: the most common artists, albums and genres, the year range, tag labels."""
+    ctx = ctx_of(request)
+
     def work() -> dict[str, object]:
         snap = ctx.holder.current()
         tracks = snap.library.tracks
@@ -60,14 +62,16 @@ async def facets(ctx: Ctx) -> dict[str, object]:
     return await ctx.pool.run(work)
 
 
-@router.get("/tracks/{track_id}", response_model=TrackOut)
-async def track(ctx: Ctx, track_id: str, params: Annotated[SearchParams, Query()],
+@router.get("/tracks/{track_id}", response_model=TrackOut,
+            openapi_extra={"parameters": query_parameters(SearchParams)})
+async def track(request: Request, track_id: str,
                 q: str | None = Query(None, description="A text query: adds its per-window timeline."),
                 like: str | None = Query(None, description="A track id: the timeline of more-like-this from it.")
-                ) -> dict[str, object]:
+                ) -> FastJSON:
     """Metadata and windows of one track; with ``q`` or ``like``, similarity and attention per window and the
     best segment, computed as search computes them (same fusion parameters)."""
-    params.checked(ctx.limits)
+    ctx = ctx_of(request)
+    params = from_query(request, SearchParams).checked(ctx.limits)
     if q is not None and len(q) > ctx.limits.max_query_chars:
         raise QueryError(f"q is longer than {ctx.limits.max_query_chars} characters")
 
@@ -82,7 +86,19 @@ async def track(ctx: Ctx, track_id: str, params: Annotated[SearchParams, Query()
             out["timeline"] = _timeline(snap, row, vec, params)
         return out
 
-    return await ctx.pool.run(work)
+    return FastJSON(await ctx.pool.run(work))
+
+
+@router.get("/tracks/{track_id}/peaks", response_model=PeaksOut, responses=PEAKS_ERRORS)
+async def peaks(request: Request, track_id: str,
+                n: int = Query(800, ge=1, description="Bins (at most the server's max_peaks, 4,000 by default).")
+                ) -> FastJSON:
+    """Min and max of the decoded audio in ``n`` bins, for drawing the waveform. Computed on the server by a
+    streamed decode (memory flat in track length), once per track and generation, then cached."""
+    ctx = ctx_of(request)
+    if n > ctx.limits.max_peaks:
+        raise QueryError(f"n must be between 1 and {ctx.limits.max_peaks} (got {n})")
+    return FastJSON(await ctx.pool.run(lambda: ctx.peaks.get(ctx.holder.current(), track_id, n)))
 
 
 def _details(snap: Snapshot, track_id: str, row: int) -> dict[str, object]:

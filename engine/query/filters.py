@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from songseek.engine.errors import QueryError
+from songseek.engine.errors import FilterLimitError, QueryError
 
 TAG_PREFIX = "tag_"  # zero-shot tag columns: tag_<slug>, read by the tag() macro
 # Functions a predicate may call (DuckDB names, lower case, operators included). None of them can make a
@@ -242,10 +242,18 @@ def _run(con: Any, statement: str, limits: FilterLimits, bad: Any) -> pa.Table:
         raise
     if not finished:
         _stop(con, done)
-        raise QueryError(f"the query ran past its time limit of {limits.timeout_s:g} s "
-                         "(FilterLimits.timeout_s) and was stopped; narrow it down")
+        raise FilterLimitError(f"the query ran past its time limit of {limits.timeout_s:g} s "
+                               "(FilterLimits.timeout_s) and was stopped; narrow it down",
+                               "timeout_s", limits.timeout_s)
     if "error" in box:
-        raise QueryError(bad(_first_line(box["error"])))
+        import duckdb
+
+        error = box["error"]
+        if isinstance(error, duckdb.OutOfMemoryException):
+            raise FilterLimitError(f"the query needed more than its memory limit of {limits.memory_mb} MB "
+                                   f"(FilterLimits.memory_mb) and was stopped; narrow it down ({_first_line(error)})",
+                                   "memory_mb", limits.memory_mb)
+        raise QueryError(bad(_first_line(error)))
     table: pa.Table = box["table"]
     return table
 

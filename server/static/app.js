@@ -114,6 +114,7 @@ function hitItem(h, i) {
       <audio controls preload="none"></audio>
       <button class="like" type="button">more like this</button>
     </div>
+    <canvas class="wave" height="40" title="waveform (peaks computed on the server); click to play from there"></canvas>
     <canvas class="strip" height="28" title="similarity per window; click to play from there"></canvas>`;
   li.querySelector(".title").textContent = title;
   li.querySelector(".artist").textContent = h.artist || "";
@@ -131,6 +132,7 @@ function hitItem(h, i) {
   });
   li.addEventListener("click", () => select(i));
   drawStrip(li, h);
+  drawWave(li, h);
   return li;
 }
 
@@ -169,6 +171,30 @@ async function drawStrip(li, h) {
   }
   ctx.fillStyle = "#dd6b20";  // the best segment: a bar along the top, over the similarity bars
   ctx.fillRect(segX, 0, segW, 3);
+  canvas.dataset.ready = "1";
+  canvas.onclick = (ev) => {
+    const rect = canvas.getBoundingClientRect();
+    playFrom(li, (ev.clientX - rect.left) / rect.width * total);
+  };
+}
+
+async function drawWave(li, h) {
+  const canvas = li.querySelector(".wave");
+  canvas.width = Math.min(4000, canvas.clientWidth || 600);
+  let p;
+  try { p = await api(`/api/tracks/${encodeURIComponent(h.track_id)}/peaks?n=${canvas.width}`); }
+  catch (e) { canvas.title = `no waveform: ${e.message}`; return; }
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, mid = H / 2;
+  const total = p.duration_s || 1;
+  ctx.clearRect(0, 0, W, H);
+  ctx.fillStyle = "#fbd38d";  // the best segment behind the waveform, aligned with the strip below
+  ctx.fillRect(h.start_s / total * W, 0, Math.max(2, (h.end_s - h.start_s) / total * W), H);
+  ctx.fillStyle = "#4a5568";
+  for (let i = 0; i < p.bins; i++) {  // whole pixels: crisp columns, no blending between neighbours
+    const x0 = Math.floor(p.edges_s[i] / total * W), x1 = Math.floor(p.edges_s[i + 1] / total * W);
+    const top = Math.round(mid - p.maxs[i] * mid), bottom = Math.round(mid - p.mins[i] * mid);
+    ctx.fillRect(x0, top, Math.max(1, x1 - x0), Math.max(1, bottom - top));
+  }
   canvas.dataset.ready = "1";
   canvas.onclick = (ev) => {
     const rect = canvas.getBoundingClientRect();

@@ -76,6 +76,18 @@ def test_a_slow_predicate_is_interrupted_at_its_time_limit() -> None:
         sql(big_tables(), f"SELECT count(*) FROM tracks WHERE {SLOW_PREDICATE}", FilterLimits(timeout_s=0.3))
 
 
+def test_a_filter_past_its_memory_limit_is_stopped_with_a_typed_error() -> None:
+    from songseek.engine.errors import FilterLimitError
+
+    tables = {"tracks": pa.table({"track_id": [f"t{i}" for i in range(3000)],
+                                  "path": [f"/m/{i:08d}/{'x' * 300}.wav" for i in range(3000)]})}
+    hungry = "path IN (SELECT max(path) OVER (ORDER BY path DESC) FROM tracks)"
+    with pytest.raises(FilterLimitError, match=r"memory limit of 1 MB \(FilterLimits.memory_mb\)") as err:
+        filter_track_ids(tables, hungry, FilterLimits(memory_mb=1))
+    assert (err.value.limit, err.value.value) == ("memory_mb", 1)
+    assert len(filter_track_ids(tables, hungry, FilterLimits(memory_mb=64))) == 1  # the same query fits in 64 MB
+
+
 @pytest.mark.parametrize("limits, message", [
     (FilterLimits(timeout_s=0), "timeout_s must be a positive number"),
     (FilterLimits(timeout_s=float("nan")), "timeout_s must be a positive number"),

@@ -68,6 +68,8 @@ def test_search_then_play_hit_one_inside_its_segment(page: Page, served: LiveSer
     start, end = float(first.get_attribute("data-start") or "nan"), float(first.get_attribute("data-end") or "nan")
     assert "–" in first.locator(".segment").inner_text()
     page.wait_for_function("document.querySelectorAll('.strip[data-ready]').length > 0")
+    page.wait_for_function("document.querySelectorAll('.wave[data-ready]').length === "
+                           "document.querySelectorAll('#hits .hit').length", timeout=60_000)
     shot = tmp_path / "serve.png"  # SONGSEEK_SCREENSHOT=docs/serve.png keeps it (the picture in docs/serve.md)
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:4] == b"\x89PNG"
@@ -93,6 +95,34 @@ def test_clicking_the_strip_plays_from_there(page: Page, served: LiveServer) -> 
     t = page.evaluate("document.querySelector('#hits .hit audio').currentTime")
     dur = page.evaluate("document.querySelector('#hits .hit audio').duration")
     assert abs(t - 0.75 * dur) < 0.05 * dur + 2, (t, dur)
+
+
+def test_the_waveform_is_drawn_from_the_server_peaks(page: Page, served: LiveServer) -> None:
+    search(page, served.url)
+    page.wait_for_selector("#hits .hit .wave[data-ready]")
+    # the page's own drawing, read back: the dark column of the loudest bin spans (max - min) * H / 2 pixels
+    got = page.evaluate("""async () => {
+      const li = document.querySelector('#hits .hit'), c = li.querySelector('.wave');
+      const p = await (await fetch(`/api/tracks/${encodeURIComponent(li.dataset.trackId)}/peaks?n=${c.width}`)).json();
+      let best = 0;
+      for (let i = 0; i < p.bins; i++) if (p.maxs[i] - p.mins[i] > p.maxs[best] - p.mins[best]) best = i;
+      const x = Math.floor(p.edges_s[best] / p.duration_s * c.width);  // the column the page paints it in
+      const px = c.getContext('2d').getImageData(x, 0, 1, c.height).data;
+      let dark = 0;
+      for (let y = 0; y < c.height; y++) {
+        if (px[4 * y] === 0x4a && px[4 * y + 1] === 0x55 && px[4 * y + 2] === 0x68) dark++;  // #4a5568
+      }
+      return {dark, want: (p.maxs[best] - p.mins[best]) * c.height / 2, bins: p.bins, width: c.width};
+    }""")
+    assert got["bins"] == got["width"] and abs(got["dark"] - got["want"]) <= 2, got  # rounding
+    wave = page.locator("#hits .hit").nth(0).locator(".wave")
+    box = wave.bounding_box()
+    assert box is not None
+    wave.click(position={"x": box["width"] * 0.25, "y": box["height"] / 2})
+    page.wait_for_function("() => !document.querySelector('#hits .hit audio').paused", timeout=20_000)
+    t = page.evaluate("document.querySelector('#hits .hit audio').currentTime")
+    dur = page.evaluate("document.querySelector('#hits .hit audio').duration")
+    assert abs(t - 0.25 * dur) < 0.05 * dur + 2, (t, dur)
 
 
 def test_a_filter_narrows_the_hits_and_lives_in_the_url(page: Page, served: LiveServer) -> None:
