@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from songseek.benchmarks.duplicate_variants import VARIANTS, write_audio
+from songseek.benchmarks.duplicate_variants import variants, write_audio
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
 from songseek.benchmarks.synth.score import Score, sample_score
 from songseek.engine.analysis.duplicates import DuplicateParams, find_duplicates
@@ -74,7 +74,8 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
 
     def family(fam: str, x: np.ndarray, sr: int) -> None:
         put(f"{fam}__base", x, sr, "flac", Label(fam, 0, "base", ""))
-        for vname, (level, codec, fn) in VARIANTS.items():
+        rng = np.random.default_rng([spec.seed, sum(map(ord, fam)), len(labels)])
+        for vname, (level, codec, fn) in variants(rng).items():
             y, ysr = fn(x, sr) if fn is not None else (x, sr)
             put(f"{fam}__{vname.replace('%', 'pc')}", y, ysr, codec, Label(fam, level, vname, ""))
 
@@ -226,7 +227,7 @@ def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", rando
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    key = f"s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
+    key = f"g2-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
     out = work / key
     labels_file = out / "labels.json"
     if labels_file.is_file():
