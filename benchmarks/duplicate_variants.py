@@ -73,6 +73,22 @@ def compress(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
     return (0.95 * y / max(np.abs(y).max(), 1e-9)).astype(np.float32), sr
 
 
+def dynamics_change_db(x: np.ndarray, y: np.ndarray, sr: int) -> float:
+    """How much a same-length transform changed the loudness envelope: the spread (10th to 90th
+    percentile, dB) of the 50 ms level difference over the non-silent blocks. A gain change gives 0."""
+    win = max(1, int(0.05 * sr))
+    n = min(len(x), len(y)) // win * win
+
+    def level(z: np.ndarray) -> np.ndarray:
+        return np.asarray(10 * np.log10((z[:n].astype(np.float64) ** 2).reshape(-1, win).mean(axis=1) + 1e-12))
+
+    lx, ly = level(x), level(y)
+    if len(lx) == 0:
+        return 0.0
+    d = (ly - lx)[lx > lx.max() - 50.0]
+    return float(np.percentile(d, 90) - np.percentile(d, 10))
+
+
 def cut_section(start_frac: float, length_s: float) -> Variant:
     """Remove ``length_s`` seconds (at most a fifth of the track) from ``start_frac`` of the way in."""
     def f(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:

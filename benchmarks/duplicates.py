@@ -7,7 +7,8 @@ level 2: EQ, compression, a cut section, +3 % tempo) and, for synthesised bases,
 same score arranged for other instruments). Hard negatives: the same score family with other notes (same
 instruments, tempo, key, structure), two non-overlapping sections of one track, and quiet sparse pieces.
 The truth level of two files of one base is the worse of their levels (the base is 0); files of
-different bases are not duplicates.
+different bases are not duplicates. A "compressed" variant whose loudness envelope the compressor did not
+move (a stationary recording) is labelled level 1: it is the recording with its gain changed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from songseek.benchmarks.duplicate_variants import variants, write_audio
+from songseek.benchmarks.duplicate_variants import dynamics_change_db, variants, write_audio
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
 from songseek.benchmarks.synth.score import Score, sample_score
 from songseek.engine.analysis.duplicates import DuplicateParams, find_duplicates
@@ -31,6 +32,7 @@ from songseek.engine.query.search import Library
 _SWAP = {"piano": "organ", "organ": "piano", "guitar": "bells", "bells": "guitar", "lead": "flute",
          "flute": "lead", "strings": "piano"}
 REAL_RATE = 32000
+COMPRESSED_MIN_DB = 2.0   # a "compressed" variant whose loudness envelope moved less is labelled level 1
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
         rng = np.random.default_rng([spec.seed, sum(map(ord, fam)), len(labels)])
         for vname, (level, codec, fn) in variants(rng).items():
             y, ysr = fn(x, sr) if fn is not None else (x, sr)
+            if vname == "compressed" and dynamics_change_db(x, y, sr) < COMPRESSED_MIN_DB:
+                level = 1  # a stationary recording (the whale): the compressor only changed the gain
             put(f"{fam}__{vname.replace('%', 'pc')}", y, ysr, codec, Label(fam, level, vname, ""))
 
     for i in range(spec.synth_tracks):
