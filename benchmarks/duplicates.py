@@ -226,7 +226,7 @@ def predicted_pairs(lib: Library, params: DuplicateParams) -> tuple[dict[tuple[s
 
 
 def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", random_weights: bool = False,
-                 audio: bool = True) -> LabelledResult:
+                 audio: bool = True, neighbours: int = DuplicateParams.neighbours) -> LabelledResult:
     """Build (or reuse) the labelled set and its library under ``work``, run the duplicate search, score it."""
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
@@ -246,7 +246,7 @@ def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", rando
     if not indexed:
         raise UsageError(f"{lib_dir} holds no tracks: delete {out} and run again")
     labels = {k: v for k, v in labels.items() if k in indexed}  # a file the indexer refused is left out
-    pred, seconds = predicted_pairs(lib, DuplicateParams(audio=audio))
+    pred, seconds = predicted_pairs(lib, DuplicateParams(audio=audio, neighbours=neighbours))
     name = f"{encoder}{' (random weights)' if random_weights else ''}"
     return score_pairs(labels, pred, audio, name, seconds)
 

@@ -32,7 +32,7 @@ def duplicates(
                                                   help="Mark two tracks as not duplicates (kept for later runs)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Decode candidate pairs to confirm them "
                                "(without it the levels come from the vectors alone)."),
-    neighbours: int = typer.Option(10, "--neighbours", help="Nearest tracks FAISS proposes per track."),
+    neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
 ) -> None:
     """Find duplicates (1), other masters/edits (2) and possible versions (3); store them as a table.
 
@@ -73,6 +73,7 @@ def bench_duplicates(
     max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
     seed: int = typer.Option(3, "--seed"),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Confirm candidates from the audio."),
+    neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Precision and recall per level on a generated labelled set (re-encodes, edits, hard negatives)."""
@@ -80,7 +81,7 @@ def bench_duplicates(
 
     spec = LabelledSetSpec(synth_tracks=synth_tracks, real_dir=real_dir if real else None, seed=seed,
                            max_seconds=max_seconds)
-    result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio)
+    result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio, neighbours)
     if json_out:
         print_json(result.to_json())
         return

@@ -164,7 +164,7 @@ def _align_batch(a: list[np.ndarray], b: list[np.ndarray], m: int, n: int, thres
     search = np.flatnonzero(chains >= min_chain * short)
     diagonals = [Diagonal(offset=0, start_a=0, run=0, mean=0.0)] * len(a)
     if len(search):
-        for r, d in zip(search, _best(*diagonal_runs_batch(sims[search], threshold))):
-            diagonals[r] = d
+        for row, d in zip(search.tolist(), _best(*diagonal_runs_batch(sims[search], threshold))):
+            diagonals[row] = d
     return [Alignment(diagonal=diagonals[r], chain=int(chains[r]), version_chain=int(versions[r]))
             for r in range(len(a))]

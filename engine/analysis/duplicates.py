@@ -54,7 +54,7 @@ _META_KEY = b"songseek.duplicates"
 class DuplicateParams:
     """Thresholds (measured on the labelled set, docs/duplicates.md). Cosines are of unit window vectors."""
 
-    neighbours: int = 10            # FAISS neighbours per track
+    neighbours: int = 20            # FAISS neighbours per track (a family of copies must not crowd out its own)
     candidate_cosine: float = 0.5   # pooled-vector cosine a candidate pair needs (gain alone moves it to 0.77)
     window_cosine: float = 0.75     # a window match (on a diagonal or chain): a permissive gate, the audio decides
     version_cosine: float = 0.9     # a window match for a possible version (vectors only)
