@@ -337,7 +337,7 @@ def group_pairs(n: int, edges: Iterable[tuple[int, int, int]], level_of: Callabl
     return sorted(((level[r], sorted(ms)) for r, ms in members.items() if len(ms) > 1), key=lambda g: g[1])
 
 
-def _duplicates_of_duplicates(edges: list[tuple[int, int, int]], level_of: Callable[[int, int], int],
+def duplicates_of_duplicates(edges: list[tuple[int, int, int]], level_of: Callable[[int, int], int],
                               max_partners: int) -> list[tuple[int, int, int]]:
     """The confirmed (level 1-2) pairs found by following confirmed pairs: A~B and B~C make A~C a
     candidate, until nothing new is confirmed. Work grows with the duplicates, not with the library; a
@@ -488,7 +488,7 @@ def find_duplicates(lib: Library, params: DuplicateParams | None = None,
         for (a, b), al in zip(chunk, align_rows(ctx, chunk, p.min_cover)):
             pairs[(a, b)] = evaluate_pair(ctx, a, b, alignment=al)
     edges = [(lv, a, b) for a, b, _ in cands if (lv := pairs[(a, b)].level)]
-    edges += _duplicates_of_duplicates(edges, level_of, p.max_partners)
+    edges += duplicates_of_duplicates(edges, level_of, p.max_partners)
     grouped = group_pairs(lib.n_tracks, edges, level_of)
     groups = sorted((_make_group(lib, lv, rows, pairs) for lv, rows in grouped),
                     key=lambda g: (g.level, g.group_id))
