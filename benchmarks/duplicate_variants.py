@@ -2,7 +2,8 @@
 EQ and compression "remasters", a cut section, a small tempo change (level 2). Arrays in, files out.
 
 Each function takes mono float32 audio at ``sr`` and returns (audio, sample rate); ``write_audio`` encodes
-with PyAV (mp3 128k, AAC 128k, Opus 64k, FLAC, float WAV).
+with PyAV (mp3 128k, AAC 128k, Opus 64k, FLAC, float WAV). ``variants(rng)`` draws the trim, silence and cut
+lengths per base track, so that another generator seed is a held-out set for the real recordings too.
 """
 
 from __future__ import annotations
@@ -59,15 +60,33 @@ def eq(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
 
 
 def compress(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
-    """A "loudness war" remaster: 6:1 compression above -30 dBFS RMS (50 ms), then make-up gain."""
+    """A "loudness war" remaster: 6:1 compression above 18 dB under the track's loud level (the 90th
+    percentile of its 50 ms RMS), then make-up gain. Relative, so that it engages on a quiet recording too
+    (a fixed -30 dBFS threshold left a quiet whale recording untouched: a "remaster" that was a copy)."""
     win = max(1, int(0.05 * sr))
     c = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
     lo = np.clip(np.arange(len(x)) - win // 2, 0, len(x))
     rms = np.sqrt((c[np.minimum(lo + win, len(x))] - c[lo]) / win + 1e-12)  # moving RMS, centred
     level = 20 * np.log10(rms)
-    over = np.maximum(level + 30.0, 0.0)
+    over = np.maximum(level - (np.percentile(level, 90) - 18.0), 0.0)
     y = x * 10 ** (-(over * (1 - 1 / 6.0)) / 20)
     return (0.95 * y / max(np.abs(y).max(), 1e-9)).astype(np.float32), sr
+
+
+def dynamics_change_db(x: np.ndarray, y: np.ndarray, sr: int) -> float:
+    """How much a same-length transform changed the loudness envelope: the spread (10th to 90th
+    percentile, dB) of the 50 ms level difference over the non-silent blocks. A gain change gives 0."""
+    win = max(1, int(0.05 * sr))
+    n = min(len(x), len(y)) // win * win
+
+    def level(z: np.ndarray) -> np.ndarray:
+        return np.asarray(10 * np.log10((z[:n].astype(np.float64) ** 2).reshape(-1, win).mean(axis=1) + 1e-12))
+
+    lx, ly = level(x), level(y)
+    if len(lx) == 0:
+        return 0.0
+    d = (ly - lx)[lx > lx.max() - 50.0]
+    return float(np.percentile(d, 90) - np.percentile(d, 10))
 
 
 def cut_section(start_frac: float, length_s: float) -> Variant:
@@ -83,21 +102,23 @@ def tempo(factor: float) -> Variant:
     return lambda x, sr: (np.interp(np.arange(0, len(x) - 1, factor), np.arange(len(x)), x).astype(np.float32), sr)
 
 
-# name: (level, codec, transform)
-VARIANTS: dict[str, tuple[int, str, Variant | None]] = {
-    "mp3": (1, "mp3", None),
-    "aac": (1, "m4a", None),
-    "opus": (1, "opus", to_rate(48000)),
-    "resampled": (1, "flac", to_rate(22050)),
-    "gain+6": (1, "wav", gain(6.0)),
-    "gain-6": (1, "flac", gain(-6.0)),
-    "trimmed": (1, "flac", trim(2.3, 3.1)),
-    "silence": (1, "mp3", add_silence(4.0, 2.0)),
-    "eq": (2, "flac", eq),
-    "compressed": (2, "flac", compress),
-    "cut": (2, "flac", cut_section(0.4, 12.0)),
-    "tempo+3%": (2, "flac", tempo(1.03)),
-}
+def variants(rng: np.random.Generator) -> dict[str, tuple[int, str, Variant | None]]:
+    """name: (truth level, codec, transform); trims, silences and the cut drawn from ``rng``."""
+    u = lambda lo, hi: round(float(rng.uniform(lo, hi)), 2)  # noqa: E731
+    return {
+        "mp3": (1, "mp3", None),
+        "aac": (1, "m4a", None),
+        "opus": (1, "opus", to_rate(48000)),
+        "resampled": (1, "flac", to_rate(22050)),
+        "gain+6": (1, "wav", gain(6.0)),
+        "gain-6": (1, "flac", gain(-6.0)),
+        "trimmed": (1, "flac", trim(u(1.0, 4.0), u(1.0, 4.0))),
+        "silence": (1, "mp3", add_silence(u(1.0, 5.0), u(0.5, 3.0))),
+        "eq": (2, "flac", eq),
+        "compressed": (2, "flac", compress),
+        "cut": (2, "flac", cut_section(u(0.25, 0.6), u(8.0, 14.0))),
+        "tempo+3%": (2, "flac", tempo(1.03)),
+    }
 
 
 def write_audio(path: Path, x: np.ndarray, sr: int, codec: str) -> Path:

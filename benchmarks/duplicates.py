@@ -7,7 +7,8 @@ level 2: EQ, compression, a cut section, +3 % tempo) and, for synthesised bases,
 same score arranged for other instruments). Hard negatives: the same score family with other notes (same
 instruments, tempo, key, structure), two non-overlapping sections of one track, and quiet sparse pieces.
 The truth level of two files of one base is the worse of their levels (the base is 0); files of
-different bases are not duplicates.
+different bases are not duplicates. A "compressed" variant whose loudness envelope the compressor did not
+move (a stationary recording) is labelled level 1: it is the recording with its gain changed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from songseek.benchmarks.duplicate_variants import VARIANTS, write_audio
+from songseek.benchmarks.duplicate_variants import dynamics_change_db, variants, write_audio
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
 from songseek.benchmarks.synth.score import Score, sample_score
 from songseek.engine.analysis.duplicates import DuplicateParams, find_duplicates
@@ -31,6 +32,7 @@ from songseek.engine.query.search import Library
 _SWAP = {"piano": "organ", "organ": "piano", "guitar": "bells", "bells": "guitar", "lead": "flute",
          "flute": "lead", "strings": "piano"}
 REAL_RATE = 32000
+COMPRESSED_MIN_DB = 2.0   # a "compressed" variant whose loudness envelope moved less is labelled level 1
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,11 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
 
     def family(fam: str, x: np.ndarray, sr: int) -> None:
         put(f"{fam}__base", x, sr, "flac", Label(fam, 0, "base", ""))
-        for vname, (level, codec, fn) in VARIANTS.items():
+        rng = np.random.default_rng([spec.seed, sum(map(ord, fam)), len(labels)])
+        for vname, (level, codec, fn) in variants(rng).items():
             y, ysr = fn(x, sr) if fn is not None else (x, sr)
+            if vname == "compressed" and dynamics_change_db(x, y, sr) < COMPRESSED_MIN_DB:
+                level = 1  # a stationary recording (the whale): the compressor only changed the gain
             put(f"{fam}__{vname.replace('%', 'pc')}", y, ysr, codec, Label(fam, level, vname, ""))
 
     for i in range(spec.synth_tracks):
@@ -221,12 +226,12 @@ def predicted_pairs(lib: Library, params: DuplicateParams) -> tuple[dict[tuple[s
 
 
 def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", random_weights: bool = False,
-                 audio: bool = True) -> LabelledResult:
+                 audio: bool = True, neighbours: int = DuplicateParams.neighbours) -> LabelledResult:
     """Build (or reuse) the labelled set and its library under ``work``, run the duplicate search, score it."""
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    key = f"s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
+    key = f"g2-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
     out = work / key
     labels_file = out / "labels.json"
     if labels_file.is_file():
@@ -241,7 +246,7 @@ def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", rando
     if not indexed:
         raise UsageError(f"{lib_dir} holds no tracks: delete {out} and run again")
     labels = {k: v for k, v in labels.items() if k in indexed}  # a file the indexer refused is left out
-    pred, seconds = predicted_pairs(lib, DuplicateParams(audio=audio))
+    pred, seconds = predicted_pairs(lib, DuplicateParams(audio=audio, neighbours=neighbours))
     name = f"{encoder}{' (random weights)' if random_weights else ''}"
     return score_pairs(labels, pred, audio, name, seconds)
 

@@ -24,21 +24,26 @@ def register_bench(bench_app: typer.Typer) -> None:
 def duplicates(
     library: Path = LIBRARY_OPT,
     json_out: bool = typer.Option(False, "--json", help="One JSON array of groups (level, members, evidence)."),
-    max_level: int = typer.Option(3, "--max-level", help="1: same recording only; 2: also other masters and "
-                                  "edits; 3: also possible versions (vectors only, a flag, not a proof)."),
+    min_level: str = typer.Option("version", "--min-level", "--max-level", metavar="LEVEL",
+                                  help="The weakest match to report (level 1 is the strictest): 1 or recording: "
+                                  "same recording only; 2 or master: also other masters and edits; 3 or version: "
+                                  "also possible versions (a flag, not a proof). --max-level is the old name."),
     not_duplicate: tuple[str, str] | None = typer.Option(None, "--not-duplicate", metavar="ID1 ID2",
                                                   help="Mark two tracks as not duplicates (kept for later runs)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Decode candidate pairs to confirm them "
                                "(without it the levels come from the vectors alone)."),
-    neighbours: int = typer.Option(10, "--neighbours", help="Nearest tracks FAISS proposes per track."),
+    neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
 ) -> None:
     """Find duplicates (1), other masters/edits (2) and possible versions (3); store them as a table.
 
+    --json prints one JSON array of groups, each with level and members (track_id, path, ...); tracks
+    without a duplicate are in no group.
+
     Hide non-kept copies in a search with --where "dup_keep IS NOT FALSE" or --collapse-duplicates."""
-    from songseek.engine.analysis.duplicates import LEVELS, DuplicateParams, update_library
+    from songseek.engine.analysis.duplicates import LEVELS, DuplicateParams, parse_level, update_library
 
     marks = [not_duplicate] if not_duplicate and not_duplicate[0] is not None else []
-    params = DuplicateParams(neighbours=neighbours, audio=audio, max_level=max_level)
+    params = DuplicateParams(neighbours=neighbours, audio=audio, min_level=parse_level(min_level))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random-weights library: the levels from vectors say so in the docs
         report = update_library(library, params, marks)
@@ -68,6 +73,7 @@ def bench_duplicates(
     max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
     seed: int = typer.Option(3, "--seed"),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Confirm candidates from the audio."),
+    neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Precision and recall per level on a generated labelled set (re-encodes, edits, hard negatives)."""
@@ -75,7 +81,7 @@ def bench_duplicates(
 
     spec = LabelledSetSpec(synth_tracks=synth_tracks, real_dir=real_dir if real else None, seed=seed,
                            max_seconds=max_seconds)
-    result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio)
+    result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio, neighbours)
     if json_out:
         print_json(result.to_json())
         return

@@ -4,13 +4,17 @@ Window vectors say two tracks *sound* alike; they cannot tell two pieces with th
 and key apart. The fingerprint can: each 256 ms frame (every 32 ms) of the audio (8 kHz mono, so every codec and
 resampling keeps the band) gets 32 bits, the signs of the time difference of adjacent-band log-energy
 differences over 33 log-spaced bands between 300 and 3000 Hz (Haitsma & Kalker 2002). The bits survive
-re-encoding, gain and resampling; other notes flip half of them.
+re-encoding, gain and resampling; other notes flip half of them. The same notes played by other instruments
+(a version) keep many bits, so the band energies are compared too: smoothed over 256 ms, so that a copy
+offset by a fraction of a frame (a trim) still compares like for like.
 
 ``compare`` cuts the shorter track into blocks of ``BLOCK`` frames (about 2 s) and finds each block's best
 time lag in the other track (one FFT correlation per block). The result says how much of the shorter
 track is found (coverage), whether it is found at one lag (a trim or added silence) or several (a cut or a
-tempo change), and, over the matched frames, how far the band balance (EQ) and the loudness envelope
-(compression) differ once the overall gain is removed. Arrays in, arrays out; ``duplicates.py`` decodes.
+tempo change; ``lag_cover`` checks the one lag frame by frame, finer than a block), and, over the matched
+frames, how far the band balance (EQ), the loudness envelope (compression) and the timbre (the band
+differences left once the EQ and each frame's gain are removed: other instruments) differ. Arrays in,
+arrays out; ``duplicates.py`` decodes.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ F_LO, F_HI = 300.0, 3000.0
 BLOCK = 64                      # frames per matched block (about 2 s: a 3 % tempo change drifts 60 ms)
 MATCH_AGREEMENT = 0.3           # bit agreement (+1/-1 correlation) a block needs; unrelated blocks: about 0.1
 SILENT_DB = -55.0               # frames this far below the track's loudest frame are silence
+SMOOTH = 8                      # band energies are averaged over 8 frames (256 ms) before they are compared
+LAG_SMOOTH = 16                 # frames (0.5 s) averaged when checking the one lag frame by frame
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """``bits`` float32 (T, 32) of +1/-1; ``bands`` float32 (T, 33) band energies in dB; ``active`` bool (T,)
-    frames that are not silence."""
+    """``bits`` float32 (T, 32) of +1/-1; ``bands`` float32 (T, 33) band energies in dB, averaged over
+    ``SMOOTH`` frames; ``active`` bool (T,) frames that are not silence."""
 
     bits: np.ndarray
     bands: np.ndarray
@@ -50,7 +56,9 @@ class FingerprintMatch:
     found; ``one_lag``: share of the found blocks at the commonest lag (within a frame); ``lag_s``: that
     lag, seconds B is behind A; ``agreement``: mean bit agreement of found blocks; ``band_db``: the band-balance
     tilt (dB: low third of the bands minus high third, gain removed); ``dynamics_db``: the spread of the frame-loudness
-    difference (dB, gain removed); ``matched_s``: seconds of A found."""
+    difference (dB, gain removed); ``matched_s``: seconds of A found; ``lag_cover``: share of A's non-silent
+    frames that agree with B at the one (commonest) lag; ``timbre_db``: the median over bands of the spread in
+    time of the band differences once each band's and each frame's mean difference is removed."""
 
     coverage: float
     one_lag: float
@@ -60,6 +68,8 @@ class FingerprintMatch:
     band_db: float
     dynamics_db: float
     matched_s: float
+    lag_cover: float = 0.0
+    timbre_db: float = 0.0
 
 
 def _band_edges() -> np.ndarray:
@@ -86,7 +96,23 @@ def fingerprint(audio: np.ndarray) -> Fingerprint:
     bits[bits == 0] = 1.0
     loud = 10.0 * np.log10(energy.sum(axis=1) + 1e-10)
     active = loud > loud.max() + SILENT_DB
-    return Fingerprint(bits.astype(np.float32), bands.astype(np.float32), active)
+    smooth = _moving_mean(energy, SMOOTH)
+    return Fingerprint(bits.astype(np.float32), (10.0 * np.log10(smooth + 1e-10)).astype(np.float32), active)
+
+
+def _moving_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Centred moving mean over ``k`` rows of ``x`` (T, ...), shorter at the ends."""
+    c = np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)], axis=0)
+    n = len(x)
+    lo = np.clip(np.arange(n) - k // 2, 0, n)
+    hi = np.clip(lo + k, 0, n)
+    width = (hi - lo).reshape(-1, *([1] * (x.ndim - 1)))
+    return np.asarray((c[hi] - c[lo]) / np.maximum(width, 1))
+
+
+def _robust_std(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    q75, q25 = np.percentile(x, [75, 25], axis=axis)
+    return np.asarray((q75 - q25) / 1.349)  # transients do not dominate
 
 
 def block_lags(a_bits: np.ndarray, b_bits: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -135,21 +161,31 @@ def compare(a: Fingerprint, b: Fingerprint, block: int = BLOCK) -> FingerprintMa
     fa = (np.arange(n_blocks * block).reshape(n_blocks, block))[found].ravel()
     fb = fa + np.repeat(lags[found], block)
     both = a.active[fa] & b.active[fb]
-    band_db = dynamics_db = 0.0
+    band_db = dynamics_db = timbre_db = 0.0
     if both.sum() >= block // 4:
         d = a.bands[fa[both]].astype(np.float64) - b.bands[fb[both]]
         per_band = np.median(d, axis=0)
         third = len(per_band) // 3  # the tilt between low and high bands: one odd band does not count
         band_db = float(abs(per_band[:third].mean() - per_band[-third:].mean()))
-        loud_a = _loudness(a.bands[fa[both]])
-        loud_b = _loudness(b.bands[fb[both]])
-        diff = loud_a - loud_b
-        q75, q25 = np.percentile(diff, [75, 25])
-        dynamics_db = float((q75 - q25) / 1.349)  # a robust standard deviation: transients do not dominate
+        dynamics_db = float(_robust_std(_loudness(a.bands[fa[both]]) - _loudness(b.bands[fb[both]])))
+        rest = d - per_band                                # EQ removed ...
+        rest -= np.median(rest, axis=1, keepdims=True)     # ... and each frame's gain (compression)
+        timbre_db = float(np.median(_robust_std(rest)))
     return FingerprintMatch(
         coverage=float(found.sum() / blk_active.sum()), one_lag=one_lag, two_lags=min(two_lags, 1.0),
-        lag_s=mode * FRAME_S,        agreement=float(agree[found].mean()), band_db=band_db, dynamics_db=dynamics_db,
-        matched_s=float(found.sum() * block * FRAME_S))
+        lag_s=mode * FRAME_S, agreement=float(agree[found].mean()), band_db=band_db, dynamics_db=dynamics_db,
+        matched_s=float(found.sum() * block * FRAME_S), lag_cover=_lag_cover(a, b, mode), timbre_db=timbre_db)
+
+
+def _lag_cover(a: Fingerprint, b: Fingerprint, lag: int) -> float:
+    """Share of A's non-silent frames whose bits agree with B's at ``lag`` (B frame = A frame + lag), the
+    agreement averaged over ``LAG_SMOOTH`` frames: a cut inside a block moves the lag for part of it."""
+    ia = np.arange(len(a.bits))
+    ok = (ia + lag >= 0) & (ia + lag < len(b.bits))
+    prod = np.zeros(len(ia))
+    prod[ok] = np.einsum("tb,tb->t", a.bits[ia[ok]], b.bits[ia[ok] + lag]) / a.bits.shape[1]
+    at_lag = (_moving_mean(prod, LAG_SMOOTH) >= MATCH_AGREEMENT) & a.active
+    return float(at_lag.sum() / max(int(a.active.sum()), 1))
 
 
 def _loudness(bands_db: np.ndarray) -> np.ndarray:

@@ -33,4 +33,30 @@ def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     assert sorted(m["track_id"] for m in again[0]["members"]) == ["t000", "t001"]
     bad = runner.invoke(app, ["duplicates", "--library", str(root), "--not-duplicate", "t000", "zz"])
     assert bad.exit_code == 2 and "no track 'zz'" in bad.output
-    assert runner.invoke(app, ["duplicates", "--library", str(root), "--max-level", "4"]).exit_code == 2
+    bad = runner.invoke(app, ["duplicates", "--library", str(root), "--min-level", "4"])
+    assert bad.exit_code == 2 and "min_level must be 1, 2, 3" in bad.output
+
+
+def _groups(root: Path, *opts: str) -> list[tuple[int, list[str]]]:
+    res = runner.invoke(app, ["duplicates", "--library", str(root), "--json", *opts])
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.stdout)  # the whole of stdout is one JSON array
+    assert isinstance(groups, list)
+    for g in groups:
+        assert g["level"] in (1, 2, 3) and len(g["members"]) >= 2
+        assert all(isinstance(m["track_id"], str) and isinstance(m["path"], str) for m in g["members"])
+    return [(g["level"], sorted(m["track_id"] for m in g["members"])) for g in groups]
+
+
+def test_min_level_keeps_the_matches_at_least_that_strict(tmp_path: Path) -> None:
+    # t000~t001 are one recording (level 1), t002 is an edit of both (level 2), t003..t007 are other songs.
+    root = build_library(tmp_path / "lib", _tracks())
+    everything = [(2, ["t000", "t001", "t002"])]
+    assert _groups(root) == everything
+    assert _groups(root, "--min-level", "master") == everything
+    assert _groups(root, "--min-level", "2") == everything
+    assert _groups(root, "--min-level", "1") == [(1, ["t000", "t001"])]
+    assert _groups(root, "--min-level", "recording") == [(1, ["t000", "t001"])]
+    assert _groups(root, "--max-level", "1") == [(1, ["t000", "t001"])]  # the old name, the same meaning
+    grouped = {t for _, ids in _groups(root) for t in ids}
+    assert not grouped & {f"t{i:03d}" for i in range(3, 8)}  # tracks without a duplicate are in no group

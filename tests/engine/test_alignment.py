@@ -65,3 +65,34 @@ def test_a_shifted_copy_is_found_at_its_offset_and_an_edit_by_the_chain() -> Non
     assert best_diagonal(edit @ a.T, 0.9).run == 8
     assert monotone_chain(edit @ a.T, 0.9) == 14
     assert best_diagonal(np.zeros((0, 3)), 0.5).run == 0
+
+
+def test_batched_pairs_of_mixed_sizes_match_naive_loops() -> None:
+    from songseek.engine.analysis.alignment import align_pairs
+
+    rng = np.random.default_rng(7)
+    a, b = [], []
+    for _ in range(9):
+        m, n = rng.integers(1, 12, size=2)
+        x = rng.standard_normal((m, 3)).astype(np.float32)
+        y = rng.standard_normal((n, 3)).astype(np.float32)
+        a.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+        b.append(y / np.linalg.norm(y, axis=1, keepdims=True))
+    # a small budget forces several batches (one pair alone when it is big)
+    for got, x, y in zip(align_pairs(a, b, 0.3, 0.8, budget=400), a, b):
+        s = (x @ y.T).astype(np.float64)
+        ref = _naive_runs(s, 0.3)
+        best = max(ref.values(), key=lambda r: r[0])[0]
+        assert got.diagonal.run == best
+        if best:
+            d = got.diagonal.offset
+            assert ref[d][0] == best and got.diagonal.start_a == ref[d][1]
+            assert got.diagonal.mean == pytest.approx(ref[d][2], rel=1e-5)
+            assert got.diagonal.mean >= max(r[2] for r in ref.values() if r[0] == best) - 1e-5
+        assert got.chain == _naive_chain(s, 0.3) and got.version_chain == _naive_chain(s, 0.8)
+    # min_chain: the diagonal is searched only where the chain covers that share of the shorter track
+    full = align_pairs(a, b, 0.3, 0.8)
+    for got, want, x, y in zip(align_pairs(a, b, 0.3, 0.8, min_chain=0.6), full, a, b):
+        searched = want.chain >= 0.6 * min(len(x), len(y))
+        assert got.diagonal == (want.diagonal if searched else got.diagonal) and got.chain == want.chain
+        assert searched or got.diagonal.run == 0

@@ -93,3 +93,33 @@ def test_stored_groups_filter_searches_and_marks_survive_reruns(root: Path) -> N
         assert [sorted(m.track_id for m in g.members) for g in groups] == [["t000", "t001"]]
     with pytest.raises(UsageError, match="no track 'nope'"):
         update_library(root, DuplicateParams(audio=False), [("t000", "nope")])
+
+
+def test_duplicates_of_duplicates_follow_confirmed_pairs_to_closure() -> None:
+    from songseek.engine.analysis.duplicates import duplicates_of_duplicates
+
+    rng = np.random.default_rng(5)
+    n = 12
+    truth = {(a, b): int(rng.choice(4, p=[0.4, 0.25, 0.25, 0.1])) for a in range(n) for b in range(a + 1, n)}
+
+    def level_of(a: int, b: int) -> int:
+        return truth[(min(a, b), max(a, b))]
+
+    # what FAISS found: every third confirmed pair; the rest are left for duplicates of duplicates
+    seeds = [k for k, v in truth.items() if 1 <= v <= 2][::3]
+    edges = [(truth[k], *k) for k in seeds]
+    found = {(a, b) for _, a, b in duplicates_of_duplicates(edges, level_of, max_partners=50)}
+    # naive reference: grow the set of confirmed (level 1-2) pairs by A~B, B~C => ask A~C, until nothing new
+    confirmed = set(seeds)
+    while True:
+        new = set()
+        for a, b in confirmed:
+            for c, d in confirmed:
+                shared = {a, b} & {c, d}
+                if len(shared) == 1 and (ends := tuple(sorted({a, b} ^ {c, d}))) not in confirmed:
+                    if 1 <= truth[ends] <= 2:  # type: ignore[index]
+                        new.add(ends)
+        if not new:
+            break
+        confirmed |= new
+    assert found == confirmed - set(seeds) and len(found) >= 3 and len(seeds) >= 4

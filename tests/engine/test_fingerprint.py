@@ -8,8 +8,8 @@ import pytest
 from songseek.engine.analysis.fingerprint import FRAME_S, RATE, block_lags, compare, fingerprint
 
 
-def _tones(seed: int, seconds: float = 30.0) -> np.ndarray:
-    """Random notes (0.25 s each, 2 partials) over a quiet noise floor, at RATE."""
+def _tones(seed: int, seconds: float = 30.0, partials: tuple[float, ...] = (1.0, 0.3)) -> np.ndarray:
+    """Random notes (0.25 s each; ``partials``: the harmonics' amplitudes) over a quiet noise floor, at RATE."""
     rng = np.random.default_rng(seed)
     n = int(seconds * RATE)
     out = 0.01 * rng.standard_normal(n)
@@ -17,7 +17,8 @@ def _tones(seed: int, seconds: float = 30.0) -> np.ndarray:
     t = np.arange(step) / RATE
     for i in range(0, n - step, step):
         f = 220.0 * 2 ** (rng.integers(0, 24) / 12)
-        out[i:i + step] += np.sin(2 * np.pi * f * t) * np.hanning(step) + 0.3 * np.sin(4 * np.pi * f * t)
+        note = sum(w * np.sin(2 * np.pi * (h + 1) * f * t) for h, w in enumerate(partials))
+        out[i:i + step] += note * np.hanning(step)
     return (0.3 * out / np.abs(out).max()).astype(np.float32)
 
 
@@ -45,3 +46,16 @@ def test_a_trimmed_quieter_copy_is_the_same_recording_and_other_notes_are_not() 
     assert other.coverage < 0.2
     tilted = np.fft.irfft(np.fft.rfft(copy) * np.linspace(2.0, 0.5, len(copy) // 2 + 1), len(copy))
     assert compare(fingerprint(x), fingerprint(tilted.astype(np.float32))).band_db > 3.0
+
+
+def test_a_cut_inside_a_block_and_other_instruments_are_not_the_same_recording() -> None:
+    x = _tones(3)
+    a = int(11.1 * RATE)  # 0.6 s cut out, not on a block boundary
+    cut = np.concatenate([x[:a], x[a + int(0.6 * RATE):]])
+    trimmed = 0.5 * x[int(1.37 * RATE):]
+    m_cut, m_trim = compare(fingerprint(x), fingerprint(cut)), compare(fingerprint(x), fingerprint(trimmed))
+    assert m_trim.lag_cover >= 0.95 and m_trim.timbre_db < 0.5 and m_trim.dynamics_db < 0.5
+    assert m_cut.coverage >= 0.9 and m_cut.lag_cover < 0.75  # found, but only part of it at one lag
+    # the same notes on another instrument (other harmonics): the bits agree, the band differences do not
+    other = compare(fingerprint(x), fingerprint(_tones(3, partials=(0.3, 0.1, 0.8, 0.5))))
+    assert other.timbre_db > 1.0 > m_trim.timbre_db
