@@ -64,6 +64,9 @@ def bench_serve(
     concurrency: list[int] = typer.Option([1, 8, 32], "--concurrency", "-c", help="Concurrent clients (repeat)."),
     kinds: list[str] = typer.Option(["vector", "text"], "--kind", help="vector and/or text queries."),
     k: int = typer.Option(10, "-k", help="Hits per query."),
+    soak: int = typer.Option(0, "--soak", help="Also send this many requests at --soak-clients per query kind, "
+                             "with the server's RSS sampled (memory growth); bounded, 0 = skip."),
+    soak_clients: int = typer.Option(32, "--soak-clients", help="Concurrent clients of the --soak run."),
     work: Path = typer.Option(Path("~/.cache/songseek/bench"), "--work", help="Folder for the cached library."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
 ) -> None:
@@ -72,6 +75,7 @@ def bench_serve(
     from songseek.server.loadbench import LoadConfig, run_load
 
     report = run_load(LoadConfig(frames=frames, requests=requests, concurrency=tuple(concurrency),
-                                 kinds=tuple(kinds), k=k, work=work.expanduser()), typer.echo)
+                                 kinds=tuple(kinds), k=k, work=work.expanduser(), soak=soak,
+                                 soak_clients=soak_clients), typer.echo)
     if json_out:
         print_json(report)

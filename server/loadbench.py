@@ -49,6 +49,8 @@ class LoadConfig:
     work: Path = Path("~/.cache/songseek/bench").expanduser()
     workers: int = 2
     queue: int = 64
+    soak: int = 0           # requests in the memory run at soak_clients (0: none)
+    soak_clients: int = 32
 
 
 def build(spec: SyntheticSpec, root: Path) -> Path:
@@ -211,6 +213,31 @@ def in_process(lib: Library, kind: str, vectors: np.ndarray, k: int, total: int)
     return lat, time.process_time() - cpu0
 
 
+def soak(server: Server, reqs: list[Request], total: int, clients: int) -> dict[str, object]:
+    """``total`` requests at ``clients`` (bounded: it stops when they are answered) with the server's RSS
+    sampled every half second: start, end, peak, and the growth over the second half (after warm-up)."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.perf_counter()
+        while not stop.wait(0.5):
+            samples.append((time.perf_counter() - t0, _rss_mb(server.proc.pid)[0]))
+
+    rss0, _ = _rss_mb(server.proc.pid)
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    res = drive(server.port, reqs, total, clients)
+    wall = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    rss1, hwm = _rss_mb(server.proc.pid)
+    mid = [r for t, r in samples if t >= wall / 2] or [rss1]
+    return {**res, "wall_s": wall, "rss_start_mb": rss0, "rss_end_mb": rss1, "rss_peak_mb": hwm,
+            "rss_mid_mb": mid[0], "rss_growth_second_half_mb": rss1 - mid[0]}
+
+
 ROUNDS = 5  # in-process and one-client server blocks alternate, so machine load drifts hit both alike
 
 
@@ -266,6 +293,14 @@ def run_load(cfg: LoadConfig, echo: Callable[[str], None]) -> dict[str, object]:
                      f"p99 {res['overhead_p99_ms']:.2f})  {res['qps']:.0f} q/s  ok {res['ok']}  "
                      f"503 {res['busy_503']}  errors {res['errors']}  RSS {rss0:.0f} → {rss1:.0f} MiB "
                      f"(peak {hwm:.0f})")
+            if cfg.soak:
+                row = soak(server, reqs, cfg.soak, cfg.soak_clients)
+                runs.append({"kind": kind, "where": "soak", "clients": cfg.soak_clients, **row})
+                echo(f"soak {kind} x{cfg.soak_clients}, {cfg.soak:,} requests in {row['wall_s']:.0f} s: "
+                     f"ok {row['ok']}  503 {row['busy_503']}  errors {row['errors']}  p50 {row['p50_ms']:.1f} ms  p99 "
+                     f"{row['p99_ms']:.1f} ms  RSS start {row['rss_start_mb']:.1f} → end {row['rss_end_mb']:.1f} MiB "
+                     f"(peak {row['rss_peak_mb']:.1f}; second half {row['rss_mid_mb']:.1f} → "
+                     f"{row['rss_end_mb']:.1f})")
             blocks = [r for r in runs if r["where"] == "server-block" and r["kind"] == kind]
             if blocks:
                 p50s = [float(str(r["p50_ms"])) for r in blocks]
