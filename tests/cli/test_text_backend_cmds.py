@@ -62,3 +62,41 @@ def test_cache_texts_keeps_vectors_in_the_library(clap_library: Path) -> None:
 def test_unknown_backend_is_one_line_exit_2(clap_library: Path) -> None:
     code, _, err = run("search", "piano", "--library", str(clap_library), "--text-backend", "tensorrt")
     assert code == 2 and "tensorrt" in err and "onnx-int8" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_text_speed_times_the_contract_and_reuses_the_export(clap_library: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench text-speed`: the padded-to-77 baseline, encode, engine, whole query cold and cached, with
+    ratios to the baseline; a second run finds the export on disk and does not export again."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    code, out, err = run("bench", "text-speed", "--library", str(clap_library), "--queries", "3", "--threads", "1",
+                         "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    names = [x["name"] for x in r["latencies"]]
+    assert names == ["baseline-77", f"encode {r['backend']}", "engine", f"text query {r['backend']} cold",
+                     f"text query {r['backend']} cached"]
+    assert r["backend"] in ("torch", "onnx") and r["backend_note"] == "" and r["encoder"] == "clap"
+    base = r["latencies"][0]["p50_ms"]
+    assert r["query_ratio"] == pytest.approx(r["latencies"][3]["p50_ms"] / base)
+    assert r["encode_ratio"] == pytest.approx(r["latencies"][1]["p50_ms"] / base)
+    assert r["tracks"] == 2 and r["queries"] == 3 and r["words"] == 10
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    code, out, err = run("bench", "text-speed", "--library", str(clap_library), "--queries", "2", "--threads", "1",
+                         "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["export_cached"] is True and again["backend"] == r["backend"] and again["backend_note"] == ""
+
+
+def test_bench_text_speed_needs_one_library(clap_library: Path) -> None:
+    code, _, err = run("bench", "text-speed")
+    assert code == 2 and "--library" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run("bench", "text-speed", "--library", str(clap_library), "--encoder", "clap")
+    assert code == 2 and "--frames" in err
