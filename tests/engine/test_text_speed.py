@@ -252,3 +252,26 @@ def test_a_fresh_runner_reuses_the_export_and_the_choice(monkeypatch: pytest.Mon
     ids, mask = _tokenize(["x yy zzz"])
     want = _Tower()(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy()
     np.testing.assert_allclose(again.embed(["x yy zzz"]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_demo_onnx_backends_match_torch(shared_data_module: Path) -> None:
+    """The demo tower through ONNX Runtime (its four inputs exported with dynamic axes): fp32 equals torch
+    on 1,000 captions of 1-60 words, in batches and one text at a time. int8 is close on most captions but
+    NOT within the issue's 0.99 floor on all of them (3 of 1,000 fell to 0.985-0.99 when measured;
+    docs/encoders.md), which is why `auto` never picks it."""
+    pytest.importorskip("onnxruntime")
+    texts = captions(shared_data_module)
+    enc = demo.load(None)
+    ref = enc.embed_text(texts)
+    enc.set_text_backend("onnx")
+    state = enc.text_backend_state()
+    assert state.backend == "onnx" and state.note == "", state
+    cos = row_cosines(enc.embed_text(texts), ref)
+    assert cos.min() >= 0.9999, f"worst cosine {cos.min()} on {texts[int(cos.argmin())]!r}"
+    single = np.concatenate([enc.embed_text([t]) for t in texts[:50]])
+    assert row_cosines(single, ref[:50]).min() >= 0.9999
+    enc.set_text_backend("onnx-int8")
+    cos8 = row_cosines(enc.embed_text(texts), ref)
+    assert np.median(cos8) >= 0.998 and cos8.min() >= 0.95
+    folder = Path(enc.text_tower_folder())
+    assert (folder / onnx_text.FP32_FILE).is_file() and (folder / onnx_text.INT8_FILE).is_file()
