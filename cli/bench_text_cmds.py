@@ -12,6 +12,7 @@ from .common import handles_errors, library_option, print_json
 
 def register_bench(bench_app: typer.Typer) -> None:
     bench_app.command("text-speed")(text_speed)
+    bench_app.command("text-ranking")(text_ranking)
 
 
 @handles_errors
@@ -83,3 +84,47 @@ def text_speed(
                f"{'yes' if r.export_cached else 'no'})")
     if r.backend_note:
         typer.echo(f"note: {r.backend_note}", err=True)
+
+
+@handles_errors
+def text_ranking(
+    library: Path = library_option(help="A library indexed with a text encoder that has ONNX backends (clap, "
+                                   "laion, demo)."),
+    queries: int = typer.Option(200, "--queries", "-q", help="Query texts (seeded 10-word music captions)."),
+    query_file: Path = typer.Option(None, "--query-file", help="Instead: your own texts, one per line."),
+    k: int = typer.Option(10, "-k", help="Top-k compared."),
+    threads: int = typer.Option(2, "--threads", help="torch and ONNX Runtime threads."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the texts and of the noise control."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """Top-k of each text backend (onnx, onnx-int8) against torch's, next to a control that moves each
+    torch vector as far as int8 did in a random direction; plus how alike the query vectors are."""
+    import torch
+
+    from songseek.benchmarks.int8_ranking import run_text_ranking
+    from songseek.benchmarks.text_speed import query_texts
+    from songseek.engine.errors import UsageError
+
+    if queries < 2 or k <= 0 or threads <= 0:
+        raise UsageError("--queries must be at least 2, -k and --threads positive")
+    if query_file is not None:
+        try:
+            texts = [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{query_file}: cannot read it as UTF-8 text, one query per line ({exc})") from None
+        texts = list(dict.fromkeys(texts))[:queries]
+    else:
+        texts = query_texts(queries, 10, seed)
+    torch.set_num_threads(threads)
+    r = run_text_ranking(library, texts, k=k, seed=seed)
+    if json_out:
+        print_json(r.to_json())
+        return
+    typer.echo(f"{r.frames} frames, {r.tracks} tracks; {r.encoder}" + (" (random weights)" if r.random_weights
+               else "") + f"; {r.queries} texts, top-{r.k}; load {r.load_avg:.1f}")
+    typer.echo(f"query vectors: median cosine between different texts {r.spread:.4f}; median score gap "
+               f"hit 1 - hit {r.k}: {r.score_gap:.4f}")
+    for c in r.checks:
+        a = c.agreement
+        typer.echo(f"{c.name:>24}: cosine vs torch min {c.min_cosine:.5f} median {c.median_cosine:.5f}; top-{a.k} "
+                   f"identical {a.identical:.3f}, same set {a.same_set:.3f}, overlap {a.overlap:.3f}")

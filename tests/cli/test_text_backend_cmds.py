@@ -100,3 +100,18 @@ def test_bench_text_speed_needs_one_library(clap_library: Path) -> None:
     assert code == 2 and "--library" in err and len(err.strip().splitlines()) == 1
     code, _, err = run("bench", "text-speed", "--library", str(clap_library), "--encoder", "clap")
     assert code == 2 and "--frames" in err
+
+
+def test_bench_text_ranking_compares_backends_with_a_matched_control(clap_library: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    code, out, err = run("bench", "text-ranking", "--library", str(clap_library), "--queries", "6", "-k", "2",
+                         "--threads", "1", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    checks = {c["name"]: c for c in r["checks"]}
+    assert set(checks) == {"onnx", "onnx-int8", "noise at int8's cosines"}
+    assert checks["onnx"]["min_cosine"] >= 0.9999 and checks["onnx"]["agreement"]["identical"] == 1.0
+    # the control moves every vector exactly as far as int8 did
+    assert checks["noise at int8's cosines"]["min_cosine"] == pytest.approx(checks["onnx-int8"]["min_cosine"],
+                                                                             abs=1e-5)
+    assert r["queries"] == 6 and r["k"] == 2 and -1.0 <= r["spread"] <= 1.0
