@@ -72,3 +72,7 @@ class TextBackendEncoder(Protocol):
     def text_cache_key(self) -> str:
         """The weights' fingerprint and the backend: what cached text vectors are keyed by."""
         ...
+
+    def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
+        ...

@@ -173,6 +173,7 @@ class DemoEncoder:
         return self._text_runner().state()
 
     def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
         return self._text_runner().cache_folder()
 
     def text_cache_key(self) -> str:

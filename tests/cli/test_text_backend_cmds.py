@@ -115,3 +115,22 @@ def test_bench_text_ranking_compares_backends_with_a_matched_control(clap_librar
     assert checks["noise at int8's cosines"]["min_cosine"] == pytest.approx(checks["onnx-int8"]["min_cosine"],
                                                                              abs=1e-5)
     assert r["queries"] == 6 and r["k"] == 2 and -1.0 <= r["spread"] <= 1.0
+
+
+def test_bench_text_speed_on_a_demo_library_times_a_torch_baseline(tmp_path: Path) -> None:
+    """The demo tower has ONNX backends too: the library's copy may run on ONNX, the baseline on torch."""
+    pytest.importorskip("onnxruntime")
+    music = tmp_path / "music"
+    write_wav(music / "a.wav", tone_track([220, 660], 6, 2))
+    code, _, err = run("index", str(music), "--library", str(tmp_path / "lib"), "--encoder", "demo")
+    assert code == 0, err
+    code, out, err = run("bench", "text-speed", "--library", str(tmp_path / "lib"), "--queries", "3", "--threads",
+                         "1", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["encoder"] == "demo" and r["latencies"][0]["name"] == "baseline"
+    assert "demo text tower in torch" in r["latencies"][0]["what"]
+    assert r["backend"] in ("torch", "onnx") and r["backend_note"] == ""
+    code, out, err = run("bench", "text-speed", "--library", str(tmp_path / "lib"), "--queries", "2", "--threads",
+                         "1", "--json")
+    assert code == 0 and json.loads(out)["export_cached"] is True, err  # the first run left export and choice
