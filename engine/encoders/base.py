@@ -59,7 +59,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 @runtime_checkable
 class TextBackendEncoder(Protocol):
-    """An encoder whose text tower can run on torch or ONNX Runtime (clap, laion)."""
+    """An encoder whose text tower can run on torch or ONNX Runtime (clap, laion, demo)."""
 
     def set_text_backend(self, backend: str) -> None:
         """``auto``, ``torch``, ``onnx`` or ``onnx-int8``; resolved on the next text."""
