@@ -186,6 +186,10 @@ class OnnxTextSession:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # the demo tower's EmbeddingBag loop warns on every load; errors still raise
+        # Idle worker threads sleep instead of spinning: spinning ones keep a core busy after each run, which on
+        # a shared 2-core machine slowed the encode 1.6-1.8x and the FAISS search right after it 1.9-2.4x
+        # (docs/performance.md, "Text queries").
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._names = [i.name for i in self._session.get_inputs()]
