@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,7 @@ high low steady swinging syncopated driving pulsing sparse dense lush raw polish
 festival club church street film score game soundtrack lullaby anthem ballad march waltz tango samba
 """.split())
 WORD_COUNTS = (1, 10, 60)
+T = TypeVar("T")
 
 
 def query_texts(n: int, words: int, seed: int) -> list[str]:
@@ -75,9 +76,9 @@ class TextSpeedReport:
     backends: tuple[BackendResult, ...]
 
 
-def _time_each(fn: Callable[[str], Any], texts: Sequence[str]) -> list[float]:
+def _time_each(fn: Callable[[T], Any], items: Sequence[T]) -> list[float]:
     times = []
-    for t in texts:
+    for t in items:
         t0 = time.perf_counter()
         fn(t)
         times.append(time.perf_counter() - t0)
@@ -140,7 +141,8 @@ def run_text_speed(library: Path, backends: Sequence[str], *, encoder: Encoder |
 def _run(library: Path, backends: list[str], encoder: Encoder | None, queries: int, words: Sequence[int],
          threads: int, opts: SearchOptions, seed: int) -> TextSpeedReport:
     # Baseline: torch, padded to 77, one text at a time, 10-word texts nobody else uses.
-    plain = _open(library, encoder, "torch", None).encoder
+    plain_lib = _open(library, encoder, "torch", None)
+    plain = plain_lib.encoder
     encoder = plain  # loaded once, shared by every backend's Library below
     base_texts = query_texts(queries, 10, seed + 7919)
     if isinstance(plain, ClapEncoder):
@@ -165,6 +167,10 @@ def _run(library: Path, backends: list[str], encoder: Encoder | None, queries: i
         audio_t.append(time.perf_counter() - t0)
     rows.append(latency("audio-encode", "query by example: one 10 s window through the audio tower (torch)",
                         audio_t, 0.0, base_p50))
+    plain_lib.search(audio=clips[0], options=opts)
+    rows.append(latency("audio query", "query by example, whole: Library.search(audio=10 s clip) = encode + "
+                        "candidates + fusion + hits", _time_each(lambda c: plain_lib.search(audio=c, options=opts),
+                                                                 clips), 0.0, base_p50))
     whole_texts = query_texts(queries, 10, seed + 104729)
     hits: dict[str, list[list[str]]] = {}
     vecs: dict[str, np.ndarray] = {}

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from . import bench_extra_cmds, bench_rerank_cmds, bench_retrieval_cmds, bench_scale_cmds, duplicates_cmd, serve_cmd
+from . import (
+    bench_extra_cmds,
+    bench_rerank_cmds,
+    bench_retrieval_cmds,
+    bench_scale_cmds,
+    bench_text_cmds,
+    duplicates_cmd,
+    serve_cmd,
+)
 from .common import handles_errors, library_option, print_json
 
 if TYPE_CHECKING:
@@ -30,7 +38,8 @@ def register(app: typer.Typer) -> None:
     bench_app.command("query-speed")(query_speed)
     bench_app.command("index-speed")(index_speed)
     # each module adds its commands to the group
-    for module in (bench_retrieval_cmds, bench_extra_cmds, bench_rerank_cmds, bench_scale_cmds, serve_cmd,
+    for module in (bench_retrieval_cmds, bench_extra_cmds, bench_rerank_cmds, bench_scale_cmds, bench_text_cmds,
+                   serve_cmd,
                    duplicates_cmd):
         module.register_bench(bench_app)
     app.add_typer(bench_app, name="bench")

@@ -47,7 +47,7 @@ def index(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file failed."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another indexer of this library to finish."),
-    text_backend: str = typer.Option("auto", "--text-backend", help="Prepare text search now (clap, laion): "
+    text_backend: str = typer.Option("auto", "--text-backend", help="Prepare text search now (clap, laion, demo): "
                                      "auto exports and checks the ONNX text tower once per checkpoint; torch "
                                      "skips that."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
@@ -244,7 +244,7 @@ def search(
                                       "deviations of the query's similarities."),
     explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
-    text_backend: str = typer.Option("auto", "--text-backend", help="Text tower engine (clap, laion): auto (the "
+    text_backend: str = typer.Option("auto", "--text-backend", help="Text tower engine (clap, laion, demo): auto (the "
                                      "fastest that passes its checks here), torch, onnx or onnx-int8."),
     cache_texts: bool = typer.Option(False, "--cache-texts", help="Keep query text vectors in the library's "
                                      "text-cache/ folder, so repeated queries skip the text encoder."),

@@ -59,7 +59,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 @runtime_checkable
 class TextBackendEncoder(Protocol):
-    """An encoder whose text tower can run on torch or ONNX Runtime (clap, laion)."""
+    """An encoder whose text tower can run on torch or ONNX Runtime (clap, laion, demo)."""
 
     def set_text_backend(self, backend: str) -> None:
         """``auto``, ``torch``, ``onnx`` or ``onnx-int8``; resolved on the next text."""
@@ -71,4 +71,8 @@ class TextBackendEncoder(Protocol):
 
     def text_cache_key(self) -> str:
         """The weights' fingerprint and the backend: what cached text vectors are keyed by."""
+        ...
+
+    def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
         ...

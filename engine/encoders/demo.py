@@ -23,7 +23,7 @@ import re
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from .base import EncoderInfo, l2_normalize
 from .demo_config import DemoConfig, TokenBatch
+from .onnx_text import TextBackendState, TowerInputs, validate_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .text_backend import TextTowerRunner  # imports torch: loaded with the model, not with this module
 
 BUNDLED = "bundled:demo-v1"
 PACKAGE_DIR = "demo_model"
@@ -40,6 +44,10 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _MIN_SAMPLES_S = 1.0  # shorter windows are repeat-padded to 1 s
 _AUDIO_BATCH = 64
 _TEXT_BATCH = 256
+# The text tower's inputs as the text backends run and export them (TokenBatch's fields, in order).
+TEXT_INPUTS = TowerInputs(("word_ids", "mask", "ngram_ids", "ngram_offsets"),
+                          {"word_ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
+                           "ngram_ids": {0: "ngrams"}, "ngram_offsets": {0: "real_tokens"}})
 
 
 def tokenize(text: str) -> list[str]:
@@ -104,6 +112,8 @@ class DemoEncoder:
         self._tokenizer = tokenizer
         self._info = info
         self._device = device
+        self._text_backend = "torch"  # a Library asks for "auto"; plain encoder users opt in
+        self._runner: TextTowerRunner | None = None
 
     @property
     def info(self) -> EncoderInfo:
@@ -134,21 +144,47 @@ class DemoEncoder:
                 out.append(self._model.audio(self._model.mel(x)).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
 
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, ...]:
+        """The text tower's four inputs, padded to the longest text (at most max_tokens): padding is masked
+        out of attention and of the mean, so the vectors equal padding to 64 (tests/engine/test_text_speed.py)
+        for less work."""
+        longest = max(min(max(count_tokens(t), 1), self._tokenizer.cfg.max_tokens) for t in texts)
+        b = self._tokenizer.encode(texts, length=longest)
+        return b.word_ids, b.mask, b.ngram_ids, b.ngram_offsets
+
+    def _text_runner(self) -> TextTowerRunner:
+        if self._runner is None:
+            from .demo_net import TextTowerOnArrays
+            from .text_backend import TextTowerRunner
+
+            self._runner = TextTowerRunner(TextTowerOnArrays(self._model.text), self._tokenize, self._device,
+                                           self._info.checkpoint_sha256, batch=_TEXT_BATCH, inputs=TEXT_INPUTS)
+            self._runner.request(self._text_backend)
+        return self._runner
+
+    def set_text_backend(self, backend: str) -> None:
+        """``auto``, ``torch`` (this encoder's default), ``onnx`` or ``onnx-int8``; resolved on the next text."""
+        self._text_backend = validate_backend(backend)
+        if self._runner is not None:
+            self._runner.request(backend)
+
+    def text_backend_state(self) -> TextBackendState:
+        """The text backend in use, resolved now (the first time per checkpoint exports the tower: seconds)."""
+        return self._text_runner().state()
+
+    def text_tower_folder(self) -> str:
+        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
+        return self._text_runner().cache_folder()
+
+    def text_cache_key(self) -> str:
+        runner = self._text_runner()
+        return f"{self._info.name}:{runner.fingerprint}:{runner.state().backend}"
+
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Returns float32 (len(texts), 128), unit rows. Texts past 64 tokens are truncated."""
-        import torch
-
-        from ._torch_util import text_batches
-
-        out = [np.zeros((0, self._info.dim), np.float32)]
-        max_tokens = self._tokenizer.cfg.max_tokens
-        with torch.inference_mode():
-            for chunk in text_batches(texts, _TEXT_BATCH):
-                # Pad to the chunk's longest text, not to max_tokens: padding is masked out of attention and
-                # of the mean, so the vectors are the same (tests/engine/test_text_speed.py), for less work.
-                longest = max(min(max(count_tokens(t), 1), max_tokens) for t in chunk)
-                out.append(self._model.text(self._tokenizer.encode(chunk, length=longest)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        if not texts:
+            return np.zeros((0, self._info.dim), np.float32)
+        return l2_normalize(self._text_runner().embed(list(texts)))
 
 
 def bundled_dir() -> Path:

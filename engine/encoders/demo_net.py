@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .demo_config import TokenBatch
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .demo_config import DemoConfig, TokenBatch
+    from .demo_config import DemoConfig
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
@@ -125,6 +127,20 @@ class TextTower(nn.Module):
         x = self.norm(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         return self.proj((x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))
+
+
+class TextTowerOnArrays(nn.Module):
+    """The text tower taking its TokenBatch as four tensors (word_ids, mask, ngram_ids, ngram_offsets):
+    the form the text backends run and export to ONNX (engine/encoders/text_backend.py)."""
+
+    def __init__(self, tower: TextTower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, word_ids: torch.Tensor, mask: torch.Tensor, ngram_ids: torch.Tensor,
+                ngram_offsets: torch.Tensor) -> torch.Tensor:
+        # TokenBatch is typed for numpy arrays; the tower reads every field through torch.as_tensor
+        return self.tower(TokenBatch(word_ids, mask, ngram_ids, ngram_offsets))  # type: ignore[arg-type]
 
 
 class DemoCLAP(nn.Module):

@@ -136,26 +136,39 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, np.ndarray], folder: Path) -> None:
-    """Export ``tower(input_ids, attention_mask) -> (n, dim)`` to ``folder/text-fp32.onnx`` (batch and
-    sequence axes dynamic) and its dynamically quantised int8 copy to ``folder/text-int8.onnx``, each only
-    if absent. ``example``: int64 (n, L) ids and mask of a padded batch (exercises the mask in the trace).
+@dataclass(frozen=True)
+class TowerInputs:
+    """The names of a text tower's inputs, in ``tower(*inputs)`` order, and their dynamic axes
+    (``{input name: {axis: axis name}}``); the output is always ``embedding``, (batch, dim)."""
+
+    names: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+# RoBERTa towers (clap, laion): int64 (n, L) token ids and attention mask.
+ID_MASK_INPUTS = TowerInputs(("input_ids", "attention_mask"), {"input_ids": {0: "batch", 1: "tokens"},
+                                                               "attention_mask": {0: "batch", 1: "tokens"}})
+
+
+def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], folder: Path,
+                      inputs: TowerInputs = ID_MASK_INPUTS) -> None:
+    """Export ``tower(*inputs) -> (n, dim)`` to ``folder/text-fp32.onnx`` (``inputs``' axes dynamic) and
+    its dynamically quantised int8 copy to ``folder/text-int8.onnx``, each only if absent. ``example``: one
+    tokenised batch, padded (exercises the mask in the trace), in ``inputs.names`` order.
     Raises whatever torch.onnx or the quantiser raise; callers turn that into a fallback to torch."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32, int8 = folder / FP32_FILE, folder / INT8_FILE
     if not fp32.exists():
-        ids, mask = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in example)
+        args = tuple(torch.from_numpy(np.asarray(a)) for a in example)
 
         def write_fp32(tmp: Path) -> None:
-            with torch.no_grad():
-                # dynamo=False: the TorchScript exporter needs no onnxscript and handles HF's mask code.
-                torch.onnx.export(
-                    tower, (ids, mask), str(tmp), dynamo=False, opset_version=17,
-                    input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                    dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                  "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}})
+            # dynamo=False: the TorchScript exporter needs no onnxscript and handles HF's mask code. Not under
+            # no_grad: there torch's TransformerEncoderLayer takes a fused fast path that has no ONNX form.
+            torch.onnx.export(
+                tower, args, str(tmp), dynamo=False, opset_version=17, input_names=list(inputs.names),
+                output_names=["embedding"], dynamic_axes={**inputs.dynamic_axes, "embedding": {0: "batch"}})
 
         _atomic_write_bytes(fp32, write_fp32)
     if not int8.exists():
@@ -172,16 +185,22 @@ class OnnxTextSession:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # the demo tower's EmbeddingBag loop warns on every load; errors still raise
+        # Idle worker threads sleep instead of spinning: spinning ones keep a core busy after each run, which on
+        # a shared 2-core machine slowed the encode 1.6-1.8x and the FAISS search right after it 1.9-2.4x
+        # (docs/performance.md, "Text queries").
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._names = [i.name for i in self._session.get_inputs()]
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """int64 (n, L) ids and mask → float32 (n, dim), not normalised."""
-        out = self._session.run(None, {"input_ids": np.asarray(input_ids, dtype=np.int64),
-                                       "attention_mask": np.asarray(attention_mask, dtype=np.int64)})
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        """The tower's inputs, in export order (as its tokenizer gives them) → float32 (n, dim), not
+        normalised."""
+        out = self._session.run(None, dict(zip(self._names, inputs)))
         return np.asarray(out[0], dtype=np.float32)
 
-    def run_texts(self, tokenize: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+    def run_texts(self, tokenize: Callable[[list[str]], tuple[np.ndarray, ...]]
                   ) -> Callable[[list[str]], np.ndarray]:
         """texts → float32 (n, dim) through ``tokenize`` and this session."""
         return lambda texts: self.run(*tokenize(texts))

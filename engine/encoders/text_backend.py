@@ -1,7 +1,8 @@
 """Which engine runs a text tower: torch, or ONNX Runtime in fp32 or int8 (engine/encoders/onnx_text.py).
 
-``TextTowerRunner`` wraps a torch text tower ``tower(input_ids, attention_mask) -> (n, dim)`` and its
-tokenizer. Texts are padded to the longest text of their batch, never to a fixed length: with the
+``TextTowerRunner`` wraps a torch text tower ``tower(*inputs) -> (n, dim)`` and its tokenizer (texts →
+those inputs as arrays; by default int64 ids and attention mask, as RoBERTa takes them; the demo tower
+takes four). Texts are padded to the longest text of their batch, never to a fixed length: with the
 attention mask that gives the same vectors (cosine >= 0.9999, tests/engine/test_text_speed.py) for a
 fraction of the work on a short query.
 
@@ -21,18 +22,19 @@ import numpy as np
 import torch
 
 from . import onnx_text
-from .onnx_text import AUTO, TextBackendState
+from .onnx_text import AUTO, ID_MASK_INPUTS, TextBackendState, TowerInputs
 
-Tokenize = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+Tokenize = Callable[[list[str]], tuple[np.ndarray, ...]]
 
 
 class TextTowerRunner:
     """A text tower on torch or ONNX Runtime, chosen per ``request``; thread-safe after resolving."""
 
     def __init__(self, tower: torch.nn.Module, tokenize: Tokenize, device: str, checkpoint_hash: str = "",
-                 batch: int = 64) -> None:
+                 batch: int = 64, inputs: TowerInputs = ID_MASK_INPUTS) -> None:
         self._tower = tower.eval()
         self._tokenize = tokenize
+        self._inputs = inputs
         self._device = device
         self._checkpoint_hash = checkpoint_hash
         self._batch = batch
@@ -80,7 +82,7 @@ class TextTowerRunner:
         folder = onnx_text.cache_root() / self.fingerprint
         try:
             onnx_text.export_text_tower(self._tower, self._tokenize(["music", "a calm piano piece with strings"]),
-                                        folder)
+                                        folder, self._inputs)
             threads = torch.get_num_threads()
             paths = {"onnx": folder / onnx_text.FP32_FILE, "onnx-int8": folder / onnx_text.INT8_FILE}
             if requested != AUTO:
@@ -104,9 +106,9 @@ class TextTowerRunner:
 
     # -- running -----------------------------------------------------------------------------------
     def _run_torch(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self._tokenize(texts)
+        inputs = [torch.from_numpy(a).to(self._device) for a in self._tokenize(texts)]
         with torch.inference_mode():
-            out = self._tower(torch.from_numpy(ids).to(self._device), torch.from_numpy(mask).to(self._device))
+            out = self._tower(*inputs)
         return out.float().cpu().numpy()
 
     def embed(self, texts: list[str]) -> np.ndarray:

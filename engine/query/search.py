@@ -208,7 +208,7 @@ class Library:
         ``policy`` sets when the exact routes are taken (candidates.ExactPolicy); ``filter_limits`` bounds
         every ``where`` predicate (time, memory; filters.FilterLimits).
         Text queries: ``text_backend`` runs the text tower on ``auto`` (the fastest that passes its checks
-        on this machine), ``torch``, ``onnx`` or ``onnx-int8`` (clap/laion; others have torch only).
+        on this machine), ``torch``, ``onnx`` or ``onnx-int8`` (clap, laion, demo; others have torch only).
         ``text_cache`` (None: off) remembers text vectors in process; ``persist_text_cache`` also keeps
         them in the library's ``text-cache/`` folder for the next process."""
         root = Path(root).expanduser()

@@ -29,7 +29,7 @@ def test_run_text_speed_rows(tmp_path: Path) -> None:
     ingest_table(vector_table(30, 32, seed=2), lib)
     report = run_text_speed(lib, ["torch", "auto"], encoder=FakeEncoder(), queries=4, words=(1, 10), threads=1)
     names = [r.name for r in report.latencies]
-    assert names[0] == "baseline-77" and "audio-encode" in names
+    assert names[0] == "baseline-77" and "audio-encode" in names and "audio query" in names
     for b in ("torch", "auto"):
         for w in (1, 10):
             assert f"encode {b} {w}w cold" in names and f"encode {b} {w}w cached" in names

@@ -107,6 +107,21 @@ def test_wrapper_keeps_count_tokens() -> None:
     assert encoder_cache_key(d) != encoder_cache_key(demo.load(None, random_weights=True))
 
 
+def test_token_counts_are_remembered_and_bounded() -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:
+        calls.append(text)
+        return len(text.split())
+
+    enc = CachedCountingEncoder(FakeEncoder(), count, TextVectorCache(max_entries=2))
+    assert [enc.count_tokens(t) for t in ("a b", "c", "a b", "a  b")] == [2, 1, 2, 2]
+    assert calls == ["a b", "c", "a  b"]  # a repeat is not counted again; the exact text is the key
+    # bound 2: "a  b" pushed out the least recently used, "c"; "a b" (used since) stayed
+    assert [enc.count_tokens(t) for t in ("a b", "c")] == [2, 1]
+    assert calls == ["a b", "c", "a  b", "c"]
+
+
 def test_persisted_cache_round_trip(tmp_path: Path) -> None:
     first = with_text_cache(CountingFake(), TextVectorCache(), tmp_path / "tc")
     vecs = first.embed_text(["a", "b"])

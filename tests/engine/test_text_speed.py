@@ -225,3 +225,53 @@ def test_demo_dynamic_padding_matches_fixed_length(shared_data_module: Path) -> 
     assert row_cosines(got, ref).min() >= 0.9999
     single = np.concatenate([enc.embed_text([t]) for t in texts[:50]])
     assert row_cosines(single, ref[:50]).min() >= 0.9999
+
+
+def test_a_fresh_runner_reuses_the_export_and_the_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A new process (a new runner on the same weights) reads the exported models and choice.json: it
+    neither exports nor re-times the backends, and its vectors match torch's."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv(onnx_text.CACHE_ENV, str(tmp_path))
+    first = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    first.request("auto")
+    chosen = first.state()
+    assert chosen.note == "" and chosen.choice is not None
+    folder = Path(first.cache_folder())
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    def no_export(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    monkeypatch.setattr(onnx_text, "choose_backend", no_export)
+    again = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    again.request("auto")
+    state = again.state()
+    assert state.backend == chosen.backend and state.choice == chosen.choice and state.note == ""
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+    ids, mask = _tokenize(["x yy zzz"])
+    want = _Tower()(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy()
+    np.testing.assert_allclose(again.embed(["x yy zzz"]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_demo_onnx_backends_match_torch(shared_data_module: Path) -> None:
+    """The demo tower through ONNX Runtime (its four inputs exported with dynamic axes): fp32 equals torch
+    on 1,000 captions of 1-60 words, in batches and one text at a time. int8 is close on most captions but
+    NOT within the issue's 0.99 floor on all of them (3 of 1,000 fell to 0.985-0.99 when measured;
+    docs/encoders.md), which is why `auto` never picks it."""
+    pytest.importorskip("onnxruntime")
+    texts = captions(shared_data_module)
+    enc = demo.load(None)
+    ref = enc.embed_text(texts)
+    enc.set_text_backend("onnx")
+    state = enc.text_backend_state()
+    assert state.backend == "onnx" and state.note == "", state
+    cos = row_cosines(enc.embed_text(texts), ref)
+    assert cos.min() >= 0.9999, f"worst cosine {cos.min()} on {texts[int(cos.argmin())]!r}"
+    single = np.concatenate([enc.embed_text([t]) for t in texts[:50]])
+    assert row_cosines(single, ref[:50]).min() >= 0.9999
+    enc.set_text_backend("onnx-int8")
+    cos8 = row_cosines(enc.embed_text(texts), ref)
+    assert np.median(cos8) >= 0.998 and cos8.min() >= 0.95
+    folder = Path(enc.text_tower_folder())
+    assert (folder / onnx_text.FP32_FILE).is_file() and (folder / onnx_text.INT8_FILE).is_file()
