@@ -39,8 +39,7 @@ def register(app: typer.Typer) -> None:
     bench_app.command("index-speed")(index_speed)
     # each module adds its commands to the group
     for module in (bench_retrieval_cmds, bench_extra_cmds, bench_rerank_cmds, bench_scale_cmds, bench_text_cmds,
-                   serve_cmd,
-                   duplicates_cmd):
+                   serve_cmd, duplicates_cmd):
         module.register_bench(bench_app)
     app.add_typer(bench_app, name="bench")
 
