@@ -121,22 +121,49 @@ def block_lags(a_bits: np.ndarray, b_bits: np.ndarray, block: int = BLOCK) -> tu
 
     Returns (lag int64 (n_blocks,), agreement float64 (n_blocks,)); agreement -inf where B is shorter
     than a block. One FFT correlation of every block against the whole of B."""
+    lags, agree, _ = block_match(a_bits, b_bits, block)
+    return lags, agree
+
+
+def block_match(a_bits: np.ndarray, b_bits: np.ndarray, block: int = BLOCK
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``block_lags`` and the one lag of the whole track: the lag whose agreement summed over all blocks
+    is greatest. Repetitive music (a loop, a repeated bar) matches a block at several lags nearly equally
+    well, so each block's own best lag may be any of them; summed over blocks, the true lag wins (the
+    parts that do not repeat agree only there). Returns (lags, agreement, global lag)."""
     n_blocks = len(a_bits) // block
     nb = len(b_bits)
     lags = np.zeros(n_blocks, np.int64)
     agree = np.full(n_blocks, -np.inf)
     if n_blocks == 0 or nb < block:
-        return lags, agree
+        return lags, agree, 0
     nfft = 1 << int(np.ceil(np.log2(nb + block)))
     fb = np.fft.rfft(b_bits, nfft, axis=0)                           # (F, bits)
     blocks = a_bits[:n_blocks * block].reshape(n_blocks, block, -1)
+    positions = nb - block + 1
+    shift = (n_blocks - 1) * block                                   # totals[lag + shift]
+    totals = np.zeros(positions + shift)
     for lo in range(0, n_blocks, 16):                                  # 16 blocks at a time bounds memory
         fa = np.fft.rfft(blocks[lo:lo + 16], nfft, axis=1)             # (k, F, bits)
-        corr = np.fft.irfft(np.einsum("fb,kfb->kf", fb, np.conj(fa)), nfft, axis=1)[:, :nb - block + 1]
+        corr = np.fft.irfft(np.einsum("fb,kfb->kf", fb, np.conj(fa)), nfft, axis=1)[:, :positions]
+        corr /= block * blocks.shape[2]
         best = np.argmax(corr, axis=1)
         lags[lo:lo + 16] = best - (np.arange(lo, lo + len(best)) * block)
-        agree[lo:lo + 16] = corr[np.arange(len(best)), best] / (block * blocks.shape[2])
-    return lags, agree
+        agree[lo:lo + 16] = corr[np.arange(len(best)), best]
+        for r, k in enumerate(range(lo, lo + len(best))):              # block k at position p has lag p - k·block
+            totals[shift - k * block: shift - k * block + positions] += corr[r]
+    return lags, agree, int(np.argmax(totals)) - shift
+
+
+def _agreement_at(a_bits: np.ndarray, b_bits: np.ndarray, block: int, lag: int) -> np.ndarray:
+    """Each whole block's agreement with B at one ``lag`` (-inf where the block falls outside B)."""
+    n_blocks = len(a_bits) // block
+    p = np.arange(n_blocks) * block + lag
+    inside = (p >= 0) & (p + block <= len(b_bits))
+    out = np.full(n_blocks, -np.inf)
+    for k in np.flatnonzero(inside).tolist():
+        out[k] = float(np.einsum("tb,tb->", a_bits[k * block:(k + 1) * block], b_bits[p[k]:p[k] + block]))
+    return out / (block * max(a_bits.shape[1], 1))
 
 
 def compare(a: Fingerprint, b: Fingerprint, block: int = BLOCK) -> FingerprintMatch:
@@ -144,19 +171,20 @@ def compare(a: Fingerprint, b: Fingerprint, block: int = BLOCK) -> FingerprintMa
     if a.seconds > b.seconds:
         a, b = b, a
     block = min(block, max(16, len(a.bits) // 2))  # a clip of a few seconds still gets two blocks
-    lags, agree = block_lags(a.bits, b.bits, block)
+    lags, agree, mode = block_match(a.bits, b.bits, block)
     n_blocks = len(lags)
     blk_active = a.active[:n_blocks * block].reshape(n_blocks, block).mean(axis=1) >= 0.5 if n_blocks else \
         np.zeros(0, bool)
     found = (agree >= MATCH_AGREEMENT) & blk_active
     if blk_active.sum() == 0 or found.sum() == 0:
         return FingerprintMatch(0.0, 0.0, 0.0, 0.0, float(agree.max(initial=0.0)), 0.0, 0.0, 0.0)
-    values, counts = np.unique(lags[found], return_counts=True)
+    # A found block is at the one lag when it matches there too (in a loop its own best may be elsewhere).
+    at_mode = found & (_agreement_at(a.bits, b.bits, block, mode) >= MATCH_AGREEMENT)
+    lags = np.where(at_mode, mode, lags)
+    one_lag = float(at_mode.sum() / found.sum())
+    values, counts = np.unique(lags[found & ~at_mode], return_counts=True)
     near = np.array([counts[np.abs(values - v) <= 1].sum() for v in values])
-    mode = int(values[np.argmax(near)])
-    one_lag = float(near.max() / found.sum())
-    rest = np.abs(values - mode) > 1
-    two_lags = one_lag + (float(near[rest].max() / found.sum()) if rest.any() else 0.0)
+    two_lags = one_lag + (float(near.max() / found.sum()) if len(near) else 0.0)
     # Band balance and loudness envelope over the found blocks' frames, each at its own lag.
     fa = (np.arange(n_blocks * block).reshape(n_blocks, block))[found].ravel()
     fb = fa + np.repeat(lags[found], block)

@@ -112,13 +112,13 @@ def test_duplicates_of_duplicates_follow_confirmed_pairs_to_closure() -> None:
     # naive reference: grow the set of confirmed (level 1-2) pairs by A~B, B~C => ask A~C, until nothing new
     confirmed = set(seeds)
     while True:
-        new = set()
+        new: set[tuple[int, int]] = set()
         for a, b in confirmed:
             for c, d in confirmed:
-                shared = {a, b} & {c, d}
-                if len(shared) == 1 and (ends := tuple(sorted({a, b} ^ {c, d}))) not in confirmed:
-                    if 1 <= truth[ends] <= 2:  # type: ignore[index]
-                        new.add(ends)
+                if len({a, b} & {c, d}) == 1:
+                    x, y = sorted({a, b} ^ {c, d})
+                    if (x, y) not in confirmed and 1 <= truth[(x, y)] <= 2:
+                        new.add((x, y))
         if not new:
             break
         confirmed |= new

@@ -59,3 +59,18 @@ def test_a_cut_inside_a_block_and_other_instruments_are_not_the_same_recording()
     # the same notes on another instrument (other harmonics): the bits agree, the band differences do not
     other = compare(fingerprint(x), fingerprint(_tones(3, partials=(0.3, 0.1, 0.8, 0.5))))
     assert other.timbre_db > 1.0 > m_trim.timbre_db
+
+
+def test_a_trimmed_copy_of_a_loop_is_found_at_one_lag() -> None:
+    # a loop of 64 frames (2.048 s) repeated, with a one-off note every 8 s: each block matches at many
+    # lags, the whole track at one (a loop of a fractional frame count would favour the shift whose
+    # sub-frame offset is smaller: real music does not repeat sample for sample)
+    loop = _tones(4, seconds=2.048)
+    x = np.tile(loop, 20)
+    rng = np.random.default_rng(4)
+    t = np.arange(RATE // 4) / RATE
+    for s in range(0, len(x) - RATE, 8 * RATE):
+        x[s:s + len(t)] += 0.6 * np.sin(2 * np.pi * float(rng.uniform(300, 900)) * t)
+    m = compare(fingerprint(x), fingerprint(0.7 * x[int(2.9 * RATE):]))
+    assert m.one_lag >= 0.95 and m.lag_cover >= 0.95
+    assert abs(m.lag_s - 2.9) <= 2 * FRAME_S or abs(abs(m.lag_s) - 2.9) <= 2 * FRAME_S
