@@ -36,3 +36,15 @@ def noisy_copies(center: np.ndarray, n: int, noise: float, rng: np.random.Genera
     """n unit vectors around a direction: center + noise * N(0, I/dim)."""
     c = unit(center)[0]
     return unit(c[None, :] + noise * rng.standard_normal((n, len(c))) / np.sqrt(len(c)))
+
+
+def duplicate_tracks(seed: int = 0) -> list[np.ndarray]:
+    """t000 a track; t001 its copy (noise, first window trimmed); t002 t000 with 4 windows cut out;
+    t003..t007 unrelated tracks sharing one 'genre' direction with t000 (pooled cosine about 0.5)."""
+    rng = np.random.default_rng(seed)
+    genre = unit(rng.standard_normal(32))[0]
+    base = unit(genre + unit(rng.standard_normal((16, 32))))
+    copy = unit(base[1:] + 0.02 * rng.standard_normal((15, 32)))
+    edit = np.concatenate([base[:6], base[10:]])
+    others = [unit(genre + unit(rng.standard_normal((12, 32)))) for _ in range(5)]
+    return [base, copy, edit, *others]

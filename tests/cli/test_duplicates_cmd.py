@@ -8,14 +8,13 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from songseek.cli.main import app
-from tests.analysis_helpers import build_library
-from tests.engine.test_duplicates import _tracks
+from tests.analysis_helpers import build_library, duplicate_tracks
 
 runner = CliRunner()
 
 
 def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
-    root = build_library(tmp_path / "lib", _tracks())
+    root = build_library(tmp_path / "lib", duplicate_tracks())
     res = runner.invoke(app, ["duplicates", "--library", str(root), "--json"])
     assert res.exit_code == 0, res.output
     groups = json.loads(res.stdout)
@@ -50,7 +49,7 @@ def _groups(root: Path, *opts: str) -> list[tuple[int, list[str]]]:
 
 def test_min_level_keeps_the_matches_at_least_that_strict(tmp_path: Path) -> None:
     # t000~t001 are one recording (level 1), t002 is an edit of both (level 2), t003..t007 are other songs.
-    root = build_library(tmp_path / "lib", _tracks())
+    root = build_library(tmp_path / "lib", duplicate_tracks())
     everything = [(2, ["t000", "t001", "t002"])]
     assert _groups(root) == everything
     assert _groups(root, "--min-level", "master") == everything

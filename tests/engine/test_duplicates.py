@@ -18,24 +18,12 @@ from songseek.engine.analysis.duplicates import (
 from songseek.engine.errors import UsageError
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.search import Library
-from tests.analysis_helpers import build_library, unit
-
-
-def _tracks(seed: int = 0) -> list[np.ndarray]:
-    """t000 a track; t001 its copy (noise, first window trimmed); t002 t000 with 4 windows cut out;
-    t003..t007 unrelated tracks sharing one 'genre' direction with t000 (pooled cosine about 0.5)."""
-    rng = np.random.default_rng(seed)
-    genre = unit(rng.standard_normal(32))[0]
-    base = unit(genre + unit(rng.standard_normal((16, 32))))
-    copy = unit(base[1:] + 0.02 * rng.standard_normal((15, 32)))
-    edit = np.concatenate([base[:6], base[10:]])
-    others = [unit(genre + unit(rng.standard_normal((12, 32)))) for _ in range(5)]
-    return [base, copy, edit, *others]
+from tests.analysis_helpers import build_library, duplicate_tracks, unit
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return build_library(tmp_path / "lib", _tracks())
+    return build_library(tmp_path / "lib", duplicate_tracks())
 
 
 def test_copy_and_edit_are_grouped_and_unrelated_tracks_are_not(root: Path) -> None:
