@@ -25,7 +25,8 @@ import torch
 from ..errors import SongseekError, UsageError, WeightsNotFoundError
 from ._torch_util import fit_windows, log_mel, offline, text_batches
 from .base import EncoderInfo, l2_normalize
-from .text_backend import TextBackendState, TextTowerRunner
+from .text_backend import TextTowerRunner
+from .text_backend_methods import RunnerTextBackend
 
 # laion/clap-htsat-unfused: LAION-Audio-630K HTSAT-tiny + RoBERTa, 512-d, discriminative text tower.
 # Not laion/larger_clap_music: its text tower is reported to collapse every caption onto nearly one
@@ -50,7 +51,7 @@ class ClapTextTower(torch.nn.Module):
         return self.text_projection(hidden.pooler_output)
 
 
-class ClapEncoder:
+class ClapEncoder(RunnerTextBackend):
     """A transformers ClapModel behind the Encoder protocol (also used by the ``laion`` backend).
 
     ``tokenizer`` may be None; ``tokenizer_loader`` (called once, on the first ``embed_text``) may
@@ -122,28 +123,6 @@ class ClapEncoder:
                                            self._info.checkpoint_sha256, batch=TEXT_BATCH)
             self._runner.request(self._text_backend)
         return self._runner
-
-    def set_text_backend(self, backend: str) -> None:
-        """``auto`` (the fastest that passes its checks here), ``torch``, ``onnx`` or ``onnx-int8``;
-        resolved on the next text (or ``text_backend_state``)."""
-        from .onnx_text import validate_backend
-
-        self._text_backend = validate_backend(backend)
-        if self._runner is not None:
-            self._runner.request(backend)
-
-    def text_backend_state(self) -> TextBackendState:
-        """The text backend in use (resolving it now: a first ONNX export can take a minute)."""
-        return self._text_runner().state()
-
-    def text_tower_folder(self) -> str:
-        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
-        return self._text_runner().cache_folder()
-
-    def text_cache_key(self) -> str:
-        """What text vectors are keyed by: the tower's weights fingerprint and the backend in use."""
-        runner = self._text_runner()
-        return f"{self._info.name}:{runner.fingerprint}:{runner.state().backend}"
 
     def embed_text_padded(self, texts: list[str], length: int = TEXT_MAX_TOKENS) -> np.ndarray:
         """The reference path: torch, every text padded to ``length`` tokens (LAION-CLAP pads to 77).

@@ -31,7 +31,8 @@ from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from .base import EncoderInfo, l2_normalize
 from .demo_config import DemoConfig, TokenBatch
-from .onnx_text import TextBackendState, TowerInputs, validate_backend
+from .onnx_text import TowerInputs
+from .text_backend_methods import RunnerTextBackend
 
 if TYPE_CHECKING:  # pragma: no cover
     from .text_backend import TextTowerRunner  # imports torch: loaded with the model, not with this module
@@ -104,7 +105,7 @@ class Tokenizer:
         return TokenBatch(ids, mask, np.asarray(grams, dtype=np.int64), np.asarray(offsets, dtype=np.int64))
 
 
-class DemoEncoder:
+class DemoEncoder(RunnerTextBackend):
     """The demo model behind the Encoder protocol. Deterministic (eval mode, no random crops)."""
 
     def __init__(self, model: Any, tokenizer: Tokenizer, info: EncoderInfo, device: str) -> None:
@@ -161,24 +162,6 @@ class DemoEncoder:
                                            self._info.checkpoint_sha256, batch=_TEXT_BATCH, inputs=TEXT_INPUTS)
             self._runner.request(self._text_backend)
         return self._runner
-
-    def set_text_backend(self, backend: str) -> None:
-        """``auto``, ``torch`` (this encoder's default), ``onnx`` or ``onnx-int8``; resolved on the next text."""
-        self._text_backend = validate_backend(backend)
-        if self._runner is not None:
-            self._runner.request(backend)
-
-    def text_backend_state(self) -> TextBackendState:
-        """The text backend in use, resolved now (the first time per checkpoint exports the tower: seconds)."""
-        return self._text_runner().state()
-
-    def text_tower_folder(self) -> str:
-        """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
-        return self._text_runner().cache_folder()
-
-    def text_cache_key(self) -> str:
-        runner = self._text_runner()
-        return f"{self._info.name}:{runner.fingerprint}:{runner.state().backend}"
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Returns float32 (len(texts), 128), unit rows. Texts past 64 tokens are truncated."""
