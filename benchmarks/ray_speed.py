@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from songseek.benchmarks.speed import IndexRun
 from songseek.engine.encoders import Encoder
 from songseek.engine.errors import SongseekError, UsageError
 from songseek.engine.query.search import Library
@@ -24,14 +25,7 @@ from songseek.indexers.ray_runner import EncoderFactory, RayOptions, cluster_res
 
 
 @dataclass(frozen=True)
-class RayIndexSpeedReport:
-    files: int
-    windows: int
-    audio_s: float
-    encoder: str
-    random_weights: bool
-    batch_size: int
-    workers: int                 # decode threads of the threaded pipeline
+class RayIndexSpeedReport(IndexRun):
     ray_address: str
     ray_workers: int             # embedding actors (0: automatic)
     ray_threads: int             # model CPU threads per actor (0: Ray's default, one per reserved CPU)

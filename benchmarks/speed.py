@@ -289,8 +289,8 @@ def text_encode_latency(encoder: Encoder, repeats: int = 2, baseline_p50_ms: flo
 # -- index speed ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class IndexSpeedReport:
-    """`songseek bench index-speed`: the same windows through the whole indexer and through the model alone."""
+class IndexRun:
+    """What an index-speed run indexed, and with what (the first fields of both index-speed reports)."""
 
     files: int
     windows: int
@@ -298,7 +298,18 @@ class IndexSpeedReport:
     encoder: str
     random_weights: bool
     batch_size: int
-    workers: int
+    workers: int                 # decode threads of the threaded pipeline
+
+    def title(self) -> str:
+        """The start of the report table's title."""
+        return (f"{self.files} files, {self.windows} windows, {self.audio_s / 3600:.3f} h audio; {self.encoder}"
+                + (" (random weights)" if self.random_weights else "") + f", batch {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class IndexSpeedReport(IndexRun):
+    """`songseek bench index-speed`: the same windows through the whole indexer and through the model alone."""
+
     torch_threads: int
     end_to_end_s: float
     end_to_end_windows_per_s: float

@@ -243,9 +243,8 @@ def index_speed(
     if json_out:
         print_json(r.to_json())
         return
-    _table(f"{r.files} files, {r.windows} windows, {r.audio_s / 3600:.3f} h audio; {r.encoder}"
-           + (" (random weights)" if r.random_weights else "")
-           + f", batch {r.batch_size}, {r.workers} decode workers, {r.torch_threads} torch threads, "
+    _table(r.title()
+           + f", {r.workers} decode workers, {r.torch_threads} torch threads, "
            f"load {r.load_avg:.1f}; best of {r.repeats}",
            ["path", "seconds", "windows/s", "what"],
            [["end-to-end", r.end_to_end_s, r.end_to_end_windows_per_s, "songseek index into a new library"],
@@ -270,9 +269,8 @@ def _ray_index_speed(sources: list[Path], enc: Encoder, encoder: str, checkpoint
     if json_out:
         print_json(r.to_json())
         return
-    _table(f"{r.files} files, {r.windows} windows, {r.audio_s / 3600:.3f} h audio; {r.encoder}"
-           + (" (random weights)" if r.random_weights else "")
-           + f", batch {r.batch_size}, {r.ray_threads or 'default'} model threads per actor; "
+    _table(r.title()
+           + f", {r.ray_threads or 'default'} model threads per actor; "
            f"Ray {r.ray_address}: {r.cluster_cpus:g} CPUs, {r.cluster_gpus:g} GPUs, "
            f"started in {r.ray_start_s:.1f} s; load {r.load_avg:.1f}; best of {r.repeats}",
            ["path", "seconds", "windows/s", "what"],

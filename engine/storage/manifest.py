@@ -266,6 +266,17 @@ def _dict(data: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _hashes(data: dict[str, Any], key: str, digits: int, what: str) -> dict[str, str]:
+    """A {file name: lowercase hex hash of ``digits`` digits} field."""
+    out = {}
+    for k, v in _dict(data, key).items():
+        _name(k, f"{key} key", tuple(FILE_NAMES))
+        if not isinstance(v, str) or not re.fullmatch(f"[0-9a-f]{{{digits}}}", v):
+            raise _Damaged(f"{key}[{k}] must be {what}, not {_show(v)}")
+        out[k] = v
+    return out
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, float) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -309,18 +320,8 @@ def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
         if not EXTRA_TABLE_NAME.fullmatch(k) or k in ("tracks", "frames", "failures", "manifest", "index"):
             raise _Damaged(f"extra_tables has a bad table name {_show(k)}")
         extra[k] = _name(v, f"extra_tables[{k}]", ("extra",))
-    sums = {}
-    for k, v in _dict(data, "checksums").items():
-        _name(k, "checksums key", tuple(FILE_NAMES))
-        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{64}", v):
-            raise _Damaged(f"checksums[{k}] must be a hex sha256, not {_show(v)}")
-        sums[k] = v
-    quick = {}
-    for k, v in _dict(data, "quick_hashes").items():
-        _name(k, "quick_hashes key", tuple(FILE_NAMES))
-        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{32}", v):
-            raise _Damaged(f"quick_hashes[{k}] must be a 32-digit hex hash, not {_show(v)}")
-        quick[k] = v
+    sums = _hashes(data, "checksums", 64, "a hex sha256")
+    quick = _hashes(data, "quick_hashes", 32, "a 32-digit hex hash")
     action = _str(data, "index_last_action")
     if action not in ("", "rebuilt", "updated"):
         raise _Damaged(f"index_last_action must be rebuilt or updated, not {_show(action)}")
