@@ -59,6 +59,8 @@ class DuplicateParams:
     window_cosine: float = 0.75     # a window match (on a diagonal or chain): a permissive gate, the audio decides
     version_cosine: float = 0.9     # a window match for a possible version (vectors only)
     min_cover: float = 0.5          # share of the shorter track's windows the chain must cover
+    version_ratio: float = 0.5      # a possible version is at least this share of the other's length (a 15 s
+                                    # clip that matches half a minute of a song is not another performance)
     level1_cover: float = 0.85      # vectors only: diagonal cover for level 1
     level1_cosine: float = 0.97     # vectors only: mean diagonal cosine for level 1
     audio_cover: float = 0.5        # fingerprint: share of the shorter track found (levels 1-2) ...
@@ -226,9 +228,12 @@ def _fingerprint(ctx: _Context, row: int) -> Fingerprint | None:
     return ctx.fingerprints[row]
 
 
-def _level(p: DuplicateParams, aligned: bool, version: bool, diag_cover: float, diag_mean: float,
-           audio: FingerprintMatch | None) -> int:
-    """The level a pair's evidence supports (0: not a duplicate), before ``min_level``."""
+def pair_level(p: DuplicateParams, aligned: bool, version: bool, duration_ratio: float, diag_cover: float,
+               diag_mean: float, audio: FingerprintMatch | None) -> int:
+    """The level a pair's evidence supports (0: not a duplicate), before ``min_level``. A possible version
+    (``version``: the vectors align but the audio does not) also needs comparable lengths
+    (``duration_ratio`` >= ``p.version_ratio``)."""
+    version = version and duration_ratio >= p.version_ratio
     if audio is not None:
         # no mean-agreement bound here: Opus 64k of a synth pad agrees at 0.54; the bounds below decide
         if (audio.coverage >= p.audio_cover1
@@ -280,7 +285,8 @@ def evaluate_pair(ctx: _Context, ra: int, rb: int, suspected: bool = False,
         fa = _fingerprint(ctx, ra) if p.audio else None
         fb = _fingerprint(ctx, rb) if fa is not None else None
         audio = compare(fa, fb) if fa is not None and fb is not None else None
-        level = _level(p, aligned, possible_version, diag.run / short, diag.mean, audio)
+        level = pair_level(p, aligned, possible_version, min(da, db) / max(da, db, 1e-9), diag.run / short,
+                           diag.mean, audio)
         if audio is not None and fa is not None and fb is not None and audio.coverage >= p.audio_cover:
             # the fingerprint's lag is finer than a window hop; compare() measures from the shorter track
             offset = audio.lag_s if fa.seconds <= fb.seconds else -audio.lag_s

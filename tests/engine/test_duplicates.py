@@ -13,8 +13,10 @@ from songseek.engine.analysis.duplicates import (
     candidate_pairs,
     find_duplicates,
     group_pairs,
+    pair_level,
     update_library,
 )
+from songseek.engine.analysis.fingerprint import FingerprintMatch
 from songseek.engine.errors import UsageError
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.search import Library
@@ -111,3 +113,18 @@ def test_duplicates_of_duplicates_follow_confirmed_pairs_to_closure() -> None:
             break
         confirmed |= new
     assert found == confirmed - set(seeds) and len(found) >= 3 and len(seeds) >= 4
+
+
+def test_a_possible_version_needs_comparable_lengths() -> None:
+    """Vectors align, audio does not match: a version only when neither track is under half the other
+    (found by hand: a 15 s speech clip aligned with half a minute of a 133 s song)."""
+    p = DuplicateParams()
+    other_audio = FingerprintMatch(coverage=0.1, one_lag=0.2, two_lags=0.3, lag_s=0.0, agreement=0.5,
+                                   band_db=5.0, dynamics_db=4.0, matched_s=1.0)
+    assert pair_level(p, True, True, 0.9, 1.0, 0.95, other_audio) == 3
+    assert pair_level(p, True, True, 0.5, 1.0, 0.95, other_audio) == 3
+    assert pair_level(p, True, True, 0.13, 1.0, 0.95, other_audio) == 0
+    # same recording, trimmed to a fraction of the other: the length rule is for versions only
+    same = FingerprintMatch(coverage=1.0, one_lag=1.0, two_lags=1.0, lag_s=0.0, agreement=0.99, band_db=0.0,
+                            dynamics_db=0.0, matched_s=15.0, lag_cover=1.0, timbre_db=0.0)
+    assert pair_level(p, True, True, 0.13, 1.0, 0.95, same) == 1
