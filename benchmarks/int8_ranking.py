@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from songseek.benchmarks.speed import Agreement, topk_agreement
-from songseek.engine.encoders import Encoder, l2_normalize
+from songseek.engine.encoders import Encoder, l2_normalize, onnx_text
 from songseek.engine.encoders.base import TextBackendEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.query.search import Library, SearchOptions
@@ -74,9 +74,18 @@ class RankingReport:
     score_gap: float    # median (score of hit 1 - score of hit k) on torch's searches
     checks: tuple[VariantCheck, ...]
     load_avg: float
+    tower_folder: str   # where the encoder's exported towers live (``--save`` writes the check there)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def int8_check(self) -> onnx_text.RankingCheck | None:
+        """int8's result as the record ``auto`` reads (None when int8 could not run)."""
+        for c in self.checks:
+            if c.name == "onnx-int8":
+                return onnx_text.RankingCheck(self.library, self.queries, self.k, c.agreement.identical,
+                                              c.agreement.same_set, c.min_cosine, self.random_weights)
+        return None
 
 
 def run_text_ranking(library: Path, texts: Sequence[str], *, encoder: Encoder | None = None, k: int = 10,
@@ -117,4 +126,4 @@ def run_text_ranking(library: Path, texts: Sequence[str], *, encoder: Encoder | 
     info = enc.info
     return RankingReport(str(library), lib.store.n_rows, lib.n_tracks, info.name, info.random_weights, len(texts),
                          k, spread(vecs["torch"]), float(np.median(gaps)) if gaps else float("nan"),
-                         tuple(checks), load)
+                         tuple(checks), load, enc.text_tower_folder())

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .common import handles_errors, library_option, print_json
+
+if TYPE_CHECKING:
+    from songseek.benchmarks.int8_ranking import RankingReport
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -95,6 +99,9 @@ def text_ranking(
     k: int = typer.Option(10, "-k", help="Top-k compared."),
     threads: int = typer.Option(2, "--threads", help="torch and ONNX Runtime threads."),
     seed: int = typer.Option(0, "--seed", help="Seed of the texts and of the noise control."),
+    save: bool = typer.Option(False, "--save", help="Keep int8's result for these weights: when it passes "
+                              "(top-k identical for >= 95 % of >= 50 queries, trained weights), `auto` may "
+                              "choose int8 from then on; a failing result withdraws an earlier pass."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Top-k of each text backend (onnx, onnx-int8) against torch's, next to a control that moves each
@@ -117,8 +124,9 @@ def text_ranking(
         texts = query_texts(queries, 10, seed)
     torch.set_num_threads(threads)
     r = run_text_ranking(library, texts, k=k, seed=seed)
+    saved = _save_int8_check(r) if save else None
     if json_out:
-        print_json(r.to_json())
+        print_json({**r.to_json(), "saved": saved})
         return
     typer.echo(f"{r.frames} frames, {r.tracks} tracks; {r.encoder}" + (" (random weights)" if r.random_weights
                else "") + f"; {r.queries} texts, top-{r.k}; load {r.load_avg:.1f}")
@@ -128,3 +136,22 @@ def text_ranking(
         a = c.agreement
         typer.echo(f"{c.name:>24}: cosine vs torch min {c.min_cosine:.5f} median {c.median_cosine:.5f}; top-{a.k} "
                    f"identical {a.identical:.3f}, same set {a.same_set:.3f}, overlap {a.overlap:.3f}")
+    if saved is not None:
+        typer.echo(saved["message"])
+
+
+def _save_int8_check(r: RankingReport) -> dict[str, Any]:
+    """Write int8's result where ``auto`` reads it; what was saved and what it means, in one line."""
+    from songseek.engine.encoders import onnx_text
+
+    check = r.int8_check()
+    if check is None:
+        return {"saved": False, "message": "not saved: int8 could not run here (see the notes above)"}
+    folder = Path(r.tower_folder)
+    onnx_text.write_ranking_check(folder, check)
+    why = check.failures()
+    message = (f"saved in {folder / onnx_text.RANKING_FILE}: " +
+               ("int8 stays out of `auto` (" + "; ".join(why) + ")" if why else
+                "int8 passed; `auto` now times it against fp32 ONNX and uses the faster"))
+    return {"saved": True, "passed": not why, "failures": why, "path": str(folder / onnx_text.RANKING_FILE),
+            "message": message}

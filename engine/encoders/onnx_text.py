@@ -4,9 +4,11 @@ Why: a query's text is a dozen tokens, so a RoBERTa-base forward is bound by rea
 arithmetic. ONNX Runtime's fused CPU kernels beat eager torch at this, and int8 weights read a quarter of
 the bytes (docs/performance.md, "Text queries").
 
-Layout: ``cache_root()/<fingerprint>/`` holds ``text-fp32.onnx``, ``text-int8-matmul.onnx`` and ``choice.json``
-(the checks and timings that chose the default backend on this machine). ``fingerprint`` hashes the text
-tower's weights (``weights_fingerprint``), so a cache entry can never serve another checkpoint. Files are
+Layout: ``cache_root()/<fingerprint>/`` holds ``text-fp32.onnx``, ``text-int8-matmul.onnx``, ``choice.json``
+(the checks and timings that chose the default backend on this machine) and, once a user has run
+``bench text-ranking --save``, ``int8-ranking.json`` (whether int8 kept a real library's rankings).
+``fingerprint`` hashes the text tower's weights (``weights_fingerprint``), so a cache entry can never serve
+another checkpoint. Files are
 written under temporary names and renamed, so a crash leaves no half model that looks whole.
 
 ``onnxruntime`` and ``onnx`` are the ``onnx`` extra; without them ``missing_reason()`` says so in one line
@@ -46,6 +48,11 @@ MIN_COSINE = {"torch": 1.0, "onnx": 0.9999, "onnx-int8": 0.99}
 # captions and 0.62 of other texts, under the issue's 0.95 (docs/encoders.md, "Does int8 change rankings?").
 AUTO_CANDIDATES = ("onnx",)
 CHOICE_VERSION = 1
+# ... unless int8 passed the ranking check on a library searched with these weights (``bench text-ranking
+# --save``): top-k identical to torch's for this share of at least this many queries, trained weights only.
+RANKING_FILE = "int8-ranking.json"
+MIN_IDENTICAL = 0.95
+MIN_RANKING_QUERIES = 50
 
 # Probe texts for the run-time checks and timings: music captions of 1 to ~60 words.
 PROBE_TEXTS = (
@@ -274,6 +281,61 @@ def write_choice(folder: Path, choice: BackendChoice) -> None:
         tmp.write_text(text, encoding="utf-8")
 
     _atomic_write_bytes(path, write)
+
+
+@dataclass(frozen=True)
+class RankingCheck:
+    """What ``bench text-ranking --save`` measured for int8 on one library: the share of queries whose top-k
+    was identical to torch's (same tracks, same order), the same set, and int8's worst query cosine."""
+
+    library: str
+    queries: int
+    k: int
+    identical: float
+    same_set: float
+    min_cosine: float
+    random_weights: bool
+
+    def failures(self) -> list[str]:
+        """Why int8 may not be a default after this check (empty: it may)."""
+        out = []
+        if self.random_weights:
+            out.append("random weights cannot show ranking damage")
+        if self.queries < MIN_RANKING_QUERIES:
+            out.append(f"{self.queries} queries < {MIN_RANKING_QUERIES}")
+        if self.identical < MIN_IDENTICAL:
+            out.append(f"top-{self.k} identical for {self.identical:.3f} of queries < {MIN_IDENTICAL}")
+        if self.min_cosine < MIN_COSINE["onnx-int8"]:
+            out.append(f"worst cosine {self.min_cosine:.5f} < {MIN_COSINE['onnx-int8']}")
+        return out
+
+
+def read_ranking_check(folder: Path) -> RankingCheck | None:
+    """The saved int8 ranking check of this checkpoint, or None (absent or damaged)."""
+    try:
+        return RankingCheck(**json.loads((folder / RANKING_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_ranking_check(folder: Path, check: RankingCheck) -> None:
+    """Save ``check`` and forget the recorded backend choices, so that ``auto`` chooses again among the
+    candidates the check allows (a failing check replaces an earlier passing one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(asdict(check), indent=2, sort_keys=True) + "\n"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    _atomic_write_bytes(folder / RANKING_FILE, write)
+    (folder / CHOICE_FILE).unlink(missing_ok=True)
+
+
+def auto_candidates(folder: Path) -> tuple[str, ...]:
+    """The backends ``auto`` times against torch for this checkpoint: fp32 ONNX, and int8 once a saved
+    ranking check passed."""
+    check = read_ranking_check(folder)
+    return AUTO_CANDIDATES + (("onnx-int8",) if check is not None and not check.failures() else ())
 
 
 def remove_cache(folder: Path) -> None:

@@ -92,7 +92,7 @@ class TextTowerRunner:
                 choice.chosen: onnx_text.OnnxTextSession(paths[choice.chosen], threads)}
             if choice is None:
                 sessions = {name: onnx_text.OnnxTextSession(p, threads) for name, p in paths.items()
-                            if name in onnx_text.AUTO_CANDIDATES}
+                            if name in onnx_text.auto_candidates(folder)}
                 runners: dict[str, Callable[[list[str]], np.ndarray]] = {"torch": self._run_torch}
                 for name, sess in sessions.items():
                     runners[name] = sess.run_texts(self._tokenize)

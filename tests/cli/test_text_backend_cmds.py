@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from songseek.cli.main import app
-from songseek.engine.encoders import clap_hf
+from songseek.engine.encoders import clap_hf, onnx_text
 from tests.audio_helpers import tone_track, write_wav
 from tests.engine.encoder_helpers import save_tiny_tokenizer, tiny_config, tiny_model
 
@@ -115,6 +115,20 @@ def test_bench_text_ranking_compares_backends_with_a_matched_control(clap_librar
     assert checks["noise at int8's cosines"]["min_cosine"] == pytest.approx(checks["onnx-int8"]["min_cosine"],
                                                                              abs=1e-5)
     assert r["queries"] == 6 and r["k"] == 2 and -1.0 <= r["spread"] <= 1.0
+
+
+def test_bench_text_ranking_save_keeps_int8_out_of_auto_on_too_few_queries(clap_library: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    code, out, err = run("bench", "text-ranking", "--library", str(clap_library), "--queries", "6", "-k", "2",
+                         "--threads", "1", "--save")
+    assert code == 0, err
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("saved in ") and "int8 stays out of `auto`" in line
+    assert "6 queries < 50" in line
+    path = Path(line.removeprefix("saved in ").split(": ")[0])
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert saved["queries"] == 6 and saved["k"] == 2 and saved["library"] == str(clap_library)
+    assert onnx_text.auto_candidates(path.parent) == ("onnx",)
 
 
 def test_bench_text_speed_on_a_demo_library_times_a_torch_baseline(tmp_path: Path) -> None:

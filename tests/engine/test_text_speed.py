@@ -10,6 +10,7 @@ measures the full model). Random weights cannot show ranking damage: that is mea
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +258,9 @@ def test_a_fresh_runner_reuses_the_export_and_the_choice(monkeypatch: pytest.Mon
 def test_demo_onnx_backends_match_torch(shared_data_module: Path) -> None:
     """The demo tower through ONNX Runtime (its four inputs exported with dynamic axes): fp32 equals torch
     on 1,000 captions of 1-60 words, in batches and one text at a time. int8 is close on most captions but
-    NOT within the issue's 0.99 floor on all of them (3 of 1,000 fell to 0.985-0.99 when measured;
-    docs/encoders.md), which is why `auto` never picks it."""
+    within the issue's 0.99 floor on all of them only since it quantises MatMul weights alone (worst 0.9985
+    measured on an AVX-512 VNNI CPU; with the embedding tables quantised too, 3 of 1,000 fell below 0.99:
+    docs/encoders.md). The floor asserted here is looser: int8 kernels differ between CPUs."""
     pytest.importorskip("onnxruntime")
     texts = captions(shared_data_module)
     enc = demo.load(None)
@@ -272,6 +274,47 @@ def test_demo_onnx_backends_match_torch(shared_data_module: Path) -> None:
     assert row_cosines(single, ref[:50]).min() >= 0.9999
     enc.set_text_backend("onnx-int8")
     cos8 = row_cosines(enc.embed_text(texts), ref)
-    assert np.median(cos8) >= 0.998 and cos8.min() >= 0.95
+    assert np.median(cos8) >= 0.999 and cos8.min() >= 0.98
     folder = Path(enc.text_tower_folder())
     assert (folder / onnx_text.FP32_FILE).is_file() and (folder / onnx_text.INT8_FILE).is_file()
+
+
+def test_a_ranking_check_lists_every_reason_int8_may_not_be_a_default(tmp_path: Path) -> None:
+    ok = onnx_text.RankingCheck("lib", 200, 10, identical=0.96, same_set=0.99, min_cosine=0.999,
+                                random_weights=False)
+    assert ok.failures() == []
+    bad = replace(ok, queries=10, identical=0.9, min_cosine=0.98, random_weights=True)
+    why = " | ".join(bad.failures())
+    assert len(bad.failures()) == 4
+    assert "random weights" in why and "10 queries" in why and "0.900" in why and "0.98000" in why
+    assert onnx_text.read_ranking_check(tmp_path) is None  # absent
+    (tmp_path / onnx_text.RANKING_FILE).write_text('{"library": "x"}', encoding="utf-8")
+    assert onnx_text.read_ranking_check(tmp_path) is None  # damaged or foreign: ignored
+    assert onnx_text.auto_candidates(tmp_path) == ("onnx",)
+
+
+def test_a_saved_ranking_check_lets_auto_time_int8_and_a_failing_one_withdraws_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv(onnx_text.CACHE_ENV, str(tmp_path))
+    first = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    first.request("auto")
+    before = first.state().choice
+    assert before is not None and "onnx-int8" not in before.min_cosine  # not even timed without a check
+    folder = Path(first.cache_folder())
+    passing = onnx_text.RankingCheck("lib", 200, 10, 0.97, 0.99, 0.999, False)
+    onnx_text.write_ranking_check(folder, passing)
+    assert onnx_text.read_ranking_check(folder) == passing
+    assert not (folder / onnx_text.CHOICE_FILE).exists()  # auto chooses again
+    assert onnx_text.auto_candidates(folder) == ("onnx", "onnx-int8")
+    again = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    again.request("auto")
+    c = again.state().choice
+    assert c is not None and "onnx-int8" in c.min_cosine and "onnx-int8" in c.seconds
+    assert c.seconds[c.chosen] == min(t for b, t in c.seconds.items() if c.passes(b))
+    onnx_text.write_ranking_check(folder, replace(passing, identical=0.9))
+    assert onnx_text.auto_candidates(folder) == ("onnx",)
+    third = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    third.request("auto")
+    c3 = third.state().choice
+    assert c3 is not None and "onnx-int8" not in c3.min_cosine and c3.chosen != "onnx-int8"
