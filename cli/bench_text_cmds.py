@@ -41,7 +41,7 @@ def text_speed(
 ) -> None:
     """Library.search(text) for distinct texts, cold and cached, against the ClapModel text tower in torch
     padded to 77 tokens, one text at a time, interleaved in one run on the same threads."""
-    from songseek.benchmarks.text_query import run_text_contract
+    from songseek.benchmarks.text_query import ISSUE_BASELINE_MS, run_text_contract
     from songseek.engine.errors import UsageError
     from songseek.engine.query.search import SearchOptions
 
@@ -83,6 +83,11 @@ def text_speed(
     Console(file=sys.stdout, width=170).print(table)
     typer.echo(f"text backend: {r.backend}; encode / baseline = {r.encode_ratio:.3f}, whole text query / "
                f"baseline = {r.query_ratio:.3f}")
+    for t in r.targets():
+        typer.echo(f"target {t.name}: {t.p50_ms:.2f} ms p50 vs {t.target_ms:g} ms "
+                   f"({'met' if t.met_absolute else 'missed'}); {t.ratio:.4f} of the baseline vs "
+                   f"{t.target_ms:g}/{ISSUE_BASELINE_MS:g} = {t.target_ratio:.4f} "
+                   f"({'met' if t.met_ratio else 'missed'})")
     typer.echo(f"open {r.open_s:.2f} s, encoder load + fingerprint {r.encoder_s:.2f} s, first search "
                f"{r.first_search_ms:.0f} ms (ONNX export and choice already on disk: "
                f"{'yes' if r.export_cached else 'no'})")

@@ -83,6 +83,13 @@ def test_bench_text_speed_times_the_contract_and_reuses_the_export(clap_library:
     assert r["query_ratio"] == pytest.approx(r["latencies"][3]["p50_ms"] / base)
     assert r["encode_ratio"] == pytest.approx(r["latencies"][1]["p50_ms"] / base)
     assert r["tracks"] == 2 and r["queries"] == 3 and r["words"] == 10
+    targets = {t["name"]: t for t in r["targets"]}
+    assert list(targets) == ["encode cold", "whole text query cold", "encode cached"]
+    for t, row in zip(targets.values(), (r["latencies"][1], r["latencies"][3], r["latencies"][4])):
+        assert t["p50_ms"] == row["p50_ms"] and t["ratio"] == row["vs_baseline"]
+        assert t["met_absolute"] == (t["p50_ms"] <= t["target_ms"])
+        assert t["met_ratio"] == (t["ratio"] <= t["target_ratio"])
+    assert targets["encode cold"]["target_ratio"] == pytest.approx(15 / 54)
 
     def no_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("exported again")
