@@ -31,10 +31,13 @@ class FusionChanges(TypedDict, total=False):
     gamma_t: float
     temperature: float
     mean_weight: float
+    hedge_weight: float
 
 
 # (label, mode, parameter changes): the default first, then the alternatives worth measuring.
 SETTINGS: tuple[tuple[str, str, FusionChanges], ...] = (
+    ("hedge", "hedge", {}),
+    ("hedge, weight 2", "hedge", {"hedge_weight": 2.0}),
     ("fusion", "fusion", {}),
     ("fusion, max-leaning (gamma_k 0.2, tau 0.2)", "fusion", {"gamma_k": 0.2, "gamma_t": 0.8, "temperature": 0.2}),
     ("fusion, mean-leaning (gamma_k 0.5, tau 0.5)", "fusion", {"gamma_k": 0.5, "gamma_t": 0.5, "temperature": 0.5}),

@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 # The one list of rerank modes (search, the CLI and the benchmarks import it). none = first-stage order.
-RERANK_MODES = ("fusion", "blend", "mean", "max", "none")
-DEFAULT_RERANK = "fusion"
+RERANK_MODES = ("hedge", "fusion", "blend", "mean", "max", "none")
+DEFAULT_RERANK = "hedge"
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
@@ -71,6 +71,8 @@ class FusionParams:
     ``segment_kernel`` (same units as ``kernel``; 0 = ``kernel``): the kernel size of the segment search,
     so that the score and the segment can use different kernels (one extra pass when they differ).
     ``mean_weight``: weight of the mean in the ``blend`` mode (``rerank_scores``).
+    ``hedge_weight`` (w >= 1): the ``hedge`` mode orders tracks by min(fusion rank, w x rank under mean
+    pooling, w x rank under the soft-max part r_t) (``rerank_scores``).
     Defaults chosen on the planted benchmark and the demo model (docs/fusion.md, "Defaults"): with H = 1
     the score is 0.35 x mean + 0.65 x softmax(tau = 0.35 standard deviations) pooling of the frames, and
     the segment is the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
@@ -85,6 +87,7 @@ class FusionParams:
     segment: str = "attention"
     segment_kernel: float = 3.0
     mean_weight: float = 1.0
+    hedge_weight: float = 3.0
 
     def __post_init__(self) -> None:
         where = "FusionParams (engine/query/fusion.py)"
@@ -102,6 +105,8 @@ class FusionParams:
             raise UsageError(f"{where}: temperature must be > 0, got {self.temperature!r}")
         if not (math.isfinite(self.mean_weight) and self.mean_weight >= 0):
             raise UsageError(f"{where}: mean_weight must be a finite number >= 0, got {self.mean_weight!r}")
+        if not (math.isfinite(self.hedge_weight) and self.hedge_weight >= 1):
+            raise UsageError(f"{where}: hedge_weight must be a finite number >= 1, got {self.hedge_weight!r}")
         for name in ("gamma_k", "gamma_t"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{where}: {name} must be finite, got {getattr(self, name)!r}")
@@ -484,6 +489,29 @@ def _center(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return d / sd[groups]
 
 
+def _ranks(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """int64 (B,) 1-based rank of each row within its group, highest value first (ties: the earlier row)."""
+    order = np.lexsort((np.arange(len(values)), -values, groups))
+    start = np.concatenate([[0], np.cumsum(np.bincount(groups))])[groups[order]]
+    ranks = np.empty(len(values), np.int64)
+    ranks[order] = np.arange(len(values)) - start + 1
+    return ranks
+
+
+def _hedge(score: np.ndarray, mean_z: np.ndarray, r_t: np.ndarray, groups: np.ndarray, weight: float
+           ) -> np.ndarray:
+    """The ``hedge`` order as scores: each row's key is min(fusion rank, w * mean rank, w * r_t rank) within
+    its group (ties: the better fusion rank, then the earlier row); the group's fusion scores, sorted, are
+    handed out in that order, so the scores stay on the fusion scale and their order is the hedged one."""
+    rank_f = _ranks(score, groups)
+    key = np.minimum(rank_f, weight * np.minimum(_ranks(mean_z, groups), _ranks(r_t, groups)))
+    final = np.lexsort((np.arange(len(score)), rank_f, key, groups))
+    by_score = np.lexsort((np.arange(len(score)), -score, groups))
+    out = np.empty_like(score)
+    out[final] = score[by_score]  # both sorted by group first: the k-th of a group gets its k-th best score
+    return out
+
+
 def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = None,
                   query_of: np.ndarray | None = None) -> FusionResult:
     """Rerank scores for ``mode`` in ``RERANK_MODES`` of the candidates of one query (or of several:
@@ -494,7 +522,14 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     still read as similarities; an increasing affine map of a query's similarities changes no ranking and
     no segment. ``params.temperature`` is therefore in units of that standard deviation.
 
-    fusion (the default): CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
+    hedge (the default): the fusion order, hedged towards the two poolings it mixes, because the query's kind
+    (a description of the whole track or of one part) is not known: tracks are ordered by
+    min(fusion rank, w x rank under mean pooling of z, w x rank under r_t), r_t being soft-max pooling at tau
+    when H = 1, w = ``params.hedge_weight`` (ties: the better fusion rank). The first result is the fusion's
+    first, and a track at rank r under mean or r_t is at most at position floor(w r) + 2r. Its scores are the
+    query's fusion scores handed out in that order (``_hedge``): they read as similarities and follow the
+    hedged order. Parts and segment as fusion.
+    fusion: CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
     (``segment_kernel`` or ``kernel``, and ``stride``) with the highest mean similarity (ties: the
     earliest). max and none: score = max_t s_t; segment = that best frame. blend: the mean and the CoLLAP
     score, each standardised over the query's candidates, added with weights ``params.mean_weight`` and 1
@@ -520,11 +555,14 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     res = fuse(z.astype(np.float32), lengths, params)  # float32 like raw similarities: fuse is ~2x faster
     r_k, r_t = res.r_k.astype(np.float64), res.r_t.astype(np.float64)
     score = params.gamma_k * r_k + params.gamma_t * r_t
-    if mode == "blend":
+    if mode in ("blend", "hedge"):
         groups = _groups(query_of, len(z))
         mean_z = np.einsum("bt->b", z) / lengths  # padding of z is 0
-        score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
-        score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score
+        if mode == "hedge":
+            score = _hedge(score, mean_z, r_t, groups, params.hedge_weight)
+        else:
+            score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
+            score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score
     return FusionResult(
         (mu + sd * score).astype(np.float32), (mu + sd * r_k).astype(np.float32), (mu + sd * r_t).astype(np.float32),
         best, res.seg_first, res.seg_last)

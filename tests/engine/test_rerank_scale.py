@@ -1,5 +1,5 @@
 """Scale-free rerank (engine/query/fusion.py rerank_scores): naive references, affine and shared-direction
-invariance, repeated and padded tracks, stored settings."""
+invariance, repeated and padded tracks, the hedge's guarantees, stored settings."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def rank_all(frames: list[np.ndarray], queries: np.ndarray, mode: str) -> tuple[
 def test_shared_direction_changes_nothing_on_planted_data() -> None:
     p = make_planted(40, dim=32, seed=4)
     frames = [p.track_frames(i) for i in range(p.n_tracks)]
-    for mode in ("fusion", "blend"):
+    for mode in ("hedge", "fusion", "blend"):
         orders, segs = rank_all(frames, p.queries[:60], mode)
         moved, moved_segs = rank_all([shared_direction(f, 2.0) for f in frames], shared_direction(p.queries[:60], 2.0),
                                      mode)
@@ -126,7 +126,7 @@ def test_shared_direction_changes_nothing_on_the_demo_model() -> None:
         frames.append(enc.embed_audio(frame_windows(audio[: 90 * 16000], 16000, 10.0, 10.0)[0]))
         captions += [track.tags, *track.section_captions[:2]]
     q = enc.embed_text(captions)
-    for mode in ("fusion", "blend"):
+    for mode in ("hedge", "fusion", "blend"):
         orders, segs = rank_all(frames, q, mode)
         moved, moved_segs = rank_all([shared_direction(f, 1.5) for f in frames], shared_direction(q, 1.5), mode)
         assert orders == moved
@@ -194,6 +194,48 @@ def test_noise_tracks_long_ones_win_no_more_often_than_under_max_pooling() -> No
     assert long_wins[DEFAULT_RERANK] < long_wins["max"]
 
 
+def _positions(scores: np.ndarray) -> np.ndarray:
+    """1-based position of every row in the order of ``scores`` (ties: the earlier row)."""
+    pos = np.empty(len(scores), np.int64)
+    pos[_order(scores)] = np.arange(1, len(scores) + 1)
+    return pos
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hedge_keeps_the_fusion_first_and_the_poolings_leaders_near_the_top(seed: int) -> None:
+    """The hedge's first result is the fusion's; a track at rank r under mean pooling or under r_t is at
+    most at position floor(w r) + 2r; a huge weight gives the fusion order back; its scores are the
+    fusion's scores, best first, handed out in the hedged order."""
+    rng = np.random.default_rng(300 + seed)
+    sims, lengths = ragged(rng, 60, 40)
+    for w in (1.0, 2.0, 3.0, 4.5):
+        params = FusionParams(hedge_weight=w)
+        hedge = rerank_scores("hedge", sims, lengths, params)
+        fusion = rerank_scores("fusion", sims, lengths, params)
+        mean = rerank_scores("mean", sims, lengths, params)
+        pos = _positions(hedge.score)
+        assert _order(hedge.score)[0] == _order(fusion.score)[0]
+        for ranked in (_positions(mean.score), _positions(fusion.r_t)):
+            assert np.all(pos <= np.floor(w * ranked) + 2 * ranked)
+        np.testing.assert_allclose(np.sort(hedge.score), np.sort(fusion.score), rtol=1e-6)
+        np.testing.assert_array_equal(hedge.seg_first, fusion.seg_first)
+    far = rerank_scores("hedge", sims, lengths, FusionParams(hedge_weight=1e6))
+    assert _order(far.score) == _order(rerank_scores("fusion", sims, lengths).score)
+
+
+def test_hedge_lifts_a_whole_track_match_that_fusion_buries() -> None:
+    """A track that is mildly above the rest in every window (what a whole-track description gives) loses
+    to tracks with one high window under fusion's soft max; the hedge brings it back near the top."""
+    rng = np.random.default_rng(9)
+    sims = rng.normal(0, 1, size=(50, 30))
+    sims[:20, 7] += 5.0  # twenty tracks with one spike each
+    sims[30] += 1.0  # the whole-track match: first under mean pooling
+    lengths = np.full(50, 30, np.int64)
+    assert _positions(rerank_scores("mean", sims, lengths).score)[30] == 1
+    assert _positions(rerank_scores("fusion", sims, lengths).score)[30] > 10
+    assert _positions(rerank_scores("hedge", sims, lengths).score)[30] <= 5  # floor(3 * 1) + 2 * 1
+
+
 def test_settings_round_trip_and_bad_values() -> None:
     s = RerankSettings("fusion", FusionParams(temperature=0.2, segment="kernel", mean_weight=0.3))
     assert RerankSettings.from_json(s.to_json()) == s
@@ -206,3 +248,5 @@ def test_settings_round_trip_and_bad_values() -> None:
         RerankSettings.from_json({"params": {"temperature": "hot"}})
     with pytest.raises(UsageError, match="temperature must be > 0"):
         RerankSettings.from_json({"params": {"temperature": -1}})
+    with pytest.raises(UsageError, match="hedge_weight must be"):
+        RerankSettings.from_json({"params": {"hedge_weight": 0.5}})
