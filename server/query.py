@@ -17,7 +17,7 @@ from songseek.engine.query.fusion import params_for_hop
 from songseek.engine.query.search import Hit, Library, SearchOptions
 from songseek.server.config import Limits
 
-Rerank = Literal["hedge", "fusion", "mean", "max", "none"]
+Rerank = Literal["hedge", "fusion", "blend", "mean", "max", "none"]  # fusion.RERANK_MODES (a test keeps them equal)
 
 
 class SearchParams(BaseModel):
@@ -28,14 +28,16 @@ class SearchParams(BaseModel):
     annotation on every request (about 0.4 ms of CPU a request for these 18 fields, measured)."""
 
     k: int = Field(10, ge=1, description="Tracks to return.")
-    rerank: Rerank = Field("hedge", description="hedge (the default rerank), fusion, mean, max or none.")
+    rerank: Rerank | None = Field(None, description="hedge, fusion (CoLLAP), blend, mean, max or none; default: "
+                                  "the library's saved rerank (`songseek bench rerank --save`), else hedge.")
     candidates: int = Field(200, ge=1, description="Tracks reranked per query.")
     where: str | None = Field(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
     exact: bool = Field(False, description="Skip FAISS: brute force over every frame.")
     nprobe: int | None = Field(None, ge=1, description="IVF lists probed (default: the library's own).")
     kernel_s: float | None = Field(None, description="Fusion kernel length in seconds.")
     stride_s: float | None = Field(None, description="Fusion kernel stride in seconds.")
-    segment_s: float = Field(30.0, gt=0, description="Length of the best-segment search in seconds.")
+    segment_s: float | None = Field(None, gt=0, description="Length of the best-segment search in seconds "
+                                    "(default: the library's rerank settings, 30 s unless saved otherwise).")
     temperature: float | None = Field(None, description="Fusion softmax temperature.")
     per_artist: int | None = Field(None, ge=1, description="At most this many hits per artist.")
     artist: str | None = Field(None, description="Only this artist (exact).")
@@ -88,10 +90,14 @@ class SearchParams(BaseModel):
         return " AND ".join(parts) or None
 
     def options(self, lib: Library, k: int | None = None) -> SearchOptions:
-        """SearchOptions as the CLI builds them (same fusion parameters for the library's hop)."""
-        fusion = params_for_hop(lib.manifest.hop_s, None, self.kernel_s, self.stride_s, self.segment_s)
-        if self.temperature is not None:
-            fusion = dataclasses.replace(fusion, temperature=self.temperature)
+        """SearchOptions as the CLI builds them: the library's saved rerank mode and parameters unless some
+        are given here (then on top of the saved ones, at the library's hop)."""
+        fusion = None
+        if any(x is not None for x in (self.kernel_s, self.stride_s, self.segment_s, self.temperature)):
+            fusion = params_for_hop(lib.manifest.hop_s, lib.rerank_settings().params, self.kernel_s, self.stride_s,
+                                    self.segment_s)
+            if self.temperature is not None:
+                fusion = dataclasses.replace(fusion, temperature=self.temperature)
         want = self.k if k is None else k
         if self.per_artist is not None:  # rank every reranked candidate so the cap can still fill k
             want = max(want, self.candidates)

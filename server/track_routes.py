@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from songseek.engine.analysis.tagging import TAG_PREFIX
 from songseek.engine.errors import QueryError
-from songseek.engine.query.fusion import params_for_hop, rerank_scores
+from songseek.engine.query.fusion import rerank_scores
 from songseek.server.context import ctx_of
 from songseek.server.errors import NotFound
 from songseek.server.query import SearchParams, from_query, query_parameters, track_audio_url
@@ -128,8 +128,10 @@ def _timeline(snap: Snapshot, row: int, vec: np.ndarray, params: SearchParams) -
     lib = snap.library
     first, count = int(snap.column("frame_start", row) or 0), int(snap.column("frame_count", row) or 0)
     sims = np.asarray(lib.store.vectors(first, count) @ vec, dtype=np.float32)
-    fusion = params.options(lib).fusion or params_for_hop(lib.manifest.hop_s)
-    mode = "max" if params.rerank == "none" else params.rerank
+    settings = lib.rerank_settings()
+    fusion = params.options(lib).fusion or settings.params
+    rerank = params.rerank or settings.mode
+    mode = "max" if rerank == "none" else rerank
     res = rerank_scores(mode, sims[None, :], np.asarray([count]), fusion)
     z = sims.astype(np.float64) / fusion.temperature
     att = np.exp(z - z.max())

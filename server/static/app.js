@@ -35,7 +35,6 @@ function optionParams() {
     if (el.type === "checkbox") { if (el.checked) out.set(key, "true"); continue; }
     if (el.value !== "" && !(key === "tag_min" && !form.elements.tag.value)) out.set(key, el.value);
   }
-  if (out.get("rerank") === "fusion") out.delete("rerank");
   return out;
 }
 

@@ -3,6 +3,8 @@ batch, clip upload, more-like-this, track timelines, filters, per-artist cap and
 
 from __future__ import annotations
 
+import shutil
+import typing
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,10 @@ import numpy as np
 import pytest
 
 from songseek.engine.audio import decode
+from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop
 from songseek.engine.query.search import Library
+from songseek.engine.storage.writer import LibraryWriter
+from songseek.server.query import SearchParams
 from tests.server.server_helpers import QUERY, LiveServer, cli_search
 
 
@@ -202,3 +207,31 @@ def test_page_is_served_offline(client: httpx.Client) -> None:
     assert "/static/app.js" in page.text and "http" not in page.text.split("<body>")[1]  # no CDN
     assert client.get("/static/app.js").status_code == 200
     assert "access-control-allow-origin" not in client.get("/api/health", headers={"Origin": "http://evil"}).headers
+
+
+def test_the_servers_rerank_modes_are_the_engines() -> None:
+    assert set(typing.get_args(typing.get_args(SearchParams.model_fields["rerank"].annotation)[0])) == \
+        set(RERANK_MODES)
+
+
+def test_a_librarys_saved_rerank_is_the_servers_default_as_the_clis(library: Path, tmp_path: Path) -> None:
+    """No rerank option in the request: the library's saved settings (`bench rerank --save`), as in
+    `songseek search`, not a mode of the server's own."""
+    copy = tmp_path / "lib"
+    shutil.copytree(library, copy)
+    lib = open_lib(copy)
+    with LibraryWriter(copy) as writer:
+        writer.set_rerank(RerankSettings("mean", params_for_hop(lib.manifest.hop_s, segment_s=20.0)).to_json())
+        writer.commit()
+    lib = open_lib(copy)
+    opts = SearchParams.model_validate({}).options(lib)
+    assert opts.rerank is None and opts.fusion is None  # the engine reads the manifest
+    got = [(h.track_id, h.segment.start_s, h.segment.end_s) for h in lib.search(QUERY, options=opts)]
+    want = cli_search(copy, QUERY, "-k", "10")
+    assert got == [(h["track_id"], h["start_s"], h["end_s"]) for h in want]
+    explicit = cli_search(copy, QUERY, "-k", "10", "--rerank", "mean", "--segment-s", "20")
+    assert got == [(h["track_id"], h["start_s"], h["end_s"]) for h in explicit]
+    # a value given in the request goes on top of the saved parameters
+    tuned = SearchParams.model_validate({"temperature": 0.5}).options(lib)
+    assert tuned.fusion is not None and tuned.fusion.temperature == 0.5
+    assert tuned.fusion.segment_kernel == lib.rerank_settings().params.segment_kernel
