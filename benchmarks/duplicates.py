@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from songseek.benchmarks.duplicate_variants import dynamics_change_db, variants, write_audio
+from songseek.benchmarks.duplicate_variants import dynamics_change_db, trim_residual_db, variants, write_audio
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
 from songseek.benchmarks.synth.score import Score, sample_score
 from songseek.engine.analysis.duplicates import DuplicateParams, find_duplicates
@@ -33,6 +33,7 @@ _SWAP = {"piano": "organ", "organ": "piano", "guitar": "bells", "bells": "guitar
          "flute": "lead", "strings": "piano"}
 REAL_RATE = 32000
 COMPRESSED_MIN_DB = 2.0   # a "compressed" variant whose loudness envelope moved less is labelled level 1
+CUT_TRIM_DB = -30.0       # a "cut" variant this close to a trimmed copy (a loop cut by whole periods) is level 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
             y, ysr = fn(x, sr) if fn is not None else (x, sr)
             if vname == "compressed" and dynamics_change_db(x, y, sr) < COMPRESSED_MIN_DB:
                 level = 1  # a stationary recording (the whale): the compressor only changed the gain
+            if vname == "cut" and trim_residual_db(x, y) < CUT_TRIM_DB:
+                level = 1  # a loop cut by whole periods is, sample for sample, a trimmed copy
             put(f"{fam}__{vname.replace('%', 'pc')}", y, ysr, codec, Label(fam, level, vname, ""))
 
     for i in range(spec.synth_tracks):

@@ -74,6 +74,11 @@ class DuplicateParams:
     band_db: float = 2.0            # ... band balance within this (dB; EQ remasters: 3.4 and more) ...
     dynamics_db: float = 1.0        # ... loudness envelope within this (dB over 256 ms; compressed: 2 and more) ...
     timbre_db: float = 0.7          # ... and band differences within this (other instruments: 1 dB and more)
+    # A pair that is level 1 in everything but its loudness envelope is another master (level 2) only when
+    # the envelope change follows the loudness, |level_corr| at least this (compressed masters on seed 9:
+    # 0.87-1.0; two sections of one score with other note velocities, merged at level 2 before: -0.24);
+    # otherwise it is another performance of the same notes: level 3 at most.
+    level_corr: float = 0.6
     max_partners: int = 50          # duplicates of duplicates are followed from tracks with at most this many
     audio: bool = True              # decode candidate pairs to confirm them
     min_level: int = 3              # the weakest match reported: 1 same recording only, 2 also masters/edits, 3 all
@@ -240,6 +245,11 @@ def pair_level(p: DuplicateParams, aligned: bool, version: bool, duration_ratio:
                 and audio.one_lag >= p.one_lag and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db
                 and audio.dynamics_db <= p.dynamics_db and audio.timbre_db <= p.timbre_db):
             return 1
+        same_but_loudness = (audio.coverage >= p.audio_cover1 and audio.one_lag >= p.one_lag
+                             and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db
+                             and audio.timbre_db <= p.timbre_db)
+        if same_but_loudness and abs(audio.level_corr) < p.level_corr:
+            return 3 if version else 0  # the same notes at other loudness, note by note: another performance
         if audio.coverage >= p.audio_cover and audio.agreement >= p.audio_agreement and audio.two_lags >= p.two_lags:
             return 2
         return 3 if version else 0

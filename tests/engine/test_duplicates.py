@@ -3,6 +3,7 @@ user marks, the stored table under --where, and collapsed searches."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,25 @@ def test_a_possible_version_needs_comparable_lengths() -> None:
     same = FingerprintMatch(coverage=1.0, one_lag=1.0, two_lags=1.0, lag_s=0.0, agreement=0.99, band_db=0.0,
                             dynamics_db=0.0, matched_s=15.0, lag_cover=1.0, timbre_db=0.0)
     assert pair_level(p, True, True, 0.13, 1.0, 0.95, same) == 1
+
+
+def test_a_changed_loudness_envelope_is_a_master_only_when_it_follows_the_level() -> None:
+    """Found at one lag with the same bands, only the loudness envelope differs: a compressed master when
+    the difference follows the loudness (level_corr), another performance (level 3 at most) when it does
+    not (seed 9: two sections of one score, other note velocities, level_corr -0.24, were merged at 2).
+    An edit (found at two lags) or an EQ change is level 2 whatever its envelope does."""
+    p = DuplicateParams()
+
+    def match(dynamics_db: float, level_corr: float) -> FingerprintMatch:
+        return FingerprintMatch(coverage=1.0, one_lag=1.0, two_lags=1.0, lag_s=0.0, agreement=0.8, band_db=0.04,
+                                dynamics_db=dynamics_db, matched_s=28.0, lag_cover=0.95, timbre_db=0.08,
+                                level_corr=level_corr)
+
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(3.5, 0.95)) == 2     # compressed
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(3.5, -0.9)) == 2     # either side compressed
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(1.04, -0.24)) == 0   # other velocities
+    assert pair_level(p, True, True, 1.0, 1.0, 0.95, match(1.04, -0.24)) == 3    # ... a possible version
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(0.5, 0.0)) == 1      # envelope kept: untouched
+    edit = dataclasses.replace(match(1.9, -0.54), one_lag=0.5, lag_cover=0.6)    # a cut straddling blocks
+    eq = dataclasses.replace(match(1.3, 0.1), band_db=3.7)
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, edit) == 2 == pair_level(p, True, False, 1.0, 1.0, 0.95, eq)

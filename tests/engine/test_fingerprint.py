@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from songseek.engine.analysis.fingerprint import FRAME_S, RATE, block_lags, compare, fingerprint
+from songseek.engine.analysis.fingerprint import FRAME_S, RATE, Fingerprint, block_lags, compare, fingerprint
 
 
 def _tones(seed: int, seconds: float = 30.0, partials: tuple[float, ...] = (1.0, 0.3)) -> np.ndarray:
@@ -74,3 +74,57 @@ def test_a_trimmed_copy_of_a_loop_is_found_at_one_lag() -> None:
     m = compare(fingerprint(x), fingerprint(0.7 * x[int(2.9 * RATE):]))
     assert m.one_lag >= 0.95 and m.lag_cover >= 0.95
     assert abs(m.lag_s - 2.9) <= 2 * FRAME_S or abs(abs(m.lag_s) - 2.9) <= 2 * FRAME_S
+
+
+def _played(seed: int, velocities: int, seconds: float = 30.0) -> np.ndarray:
+    """The notes of ``_tones(seed)`` (same pitches, same times), each at a velocity drawn from ``velocities``."""
+    notes, vel = np.random.default_rng(seed), np.random.default_rng(velocities)
+    n = int(seconds * RATE)
+    out = 0.01 * np.random.default_rng(seed + 1000).standard_normal(n)
+    step = RATE // 4
+    t = np.arange(step) / RATE
+    for i in range(0, n - step, step):
+        f = 220.0 * 2 ** (notes.integers(0, 24) / 12)
+        out[i:i + step] += float(vel.uniform(0.4, 1.0)) * np.sin(2 * np.pi * f * t) * np.hanning(step)
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
+def _compressed(x: np.ndarray) -> np.ndarray:
+    """4:1 above the median 50 ms level: loud passages turned down more than quiet ones."""
+    win = RATE // 20
+    level = 10 * np.log10(np.convolve(x.astype(np.float64) ** 2, np.ones(win) / win, mode="same") + 1e-12)
+    over = np.maximum(level - np.median(level), 0.0)
+    return (x * 10 ** (-over * 0.75 / 20)).astype(np.float32)
+
+
+def test_a_compressed_master_changes_the_loudness_with_the_level_and_other_velocities_do_not() -> None:
+    x = _played(5, velocities=6)
+    master = compare(fingerprint(x), fingerprint(_compressed(x)))
+    again = compare(fingerprint(x), fingerprint(_played(5, velocities=7)))  # same notes, played again
+    for m in (master, again):  # both found at one lag, both with a changed loudness envelope
+        assert m.coverage >= 0.9 and m.one_lag >= 0.9 and m.dynamics_db > 1.0
+    assert abs(master.level_corr) > 0.8 > 0.4 > abs(again.level_corr)
+
+
+def _fp(bits: np.ndarray) -> Fingerprint:
+    n = len(bits)
+    return Fingerprint(bits.astype(np.float32), np.zeros((n, 33), np.float32), np.ones(n, bool),
+                       np.zeros(n, np.float32))
+
+
+def test_bars_before_a_cut_that_only_resemble_the_bars_after_are_not_at_the_one_lag() -> None:
+    """A cut of bars from a section that repeats (seed 5: a drum intro): the part after the cut (the longer)
+    sets the one lag; the bars before the cut agree there at 0.35 (the same pattern at other velocities),
+    above the 0.3 a block needs, but at 1.0 at their own lag. They are not at the one lag, so the cut is
+    an edit (found at two lags), not a trimmed copy."""
+    rng = np.random.default_rng(9)
+    t_b, cut_at, cut_len = 3000, 640, 400
+    base = np.sign(rng.standard_normal((t_b, 32)))
+    early = np.arange(cut_at + cut_len)   # frames that repeat (agree at 0.35) one cut length later
+    keep = rng.random((len(early), 32)) < 0.675
+    base[early[early >= cut_len]] = np.where(keep[early >= cut_len], base[early[early >= cut_len] - cut_len],
+                                             -base[early[early >= cut_len] - cut_len])
+    cut = np.concatenate([base[:cut_at], base[cut_at + cut_len:]])
+    m = compare(_fp(base), _fp(cut))
+    assert m.lag_s == pytest.approx(cut_len * FRAME_S)              # the longer part's lag
+    assert m.coverage == 1.0 and m.one_lag < 0.9 <= m.two_lags      # the bars before the cut: their own lag
