@@ -61,20 +61,26 @@ def _cut(x: np.ndarray, sr: int, seconds: float) -> np.ndarray:
 def other_piece(score: Score) -> Score:
     """Another piece with the same instruments, tempo, key, mode and section layout (a hard negative).
 
-    Every section kind gets another chord progression of its mode (a rotation of another progression),
-    picked among those that share the fewest bars' chords with the original, so the piano, organ, strings,
-    guitar, bass and bells play other notes; the note seed changes too (melody, velocities, timbre noise).
-    The drums keep their pattern: it is set by the section's density, which stays (a stock beat is shared
-    by different pieces). Keeping the progressions (the generator before session 5's fix) gave the same
-    backing track under another melody, which is not a different piece.
+    Every section kind gets another chord progression: a progression of the mode, rotated and moved by
+    0-6 scale degrees (I-IV-V-I in minor moved by two degrees is the relative major's), picked among those
+    that share the fewest bars' chords with the original at any whole-bar lag (at most one bar in four),
+    then at lag 0 (none on seeds 1-39), so the piano, organ, strings, guitar, bass and bells play other
+    notes; the note seed changes too (melody, velocities, timbre noise). The drums keep their pattern:
+    it is set by the section's density, which stays (a stock beat is shared by different pieces).
+    Keeping the progressions (the generator before session 5's fix) gave the same backing track under
+    another melody, which is not a different piece; minimising the shared bars at lag 0 only (the first
+    fix) left seed 17's synth1 with three bars in four the same one bar later.
     """
     rng = track_rng(score.seed, 0, 7919)
     chosen: dict[tuple[int, ...], tuple[int, ...]] = {}
     for prog in dict.fromkeys(sec.progression for sec in score.sections):
-        same = {prog[k:] + prog[:k] for k in range(len(prog))}
-        cands = sorted({q[k:] + q[:k] for q in PROGRESSIONS[score.mode] for k in range(len(q))} - same)
-        shared = [sum(int(a == b) for a, b in zip(q, prog)) for q in cands]
-        best = [q for q, n in zip(cands, shared) if n == min(shared)]
+        n = len(prog)
+        shifts = [prog[k:] + prog[:k] for k in range(n)]
+        cands = sorted({r[k:] + r[:k] for q in PROGRESSIONS[score.mode] for t in range(7)
+                        for r in [tuple((d + t) % 7 for d in q)] for k in range(len(r))} - set(shifts))
+        shared = [(max(sum(int(a == b) for a, b in zip(q, p)) for p in shifts),
+                   sum(int(a == b) for a, b in zip(q, prog))) for q in cands]  # any lag, then lag 0
+        best = [q for q, m in zip(cands, shared) if m == min(shared)]
         chosen[prog] = best[int(rng.integers(len(best)))]
     sections = tuple(dataclasses.replace(sec, progression=chosen[sec.progression]) for sec in score.sections)
     return dataclasses.replace(score, seed=score.seed + 7919, sections=sections)
@@ -257,7 +263,7 @@ def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", rando
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    key = f"g3-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
+    key = f"g4-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
     out = work / key
     labels_file = out / "labels.json"
     if labels_file.is_file():

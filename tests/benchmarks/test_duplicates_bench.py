@@ -23,9 +23,11 @@ def test_score_pairs_counts_levels_false_merges_and_hard_negatives() -> None:
 
 def test_other_piece_keeps_the_setting_and_changes_every_progression() -> None:
     """The hard negative is another piece: same instruments, tempo, key, mode and section layout, but each
-    section's chords are another progression of its mode, with no bar's chord in common (seeds 1-39, 10 tracks
-    each: never one), so the accompaniment plays other notes (before: the same backing, another melody)."""
-    for seed in (3, 11, 13):
+    section's chords are another progression of its mode (rotated, moved by scale degrees), sharing at most
+    one bar's chord in four with the original at any whole-bar lag (seed 17: a progression with no bar in
+    common at lag 0 shared three in four one bar later, and was merged at level 2), so the accompaniment
+    plays other notes (before session 5: the same backing under another melody)."""
+    for seed in (3, 11, 13, 17):
         for i in range(4):
             score = sample_score(seed, i)
             other = other_piece(score)
@@ -35,7 +37,9 @@ def test_other_piece_keeps_the_setting_and_changes_every_progression() -> None:
             for a, b in zip(score.sections, other.sections):
                 assert (a.kind, a.start_s, a.end_s, a.instruments, a.dynamics, a.density, a.fade_out) == (
                     b.kind, b.start_s, b.end_s, b.instruments, b.dynamics, b.density, b.fade_out)
-                rotations = {a.progression[k:] + a.progression[:k] for k in range(len(a.progression))}
-                assert b.progression not in rotations
-                assert any(b.progression in {q[k:] + q[:k] for k in range(len(q))} for q in PROGRESSIONS[score.mode])
-                assert sum(x == y for x, y in zip(a.progression, b.progression)) == 0
+                n = len(a.progression)
+                shifts = [a.progression[k:] + a.progression[:k] for k in range(n)]
+                assert b.progression not in shifts
+                assert any(tuple((d + t) % 7 for d in b.progression) in {q[k:] + q[:k] for k in range(len(q))}
+                           for q in PROGRESSIONS[score.mode] for t in range(7))
+                assert max(sum(x == y for x, y in zip(p, b.progression)) for p in shifts) <= 1
