@@ -4,8 +4,9 @@
 The labelled set: base tracks (synthesised, and real recordings from ../shared/data/audio when present),
 each with the variants of duplicate_variants.py (level 1: re-encodes, resampling, gain, trims, silence;
 level 2: EQ, compression, a cut section, +3 % tempo) and, for synthesised bases, a level-3 *version* (the
-same score arranged for other instruments). Hard negatives: the same score family with other notes (same
-instruments, tempo, key, structure), two non-overlapping sections of one track, and quiet sparse pieces.
+same score arranged for other instruments). Hard negatives: another piece of the same family (`other_piece`:
+same instruments, tempo, key and section layout, other chord progressions, so other accompaniment notes,
+and another melody), two non-overlapping sections of one track, and quiet sparse pieces.
 The truth level of two files of one base is the worse of their levels (the base is 0); files of
 different bases are not duplicates. A "compressed" variant whose loudness envelope the compressor did not
 move (a stationary recording) is labelled level 1: it is the recording with its gain changed.
@@ -24,7 +25,7 @@ import numpy as np
 
 from songseek.benchmarks.duplicate_variants import dynamics_change_db, trim_residual_db, variants, write_audio
 from songseek.benchmarks.synth.audio import SAMPLE_RATE, render
-from songseek.benchmarks.synth.score import Score, sample_score
+from songseek.benchmarks.synth.score import PROGRESSIONS, Score, sample_score, track_rng
 from songseek.engine.analysis.duplicates import DuplicateParams, find_duplicates
 from songseek.engine.errors import UsageError
 from songseek.engine.query.search import Library
@@ -55,6 +56,34 @@ class Label:
 
 def _cut(x: np.ndarray, sr: int, seconds: float) -> np.ndarray:
     return x[: int(seconds * sr)].copy()
+
+
+def other_piece(score: Score) -> Score:
+    """Another piece with the same instruments, tempo, key, mode and section layout (a hard negative).
+
+    Every section kind gets another chord progression: a progression of the mode, rotated and moved by
+    0-6 scale degrees (I-IV-V-I in minor moved by two degrees is the relative major's), picked among those
+    that share the fewest bars' chords with the original at any whole-bar lag (at most one bar in four),
+    then at lag 0 (none on seeds 1-39), so the piano, organ, strings, guitar, bass and bells play other
+    notes; the note seed changes too (melody, velocities, timbre noise). The drums keep their pattern:
+    it is set by the section's density, which stays (a stock beat is shared by different pieces).
+    Keeping the progressions (the generator before session 5's fix) gave the same backing track under
+    another melody, which is not a different piece; minimising the shared bars at lag 0 only (the first
+    fix) left seed 17's synth1 with three bars in four the same one bar later.
+    """
+    rng = track_rng(score.seed, 0, 7919)
+    chosen: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for prog in dict.fromkeys(sec.progression for sec in score.sections):
+        n = len(prog)
+        shifts = [prog[k:] + prog[:k] for k in range(n)]
+        cands = sorted({r[k:] + r[:k] for q in PROGRESSIONS[score.mode] for t in range(7)
+                        for r in [tuple((d + t) % 7 for d in q)] for k in range(len(r))} - set(shifts))
+        shared = [(max(sum(int(a == b) for a, b in zip(q, p)) for p in shifts),
+                   sum(int(a == b) for a, b in zip(q, prog))) for q in cands]  # any lag, then lag 0
+        best = [q for q, m in zip(cands, shared) if m == min(shared)]
+        chosen[prog] = best[int(rng.integers(len(best)))]
+    sections = tuple(dataclasses.replace(sec, progression=chosen[sec.progression]) for sec in score.sections)
+    return dataclasses.replace(score, seed=score.seed + 7919, sections=sections)
 
 
 def _quiet_score(seed: int, i: int) -> Score:
@@ -95,7 +124,7 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
             for sec in score.sections))
         put(f"{fam}__version", _cut(render(version), SAMPLE_RATE, spec.max_seconds), SAMPLE_RATE, "flac",
             Label(fam, 3, "version", ""))
-        other = dataclasses.replace(score, seed=score.seed + 7919)  # same family, other notes
+        other = other_piece(score)
         put(f"{fam}-othernotes__base", _cut(render(other), SAMPLE_RATE, spec.max_seconds), SAMPLE_RATE, "flac",
             Label(f"{fam}-othernotes", 0, "base", fam))
     whole = render(sample_score(spec.seed, 10_000))
@@ -234,7 +263,7 @@ def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", rando
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    key = f"g2-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
+    key = f"g4-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
     out = work / key
     labels_file = out / "labels.json"
     if labels_file.is_file():

@@ -29,7 +29,7 @@ MIN_SECTION_S, MAX_SECTION_S = 10.0, 60.0
 MIN_BPM, MAX_BPM = 60, 180
 
 # Chord progressions as scale degrees (0 = tonic), one chord per bar.
-_PROGRESSIONS = {
+PROGRESSIONS = {
     "major": ((0, 4, 5, 3), (0, 3, 4, 3), (0, 5, 3, 4), (5, 3, 0, 4), (0, 3, 0, 4), (3, 4, 2, 5)),
     "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 5, 3, 4), (0, 3, 6, 2), (5, 6, 0, 0)),
 }
@@ -103,7 +103,7 @@ def sample_score(seed: int, index: int) -> Score:
     bars = _section_bars(rng, bar_s)
     kinds = _section_kinds(rng, len(bars))
     sets = _instrumentation(rng, kinds)
-    progressions = {kind: _PROGRESSIONS[mode][int(rng.integers(len(_PROGRESSIONS[mode])))]
+    progressions = {kind: PROGRESSIONS[mode][int(rng.integers(len(PROGRESSIONS[mode])))]
                     for kind in SECTION_KINDS}
     sections = []
     t = 0.0

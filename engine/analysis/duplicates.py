@@ -79,6 +79,10 @@ class DuplicateParams:
     # 0.87-1.0; two sections of one score with other note velocities, merged at level 2 before: -0.24);
     # otherwise it is another performance of the same notes: level 3 at most.
     level_corr: float = 0.6
+    # ... and a change of at least master_db (under dynamics_db) that follows the loudness that closely is a
+    # master too (level 2), not a copy (seed 13: a mild compressor, 0.87-0.90 dB at |level_corr| 0.99;
+    # level-1 copies with |level_corr| >= 0.6 on seeds 3-13: 0.16 dB at most, the others 0.54 dB at most).
+    master_db: float = 0.5
     max_partners: int = 50          # duplicates of duplicates are followed from tracks with at most this many
     audio: bool = True              # decode candidate pairs to confirm them
     min_level: int = 3              # the weakest match reported: 1 same recording only, 2 also masters/edits, 3 all
@@ -243,7 +247,8 @@ def pair_level(p: DuplicateParams, aligned: bool, version: bool, duration_ratio:
         # no mean-agreement bound here: Opus 64k of a synth pad agrees at 0.54; the bounds below decide
         if (audio.coverage >= p.audio_cover1
                 and audio.one_lag >= p.one_lag and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db
-                and audio.dynamics_db <= p.dynamics_db and audio.timbre_db <= p.timbre_db):
+                and audio.dynamics_db <= p.dynamics_db and audio.timbre_db <= p.timbre_db
+                and not (audio.dynamics_db >= p.master_db and abs(audio.level_corr) >= p.level_corr)):
             return 1
         same_but_loudness = (audio.coverage >= p.audio_cover1 and audio.one_lag >= p.one_lag
                              and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from songseek.benchmarks.duplicates import Label, score_pairs, truth_level
+from songseek.benchmarks.duplicates import Label, other_piece, score_pairs, truth_level
+from songseek.benchmarks.synth.score import PROGRESSIONS, sample_score
 
 
 def test_score_pairs_counts_levels_false_merges_and_hard_negatives() -> None:
@@ -18,3 +19,27 @@ def test_score_pairs_counts_levels_false_merges_and_hard_negatives() -> None:
     assert (l2.predicted, l2.correct, l2.truth, l2.found) == (1, 1, 2, 2)    # a~a2 found closer counts
     assert (l3.predicted, l3.correct) == (1, 0) and math.isnan(l3.recall)
     assert r.false_merges == 1 and r.hard_negative_pairs == 3 and r.hard_negative_merges["3"] == 1
+
+
+def test_other_piece_keeps_the_setting_and_changes_every_progression() -> None:
+    """The hard negative is another piece: same instruments, tempo, key, mode and section layout, but each
+    section's chords are another progression of its mode (rotated, moved by scale degrees), sharing at most
+    one bar's chord in four with the original at any whole-bar lag (seed 17: a progression with no bar in
+    common at lag 0 shared three in four one bar later, and was merged at level 2), so the accompaniment
+    plays other notes (before session 5: the same backing under another melody)."""
+    for seed in (3, 11, 13, 17):
+        for i in range(4):
+            score = sample_score(seed, i)
+            other = other_piece(score)
+            assert other == other_piece(score) and other.seed != score.seed
+            assert (other.tempo_bpm, other.key, other.mode) == (score.tempo_bpm, score.key, score.mode)
+            assert len(other.sections) == len(score.sections)
+            for a, b in zip(score.sections, other.sections):
+                assert (a.kind, a.start_s, a.end_s, a.instruments, a.dynamics, a.density, a.fade_out) == (
+                    b.kind, b.start_s, b.end_s, b.instruments, b.dynamics, b.density, b.fade_out)
+                n = len(a.progression)
+                shifts = [a.progression[k:] + a.progression[:k] for k in range(n)]
+                assert b.progression not in shifts
+                assert any(tuple((d + t) % 7 for d in b.progression) in {q[k:] + q[:k] for k in range(len(q))}
+                           for q in PROGRESSIONS[score.mode] for t in range(7))
+                assert max(sum(x == y for x, y in zip(p, b.progression)) for p in shifts) <= 1

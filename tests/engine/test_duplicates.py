@@ -148,6 +148,12 @@ def test_a_changed_loudness_envelope_is_a_master_only_when_it_follows_the_level(
     assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(1.04, -0.24)) == 0   # other velocities
     assert pair_level(p, True, True, 1.0, 1.0, 0.95, match(1.04, -0.24)) == 3    # ... a possible version
     assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(0.5, 0.0)) == 1      # envelope kept: untouched
+    # under dynamics_db, a change of master_db or more that follows the loudness is a mild compressor
+    # (seed 13: 0.87-0.90 dB at |level_corr| 0.99); copies that follow it stay far below (0.16 dB)
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(0.88, -0.99)) == 2
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(0.16, 0.91)) == 1
+    assert pair_level(p, True, False, 1.0, 1.0, 0.95, match(0.54, 0.54)) == 1    # silence-padded MP3 of real0
+    assert pair_level(dataclasses.replace(p, master_db=1.0), True, False, 1.0, 1.0, 0.95, match(0.88, -0.99)) == 1
     edit = dataclasses.replace(match(1.9, -0.54), one_lag=0.5, lag_cover=0.6)    # a cut straddling blocks
     eq = dataclasses.replace(match(1.3, 0.1), band_db=3.7)
     assert pair_level(p, True, False, 1.0, 1.0, 0.95, edit) == 2 == pair_level(p, True, False, 1.0, 1.0, 0.95, eq)
