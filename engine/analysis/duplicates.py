@@ -245,15 +245,14 @@ def pair_level(p: DuplicateParams, aligned: bool, version: bool, duration_ratio:
     version = version and duration_ratio >= p.version_ratio
     if audio is not None:
         # no mean-agreement bound here: Opus 64k of a synth pad agrees at 0.54; the bounds below decide
-        if (audio.coverage >= p.audio_cover1
-                and audio.one_lag >= p.one_lag and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db
-                and audio.dynamics_db <= p.dynamics_db and audio.timbre_db <= p.timbre_db
-                and not (audio.dynamics_db >= p.master_db and abs(audio.level_corr) >= p.level_corr)):
-            return 1
         same_but_loudness = (audio.coverage >= p.audio_cover1 and audio.one_lag >= p.one_lag
                              and audio.lag_cover >= p.lag_cover and audio.band_db <= p.band_db
                              and audio.timbre_db <= p.timbre_db)
-        if same_but_loudness and abs(audio.level_corr) < p.level_corr:
+        follows_loudness = abs(audio.level_corr) >= p.level_corr  # a compressor's or limiter's level mapping
+        if (same_but_loudness and audio.dynamics_db <= p.dynamics_db
+                and not (audio.dynamics_db >= p.master_db and follows_loudness)):
+            return 1
+        if same_but_loudness and not follows_loudness:
             return 3 if version else 0  # the same notes at other loudness, note by note: another performance
         if audio.coverage >= p.audio_cover and audio.agreement >= p.audio_agreement and audio.two_lags >= p.two_lags:
             return 2

@@ -38,9 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 TEXT_BACKENDS = ("torch", "onnx", "onnx-int8")
 AUTO = "auto"
 CACHE_ENV = "SONGSEEK_CACHE_DIR"
-# "matmul": only MatMul weights are int8 (an int8 file from before that change, which also quantised the
-# embedding tables, is named text-int8.onnx and is left unused)
+# "matmul": only MatMul weights are int8 (the int8 file from before that change, which also quantised the
+# embedding tables, was text-int8.onnx; the new export deletes it)
 FP32_FILE, INT8_FILE, CHOICE_FILE = "text-fp32.onnx", "text-int8-matmul.onnx", "choice.json"
+_OLD_INT8_FILE = "text-int8.onnx"
 # The checks a backend must pass to be chosen by default (the issue's thresholds).
 MIN_COSINE = {"torch": 1.0, "onnx": 0.9999, "onnx-int8": 0.99}
 # What ``auto`` may pick besides torch. int8 is left to those who ask for it: a cosine check cannot vouch for
@@ -132,6 +133,15 @@ class TextBackendState:
     choice: BackendChoice | None = None
 
 
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    _atomic_write_bytes(path, write)
+
+
 def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +198,7 @@ def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], f
         # gain (clap tower, 14 tokens: 17.7 vs 17.1 ms, interleaved; docs/encoders.md)
         _atomic_write_bytes(int8, lambda tmp: quantize_dynamic(
             str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]))
+        (folder / _OLD_INT8_FILE).unlink(missing_ok=True)  # ~125 MB no reader opens any more
 
 
 class OnnxTextSession:
@@ -275,12 +286,7 @@ def write_choice(folder: Path, choice: BackendChoice) -> None:
     except (OSError, ValueError):
         raw = {}
     raw[str(choice.threads)] = asdict(choice)
-    text = json.dumps(raw, indent=2, sort_keys=True) + "\n"
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-
-    _atomic_write_bytes(path, write)
+    _atomic_write_json(path, raw)
 
 
 @dataclass(frozen=True)
@@ -322,12 +328,7 @@ def write_ranking_check(folder: Path, check: RankingCheck) -> None:
     """Save ``check`` and forget the recorded backend choices, so that ``auto`` chooses again among the
     candidates the check allows (a failing check replaces an earlier passing one)."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(asdict(check), indent=2, sort_keys=True) + "\n"
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-
-    _atomic_write_bytes(folder / RANKING_FILE, write)
+    _atomic_write_json(folder / RANKING_FILE, asdict(check))
     (folder / CHOICE_FILE).unlink(missing_ok=True)
 
 

@@ -91,8 +91,9 @@ class TextTowerRunner:
             sessions = {} if choice is None or choice.chosen == "torch" else {
                 choice.chosen: onnx_text.OnnxTextSession(paths[choice.chosen], threads)}
             if choice is None:
+                candidates = onnx_text.auto_candidates(folder)  # reads the saved ranking check once
                 sessions = {name: onnx_text.OnnxTextSession(p, threads) for name, p in paths.items()
-                            if name in onnx_text.auto_candidates(folder)}
+                            if name in candidates}
                 runners: dict[str, Callable[[list[str]], np.ndarray]] = {"torch": self._run_torch}
                 for name, sess in sessions.items():
                     runners[name] = sess.run_texts(self._tokenize)

@@ -318,3 +318,14 @@ def test_a_saved_ranking_check_lets_auto_time_int8_and_a_failing_one_withdraws_i
     third.request("auto")
     c3 = third.state().choice
     assert c3 is not None and "onnx-int8" not in c3.min_cosine and c3.chosen != "onnx-int8"
+
+
+def test_a_new_int8_export_removes_the_old_int8_file(tmp_path: Path) -> None:
+    """The int8 file of before the MatMul-only change (embedding tables quantised too) is no longer read:
+    exporting the new one deletes it."""
+    pytest.importorskip("onnxruntime")
+    old = tmp_path / "text-int8.onnx"
+    old.write_bytes(b"an int8 model of the earlier kind")
+    onnx_text.export_text_tower(_Tower(), _tokenize(["a bb", "ccc dd e"]), tmp_path)
+    assert (tmp_path / onnx_text.FP32_FILE).is_file() and (tmp_path / onnx_text.INT8_FILE).is_file()
+    assert not old.exists()
