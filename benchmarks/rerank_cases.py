@@ -19,7 +19,7 @@ its candidates' windows (the rerank's whole input) and which candidates are rele
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 
 import numpy as np
@@ -27,8 +27,10 @@ import numpy as np
 from songseek.benchmarks.longtext_planted import BagOfWordsEncoder, make_planted_captions
 from songseek.benchmarks.planted import make_planted
 from songseek.benchmarks.synth import iter_tracks
+from songseek.benchmarks.synth.dataset import synth_track
 from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
+from songseek.engine.query.kind import Kind, text_kind
 from songseek.engine.query.longtext import embed_chunked
 
 
@@ -66,6 +68,13 @@ class Case:
     spans: np.ndarray
     span_cand: np.ndarray
     bounds: list[np.ndarray]
+    forms: tuple[Kind, ...] = ()
+
+    def query_kind(self, q: int) -> Kind:
+        """What query q describes as the engine reads its form (engine/query/kind.py): the text's for a
+        text query; None for vectors, audio queries (excerpts, and the tracks of audio→text) and chunked
+        captions (``forms`` empty: None for every query)."""
+        return self.forms[q] if self.forms else None
 
     @property
     def name(self) -> str:
@@ -184,10 +193,29 @@ def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
                    l2_normalize(np.asarray(examples, np.float32)), np.asarray(ex_spans, np.float64))
 
 
-def demo_cases(d: DemoSet, dataset: str) -> list[Case]:
-    """The demo model's query kinds (module docstring) on one embedded set."""
+def demo_texts(seed: int, n_tracks: int) -> dict[str, list[str]]:
+    """The caption texts of ``embed_demo_set(encoder, seed, n_tracks)``, level by level, in its order."""
+    texts: dict[str, list[str]] = {"whole": [], "tags": [], "section": []}
+    for i in range(n_tracks):
+        t = synth_track(seed, i)
+        texts["whole"].append(t.caption)
+        texts["tags"].append(t.tags)
+        texts["section"] += list(t.section_captions)
+    return texts
+
+
+def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = None) -> list[Case]:
+    """The demo model's query kinds (module docstring) on one embedded set. ``texts`` (``demo_texts``) gives
+    each query its form (Case.forms); without them every form is None."""
     n = len(d.frames)
     own = d.owner
+    forms: dict[str, tuple[Kind, ...]] = {}
+    if texts is not None:
+        forms = {level: tuple(text_kind(t) for t in texts[level]) for level in texts}
+        forms["long"] = (None,) * n  # past the token limit: scored chunk by chunk
+        forms["example"] = (None,) * n  # an audio query: not known (engine/query/kind.py)
+        for level in ("whole", "section", "tags"):
+            forms[f"a2t-{level}"] = (None,) * n  # audio→text: the query is a track, not known
     out = [
         _t2a_case(dataset, "whole", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"]),
         _t2a_case(dataset, "long", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"], chunks=d.long_chunks),
@@ -197,6 +225,9 @@ def demo_cases(d: DemoSet, dataset: str) -> list[Case]:
         _t2a_case(dataset, "example", "a2a", d.examples, d.frames, d.bounds, np.arange(n)),
     ]
     out += [_a2t_case(dataset, level, d.frames, d.texts[level], own[level]) for level in ("whole", "section", "tags")]
+    if forms:
+        keys = ("whole", "long", "section", "tags", "example", "a2t-whole", "a2t-section", "a2t-tags")
+        out = [replace(c, forms=forms[k]) for c, k in zip(out, keys, strict=True)]
     return out
 
 

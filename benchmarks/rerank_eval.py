@@ -1,6 +1,7 @@
 """Metrics of one rerank rule on one :class:`~songseek.benchmarks.rerank_cases.Case`.
 
-A rule maps one query's candidate similarities (float (B, C, T), lengths int64 (B,)) to a FusionResult
+A rule maps one query's candidate similarities (float (B, C, T), lengths int64 (B,)) and its kind
+(engine/query/kind.py; None: not known) to a FusionResult
 (engine/query/fusion.py): scores rank the candidates, the segment of the candidate that carries the
 query's true span is compared with it. Ties are pessimistic; mAP@10 divides by the number of relevant
 candidates; intervals are 95 % percentile bootstraps over queries (benchmarks/metrics.py).
@@ -16,17 +17,19 @@ import numpy as np
 from songseek.benchmarks.metrics import metrics_ci, per_query_values, retrieval_metrics_from_scores, segment_iou
 from songseek.benchmarks.rerank_cases import Case
 from songseek.engine.query.fusion import FusionResult, RerankSettings
+from songseek.engine.query.kind import Kind, resolve_mode
 from songseek.engine.query.longtext import chunk_scores
 
-Rule = Callable[[np.ndarray, np.ndarray], FusionResult]
+Rule = Callable[[np.ndarray, np.ndarray, Kind], FusionResult]
 KS = (1, 5, 10)
 
 
 def settings_rule(settings: RerankSettings) -> Rule:
-    """The engine's rule for ``settings`` (what `songseek search --rerank MODE` computes)."""
+    """The engine's rule for ``settings`` (what `songseek search --rerank MODE` computes for a query of
+    that kind: ``auto`` resolves by it, as Library.rerank does)."""
 
-    def rule(sims: np.ndarray, lengths: np.ndarray) -> FusionResult:
-        return chunk_scores(sims, lengths, settings.params, mode=settings.mode)
+    def rule(sims: np.ndarray, lengths: np.ndarray, kind: Kind) -> FusionResult:
+        return chunk_scores(sims, lengths, settings.params, mode=resolve_mode(settings.mode, kind))
 
     return rule
 
@@ -45,7 +48,7 @@ def evaluate_case(case: Case, rule: Rule, ci: bool = True) -> CaseResult:
     scores = np.zeros((case.n_queries, case.sims[0].shape[0]), np.float64)
     ious = np.full(case.n_queries, np.nan)
     for q in range(case.n_queries):
-        res = rule(case.sims[q], case.lengths[q])
+        res = rule(case.sims[q], case.lengths[q], case.query_kind(q))
         scores[q] = res.score
         if np.isfinite(case.spans[q]).all():
             c, b = int(case.span_cand[q]), case.bounds[q]

@@ -27,6 +27,7 @@ from songseek.benchmarks.rerank_cases import (
     Case,
     caption_cases,
     demo_cases,
+    demo_texts,
     embed_demo_set,
     load_demo_set,
     planted_cases,
@@ -35,13 +36,14 @@ from songseek.benchmarks.rerank_cases import (
 from songseek.benchmarks.rerank_eval import CaseResult, Rule, evaluate_case, settings_rule
 from songseek.engine.encoders import load_encoder
 from songseek.engine.query.fusion import DEFAULT_RERANK, FusionParams, FusionResult, RerankSettings, fuse
+from songseek.engine.query.kind import Kind
 
-REPORT_MODES = ("hedge", "fusion", "blend", "fusion@raw", "mean", "max")
+REPORT_MODES = ("auto", "hedge", "part", "whole", "fusion", "blend", "fusion@raw", "mean", "max")
 PLANTED_SEED, CAPTION_SEED, DEMO_SEEDS = 3, 3, (3, 4)
 TARGET_POINTS = 1.0
 
 
-def _raw_fusion(sims: np.ndarray, lengths: np.ndarray) -> FusionResult:
+def _raw_fusion(sims: np.ndarray, lengths: np.ndarray, kind: Kind = None) -> FusionResult:
     """The previous default: CoLLAP at tau = 0.05 on raw cosines (not scale-free), chunks averaged."""
     params = FusionParams(temperature=0.05)
     b, c, t = sims.shape
@@ -82,7 +84,7 @@ def build_cases(planted_tracks: int, demo_tracks: int, cache: Path | None,
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     save_demo_set(d, str(path))
-            cases += demo_cases(d, f"demo-seed{seed}")
+            cases += demo_cases(d, f"demo-seed{seed}", demo_texts(seed, demo_tracks))
     return cases
 
 

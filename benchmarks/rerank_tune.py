@@ -36,8 +36,11 @@ class FusionChanges(TypedDict, total=False):
 
 # (label, mode, parameter changes): the default first, then the alternatives worth measuring.
 SETTINGS: tuple[tuple[str, str, FusionChanges], ...] = (
+    ("auto", "auto", {}),
     ("hedge", "hedge", {}),
     ("hedge, weight 2", "hedge", {"hedge_weight": 2.0}),
+    ("part", "part", {}),
+    ("whole", "whole", {}),
     ("fusion", "fusion", {}),
     ("fusion, max-leaning (gamma_k 0.2, tau 0.2)", "fusion", {"gamma_k": 0.2, "gamma_t": 0.8, "temperature": 0.2}),
     ("fusion, mean-leaning (gamma_k 0.5, tau 0.5)", "fusion", {"gamma_k": 0.5, "gamma_t": 0.5, "temperature": 0.5}),
@@ -74,7 +77,7 @@ def tune_rerank(lib: Library, queries: QuerySet, candidates: int | None = None, 
     out: dict[str, tuple[RerankSettings, ModeResult]] = {}
     for label, settings in candidate_settings(lib).items():
         res, _ = text_to_audio(lib, prepared.vectors, prepared.relevant, [settings.mode], settings.params,
-                               DEFAULT_KS, plan, prepared.spans, prepared.texts, ci)
+                               DEFAULT_KS, plan, prepared.spans, prepared.texts, ci, kinds=prepared.kinds)
         out[label] = (settings, res[settings.mode])
 
     def key(label: str) -> tuple[float, float, float]:

@@ -37,6 +37,7 @@ from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query import longtext
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop, rerank_scores
+from songseek.engine.query.kind import Kind, text_kind
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig, index_paths
@@ -153,18 +154,21 @@ _Block = tuple[list[list[str]], np.ndarray]  # ranked id lists (cut after the fi
 
 
 def _rank_block(lib: Library, vectors: np.ndarray, relevant: Sequence[frozenset[str]], mode: str,
-                fusion: FusionParams, plan: SearchPlan, texts: Sequence[str | None] | None = None) -> _Block:
-    """Search one block of queries; keep each ranked list up to max(10, first relevant position)."""
+                fusion: FusionParams, plan: SearchPlan, texts: Sequence[str | None] | None = None,
+                kinds: Sequence[Kind] | None = None) -> _Block:
+    """Search one block of queries; keep each ranked list up to max(10, first relevant position).
+    ``kinds``: what each query describes (engine/query/kind.py), for the ``auto`` rerank."""
     opts = SearchOptions(k=plan.k, rerank=mode, candidates=plan.candidates, fusion=fusion, exact=plan.exact)
 
     def ask(qi: int, o: SearchOptions) -> list[Any]:
         text = texts[qi] if texts is not None else None
         if text is not None:  # a long text: the engine scores its sentence chunks
             return lib.search(text, options=o)
-        return lib.search_vectors(vectors[qi : qi + 1], o)[0]
+        return lib.search_vectors(vectors[qi : qi + 1], o, None if kinds is None else [kinds[qi]])[0]
 
     short = [qi for qi in range(len(relevant)) if texts is None or texts[qi] is None]
-    batch = dict(zip(short, lib.search_vectors(vectors[short], opts))) if short else {}
+    short_kinds = None if kinds is None else [kinds[qi] for qi in short]
+    batch = dict(zip(short, lib.search_vectors(vectors[short], opts, short_kinds))) if short else {}
     lists: list[list[str]] = []
     seg = np.full((len(relevant), 2), np.nan)
     for qi, rel in enumerate(relevant):
@@ -183,13 +187,13 @@ _WORKER_LIBS: dict[str, Library] = {}
 
 
 def _worker_block(root: str, vectors: np.ndarray, relevant: list[frozenset[str]], mode: str,
-                  fusion: FusionParams, plan: SearchPlan) -> _Block:
+                  fusion: FusionParams, plan: SearchPlan, kinds: Sequence[Kind] | None = None) -> _Block:
     """Process-pool entry point: open the library once per process, search one block."""
     if root not in _WORKER_LIBS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _WORKER_LIBS[root] = Library.open(root)
-    return _rank_block(_WORKER_LIBS[root], vectors, relevant, mode, fusion, plan)
+    return _rank_block(_WORKER_LIBS[root], vectors, relevant, mode, fusion, plan, kinds=kinds)
 
 
 @contextmanager
@@ -210,8 +214,10 @@ def _single_threaded_children() -> Iterator[None]:
 
 def rank_queries(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence[str]], modes: Sequence[str],
                  fusion: FusionParams, plan: SearchPlan, texts: Sequence[str | None] | None = None,
-                 workers: int = 1, progress: Progress | None = None) -> dict[str, QueryRanks]:
-    """Run every query (float32 (Q, dim) ``vectors``; ``texts[q]`` set for long texts the engine chunks)
+                 workers: int = 1, progress: Progress | None = None, kinds: Sequence[Kind] | None = None
+                 ) -> dict[str, QueryRanks]:
+    """Run every query (float32 (Q, dim) ``vectors``; ``texts[q]`` set for long texts the engine chunks;
+    ``kinds[q]`` what a text says it describes, engine/query/kind.py: None = not known)
     through the engine with each mode. ``relevant[q]``: track ids that count (each must be in ``lib``).
     ``workers`` > 1 searches blocks of vector queries in that many processes (same results)."""
     bad = [m for m in modes if m not in RERANK_MODES]
@@ -230,7 +236,8 @@ def rank_queries(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence[
             with _single_threaded_children(), ProcessPoolExecutor(
                     workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = {pool.submit(_worker_block, str(lib.root), vectors[lo:hi], rel[lo:hi], mode, fusion,
-                                       plan): (mode, lo, hi) for mode in modes for lo, hi in blocks}
+                                       plan, None if kinds is None else kinds[lo:hi]): (mode, lo, hi)
+                           for mode in modes for lo, hi in blocks}
                 for fut in _as_completed(futures):
                     mode, lo, hi = futures[fut]
                     results[(mode, lo)] = fut.result()
@@ -239,7 +246,9 @@ def rank_queries(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence[
             for mode in modes:
                 for lo, hi in blocks:
                     sub = None if texts is None else texts[lo:hi]
-                    results[(mode, lo)] = _rank_block(lib, vectors[lo:hi], rel[lo:hi], mode, fusion, plan, sub)
+                    sub_kinds = None if kinds is None else kinds[lo:hi]
+                    results[(mode, lo)] = _rank_block(lib, vectors[lo:hi], rel[lo:hi], mode, fusion, plan, sub,
+                                                      sub_kinds)
                     progress.advance(files=hi - lo)
     finally:
         progress.close()
@@ -283,10 +292,11 @@ def mode_result(qr: QueryRanks, n_candidates: int, ks: Sequence[int] = DEFAULT_K
 def text_to_audio(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence[str]], modes: Sequence[str],
                   fusion: FusionParams, ks: Sequence[int] = DEFAULT_KS, plan: SearchPlan | None = None,
                   spans: np.ndarray | None = None, texts: Sequence[str | None] | None = None, ci: bool = False,
-                  workers: int = 1, progress: Progress | None = None) -> tuple[dict[str, ModeResult], dict[str, int]]:
+                  workers: int = 1, progress: Progress | None = None, kinds: Sequence[Kind] | None = None
+                  ) -> tuple[dict[str, ModeResult], dict[str, int]]:
     """(mode → ModeResult, mode → misses) for float32 (Q, dim) query vectors and relevant track ids."""
     plan = plan or search_plan(lib.n_tracks, ks)
-    ranked = rank_queries(lib, vectors, relevant, modes, fusion, plan, texts, workers, progress)
+    ranked = rank_queries(lib, vectors, relevant, modes, fusion, plan, texts, workers, progress, kinds)
     results = {m: mode_result(qr, lib.n_tracks, ks, spans, ci) for m, qr in ranked.items()}
     return results, {m: int((~qr.found).sum()) for m, qr in ranked.items()}
 
@@ -357,14 +367,16 @@ def subset_queries(queries: QuerySet, n: int, seed: int = 0) -> QuerySet:
     return replace(queries, queries=tuple(queries.queries[i] for i in picked))
 
 
-def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str | None]]:
-    """(float32 (Q, dim) query vectors, per query the text when the engine must score it as chunks)."""
+def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str | None], list[Kind]]:
+    """(float32 (Q, dim) query vectors, per query the text when the engine must score it as chunks, per
+    query its kind as the engine reads it: engine/query/kind.py, None for a chunked text)."""
     for t in texts:
         if not t or not t.strip():
             raise UsageError("a text query is empty: every query needs a description")
     chunked = longtext.embed_chunked(lib.encoder, [t.strip() for t in texts])
     vecs = np.stack([c.mean_vector for c in chunked]).astype(np.float32)
-    return vecs, [c.text if len(c.chunks) > 1 else None for c in chunked]
+    kinds = [text_kind(c.text) if len(c.chunks) == 1 else None for c in chunked]
+    return vecs, [c.text if len(c.chunks) > 1 else None for c in chunked], kinds
 
 
 @dataclass(frozen=True)
@@ -378,6 +390,7 @@ class PreparedQueries:
     texts: list[str | None] | None
     spans: np.ndarray | None
     unknown_relevant: int
+    kinds: list[Kind] | None = None
 
 
 def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
@@ -398,14 +411,15 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
                              "track_id column (see `songseek sql`)")
         relevant.append(rel)
     texts: list[str | None] | None = None
+    kinds: list[Kind] | None = None
     if n_text:
-        vecs, texts = _embed_texts(lib, [q.text or "" for q in qs])
+        vecs, texts, kinds = _embed_texts(lib, [q.text or "" for q in qs])
     else:
         vecs = np.stack([q.vector for q in qs if q.vector is not None]).astype(np.float32)
     with_span = [q.start_s is not None and q.end_s is not None for q in qs]
     spans = (np.array([(q.start_s, q.end_s) if ok else (np.nan, np.nan) for q, ok in zip(qs, with_span)])
              if any(with_span) else None)
-    return PreparedQueries(vecs, relevant, texts, spans, unknown)
+    return PreparedQueries(vecs, relevant, texts, spans, unknown, kinds)
 
 
 def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusion: FusionParams | None = None,
@@ -422,7 +436,8 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
                                              prepared.spans, prepared.unknown_relevant)
     n_text = sum(q.text is not None for q in qs)
     plan = search_plan(lib.n_tracks, ks, candidates)
-    t2a, misses = text_to_audio(lib, vecs, relevant, modes, fusion, ks, plan, spans, texts, ci, workers, progress)
+    t2a, misses = text_to_audio(lib, vecs, relevant, modes, fusion, ks, plan, spans, texts, ci, workers, progress,
+                                prepared.kinds)
     settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": file_sha256(queries.path),
                 "n_queries": len(qs), "query_kind": "text" if n_text else "vector",
                 "long_texts": sum(t is not None for t in texts or []), "unknown_relevant_ids": unknown,
@@ -469,12 +484,12 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
         owner_track += [str(item_track[i])] * len(it.captions)
         span = (float(it.start_s), float(it.end_s)) if it.start_s is not None and it.end_s is not None else None
         spans += [span] * len(it.captions)
-    vecs, long_texts = _embed_texts(lib, texts)
+    vecs, long_texts, kinds = _embed_texts(lib, texts)
     plan = search_plan(lib.n_tracks, ks, candidates)
     span_arr = (np.array([s if s is not None else (np.nan, np.nan) for s in spans])
                 if any(s is not None for s in spans) else None)
     t2a, misses = text_to_audio(lib, vecs, [[str(t)] for t in owner_track], modes, fusion, ks, plan, span_arr,
-                                long_texts, ci, workers, query_progress() if query_progress else None)
+                                long_texts, ci, workers, query_progress() if query_progress else None, kinds)
     a2t_queries = [(str(item_track[i]), spans[item_caps[j][0]]) for j, i in enumerate(kept)]
     a2t = audio_to_text(lib, vecs, a2t_queries, item_caps, modes, fusion, ks, ci)
     settings = {**library_settings(lib), "dataset": dataset.name, "dataset_source": str(dataset.source),

@@ -139,7 +139,7 @@ def retrieval(
     window: float = typer.Option(None, "--window", help="Window seconds for a new library (default: the encoder's "
                                  "native window, 10; 7 for msclap)."),
     hop: float = typer.Option(None, "--hop", help="Hop seconds for a new library (default = window)."),
-    rerank: str = typer.Option("hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
+    rerank: str = typer.Option("auto,hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
     candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query, as in `search` "
                                    "(default: every track up to 20,000 = exact ranks; 0 = every track)."),
     kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
@@ -230,7 +230,7 @@ def planted(
     seed: int = typer.Option(7, "--seed", help="Generator seed (same seed, same tracks and queries)."),
     dim: int = typer.Option(64, "--dim", help="Vector dimension."),
     noise: float = typer.Option(1.0, "--noise", help="Scale of every noise level (0 = noise-free)."),
-    rerank: str = typer.Option("hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
+    rerank: str = typer.Option("auto,hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
     method: str = typer.Option("engine", "--method", help="engine (every query through Library.search_vectors) or "
                                "arrays (same scores in memory, much faster; a sample is checked against the engine)."),
     engine_check: int = typer.Option(64, "--engine-check", help="With --method arrays: queries also run through "

@@ -224,8 +224,10 @@ def search(
     query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row."),
     query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line."),
     k: int = typer.Option(10, "-k", help="Number of tracks to return."),
-    rerank: str = typer.Option(None, "--rerank", help="hedge, fusion (CoLLAP), blend, mean, max or none (default: the "
-                               "library's, see `songseek bench rerank --save`, else hedge)."),
+    rerank: str = typer.Option(None, "--rerank", help="auto (by the query's form: a one-sentence text is "
+                               "a moment, part; several sentences a whole track, whole; else hedge), part, whole, "
+                               "hedge, fusion (CoLLAP), blend, mean, max or none (default: the library's, see "
+                               "`songseek bench rerank --save`, else auto)."),
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
     where_timeout: float = typer.Option(10.0, "--where-timeout", help="Seconds a --where predicate may run "

@@ -17,7 +17,7 @@ from songseek.engine.query.fusion import params_for_hop
 from songseek.engine.query.search import Hit, Library, SearchOptions
 from songseek.server.config import Limits
 
-Rerank = Literal["hedge", "fusion", "blend", "mean", "max", "none"]  # fusion.RERANK_MODES (a test keeps them equal)
+Rerank = Literal["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none"]  # fusion.RERANK_MODES (a test keeps them equal)
 
 
 class SearchParams(BaseModel):
@@ -28,8 +28,9 @@ class SearchParams(BaseModel):
     annotation on every request (about 0.4 ms of CPU a request for these 18 fields, measured)."""
 
     k: int = Field(10, ge=1, description="Tracks to return.")
-    rerank: Rerank | None = Field(None, description="hedge, fusion (CoLLAP), blend, mean, max or none; default: "
-                                  "the library's saved rerank (`songseek bench rerank --save`), else hedge.")
+    rerank: Rerank | None = Field(None, description="auto (part, whole or hedge by the query's form), hedge, part, "
+                                  "whole, fusion (CoLLAP), blend, mean, max or none; default: the library's saved "
+                                  "rerank (`songseek bench rerank --save`), else auto.")
     candidates: int = Field(200, ge=1, description="Tracks reranked per query.")
     where: str | None = Field(None, description="SQL predicate over the tracks table (DuckDB, sandboxed).")
     exact: bool = Field(False, description="Skip FAISS: brute force over every frame.")

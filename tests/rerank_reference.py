@@ -79,8 +79,10 @@ def naive_standardize(rows: list[list[float]]) -> tuple[float, float]:
 
 def naive_scores(mode: str, rows: list[list[float]], params: FusionParams) -> list[float]:
     """One query's scores with plain loops: standardise, CoLLAP (naive_fuse), map back; blend adds the
-    mean, each part standardised over the candidates; hedge orders by min(fusion rank, w x mean rank,
-    w x r_t rank) and hands out the fusion scores, best first, in that order."""
+    mean, each part standardised over the candidates; hedge (and auto, which is hedge without a query
+    kind) orders by min(fusion rank, w x mean rank, w x r_t rank) and hands out the fusion scores, best
+    first, in that order; part orders by min(max rank, w x fusion rank) and hands out the max scores,
+    whole by min(mean rank, w x fusion rank) and hands out the mean scores."""
     mu, sd = naive_standardize(rows)
     if mode == "mean":
         return [sum(r) / len(r) for r in rows]
@@ -93,19 +95,21 @@ def naive_scores(mode: str, rows: list[list[float]], params: FusionParams) -> li
     lengths = np.array([len(r) for r in rows])
     fused = naive_fuse(z, lengths, params)
     score = [params.gamma_k * f["r_k"] + params.gamma_t * f["r_t"] for f in fused]
-    if mode == "hedge":
+    if mode in ("hedge", "auto", "part", "whole"):
         means = [sum(z[i, : len(r)]) / len(r) for i, r in enumerate(rows)]
+        maxes = [max(z[i, : len(r)]) for i, r in enumerate(rows)]
         r_t = [f["r_t"] for f in fused]
 
         def ranks(x: list[float]) -> list[int]:
             order = sorted(range(len(x)), key=lambda i: (-x[i], i))
             return [order.index(i) + 1 for i in range(len(x))]
 
-        rank_f, rank_m, rank_t = ranks(score), ranks(means), ranks(r_t)
         w = params.hedge_weight
-        key = [min(rank_f[i], w * rank_m[i], w * rank_t[i]) for i in range(len(rows))]
-        final = sorted(range(len(rows)), key=lambda i: (key[i], rank_f[i], i))
-        best_first = sorted(score, reverse=True)
+        base, others = {"part": (maxes, [score]), "whole": (means, [score])}.get(mode, (score, [means, r_t]))
+        rank_b, rank_o = ranks(base), [ranks(o) for o in others]
+        key = [min([rank_b[i]] + [w * ro[i] for ro in rank_o]) for i in range(len(rows))]
+        final = sorted(range(len(rows)), key=lambda i: (key[i], rank_b[i], i))
+        best_first = sorted(base, reverse=True)
         hedged = [0.0] * len(rows)
         for position, i in enumerate(final):
             hedged[i] = best_first[position]

@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 # The one list of rerank modes (search, the CLI and the benchmarks import it). none = first-stage order.
-RERANK_MODES = ("hedge", "fusion", "blend", "mean", "max", "none")
-DEFAULT_RERANK = "hedge"
+# auto: part, whole or hedge by the query's kind (engine/query/kind.py); without a kind it is hedge.
+RERANK_MODES = ("auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none")
+DEFAULT_RERANK = "auto"
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("kernel", "attention")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
@@ -72,7 +73,8 @@ class FusionParams:
     so that the score and the segment can use different kernels (one extra pass when they differ).
     ``mean_weight``: weight of the mean in the ``blend`` mode (``rerank_scores``).
     ``hedge_weight`` (w >= 1): the ``hedge`` mode orders tracks by min(fusion rank, w x rank under mean
-    pooling, w x rank under the soft-max part r_t) (``rerank_scores``).
+    pooling, w x rank under the soft-max part r_t); ``part`` by min(rank under max pooling, w x fusion
+    rank) and ``whole`` by min(rank under mean pooling, w x fusion rank) (``rerank_scores``).
     Defaults chosen on the planted benchmark and the demo model (docs/fusion.md, "Defaults"): with H = 1
     the score is 0.35 x mean + 0.65 x softmax(tau = 0.35 standard deviations) pooling of the frames, and
     the segment is the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
@@ -498,14 +500,16 @@ def _ranks(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _hedge(score: np.ndarray, mean_z: np.ndarray, r_t: np.ndarray, groups: np.ndarray, weight: float
-           ) -> np.ndarray:
-    """The ``hedge`` order as scores: each row's key is min(fusion rank, w * mean rank, w * r_t rank) within
-    its group (ties: the better fusion rank, then the earlier row); the group's fusion scores, sorted, are
-    handed out in that order, so the scores stay on the fusion scale and their order is the hedged one."""
-    rank_f = _ranks(score, groups)
-    key = np.minimum(rank_f, weight * np.minimum(_ranks(mean_z, groups), _ranks(r_t, groups)))
-    final = np.lexsort((np.arange(len(score)), rank_f, key, groups))
+def _hedge(score: np.ndarray, others: list[np.ndarray], groups: np.ndarray, weight: float) -> np.ndarray:
+    """A hedged order as scores: each row's key is min(rank under ``score``, w * its rank under each of
+    ``others``) within its group (ties: the better rank under ``score``, then the earlier row); the
+    group's ``score`` values, sorted, are handed out in that order, so the scores stay on the scale of
+    ``score`` and their order is the hedged one."""
+    rank_s = _ranks(score, groups)
+    key = rank_s.copy()
+    for other in others:
+        key = np.minimum(key, weight * _ranks(other, groups))
+    final = np.lexsort((np.arange(len(score)), rank_s, key, groups))
     by_score = np.lexsort((np.arange(len(score)), -score, groups))
     out = np.empty_like(score)
     out[final] = score[by_score]  # both sorted by group first: the k-th of a group gets its k-th best score
@@ -522,7 +526,13 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     still read as similarities; an increasing affine map of a query's similarities changes no ranking and
     no segment. ``params.temperature`` is therefore in units of that standard deviation.
 
-    hedge (the default): the fusion order, hedged towards the two poolings it mixes, because the query's kind
+    auto (the default) is hedge here: the search engine resolves it per query to part, whole or hedge by
+    the query's kind (engine/query/kind.py), which these similarities alone do not show (docs/fusion.md).
+    part: for a query that describes one moment: tracks ordered by min(rank under max pooling, w x fusion
+    rank) (ties: the better max rank); scores: the query's max-pooling scores handed out in that order.
+    whole: for a description of a whole track: the same with mean pooling in place of max. Both keep the
+    fusion's parts and segment (segment quality does not depend on the kind).
+    hedge: the fusion order, hedged towards the two poolings it mixes, for a query whose kind
     (a description of the whole track or of one part) is not known: tracks are ordered by
     min(fusion rank, w x rank under mean pooling of z, w x rank under r_t), r_t being soft-max pooling at tau
     when H = 1, w = ``params.hedge_weight`` (ties: the better fusion rank). The first result is the fusion's
@@ -555,11 +565,16 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     res = fuse(z.astype(np.float32), lengths, params)  # float32 like raw similarities: fuse is ~2x faster
     r_k, r_t = res.r_k.astype(np.float64), res.r_t.astype(np.float64)
     score = params.gamma_k * r_k + params.gamma_t * r_t
-    if mode in ("blend", "hedge"):
+    if mode != "fusion":
         groups = _groups(query_of, len(z))
         mean_z = np.einsum("bt->b", z) / lengths  # padding of z is 0
-        if mode == "hedge":
-            score = _hedge(score, mean_z, r_t, groups, params.hedge_weight)
+        w = params.hedge_weight
+        if mode in ("hedge", "auto"):
+            score = _hedge(score, [mean_z, r_t], groups, w)
+        elif mode == "part":  # max pooling of z is (best - mu) / sd: the same order as max pooling
+            score = _hedge((best - mu) / sd, [score], groups, w)
+        elif mode == "whole":
+            score = _hedge(mean_z, [score], groups, w)
         else:
             score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
             score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score

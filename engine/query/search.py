@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -28,6 +29,7 @@ from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
 from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits, filter_track_ids
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, RerankSettings, params_for_hop
+from songseek.engine.query.kind import Kind, resolve_mode, text_kind
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest, verify_quick_hash
@@ -347,8 +349,9 @@ class Library:
         short = [i for i, c in enumerate(chunked) if len(c.chunks) == 1]
         results: list[list[Hit]] = [[] for _ in texts]
         if short:
-            for i, hits in zip(short, self.search_vectors(np.concatenate([chunked[i].vectors for i in short]),
-                                                          opts)):
+            vectors = np.concatenate([chunked[i].vectors for i in short])
+            kinds = [text_kind(chunked[i].text) for i in short]
+            for i, hits in zip(short, self.search_vectors(vectors, opts, kinds=kinds)):
                 results[i] = hits
         for i, c in enumerate(chunked):
             if len(c.chunks) > 1:  # a long text: rerank on the chunk-by-window matrix, as search() does
@@ -374,8 +377,10 @@ class Library:
             raise QueryError(f"query vector {int(np.argmax(norms < 1e-12))} is zero: it has no direction to search")
         return (q64 / norms[:, None]).astype(np.float32)
 
-    def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None) -> list[list[Hit]]:
-        """Hits for each row of float32 (nq, dim) query vectors, in input order."""
+    def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None,
+                       kinds: Sequence[Kind] | None = None) -> list[list[Hit]]:
+        """Hits for each row of float32 (nq, dim) query vectors, in input order. ``kinds``: what each
+        query describes (engine/query/kind.py), which the ``auto`` rerank uses; None: not known."""
         opts = (options or SearchOptions()).validated()
         q = self._check_vectors(np.asarray(queries))
         if self.n_tracks == 0:
@@ -383,10 +388,12 @@ class Library:
         allowed = self.allowed_rows(opts.where, opts.filter_limits)
         if opts.exact:
             self.exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
+        if kinds is not None and len(kinds) != len(q):
+            raise QueryError(f"kinds must give one kind per query vector ({len(q)}), got {len(kinds)}")
         results = []
         for qi in range(len(q)):
             cand_rows, cand_scores = self.candidates(q[qi], opts, allowed)
-            results.append(self.rerank(q[qi], cand_rows, cand_scores, opts))
+            results.append(self.rerank(q[qi], cand_rows, cand_scores, opts, None if kinds is None else kinds[qi]))
         return results
 
     def _search_chunks(self, chunks: np.ndarray, opts: SearchOptions) -> list[Hit]:
@@ -592,7 +599,8 @@ class Library:
         values = self._meta.get(name)
         return None if values is None else values[row]
 
-    def rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions) -> list[Hit]:
+    def rerank(self, q: np.ndarray, rows: np.ndarray, cand_scores: np.ndarray, opts: SearchOptions,
+               kind: Kind = None) -> list[Hit]:
         if len(rows) == 0:
             return []
         starts, counts = self._cols["frame_start"][rows], self._cols["frame_count"][rows]
@@ -610,7 +618,7 @@ class Library:
             for i, (h, a, c) in enumerate(slices):
                 sims[i, :, :c] = qs @ shards[h][a:a + c].T
         settings = self.rerank_settings()
-        mode, fusion = opts.rerank or settings.mode, opts.fusion or settings.params
+        mode, fusion = resolve_mode(opts.rerank or settings.mode, kind), opts.fusion or settings.params
         res = longtext.chunk_scores(sims, counts.astype(np.int64), fusion, mode=mode)
         score = cand_scores if mode == "none" else res.score
         # Deterministic order: score, then track id.

@@ -107,7 +107,7 @@ def rank_all(frames: list[np.ndarray], queries: np.ndarray, mode: str) -> tuple[
 def test_shared_direction_changes_nothing_on_planted_data() -> None:
     p = make_planted(40, dim=32, seed=4)
     frames = [p.track_frames(i) for i in range(p.n_tracks)]
-    for mode in ("hedge", "fusion", "blend"):
+    for mode in ("hedge", "part", "whole", "fusion", "blend"):
         orders, segs = rank_all(frames, p.queries[:60], mode)
         moved, moved_segs = rank_all([shared_direction(f, 2.0) for f in frames], shared_direction(p.queries[:60], 2.0),
                                      mode)
@@ -126,7 +126,7 @@ def test_shared_direction_changes_nothing_on_the_demo_model() -> None:
         frames.append(enc.embed_audio(frame_windows(audio[: 90 * 16000], 16000, 10.0, 10.0)[0]))
         captions += [track.tags, *track.section_captions[:2]]
     q = enc.embed_text(captions)
-    for mode in ("hedge", "fusion", "blend"):
+    for mode in ("hedge", "part", "whole", "fusion", "blend"):
         orders, segs = rank_all(frames, q, mode)
         moved, moved_segs = rank_all([shared_direction(f, 1.5) for f in frames], shared_direction(q, 1.5), mode)
         assert orders == moved
@@ -221,6 +221,37 @@ def test_hedge_keeps_the_fusion_first_and_the_poolings_leaders_near_the_top(seed
         np.testing.assert_array_equal(hedge.seg_first, fusion.seg_first)
     far = rerank_scores("hedge", sims, lengths, FusionParams(hedge_weight=1e6))
     assert _order(far.score) == _order(rerank_scores("fusion", sims, lengths).score)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("mode", "pooling"), [("part", "max"), ("whole", "mean")])
+def test_part_and_whole_lead_with_their_pooling_and_keep_fusions_leaders_near(seed: int, mode: str,
+                                                                             pooling: str) -> None:
+    """``part`` (``whole``) puts max (mean) pooling's first track first, hands out that pooling's scores
+    in its order, keeps a track at fusion rank r at most at position floor(w r) + r, keeps fusion's
+    segments, and with a huge weight is the pooling's order."""
+    rng = np.random.default_rng(500 + seed)
+    sims, lengths = ragged(rng, 50, 40)
+    for w in (1.0, 3.0, 4.5):
+        params = FusionParams(hedge_weight=w)
+        res = rerank_scores(mode, sims, lengths, params)
+        base = rerank_scores(pooling, sims, lengths, params)
+        fusion = rerank_scores("fusion", sims, lengths, params)
+        assert _order(res.score)[0] == _order(base.score)[0]
+        ranked = _positions(fusion.score)
+        assert np.all(_positions(res.score) <= np.floor(w * ranked) + ranked)
+        np.testing.assert_allclose(np.sort(res.score), np.sort(base.score), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(res.seg_first, fusion.seg_first)
+        np.testing.assert_array_equal(res.seg_last, fusion.seg_last)
+    far = rerank_scores(mode, sims, lengths, FusionParams(hedge_weight=1e6))
+    assert _order(far.score) == _order(rerank_scores(pooling, sims, lengths).score)
+
+
+def test_auto_without_a_kind_is_the_hedge() -> None:
+    sims, lengths = ragged(np.random.default_rng(8), 30, 20)
+    auto, hedge = rerank_scores("auto", sims, lengths), rerank_scores("hedge", sims, lengths)
+    np.testing.assert_array_equal(auto.score, hedge.score)
+    np.testing.assert_array_equal(auto.seg_first, hedge.seg_first)
 
 
 def test_hedge_lifts_a_whole_track_match_that_fusion_buries() -> None:

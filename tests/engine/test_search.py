@@ -36,7 +36,7 @@ def naive_rank(lib: Library, q: np.ndarray, mode: str, params: FusionParams) -> 
     return sorted(out, key=lambda x: (-x[1], x[0]))
 
 
-@pytest.mark.parametrize("mode", ["hedge", "fusion", "blend", "mean", "max"])
+@pytest.mark.parametrize("mode", ["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max"])
 def test_search_matches_naive_reference_when_all_tracks_are_candidates(lib: Library, mode: str) -> None:
     rng = np.random.default_rng(11)
     for _ in range(5):

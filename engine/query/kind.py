@@ -1,0 +1,55 @@
+"""What a query describes, read from its form: one moment of a track, a whole track, or not known.
+
+The rerank that serves one kind best loses on the other: a description of one moment wants a track's best
+window (max pooling), a description of a whole track wants all of its windows (mean pooling), and the
+similarities of one query do not show which it is (docs/fusion.md measures both). The query's *form* often
+does, so the default rerank ``auto`` asks this module and runs ``part``, ``whole`` or ``hedge``
+(engine/query/fusion.py):
+
+- a text of one sentence ("a saxophone solo over soft drums") describes a moment: ``part``;
+- a text of several sentences that the text tower reads whole describes a track ("A calm piece. It
+  opens with..."): ``whole``;
+- a tag list ("jazz, saxophone, calm"), a text past the token limit (scored chunk by chunk, each chunk
+  a stretch of the track), an audio excerpt and a bare vector: not known, ``hedge``. An excerpt is a
+  moment, but its vector is the mean of its windows and rarely sits on the library's window grid, so it
+  matches two windows in part; measured, max pooling is not its best rerank (docs/fusion.md).
+
+A caller who knows better passes ``--rerank part`` or ``--rerank whole`` (or saves a mode per library with
+``songseek bench rerank --save``); ``auto`` only decides when nobody has.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Kind = Literal["part", "whole"] | None
+
+# A sentence ends at . ! or ? followed by white space and then more text.
+_SENTENCE_BREAK = re.compile(r"[.!?]+\s+(?=\S)")
+TAG_MAX_WORDS = 3
+TAG_MIN_ITEMS = 3
+
+
+def is_tag_list(text: str) -> bool:
+    """A comma list of at least TAG_MIN_ITEMS short items (each TAG_MAX_WORDS words or fewer) with no
+    sentence punctuation ("A calm intro: piano, soft, slow." is a sentence)."""
+    if any(ch in text for ch in ".:;!?"):
+        return False
+    items = [x.strip() for x in text.split(",")]
+    return len(items) >= TAG_MIN_ITEMS and all(0 < len(x.split()) <= TAG_MAX_WORDS for x in items)
+
+
+def text_kind(text: str) -> Kind:
+    """The kind of a text that the text tower reads in one piece (a longer one is not known: None)."""
+    if is_tag_list(text):
+        return None
+    return "whole" if _SENTENCE_BREAK.search(text.strip()) else "part"
+
+
+
+def resolve_mode(mode: str, kind: Kind) -> str:
+    """The rerank mode a query runs: ``auto`` becomes part, whole or hedge by its kind; others stay."""
+    if mode != "auto":
+        return mode
+    return kind if kind is not None else "hedge"
