@@ -17,7 +17,8 @@ from songseek.engine.query.fusion import params_for_hop
 from songseek.engine.query.search import Hit, Library, SearchOptions
 from songseek.server.config import Limits
 
-Rerank = Literal["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none"]  # fusion.RERANK_MODES (a test keeps them equal)
+# fusion.RERANK_MODES (a test keeps them equal)
+Rerank = Literal["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none"]
 
 
 class SearchParams(BaseModel):
