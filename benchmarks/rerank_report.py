@@ -46,8 +46,9 @@ TARGET_POINTS = 1.0
 
 
 def _raw_fusion(sims: np.ndarray, lengths: np.ndarray, kind: Kind = None) -> FusionResult:
-    """The previous default: CoLLAP at tau = 0.05 on raw cosines (not scale-free), chunks averaged."""
-    params = FusionParams(temperature=0.05)
+    """The previous default: CoLLAP at tau = 0.05 on raw cosines (not scale-free), chunks averaged, and
+    its segment: the 3-frame kernel with the largest temporal attention mass."""
+    params = FusionParams(temperature=0.05, segment="attention")
     b, c, t = sims.shape
     res = fuse(sims.reshape(b * c, t), np.repeat(lengths, c), params)
     if c == 1:

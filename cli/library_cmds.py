@@ -240,8 +240,8 @@ def search(
                                   "`songseek duplicates` (its best-ranked member)."),
     kernel_s: float = typer.Option(None, "--kernel-s", help="Fusion kernel length in seconds."),
     stride_s: float = typer.Option(None, "--stride-s", help="Fusion kernel stride in seconds."),
-    segment_s: float = typer.Option(None, "--segment-s", help="Length of the best-segment search in seconds "
-                                    "(default 30)."),
+    segment_s: float = typer.Option(None, "--segment-s", help="Longest best segment in seconds (default 30; "
+                                    "the segment is the best run of windows up to that length)."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature, in standard "
                                       "deviations of the query's similarities."),
     explain: bool = typer.Option(False, "--explain", help="Show the score parts."),

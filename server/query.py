@@ -38,8 +38,9 @@ class SearchParams(BaseModel):
     nprobe: int | None = Field(None, ge=1, description="IVF lists probed (default: the library's own).")
     kernel_s: float | None = Field(None, description="Fusion kernel length in seconds.")
     stride_s: float | None = Field(None, description="Fusion kernel stride in seconds.")
-    segment_s: float | None = Field(None, gt=0, description="Length of the best-segment search in seconds "
-                                    "(default: the library's rerank settings, 30 s unless saved otherwise).")
+    segment_s: float | None = Field(None, gt=0, description="Longest best segment in seconds: the best "
+                                    "run of windows up to that length (default: the library's rerank settings, "
+                                    "30 s unless saved otherwise).")
     temperature: float | None = Field(None, description="Fusion softmax temperature.")
     per_artist: int | None = Field(None, ge=1, description="At most this many hits per artist.")
     artist: str | None = Field(None, description="Only this artist (exact).")

@@ -58,12 +58,25 @@ def naive_track(s: list[float], p: FusionParams) -> dict:
     }
 
 
+def naive_span(s: list[float], longest: int, exponent: float) -> dict:
+    """The ``span`` segment: every run of 1..longest frames, scored sum / length**exponent; the first
+    best in (start, length) order. ``key`` maps (start, length) to its score for near-tie checks."""
+    key = {(i, n): sum(s[i:i + n]) / n**exponent for n in range(1, min(longest, len(s)) + 1)
+           for i in range(len(s) - n + 1)}
+    top = max(key.values())
+    i, n = min(k for k, v in key.items() if v == top)
+    return {"first": i, "last": i + n - 1, "key": key, "h": n, "s": 1}
+
+
 def naive_fuse(sims: np.ndarray, lengths: np.ndarray, p: FusionParams) -> list[dict]:
     out = []
     for b in range(len(lengths)):
         s = [float(v) for v in sims[b, : lengths[b]]]
         r = naive_track(s, p)
-        if p.segment_kernel > 0:  # the segment comes from the same computation with the other kernel
+        if p.segment == "span":
+            longest = p.segment_kernel if p.segment_kernel > 0 else p.kernel
+            r.update(naive_span(s, max(1, math.floor(longest + 0.5)), p.span_exponent))
+        elif p.segment_kernel > 0:  # the segment comes from the same computation with the other kernel
             seg = naive_track(s, replace(p, kernel=p.segment_kernel, segment_kernel=0.0))
             r.update({k: seg[k] for k in ("first", "last", "key", "h", "s")})
         out.append(r)

@@ -11,9 +11,10 @@ frames with stride S (kernel v covers frames vS .. vS+H-1, 0-based); a softmax w
 the H frames of each kernel gives the kernel score p_v, a softmax over the W kernels at each offset h gives
 the offset score o_h; r_K = mean_v p_v, r_T = mean_h o_h, score = gamma_k r_K + gamma_t r_T. Means (not the
 paper's 1/H and 1/W) keep the score comparable across tracks of different lengths. A track shorter than H
-frames gets H = T (one kernel, the whole track). The best segment is the kernel with the largest p_v, or
-with the largest temporal attention mass sum_h A_T(v, h) (``FusionParams.segment``; ties: the earliest),
-searched with kernel size ``segment_kernel`` when that is set.
+frames gets H = T (one kernel, the whole track). The best segment (``FusionParams.segment``) is the run of
+1 to K frames with the largest sum / length^e (``span``, K = ``segment_kernel``), or the kernel with the
+largest p_v (``kernel``) or temporal attention mass sum_h A_T(v, h) (``attention``), searched with kernel
+size ``segment_kernel`` when that is set; ties: the earliest (then the shortest).
 
 Vectorised over tracks: every track's (H, S, W) may differ (proportional mode). Tracks are grouped by
 stride into blocks of a few thousand frames; within a block each kernel offset h < Hmax is one strided
@@ -38,6 +39,7 @@ __all__ = [
     "RerankSettings",
     "SEGMENT_RULES",
     "argmax_frame",
+    "best_span",
     "fuse",
     "kernel_geometry",
     "pool_max",
@@ -51,7 +53,7 @@ __all__ = [
 RERANK_MODES = ("auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none")
 DEFAULT_RERANK = "auto"
 _GEOMETRY_MODES = ("frames", "proportional")
-SEGMENT_RULES = ("kernel", "attention")
+SEGMENT_RULES = ("span", "attention", "kernel")
 # Guards floor(T * eta / 30) against representation error (e.g. 0.1 * 30 = 2.9999999999999996).
 _FLOOR_EPS = 1e-9
 
@@ -67,7 +69,11 @@ class FusionParams:
     ``temperature`` (tau > 0, inf allowed = uniform attention) divides the similarities inside both
     softmaxes; ``rerank_scores`` feeds ``fuse`` standardised similarities, so there tau is in standard
     deviations of the query's similarities (scale-free), while ``fuse`` itself takes whatever it is given.
-    ``segment``: the best segment is the kernel with the largest kernel score p_v (``"kernel"``) or with
+    ``segment``: the best segment is the run of 1 to K consecutive frames (K = ``segment_kernel``, or
+    ``kernel`` when that is 0) with the largest sum of its similarities / length^``span_exponent``
+    (``"span"``, the default: on the standardised similarities rerank_scores gives fuse, the exponent
+    0.7 sits between the sum / sqrt(length) of a scan statistic and the mean), the kernel with the
+    largest kernel score p_v (``"kernel"``) or with
     the largest temporal attention mass sum_h A_T(v, h) (``"attention"``); ties → the earliest.
     ``segment_kernel`` (same units as ``kernel``; 0 = ``kernel``): the kernel size of the segment search,
     so that the score and the segment can use different kernels (one extra pass when they differ).
@@ -77,7 +83,8 @@ class FusionParams:
     rank) and ``whole`` by min(rank under mean pooling, w x fusion rank) (``rerank_scores``).
     Defaults chosen on the planted benchmark and the demo model (docs/fusion.md, "Defaults"): with H = 1
     the score is 0.35 x mean + 0.65 x softmax(tau = 0.35 standard deviations) pooling of the frames, and
-    the segment is the 3-frame kernel (30 s at a 10 s hop) with the largest temporal attention mass.
+    the segment is the run of 1 to 3 frames (up to 30 s at a 10 s hop) with the largest sum of standardised
+    similarities / length^0.7 (docs/fusion.md, "Session 6: segments of 1 to 3 windows").
     """
 
     gamma_k: float = 0.35
@@ -86,8 +93,9 @@ class FusionParams:
     stride: float = 1.0
     temperature: float = 0.35
     mode: str = "frames"
-    segment: str = "attention"
+    segment: str = "span"
     segment_kernel: float = 3.0
+    span_exponent: float = 0.7
     mean_weight: float = 1.0
     hedge_weight: float = 3.0
 
@@ -101,6 +109,8 @@ class FusionParams:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UsageError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(self.span_exponent) and 0 <= self.span_exponent <= 1):
+            raise UsageError(f"{where}: span_exponent must be a number in [0, 1], got {self.span_exponent!r}")
         if not (math.isfinite(self.segment_kernel) and self.segment_kernel >= 0):
             raise UsageError(f"{where}: segment_kernel must be >= 0 (0 = kernel), got {self.segment_kernel!r}")
         if not (self.temperature > 0):  # inf is allowed (uniform attention), NaN and <= 0 are not
@@ -392,10 +402,35 @@ def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = No
         return FusionResult(*_empty_result(0))
     inv_tau = 1.0 / params.temperature
     out = _blocked(sims, lengths, params, inv_tau, params.segment)
+    if params.segment == "span":
+        longest = params.segment_kernel if params.segment_kernel > 0 else params.kernel
+        out[4:] = list(best_span(sims, lengths, max(1, math.floor(longest + 0.5)), params.span_exponent))
+        return FusionResult(*out)
     seg_params = _segment_params(params)
     if seg_params is not None:
         out[4:] = _blocked(sims, lengths, seg_params, inv_tau, params.segment)[4:]
     return FusionResult(*out)
+
+
+def best_span(sims: np.ndarray, lengths: np.ndarray, longest: int, exponent: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) int64 (B,): per row, the run of 1..``longest`` consecutive valid frames with the
+    largest sum / length**exponent (ties: the earliest start, then the shorter run)."""
+    b, tmax = sims.shape
+    valid = np.arange(tmax)[None, :] < lengths[:, None]
+    x = np.where(valid, sims, 0.0).astype(np.float64)
+    csum = np.concatenate([np.zeros((b, 1)), np.cumsum(x, axis=1)], axis=1)
+    best = np.full(b, -np.inf)
+    first, last = np.zeros(b, np.int64), np.zeros(b, np.int64)
+    rows = np.arange(b)
+    for n in range(1, min(longest, tmax) + 1):
+        score = (csum[:, n:] - csum[:, :-n]) / n**exponent  # start i covers i .. i + n - 1
+        score[np.arange(tmax - n + 1)[None, :] + n > lengths[:, None]] = -np.inf
+        start = np.argmax(score, axis=1)
+        value = score[rows, start]
+        better = value > best
+        best[better], first[better], last[better] = value[better], start[better], start[better] + n - 1
+    return first, last
 
 
 def _segment_params(params: FusionParams) -> FusionParams | None:

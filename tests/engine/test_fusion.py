@@ -50,6 +50,11 @@ def assert_matches_naive(res: fusion.FusionResult, ref: list[dict], atol: float 
         np.testing.assert_allclose(got, [r[name] for r in ref], atol=atol, rtol=0, err_msg=name)
     assert res.seg_first.dtype == np.int64 and res.seg_last.dtype == np.int64
     for b, r in enumerate(ref):
+        if isinstance(r["key"], dict):  # the span rule: (start, length) -> score
+            got = (int(res.seg_first[b]), int(res.seg_last[b] - res.seg_first[b]) + 1)
+            if got != (r["first"], r["h"]):  # only a near-tie may resolve differently
+                assert r["key"][got] >= max(r["key"].values()) - 1e-5, (b, got, r["first"], r["h"])
+            continue
         if res.seg_first[b] != r["first"]:
             # Only a near-tie may resolve differently: the chosen kernel must be (almost) as good.
             v = int(res.seg_first[b]) // r["s"]
@@ -61,7 +66,9 @@ def assert_matches_naive(res: fusion.FusionResult, ref: list[dict], atol: float 
 # Against the naive reference
 
 PARAM_GRID = [
-    FusionParams(),  # the defaults: H = 1, segment by attention mass over 3-frame kernels
+    FusionParams(),  # the defaults: H = 1, segment: the best run of 1-3 frames by sum / length^0.7
+    FusionParams(segment="attention"),  # the session-5 segment: attention mass over 3-frame kernels
+    FusionParams(span_exponent=0.5, segment_kernel=5.0),
     P(kernel=3, stride=1, temperature=0.05),
     P(kernel=1, stride=1, temperature=0.1),
     P(kernel=4, stride=2, temperature=0.02, gamma_k=0.8, gamma_t=0.2),
