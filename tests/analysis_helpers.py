@@ -48,3 +48,13 @@ def duplicate_tracks(seed: int = 0) -> list[np.ndarray]:
     edit = np.concatenate([base[:6], base[10:]])
     others = [unit(genre + unit(rng.standard_normal((12, 32)))) for _ in range(5)]
     return [base, copy, edit, *others]
+
+
+def text_tracks(seed: int = 4) -> list[np.ndarray]:
+    """12 tracks in the fake encoder's space, each three runs of windows near a short text's direction, so
+    that every query text finds windows of some tracks (the auto-rerank tests)."""
+    enc = FakeEncoder()
+    rng = np.random.default_rng(seed)
+    centers = enc.embed_text(["soft piano", "loud drums", "a flute", "strings", "bass line", "a choir"])
+    return [np.concatenate([noisy_copies(centers[(i + j) % len(centers)], int(rng.integers(1, 5)), 0.9, rng)
+                            for j in range(3)]) for i in range(12)]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from songseek.benchmarks.synth.dataset import synth_track
-from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.query.fusion import RERANK_MODES
 from songseek.engine.query.kind import is_tag_list, resolve_mode, text_kind
 from songseek.engine.query.search import Library
-from tests.analysis_helpers import build_library, noisy_copies
+from tests.analysis_helpers import build_library, text_tracks
 
 
 @pytest.mark.parametrize(("text", "kind"), [
@@ -58,16 +56,7 @@ def test_resolve_mode_only_changes_auto() -> None:
 
 @pytest.fixture
 def lib(tmp_path: Path) -> Library:
-    """12 tracks in the fake encoder's space: every text's direction is near some window of some track."""
-    enc = FakeEncoder()
-    rng = np.random.default_rng(4)
-    words = ["soft piano", "loud drums", "a flute", "strings", "bass line", "a choir"]
-    centers = enc.embed_text(words)
-    tracks = []
-    for i in range(12):
-        parts = [noisy_copies(centers[(i + j) % len(words)], int(rng.integers(1, 5)), 0.9, rng) for j in range(3)]
-        tracks.append(np.concatenate(parts))
-    return Library.open(build_library(tmp_path / "lib", tracks))
+    return Library.open(build_library(tmp_path / "lib", text_tracks()))
 
 
 @pytest.mark.parametrize(("text", "mode"), [
@@ -91,3 +80,4 @@ def test_auto_differs_by_kind_and_an_explicit_mode_wins(lib: Library) -> None:
     orders = {m: [h.track_id for h in lib.search(vector=vec, k=12, candidates=12, rerank=m)]
               for m in ("part", "whole", "hedge")}
     assert len({tuple(o) for o in orders.values()}) > 1  # the kinds lead to different orders here
+
