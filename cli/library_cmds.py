@@ -349,6 +349,8 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
             if explain:
                 row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
             table.add_row(*row)
+        if explain and hits:
+            table.caption = f"rerank: {hits[0].rerank}"
         console.print(table)
 
 

@@ -26,6 +26,8 @@ class HitOut(BaseModel):
     artist: str | None = None
     album: str | None = None
     duration_s: float = 0.0
+    rerank: str = Field("", description="The rerank mode that ranked this query: auto resolves to part, whole "
+                        "or hedge by the query's form.")
     audio_url: str = Field(description="Relative to the server; the #t= fragment starts the segment.")
 
 

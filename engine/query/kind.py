@@ -47,7 +47,6 @@ def text_kind(text: str) -> Kind:
     return "whole" if _SENTENCE_BREAK.search(text.strip()) else "part"
 
 
-
 def resolve_mode(mode: str, kind: Kind) -> str:
     """The rerank mode a query runs: ``auto`` becomes part, whole or hedge by its kind; others stay."""
     if mode != "auto":

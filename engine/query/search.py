@@ -82,7 +82,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked track. ``score`` is the rerank score; the parts explain it (`--explain`)."""
+    """One ranked track. ``score`` is the rerank score; the parts explain it (`--explain`); ``rerank`` is
+    the mode that ranked the query (``auto`` resolved to part, whole or hedge: engine/query/kind.py)."""
 
     rank: int
     track_id: str
@@ -97,13 +98,14 @@ class Hit:
     artist: str | None = None
     album: str | None = None
     duration_s: float = 0.0
+    rerank: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rank": self.rank, "track_id": self.track_id, "path": self.path, "score": self.score,
             "start_s": self.segment.start_s, "end_s": self.segment.end_s, "r_k": self.r_k, "r_t": self.r_t,
             "best_window": self.best_window, "candidate_score": self.candidate_score, "title": self.title,
-            "artist": self.artist, "album": self.album, "duration_s": self.duration_s,
+            "artist": self.artist, "album": self.album, "duration_s": self.duration_s, "rerank": self.rerank,
         }
 
 
@@ -643,5 +645,6 @@ class Library:
                 candidate_score=float(cand_scores[i]), title=self._tag("title", r),
                 artist=self._tag("artist", r), album=self._tag("album", r),
                 duration_s=float(self._cols["duration_s"][r]) if "duration_s" in self._cols else 0.0,
+                rerank=mode,
             ))
         return hits

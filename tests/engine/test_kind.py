@@ -68,6 +68,7 @@ def test_auto_search_runs_the_mode_of_the_query_kind(lib: Library, text: str, mo
     vec = lib.embed_text([text])
     auto = lib.search(text, k=8, candidates=12)
     assert auto == lib.search(vector=vec[0], k=8, candidates=12, rerank=mode)
+    assert {h.rerank for h in auto} == {mode} and auto[0].to_json()["rerank"] == mode  # what ran, said
     assert [h.track_id for h in auto] == [h.track_id for h in lib.search_texts([text], k=8, candidates=12)[0]]
 
 
