@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from songseek.engine.errors import UsageError
+from songseek.engine.query.kind import KINDS, Kind
 
 OnMissing = Literal["skip", "error"]
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
@@ -465,7 +466,8 @@ def dataset_hash(dataset: RetrievalDataset) -> str:
 @dataclass(frozen=True)
 class Query:
     """One evaluation query against an existing library: ``text`` or ``vector`` (float32 (D,)), the
-    track ids that count as correct, and optionally the span (seconds) of the relevant part."""
+    track ids that count as correct, optionally the span (seconds) of the relevant part, and optionally
+    what it describes (``kind``: part or whole, engine/query/kind.py; None: read from a text's form)."""
 
     query_id: str
     relevant: tuple[str, ...]
@@ -473,6 +475,7 @@ class Query:
     vector: np.ndarray | None = None
     start_s: float | None = None
     end_s: float | None = None
+    kind: Kind = None
 
 
 @dataclass(frozen=True)
@@ -492,7 +495,9 @@ def load_queries(path: str | Path) -> QuerySet:
 
     Columns: ``query`` (text) or ``vector`` (list of floats; in CSV a JSON list string), ``relevant``
     (one track id or a list; in CSV a JSON list string or ``|``-separated), optional ``id``, ``start_s``
-    and ``end_s`` (both or neither: the relevant span, for segment IoU). Each row has exactly one of
+    and ``end_s`` (both or neither: the relevant span, for segment IoU) and ``kind`` (``part`` or
+    ``whole``: what the query describes, which the ``auto`` rerank then uses; blank: a text's form
+    decides, a vector's is not known). Each row has exactly one of
     query/vector; vectors all have one length and finite values. Raises UsageError naming the file, row
     and column of the first problem.
     """
@@ -533,11 +538,15 @@ def load_queries(path: str | Path) -> QuerySet:
             raise _fail(path, where, "give both 'start_s' and 'end_s' or neither")
         if start is not None and end is not None and end <= start:
             raise _fail(path, where, f"end_s ({end}) must be after start_s ({start})")
+        kind = None if _blank(row.get("kind")) else str(row["kind"]).strip()
+        if kind is not None and kind not in KINDS:
+            raise _fail(path, where, f"column 'kind' must be {' or '.join(KINDS)} (or blank), got {kind!r}")
         qid = f"q{i + 1}" if _blank(row.get("id")) else str(row["id"]).strip()
         if qid in seen:
             raise _fail(path, where, f"id {qid!r} appears twice")
         seen.add(qid)
-        queries.append(Query(qid, relevant, text, vector, start, end))
+        queries.append(Query(qid, relevant, text, vector, start, end, "part" if kind == "part" else
+                             "whole" if kind == "whole" else None))
     return QuerySet(path=path, queries=tuple(queries), dim=dim)
 
 

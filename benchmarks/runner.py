@@ -416,6 +416,8 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
         vecs, texts, kinds = _embed_texts(lib, [q.text or "" for q in qs])
     else:
         vecs = np.stack([q.vector for q in qs if q.vector is not None]).astype(np.float32)
+    if any(q.kind is not None for q in qs):  # the file's kind column states it: it wins over the form
+        kinds = [q.kind if q.kind is not None else (kinds[i] if kinds else None) for i, q in enumerate(qs)]
     with_span = [q.start_s is not None and q.end_s is not None for q in qs]
     spans = (np.array([(q.start_s, q.end_s) if ok else (np.nan, np.nan) for q, ok in zip(qs, with_span)])
              if any(with_span) else None)

@@ -24,6 +24,7 @@ import re
 from typing import Literal
 
 Kind = Literal["part", "whole"] | None
+KINDS = ("part", "whole")  # what a caller may state (query files' ``kind`` column)
 
 # A sentence ends at . ! or ? followed by white space and then more text.
 _SENTENCE_BREAK = re.compile(r"[.!?]+\s+(?=\S)")

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from songseek.benchmarks.datasets import load_queries
 from songseek.benchmarks.runner import evaluate_queries
+from songseek.engine.errors import UsageError
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, text_tracks
 
@@ -28,3 +30,27 @@ def test_bench_retrieval_ranks_text_queries_as_search_does(tmp_path: Path) -> No
                 for t, r in zip(texts, relevant, strict=True)]
         ranks = run.results["text_to_audio"][mode].ranks
         assert ranks is not None and list(ranks) == want, mode
+
+
+def test_a_query_files_kind_column_states_the_kind(tmp_path: Path) -> None:
+    """Vector queries have no form; a ``kind`` column says what each describes, and ``auto`` follows it."""
+    lib = Library.open(build_library(tmp_path / "lib", text_tracks()))
+    vecs = lib.embed_text(["soft piano and a flute", "loud drums", "a choir", "strings and bass", "a flute"])
+    kinds = ["part", "whole", None, "whole", "part"]
+    ids = [h.track_id for h in lib.search(vector=vecs[0], k=12, candidates=12)]
+    relevant = [[ids[(5 * i + 1) % 12]] for i in range(len(vecs))]
+    path = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"vector": vecs.tolist(), "relevant": relevant, "kind": kinds}), path)
+    qs = load_queries(path)
+    assert [q.kind for q in qs.queries] == kinds
+    ranks = evaluate_queries(lib, qs, ["auto"]).results["text_to_audio"]["auto"].ranks
+    want = [1 + [h.track_id for h in lib.search(vector=v, k=12, candidates=12, rerank=k or "hedge")].index(r[0])
+            for v, k, r in zip(vecs, kinds, relevant, strict=True)]
+    assert ranks is not None and list(ranks) == want
+
+
+def test_a_bad_kind_is_refused_with_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text("query,relevant,kind\nsoft piano,t001,part\nloud drums,t002,chorus\n")
+    with pytest.raises(UsageError, match=r"line 3: column 'kind' must be part or whole"):
+        load_queries(path)
