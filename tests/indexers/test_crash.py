@@ -201,7 +201,10 @@ def test_ctrl_c_commits_the_finished_files(corpus: tuple[Path, dict], tmp_path: 
     the commit interval (100 files) was not reached."""
     music, ref = corpus
     lib = tmp_path / "lib"
+    # A child started from a background job inherits SIGINT ignored (Python then installs no handler):
+    # restore the handler a terminal's Ctrl-C meets, so the test does not depend on how it was launched.
     patch = ("import songseek.engine.storage.writer as w, os, signal; real = w.LibraryWriter.add_track; n = [0]\n"
+             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
              "def f(self, *a):\n"
              "    real(self, *a); n[0] += 1\n"
              "    os.kill(os.getpid(), signal.SIGINT) if n[0] == 5 else None\n"
