@@ -30,7 +30,7 @@ from songseek.benchmarks.synth import iter_tracks
 from songseek.benchmarks.synth.dataset import synth_track
 from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
-from songseek.engine.query.kind import Kind, text_kind
+from songseek.engine.query.kind import Kind, shared_kind, text_kind
 from songseek.engine.query.longtext import embed_chunked
 
 
@@ -72,8 +72,8 @@ class Case:
 
     def query_kind(self, q: int) -> Kind:
         """What query q describes as the engine reads its form (engine/query/kind.py): the text's for a
-        text query; None for vectors, audio queries (excerpts, and the tracks of audio→text) and chunked
-        captions (``forms`` empty: None for every query)."""
+        text query, the kind its candidate captions share for audio→text; None for vectors, audio excerpts
+        and chunked captions (``forms`` empty: None for every query)."""
         return self.forms[q] if self.forms else None
 
     @property
@@ -214,8 +214,8 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
         forms = {level: tuple(text_kind(t) for t in texts[level]) for level in texts}
         forms["long"] = (None,) * n  # past the token limit: scored chunk by chunk
         forms["example"] = (None,) * n  # an audio query: not known (engine/query/kind.py)
-        for level in ("whole", "section", "tags"):
-            forms[f"a2t-{level}"] = (None,) * n  # audio→text: the query is a track, not known
+        for level in ("whole", "section", "tags"):  # audio→text: the kind the level's captions share
+            forms[f"a2t-{level}"] = (shared_kind([text_kind(t) for t in texts[level]]),) * n
     out = [
         _t2a_case(dataset, "whole", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"]),
         _t2a_case(dataset, "long", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"], chunks=d.long_chunks),

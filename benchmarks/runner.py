@@ -37,7 +37,7 @@ from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query import longtext
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop, rerank_scores
-from songseek.engine.query.kind import Kind, text_kind
+from songseek.engine.query.kind import Kind, resolve_mode, shared_kind, text_kind
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig, index_paths
@@ -304,10 +304,13 @@ def text_to_audio(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence
 # ------------------------------------------------------------------------------------------ audio → text
 def audio_to_text(lib: Library, caption_vectors: np.ndarray, queries: Sequence[tuple[str, tuple[float, float] | None]],
                   relevant: Sequence[Sequence[int]], modes: Sequence[str], fusion: FusionParams,
-                  ks: Sequence[int] = DEFAULT_KS, ci: bool = False) -> dict[str, ModeResult]:
+                  ks: Sequence[int] = DEFAULT_KS, ci: bool = False, caption_kind: Kind = None
+                  ) -> dict[str, ModeResult]:
     """Rank captions (float32 (C, dim)) for each audio query (track id, optional (start_s, end_s): only
     the windows overlapping it); ``relevant[q]`` = indices of its captions. One (Q, C) score matrix per
-    mode goes to ``retrieval_metrics_from_scores`` (pessimistic ties, AP over n_relevant)."""
+    mode goes to ``retrieval_metrics_from_scores`` (pessimistic ties, AP over n_relevant).
+    ``caption_kind``: what every caption describes when they share one form (``shared_kind``); ``auto``
+    runs that mode (a track's windows against captions of a moment: part; of the whole track: whole)."""
     cols = {c: lib.tracks.column(c).to_numpy(zero_copy_only=False) for c in ("track_id", "frame_start", "frame_count")}
     row_of = {str(t): i for i, t in enumerate(cols["track_id"])}
     caps = np.asarray(caption_vectors, dtype=np.float32)
@@ -326,7 +329,8 @@ def audio_to_text(lib: Library, caption_vectors: np.ndarray, queries: Sequence[t
         sims = np.ascontiguousarray((frames @ caps.T).T)  # (C, T)
         lengths = np.full(len(caps), sims.shape[1], dtype=np.int64)
         for m in modes:
-            scores[m][qi] = rerank_scores("max" if m == "none" else m, sims, lengths, fusion).score
+            mode = resolve_mode("max" if m == "none" else m, caption_kind)
+            scores[m][qi] = rerank_scores(mode, sims, lengths, fusion).score
     out = {}
     for m in modes:
         metrics, ranks, ap = retrieval_metrics_from_scores(scores[m], relevant, ks, MAP_K)
@@ -493,7 +497,7 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     t2a, misses = text_to_audio(lib, vecs, [[str(t)] for t in owner_track], modes, fusion, ks, plan, span_arr,
                                 long_texts, ci, workers, query_progress() if query_progress else None, kinds)
     a2t_queries = [(str(item_track[i]), spans[item_caps[j][0]]) for j, i in enumerate(kept)]
-    a2t = audio_to_text(lib, vecs, a2t_queries, item_caps, modes, fusion, ks, ci)
+    a2t = audio_to_text(lib, vecs, a2t_queries, item_caps, modes, fusion, ks, ci, shared_kind(kinds))
     settings = {**library_settings(lib), "dataset": dataset.name, "dataset_source": str(dataset.source),
                 "dataset_hash": dataset_hash(dataset), "items": len(dataset.items), "items_evaluated": len(kept),
                 "missing_audio": len(dataset.missing), "captions": len(texts),

@@ -10,7 +10,9 @@ does, so the default rerank ``auto`` asks this module and runs ``part``, ``whole
 - a text of several sentences that the text tower reads whole describes a track ("A calm piece. It
   opens with..."): ``whole``;
 - a tag list ("jazz, saxophone, calm"), a text past the token limit (scored chunk by chunk, each chunk
-  a stretch of the track), an audio excerpt and a bare vector: not known, ``hedge``. An excerpt is a
+  a stretch of the track), an audio excerpt and a bare vector: not known, ``hedge``;
+- audio→text (a track ranks texts; benchmarks only): the kind the candidate texts share, if they share one.
+ An excerpt is a
   moment, but its vector is the mean of its windows and rarely sits on the library's window grid, so it
   matches two windows in part; measured, max pooling is not its best rerank (docs/fusion.md).
 
@@ -46,6 +48,13 @@ def text_kind(text: str) -> Kind:
     if is_tag_list(text):
         return None
     return "whole" if _SENTENCE_BREAK.search(text.strip()) else "part"
+
+
+def shared_kind(kinds: list[Kind]) -> Kind:
+    """The kind of a set of candidate texts when they all have one (audio→text ranks texts for a track:
+    scores of different modes are not comparable across candidates, so mixed forms are not known)."""
+    distinct = set(kinds)
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 def resolve_mode(mode: str, kind: Kind) -> str:

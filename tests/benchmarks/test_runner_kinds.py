@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from songseek.benchmarks.datasets import load_queries
-from songseek.benchmarks.runner import evaluate_queries
+from songseek.benchmarks.runner import audio_to_text, evaluate_queries
 from songseek.engine.errors import UsageError
+from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, text_tracks
 
@@ -54,3 +55,16 @@ def test_a_bad_kind_is_refused_with_its_row(tmp_path: Path) -> None:
     path.write_text("query,relevant,kind\nsoft piano,t001,part\nloud drums,t002,chorus\n")
     with pytest.raises(UsageError, match=r"line 3: column 'kind' must be part or whole"):
         load_queries(path)
+
+
+def test_audio_to_text_auto_runs_the_kind_its_captions_share(tmp_path: Path) -> None:
+    lib = Library.open(build_library(tmp_path / "lib", text_tracks()))
+    caps = lib.embed_text(["soft piano", "loud drums", "a flute", "strings", "bass line", "a choir"])
+    ids = lib.tracks.column("track_id").to_pylist()
+    queries = [(t, None) for t in ids]
+    relevant = [[i % len(caps)] for i in range(len(ids))]
+    for kind, same in (("part", "part"), ("whole", "whole"), (None, "hedge")):
+        res = audio_to_text(lib, caps, queries, relevant, ["auto", same], FusionParams(), caption_kind=kind)
+        assert res["auto"].ranks is not None and res[same].ranks is not None
+        assert list(res["auto"].ranks) == list(res[same].ranks), kind
+        assert res["auto"].metrics == res[same].metrics

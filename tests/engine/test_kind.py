@@ -8,7 +8,7 @@ import pytest
 
 from songseek.benchmarks.synth.dataset import synth_track
 from songseek.engine.query.fusion import RERANK_MODES
-from songseek.engine.query.kind import is_tag_list, resolve_mode, text_kind
+from songseek.engine.query.kind import is_tag_list, resolve_mode, shared_kind, text_kind
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, text_tracks
 
@@ -43,6 +43,14 @@ def test_the_generator_captions_read_as_their_level() -> None:
         assert text_kind(t.caption) == "whole"
         assert text_kind(t.tags) is None
         assert {text_kind(s) for s in t.section_captions} == {"part"}
+
+
+def test_shared_kind_needs_one_form() -> None:
+    assert shared_kind(["part", "part"]) == "part"
+    assert shared_kind(["whole"]) == "whole"
+    assert shared_kind(["part", "whole"]) is None
+    assert shared_kind(["part", None]) is None
+    assert shared_kind([]) is None
 
 
 def test_resolve_mode_only_changes_auto() -> None:
