@@ -12,6 +12,7 @@ from songseek.benchmarks.datasets import load_queries
 from songseek.benchmarks.runner import audio_to_text, evaluate_queries
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
+from songseek.engine.query.kind import Kind
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, text_tracks
 
@@ -63,8 +64,10 @@ def test_audio_to_text_auto_runs_the_kind_its_captions_share(tmp_path: Path) -> 
     ids = lib.tracks.column("track_id").to_pylist()
     queries = [(t, None) for t in ids]
     relevant = [[i % len(caps)] for i in range(len(ids))]
-    for kind, same in (("part", "part"), ("whole", "whole"), (None, "hedge")):
+    cases: list[tuple[Kind, str]] = [("part", "part"), ("whole", "whole"), (None, "hedge")]
+    for kind, same in cases:
         res = audio_to_text(lib, caps, queries, relevant, ["auto", same], FusionParams(), caption_kind=kind)
-        assert res["auto"].ranks is not None and res[same].ranks is not None
-        assert list(res["auto"].ranks) == list(res[same].ranks), kind
+        auto_ranks, same_ranks = res["auto"].ranks, res[same].ranks
+        assert auto_ranks is not None and same_ranks is not None
+        assert list(auto_ranks) == list(same_ranks), kind
         assert res["auto"].metrics == res[same].metrics
