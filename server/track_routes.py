@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from songseek.engine.analysis.tagging import TAG_PREFIX
 from songseek.engine.errors import QueryError
 from songseek.engine.query.fusion import rerank_scores
+from songseek.engine.query.kind import Kind, resolve_mode
 from songseek.server.context import ctx_of
 from songseek.server.errors import NotFound
 from songseek.server.query import SearchParams, from_query, query_parameters, track_audio_url
@@ -83,7 +84,7 @@ async def track(request: Request, track_id: str,
         out = _details(snap, track_id, row)
         if q is not None or like is not None:
             vec = snap.library.embed_text([q])[0] if q is not None else track_vector(snap, str(like), None, None)
-            out["timeline"] = _timeline(snap, row, vec, params)
+            out["timeline"] = _timeline(snap, row, vec, params, snap.library.query_kind(q) if q is not None else None)
         return out
 
     return FastJSON(await ctx.pool.run(work))
@@ -124,14 +125,14 @@ def _details(snap: Snapshot, track_id: str, row: int) -> dict[str, object]:
             "windows": windows, "tags": tags}
 
 
-def _timeline(snap: Snapshot, row: int, vec: np.ndarray, params: SearchParams) -> dict[str, object]:
+def _timeline(snap: Snapshot, row: int, vec: np.ndarray, params: SearchParams, kind: Kind) -> dict[str, object]:
     lib = snap.library
     first, count = int(snap.column("frame_start", row) or 0), int(snap.column("frame_count", row) or 0)
     sims = np.asarray(lib.store.vectors(first, count) @ vec, dtype=np.float32)
     settings = lib.rerank_settings()
     fusion = params.options(lib).fusion or settings.params
     rerank = params.rerank or settings.mode
-    mode = "max" if rerank == "none" else rerank
+    mode = "max" if rerank == "none" else resolve_mode(rerank, kind)  # auto: by the text's form, as search
     res = rerank_scores(mode, sims[None, :], np.asarray([count]), fusion)
     z = sims.astype(np.float64) / fusion.temperature
     att = np.exp(z - z.max())

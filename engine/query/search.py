@@ -306,6 +306,12 @@ class Library:
             check_query_text(t)
         return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
 
+    def query_kind(self, text: str) -> Kind:
+        """What ``search(text)`` takes the text to describe (engine/query/kind.py): its form when the text
+        tower reads it in one piece, else None (a longer text is scored chunk by chunk)."""
+        one_piece = len(longtext.text_chunks(self.encoder, text.strip())) == 1
+        return text_kind(text.strip()) if one_piece else None
+
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
         enc = self.encoder

@@ -178,3 +178,15 @@ def test_search_texts_ranks_every_text_as_search_does(tmp_path: Path) -> None:
     assert batch[1] != lib.search(vector=embed_texts(enc, [LONG])[0], k=5, candidates=11)  # not the mean
     with pytest.raises(QueryError, match="empty"):
         lib.search_texts(["fine", "  "])
+
+
+def test_query_kind_is_the_form_only_for_a_text_read_in_one_piece(tmp_path: Path) -> None:
+    """A caption past the token limit is scored chunk by chunk, so its kind is not known (auto: hedge)."""
+    rng = np.random.default_rng(5)
+    info = EncoderInfo("fake-limited", "fake", 32, 16000, random_weights=True, text_max_tokens=LIMIT)
+    lib = Library.open(build_library(tmp_path / "lib", [noisy_copies(rng.standard_normal(32), 4, 0.5, rng)
+                                                       for _ in range(3)], encoder=info))
+    assert lib.query_kind("soft piano") == "part"
+    assert lib.query_kind("Soft piano. Then drums.") == "whole"
+    assert lib.query_kind(LONG) is None
+    assert {h.rerank for h in lib.search(LONG, k=3)} == {"hedge"}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from songseek.engine.audio import decode
-from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop
+from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop, rerank_scores
+from songseek.engine.query.kind import resolve_mode
 from songseek.engine.query.search import Library
 from songseek.engine.storage.writer import LibraryWriter
 from songseek.server.query import SearchParams
@@ -132,6 +133,11 @@ def test_track_timeline_is_the_naive_similarity_and_the_search_segment(client: h
     assert int(np.argmax(tl["attention"])) == int(np.argmax(naive))
     assert (tl["segment"]["start_s"], tl["segment"]["end_s"]) == (hit.segment.start_s, hit.segment.end_s)
     assert body["artist"] in ("Ada Lovelace Trio", "O'Brien & Sons", "Cluster", None)
+    # auto resolves by the text's form as search does: the timeline's score is that mode's on this track
+    mode = hit.rerank
+    assert mode == resolve_mode("auto", lib.query_kind(QUERY))
+    want = rerank_scores(mode, naive[None, :].astype(np.float32), np.asarray([count]), lib.rerank_settings().params)
+    assert tl["score"] == pytest.approx(float(want.score[0]), abs=1e-6)
 
 
 def test_clip_upload_searches_like_the_cli(client: httpx.Client, library: Path) -> None:
