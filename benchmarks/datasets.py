@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -545,8 +545,7 @@ def load_queries(path: str | Path) -> QuerySet:
         if qid in seen:
             raise _fail(path, where, f"id {qid!r} appears twice")
         seen.add(qid)
-        queries.append(Query(qid, relevant, text, vector, start, end, "part" if kind == "part" else
-                             "whole" if kind == "whole" else None))
+        queries.append(Query(qid, relevant, text, vector, start, end, cast(Kind, kind)))
     return QuerySet(path=path, queries=tuple(queries), dim=dim)
 
 

@@ -215,7 +215,7 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
         forms["long"] = (None,) * n  # past the token limit: scored chunk by chunk
         forms["example"] = (None,) * n  # an audio query: not known (engine/query/kind.py)
         for level in ("whole", "section", "tags"):  # audio→text: the kind the level's captions share
-            forms[f"a2t-{level}"] = (shared_kind([text_kind(t) for t in texts[level]]),) * n
+            forms[f"a2t-{level}"] = (shared_kind(list(forms[level])),) * n
     out = [
         _t2a_case(dataset, "whole", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"]),
         _t2a_case(dataset, "long", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"], chunks=d.long_chunks),
@@ -226,8 +226,7 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
     ]
     out += [_a2t_case(dataset, level, d.frames, d.texts[level], own[level]) for level in ("whole", "section", "tags")]
     if forms:
-        keys = ("whole", "long", "section", "tags", "example", "a2t-whole", "a2t-section", "a2t-tags")
-        out = [replace(c, forms=forms[k]) for c, k in zip(out, keys, strict=True)]
+        out = [replace(c, forms=forms[c.kind if c.direction != "a2t" else f"a2t-{c.kind}"]) for c in out]
     return out
 
 

@@ -37,7 +37,7 @@ from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query import longtext
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop, rerank_scores
-from songseek.engine.query.kind import Kind, resolve_mode, shared_kind, text_kind
+from songseek.engine.query.kind import Kind, resolve_mode, shared_kind
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig, index_paths
@@ -379,8 +379,7 @@ def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str |
             raise UsageError("a text query is empty: every query needs a description")
     chunked = longtext.embed_chunked(lib.encoder, [t.strip() for t in texts])
     vecs = np.stack([c.mean_vector for c in chunked]).astype(np.float32)
-    kinds = [text_kind(c.text) if len(c.chunks) == 1 else None for c in chunked]
-    return vecs, [c.text if len(c.chunks) > 1 else None for c in chunked], kinds
+    return vecs, [c.text if len(c.chunks) > 1 else None for c in chunked], [c.kind for c in chunked]
 
 
 @dataclass(frozen=True)

@@ -475,7 +475,10 @@ def _fuse_block(
     p, o, mass = _scores(bt, inv_tau)
     r_k = np.einsum("bv,bv->b", p, bt.kernel_w) / bt.w
     r_t = np.sum(o, axis=1, where=np.arange(o.shape[1])[None, :] < bt.h[:, None]) / bt.h
-    first, last = _best_kernel(mass if segment == "attention" else p, bt)
+    if segment == "span":  # fuse finds the span on the whole batch
+        first = last = np.zeros(len(lengths), np.int64)
+    else:
+        first, last = _best_kernel(mass if segment == "attention" else p, bt)
     score = (params.gamma_k * r_k + params.gamma_t * r_t).astype(np.float32)
     return score, r_k.astype(np.float32), r_t.astype(np.float32), bt.hi.astype(np.float32), first, last
 

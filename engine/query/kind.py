@@ -43,9 +43,10 @@ def is_tag_list(text: str) -> bool:
     return len(items) >= TAG_MIN_ITEMS and all(0 < len(x.split()) <= TAG_MAX_WORDS for x in items)
 
 
-def text_kind(text: str) -> Kind:
-    """The kind of a text that the text tower reads in one piece (a longer one is not known: None)."""
-    if is_tag_list(text):
+def text_kind(text: str, n_chunks: int = 1) -> Kind:
+    """The kind of a text from its form, when the text tower reads it in one piece (``n_chunks`` = 1); a
+    text embedded as several chunks is scored chunk by chunk and its kind is not known (None)."""
+    if n_chunks != 1 or is_tag_list(text):
         return None
     return "whole" if _SENTENCE_BREAK.search(text.strip()) else "part"
 

@@ -31,6 +31,7 @@ import numpy as np
 from songseek.engine.encoders.base import Encoder, l2_normalize
 from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.fusion import FusionParams, FusionResult, rerank_scores
+from songseek.engine.query.kind import Kind, text_kind
 
 TOKENS_PER_WORD = 1.3
 SPECIAL_TOKENS = 2
@@ -129,6 +130,11 @@ class ChunkedText:
     def mean_vector(self) -> np.ndarray:
         """float32 (dim,): the re-normalised mean of the chunk vectors."""
         return l2_normalize(self.vectors.mean(axis=0, keepdims=True))[0]
+
+    @property
+    def kind(self) -> Kind:
+        """What the text describes as the ``auto`` rerank reads it (engine/query/kind.py)."""
+        return text_kind(self.text, len(self.chunks))
 
 
 def embed_chunked(encoder: Encoder, texts: list[str]) -> list[ChunkedText]:

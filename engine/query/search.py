@@ -309,8 +309,7 @@ class Library:
     def query_kind(self, text: str) -> Kind:
         """What ``search(text)`` takes the text to describe (engine/query/kind.py): its form when the text
         tower reads it in one piece, else None (a longer text is scored chunk by chunk)."""
-        one_piece = len(longtext.text_chunks(self.encoder, text.strip())) == 1
-        return text_kind(text.strip()) if one_piece else None
+        return text_kind(text.strip(), len(longtext.text_chunks(self.encoder, text.strip())))
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
@@ -358,7 +357,7 @@ class Library:
         results: list[list[Hit]] = [[] for _ in texts]
         if short:
             vectors = np.concatenate([chunked[i].vectors for i in short])
-            kinds = [text_kind(chunked[i].text) for i in short]
+            kinds = [chunked[i].kind for i in short]
             for i, hits in zip(short, self.search_vectors(vectors, opts, kinds=kinds)):
                 results[i] = hits
         for i, c in enumerate(chunked):
@@ -391,13 +390,13 @@ class Library:
         query describes (engine/query/kind.py), which the ``auto`` rerank uses; None: not known."""
         opts = (options or SearchOptions()).validated()
         q = self._check_vectors(np.asarray(queries))
+        if kinds is not None and len(kinds) != len(q):
+            raise QueryError(f"kinds must give one kind per query vector ({len(q)}), got {len(kinds)}")
         if self.n_tracks == 0:
             return [[] for _ in range(len(q))]
         allowed = self.allowed_rows(opts.where, opts.filter_limits)
         if opts.exact:
             self.exact_scanner(upcoming=len(q))  # a batch this size pays for the int8 copy up front
-        if kinds is not None and len(kinds) != len(q):
-            raise QueryError(f"kinds must give one kind per query vector ({len(q)}), got {len(kinds)}")
         results = []
         for qi in range(len(q)):
             cand_rows, cand_scores = self.candidates(q[qi], opts, allowed)

@@ -29,6 +29,11 @@ def test_text_kind_reads_the_form(text: str, kind: str | None) -> None:
     assert text_kind(text) == kind
 
 
+def test_a_text_read_as_several_chunks_has_no_kind() -> None:
+    assert text_kind("A calm piece. It opens with piano.", n_chunks=2) is None
+    assert text_kind("a saxophone solo", n_chunks=1) == "part"
+
+
 def test_tag_lists_need_short_items() -> None:
     assert is_tag_list("a, b, c")
     assert not is_tag_list("a slow and very quiet intro, strings, piano")
