@@ -281,3 +281,7 @@ def test_settings_round_trip_and_bad_values() -> None:
         RerankSettings.from_json({"params": {"temperature": -1}})
     with pytest.raises(UsageError, match="hedge_weight must be"):
         RerankSettings.from_json({"params": {"hedge_weight": 0.5}})
+    with pytest.raises(UsageError, match=r"span_exponent must be a number in \[0, 1\]"):
+        RerankSettings.from_json({"params": {"span_exponent": 1.5}})
+    with pytest.raises(UsageError, match="segment must be one of"):
+        RerankSettings.from_json({"params": {"segment": "best"}})
