@@ -11,8 +11,10 @@ its candidates' windows (the rerank's whole input) and which candidates are rele
   text→audio: ``whole`` (whole-track descriptions, truncated to 64 tokens as the model reads them),
   ``long`` (the same descriptions through the long-caption path: sentence chunks × windows,
   engine/query/longtext.py), ``section`` captions, ``tags``; audio→text (a track ranks the captions of a
-  level): ``whole``, ``section``, ``tags``; query by example: a 10 s excerpt of a track at an offset that
-  is not on the window grid, with noise at 10 dB SNR (relevant: its track).
+  level): ``whole``, ``section``, ``tags``; query by example: EXAMPLES_PER_TRACK 10 s excerpts of each
+  track at offsets that are not on the window grid, with noise at 10 dB SNR (relevant: its track). Several
+  per track because one excerpt per track gave rows of 80 queries whose R@10 moved by ±5 points from seed
+  to seed (docs/fusion.md, "Session 7").
 - **captions** (benchmarks/longtext_planted.py): bag-of-words captions over synthetic scores, long
   whole-track descriptions through the chunk path (kind ``long``).
 """
@@ -30,6 +32,7 @@ from songseek.benchmarks.synth import iter_tracks
 from songseek.benchmarks.synth.dataset import synth_track
 from songseek.engine.audio.windowing import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
+from songseek.engine.errors import UsageError
 from songseek.engine.query.kind import Kind, shared_kind, text_kind
 from songseek.engine.query.longtext import embed_chunked
 
@@ -161,12 +164,17 @@ class DemoSet:
     long_chunks: list[np.ndarray]
     examples: np.ndarray
     example_spans: np.ndarray
+    example_owner: np.ndarray
+
+
+EXAMPLES_PER_TRACK = 4
+CACHE_VERSION = 2  # bump when embed_demo_set's output changes (cache file names carry it)
 
 
 def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
     """Render and embed ``n_tracks`` tracks of generator ``seed`` (windows, captions, excerpts)."""
     sr = encoder.info.sample_rate
-    frames, bounds, spans, examples, ex_spans = [], [], [], [], []
+    frames, bounds, spans, examples, ex_spans, ex_owner = [], [], [], [], [], []
     caps: dict[str, list[str]] = {"whole": [], "tags": [], "section": []}
     owner: dict[str, list[int]] = {k: [] for k in caps}
     rng = np.random.default_rng(7919 + seed)
@@ -180,17 +188,20 @@ def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
             owner[level] += [i] * len(level_caps)
         spans += [(s.start_s, s.end_s) for s in track.score.sections]
         length = len(audio) / sr
-        start = float(rng.uniform(0, max(0.0, length - 10.0)))
-        start = start + 5.0 if start % 10.0 < 1.0 and start + 15.0 <= length else start  # off the grid
-        clip = audio[int(start * sr) : int(start * sr) + 10 * sr].astype(np.float64)
-        clip = clip + rng.normal(0, np.sqrt(np.mean(clip**2) / 10.0) + 1e-9, clip.shape)  # 10 dB SNR
-        examples.append(encoder.embed_audio(clip[None].astype(np.float32))[0])
-        ex_spans.append((start, start + len(clip) / sr))
+        for _ in range(EXAMPLES_PER_TRACK):
+            start = float(rng.uniform(0, max(0.0, length - 10.0)))
+            start = start + 5.0 if start % 10.0 < 1.0 and start + 15.0 <= length else start  # off the grid
+            clip = audio[int(start * sr) : int(start * sr) + 10 * sr].astype(np.float64)
+            clip = clip + rng.normal(0, np.sqrt(np.mean(clip**2) / 10.0) + 1e-9, clip.shape)  # 10 dB SNR
+            examples.append(encoder.embed_audio(clip[None].astype(np.float32))[0])
+            ex_spans.append((start, start + len(clip) / sr))
+            ex_owner.append(i)
     texts = {level: encoder.embed_text(c) for level, c in caps.items()}
     chunked = embed_chunked(encoder, caps["whole"])
     return DemoSet(frames, bounds, texts, {k: np.asarray(v, np.int64) for k, v in owner.items()},
                    np.asarray(spans, np.float64).reshape(-1, 2), [c.vectors for c in chunked],
-                   l2_normalize(np.asarray(examples, np.float32)), np.asarray(ex_spans, np.float64))
+                   l2_normalize(np.asarray(examples, np.float32)), np.asarray(ex_spans, np.float64),
+                   np.asarray(ex_owner, np.int64))
 
 
 def demo_texts(seed: int, n_tracks: int) -> dict[str, list[str]]:
@@ -213,7 +224,7 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
     if texts is not None:
         forms = {level: tuple(text_kind(t) for t in texts[level]) for level in texts}
         forms["long"] = (None,) * n  # past the token limit: scored chunk by chunk
-        forms["example"] = (None,) * n  # an audio query: not known (engine/query/kind.py)
+        forms["example"] = (None,) * len(d.example_owner)  # an audio query: not known (engine/query/kind.py)
         for level in ("whole", "section", "tags"):  # audio→text: the kind the level's captions share
             forms[f"a2t-{level}"] = (shared_kind(list(forms[level])),) * n
     out = [
@@ -222,7 +233,7 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
         _t2a_case(dataset, "section", "t2a", d.texts["section"], d.frames, d.bounds, own["section"], d.spans),
         _t2a_case(dataset, "tags", "t2a", d.texts["tags"], d.frames, d.bounds, own["tags"]),
         # no IoU for excerpts: a 10 s excerpt against 30 s segments cannot reach IoU 0.5
-        _t2a_case(dataset, "example", "a2a", d.examples, d.frames, d.bounds, np.arange(n)),
+        _t2a_case(dataset, "example", "a2a", d.examples, d.frames, d.bounds, d.example_owner),
     ]
     out += [_a2t_case(dataset, level, d.frames, d.texts[level], own[level]) for level in ("whole", "section", "tags")]
     if forms:
@@ -232,7 +243,8 @@ def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = No
 
 def save_demo_set(d: DemoSet, path: str) -> None:
     arrays: dict[str, np.ndarray] = {"spans": d.spans, "examples": d.examples, "example_spans": d.example_spans,
-                                     "n": np.array([len(d.frames)])}
+                                     "example_owner": d.example_owner, "n": np.array([len(d.frames)]),
+                                     "version": np.array([CACHE_VERSION])}
     for i, (f, b, c) in enumerate(zip(d.frames, d.bounds, d.long_chunks)):
         arrays[f"frames_{i}"], arrays[f"bounds_{i}"], arrays[f"chunks_{i}"] = f, b, c
     for k in d.texts:
@@ -241,9 +253,13 @@ def save_demo_set(d: DemoSet, path: str) -> None:
 
 
 def load_demo_set(path: str) -> DemoSet:
+    """A set written by save_demo_set of this CACHE_VERSION; raises UsageError naming the file otherwise."""
     z = np.load(path)
+    if "version" not in z or int(z["version"][0]) != CACHE_VERSION:
+        raise UsageError(f"{path}: a demo set cache of another version (this code writes version "
+                         f"{CACHE_VERSION}); delete it and run again to re-embed")
     n = int(z["n"][0])
     levels = ("whole", "tags", "section")
     return DemoSet([z[f"frames_{i}"] for i in range(n)], [z[f"bounds_{i}"] for i in range(n)],
                    {k: z[f"texts_{k}"] for k in levels}, {k: z[f"owner_{k}"] for k in levels}, z["spans"],
-                   [z[f"chunks_{i}"] for i in range(n)], z["examples"], z["example_spans"])
+                   [z[f"chunks_{i}"] for i in range(n)], z["examples"], z["example_spans"], z["example_owner"])

@@ -12,9 +12,9 @@ does, so the default rerank ``auto`` asks this module and runs ``part``, ``whole
 - a tag list ("jazz, saxophone, calm"), a text past the token limit (scored chunk by chunk, each chunk
   a stretch of the track), an audio excerpt and a bare vector: not known, ``hedge``;
 - audio→text (a track ranks texts; benchmarks only): the kind the candidate texts share, if they share one.
- An excerpt is a
-  moment, but its vector is the mean of its windows and rarely sits on the library's window grid, so it
-  matches two windows in part; measured, max pooling is not its best rerank (docs/fusion.md).
+
+An excerpt is a moment, but its vector is the mean of its windows and rarely sits on the library's window
+grid, so it matches two windows in part; measured, max pooling is not its best rerank (docs/fusion.md).
 
 A caller who knows better passes ``--rerank part`` or ``--rerank whole`` (or saves a mode per library with
 ``songseek bench rerank --save``); ``auto`` only decides when nobody has.

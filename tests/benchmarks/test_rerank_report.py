@@ -1,0 +1,168 @@
+"""The rerank report (benchmarks/rerank_cases.py, rerank_eval.py, rerank_report.py): cases built as the
+docstrings say, metrics against plain loops, the target verdicts and their paired intervals, the splice
+into docs/fusion.md, and the demo set's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songseek.benchmarks.metrics import segment_iou
+from songseek.benchmarks.rerank_cases import (
+    CACHE_VERSION,
+    EXAMPLES_PER_TRACK,
+    Case,
+    DemoSet,
+    demo_cases,
+    embed_demo_set,
+    load_demo_set,
+    planted_cases,
+    save_demo_set,
+)
+from songseek.benchmarks.rerank_eval import CaseResult, evaluate_case, settings_rule
+from songseek.benchmarks.rerank_report import END, START, TARGET_POINTS, delta_ci, format_report, splice
+from songseek.engine.encoders import load_encoder
+from songseek.engine.errors import UsageError
+from songseek.engine.query.fusion import DEFAULT_RERANK, RerankSettings
+
+
+def naive_max_eval(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """First relevant rank (ties against the query) and IoU of the best window, query by query."""
+    ranks, ious = [], []
+    for q in range(case.n_queries):
+        sims, lengths = case.sims[q], case.lengths[q]
+        scores = [max(float(sims[b, 0, t]) for t in range(int(lengths[b]))) for b in range(len(lengths))]
+        rel = set(int(r) for r in case.relevant[q])
+        best_rank = min(1 + sum(1 for j, s in enumerate(scores) if j != r and s >= scores[r]) for r in rel)
+        ranks.append(best_rank)
+        if np.isfinite(case.spans[q]).all():
+            c = int(case.span_cand[q])
+            w = max(range(int(lengths[c])), key=lambda t: float(sims[c, 0, t]))
+            b = case.bounds[q]
+            ious.append(float(segment_iou(b[w, 0], b[w, 1], *case.spans[q])))
+    return np.array(ranks), np.array(ious)
+
+
+@pytest.mark.parametrize("geometry", ["base", "aniso"])
+def test_planted_cases_and_metrics_match_plain_loops(geometry: str) -> None:
+    cases = planted_cases(geometry, seed=11, n_tracks=24)
+    assert [c.kind for c in cases] == ["whole", "section"]
+    for case in cases:
+        assert case.dataset == f"planted-{geometry}" and case.direction == "t2a"
+        assert all(s.shape[0] == 24 and s.shape[1] == 1 for s in case.sims)
+        res = evaluate_case(case, settings_rule(RerankSettings("max")), ci=False)
+        ranks, ious = naive_max_eval(case)
+        np.testing.assert_array_equal(res.ranks, ranks)
+        assert res.metrics["R@10"] == pytest.approx(np.mean(ranks <= 10))
+        assert res.metrics["R@1"] == pytest.approx(np.mean(ranks == 1))
+        if case.kind == "section":
+            assert res.metrics["IoU>=0.5"] == pytest.approx(np.mean(ious >= 0.5))
+        else:
+            assert "IoU>=0.5" not in res.metrics
+
+
+def test_anisotropic_geometry_squeezes_cosines_into_a_narrow_band() -> None:
+    def cosines(case: Case) -> np.ndarray:
+        sims, lengths = case.sims[0], case.lengths[0]
+        return np.concatenate([sims[b, 0, :n] for b, n in enumerate(lengths)])
+
+    base, aniso = cosines(planted_cases("base", 5, 16)[0]), cosines(planted_cases("aniso", 5, 16)[0])
+    assert np.ptp(aniso) < 0.5 * np.ptp(base) and aniso.mean() > 0.5
+
+
+def tiny_demo_set(n: int = 5, dim: int = 8, seed: int = 0) -> DemoSet:
+    rng = np.random.default_rng(seed)
+    frames = [rng.normal(size=(3 + i, dim)).astype(np.float32) for i in range(n)]
+    bounds = [np.stack([np.arange(len(f)) * 10.0, np.arange(1, len(f) + 1) * 10.0], axis=1) for f in frames]
+    owner = {"whole": np.arange(n), "tags": np.arange(n), "section": np.repeat(np.arange(n), 2)}
+    texts = {k: rng.normal(size=(len(v), dim)).astype(np.float32) for k, v in owner.items()}
+    spans = np.tile([[0.0, 10.0], [10.0, 30.0]], (n, 1))
+    chunks = [rng.normal(size=(2, dim)).astype(np.float32) for _ in range(n)]
+    ex_owner = np.repeat(np.arange(n), EXAMPLES_PER_TRACK)
+    examples = rng.normal(size=(len(ex_owner), dim)).astype(np.float32)
+    return DemoSet(frames, bounds, texts, owner, spans, chunks, examples, np.zeros((len(ex_owner), 2)), ex_owner)
+
+
+def test_demo_cases_kinds_forms_and_relevance() -> None:
+    d = tiny_demo_set()
+    texts = {"whole": ["A calm piece. It ends loud."] * 5, "tags": ["jazz, calm, piano"] * 5,
+             "section": ["a soft piano intro"] * 10}
+    cases = {(c.kind, c.direction): c for c in demo_cases(d, "demo-x", texts)}
+    assert set(cases) == {("whole", "t2a"), ("long", "t2a"), ("section", "t2a"), ("tags", "t2a"),
+                          ("example", "a2a"), ("whole", "a2t"), ("section", "a2t"), ("tags", "a2t")}
+    ex = cases[("example", "a2a")]
+    assert ex.n_queries == 5 * EXAMPLES_PER_TRACK
+    assert [int(r[0]) for r in ex.relevant] == list(d.example_owner)
+    assert {ex.query_kind(q) for q in range(ex.n_queries)} == {None}
+    assert cases[("whole", "t2a")].query_kind(0) == "whole" and cases[("section", "t2a")].query_kind(3) == "part"
+    assert cases[("tags", "t2a")].query_kind(0) is None and cases[("long", "t2a")].query_kind(0) is None
+    assert cases[("whole", "a2t")].query_kind(2) == "whole"  # the kind the captions share
+    a2t = cases[("section", "a2t")]
+    assert [sorted(r.tolist()) for r in a2t.relevant] == [[2 * i, 2 * i + 1] for i in range(5)]
+    # a2t similarities: caption c against the windows of track q
+    np.testing.assert_allclose(a2t.sims[1][3, 0], d.frames[1] @ d.texts["section"][3], rtol=1e-5)
+
+
+def test_demo_set_cache_round_trip_and_version(tmp_path: Path) -> None:
+    d = tiny_demo_set()
+    path = tmp_path / "set.npz"
+    save_demo_set(d, str(path))
+    back = load_demo_set(str(path))
+    np.testing.assert_array_equal(back.example_owner, d.example_owner)
+    np.testing.assert_array_equal(back.frames[3], d.frames[3])
+    np.testing.assert_array_equal(back.texts["section"], d.texts["section"])
+    old = tmp_path / "old.npz"
+    with np.load(path) as z:
+        np.savez(old, **{k: z[k] for k in z.files if k != "version"})
+    with pytest.raises(UsageError, match=f"old.npz: a demo set cache of another version .*version {CACHE_VERSION}"):
+        load_demo_set(str(old))
+
+
+def test_embed_demo_set_one_track_excerpts_off_the_grid() -> None:
+    d = embed_demo_set(load_encoder("demo"), seed=2, n_tracks=1)
+    assert d.examples.shape[0] == EXAMPLES_PER_TRACK and set(d.example_owner.tolist()) == {0}
+    np.testing.assert_allclose(np.linalg.norm(d.examples, axis=1), 1.0, rtol=1e-5)
+    length = float(d.bounds[0][-1, 1])
+    for start, end in d.example_spans:
+        assert end - start == pytest.approx(10.0) and 0.0 <= start and end <= length + 1e-6
+        assert start % 10.0 >= 1.0 or start + 15.0 > length  # moved off the window grid where it can be
+
+
+def result(hits: list[int], iou: float | None = None) -> CaseResult:
+    ranks = np.where(np.asarray(hits) > 0, 1, 50)
+    metrics = {"R@1": float(np.mean(ranks == 1)), "R@10": float(np.mean(ranks <= 10)), "mAP@10": 0.0,
+               "MedR": float(np.median(ranks))}
+    if iou is not None:
+        metrics["IoU>=0.5"] = iou
+    return CaseResult(metrics, ranks, {})
+
+
+def test_delta_ci_is_paired() -> None:
+    a = result([1, 0, 1, 1, 0, 1, 0, 1] * 10)
+    assert delta_ci(a, a) == (0.0, 0.0)  # the same queries: no difference in any resample
+    b = result([1, 0, 1, 1, 0, 1, 0, 0] * 10)  # loses one query in 8
+    lo, hi = delta_ci(a, b)
+    assert 0.0 < lo <= 0.125 <= hi
+
+
+@pytest.mark.parametrize(("default_hits", "verdict"), [(78, "met"), (77, "**missed**")])
+def test_target_verdict_at_the_tolerance(default_hits: int, verdict: str) -> None:
+    # 100 queries: best pooling 79 hits; 78 is −1 point (met, TARGET_POINTS = 1), 77 is −2 (missed)
+    assert TARGET_POINTS == 1.0
+    case = planted_cases("base", 0, 12)[1]
+    hits = {DEFAULT_RERANK: default_hits, "mean": 60, "max": 79, "fusion@raw": 79}
+    rows = {m: result([1] * h + [0] * (100 - h), iou=0.5 if m == "fusion@raw" else 0.6) for m, h in hits.items()}
+    text = format_report({case.name: rows}, [case], 1.0)
+    line = next(x for x in text.splitlines() if x.startswith("| planted-base | section | t2a |"))  # target table first
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == f"{default_hits:.1f}" and cells[5] == "79.0"
+    assert cells[6].startswith(f"{default_hits - 79:+.1f} [") and cells[7] == verdict
+    assert cells[8] == "60.0 / 50.0" and cells[9] == "met"
+
+
+def test_splice_replaces_only_the_report_block() -> None:
+    doc = f"intro\n{START}\nold table\n{END}\noutro\n"
+    assert splice(doc, "new table\n") == f"intro\n{START}\nnew table\n{END}\noutro\n"
+    assert splice("no markers here", "new\n") == "new\n"
