@@ -72,16 +72,25 @@ class Case:
     span_cand: np.ndarray
     bounds: list[np.ndarray]
     forms: tuple[Kind, ...] = ()
+    stated: bool = False
 
     def query_kind(self, q: int) -> Kind:
-        """What query q describes as the engine reads its form (engine/query/kind.py): the text's for a
-        text query, the kind its candidate captions share for audio→text; None for vectors, audio excerpts
-        and chunked captions (``forms`` empty: None for every query)."""
+        """What query q describes as the engine learns it: read from its form (engine/query/kind.py: the
+        text's for a text query, the kind its candidate captions share for audio→text), or stated by the
+        caller (``stated``: a query file's ``kind`` column, ``--rerank part|whole``); None for bare vectors,
+        audio excerpts and chunked captions (``forms`` empty: None for every query)."""
         return self.forms[q] if self.forms else None
 
     @property
+    def kind_known(self) -> str:
+        """How the engine knows the queries' kind: ``stated``, ``form``, or ``—`` (not known: hedge)."""
+        if self.stated:
+            return "stated"
+        return "form" if any(f is not None for f in self.forms) else "—"
+
+    @property
     def name(self) -> str:
-        return f"{self.dataset} / {self.kind} / {self.direction}"
+        return f"{self.dataset} / {self.kind} / {self.direction}" + (" / kind stated" if self.stated else "")
 
     @property
     def n_queries(self) -> int:
@@ -123,8 +132,10 @@ def _anisotropic(v: np.ndarray, u: np.ndarray) -> np.ndarray:
     return l2_normalize(v.astype(np.float64) + ANISO_SHIFT * u[None]).astype(np.float32)
 
 
-def planted_cases(geometry: str, seed: int, n_tracks: int = 200) -> list[Case]:
-    """``whole`` and ``section`` text→audio cases of one planted geometry (see the module docstring)."""
+def planted_cases(geometry: str, seed: int, n_tracks: int = 200, stated: bool = False) -> list[Case]:
+    """``whole`` and ``section`` text→audio cases of one planted geometry (see the module docstring). The
+    queries are bare vectors, so their kind is not known, unless ``stated``: then each query carries its
+    kind as a caller states it (a query file's ``kind`` column: ``whole``, or ``part`` for a section)."""
     p = make_planted(n_tracks, seed=seed, **PLANTED_GEOMETRIES[geometry])
     frames, queries = p.frames, p.queries
     if geometry == "aniso":
@@ -135,8 +146,12 @@ def planted_cases(geometry: str, seed: int, n_tracks: int = 200) -> list[Case]:
     spans = np.stack([p.query_start_s, p.query_end_s], axis=1)
     out = []
     for kind, sel in (("whole", ~p.is_section), ("section", p.is_section)):
-        out.append(_t2a_case(f"planted-{geometry}", kind, "t2a", queries[sel], tracks, bounds, p.query_track[sel],
-                             spans[sel] if kind == "section" else None))
+        case = _t2a_case(f"planted-{geometry}", kind, "t2a", queries[sel], tracks, bounds, p.query_track[sel],
+                         spans[sel] if kind == "section" else None)
+        if stated:
+            form: Kind = "whole" if kind == "whole" else "part"
+            case = replace(case, forms=(form,) * case.n_queries, stated=True)
+        out.append(case)
     return out
 
 

@@ -10,12 +10,13 @@ candidates; intervals are 95 % percentile bootstraps over queries (benchmarks/me
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from songseek.benchmarks.metrics import metrics_ci, per_query_values, retrieval_metrics_from_scores, segment_iou
 from songseek.benchmarks.rerank_cases import Case
+from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionResult, RerankSettings
 from songseek.engine.query.kind import Kind, resolve_mode
 from songseek.engine.query.longtext import chunk_scores
@@ -37,11 +38,34 @@ def settings_rule(settings: RerankSettings) -> Rule:
 @dataclass(frozen=True)
 class CaseResult:
     """Metrics (fractions; MedR in ranks), per-query first ranks and, where the case has spans, the
-    share of queries with segment IoU >= 0.5 (NaN otherwise); ``ci`` {metric: (lo, hi)}."""
+    share of queries with segment IoU >= 0.5 (``iou_hits``: 1.0/0.0 per query with a span);
+    ``ci`` {metric: (lo, hi)}; ``values`` the per-query values behind each metric (pooling needs them)."""
 
     metrics: dict[str, float]
     ranks: np.ndarray
     ci: dict[str, tuple[float, float]]
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    iou_hits: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _summarise(values: dict[str, np.ndarray], ranks: np.ndarray, iou_hits: np.ndarray, ci: bool) -> CaseResult:
+    metrics = {name: float(np.median(v) if name == "MedR" else np.mean(v)) for name, v in values.items()}
+    intervals = metrics_ci(values) if ci else {}
+    if iou_hits.size:
+        metrics["IoU>=0.5"] = float(np.mean(iou_hits))
+        if ci:
+            intervals["IoU>=0.5"] = metrics_ci({"IoU>=0.5": iou_hits})["IoU>=0.5"]
+    return CaseResult(metrics, ranks, intervals, values, iou_hits)
+
+
+def pool(results: list[CaseResult], ci: bool = True) -> CaseResult:
+    """One result over the queries of several (the same kind on several seeds): per-query values joined,
+    metrics and intervals computed over all of them, so a row's tolerance is not finer than one query."""
+    if not results:
+        raise UsageError("pool needs at least one result")
+    values = {name: np.concatenate([r.values[name] for r in results]) for name in results[0].values}
+    return _summarise(values, np.concatenate([r.ranks for r in results]),
+                      np.concatenate([r.iou_hits for r in results]), ci)
 
 
 def evaluate_case(case: Case, rule: Rule, ci: bool = True) -> CaseResult:
@@ -53,13 +77,6 @@ def evaluate_case(case: Case, rule: Rule, ci: bool = True) -> CaseResult:
         if np.isfinite(case.spans[q]).all():
             c, b = int(case.span_cand[q]), case.bounds[q]
             ious[q] = segment_iou(b[res.seg_first[c], 0], b[res.seg_last[c], 1], *case.spans[q])
-    metrics, ranks, ap = retrieval_metrics_from_scores(scores, case.relevant, KS, 10)
-    values = per_query_values(ranks, KS, 10, ap)
+    _, ranks, ap = retrieval_metrics_from_scores(scores, case.relevant, KS, 10)
     has = np.isfinite(ious)
-    if has.any():
-        metrics["IoU>=0.5"] = float(np.mean(ious[has] >= 0.5))
-    intervals = metrics_ci(values) if ci else {}
-    if ci and has.any():
-        iou_ok = (ious[has] >= 0.5).astype(np.float64)
-        intervals["IoU>=0.5"] = metrics_ci({"IoU>=0.5": iou_ok})["IoU>=0.5"]
-    return CaseResult(metrics, ranks, intervals)
+    return _summarise(per_query_values(ranks, KS, 10, ap), ranks, (ious[has] >= 0.5).astype(np.float64), ci)

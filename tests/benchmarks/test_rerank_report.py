@@ -4,12 +4,13 @@ into docs/fusion.md, and the demo set's cache."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from songseek.benchmarks.metrics import segment_iou
+from songseek.benchmarks.metrics import per_query_values, segment_iou
 from songseek.benchmarks.rerank_cases import (
     CACHE_VERSION,
     EXAMPLES_PER_TRACK,
@@ -21,7 +22,7 @@ from songseek.benchmarks.rerank_cases import (
     planted_cases,
     save_demo_set,
 )
-from songseek.benchmarks.rerank_eval import CaseResult, evaluate_case, settings_rule
+from songseek.benchmarks.rerank_eval import KS, CaseResult, evaluate_case, pool, settings_rule
 from songseek.benchmarks.rerank_report import END, START, TARGET_POINTS, delta_ci, format_report, splice
 from songseek.engine.encoders import load_encoder
 from songseek.engine.errors import UsageError
@@ -131,12 +132,22 @@ def test_embed_demo_set_one_track_excerpts_off_the_grid() -> None:
 
 
 def result(hits: list[int], iou: float | None = None) -> CaseResult:
+    """A result whose queries hit at rank 1 or miss at rank 50; ``iou``: that share of IoU hits."""
     ranks = np.where(np.asarray(hits) > 0, 1, 50)
-    metrics = {"R@1": float(np.mean(ranks == 1)), "R@10": float(np.mean(ranks <= 10)), "mAP@10": 0.0,
-               "MedR": float(np.median(ranks))}
-    if iou is not None:
-        metrics["IoU>=0.5"] = iou
-    return CaseResult(metrics, ranks, {})
+    values = per_query_values(ranks, KS, 10)
+    iou_hits = np.zeros(0) if iou is None else (np.arange(len(ranks)) < iou * len(ranks)).astype(np.float64)
+    return pool([CaseResult({}, ranks, {}, values, iou_hits)], ci=False)
+
+
+def test_pool_joins_the_queries_of_several_results() -> None:
+    a, b = result([1, 0, 1, 1], iou=0.5), result([0, 0, 1, 0, 1, 1], iou=0.5)
+    both = pool([a, b])
+    assert both.metrics["R@10"] == pytest.approx(6 / 10) and both.metrics["R@1"] == pytest.approx(6 / 10)
+    assert both.metrics["IoU>=0.5"] == pytest.approx(5 / 10)
+    np.testing.assert_array_equal(both.ranks, np.concatenate([a.ranks, b.ranks]))
+    assert both.metrics["MedR"] == float(np.median(both.ranks)) and "R@10" in both.ci
+    with pytest.raises(UsageError, match="at least one"):
+        pool([])
 
 
 def test_delta_ci_is_paired() -> None:
@@ -157,9 +168,44 @@ def test_target_verdict_at_the_tolerance(default_hits: int, verdict: str) -> Non
     text = format_report({case.name: rows}, [case], 1.0)
     line = next(x for x in text.splitlines() if x.startswith("| planted-base | section | t2a |"))  # target table first
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4] == f"{default_hits:.1f}" and cells[5] == "79.0"
-    assert cells[6].startswith(f"{default_hits - 79:+.1f} [") and cells[7] == verdict
-    assert cells[8] == "60.0 / 50.0" and cells[9] == "met"
+    assert cells[3] == "—" and cells[4] == "100"
+    assert cells[5] == f"{default_hits:.1f}" and cells[6] == "79.0"
+    assert cells[7].startswith(f"{default_hits - 79:+.1f} [") and cells[8] == verdict
+    assert cells[9] == "60.0 / 50.0" and cells[10] == "met"
+
+
+def test_target_table_pools_the_seeds_of_a_pool_and_keeps_them_apart_in_all_modes() -> None:
+    # two seeds of 80 queries: seed A loses one query to the best pooling (−1.25, a miss alone), seed B ties
+    d = tiny_demo_set()
+    case_a, case_b = (replace(demo_cases(d, name)[0], sims=[d.frames[0][None]] * 80, lengths=[np.array([3])] * 80)
+                      for name in ("demo-seedA", "demo-seedB"))
+    hits = {"demo-seedA": {DEFAULT_RERANK: 70, "mean": 71, "max": 60, "fusion@raw": 70},
+            "demo-seedB": {DEFAULT_RERANK: 75, "mean": 75, "max": 60, "fusion@raw": 70}}
+    results = {f"{ds} / whole / t2a": {m: result([1] * h + [0] * (80 - h)) for m, h in row.items()}
+               for ds, row in hits.items()}
+    text = format_report(results, [case_a, case_b], 1.0, {"demo-seedA": "demo (A, B)", "demo-seedB": "demo (A, B)"})
+    target, all_modes = text.split("## All modes")
+    rows = [x for x in target.splitlines() if x.startswith("| demo")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[0] == "demo (A, B)" and cells[4] == "160"
+    assert cells[5] == f"{100 * 145 / 160:.1f}" and cells[6] == f"{100 * 146 / 160:.1f}" and cells[8] == "met"
+    assert sum(x.startswith("| demo-seedA | whole | t2a |") for x in all_modes.splitlines()) == 4
+
+
+def test_planted_cases_with_the_kind_stated() -> None:
+    bare, stated = planted_cases("base", 11, 12), planted_cases("base", 11, 12, stated=True)
+    assert [c.kind_known for c in bare] == ["—", "—"] and [c.kind_known for c in stated] == ["stated", "stated"]
+    assert {stated[0].query_kind(q) for q in range(stated[0].n_queries)} == {"whole"}
+    assert {stated[1].query_kind(q) for q in range(stated[1].n_queries)} == {"part"}
+    assert bare[0].query_kind(0) is None and bare[0].name != stated[0].name
+    for b, s in zip(bare, stated, strict=True):  # the same queries and candidates
+        np.testing.assert_array_equal(b.sims[0], s.sims[0])
+    auto = settings_rule(RerankSettings("auto"))
+    whole = evaluate_case(stated[0], settings_rule(RerankSettings("whole")), ci=False)
+    np.testing.assert_array_equal(evaluate_case(stated[0], auto, ci=False).ranks, whole.ranks)
+    hedge = evaluate_case(bare[0], settings_rule(RerankSettings("hedge")), ci=False)
+    np.testing.assert_array_equal(evaluate_case(bare[0], auto, ci=False).ranks, hedge.ranks)
 
 
 def test_splice_replaces_only_the_report_block() -> None:
