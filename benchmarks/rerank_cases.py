@@ -8,8 +8,8 @@ its candidates' windows (the rerank's whole input) and which candidates are rele
   band near 0.8, as CLAP's are), ``sharp`` (weak per-track style, little section noise: concepts decide),
   ``blurry`` (more window and query noise). Kinds: ``whole`` (whole-track queries) and ``section``.
 - **demo**: the bundled demo model (docs/demo-model.md) on synthetic music of one generator seed. Kinds
-  text→audio: ``whole`` (whole-track descriptions, truncated to 64 tokens as the model reads them),
-  ``long`` (the same descriptions through the long-caption path: sentence chunks × windows,
+  text→audio, each text as Library.search reads it: ``whole`` (the whole-track descriptions that fit in
+  the text tower's 64 tokens: one vector), ``long`` (those past it: sentence chunks × windows,
   engine/query/longtext.py), ``section`` captions, ``tags``; audio→text (a track ranks the captions of a
   level): ``whole``, ``section``, ``tags``; query by example: EXAMPLES_PER_TRACK 10 s excerpts of each
   track at offsets that are not on the window grid, with noise at 10 dB SNR (relevant: its track). Several
@@ -83,10 +83,12 @@ class Case:
 
     @property
     def kind_known(self) -> str:
-        """How the engine knows the queries' kind: ``stated``, ``form``, or ``—`` (not known: hedge)."""
+        """How the engine knows the queries' kind: ``stated``, ``form`` (``form, partly`` when only some
+        queries' forms say it), or ``—`` (not known: hedge)."""
+        known = sum(f is not None for f in self.forms)
         if self.stated:
             return "stated"
-        return "form" if any(f is not None for f in self.forms) else "—"
+        return "—" if known == 0 else "form" if known == len(self.forms) else "form, partly"
 
     @property
     def name(self) -> str:
@@ -231,29 +233,34 @@ def demo_texts(seed: int, n_tracks: int) -> dict[str, list[str]]:
 
 
 def demo_cases(d: DemoSet, dataset: str, texts: dict[str, list[str]] | None = None) -> list[Case]:
-    """The demo model's query kinds (module docstring) on one embedded set. ``texts`` (``demo_texts``) gives
-    each query its form (Case.forms); without them every form is None."""
+    """The demo model's query kinds (module docstring) on one embedded set. A whole-track description is a
+    ``whole`` query when the text tower reads it in one piece and a ``long`` one (its sentence chunks) when
+    it does not, as Library.search splits them. ``texts`` (``demo_texts``) gives each query its form
+    (Case.forms) as Library.query_kind reads it; without them every form is None. A kind with no query
+    on this set (no description fits, or none is long) has no case."""
     n = len(d.frames)
     own = d.owner
-    forms: dict[str, tuple[Kind, ...]] = {}
-    if texts is not None:
-        forms = {level: tuple(text_kind(t) for t in texts[level]) for level in texts}
-        forms["long"] = (None,) * n  # past the token limit: scored chunk by chunk
-        forms["example"] = (None,) * len(d.example_owner)  # an audio query: not known (engine/query/kind.py)
-        for level in ("whole", "section", "tags"):  # audio→text: the kind the level's captions share
-            forms[f"a2t-{level}"] = (shared_kind(list(forms[level])),) * n
+    n_chunks = np.array([len(c) for c in d.long_chunks])
+    one, many = np.flatnonzero(n_chunks == 1), np.flatnonzero(n_chunks > 1)
     out = [
-        _t2a_case(dataset, "whole", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"]),
-        _t2a_case(dataset, "long", "t2a", d.texts["whole"], d.frames, d.bounds, own["whole"], chunks=d.long_chunks),
+        _t2a_case(dataset, "whole", "t2a", d.texts["whole"][one], d.frames, d.bounds, own["whole"][one]),
+        _t2a_case(dataset, "long", "t2a", d.texts["whole"][many], d.frames, d.bounds, own["whole"][many],
+                  chunks=[d.long_chunks[i] for i in many]),
         _t2a_case(dataset, "section", "t2a", d.texts["section"], d.frames, d.bounds, own["section"], d.spans),
         _t2a_case(dataset, "tags", "t2a", d.texts["tags"], d.frames, d.bounds, own["tags"]),
         # no IoU for excerpts: a 10 s excerpt against 30 s segments cannot reach IoU 0.5
         _t2a_case(dataset, "example", "a2a", d.examples, d.frames, d.bounds, d.example_owner),
     ]
     out += [_a2t_case(dataset, level, d.frames, d.texts[level], own[level]) for level in ("whole", "section", "tags")]
-    if forms:
+    if texts is not None:
+        forms: dict[str, tuple[Kind, ...]] = {level: tuple(text_kind(t) for t in texts[level]) for level in texts}
+        forms["whole"] = tuple(text_kind(texts["whole"][i]) for i in one)
+        forms["long"] = (None,) * len(many)  # past the token limit: scored chunk by chunk (text_kind(t, n > 1))
+        forms["example"] = (None,) * len(d.example_owner)  # an audio query: not known (engine/query/kind.py)
+        for level in ("whole", "section", "tags"):  # audio→text: the kind the level's captions share
+            forms[f"a2t-{level}"] = (shared_kind([text_kind(t) for t in texts[level]]),) * n
         out = [replace(c, forms=forms[c.kind if c.direction != "a2t" else f"a2t-{c.kind}"]) for c in out]
-    return out
+    return [c for c in out if c.n_queries]
 
 
 def save_demo_set(d: DemoSet, path: str) -> None:

@@ -146,9 +146,9 @@ def format_report(results: dict[str, dict[str, CaseResult]], cases: list[Case], 
         "IoU≥0.5 [95% CI] |",
         "|---" * 11 + "|",
     ]
-    groups: dict[tuple[str, str, str, bool], list[Case]] = {}
+    groups: dict[tuple[str, str, str, str], list[Case]] = {}
     for case in cases:
-        groups.setdefault((pools.get(case.dataset, case.dataset), case.kind, case.direction, case.stated),
+        groups.setdefault((pools.get(case.dataset, case.dataset), case.kind, case.direction, case.kind_known),
                           []).append(case)
         for mode, r in results[case.name].items():
             m = r.metrics

@@ -542,13 +542,23 @@ def _hedge(score: np.ndarray, others: list[np.ndarray], groups: np.ndarray, weig
     """A hedged order as scores: each row's key is min(rank under ``score``, w * its rank under each of
     ``others``) within its group (ties: the better rank under ``score``, then the earlier row); the
     group's ``score`` values, sorted, are handed out in that order, so the scores stay on the scale of
-    ``score`` and their order is the hedged one."""
+    ``score`` and their order is the hedged one. Twins (rows of a group equal under ``score`` and every
+    list of ``others``, e.g. one track indexed twice) are ranked once and share that score: a tie, as
+    under a plain pooling, rather than an order that row numbers decide."""
+    by_score = np.lexsort((np.arange(len(score)), -score, groups))
+    s, g = score[by_score], groups[by_score]
+    if np.any((s[1:] == s[:-1]) & (g[1:] == g[:-1])):  # equal scores in a group: are they twins?
+        _, first, twin = np.unique(np.column_stack([groups, score, *others]), axis=0, return_index=True,
+                                   return_inverse=True)
+        if len(first) < len(score):
+            rep = np.sort(first)  # the first row of each twin group, in row order
+            at = np.searchsorted(rep, first)[twin.reshape(-1)]
+            return _hedge(score[rep], [o[rep] for o in others], groups[rep], weight)[at]
     rank_s = _ranks(score, groups)
     key = rank_s.copy()
     for other in others:
         key = np.minimum(key, weight * _ranks(other, groups))
     final = np.lexsort((np.arange(len(score)), rank_s, key, groups))
-    by_score = np.lexsort((np.arange(len(score)), -score, groups))
     out = np.empty_like(score)
     out[final] = score[by_score]  # both sorted by group first: the k-th of a group gets its k-th best score
     return out

@@ -80,7 +80,7 @@ def tiny_demo_set(n: int = 5, dim: int = 8, seed: int = 0) -> DemoSet:
     owner = {"whole": np.arange(n), "tags": np.arange(n), "section": np.repeat(np.arange(n), 2)}
     texts = {k: rng.normal(size=(len(v), dim)).astype(np.float32) for k, v in owner.items()}
     spans = np.tile([[0.0, 10.0], [10.0, 30.0]], (n, 1))
-    chunks = [rng.normal(size=(2, dim)).astype(np.float32) for _ in range(n)]
+    chunks = [rng.normal(size=(1 + i % 2, dim)).astype(np.float32) for i in range(n)]  # odd tracks: long
     ex_owner = np.repeat(np.arange(n), EXAMPLES_PER_TRACK)
     examples = rng.normal(size=(len(ex_owner), dim)).astype(np.float32)
     return DemoSet(frames, bounds, texts, owner, spans, chunks, examples, np.zeros((len(ex_owner), 2)), ex_owner)
@@ -100,6 +100,14 @@ def test_demo_cases_kinds_forms_and_relevance() -> None:
     assert cases[("whole", "t2a")].query_kind(0) == "whole" and cases[("section", "t2a")].query_kind(3) == "part"
     assert cases[("tags", "t2a")].query_kind(0) is None and cases[("long", "t2a")].query_kind(0) is None
     assert cases[("whole", "a2t")].query_kind(2) == "whole"  # the kind the captions share
+    # whole descriptions as Library.search reads them: one vector when it fits, its chunks when it does not
+    whole, long = cases[("whole", "t2a")], cases[("long", "t2a")]
+    assert [int(r[0]) for r in whole.relevant] == [0, 2, 4] and [int(r[0]) for r in long.relevant] == [1, 3]
+    np.testing.assert_allclose(whole.sims[1][:, 0, :3], np.stack([f[:3] for f in d.frames]) @ d.texts["whole"][2],
+                               rtol=1e-5)
+    assert long.sims[0].shape[1] == 2 and whole.kind_known == "form" and long.kind_known == "—"
+    only_short = replace(d, long_chunks=[c[:1] for c in d.long_chunks])
+    assert ("long", "t2a") not in {(c.kind, c.direction) for c in demo_cases(only_short, "demo-y", texts)}
     a2t = cases[("section", "a2t")]
     assert [sorted(r.tolist()) for r in a2t.relevant] == [[2 * i, 2 * i + 1] for i in range(5)]
     # a2t similarities: caption c against the windows of track q
