@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from songseek.server import audio, errors, search_routes, track_routes
 from songseek.server.auth import TokenMiddleware
+from songseek.server.body_limit import BodyLimit
 from songseek.server.config import ServerConfig
 from songseek.server.context import Context
 from songseek.server.peaks import PeaksCache
@@ -53,6 +54,7 @@ def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> Fas
 
     # StaticFiles refuses paths that resolve outside its folder (../, encoded ../, symlinks out of it).
     app.mount("/static", StaticFiles(directory=static, follow_symlink=False), name="static")
+    app.add_middleware(BodyLimit, limit_for=config.limits.body_limit)
     if config.token is not None:
         app.add_middleware(TokenMiddleware, token=config.token)
     if config.cors_origins:

@@ -29,6 +29,7 @@ class Limits:
     max_nprobe: int = 65_536
     max_batch: int = 32
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_body_bytes: int = 4 * 1024 * 1024  # any other request body (a batch of 32 vectors is < 1 MiB of JSON)
     max_clip_s: float = 60.0
     max_peaks: int = 4_000          # waveform bins per request
     max_peaks_s: float = 4 * 3600.0  # longest track whose waveform is drawn (decoded once, streamed)
@@ -43,6 +44,11 @@ class Limits:
         if self.workers < 1 or self.queue < 0:
             raise UsageError(f"workers must be >= 1 and queue >= 0 (got {self.workers}, {self.queue})")
         self.filter_limits()  # refuses a bad where bound at start, not on the first request
+
+    def body_limit(self, path: str) -> int:
+        """The largest request body for ``path``: an upload with room for its multipart headers, else
+        ``max_body_bytes``."""
+        return self.max_upload_bytes + 64 * 1024 if path.rstrip("/") == "/api/search/audio" else self.max_body_bytes
 
     def filter_limits(self) -> FilterLimits:
         """The where bounds as the engine takes them (one DuckDB thread per filter: the pool bounds the rest)."""

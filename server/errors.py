@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from songseek.engine.errors import (
     DecodeError,
@@ -76,6 +77,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     async def _busy(_: Request, exc: Busy) -> JSONResponse:
         return error_response(503, "the server is busy: every worker is taken and the queue is full; retry "
                               f"in {retry_after_s} s", {"Retry-After": str(retry_after_s)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own 404 / 405 / 413 and FastAPI's body errors, in the same {"error": ...} form
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

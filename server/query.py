@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from songseek.engine.errors import QueryError
 from songseek.engine.query.diversity import cap_per_artist
+from songseek.engine.query.filters import conjoin
 from songseek.engine.query.fusion import params_for_hop
 from songseek.engine.query.search import Hit, Library, SearchOptions
 from songseek.server.config import Limits
@@ -75,7 +76,7 @@ class SearchParams(BaseModel):
 
     def predicate(self, has_tags: bool) -> str | None:
         """``where`` ANDed with the structured filters; None when there are none."""
-        parts = [f"({self.where})"] if self.where is not None and self.where.strip() else []
+        parts = [self.where] if self.where is not None and self.where.strip() else []
         if self.where is not None and not self.where.strip():
             raise QueryError("where is empty: give a SQL predicate such as \"artist = 'Miles Davis'\"")
         for column in ("artist", "album", "genre"):
@@ -90,7 +91,7 @@ class SearchParams(BaseModel):
             if not has_tags:
                 raise QueryError("this library has no tags: run `songseek tag` on it, or drop the tag filter")
             parts.append(f"tag({_literal(self.tag)}) >= {float(self.tag_min)!r}")
-        return " AND ".join(parts) or None
+        return conjoin(parts) if parts else None
 
     def options(self, lib: Library, k: int | None = None) -> SearchOptions:
         """SearchOptions as the CLI builds them: the library's saved rerank mode and parameters unless some

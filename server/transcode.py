@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from songseek.engine.audio.decode import probe
-from songseek.engine.errors import DecodeError
+from songseek.engine.errors import DecodeError, UsageError
 from songseek.server.errors import NotFound
 
 # (file extension, codec) pairs Chromium and Firefox play natively, and the content type to send.
@@ -36,14 +36,20 @@ class Transcoder:
     def __init__(self, folder: Path | None) -> None:
         self.folder = Path(folder) if folder else Path(tempfile.gettempdir()) / f"songseek-serve-{os.getuid()}"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = self.folder.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:  # another user could plant or swap copies there
+            raise UsageError(f"transcode folder {self.folder} is not yours alone (owner uid {st.st_uid}, mode "
+                             f"{st.st_mode & 0o777:o}): remove it, or give the server a private folder")
         self._lock = threading.Lock()
         self._known: dict[tuple[str, int, int], tuple[Path, str]] = {}
 
     def playable(self, path: Path) -> tuple[Path, str]:
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
-        if key in self._known:
-            return self._known[key]
+        known = self._known.get(key)
+        if known is not None:
+            # a copy may have been evicted or cleaned away since: _transcode makes it again (and marks it used)
+            return known if known[0] == path else (self._transcode(path, key), known[1])
         kind = PLAYABLE.get(path.suffix.lower())
         try:
             codec = probe(path).codec

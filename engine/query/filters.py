@@ -117,7 +117,8 @@ def _source(tables: dict[str, pa.Table]) -> str:
 
 
 def filter_track_ids(tables: dict[str, pa.Table], where: str, limits: FilterLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Track ids (object array) of rows of ``tracks`` (joined with the extra tables) matching ``where``.
+    """Track ids (object array, each once) of rows of ``tracks`` (joined with the extra tables) matching
+    ``where``.
 
     Raises QueryError (one line) for a predicate DuckDB rejects, one that is not a single condition, one
     that uses a function or construct outside the bounds above, or one that runs past ``limits.timeout_s``.
@@ -143,7 +144,30 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str, limits: FilterLimi
         ids = result.column("track_id").to_pylist()
     except (KeyError, pa.ArrowInvalid) as exc:  # cannot happen after the structure check; kept one line
         raise QueryError(f"bad where predicate: it does not select track ids ({exc})") from None
-    return np.asarray([str(t) for t in ids if t is not None], dtype=object)
+    # once each: an extra table with several rows for one track repeats it in the join
+    return np.asarray(list(dict.fromkeys(str(t) for t in ids if t is not None)), dtype=object)
+
+
+def conjoin(predicates: list[str]) -> str:
+    """The AND of several predicates, for one ``where`` (a caller's own predicate with filters it adds).
+    Each must close every parenthesis it opens, outside strings and comments, or it could reach past its
+    own: ``true) OR (true`` ANDed with ``artist = 'X'`` would select every track. QueryError otherwise.
+    Each stands on lines of its own, so that a trailing -- comment cannot swallow what follows."""
+    import duckdb
+
+    for where in predicates:
+        tokens = duckdb.tokenize(where)
+        ends = [pos for pos, _ in tokens[1:]] + [len(where)]
+        depth = 0
+        for (pos, kind), end in zip(tokens, ends, strict=True):
+            if kind == duckdb.token_type.operator:
+                for ch in where[pos:end]:
+                    depth += (ch == "(") - (ch == ")")
+                    if depth < 0:
+                        raise QueryError("bad where predicate: a ')' closes a parenthesis it did not open")
+        if depth:
+            raise QueryError("bad where predicate: a '(' is never closed")
+    return " AND ".join(f"(\n{w}\n)" for w in predicates)
 
 
 def _parse(con: Any, statement: str) -> dict[str, Any]:

@@ -434,7 +434,7 @@ class Library:
                 self._where_cache[where] = self._where_cache.pop(where)  # most recent last
                 return self._where_cache[where]
         ids = filter_track_ids(self.tables(), where, limits or self.filter_limits)
-        rows = np.asarray(sorted(self._row_of[t] for t in ids if t in self._row_of), dtype=np.int64)
+        rows = np.asarray(sorted({self._row_of[t] for t in ids if t in self._row_of}), dtype=np.int64)
         rows.setflags(write=False)
         with self._where_lock:
             self._where_cache[where] = rows

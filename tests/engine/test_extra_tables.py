@@ -48,6 +48,20 @@ def test_put_table_commits_and_where_filters_on_it(root: Path) -> None:
         filter_track_ids(lib.tables(), "tag('polka') > 0.5")
 
 
+def test_a_table_with_several_rows_per_track_gives_each_track_once(root: Path) -> None:
+    ids = [f"t{i:04d}" for i in range(12)]
+    labels = pa.table({"track_id": pa.array(ids + ids, pa.string()), "label": ["a"] * 12 + ["b"] * 12})
+    with LibraryWriter(root) as w:
+        w.put_table("labels", labels)
+        w.commit()
+    lib = Library.open(root)
+    assert sorted(filter_track_ids(lib.tables(), "label IN ('a', 'b')")) == ids
+    q = np.random.default_rng(3).normal(size=8).astype(np.float32)
+    for exact in (False, True):  # the small-subset path scores the allowed rows one by one
+        hits = lib.search(vector=q, k=12, where="label IN ('a', 'b')", exact=exact)
+        assert sorted(h.track_id for h in hits) == ids
+
+
 def test_replaced_table_supersedes_the_old_file_and_survives_other_commits(root: Path) -> None:
     ids = [f"t{i:04d}" for i in range(12)]
     with LibraryWriter(root) as w:

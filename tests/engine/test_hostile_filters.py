@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from songseek.engine.errors import QueryError
-from songseek.engine.query.filters import FilterLimits, filter_track_ids, sql
+from songseek.engine.query.filters import FilterLimits, conjoin, filter_track_ids, sql
 from tests.filter_helpers import SLOW_PREDICATE, big_tables
 
 REPO = str(Path(__file__).resolve().parents[2])  # the child process imports tests.filter_helpers from here
@@ -37,6 +37,19 @@ def test_semicolons_and_comments_inside_the_predicate_are_just_text() -> None:
     assert sorted(filter_track_ids(t, "tag('jazz') > 0.5")) == ["t4", "t5"]
     # subqueries over the library's own tables are fine
     assert sorted(filter_track_ids(t, "track_id IN (SELECT track_id FROM tags WHERE tag_jazz < 0.2)")) == ["t0", "t1"]
+
+
+def test_conjoin_keeps_each_predicate_inside_its_own_parentheses() -> None:
+    t = _tables()
+    both = conjoin(["artist = 'A;B' OR year = 2001", "year < 2004"])
+    assert sorted(filter_track_ids(t, both)) == ["t0", "t1", "t2"]  # (A;B or 2001) and before 2004
+    # parentheses inside strings and comments do not count; a trailing comment swallows nothing after it
+    assert sorted(filter_track_ids(t, conjoin(["path LIKE '%(%' OR year < 2003 -- )", "year > 2000"]))) == \
+        ["t1", "t2"]
+    for escape, message in (("true) OR (true", "closes a parenthesis it did not open"),
+                            ("(year > 2000", "is never closed"), ("year > 2000 /* ) */ OR (1=1", "never closed")):
+        with pytest.raises(QueryError, match=message):
+            conjoin([escape, "artist = 'nobody'"])
 
 
 @pytest.mark.parametrize("where, message", [

@@ -164,6 +164,9 @@ def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None
                                             "year_max": 1995}).json()["hits"]
     want = cli_search(library, QUERY, "-k", "7", "--where", "genre = 'jazz' AND year >= 1992 AND year <= 1995")
     assert [h["track_id"] for h in got] == [h["track_id"] for h in want]
+    # a where that closes a parenthesis it did not open would reach past the artist filter: refused
+    escape = client.get("/api/search", params={"q": QUERY, "where": "true) OR (true", "artist": "nobody"})
+    assert escape.status_code == 400 and "did not open" in escape.json()["error"]
     capped = client.get("/api/search", params={"q": QUERY, "k": 7, "per_artist": 1}).json()["hits"]
     full = client.get("/api/search", params={"q": QUERY, "k": 7}).json()["hits"]
     seen: set = set()
