@@ -65,7 +65,7 @@ class TunedRerank:
 
 def candidate_settings(lib: Library) -> dict[str, RerankSettings]:
     """SETTINGS as RerankSettings at the library's hop (segments of 30 s whatever the hop)."""
-    base = params_for_hop(lib.manifest.hop_s)
+    base = params_for_hop(lib.manifest.hop_s, window_s=lib.manifest.window_s)
     return {label: RerankSettings(mode, replace(base, **changes)) for label, mode, changes in SETTINGS}
 
 

@@ -433,7 +433,7 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     """`songseek bench retrieval --library LIB --queries FILE`: text or vector queries with relevant ids
     (text→audio only). Relevant ids not in the library are dropped (counted in settings); a query left
     with none is an error."""
-    fusion = fusion or params_for_hop(lib.manifest.hop_s)
+    fusion = fusion or params_for_hop(lib.manifest.hop_s, window_s=lib.manifest.window_s)
     t0 = time.perf_counter()
     qs = queries.queries
     prepared = prepare_queries(lib, queries)
@@ -471,7 +471,7 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     with warnings.catch_warnings():  # random weights are recorded in settings["random_weights"]
         warnings.simplefilter("ignore")
         lib = Library.open(library, encoder=encoder)
-    fusion = fusion or params_for_hop(lib.manifest.hop_s)
+    fusion = fusion or params_for_hop(lib.manifest.hop_s, window_s=lib.manifest.window_s)
     ids = library_track_ids(lib)
     item_track = [ids.get(str(it.audio_path.resolve())) for it in dataset.items]
     kept = [i for i, t in enumerate(item_track) if t is not None]

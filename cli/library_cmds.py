@@ -285,7 +285,8 @@ def search(
             typer.echo(f"note: {safe_text(state.note)}", err=True)
     fusion = None  # the library's saved rerank parameters, unless some are given here
     if any(x is not None for x in (kernel_s, stride_s, segment_s, temperature)):
-        fusion = params_for_hop(lib.manifest.hop_s, lib.rerank_settings().params, kernel_s, stride_s, segment_s)
+        fusion = params_for_hop(lib.manifest.hop_s, lib.rerank_settings().params, kernel_s, stride_s, segment_s,
+                                window_s=lib.manifest.window_s)
         if temperature is not None:
             fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,

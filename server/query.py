@@ -99,7 +99,7 @@ class SearchParams(BaseModel):
         fusion = None
         if any(x is not None for x in (self.kernel_s, self.stride_s, self.segment_s, self.temperature)):
             fusion = params_for_hop(lib.manifest.hop_s, lib.rerank_settings().params, self.kernel_s, self.stride_s,
-                                    self.segment_s)
+                                    self.segment_s, window_s=lib.manifest.window_s)
             if self.temperature is not None:
                 fusion = dataclasses.replace(fusion, temperature=self.temperature)
         want = self.k if k is None else k

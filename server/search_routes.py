@@ -134,7 +134,7 @@ async def search_audio(request: Request,
                                f"{limit_s:g} s apart)")
             opts = params.options(snap.library)
             with ctx.gate_for(params):
-                hits = snap.library.search(audio=audio, options=opts)
+                hits = snap.library.search(audio=audio, max_excerpt_s=limit_s, options=opts)
             return _out(snap, params.finish(hits))
         finally:
             path.unlink(missing_ok=True)

@@ -7,9 +7,11 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 
 from songseek.engine.analysis.tagging import TAG_PREFIX
+from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.errors import QueryError
-from songseek.engine.query.fusion import rerank_scores
-from songseek.engine.query.kind import Kind, resolve_mode
+from songseek.engine.query import longtext
+from songseek.engine.query.kind import Kind
+from songseek.engine.query.search import check_query_text
 from songseek.server.context import ctx_of
 from songseek.server.errors import NotFound
 from songseek.server.query import SearchParams, from_query, query_parameters, track_audio_url
@@ -83,8 +85,12 @@ async def track(request: Request, track_id: str,
             raise NotFound(f"no track {track_id!r} in this library")
         out = _details(snap, track_id, row)
         if q is not None or like is not None:
-            vec = snap.library.embed_text([q])[0] if q is not None else track_vector(snap, str(like), None, None)
-            out["timeline"] = _timeline(snap, row, vec, params, snap.library.query_kind(q) if q is not None else None)
+            if q is not None:  # embedded as search embeds it: one vector, or a long text's sentence chunks
+                check_query_text(q)
+                text = longtext.embed_chunked(snap.library.encoder, [q.strip()])[0]
+                out["timeline"] = _timeline(snap, row, text.vectors, params, text.kind)
+            else:
+                out["timeline"] = _timeline(snap, row, track_vector(snap, str(like), None, None), params, None)
         return out
 
     return FastJSON(await ctx.pool.run(work))
@@ -125,19 +131,17 @@ def _details(snap: Snapshot, track_id: str, row: int) -> dict[str, object]:
             "windows": windows, "tags": tags}
 
 
-def _timeline(snap: Snapshot, row: int, vec: np.ndarray, params: SearchParams, kind: Kind) -> dict[str, object]:
+def _timeline(snap: Snapshot, row: int, q: np.ndarray, params: SearchParams, kind: Kind) -> dict[str, object]:
+    """Per window the cosine with the query (a long text: the mean of its chunk vectors) and the attention;
+    the segment and score as search gives them (Library.track_hit: the same candidates and rerank)."""
     lib = snap.library
     first, count = int(snap.column("frame_start", row) or 0), int(snap.column("frame_count", row) or 0)
+    vec = l2_normalize(np.atleast_2d(q).mean(axis=0, keepdims=True))[0]
     sims = np.asarray(lib.store.vectors(first, count) @ vec, dtype=np.float32)
-    settings = lib.rerank_settings()
-    fusion = params.options(lib).fusion or settings.params
-    rerank = params.rerank or settings.mode
-    mode = "max" if rerank == "none" else resolve_mode(rerank, kind)  # auto: by the text's form, as search
-    res = rerank_scores(mode, sims[None, :], np.asarray([count]), fusion)
-    z = sims.astype(np.float64) / fusion.temperature
+    opts = params.options(lib)
+    hit = lib.track_hit(q, row, opts, kind)
+    z = sims.astype(np.float64) / (opts.fusion or lib.rerank_settings().params).temperature
     att = np.exp(z - z.max())
     att /= att.sum()
-    a, b = first + int(res.seg_first[0]), first + int(res.seg_last[0])
     return {"similarity": sims.tolist(), "attention": att.tolist(),
-            "segment": {"start_s": float(lib.store.start_s[a]), "end_s": float(lib.store.end_s[b])},
-            "score": float(res.score[0])}
+            "segment": {"start_s": hit.segment.start_s, "end_s": hit.segment.end_s}, "score": hit.score}

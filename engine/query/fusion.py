@@ -632,21 +632,31 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
 
 
 def params_for_hop(hop_s: float, base: FusionParams | None = None, kernel_s: float | None = None,
-                   stride_s: float | None = None, segment_s: float | None = 30.0) -> FusionParams:
-    """FusionParams in frames for a library with this hop, from lengths in seconds.
+                   stride_s: float | None = None, segment_s: float | None = 30.0, *,
+                   window_s: float | None = None) -> FusionParams:
+    """FusionParams in frames for a library with this hop and window (``window_s`` None: equal to the hop),
+    from lengths in seconds.
 
-    The defaults are in frames of a 10 s hop; a library indexed with --hop 5 needs twice the frames for
-    the same 30 s segment. ``None`` keeps the base's value.
+    The defaults are in frames of 10 s windows at a 10 s hop. A kernel or segment of S seconds is the run of
+    frames that covers S seconds: (S - window) / hop + 1 of them, so a library indexed with --window 10
+    --hop 5 takes 5 frames for the same 30 s segment. A stride is a step: S / hop frames. ``None`` keeps
+    the base's value.
     """
-    for name, value in (("kernel_s", kernel_s), ("stride_s", stride_s), ("segment_s", segment_s)):
+    window = hop_s if window_s is None else window_s
+    for name, value in (("kernel_s", kernel_s), ("stride_s", stride_s), ("segment_s", segment_s),
+                        ("window_s", window)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise UsageError(f"{name} must be a finite number of seconds above 0 (got {value!r})")
+
+    def covering(seconds: float) -> float:
+        return max(1.0, float(round((seconds - window) / hop_s + 1)))
+
     base = base or FusionParams()
     changes: dict[str, float | str] = {}
     if kernel_s is not None:
-        changes.update(kernel=max(1.0, float(round(kernel_s / hop_s))), mode="frames")
+        changes.update(kernel=covering(kernel_s), mode="frames")
     if stride_s is not None:
         changes.update(stride=max(1.0, float(round(stride_s / hop_s))), mode="frames")
     if segment_s is not None:
-        changes["segment_kernel"] = max(1.0, float(round(segment_s / hop_s)))
+        changes["segment_kernel"] = covering(segment_s)
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -329,7 +329,7 @@ class Library:
         or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...).
 
         An audio file is decoded from ``start_s`` to ``end_s`` only (seeking; ``end_s`` defaults to
-        ``start_s + max_excerpt_s``, and a longer excerpt is refused)."""
+        ``start_s + max_excerpt_s``, and a longer excerpt is refused); samples are cut to the same excerpt."""
         given = [x is not None for x in (text, audio, vector)]
         if sum(given) != 1:
             raise QueryError("give exactly one of a text query, audio= or vector=")
@@ -339,10 +339,13 @@ class Library:
         if vector is not None:
             q = self._check_vectors(np.asarray(vector).reshape(1, -1))
         else:
+            start_s, end_s = excerpt_bounds(start_s, end_s, max_excerpt_s)
+            sr = self.encoder.info.sample_rate
             if isinstance(audio, (str, Path)):
-                start_s, end_s = excerpt_bounds(start_s, end_s, max_excerpt_s)
-                audio = decode(Path(audio), self.encoder.info.sample_rate, start_s, end_s)
-            q = self.embed_audio(np.asarray(audio))
+                audio = decode(Path(audio), sr, start_s, end_s)
+            else:
+                audio = np.asarray(audio)[round(start_s * sr) : round(end_s * sr)]
+            q = self.embed_audio(audio)
         return self.search_vectors(q, opts)[0]
 
     def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Unpack[SearchKwargs]
@@ -409,6 +412,10 @@ class Library:
         q = self._check_vectors(chunks)
         if self.n_tracks == 0:
             return []
+        return self.rerank(q, *self._chunk_candidates(q, opts), opts)
+
+    def _chunk_candidates(self, q: np.ndarray, opts: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates of unit (C, dim) chunk vectors: each chunk's, joined (score: the best over chunks)."""
         allowed = self.allowed_rows(opts.where, opts.filter_limits)
         best: dict[int, float] = {}
         for qc in q:
@@ -416,8 +423,26 @@ class Library:
             for r, sc in zip(rows.tolist(), scores.tolist()):
                 best[r] = max(best.get(r, -np.inf), sc)
         order = sorted(best, key=lambda r: (-best[r], r))
-        rows_arr = np.asarray(order, dtype=np.int64)
-        return self.rerank(q, rows_arr, np.asarray([best[r] for r in order], np.float32), opts)
+        return np.asarray(order, dtype=np.int64), np.asarray([best[r] for r in order], np.float32)
+
+    def track_hit(self, q: np.ndarray, row: int, options: SearchOptions | None = None, kind: Kind = None) -> Hit:
+        """Track ``row`` as a search for ``q`` scores it: float32 (dim,), or (C, dim) for the sentence chunks of
+        a long text (kind None). Score and segment come from the same rerank over the same candidates, with
+        the track added to them when the search does not reach it. What a track page shows for a query."""
+        opts = (options or SearchOptions()).validated()
+        q = self._check_vectors(np.atleast_2d(q))
+        if len(q) == 1:
+            rows, scores = self.candidates(q[0], opts, self.allowed_rows(opts.where, opts.filter_limits))
+        else:
+            rows, scores = self._chunk_candidates(q, opts)
+        if row not in set(rows.tolist()):
+            first, count = int(self._cols["frame_start"][row]), int(self._cols["frame_count"][row])
+            own = float((np.asarray(self.store.vectors(first, count)) @ q.T).max())
+            rows, scores = np.append(rows, row).astype(np.int64), np.append(scores, own).astype(np.float32)
+        everyone = dataclasses.replace(opts, k=len(rows), collapse_duplicates=False)
+        hits = self.rerank(q if len(q) > 1 else q[0], rows, scores, everyone, kind)
+        track_id = str(self._cols["track_id"][row])
+        return next(h for h in hits if h.track_id == track_id)
 
     # -- internals -----------------------------------------------------------------------------------
     def tables(self) -> dict[str, pa.Table]:
@@ -502,7 +527,7 @@ class Library:
         bench rerank --save`), else the default mode with the measured parameters at the library's hop."""
         saved = self.manifest.rerank
         if not saved:
-            return RerankSettings(params=params_for_hop(self.manifest.hop_s))
+            return RerankSettings(params=params_for_hop(self.manifest.hop_s, window_s=self.manifest.window_s))
         try:
             return RerankSettings.from_json(saved)
         except UsageError as exc:

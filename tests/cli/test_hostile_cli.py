@@ -104,3 +104,20 @@ def test_query_by_example_decodes_only_the_excerpt(evil_library: tuple[Path, Pat
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(QueryError, match="start_s must be a finite number of seconds"):
             library.search(audio=clip, start_s=bad)
+
+
+def test_query_by_example_cuts_samples_to_the_same_excerpt(evil_library: tuple[Path, Path]) -> None:
+    _, lib = evil_library
+    library = Library.open(lib, encoder=FakeEncoder())
+    sr = library.encoder.info.sample_rate
+    x = np.random.default_rng(5).normal(0, 0.1, size=90 * sr).astype(np.float32)  # 90 s of samples
+
+    def scores(*args: object, **kwargs: object) -> list[tuple[str, float]]:
+        return [(h.track_id, h.score) for h in library.search(*args, k=5, **kwargs)]  # type: ignore[arg-type]
+
+    assert scores(audio=x, start_s=10.0, end_s=20.0) == scores(audio=x[10 * sr : 20 * sr])
+    assert scores(audio=x) == scores(audio=x[: round(MAX_EXCERPT_S * sr)])  # as a file: the first minute
+    with pytest.raises(QueryError, match="at most max_excerpt_s=30 s"):
+        library.search(audio=x, end_s=40.0, max_excerpt_s=30.0)
+    with pytest.raises(QueryError, match="empty"):
+        library.search(audio=x, start_s=100.0)

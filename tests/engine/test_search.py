@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from songseek.engine.errors import IncompatibleLibraryError, QueryError
 from songseek.engine.query.candidates import ExactPolicy
-from songseek.engine.query.fusion import FusionParams
+from songseek.engine.query.fusion import FusionParams, params_for_hop
 from songseek.engine.query.search import Library, SearchKwargs, SearchOptions
 from songseek.engine.query.stats import library_stats
 from songseek.indexers.ingest import ingest_table
@@ -161,3 +162,22 @@ def test_where_predicates_are_remembered_per_library(lib: Library, monkeypatch: 
     assert calls.count("artist = 'artist0'") == 1
     kept = lib.allowed_rows("artist = 'artist1'")
     assert kept is not None and not kept.flags.writeable
+
+
+def test_segments_span_the_asked_seconds_when_windows_overlap(tmp_path: Path) -> None:
+    """10 s windows every 5 s: a 30 s segment is 5 frames (0-30 s), not 6 (0-35 s); params_for_hop counts
+    the frames that cover the seconds, and a stride in steps."""
+    assert params_for_hop(5.0, segment_s=30.0, window_s=10.0).segment_kernel == 5
+    assert params_for_hop(10.0, segment_s=30.0).segment_kernel == 3  # window = hop: as before
+    p = params_for_hop(5.0, kernel_s=20.0, stride_s=10.0, window_s=10.0)
+    assert (p.kernel, p.stride) == (3, 2)
+    table = vector_table(8, 16, seed=4, min_frames=8, max_frames=20, hop=5.0)
+    table = table.set_column(table.schema.get_field_index("end_s"), "end_s",
+                             pa.array([s + 10.0 for s in table.column("start_s").to_pylist()]))
+    ingest_table(table, tmp_path / "lib")
+    lib = Library.open(tmp_path / "lib")
+    assert (lib.manifest.window_s, lib.manifest.hop_s) == (10.0, 5.0)
+    q = np.random.default_rng(9).standard_normal(16).astype(np.float32)
+    for mode in ("auto", "fusion", "part", "mean"):
+        for h in lib.search(vector=q, k=8, rerank=mode):
+            assert h.segment.end_s - h.segment.start_s <= 30.0 + 1e-9, (mode, h.segment)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from songseek.engine.audio import decode
-from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop, rerank_scores
+from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop
 from songseek.engine.query.kind import resolve_mode
 from songseek.engine.query.search import Library
 from songseek.engine.storage.writer import LibraryWriter
@@ -133,11 +133,22 @@ def test_track_timeline_is_the_naive_similarity_and_the_search_segment(client: h
     assert int(np.argmax(tl["attention"])) == int(np.argmax(naive))
     assert (tl["segment"]["start_s"], tl["segment"]["end_s"]) == (hit.segment.start_s, hit.segment.end_s)
     assert body["artist"] in ("Ada Lovelace Trio", "O'Brien & Sons", "Cluster", None)
-    # auto resolves by the text's form as search does: the timeline's score is that mode's on this track
-    mode = hit.rerank
-    assert mode == resolve_mode("auto", lib.query_kind(QUERY))
-    want = rerank_scores(mode, naive[None, :].astype(np.float32), np.asarray([count]), lib.rerank_settings().params)
-    assert tl["score"] == pytest.approx(float(want.score[0]), abs=1e-6)
+    assert hit.rerank == resolve_mode("auto", lib.query_kind(QUERY))
+
+
+@pytest.mark.parametrize("rerank", [None, "hedge", "fusion"])
+def test_track_timelines_give_every_hit_its_search_segment_and_score(client: httpx.Client, library: Path,
+                                                                     rerank: str | None) -> None:
+    """The same candidates and rerank as search, for every track it returns (not the track alone: the
+    rerank standardises over the candidates), a long text's chunks included."""
+    lib = open_lib(library)
+    extra = {"rerank": rerank} if rerank else {}
+    long_text = " ".join(f"Part {i}: a soft piano with slow strings and a quiet drone." for i in range(12))
+    for text in (QUERY, long_text):
+        for hit in lib.search(text, k=lib.n_tracks, **extra):  # type: ignore[arg-type]
+            tl = client.get(f"/api/tracks/{hit.track_id}", params={"q": text, **extra}).json()["timeline"]
+            assert (tl["segment"]["start_s"], tl["segment"]["end_s"]) == (hit.segment.start_s, hit.segment.end_s)
+            assert tl["score"] == pytest.approx(hit.score, abs=1e-6)
 
 
 def test_clip_upload_searches_like_the_cli(client: httpx.Client, library: Path) -> None:
@@ -230,7 +241,8 @@ def test_a_librarys_saved_rerank_is_the_servers_default_as_the_clis(library: Pat
     shutil.copytree(library, copy)
     lib = open_lib(copy)
     with LibraryWriter(copy) as writer:
-        writer.set_rerank(RerankSettings("mean", params_for_hop(lib.manifest.hop_s, segment_s=20.0)).to_json())
+        params = params_for_hop(lib.manifest.hop_s, segment_s=20.0, window_s=lib.manifest.window_s)
+        writer.set_rerank(RerankSettings("mean", params).to_json())
         writer.commit()
     lib = open_lib(copy)
     opts = SearchParams.model_validate({}).options(lib)
