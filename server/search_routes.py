@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from songseek.engine.audio import decode
 from songseek.engine.encoders.base import l2_normalize
-from songseek.engine.errors import QueryError
+from songseek.engine.errors import DecodeError, QueryError, UsageError
 from songseek.engine.query.search import Hit, check_query_text
 from songseek.server.context import Context, ctx_of
 from songseek.server.errors import NotFound, TooLarge
@@ -128,7 +128,11 @@ async def search_audio(request: Request,
             snap = ctx.holder.current()
             sr = snap.library.encoder.info.sample_rate
             stop = end if end is not None else start + limit_s + 1.0  # never decode more than the limit allows
-            audio = decode(path, sr, start, stop)
+            try:
+                audio = decode(path, sr, start, stop)
+            except (DecodeError, UsageError) as exc:  # name the client's file, not the server's temporary copy
+                name = f"the upload {file.filename or ''}".strip()
+                raise type(exc)(str(exc).replace(str(path), name)) from None
             if len(audio) > limit_s * sr + 1:
                 raise TooLarge(f"the clip is longer than {limit_s:g} s: give start and end (at most "
                                f"{limit_s:g} s apart)")

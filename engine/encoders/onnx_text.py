@@ -217,6 +217,9 @@ class OnnxTextSession:
         # (docs/performance.md, "Text queries").
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
+        # int8 quantises activations with one range per run: a text run with others would get another vector
+        # than alone (and a shared text cache would keep whichever came first), so it runs texts one by one
+        self.one_text_per_run = path.name == INT8_FILE
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._names = [i.name for i in self._session.get_inputs()]
 
@@ -229,6 +232,8 @@ class OnnxTextSession:
     def run_texts(self, tokenize: Callable[[list[str]], tuple[np.ndarray, ...]]
                   ) -> Callable[[list[str]], np.ndarray]:
         """texts → float32 (n, dim) through ``tokenize`` and this session."""
+        if self.one_text_per_run:
+            return lambda texts: np.concatenate([self.run(*tokenize([t])) for t in texts])
         return lambda texts: self.run(*tokenize(texts))
 
 

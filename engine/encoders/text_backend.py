@@ -117,9 +117,10 @@ class TextTowerRunner:
         longest text, on the resolved backend."""
         self.state()
         session = self._session
+        step = 1 if session is not None and session.one_text_per_run else self._batch
         out = []
-        for i in range(0, len(texts), self._batch):
-            chunk = texts[i:i + self._batch]
+        for i in range(0, len(texts), step):
+            chunk = texts[i:i + step]
             if session is None:
                 out.append(self._run_torch(chunk))
             else:

@@ -112,10 +112,13 @@ def test_onnx_backends_match_torch(real: Any) -> None:
         got = enc.embed_text(texts)
         cos = row_cosines(got, ref)
         assert cos.min() >= floor, f"{backend}: worst cosine {cos.min()} on {texts[int(cos.argmin())]!r}"
-        # one text at a time agrees with the batch (dynamic axes, padding masked in the exported graph); int8
-        # quantises activations with one range per batch, so its rows move a little with their batch
+        # one text at a time agrees with the batch (dynamic axes, padding masked in the exported graph); int8,
+        # whose activation ranges are per run, runs every text alone, so a text's vector is its own exactly
         single = np.concatenate([enc.embed_text([t]) for t in texts[:20]])
-        assert row_cosines(single, got[:20]).min() >= (0.9999 if backend == "onnx" else 0.999)
+        if backend == "onnx":
+            assert row_cosines(single, got[:20]).min() >= 0.9999
+        else:
+            np.testing.assert_array_equal(single, got[:20])
     folder = Path(enc.text_tower_folder())
     assert (folder / onnx_text.FP32_FILE).is_file() and (folder / onnx_text.INT8_FILE).is_file()
     enc.set_text_backend("torch")

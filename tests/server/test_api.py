@@ -164,6 +164,11 @@ def test_clip_upload_searches_like_the_cli(client: httpx.Client, library: Path) 
         [(h["track_id"], h["start_s"], h["end_s"]) for h in want]
     assert got[0]["track_id"] == lib.tracks.column("track_id")[1].as_py() or \
         got[0]["path"].endswith(".aiff")  # track 0 and its AIFF copy sound the same
+    with path.open("rb") as f:  # an excerpt past the clip's end: the error names the upload, no server path
+        past = client.post("/api/search/audio", files={"file": ("mine.flac", f, "audio/flac")},
+                           data={"start": "90000", "end": "90010"})
+    assert past.status_code == 400 and "mine.flac" in past.json()["error"]
+    assert "songseek-clip" not in past.json()["error"]
 
 
 def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None:
