@@ -36,7 +36,7 @@ from songseek.engine.errors import UsageError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
 from songseek.engine.query import longtext
-from songseek.engine.query.fusion import RERANK_MODES, FusionParams, params_for_hop, rerank_scores
+from songseek.engine.query.fusion import RERANK_MODES, FusionParams, rerank_scores
 from songseek.engine.query.kind import Kind, resolve_mode, shared_kind
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
@@ -162,8 +162,9 @@ def _rank_block(lib: Library, vectors: np.ndarray, relevant: Sequence[frozenset[
 
     def ask(qi: int, o: SearchOptions) -> list[Any]:
         text = texts[qi] if texts is not None else None
-        if text is not None:  # a long text: the engine scores its sentence chunks
-            return lib.search(text, options=o)
+        if text is not None:  # a long text: the engine scores its sentence chunks (kind not known...
+            kind = None if kinds is None else kinds[qi]  # ...unless the query file states it)
+            return lib.search(text, options=replace(o, rerank=resolve_mode(o.rerank or "auto", kind)))
         return lib.search_vectors(vectors[qi : qi + 1], o, None if kinds is None else [kinds[qi]])[0]
 
     short = [qi for qi in range(len(relevant)) if texts is None or texts[qi] is None]
@@ -433,7 +434,7 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     """`songseek bench retrieval --library LIB --queries FILE`: text or vector queries with relevant ids
     (text→audio only). Relevant ids not in the library are dropped (counted in settings); a query left
     with none is an error."""
-    fusion = fusion or params_for_hop(lib.manifest.hop_s, window_s=lib.manifest.window_s)
+    fusion = fusion or lib.rerank_settings().params  # what `songseek search` uses on this library
     t0 = time.perf_counter()
     qs = queries.queries
     prepared = prepare_queries(lib, queries)
@@ -460,9 +461,12 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
                      config: IndexConfig | None = None, fusion: FusionParams | None = None,
                      ks: Sequence[int] = DEFAULT_KS, candidates: int | None = None, ci: bool = False,
                      workers: int = 1, progress: Progress | None = None,
-                     query_progress: Callable[[], Progress] | None = None) -> RetrievalRun:
+                     query_progress: Callable[[], Progress] | None = None,
+                     fusion_changes: dict[str, Any] | None = None) -> RetrievalRun:
     """`songseek bench retrieval --dataset MANIFEST`: index the dataset's audio into ``library`` (only
-    what is new), then text→audio over every caption and audio→text over every item."""
+    what is new), then text→audio over every caption and audio→text over every item. Without ``fusion``
+    the rerank parameters are the library's (saved, or for its hop and window), with ``fusion_changes``
+    (FusionParams fields) on top."""
     if not dataset.items:
         raise UsageError(f"{dataset.source}: no dataset item has its audio present ({len(dataset.missing)} missing)")
     t0 = time.perf_counter()
@@ -471,7 +475,7 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     with warnings.catch_warnings():  # random weights are recorded in settings["random_weights"]
         warnings.simplefilter("ignore")
         lib = Library.open(library, encoder=encoder)
-    fusion = fusion or params_for_hop(lib.manifest.hop_s, window_s=lib.manifest.window_s)
+    fusion = fusion or replace(lib.rerank_settings().params, **(fusion_changes or {}))
     ids = library_track_ids(lib)
     item_track = [ids.get(str(it.audio_path.resolve())) for it in dataset.items]
     kept = [i for i, t in enumerate(item_track) if t is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,10 @@ def _modes(rerank: str) -> list[str]:
     return modes
 
 
-def _fusion(kernel: float | None, stride: float | None, temperature: float | None) -> Any:
-    from dataclasses import replace
-
-    from songseek.engine.query.fusion import FusionParams
-
-    params = FusionParams()
-    if kernel is not None:
-        params = replace(params, kernel=kernel)
-    if stride is not None:
-        params = replace(params, stride=stride)
-    if temperature is not None:
-        params = replace(params, temperature=temperature)
-    return params
+def _fusion_changes(kernel: float | None, stride: float | None, temperature: float | None) -> dict[str, Any]:
+    """The fusion parameters given on the command line (FusionParams fields); the rest stay the library's."""
+    given = {"kernel": kernel, "stride": stride, "temperature": temperature}
+    return {name: float(value) for name, value in given.items() if value is not None}
 
 
 class _QueryBar:
@@ -157,7 +149,7 @@ def retrieval(
     from songseek.engine.errors import UsageError
 
     modes = _modes(rerank)
-    fusion = _fusion(kernel, stride, temperature)
+    changes = _fusion_changes(kernel, stride, temperature)
     if (queries is None) == (dataset is None):
         raise UsageError("give either --library LIB --queries FILE, or --dataset MANIFEST [--library LIB]")
     if workers < 1:
@@ -169,6 +161,8 @@ def retrieval(
         qs = ds.load_queries(queries)
         if subset_n:
             qs = subset_queries(qs, subset_n, seed)
+        # the library's rerank parameters (saved, or for its hop and window), as `songseek search` uses them
+        fusion = replace(lib.rerank_settings().params, **changes)
         run = evaluate_queries(lib, qs, modes, fusion, candidates=candidates, ci=ci, workers=workers,
                                progress=_QueryBar(not json_out))
     else:
@@ -179,9 +173,9 @@ def retrieval(
         enc, config = _encoder_and_config(library, encoder, checkpoint, random_weights, window, hop, device)
         from songseek.cli.progress import RichProgress
 
-        run = evaluate_dataset(data, library, enc, modes, config, fusion, candidates=candidates, ci=ci,
+        run = evaluate_dataset(data, library, enc, modes, config, candidates=candidates, ci=ci,
                                workers=workers, progress=RichProgress(not json_out),
-                               query_progress=lambda: _QueryBar(not json_out))
+                               query_progress=lambda: _QueryBar(not json_out), fusion_changes=changes)
     _emit(run, report, json_out)
 
 
@@ -251,9 +245,11 @@ def planted(
 
     from songseek.benchmarks.planted_run import run_planted
     from songseek.engine.errors import UsageError
+    from songseek.engine.query.fusion import FusionParams
 
     modes = _modes(rerank)
-    fusion = _fusion(kernel, stride, temperature)
+    changes = _fusion_changes(kernel, stride, temperature)
+    fusion = replace(FusionParams(), **changes) if changes else None  # planted windows are 10 s at a 10 s hop
     if tracks < 2:
         raise UsageError(f"--tracks must be at least 2, got {tracks}")
     if workers < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,6 +11,8 @@ import pytest
 
 from songseek.benchmarks.datasets import load_queries
 from songseek.benchmarks.runner import audio_to_text, evaluate_queries
+from songseek.engine.encoders.base import EncoderInfo
+from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.kind import Kind
@@ -71,3 +74,32 @@ def test_audio_to_text_auto_runs_the_kind_its_captions_share(tmp_path: Path) -> 
         assert auto_ranks is not None and same_ranks is not None
         assert list(auto_ranks) == list(same_ranks), kind
         assert res["auto"].metrics == res[same].metrics
+
+
+class ShortTextFake(FakeEncoder):
+    """The fake encoder with a text tower that reads 8 tokens: longer texts are scored by their chunks."""
+
+    @property
+    def info(self) -> EncoderInfo:
+        return replace(super().info, text_max_tokens=8)
+
+
+def test_a_stated_kind_reaches_texts_past_the_token_limit(tmp_path: Path) -> None:
+    lib = Library.open(build_library(tmp_path / "lib", text_tracks()), encoder=ShortTextFake())
+    texts = ["Soft piano and a flute open it. Loud drums come in. A choir ends it over strings.",
+             "A choir over a bass line. Then strings alone. A flute at the very end of it all.",
+             "Loud drums first. Then a quiet piano. The strings and the bass line close it out."]
+    assert all(len(lib.search_texts([t], k=1)[0]) == 1 and lib.query_kind(t) is None for t in texts)  # chunked
+    kinds = ["part", "whole", "part"]
+    ids = [h.track_id for h in lib.search(texts[0], k=12, candidates=12)]
+    relevant = [[ids[(4 * i + 5) % 12]] for i in range(len(texts))]
+    path = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"query": texts, "relevant": relevant, "kind": kinds}), path)
+    ranks = evaluate_queries(lib, load_queries(path), ["auto"]).results["text_to_audio"]["auto"].ranks
+
+    def rank(text: str, mode: str, rel: str) -> int:
+        return 1 + [h.track_id for h in lib.search(text, k=12, candidates=12, rerank=mode)].index(rel)
+
+    want = [rank(t, k, r[0]) for t, k, r in zip(texts, kinds, relevant, strict=True)]
+    assert ranks is not None and list(ranks) == want
+    assert want != [rank(t, "hedge", r[0]) for t, r in zip(texts, relevant, strict=True)]  # the kind mattered

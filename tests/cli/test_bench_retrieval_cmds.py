@@ -140,3 +140,21 @@ def test_planted_json(app: typer.Typer, tmp_path: Path) -> None:
     assert any(p.name.endswith(".songseek") for p in tmp_path.iterdir())
     res = CliRunner().invoke(app, ["bench", "planted", "--tracks", "20", "--method", "magic"])
     assert res.exit_code == 2 and "method must be one of" in res.stderr
+
+
+def test_the_rerank_parameters_are_the_librarys_as_search_uses_them(app: typer.Typer, tmp_path: Path) -> None:
+    """10 s windows every 5 s: the 30 s segment is 5 frames; --kernel changes only the kernel."""
+    table = vector_table(10, 8, seed=2, min_frames=8, max_frames=12, hop=5.0)
+    table = table.set_column(table.schema.get_field_index("end_s"), "end_s",
+                             pa.array([s + 10.0 for s in table.column("start_s").to_pylist()]))
+    ingest_table(table, tmp_path / "lib")
+    q = tmp_path / "q.parquet"
+    ids = sorted(set(table.column("track_id").to_pylist()))
+    pq.write_table(pa.table({"vector": np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32).tolist(),
+                             "relevant": [[i] for i in ids[:4]]}), q)
+    for extra, kernel in (([], None), (["--kernel", "2"], 2.0)):
+        res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(tmp_path / "lib"), "--queries", str(q),
+                                       "--rerank", "mean", "--json", *extra])
+        assert res.exit_code == 0, res.output
+        fusion = json.loads(res.stdout)["settings"]["fusion"]
+        assert fusion["segment_kernel"] == 5 and (kernel is None or fusion["kernel"] == kernel)
