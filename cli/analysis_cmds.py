@@ -150,13 +150,16 @@ def mos_train(
     path = trained.save(head or library / DEFAULT_HEAD_NAME)
     report = trained.report.to_json() if trained.report else {}
     if json_out:
-        print_json({"head": str(path), "unmatched": list(rated.unmatched), **report})
+        print_json({"head": str(path), "unmatched": list(rated.unmatched), "averaged": rated.averaged, **report})
         return
     if rated.unmatched:
         typer.echo(f"warning: {len(rated.unmatched)} rows matched no track (first: {rated.unmatched[0]})", err=True)
+    if rated.averaged:
+        typer.echo(f"note: {rated.averaged} rows repeated a track (and prompt) and were averaged into it", err=True)
+    l1 = (f"validation L1 {report.get('valid_l1', 0.0):.3f}" if report.get("n_valid") else
+          f"no validation split under 10 tracks, training L1 {report.get('train_l1', 0.0):.3f}")
     typer.echo(f"trained {', '.join(trained.heads)} on {report.get('n_train')} tracks "
-               f"(validation {report.get('n_valid')}): best epoch {report.get('best_epoch')}, "
-               f"validation L1 {report.get('valid_l1', 0.0):.3f} → {path}")
+               f"(validation {report.get('n_valid')}): best epoch {report.get('best_epoch')}, {l1} → {path}")
 
 
 @handles_errors

@@ -259,7 +259,12 @@ def pair_level(p: DuplicateParams, aligned: bool, version: bool, duration_ratio:
         return 3 if version else 0
     if aligned and diag_cover >= p.level1_cover and diag_mean >= p.level1_cosine:
         return 1
-    return 2 if aligned else (3 if version else 0)
+    # vectors only: another master or edit keeps the recording's windows in place and nearly as they were, a
+    # diagonal at the version gate's cosine at least; the permissive window gate alone (its job is to hand
+    # pairs to the audio) would call unrelated songs of one style "the same recording"
+    if aligned and diag_cover >= p.min_cover and diag_mean >= p.version_cosine:
+        return 2
+    return 3 if version else 0
 
 
 def align_rows(ctx: _Context, pairs: list[tuple[int, int]], min_chain: float = 0.0) -> list[Alignment]:
@@ -403,13 +408,24 @@ def _member_facts(lib: Library, row: int) -> tuple[str, bool, float, int, float,
     return codec, lossless, size * 8 / 1000 / dur if dur > 0 else 0.0, rate, dur, int(tags)
 
 
+KBPS_STEP = 16.0  # bit rates closer than this are equal when choosing the file to keep
+
+
+def keep_order(rows: list[int], facts: dict[int, tuple[str, bool, float, int, float, int]],
+               track_ids: list[str]) -> list[int]:
+    """``rows`` best file first, from each row's (codec, lossless, kbit/s, sample rate, seconds, tags):
+    lossless first, then bit rate in steps of KBPS_STEP (size / length: a trimmed copy's container header
+    alone would otherwise out-rate the whole file), sample rate, length, tags; ties by track id."""
+    tid = dict(zip(rows, track_ids, strict=True))
+    return sorted(rows, key=lambda r: (not facts[r][1], -round(facts[r][2] / KBPS_STEP), -facts[r][3],
+                                       -facts[r][4], -facts[r][5], tid[r]))
+
+
 def _make_group(lib: Library, level: int, rows: list[int], pairs: dict[tuple[int, int], PairEvidence]
                 ) -> DuplicateGroup:
     ids = lib.tracks.column("track_id")
     facts = {r: _member_facts(lib, r) for r in rows}
-    # keep: lossless first, then bit rate, sample rate, length, tags; ties by track id
-    order = sorted(rows, key=lambda r: (not facts[r][1], -facts[r][2], -facts[r][3], -facts[r][4], -facts[r][5],
-                                        str(ids[r].as_py())))
+    order = keep_order(rows, facts, [str(ids[r].as_py()) for r in rows])
     keep = order[0]
     members = []
     for r in order:

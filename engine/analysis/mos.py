@@ -301,7 +301,8 @@ MOS_TABLE = "mos"
 class Ratings:
     """Rated tracks of a library: ``track_ids`` (N,), ``impression`` float32 (N,), optionally
     ``alignment`` float32 (N,) with the ``prompts`` it was rated against, and ``systems`` (N,) (the
-    generator of each clip, for system-level metrics). ``unmatched``: CSV rows no track matched."""
+    generator of each clip, for system-level metrics). ``unmatched``: CSV rows no track matched.
+    ``averaged``: CSV rows folded into another row of the same track (and prompt) by averaging."""
 
     track_ids: tuple[str, ...]
     impression: np.ndarray
@@ -309,6 +310,7 @@ class Ratings:
     prompts: tuple[str, ...] | None = None
     systems: tuple[str, ...] | None = None
     unmatched: tuple[str, ...] = ()
+    averaged: int = 0
 
     def subset(self, idx: np.ndarray) -> Ratings:
         def pick(x: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -355,8 +357,22 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     if not ids:
         raise UsageError(f"{path}: no row matches a track of the library (by track_id or path); "
                          f"first unmatched: {', '.join(unmatched[:3])}")
-    return Ratings(tuple(ids), np.asarray(imp, np.float32), np.asarray(ali, np.float32) if ali_col else None,
-                   tuple(prompts) if ali_col else None, tuple(systems) if sys_col else None, tuple(unmatched))
+    # Several rows for one track (and prompt), e.g. one per rater, are one example: averaged, so that a
+    # train/validation split never puts the same clip on both sides.
+    keys = [(t, prompts[i] if ali_col else "") for i, t in enumerate(ids)]
+    first = list(dict.fromkeys(keys))
+    slot = {k: j for j, k in enumerate(first)}
+    idx = np.asarray([slot[k] for k in keys])
+    counts = np.bincount(idx, minlength=len(first))
+
+    def mean(values: list[float]) -> np.ndarray:
+        return (np.bincount(idx, weights=np.asarray(values, np.float64), minlength=len(first)) / counts
+                ).astype(np.float32)
+
+    where = [keys.index(k) for k in first]
+    return Ratings(tuple(k[0] for k in first), mean(imp), mean(ali) if ali_col else None,
+                   tuple(k[1] for k in first) if ali_col else None,
+                   tuple(systems[i] for i in where) if sys_col else None, tuple(unmatched), len(keys) - len(first))
 
 
 def _score(cell: str, path: Path, line: int, col: str) -> float:

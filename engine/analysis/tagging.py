@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -223,27 +224,39 @@ def score_tracks(store: FrameStore, tracks: pa.Table, embed_text: Callable[[list
 
 def tags_table(scores: TagScores, existing: pa.Table | None = None, encoder_id: str = "") -> pa.Table:
     """The library's ``tags`` table after adding one set: columns ``track_id``, ``top_<set>`` (best label by
-    cosine) and ``tag_<slug>`` float32 per label. Columns of other sets in ``existing`` are kept (for the
-    tracks scored now); columns of this set and of the same labels are replaced. How each set was made
-    (labels, templates, aggregation, normalisation, temperature, encoder) is in the schema metadata."""
+    cosine) and ``tag_<slug>`` float32 per label. How each set was made (labels, templates, aggregation,
+    normalisation, temperature, encoder) is in the schema metadata.
+
+    Columns are named by label, so a label belongs to one set at a time: the set tagged last. Columns of
+    other sets are kept (for the tracks scored now); a label this set shares with another is this set's
+    now, and leaves the other set's ``labels`` for its ``taken_by`` (so its metadata never describes a
+    column it no longer wrote). Re-tagging a set drops the columns of its old labels that no set lists."""
     import json
 
+    name = scores.labels.name
     cols: dict[str, pa.Array] = {"track_id": pa.array(list(scores.track_ids), pa.string())}
-    new_cols = {f"top_{scores.labels.name}": pa.array(scores.top_labels(), pa.string())}
+    new_cols = {f"top_{name}": pa.array(scores.top_labels(), pa.string())}
     for k, lb in enumerate(scores.labels.labels):
         new_cols[TAG_PREFIX + label_slug(lb)] = pa.array(scores.score[:, k], pa.float32())
-    meta: dict[str, object] = {}
+    meta: dict[str, dict[str, Any]] = {}
     if existing is not None and existing.num_rows:
         old_meta = (existing.schema.metadata or {}).get(_META_KEY)
         meta = json.loads(old_meta) if old_meta else {}
-        meta.pop(scores.labels.name, None)
+        previous = meta.pop(name, None)
+        for info in meta.values():  # labels this set takes over from the others
+            taken = [lb for lb in info.get("labels", []) if TAG_PREFIX + label_slug(lb) in new_cols]
+            if taken:
+                info["labels"] = [lb for lb in info["labels"] if lb not in taken]
+                info["taken_by"] = {**info.get("taken_by", {}), **{lb: name for lb in taken}}
+        listed = {TAG_PREFIX + label_slug(lb) for info in meta.values() for lb in info.get("labels", [])}
+        stale = {TAG_PREFIX + label_slug(lb) for lb in (previous or {}).get("labels", [])} - listed
         pos = {tid: i for i, tid in enumerate(existing.column("track_id").to_pylist())}
         take = pa.array([pos.get(t) for t in scores.track_ids], pa.int64())
-        for name in existing.column_names:
-            if name != "track_id" and name not in new_cols:
-                cols[name] = existing.column(name).combine_chunks().take(take)
+        for column in existing.column_names:
+            if column != "track_id" and column not in new_cols and column not in stale:
+                cols[column] = existing.column(column).combine_chunks().take(take)
     cols.update(new_cols)
-    meta[scores.labels.name] = {
+    meta[name] = {
         "labels": list(scores.labels.labels), "templates": list(scores.templates),
         "aggregate": scores.aggregate, "normalisation": scores.normalisation,
         "temperature": scores.temperature, "encoder": encoder_id,

@@ -14,6 +14,7 @@ from songseek.engine.analysis.duplicates import (
     candidate_pairs,
     find_duplicates,
     group_pairs,
+    keep_order,
     pair_level,
     update_library,
 )
@@ -129,6 +130,26 @@ def test_a_possible_version_needs_comparable_lengths() -> None:
     same = FingerprintMatch(coverage=1.0, one_lag=1.0, two_lags=1.0, lag_s=0.0, agreement=0.99, band_db=0.0,
                             dynamics_db=0.0, matched_s=15.0, lag_cover=1.0, timbre_db=0.0)
     assert pair_level(p, True, True, 0.13, 1.0, 0.95, same) == 1
+
+
+def test_the_kept_file_is_the_whole_one_not_a_trim_with_a_hair_more_bit_rate() -> None:
+    # found by review: trim1.wav 162.0 s at 256.00217 kbit/s was kept over the 167.4 s original at 256.00210
+    facts = {0: ("pcm_s16le", True, 256.00210, 16000, 167.4, 0), 1: ("pcm_s16le", True, 256.00217, 16000, 162.0, 0),
+             2: ("mp3", False, 320.0, 44100, 167.4, 5), 3: ("flac", True, 900.0, 16000, 150.0, 0)}
+    assert keep_order([1, 0, 2], facts, ["b", "a", "c"]) == [0, 1, 2]  # lossless first, then the longer
+    assert keep_order([0, 3], facts, ["a", "d"]) == [3, 0]  # a real difference in bit rate still decides
+
+
+def test_without_audio_level_2_needs_a_diagonal_at_the_version_cosine() -> None:
+    """Vectors only: the permissive window gate (0.75) that hands pairs to the audio is not evidence of one
+    recording; level 2 needs the diagonal over min_cover at version_cosine (found by review: two unrelated
+    synth songs, diagonal mean 0.88, were level 2 with --no-audio)."""
+    p = DuplicateParams(audio=False)
+    assert pair_level(p, True, False, 0.9, 0.71, 0.88, None) == 0
+    assert pair_level(p, True, True, 0.9, 0.71, 0.88, None) == 3
+    assert pair_level(p, True, False, 0.9, 0.71, 0.93, None) == 2
+    assert pair_level(p, True, False, 0.9, 0.3, 0.95, None) == 0  # aligned by a chain, not in place
+    assert pair_level(p, True, False, 0.9, 0.9, 0.98, None) == 1
 
 
 def test_a_changed_loudness_envelope_is_a_master_only_when_it_follows_the_level() -> None:

@@ -118,6 +118,22 @@ def test_read_ratings_matches_paths_and_reports_unmatched(tmp_path: Path) -> Non
         read_ratings(bad, Library.open(root).tracks)
 
 
+def test_repeated_ratings_of_a_track_are_averaged_into_one_example(tmp_path: Path) -> None:
+    """One row per rater is common; left as rows, a clip could sit on both sides of a train/test split."""
+    root, _, _ = _rated_library(tmp_path, 12)
+    tracks = Library.open(root).tracks
+    csv = tmp_path / "raters.csv"
+    csv.write_text("track_id,impression,system\nt001,2,A\nt002,5,B\nt001,4,A\nt001,3,A\n")
+    r = read_ratings(csv, tracks)
+    assert r.track_ids == ("t001", "t002") and r.averaged == 2 and r.systems == ("A", "B")
+    np.testing.assert_allclose(r.impression, [3.0, 5.0])
+    csv.write_text("track_id,impression,alignment,prompt\nt001,2,1,calm piano\nt001,4,5,loud drums\n"
+                   "t001,4,3,calm piano\n")
+    r = read_ratings(csv, tracks)  # with prompts: one example per (track, prompt)
+    assert r.track_ids == ("t001", "t001") and r.prompts == ("calm piano", "loud drums") and r.averaged == 1
+    assert r.impression.tolist() == [3.0, 4.0] and r.alignment is not None and r.alignment.tolist() == [2.0, 5.0]
+
+
 def test_train_on_library_then_predict_into_the_mos_table(tmp_path: Path) -> None:
     root, csv, imp = _rated_library(tmp_path)
     lib = Library.open(root)

@@ -162,6 +162,30 @@ def test_a_second_set_keeps_the_first_sets_columns(tmp_path: Path) -> None:
     assert tag_sets(tags)["moods"]["normalisation"] == "sigmoid"
 
 
+def test_a_label_belongs_to_the_set_tagged_last_and_retagging_drops_old_labels(tmp_path: Path) -> None:
+    root, _ = _genre_library(tmp_path / "lib", per_genre=2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    genres, mine, mine2 = tmp_path / "genres.txt", tmp_path / "a" / "mine.txt", tmp_path / "b" / "mine.txt"
+    genres.write_text("jazz\nrock\nfolk\n")
+    mine.write_text("jazz\nsad\n")
+    mine2.write_text("happy\n")
+    tag_library(root, [load_label_set(str(genres))])
+    tag_library(root, [load_label_set(str(mine))])
+    sets = tag_sets(Library.open(root).tables()["tags"])
+    # tag_jazz is mine's softmax now: genres no longer claims it, and says who took it
+    assert sets["genres"]["labels"] == ["rock", "folk"] and sets["genres"]["taken_by"] == {"jazz": "mine"}
+    assert sets["mine"]["labels"] == ["jazz", "sad"]
+    tags = Library.open(root).tables()["tags"]
+    np.testing.assert_allclose(tags.column("tag_jazz").to_numpy() + tags.column("tag_sad").to_numpy(), 1.0,
+                               atol=1e-5)
+    tag_library(root, [load_label_set(str(mine2))])  # the set "mine" again, with other labels
+    tags = Library.open(root).tables()["tags"]
+    assert "tag_sad" not in tags.column_names and "tag_jazz" not in tags.column_names  # listed by no set now
+    assert {"tag_rock", "tag_folk", "tag_happy", "top_genres", "top_mine"} <= set(tags.column_names)
+    assert tag_sets(tags)["mine"]["labels"] == ["happy"]
+
+
 def test_precomputed_library_cannot_be_tagged(tmp_path: Path) -> None:
     from songseek.engine.errors import QueryError
 
