@@ -8,6 +8,7 @@ A crash loses at most the files since the last commit; the next run skips what w
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -44,6 +45,9 @@ __all__ = ["EmbedDriver", "FileChangedError", "IndexConfig", "IndexReport", "ind
            "plan_jobs"]
 
 
+MAX_WINDOW_S = 600.0  # CLAP models read 7-10 s; ten minutes is far past any real setting
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     window_s: float = 10.0
@@ -57,6 +61,14 @@ class IndexConfig:
     retry_failed: bool = False          # retry known failures even when the file did not change
     commit_every_files: int = 64        # commit after this many finished files ...
     commit_every_s: float = 120.0       # ... or this many seconds, whichever comes first
+
+    def __post_init__(self) -> None:
+        # checked before anything is written: a NaN or huge window in a new library's manifest would leave it
+        # unopenable (and a 10^5 s window asks for gigabytes per window)
+        for name, value in (("window", self.window_s), ("hop", self.hop_s)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and 0 < value <= MAX_WINDOW_S):
+                raise UsageError(f"--{name} must be a number of seconds in (0, {MAX_WINDOW_S:g}] (got {value!r})")
 
 
 def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
@@ -157,7 +169,9 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
               report: IndexReport) -> list[FileJob]:
     """Decide per file: unchanged, moved (path update), known failure, or to embed (added/changed)."""
     by_path = writer.path_index()
-    by_hash = {row["content_hash"]: tid for tid, row in writer.tracks.items()}
+    by_hash: dict[str, list[str]] = {}  # every track of a content hash: copies of one file move one by one
+    for tid_, row_ in writer.tracks.items():
+        by_hash.setdefault(row_["content_hash"], []).append(tid_)
     todo: list[FileJob] = []
     taken: set[str] = set()
     for f in files:
@@ -186,8 +200,9 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
             report.unchanged += 1
             taken.add(tid)
             continue
-        other = by_hash.get(digest)
-        if other is not None and other not in taken and not Path(writer.tracks[other]["path"]).exists():
+        other = next((t for t in by_hash.get(digest, ()) if t not in taken
+                      and not Path(writer.tracks[t]["path"]).exists()), None)
+        if other is not None:
             writer.update_path(other, key, f.mtime)
             report.moved += 1
             taken.add(other)

@@ -42,7 +42,7 @@ def scan(sources: list[Path]) -> ScanResult:
     unreadable: list[tuple[Path, str]] = []
     roots: list[Path] = []
     for src in sources:
-        src = src.expanduser().absolute()
+        src = Path(os.path.realpath(src.expanduser()))  # one spelling per file: no `..`, no symlinked alias
         if not src.exists():
             raise UsageError(f"{src} does not exist: give folders or audio files to index")
         roots.append(src)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import re
 import stat
 from collections.abc import Iterator
@@ -167,6 +168,44 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None and container.duration > 0:
         return float(container.duration) / 1_000_000.0
+    return None
+
+
+def _pcm_header_seconds(path: Path) -> float | None:
+    """The length a WAV (data chunk size / byte rate) or AIFF (COMM frames / rate) header declares, read
+    from the file itself: FFmpeg caps a WAV's declared length at the bytes present, so a cut file would
+    look whole. None where the header gives no usable length (streamed WAVs write 0 or 0xFFFFFFFF)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+                return None
+            wav = head[8:12] == b"WAVE"
+            order = "<" if wav else ">"
+            byte_rate = 0.0
+            while chunk := f.read(8):
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+                if wav and cid == b"fmt ":
+                    body = f.read(size)
+                    byte_rate = float(struct.unpack("<I", body[8:12])[0]) if len(body) >= 12 else 0.0
+                    size = 0
+                elif wav and cid == b"data":
+                    return size / byte_rate if byte_rate > 0 and 0 < size < 0xFFFFFFFF else None
+                elif not wav and cid == b"COMM":
+                    body = f.read(size)
+                    if len(body) < 18:
+                        return None
+                    frames = struct.unpack(">I", body[2:6])[0]
+                    exponent, mantissa = struct.unpack(">HQ", body[8:18])
+                    rate = mantissa * 2.0 ** ((exponent & 0x7FFF) - 16383 - 63)
+                    return frames / rate if rate > 0 else None
+                f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even size
+    except (OSError, struct.error):
+        return None
     return None
 
 
@@ -359,6 +398,8 @@ def _native_chunks(
         if decoded_s == 0 and start_s == 0:
             raise _fail(path, "no decodable audio in the file (damaged or empty stream)")
         declared = _declared_duration(container, stream)
+        if start_s == 0 and {"wav", "aiff"} & set(container.format.name.split(",")):
+            declared = max(declared or 0.0, _pcm_header_seconds(path) or 0.0) or None
         if start_s == 0 and declared is not None and _exact_length_format(container):
             missing = declared - decoded_s
             if missing > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared):

@@ -333,6 +333,15 @@ def test_truncated_files(tmp_path):
     m4a = write_audio(tmp_path / "t.m4a", x, 44_100)  # the index (moov) is at the end: cannot open
     m4a.write_bytes(m4a.read_bytes()[: m4a.stat().st_size // 2])
     _all_entry_points_fail(m4a, "truncated")
+    # WAV and AIFF: FFmpeg caps their declared length at the bytes present; the header itself still says 12 s
+    for ext in ("wav", "aiff"):
+        cut = write_audio(tmp_path / f"t.{ext}", x, 44_100)
+        whole = len(decode(cut, SR))
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 4])
+        with pytest.raises(DecodeError) as exc:
+            decode(cut, SR)
+        _one_line_naming(exc, cut, "truncated", "of the 12.0 s")
+        assert whole == pytest.approx(12 * SR, abs=2)  # the whole file decoded without a complaint
     mp3 = write_audio(tmp_path / "t.mp3", x, 44_100)  # MP3 carries no exact length: decodes what is there
     mp3.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
     assert len(decode(mp3, SR)) == pytest.approx(6 * SR, rel=0.05)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.errors import IncompatibleLibraryError
+from songseek.engine.errors import IncompatibleLibraryError, UsageError
 from songseek.engine.query.search import Library
 from songseek.engine.query.stats import library_stats
 from songseek.engine.storage.manifest import read_manifest
@@ -155,6 +155,44 @@ def test_same_content_at_two_paths_gives_two_tracks(tmp_path: Path) -> None:
     tracks = by_path(lib)
     assert len({t["track_id"] for t in tracks.values()}) == 2
     assert run([a], lib).unchanged == 2
+
+
+def test_each_copy_of_one_file_moves_with_its_own_id(tmp_path: Path) -> None:
+    """Both copies moved, one at a time: both are moves (ids, vectors and added_at kept), never re-embedded."""
+    a = tmp_path / "a"
+    f = tone(a / "one.wav", 3, 300)
+    shutil.copy(f, a / "two.wav")
+    lib = tmp_path / "lib"
+    run([a], lib)
+    ids = {p: t["track_id"] for p, t in by_path(lib).items()}
+    (a / "one.wav").rename(a / "one-moved.wav")
+    assert counts(run([a], lib)) == dict(added=0, changed=0, moved=1, removed=0, unchanged=1, failed=0)
+    (a / "two.wav").rename(a / "two-moved.wav")
+    assert counts(run([a], lib)) == dict(added=0, changed=0, moved=1, removed=0, unchanged=1, failed=0)
+    assert {t["track_id"] for t in by_path(lib).values()} == set(ids.values())
+
+
+def test_bad_window_or_hop_is_refused_before_a_library_is_written(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    tone(a / "x.wav", 3, 300)
+    for bad in (float("nan"), float("inf"), 0.0, 100_000.0):
+        with pytest.raises(UsageError, match=r"--window must be a number of seconds in \(0, 600\]"):
+            run([a], tmp_path / "lib", window_s=bad)
+        with pytest.raises(UsageError, match="--hop must be"):
+            run([a], tmp_path / "lib", hop_s=bad)
+    assert not (tmp_path / "lib").exists()
+
+
+def test_a_folder_named_through_dotdot_or_a_symlink_is_the_same_folder(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    tone(a / "x.wav", 3, 300)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "alias").symlink_to(a, target_is_directory=True)
+    lib = tmp_path / "lib"
+    assert run([a], lib).added == 1
+    for same in (tmp_path / "b" / ".." / "a", tmp_path / "alias"):
+        assert counts(run([same], lib)) == dict(added=0, changed=0, moved=0, removed=0, unchanged=1, failed=0)
+    assert list(by_path(lib)) == [str(a / "x.wav")]
 
 
 def test_window_mismatch_refused(tmp_path: Path) -> None:
