@@ -143,6 +143,7 @@ def mos_train(
 ) -> None:
     """Fit the MusicEval MLP head on rated tracks' stored vectors; saved with the library's encoder id."""
     from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, read_ratings, train_on_library
+    from songseek.engine.analysis.track_match import some_unmatched_note
 
     lib = _open(library, device)
     rated = read_ratings(ratings, lib.tracks)
@@ -152,8 +153,9 @@ def mos_train(
     if json_out:
         print_json({"head": str(path), "unmatched": list(rated.unmatched), "averaged": rated.averaged, **report})
         return
-    if rated.unmatched:
-        typer.echo(f"warning: {len(rated.unmatched)} rows matched no track (first: {rated.unmatched[0]})", err=True)
+    note = some_unmatched_note(ratings, rated.unmatched, rated.rows, "those ratings are left out")
+    if note:
+        typer.echo(f"warning: {note}", err=True)
     if rated.averaged:
         typer.echo(f"note: {rated.averaged} rows repeated a track (and prompt) and were averaged into it", err=True)
     l1 = (f"validation L1 {report.get('valid_l1', 0.0):.3f}" if report.get("n_valid") else
@@ -174,19 +176,20 @@ def mos_predict(
     """Predict opinion scores for every track and store them in the library's mos table."""
     import numpy as np
 
-    from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, PROMPT_COLUMNS, predict_library
-    from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
-    from songseek.engine.errors import UsageError
+    from songseek.engine.analysis.mos import DEFAULT_HEAD_NAME, predict_library, read_prompts
+    from songseek.engine.analysis.track_match import some_unmatched_note
 
     prompt_of: dict[str, str] = {}
     if prompts is not None:
-        rows = read_csv_rows(prompts, ("track_id", "path"))
-        col = pick_column(rows[0], PROMPT_COLUMNS)
-        if col is None:
-            raise UsageError(f"{prompts}: needs a prompt column ({', '.join(PROMPT_COLUMNS)})")
-        matcher = TrackMatcher(_open(library).tracks, prompts.parent)
-        prompt_of = {tid: r[col] for r in rows if (tid := matcher.match(r)) is not None and r[col]}
+        given = read_prompts(prompts, _open(library).tracks)  # refuses a file that matches no track
+        note = some_unmatched_note(prompts, given.unmatched, given.rows, "their tracks get no alignment score")
+        if note:
+            typer.echo(f"warning: {note}", err=True)
+        prompt_of = given.by_track
     ids, pred = predict_library(library, head or library / DEFAULT_HEAD_NAME, prompt_of, device)
+    if prompt_of and pred.alignment is None:
+        typer.echo("warning: --prompts ignored: the head has no alignment part (its ratings had no alignment "
+                   "column); train one with alignment and prompt columns for a mos_alignment score", err=True)
     ali = pred.alignment if pred.alignment is not None else np.full(len(ids), np.nan)
     rows_out = [{"track_id": t, "mos_impression": float(i), "mos_alignment": None if np.isnan(a) else float(a)}
                 for t, i, a in zip(ids, pred.impression, ali)]

@@ -24,7 +24,13 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.analysis.pooling import library_track_vectors, pooled_track_vectors
-from songseek.engine.analysis.track_match import TrackMatcher, pick_column, read_csv_rows
+from songseek.engine.analysis.track_match import (
+    TrackMatcher,
+    no_match_error,
+    pick_column,
+    read_csv_rows,
+    row_name,
+)
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError, UsageError
 from songseek.engine.query.search import Library
@@ -302,7 +308,8 @@ class Ratings:
     """Rated tracks of a library: ``track_ids`` (N,), ``impression`` float32 (N,), optionally
     ``alignment`` float32 (N,) with the ``prompts`` it was rated against, and ``systems`` (N,) (the
     generator of each clip, for system-level metrics). ``unmatched``: CSV rows no track matched.
-    ``averaged``: CSV rows folded into another row of the same track (and prompt) by averaging."""
+    ``averaged``: CSV rows folded into another row of the same track (and prompt) by averaging;
+    ``rows``: the CSV's rows, matched or not."""
 
     track_ids: tuple[str, ...]
     impression: np.ndarray
@@ -311,6 +318,7 @@ class Ratings:
     systems: tuple[str, ...] | None = None
     unmatched: tuple[str, ...] = ()
     averaged: int = 0
+    rows: int = 0
 
     def subset(self, idx: np.ndarray) -> Ratings:
         def pick(x: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -343,7 +351,7 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     for i, row in enumerate(rows, start=2):
         tid = matcher.match(row)
         if tid is None:
-            unmatched.append(row.get("track_id") or row.get("path") or f"line {i}")
+            unmatched.append(row_name(row, i))
             continue
         ids.append(tid)
         imp.append(_score(row[imp_col], path, i, imp_col))
@@ -355,8 +363,7 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
         if sys_col is not None:
             systems.append(row[sys_col])
     if not ids:
-        raise UsageError(f"{path}: no row matches a track of the library (by track_id or path); "
-                         f"first unmatched: {', '.join(unmatched[:3])}")
+        raise no_match_error(path, unmatched)
     # Several rows for one track (and prompt), e.g. one per rater, are one example: averaged, so that a
     # train/validation split never puts the same clip on both sides.
     keys = [(t, prompts[i] if ali_col else "") for i, t in enumerate(ids)]
@@ -372,7 +379,43 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     where = [keys.index(k) for k in first]
     return Ratings(tuple(k[0] for k in first), mean(imp), mean(ali) if ali_col else None,
                    tuple(k[1] for k in first) if ali_col else None,
-                   tuple(systems[i] for i in where) if sys_col else None, tuple(unmatched), len(keys) - len(first))
+                   tuple(systems[i] for i in where) if sys_col else None, tuple(unmatched), len(keys) - len(first),
+                   len(rows))
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompts for the alignment score read from a CSV: ``by_track`` track id → prompt (rows with an empty
+    prompt give their track none); ``unmatched``: rows no track matched; ``rows``: the CSV's rows."""
+
+    by_track: dict[str, str]
+    unmatched: tuple[str, ...]
+    rows: int
+
+
+def read_prompts(path: str | Path, tracks: pa.Table) -> Prompts:
+    """Read a prompts CSV (``track_id`` or ``path``, and a prompt column) against a library's tracks table.
+    A file none of whose rows matches a track is refused: it would give no track an alignment score."""
+    path = Path(path).expanduser()
+    rows = read_csv_rows(path, ("track_id", "path"))
+    col = pick_column(rows[0], PROMPT_COLUMNS)
+    if col is None:
+        raise UsageError(f"{path}: needs a prompt column ({', '.join(PROMPT_COLUMNS)})")
+    matcher = TrackMatcher(tracks, path.parent)
+    by_track: dict[str, str] = {}
+    unmatched: list[str] = []
+    matched = 0
+    for i, row in enumerate(rows, start=2):
+        tid = matcher.match(row)
+        if tid is None:
+            unmatched.append(row_name(row, i))
+            continue
+        matched += 1
+        if row[col]:
+            by_track[tid] = row[col]
+    if not matched:
+        raise no_match_error(path, unmatched)
+    return Prompts(by_track, tuple(unmatched), len(rows))
 
 
 def _score(cell: str, path: Path, line: int, col: str) -> float:
@@ -432,13 +475,15 @@ def predict_library(root: str | Path, head_path: str | Path, prompts: dict[str, 
         pred = head.predict(audio)
         if prompts and head.alignment is not None:
             rows = [i for i, t in enumerate(ids) if t in prompts]
-            if rows:
-                text = lib.embed_text([prompts[ids[i]] for i in rows])
-                part = head.predict(audio[rows], text)
-                ali = np.full(len(ids), np.nan, np.float32)
-                assert part.alignment is not None
-                ali[rows] = part.alignment
-                pred = MosPrediction(pred.impression, ali)
+            if not rows:  # else every alignment would be null, with no word of why
+                raise UsageError(f"none of the {len(prompts)} prompts is keyed by a track id of the library "
+                                 f"(first: {next(iter(prompts))}); key them by the tracks table's track_id")
+            text = lib.embed_text([prompts[ids[i]] for i in rows])
+            part = head.predict(audio[rows], text)
+            ali = np.full(len(ids), np.nan, np.float32)
+            assert part.alignment is not None
+            ali[rows] = part.alignment
+            pred = MosPrediction(pred.impression, ali)
         writer.put_table(MOS_TABLE, predictions_table(ids, pred))
         writer.commit()
     return ids, pred

@@ -23,7 +23,6 @@ Everything here is pure (arrays in, arrays out) except ``score_library`` which r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -37,6 +36,7 @@ from songseek.engine.errors import UsageError
 from songseek.engine.query.filters import TAG_PREFIX
 from songseek.engine.query.fusion import FusionParams, rerank_scores
 from songseek.engine.query.search import Library
+from songseek.engine.slug import label_slug
 from songseek.engine.storage.store import FrameStore
 from songseek.engine.storage.writer import LibraryWriter
 
@@ -79,14 +79,6 @@ class TagScores:
 
     def top_labels(self) -> list[str]:
         return [self.labels.labels[i] for i in np.argmax(self.cosine, axis=1)] if len(self.cosine) else []
-
-
-def label_slug(label: str) -> str:
-    """SQL-safe column suffix of a label: 'Hip Hop' → 'hip_hop', 'R&B' → 'r_b'."""
-    slug = re.sub(r"[^a-z0-9]+", "_", label.strip().lower()).strip("_")
-    if not slug:
-        raise UsageError(f"label {label!r} has no letters or digits; it cannot name a tag column")
-    return slug
 
 
 def labels_dir() -> Path:

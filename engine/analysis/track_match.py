@@ -2,7 +2,8 @@
 
 A row names its track by ``track_id`` or by ``path``. A path matches a stored path when it is the same
 string, the same file once resolved (relative paths are taken from the CSV's folder), or — when nothing
-else matches — the same file name, if exactly one stored track has that name.
+else matches — the same file name, if exactly one stored track has that name. A file none of whose rows
+matches is an error (``no_match_error``), one where some do not a warning (``some_unmatched_note``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,30 @@ from pathlib import Path
 import pyarrow as pa
 
 from songseek.engine.errors import UsageError
+
+# How a row finds its track, and how to fix a file whose rows find none: the one wording every reader uses.
+MATCH_RULE = ("rows are matched by track_id, else by path: the stored path, the same file (a relative path "
+              "is taken from the CSV's folder) or a file name only one track has")
+MATCH_FIX = "use the ids or paths the library stores: songseek sql \"SELECT track_id, path FROM tracks\""
+
+
+def row_name(row: dict[str, str], line: int) -> str:
+    """How a row is named in messages: its track_id, else its path, else its line number."""
+    return row.get("track_id") or row.get("path") or f"line {line}"
+
+
+def no_match_error(path: Path, unmatched: Sequence[str]) -> UsageError:
+    """The one-line error for a CSV none of whose rows names a track of the library."""
+    return UsageError(f"{path}: none of its {len(unmatched)} rows matches a track of the library ({MATCH_RULE}); "
+                      f"first unmatched: {', '.join(unmatched[:3])}; {MATCH_FIX}")
+
+
+def some_unmatched_note(path: Path, unmatched: Sequence[str], rows: int, consequence: str) -> str | None:
+    """One line for a CSV some of whose rows matched no track (None when all did); callers warn with it."""
+    if not unmatched:
+        return None
+    return (f"{path}: {len(unmatched)} of {rows} rows matched no track of the library (first: {unmatched[0]}); "
+            f"{consequence}; {MATCH_FIX}")
 
 
 def read_csv_rows(path: Path, required_any: Sequence[str] = ()) -> list[dict[str, str]]:

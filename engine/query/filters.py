@@ -2,7 +2,8 @@
 
 The predicate sees the tracks table LEFT JOINed on track_id with every extra table that has a
 track_id column (``tags`` from `songseek tag`, ``mos`` from `songseek mos predict`, ...). When a tags
-table is present a macro ``tag('jazz')`` reads the column ``tag_jazz`` (docs/analysis.md).
+table is present a macro ``tag('jazz')`` reads the column ``tag_jazz`` (docs/analysis.md), the label slugged
+by engine/slug.py.
 
 Defences, in order (docs/robustness.md, "Hostile input"):
 
@@ -33,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from songseek.engine.errors import FilterLimitError, QueryError
+from songseek.engine.slug import slug_or_empty
 
 TAG_PREFIX = "tag_"  # zero-shot tag columns: tag_<slug>, read by the tag() macro
 # Functions a predicate may call (DuckDB names, lower case, operators included). None of them can make a
@@ -297,15 +299,17 @@ def _first_line(exc: object) -> str:
 
 
 def _tag_macro(con: Any, columns: list[str]) -> None:
-    """``tag('Hip Hop')`` → column ``tag_hip_hop`` (labels slugged as engine/analysis/tagging.py does); an
-    unknown label is an error that lists the known ones, not a silent NULL."""
+    """``tag('Hip Hop')`` → column ``tag_hip_hop``; an unknown label is an error that lists the known ones,
+    not a silent NULL. The label is slugged by the tagger's own function (engine/slug.py), not by
+    SQL, so the two cannot disagree; on a constant label DuckDB calls it once per query."""
     slugs = [c[len(TAG_PREFIX):] for c in columns if re.fullmatch(TAG_PREFIX + "[a-z0-9_]+", c)]
     if not slugs:
         return
+    con.create_function("songseek_tag_slug", slug_or_empty, ["VARCHAR"], "VARCHAR", side_effects=False)
     cases = " ".join(f"WHEN '{s}' THEN \"{TAG_PREFIX}{s}\"" for s in slugs)
     known = ", ".join(slugs)[:300].replace("'", "")
-    con.execute("CREATE MACRO tag(label) AS CASE trim(regexp_replace(lower(label), '[^a-z0-9]+', '_', 'g'), "
-                f"'_') {cases} ELSE error('unknown tag ' || label || '; known tags: {known}') END")
+    con.execute(f"CREATE MACRO tag(label) AS CASE songseek_tag_slug(label) {cases} "
+                f"ELSE error('unknown tag ' || label || '; known tags: {known}') END")
 
 
 def _columns(tables: dict[str, pa.Table]) -> list[str]:

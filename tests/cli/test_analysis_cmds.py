@@ -102,6 +102,53 @@ def test_mos_train_and_predict(lib_root: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no MOS head" in r.stderr
 
 
+def _train_with_alignment(lib_root: Path, tmp_path: Path) -> None:
+    ratings = tmp_path / "rated.csv"
+    ratings.write_text("track_id,impression,alignment,prompt\n" + "".join(
+        f"t{i:03d},{1 + (i % 3) * 1.5},{5 - (i % 3) * 1.5},A {('jazz', 'rock', 'blues')[i % 3]} track\n"
+        for i in range(24)) + "x99,3,3,jazz\n")
+    r = runner.invoke(app, ["mos", "train", "-l", str(lib_root), "--ratings", str(ratings), "--epochs", "5"])
+    assert r.exit_code == 0, r.output
+    assert "1 of 25 rows matched no track of the library (first: x99)" in r.stderr
+
+
+def test_mos_predict_refuses_prompts_that_match_no_track_in_one_line(lib_root: Path, tmp_path: Path) -> None:
+    _train_with_alignment(lib_root, tmp_path)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("track_id,prompt\nsong-1,A jazz track\nsong-2,A rock track\n")
+    r = runner.invoke(app, ["mos", "predict", "-l", str(lib_root), "--prompts", str(prompts), "--json"])
+    assert r.exit_code == 2 and r.stdout == ""
+    [line] = r.stderr.strip().splitlines()
+    assert "none of its 2 rows matches a track of the library" in line and "first unmatched: song-1, song-2" in line
+    assert "matched by track_id, else by path" in line and "SELECT track_id, path FROM tracks" in line
+    assert "mos" not in Library.open(lib_root).tables()  # nothing written
+
+
+def test_mos_predict_warns_how_many_prompts_matched(lib_root: Path, tmp_path: Path) -> None:
+    _train_with_alignment(lib_root, tmp_path)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("track_id,path,prompt\nt000,,A jazz track\n,/music/t001.wav,A rock track\n"
+                       "song-3,,A blues track\n")
+    r = runner.invoke(app, ["mos", "predict", "-l", str(lib_root), "--prompts", str(prompts), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.stderr and "1 of 3 rows matched no track of the library (first: song-3)" in r.stderr
+    with_alignment = sorted(x["track_id"] for x in json.loads(r.stdout) if x["mos_alignment"] is not None)
+    assert with_alignment == ["t000", "t001"]
+
+
+def test_mos_predict_warns_when_the_head_cannot_use_prompts(lib_root: Path, tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression\n" + "".join(f"t{i:03d},{1 + (i % 3) * 1.5}\n" for i in range(24)))
+    r = runner.invoke(app, ["mos", "train", "-l", str(lib_root), "--ratings", str(ratings), "--epochs", "5"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("track_id,prompt\nt000,A jazz track\n")
+    r = runner.invoke(app, ["mos", "predict", "-l", str(lib_root), "--prompts", str(prompts), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "--prompts ignored: the head has no alignment part" in r.stderr
+    assert all(x["mos_alignment"] is None for x in json.loads(r.stdout))
+
+
 def bench_app() -> typer.Typer:
     root = typer.Typer()
     bench = typer.Typer()

@@ -11,6 +11,7 @@ from songseek.engine.analysis.mos import (
     MosTrainConfig,
     load_head,
     predict_library,
+    read_prompts,
     read_ratings,
     train_head,
     train_on_library,
@@ -107,6 +108,7 @@ def test_read_ratings_matches_paths_and_reports_unmatched(tmp_path: Path) -> Non
     root, csv, imp = _rated_library(tmp_path, 12)
     r = read_ratings(csv, Library.open(root).tracks)
     assert r.track_ids == tuple(f"t{i:03d}" for i in range(12)) and r.unmatched == ("/music/unknown.wav",)
+    assert r.rows == 13
     np.testing.assert_allclose(r.impression, imp, atol=1e-3)
     assert r.systems is not None and r.systems[:4] == ("S0", "S1", "S2", "S3") and r.alignment is None
     bad = tmp_path / "bad.csv"
@@ -148,3 +150,45 @@ def test_train_on_library_then_predict_into_the_mos_table(tmp_path: Path) -> Non
     assert table.column("mos_alignment").null_count == len(ids)
     want = sorted(t for t, p in zip(ids, pred.impression) if p > 3.5)
     assert sorted(filter_track_ids(lib.tables(), "mos_impression > 3.5")) == want
+
+
+def test_a_ratings_file_matching_no_track_is_one_line_naming_the_match_rule_and_the_fix(tmp_path: Path) -> None:
+    root, _, _ = _rated_library(tmp_path, 12)
+    csv = tmp_path / "other.csv"
+    csv.write_text("track_id,impression\nx1,3\nx2,4\n")
+    with pytest.raises(UsageError, match="none of its 2 rows matches a track") as err:
+        read_ratings(csv, Library.open(root).tracks)
+    msg = str(err.value)
+    assert "\n" not in msg and "first unmatched: x1, x2" in msg
+    assert "matched by track_id, else by path" in msg and "SELECT track_id, path FROM tracks" in msg
+
+
+def test_read_prompts_matches_ids_and_paths_and_refuses_a_file_that_matches_none(tmp_path: Path) -> None:
+    root, _, _ = _rated_library(tmp_path, 12)
+    tracks = Library.open(root).tracks
+    csv = tmp_path / "prompts.csv"
+    csv.write_text("track_id,path,prompt\nt001,,calm piano\n,/music/t002.wav,loud drums\n,t003.wav,\n"
+                   "x9,,jazz\n,/elsewhere/none.wav,rock\n")
+    got = read_prompts(csv, tracks)
+    # t003 matched by its file name but has no prompt: no alignment for it, and it is not "unmatched"
+    assert got.by_track == {"t001": "calm piano", "t002": "loud drums"}
+    assert got.unmatched == ("x9", "/elsewhere/none.wav") and got.rows == 5
+    csv.write_text("track_id,prompt\nx1,jazz\nx2,rock\n")
+    with pytest.raises(UsageError, match="none of its 2 rows matches a track") as err:
+        read_prompts(csv, tracks)
+    assert "\n" not in str(err.value) and "SELECT track_id, path FROM tracks" in str(err.value)
+    csv.write_text("track_id,caption_text\nt001,jazz\n")
+    with pytest.raises(UsageError, match="needs a prompt column"):
+        read_prompts(csv, tracks)
+
+
+def test_predict_library_refuses_prompts_keyed_by_no_track_of_the_library(tmp_path: Path) -> None:
+    a, t, imp, ali = planted(12, 6)
+    root = build_library(tmp_path / "lib", [v[None] for v in a])
+    path = train_head(FAKE_INFO, a, imp, t, ali, MosTrainConfig(max_epochs=2)).save(tmp_path / "h.safetensors")
+    with pytest.raises(UsageError, match="none of the 2 prompts is keyed by a track id"):
+        predict_library(root, path, {"x1": "jazz", "x2": "rock"})
+    assert "mos" not in Library.open(root).tables()  # nothing written
+    ids, pred = predict_library(root, path, {"t003": "jazz", "x2": "rock"})
+    assert pred.alignment is not None
+    assert [i for i, v in enumerate(pred.alignment) if not np.isnan(v)] == [ids.index("t003")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from songseek.engine.analysis.tagging import (
@@ -21,7 +22,7 @@ from songseek.engine.analysis.tagging import (
     track_window_scores,
 )
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.errors import UsageError
+from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
@@ -37,6 +38,47 @@ def test_label_slug() -> None:
     assert label_slug(" R&B ") == "r_b"
     with pytest.raises(UsageError):
         label_slug("&&")
+
+
+@pytest.mark.parametrize("label, slug", [
+    ("İstanbul pop", "istanbul_pop"),   # 'İ'.lower() is 'i' + U+0307: once slugged 'i_stanbul_pop'
+    ("Straße", "strasse"), ("STRASSE", "strasse"), ("ẞ-Beat", "ss_beat"),  # casefold, not lower
+    ("Caf\u00e9", "cafe"), ("Cafe\u0301", "cafe"),  # composed and combining accent: one slug
+    ("\u212apop", "kpop"), ("\ufb01lm score", "film_score"),  # Kelvin sign, 'fi' ligature (NFKD)
+    ("Øresund", "oresund"), ("Işık", "isik"),
+])
+def test_label_slug_folds_case_and_accents_the_unicode_way(label: str, slug: str) -> None:
+    assert label_slug(label) == slug
+
+
+def test_a_label_without_latin_letters_is_refused_in_one_line() -> None:
+    for label in ("Рок", "\u0301"):
+        with pytest.raises(UsageError, match="no Latin letter or digit") as err:
+            label_slug(label)
+        assert "\n" not in str(err.value)
+
+
+def test_tag_macro_finds_the_column_of_any_spelling_of_a_unicode_label(tmp_path: Path) -> None:
+    """The tagger names the column and tag('...') looks it up: both must slug a label the same way."""
+    n = 6
+    labels = ("İstanbul pop", "Straße", "Café")
+    cols = {f"tag_{label_slug(lb)}": [(i + k) % n / n for i in range(n)] for k, lb in enumerate(labels)}
+    tables = {"tracks": pa.table({"track_id": [f"t{i}" for i in range(n)]}),
+              "tags": pa.table({"track_id": [f"t{i}" for i in range(n)], **cols})}
+    for k, spellings in enumerate((["İstanbul pop", "İSTANBUL POP", "istanbul pop"],
+                                   ["Straße", "STRASSE", "strasse"], ["Caf\u00e9", "Cafe\u0301", "CAFÉ"])):
+        want = sorted(f"t{i}" for i in range(n) if (i + k) % n / n > 0.5)
+        for spelling in spellings:
+            assert sorted(filter_track_ids(tables, f"tag('{spelling}') > 0.5")) == want, spelling
+    with pytest.raises(QueryError, match="unknown tag"):
+        filter_track_ids(tables, "tag('Рок') > 0.5")
+
+
+def test_parse_labels_refuses_two_spellings_of_one_unicode_label() -> None:
+    with pytest.raises(UsageError, match="share the column tag_strasse"):
+        parse_labels("Straße\nStrasse\n", "f")
+    with pytest.raises(UsageError, match="share the column tag_cafe"):
+        parse_labels("Caf\u00e9\nCafe\u0301\n", "f")
 
 
 def test_parse_labels_skips_comments_and_refuses_clashing_slugs() -> None:
