@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
 def index(
     sources: list[Path] = typer.Argument(..., help="Folders or audio files to index."),
     library: Path = LIBRARY_OPT,
-    encoder: str = typer.Option(None, "--encoder", "-e", help="clap, laion, msclap, demo (default: laion, "
-                                "or the library's own encoder when it exists)."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
+    encoder: str | None = typer.Option(None, "--encoder", "-e", help="clap, laion, msclap, demo (default: "
+                                       "laion, or the library's own encoder when it exists)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="HF id, local directory or .pt file."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights: "
                                         "for speed and pipeline checks only; every search will say so."),
     window: float = typer.Option(None, "--window", help="Window length in seconds (default: the encoder's "
@@ -72,7 +72,8 @@ def index(
     from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
     from songseek.engine.errors import UsageError
     from songseek.engine.storage.manifest import read_manifest
-    from songseek.indexers.pipeline import IndexConfig, index_paths
+    from songseek.indexers.pipeline import IndexConfig, check_encoder_name, index_paths
+    from songseek.indexers.sources import check_sources
 
     if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
             or workers <= 0 or commit_every <= 0):
@@ -82,9 +83,15 @@ def index(
     validate_backend(text_backend)
     if ray_workers < 0 or ray_threads < 0 or (ray_gpus is not None and ray_gpus < 0):
         raise UsageError("--ray-workers, --ray-gpus and --ray-threads must be 0 or more")
+    check_sources(sources)  # a missing or non-audio source is refused before a model loads
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
-        if encoder is None:
+        if encoder is None and m.encoder.name == "precomputed":
+            raise UsageError(f"{library} holds precomputed {m.dim}-d vectors (songseek ingest): pass --encoder "
+                             f"with a model that makes {m.dim}-d vectors, or add vectors with songseek ingest")
+        if encoder is not None:
+            check_encoder_name(m, encoder, library)  # from the manifest alone: no weights load for a wrong one
+        if encoder is None or encoder == m.encoder.name:
             encoder, checkpoint = m.encoder.name, checkpoint or m.encoder.checkpoint or None
             random_weights = random_weights or m.encoder.random_weights
         if window is None and hop is None:
@@ -182,8 +189,10 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
     data["index_last_action"] = lib.manifest.index_last_action or ("rebuilt" if lib.manifest.index_file else "")
     data["duplicates"] = duplicate_summary(lib.extra_tables.get("duplicates"))
     if json_out:
-        print_json(data)
+        print_json(data)  # index_nprobe stays 0 for an index that is not IVF (the JSON contract)
         return
+    if not data["index_nprobe"]:  # a "0" here would read as the automatic rule; a Flat index has no lists
+        data["index_nprobe"] = f"- ({data['index']} index: not IVF, nothing to probe)"
     for key, value in data.items():
         typer.echo(f"{key:>18}: {safe_text(value)}")
     if stats.dead_frames and stats.dead_frames >= max(stats.frames, 1) // 4:

@@ -25,11 +25,12 @@ from songseek.engine.encoders import Encoder
 from songseek.engine.errors import IncompatibleLibraryError, UsageError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.progress import NullProgress, Progress
+from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible
 from songseek.engine.storage.store import Failure
 from songseek.engine.storage.writer import LibraryWriter
 
-from .sources import ScanResult, SourceFile, display_path, scan
+from .sources import ScanResult, SourceFile, check_sources, display_path, scan
 from .stages import (
     CommitStage,
     FileChangedError,
@@ -41,8 +42,8 @@ from .stages import (
 )
 from .stages import decode_windows as _decode_windows  # a module global: tests wrap it
 
-__all__ = ["EmbedDriver", "FileChangedError", "IndexConfig", "IndexReport", "index_paths", "new_manifest",
-           "plan_jobs"]
+__all__ = ["EmbedDriver", "FileChangedError", "IndexConfig", "IndexReport", "check_encoder_name", "index_paths",
+           "new_manifest", "plan_jobs"]
 
 
 MAX_WINDOW_S = 600.0  # CLAP models read 7-10 s; ten minutes is far past any real setting
@@ -77,6 +78,18 @@ def new_manifest(encoder: Encoder, config: IndexConfig) -> Manifest:
                     index_factory=config.index_factory)
 
 
+def check_encoder_name(m: Manifest, name: str, library: Path) -> None:
+    """Refuse ``--encoder name`` for a library built with another encoder from its manifest alone, before any
+    weights load (check_compatible still compares checkpoint, dim and sample rate once the model is loaded).
+    A library of precomputed vectors takes any encoder of its dimension: that needs the model, so it passes."""
+    have = m.encoder.name
+    if name != have and have != "precomputed":
+        built = f"{have!r}" + (f" (checkpoint {m.encoder.checkpoint})" if m.encoder.checkpoint else "")
+        raise IncompatibleLibraryError(
+            f"{library} was built with another encoder: {built}, not {name!r} as --encoder asks; drop --encoder "
+            "to use the library's own, or index into a new library")
+
+
 # Drives the decode and embed stages for a planned job list into the commit stage (threads here; Ray in
 # ray_runner.py): (commit stage, encoder, window_s, hop_s, config) -> None.
 EmbedDriver = Callable[[CommitStage, Encoder, float, float, "IndexConfig"], None]
@@ -89,6 +102,7 @@ def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: In
     ``driver`` runs decode and embedding (default: threads in this process); this process alone writes."""
     if config.nprobe is not None and config.nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {config.nprobe})")
+    check_sources(sources)  # before the library is created or opened: a bad argument changes nothing
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     report = IndexReport()
@@ -106,6 +120,13 @@ def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: In
             writer.set_nprobe(config.nprobe)
         writer.commit()
         report.index_action = writer.update_index(config.index_factory)
+        if config.nprobe and faiss_index.ivf_nlist(writer.manifest.index_description) == 0:
+            report.notes.append(f"--nprobe {config.nprobe} is saved; it takes effect once the index is IVF "
+                                f"(now {writer.manifest.index_description or 'none'}: no lists to probe)")
+    if report.removed_failed:
+        report.notes.append(f"{report.removed_failed} track(s) left search: the file changed and the new "
+                            "content failed to index (listed above and by songseek failures); fix or replace "
+                            "the file and index again")
     progress.close()
     report.seconds = time.perf_counter() - t0
     return report
@@ -210,7 +231,10 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
         job = FileJob(f, digest, "changed" if tid is not None else "added")
         new_id = job.track_id(writer.tracks)
         todo.append(job)
-        if tid is not None and tid != new_id:
+        if tid is not None:
+            # The old track goes now, whatever the new content gives: its vectors describe audio the file no
+            # longer holds, so keeping it after the new content fails (garbage, truncated) would serve hits
+            # for a file that cannot play them. The run counts it as removed (CommitStage) when it fails.
             writer.remove_track(tid)
         taken.add(new_id)
     return todo

@@ -36,6 +36,22 @@ def display_path(path: Path) -> str:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def check_sources(sources: list[Path]) -> None:
+    """Refuse, before any model loads or anything is written, a source that does not exist or a file
+    named on its own that is not an audio format songseek reads (a folder's other files are just skipped)."""
+    for src in sources:
+        path = Path(os.path.realpath(src.expanduser()))  # as scan() sees it: a symlink by its target's name
+        if not path.exists():
+            raise UsageError(f"{path} does not exist: give folders or audio files to index")
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            raise UsageError(f"{path} is not a regular file or a folder: give folders or audio files to index")
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            raise UsageError(f"{path} is not an audio format songseek reads "
+                             f"({' '.join(sorted(AUDIO_EXTENSIONS))}): give audio files or folders")
+
+
 def scan(sources: list[Path]) -> ScanResult:
     """All audio files (by extension) under the given folders or files, sorted by path, deduplicated."""
     found: dict[Path, SourceFile] = {}

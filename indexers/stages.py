@@ -41,6 +41,7 @@ class IndexReport:
     changed: int = 0
     moved: int = 0
     removed: int = 0
+    removed_failed: int = 0  # of ``removed``: tracks whose file changed and then failed to index
     unchanged: int = 0
     failed: int = 0
     skipped_failed: int = 0
@@ -53,8 +54,9 @@ class IndexReport:
     notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a prune skipped)
 
     def summary(self) -> str:
-        return (f"added {self.added}, changed {self.changed}, moved {self.moved}, removed {self.removed}, "
-                f"unchanged {self.unchanged}, failed {self.failed}"
+        return (f"added {self.added}, changed {self.changed}, moved {self.moved}, removed {self.removed}"
+                + (f" ({self.removed_failed} whose file changed and now fails)" if self.removed_failed else "")
+                + f", unchanged {self.unchanged}, failed {self.failed}"
                 + (f" (+{self.skipped_failed} known failures skipped)" if self.skipped_failed else "")
                 + f"; {self.windows} windows, {self.audio_s / 3600:.2f} h audio in {self.seconds:.1f} s; "
                 f"index {self.index_action}")
@@ -170,6 +172,7 @@ class CommitStage:
         self._embedded.pop(i, None)
         f = self.jobs[i].source
         self._record(Failure(str(f.path), error_class, message, time.time(), f.size, f.mtime))
+        self._dropped_if_changed(i)
 
     def is_failed(self, i: int) -> bool:
         return i in self._failed
@@ -218,6 +221,7 @@ class CommitStage:
         except SongseekError as exc:  # e.g. the encoder made NaN vectors for this file
             self._failed.add(i)
             self._record(Failure(job.path, type(exc).__name__, str(exc), time.time(), f.size, f.mtime))
+            self._dropped_if_changed(i)
             return
         r = self.report
         setattr(r, job.kind, getattr(r, job.kind) + 1)
@@ -225,6 +229,13 @@ class CommitStage:
         r.audio_s += rec.duration_s
         self.progress.advance(files=1, windows=len(wins), audio_s=rec.duration_s)
         self._since_commit += 1
+
+    def _dropped_if_changed(self, i: int) -> None:
+        """Count a failed "changed" job's old track as removed: the classifier took it out of the library
+        (pipeline._classify), and its vectors describe audio the file no longer holds."""
+        if self.jobs[i].kind == "changed":
+            self.report.removed += 1
+            self.report.removed_failed += 1
 
     def _record(self, failure: Failure) -> None:
         self.writer.record_failure(failure)

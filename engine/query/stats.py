@@ -59,7 +59,7 @@ def library_stats(lib: Library) -> LibraryStats:
     elif want != m.index_description or (faiss_index.ivf_nlist(want) > 0 and n > 4 * max(m.index_trained_on, 1)):
         status = f"rebuild due ({want} at this size)"
     else:
-        status = "up to date (updated incrementally; IVF retrained past 4x its training size)"
+        status = f"up to date ({_index_kind(m.index_description, m.index_factory)})"
     size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
     return LibraryStats(
         path=str(lib.root), tracks=lib.n_tracks, frames=live, dead_frames=n - live, encoder=m.encoder.name,
@@ -72,3 +72,14 @@ def library_stats(lib: Library) -> LibraryStats:
         audio_hours=float(lib.track_column("duration_s").sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
         schema_version=m.schema_version, songseek_version=m.songseek_version, generation=m.generation,
     )
+
+
+def _index_kind(description: str, factory: str) -> str:
+    """How the committed index answers and grows, for its kind only: a Flat index is exact and has no lists
+    to probe or retrain, so IVF advice (nprobe, retraining) would mislead there."""
+    if description == "Flat":
+        grows = (f"; auto moves to IVF at {faiss_index.IVF_THRESHOLD:,} frames" if factory == "auto" else "")
+        return f"exact Flat index: every search scans every frame, nprobe does not apply{grows}"
+    if faiss_index.ivf_nlist(description) > 0:
+        return "updated incrementally; IVF retrained past 4x its training size"
+    return "updated incrementally"

@@ -159,3 +159,95 @@ def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
     assert code == 0 and info()["index_nprobe"] == faiss_index.default_nprobe("IVF8,Flat", info()["index_frames"])
     code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--nprobe", "-2")
     assert code == 2 and "nprobe must be 0 (automatic) or more" in err
+
+
+def _files(lib: Path) -> dict[str, bytes]:
+    """Every stored byte of a library (the lock file included): a refusal must leave all of it as it was."""
+    return {p.name: p.read_bytes() for p in sorted(lib.iterdir()) if p.is_file()}
+
+
+def _spy_loader(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """Replace the encoder loader with one that records its call and then refuses (no model ever loads)."""
+    from songseek.engine import encoders
+    from songseek.engine.errors import WeightsNotFoundError
+
+    calls: list[tuple[str, str | None]] = []
+
+    def refuse(name: str, checkpoint: str | None = None, *args: object) -> None:
+        calls.append((name, checkpoint))
+        raise WeightsNotFoundError(f"test loader: {name} was asked to load")
+
+    monkeypatch.setattr(encoders, "load_encoder", refuse)
+    return calls
+
+
+def test_index_with_another_encoder_is_refused_from_the_manifest_before_any_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    music = tmp_path / "music"
+    write_wav(music / "a.wav", tone_track([220], 10, 0))
+    lib = tmp_path / "lib"
+    code, _, err = run("index", str(music), "--library", str(lib), "--encoder", "demo", "--text-backend", "torch")
+    assert code == 0, err
+    before = _files(lib)
+    calls = _spy_loader(monkeypatch)
+    for other in ("fake", "laion"):
+        code, out, err = run("index", str(music), "--library", str(lib), "--encoder", other)
+        assert code == 2 and out == "" and calls == []
+        assert err.strip() == (f"error: {lib} was built with another encoder: 'demo' (checkpoint bundled:demo-v1), "
+                               f"not '{other}' as --encoder asks; drop --encoder to use the library's own, "
+                               "or index into a new library")
+    assert _files(lib) == before
+    # the control: the library's own encoder, named or not, reaches the loader with the library's checkpoint
+    for named in ((), ("--encoder", "demo")):
+        code, _, err = run("index", str(music), "--library", str(lib), *named)
+        assert code == 2 and "test loader: demo" in err
+    assert calls == [("demo", "bundled:demo-v1")] * 2 and _files(lib) == before
+
+
+def test_index_of_a_non_audio_file_is_refused_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audio_library: Path) -> None:
+    readme = tmp_path / "README.txt"
+    readme.write_text("not music\n")
+    before = _files(audio_library)
+    calls = _spy_loader(monkeypatch)
+    for lib in (audio_library, tmp_path / "new-lib"):
+        code, out, err = run("index", str(readme), "--library", str(lib))
+        assert code == 2 and out == "" and calls == []
+        assert len(err.strip().splitlines()) == 1
+        assert err.startswith(f"error: {readme} is not an audio format songseek reads (")
+        assert ".flac" in err and ".mp3" in err and ".wav" in err
+    assert _files(audio_library) == before and not (tmp_path / "new-lib").exists()
+
+
+def test_a_non_audio_file_inside_a_folder_is_skipped_not_refused(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    write_wav(music / "a.wav", tone_track([220], 10, 0))
+    (music / "README.txt").write_text("liner notes\n")
+    code, out, err = run("index", str(music), "--library", str(tmp_path / "lib"), "--encoder", "fake", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["added"], json.loads(out)["failed"]) == (1, 0)
+
+
+def test_info_on_a_flat_index_says_exact_and_gives_no_nprobe(audio_library: Path, tmp_path: Path) -> None:
+    code, out, err = run("info", "--library", str(audio_library))
+    assert code == 0, err
+    lines = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
+    assert lines["index"] == "Flat"
+    assert lines["index_status"] == ("up to date (exact Flat index: every search scans every frame, nprobe does "
+                                     "not apply; auto moves to IVF at 50,000 frames)")
+    assert lines["index_nprobe"] == "- (Flat index: not IVF, nothing to probe)"
+    code, out, _ = run("info", "--library", str(audio_library), "--json")
+    assert json.loads(out)["index_nprobe"] == 0  # the JSON contract: 0 when the index is not IVF
+    # --nprobe on a Flat library is saved, and the run says it has no effect yet
+    code, _, err = run("index", str(tmp_path / "music"), "--library", str(audio_library), "--nprobe", "4")
+    assert code == 0 and "note: --nprobe 4 is saved; it takes effect once the index is IVF (now Flat" in err
+
+
+def test_info_on_an_ivf_index_keeps_the_ivf_status(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    pq.write_table(vector_table(40, 8, seed=3), tmp_path / "a.parquet")
+    code, _, err = run("ingest", str(tmp_path / "a.parquet"), "--library", str(lib), "--index-factory", "IVF8,Flat")
+    assert code == 0, err
+    code, out, _ = run("info", "--library", str(lib))
+    assert "index_status: up to date (updated incrementally; IVF retrained past 4x its training size)" in out
+    assert "nothing to probe" not in out and "exact Flat" not in out

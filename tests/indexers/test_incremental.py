@@ -229,3 +229,40 @@ def test_layout_is_independent_of_threads_and_lookahead(tmp_path: Path, monkeypa
     assert [(p, r["frame_start"]) for p, r in sorted(one.items())] == \
            [(p, r["frame_start"]) for p, r in sorted(three.items())]
     assert [p for p, _ in sorted(one.items(), key=lambda kv: kv[1]["frame_start"])] == sorted(one)
+
+
+def test_a_tracked_file_overwritten_with_garbage_leaves_search_and_says_so(tmp_path: Path) -> None:
+    """Its old vectors describe audio the file no longer holds: the track is removed (counted, with a note)
+    and the failure recorded; a fixed file comes back as added. A new garbage file removes nothing."""
+    a = tmp_path / "a"
+    keep, spoilt = tone(a / "keep.wav", 12, 300, 1), tone(a / "spoilt.wav", 12, 900, 2)
+    lib = tmp_path / "lib"
+    run([a], lib)
+    garbage = np.random.default_rng(3).bytes(40_000)
+    spoilt.write_bytes(garbage)
+    (a / "new.wav").write_bytes(garbage[::-1])
+    r = run([a], lib)
+    assert counts(r) == dict(added=0, changed=0, moved=0, removed=1, unchanged=1, failed=2)
+    assert r.removed_failed == 1
+    assert r.summary().startswith("added 0, changed 0, moved 0, removed 1 (1 whose file changed and now fails), "
+                                  "unchanged 1, failed 2")
+    assert r.notes == ["1 track(s) left search: the file changed and the new content failed to index (listed "
+                       "above and by songseek failures); fix or replace the file and index again"]
+    assert list(by_path(lib)) == [str(keep)]
+    old_audio = tone(tmp_path / "query" / "old-spoilt.wav", 12, 900, 2)  # what spoilt.wav used to hold
+    hits = Library.open(lib, encoder=FakeEncoder()).search(audio=old_audio, k=5)
+    assert [h.path for h in hits] == [str(keep)]  # no stale hit for content that no longer exists
+    assert {f.path for f in r.failures} == {str(spoilt), str(a / "new.wav")}
+    again = run([a], lib)  # unchanged garbage: skipped as a known failure, nothing more removed
+    assert (again.removed, again.removed_failed, again.skipped_failed, again.notes) == (0, 0, 2, [])
+    tone(spoilt, 12, 900, 2)
+    assert counts(run([a], lib))["added"] == 1 and str(spoilt) in by_path(lib)
+
+
+def test_a_non_audio_file_as_source_is_refused_before_the_library_opens(tmp_path: Path) -> None:
+    readme = tmp_path / "README.txt"
+    readme.write_text("not music\n")
+    for source in (readme, tmp_path / "missing.wav"):
+        with pytest.raises(UsageError, match=f"^{source} (is not an audio format songseek reads|does not exist)"):
+            run([source], tmp_path / "lib")
+    assert not (tmp_path / "lib").exists()  # a new library is not even created
