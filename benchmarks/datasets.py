@@ -48,16 +48,29 @@ class DatasetItem:
 
 
 @dataclass(frozen=True)
+class Subset:
+    """How a seeded subset was drawn, recorded in a run's settings so that it can be drawn again:
+    ``requested`` items/queries asked for, ``size`` kept (= min(requested, population)), ``seed`` of
+    ``numpy.random.default_rng``, ``population`` how many there were to draw from."""
+
+    requested: int
+    size: int
+    seed: int
+    population: int
+
+
+@dataclass(frozen=True)
 class RetrievalDataset:
     """A retrieval benchmark: ``items`` (present audio only, file order) and the audio paths that were
     expected but absent (``missing``). ``root`` is the folder audio paths are relative to; ``source`` the
-    file it was read from."""
+    file it was read from; ``subset`` how :func:`subset` drew the items (None: all of them)."""
 
     name: str
     root: Path
     items: tuple[DatasetItem, ...]
     missing: tuple[Path, ...] = ()
     source: Path | None = None
+    subset: Subset | None = None
 
     @property
     def n_captions(self) -> int:
@@ -428,12 +441,14 @@ def subset(dataset: RetrievalDataset, n: int, seed: int = 0) -> RetrievalDataset
 
     Items are sampled without replacement from the items sorted by ``item_id`` (so the choice does not
     depend on row order) with numpy ``default_rng(seed)``; the result keeps the dataset's order. An item
-    keeps all its captions. ``n >= len(items)`` returns the dataset unchanged.
+    keeps all its captions. ``n >= len(items)`` keeps every item. Either way ``subset`` records n, the
+    seed and the population (the run's settings show it).
     """
     if n < 1:
         raise UsageError(f"subset size must be >= 1, got {n}")
+    drawn = Subset(requested=n, size=min(n, len(dataset.items)), seed=seed, population=len(dataset.items))
     if n >= len(dataset.items):
-        return dataset
+        return replace(dataset, subset=drawn)
     order = sorted(range(len(dataset.items)), key=lambda i: dataset.items[i].item_id)
     picked = np.random.default_rng(seed).choice(len(order), size=n, replace=False)
     keep = sorted(order[int(j)] for j in picked)
@@ -441,6 +456,7 @@ def subset(dataset: RetrievalDataset, n: int, seed: int = 0) -> RetrievalDataset
         dataset,
         name=f"{dataset.name}[{n}@seed{seed}]",
         items=tuple(dataset.items[i] for i in keep),
+        subset=drawn,
     )
 
 
@@ -480,11 +496,13 @@ class Query:
 
 @dataclass(frozen=True)
 class QuerySet:
-    """Queries read from ``path``; ``dim`` is the vector length when the queries are vectors."""
+    """Queries read from ``path``; ``dim`` is the vector length when the queries are vectors; ``subset``
+    how ``runner.subset_queries`` drew them (None: the whole file)."""
 
     path: Path
     queries: tuple[Query, ...]
     dim: int | None = None
+    subset: Subset | None = None
 
     def __len__(self) -> int:
         return len(self.queries)

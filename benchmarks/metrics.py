@@ -21,8 +21,9 @@ Conventions (docs/benchmarks.md has the formulas and where each comes from):
   (MusCALL reports 81.5). LAION-CLAP's code reports floor(median(rank - 1)) + 1 instead, which is an
   integer and can be up to 0.5 lower. ``MeanR`` = mean first rank.
 
-Arrays: ``scores`` float (Q, N), query q against candidate n, higher is better; ``relevant`` a sequence
-of Q integer arrays of candidate indices; ranks int64 (Q,).
+Arrays: ``scores`` (Q, N), query q against candidate n, higher is better, any real dtype (bool, signed
+or unsigned integer, float), cast to float64 on entry (integers beyond ±2**53 are refused, float64 cannot
+hold them exactly); ``relevant`` a sequence of Q integer arrays of candidate indices; ranks int64 (Q,).
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ def relevance_mask(relevant: Sequence[np.ndarray | Sequence[int]], n_candidates:
     return mask
 
 
+_EXACT_INT = 2**53  # integers up to this size are exact in float64
+
+
 def _check_scores(scores: np.ndarray, n_queries: int) -> np.ndarray:
+    """float64 (Q, N) copy of ``scores``. The cast is the boundary: unsigned or narrow integer scores
+    would wrap when negated (``-np.uint8(1) == 255``), which silently reorders the ranking."""
     s = np.asarray(scores)
     if s.ndim != 2:
         raise UsageError(f"scores must be a 2-D array (queries, candidates), got shape {s.shape}")
@@ -64,9 +70,14 @@ def _check_scores(scores: np.ndarray, n_queries: int) -> np.ndarray:
         raise UsageError(f"scores has {s.shape[0]} rows but relevant lists {n_queries} queries")
     if s.shape[1] == 0:
         raise UsageError("scores has no candidate columns")
-    if not np.issubdtype(s.dtype, np.number) or not np.all(np.isfinite(s)):
+    if not (s.dtype == np.bool_ or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
+        raise UsageError(f"scores must be real numbers (bool, integer or float), got dtype {s.dtype}")
+    if np.issubdtype(s.dtype, np.integer) and s.size and max(abs(int(s.min())), abs(int(s.max()))) > _EXACT_INT:
+        raise UsageError(f"integer scores beyond ±2**53 are not exact as float64; rescale them (got {s.dtype})")
+    f = s.astype(np.float64)
+    if not np.all(np.isfinite(f)):
         raise UsageError("scores must be finite numbers (found NaN or inf)")
-    return s
+    return f
 
 
 def _check_ties(ties: str) -> None:
@@ -131,7 +142,7 @@ def ranked_relevance(
         else:
             tie_key = np.zeros(cand.size, dtype=np.int8)
         # lexsort: the last key is primary. Sort by -score, then tie_key, then index.
-        order = np.lexsort((cand, tie_key, -s[q, cand].astype(np.float64)))[:depth]
+        order = np.lexsort((cand, tie_key, -s[q, cand]))[:depth]
         out[q] = rel[order]
     return out, mask.sum(axis=1).astype(np.int64)
 
@@ -374,8 +385,11 @@ def segment_iou(
     true_end: np.ndarray | float,
 ) -> np.ndarray:
     """float64, broadcast shape: temporal IoU of [pred_start, pred_end] and [true_start, true_end] in
-    seconds (0 when disjoint; 0 for two empty intervals)."""
+    seconds (0 when disjoint, touching only, or both empty). Bounds must be finite: a query without a
+    predicted segment has no IoU to compute; the caller counts it as 0 and says so (runner.mode_result)."""
     ps, pe, ts, te = (np.asarray(x, dtype=np.float64) for x in (pred_start, pred_end, true_start, true_end))
+    if not all(np.isfinite(x).all() for x in (ps, pe, ts, te)):
+        raise UsageError("segment bounds must be finite seconds; give a query without a segment IoU 0 before calling")
     if np.any(pe < ps) or np.any(te < ts):
         raise UsageError("segment ends must not come before their starts")
     inter = np.clip(np.minimum(pe, te) - np.maximum(ps, ts), 0.0, None)

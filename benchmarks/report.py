@@ -19,9 +19,10 @@ bootstrap interval), ``n_queries`` and ``n_candidates``. Metrics beyond the stan
 ``IoU@0.5``) get their own columns. ``settings`` is any JSON-able mapping (Paths, numpy scalars and
 arrays, tuples and dataclasses are converted); it is written verbatim to report.json and as a table.
 
-report.md shows R@K and mAP@K in percent with two decimals (as MusCALL and CoLLAP print them), MedR and
-MeanR with one decimal. matplotlib is imported lazily (Agg canvas, no pyplot state); when it is missing
-the plots are skipped and report.md says so.
+report.md shows every fraction (R@K, mAP@K and the IoU figures: IoU>=0.5, mIoU, R@1&IoU>=0.5) in percent
+with two decimals (as MusCALL and CoLLAP print them), MedR and MeanR as ranks with one decimal, and says
+the unit in each column header (:func:`metric_unit`); report.json keeps fractions. matplotlib is imported
+lazily (Agg canvas, no pyplot state); when it is missing the plots are skipped and report.md says so.
 """
 
 from __future__ import annotations
@@ -137,14 +138,33 @@ def jsonable(obj: Any, where: str = "settings") -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- markdown
-def _fmt(metric: str, value: float | None) -> str:
+# R@K, mAP@K, R@1&IoU>=0.5; IoU, IoU>=0.5, IoU@0.5, mIoU: all fractions of [0, 1]
+_FRACTION = re.compile(r"(R@\d+|mAP@\d+)(&IoU\S*)?|m?IoU([@>=]\S*)?")
+_RANK = ("MedR", "MeanR")
+
+
+def metric_unit(metric: str) -> str:
+    """How report.md shows a metric: ``"%"`` (a fraction in [0, 1] times 100), ``"rank"`` (1-based) or
+    ``"as given"`` (a metric this module does not know, printed unconverted)."""
+    if _FRACTION.fullmatch(metric):
+        return "%"
+    return "rank" if metric in _RANK else "as given"
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """A metric value in its :func:`metric_unit`: % with two decimals, ranks with one, else 4 digits."""
     if value is None or not math.isfinite(value):
         return "–"
-    if metric.startswith(("R@", "mAP")):
+    unit = metric_unit(metric)
+    if unit == "%":
         return f"{100.0 * value:.2f}"
-    if metric in ("MedR", "MeanR"):
+    if unit == "rank":
         return f"{value:.1f}"
     return f"{value:.4g}"
+
+
+def _header(metric: str) -> str:
+    return f"{metric} ({metric_unit(metric)})"
 
 
 def _columns(modes: Mapping[str, ModeResult]) -> list[str]:
@@ -155,6 +175,12 @@ def _columns(modes: Mapping[str, ModeResult]) -> list[str]:
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _ci_note(settings: Mapping[str, Any]) -> str:
+    """What the intervals resample, as the run's settings say (``settings["ci"]``), else the generic rule."""
+    note = settings.get("ci") if isinstance(settings, Mapping) else None
+    return note if isinstance(note, str) and note else "percentile bootstrap over the queries"
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -173,12 +199,16 @@ def _markdown(
         "# songseek benchmark report",
         "",
         f"Created {doc['created_utc']} (UTC) with songseek {doc['songseek_version']}. "
-        "R@K and mAP@K in %, MedR/MeanR are 1-based ranks; definitions in docs/benchmarks.md.",
+        "Each column header gives its unit: % = a value in [0, 1] times 100 (R@K, mAP@K and the IoU "
+        "figures), rank = a 1-based rank (MedR, MeanR), as given = printed unconverted; queries and "
+        "candidates are counts; – = not computed. report.json holds the same figures as fractions. "
+        "Definitions in docs/benchmarks.md.",
         "",
     ]
     for direction, modes in res.items():
         cols = _columns(modes)
-        lines += [f"## {direction}", "", "| mode | queries | candidates | " + " | ".join(cols) + " |"]
+        heads = [_header(c) for c in cols]
+        lines += [f"## {direction}", "", "| mode | queries | candidates | " + " | ".join(heads) + " |"]
         lines.append("|" + "---|" * (3 + len(cols)))
         for mode, r in modes.items():
             n_q = r.n_queries if r.n_queries is not None else (None if r.ranks is None else r.ranks.size)
@@ -187,18 +217,20 @@ def _markdown(
                 "–" if n_q is None else str(n_q),
                 "–" if r.n_candidates is None else str(r.n_candidates),
             ]
-            cells += [_fmt(c, r.metrics.get(c)) for c in cols]
+            cells += [format_metric(c, r.metrics.get(c)) for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
         with_ci = {m: r for m, r in modes.items() if r.ci}
         if with_ci:
-            lines += ["", "95 % bootstrap intervals:", "", "| mode | " + " | ".join(cols) + " |"]
+            lines += ["", f"95 % bootstrap intervals, lo–hi ({_ci_note(doc['settings'])}):", "",
+                      "| mode | " + " | ".join(heads) + " |"]
             lines.append("|" + "---|" * (1 + len(cols)))
             for mode, r in with_ci.items():
                 assert r.ci is not None
                 cells = [_md_escape(mode)]
                 for c in cols:
                     lo_hi = r.ci.get(c)
-                    cells.append("–" if lo_hi is None else f"{_fmt(c, lo_hi[0])}–{_fmt(c, lo_hi[1])}")
+                    shown = None if lo_hi is None else f"{format_metric(c, lo_hi[0])}–{format_metric(c, lo_hi[1])}"
+                    cells.append(shown or "–")
                 lines.append("| " + " | ".join(cells) + " |")
         for p in plots:
             if p.endswith(f"_{_slug(direction)}.png"):
@@ -206,7 +238,8 @@ def _markdown(
         lines.append("")
     if plot_note:
         lines += [f"_Plots: {plot_note}_", ""]
-    lines += ["## Settings", "", "| setting | value |", "|---|---|"]
+    lines += ["## Settings", "", "Verbatim from report.json: fractions stay fractions (not %), times in seconds.",
+              "", "| setting | value |", "|---|---|"]
     for key, value in _flatten(doc["settings"]):
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         lines.append(f"| {_md_escape(key)} | {_md_escape(str(shown))} |")
@@ -352,4 +385,5 @@ def read_report(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-__all__: Sequence[str] = ("ModeResult", "normalize_results", "jsonable", "write_report", "read_report")
+__all__: Sequence[str] = ("ModeResult", "normalize_results", "jsonable", "metric_unit", "format_metric", "write_report",
+                          "read_report")

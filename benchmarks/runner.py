@@ -42,7 +42,7 @@ from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.version import __version__
 from songseek.indexers.pipeline import IndexConfig, index_paths
 
-from .datasets import QuerySet, RetrievalDataset, dataset_hash
+from .datasets import QuerySet, RetrievalDataset, Subset, dataset_hash
 from .metrics import (
     DEFAULT_KS,
     average_precision_at_k,
@@ -275,12 +275,13 @@ def mode_result(qr: QueryRanks, n_candidates: int, ks: Sequence[int] = DEFAULT_K
     """Metrics of one mode: R@K, mAP@10, MedR, MeanR; with ``spans`` float64 (Q, 2) (true start/end
     seconds; NaN rows: no span, left out of the IoU figures) also ``IoU>=0.5`` (share of queries whose
     segment for the relevant track has IoU >= 0.5 with the span, wherever the track ranks), ``mIoU`` and
-    ``R@1&IoU>=0.5`` (ranked first *and* IoU >= 0.5)."""
+    ``R@1&IoU>=0.5`` (ranked first *and* IoU >= 0.5). A query with a span whose relevant track was not
+    returned (a miss under ``--candidates N``) has no segment: it stays in the denominators with IoU 0."""
     metrics = retrieval_metrics(qr.ranks, ks, MAP_K, qr.ap)
     has = np.zeros(len(qr.ranks), bool) if spans is None else np.isfinite(spans).all(axis=1)
     if has.any():
         assert spans is not None
-        ok = has & np.isfinite(qr.seg_start_s)
+        ok = has & np.isfinite(qr.seg_start_s)  # a span but no segment: IoU stays 0
         iou = np.zeros(len(qr.ranks))
         iou[ok] = segment_iou(qr.seg_start_s[ok], qr.seg_end_s[ok], spans[ok, 0], spans[ok, 1])
         metrics["IoU>=0.5"] = float(np.mean(iou[has] >= 0.5))
@@ -303,30 +304,50 @@ def text_to_audio(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence
 
 
 # ------------------------------------------------------------------------------------------ audio → text
-def audio_to_text(lib: Library, caption_vectors: np.ndarray, queries: Sequence[tuple[str, tuple[float, float] | None]],
-                  relevant: Sequence[Sequence[int]], modes: Sequence[str], fusion: FusionParams,
-                  ks: Sequence[int] = DEFAULT_KS, ci: bool = False, caption_kind: Kind = None
-                  ) -> dict[str, ModeResult]:
-    """Rank captions (float32 (C, dim)) for each audio query (track id, optional (start_s, end_s): only
-    the windows overlapping it); ``relevant[q]`` = indices of its captions. One (Q, C) score matrix per
-    mode goes to ``retrieval_metrics_from_scores`` (pessimistic ties, AP over n_relevant).
-    ``caption_kind``: what every caption describes when they share one form (``shared_kind``); ``auto``
-    runs that mode (a track's windows against captions of a moment: part; of the whole track: whole)."""
+AudioQuery = tuple[str, tuple[float, float] | None]
+
+
+def _query_windows(lib: Library, queries: Sequence[AudioQuery]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Per audio query: (first frame row, frame count, bool (count,) windows that overlap its span by more
+    than 0 s; all True without a span). Raises UsageError for a track id the library lacks."""
     cols = {c: lib.tracks.column(c).to_numpy(zero_copy_only=False) for c in ("track_id", "frame_start", "frame_count")}
     row_of = {str(t): i for i, t in enumerate(cols["track_id"])}
-    caps = np.asarray(caption_vectors, dtype=np.float32)
-    scores = {m: np.empty((len(queries), len(caps)), np.float32) for m in modes}
     for qi, (tid, span) in enumerate(queries):
         if tid not in row_of:
             raise UsageError(f"audio→text query {qi}: track {tid!r} is not in {lib.root}")
         r = row_of[tid]
         start, count = int(cols["frame_start"][r]), int(cols["frame_count"][r])
-        frames = lib.store.vectors(start, count)
-        if span is not None:
-            s, e = lib.store.start_s[start : start + count], lib.store.end_s[start : start + count]
-            inside = (np.minimum(e, span[1]) - np.maximum(s, span[0])) > 0
-            if inside.any():
-                frames = frames[inside]
+        if span is None:
+            yield start, count, np.ones(count, dtype=bool)
+            continue
+        s, e = lib.store.start_s[start : start + count], lib.store.end_s[start : start + count]
+        yield start, count, (np.minimum(e, span[1]) - np.maximum(s, span[0])) > 0
+
+
+def spans_without_windows(lib: Library, queries: Sequence[AudioQuery]) -> int:
+    """How many audio queries have a span that overlaps none of their track's windows (scored as misses
+    by :func:`audio_to_text`)."""
+    return sum(not inside.any() for _, _, inside in _query_windows(lib, queries))
+
+
+def audio_to_text(lib: Library, caption_vectors: np.ndarray, queries: Sequence[AudioQuery],
+                  relevant: Sequence[Sequence[int]], modes: Sequence[str], fusion: FusionParams,
+                  ks: Sequence[int] = DEFAULT_KS, ci: bool = False, caption_kind: Kind = None
+                  ) -> dict[str, ModeResult]:
+    """Rank captions (float32 (C, dim)) for each audio query (track id, optional (start_s, end_s): only
+    the windows overlapping it); ``relevant[q]`` = indices of its captions. One (Q, C) score matrix per
+    mode goes to ``retrieval_metrics_from_scores`` (pessimistic ties, AP over n_relevant). A query whose
+    span overlaps none of its track's windows (e.g. it lies past the end of the audio) has nothing to be
+    scored with: every caption scores 0, so pessimistic ties give it the worst rank, a miss; count them
+    with :func:`spans_without_windows` (the whole track is *not* scored in its place).
+    ``caption_kind``: what every caption describes when they share one form (``shared_kind``); ``auto``
+    runs that mode (a track's windows against captions of a moment: part; of the whole track: whole)."""
+    caps = np.asarray(caption_vectors, dtype=np.float32)
+    scores = {m: np.zeros((len(queries), len(caps)), np.float32) for m in modes}
+    for qi, (start, count, inside) in enumerate(_query_windows(lib, queries)):
+        if not inside.any():  # the span is outside the indexed audio: equal scores, the worst rank (a miss)
+            continue
+        frames = lib.store.vectors(start, count)[inside]
         sims = np.ascontiguousarray((frames @ caps.T).T)  # (C, T)
         lengths = np.full(len(caps), sims.shape[1], dtype=np.int64)
         for m in modes:
@@ -349,27 +370,35 @@ def library_settings(lib: Library) -> dict[str, Any]:
             "index": m.index_description, "tracks": lib.n_tracks, "frames": int(lib.store.n_rows)}
 
 
+CI_QUERIES = "queries (rows of the query file, each resampled on its own even when several share a track)"
+CI_DATASET = ("queries: text_to_audio resamples captions, not tracks (a track's several captions are drawn "
+              "independently, so the interval can be narrower than a per-track bootstrap); audio_to_text "
+              "resamples dataset items")
+
+
 def run_settings(modes: Sequence[str], fusion: FusionParams, ks: Sequence[int], ci: bool,
-                 plan: SearchPlan | None) -> dict[str, Any]:
+                 plan: SearchPlan | None, ci_unit: str = "queries") -> dict[str, Any]:
     """The evaluation settings every run records: modes, fusion parameters, cut-offs, search plan,
-    intervals and the tie/AP/MedR conventions."""
+    intervals (``ci_unit``: what one bootstrap draw is) and the tie/AP/MedR conventions."""
     out: dict[str, Any] = {"modes": list(modes), "fusion": fusion, "ks": list(ks), "map_k": MAP_K}
     if plan is not None:
         out.update(search=plan.describe(), candidates=plan.candidates)
-    out["ci"] = "95% percentile bootstrap over queries, 1000 resamples, seed 0" if ci else None
+    out["ci"] = f"95% percentile bootstrap, 1000 resamples, seed 0, over {ci_unit}" if ci else None
     return {**out, **PROTOCOL}
 
 
 def subset_queries(queries: QuerySet, n: int, seed: int = 0) -> QuerySet:
     """n queries sampled without replacement (``default_rng(seed)``) from the queries sorted by id; file
-    order kept. n >= len returns the set unchanged (as datasets.subset does for items)."""
+    order kept. n >= len keeps every query (as datasets.subset does for items). ``subset`` records n, the
+    seed and the population; evaluate_queries writes it to the settings."""
     if n < 1:
         raise UsageError(f"subset size must be >= 1, got {n}")
+    drawn = Subset(requested=n, size=min(n, len(queries)), seed=seed, population=len(queries))
     if n >= len(queries):
-        return queries
+        return replace(queries, subset=drawn)
     order = sorted(range(len(queries)), key=lambda i: queries.queries[i].query_id)
     picked = sorted(order[int(j)] for j in np.random.default_rng(seed).choice(len(order), size=n, replace=False))
-    return replace(queries, queries=tuple(queries.queries[i] for i in picked))
+    return replace(queries, queries=tuple(queries.queries[i] for i in picked), subset=drawn)
 
 
 def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str | None], list[Kind]]:
@@ -445,9 +474,9 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     t2a, misses = text_to_audio(lib, vecs, relevant, modes, fusion, ks, plan, spans, texts, ci, workers, progress,
                                 prepared.kinds)
     settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": file_sha256(queries.path),
-                "n_queries": len(qs), "query_kind": "text" if n_text else "vector",
+                "subset": queries.subset, "n_queries": len(qs), "query_kind": "text" if n_text else "vector",
                 "long_texts": sum(t is not None for t in texts or []), "unknown_relevant_ids": unknown,
-                **run_settings(modes, fusion, ks, ci, plan), "misses": {"text_to_audio": misses},
+                **run_settings(modes, fusion, ks, ci, plan, CI_QUERIES), "misses": {"text_to_audio": misses},
                 "seconds": round(time.perf_counter() - t0, 3)}
     return RetrievalRun({"text_to_audio": t2a}, settings)
 
@@ -502,11 +531,14 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     a2t_queries = [(str(item_track[i]), spans[item_caps[j][0]]) for j, i in enumerate(kept)]
     a2t = audio_to_text(lib, vecs, a2t_queries, item_caps, modes, fusion, ks, ci, shared_kind(kinds))
     settings = {**library_settings(lib), "dataset": dataset.name, "dataset_source": str(dataset.source),
-                "dataset_hash": dataset_hash(dataset), "items": len(dataset.items), "items_evaluated": len(kept),
+                "dataset_hash": dataset_hash(dataset), "subset": dataset.subset, "items": len(dataset.items),
+                "items_evaluated": len(kept),
                 "missing_audio": len(dataset.missing), "captions": len(texts),
                 "long_texts": sum(t is not None for t in long_texts), "failed_to_index": report.failed,
-                "index_run": report.summary(), **run_settings(modes, fusion, ks, ci, plan),
-                "misses": {"text_to_audio": misses}, "seconds": round(time.perf_counter() - t0, 3)}
+                "index_run": report.summary(), **run_settings(modes, fusion, ks, ci, plan, CI_DATASET),
+                "misses": {"text_to_audio": misses},
+                "spans_without_windows": {"audio_to_text": spans_without_windows(lib, a2t_queries)},
+                "seconds": round(time.perf_counter() - t0, 3)}
     return RetrievalRun({"text_to_audio": t2a, "audio_to_text": a2t}, settings)
 
 

@@ -11,7 +11,8 @@
 - ``pearson`` (LCC), ``spearman`` (SRCC: Pearson of average ranks), ``kendall_tau`` (tau-b, ties
   corrected, as ``scipy.stats.kendalltau``), ``mse``.
 
-Arrays: ``labels`` bool/0-1 (n,), ``scores`` float (n,), higher = more positive. Degenerate inputs
+Arrays: ``labels`` bool/0-1 (n,), ``scores`` (n,) of any real dtype, cast to float64 on entry (so
+unsigned scores never wrap when subtracted or negated), higher = more positive. Degenerate inputs
 (one class only, constant series) raise UsageError; callers skip those labels and say so.
 """
 
@@ -22,9 +23,17 @@ import numpy as np
 from songseek.engine.errors import UsageError
 
 
+def _as_float(x: np.ndarray, what: str) -> np.ndarray:
+    """float64 (n,) copy: the one cast every metric goes through (uint8 - uint8 would wrap)."""
+    a = np.asarray(x)
+    if not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise UsageError(f"{what} must be real numbers (bool, integer or float), got dtype {a.dtype}")
+    return a.astype(np.float64).reshape(-1)
+
+
 def _binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels).astype(bool).reshape(-1)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    s = _as_float(scores, "scores")
     if len(y) != len(s):
         raise UsageError(f"{len(y)} labels but {len(s)} scores")
     if not np.isfinite(s).all():
@@ -36,7 +45,7 @@ def _binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks of x float (n,), ties sharing their average rank (float64 (n,))."""
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x = _as_float(x, "values")
     order = np.argsort(x, kind="mergesort")
     xs = x[order]
     starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
@@ -100,8 +109,7 @@ def accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    b = np.asarray(y, dtype=np.float64).reshape(-1)
+    a, b = _as_float(x, "values"), _as_float(y, "values")
     if len(a) != len(b) or len(a) < 2:
         raise UsageError(f"correlations need two equal series of at least 2 values (got {len(a)}, {len(b)})")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):

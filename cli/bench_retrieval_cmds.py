@@ -73,6 +73,10 @@ class _QueryBar:
 def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     if run.settings.get("random_weights"):
         typer.echo("note: the library was built with RANDOM weights: these figures mean nothing", err=True)
+    outside = run.settings.get("spans_without_windows", {}).get("audio_to_text", 0)
+    if outside:
+        typer.echo(f"note: {outside} audio→text items have a span that no indexed window reaches; "
+                   "they count as misses (worst rank)", err=True)
     if report is not None:
         from songseek.benchmarks.report import write_report
 
@@ -85,18 +89,18 @@ def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from songseek.benchmarks.report import format_metric, metric_unit
+
     console = Console(width=160)
     for direction, modes in run.results.items():
         cols = list(dict.fromkeys(k for r in modes.values() for k in r.metrics))
         n_q = next(iter(modes.values())).n_queries
-        table = Table(title=f"{direction} ({n_q} queries; R@K, mAP and IoU in %)")
+        table = Table(title=f"{direction} ({n_q} queries; R@K, mAP and IoU in %, MedR/MeanR as ranks)")
         table.add_column("mode")
         for c in cols:
-            table.add_column(c, justify="right")
+            table.add_column(f"{c} ({metric_unit(c)})", justify="right")
         for mode, r in modes.items():
-            cells = [f"{r.metrics[c]:.1f}" if c in ("MedR", "MeanR") else f"{100 * r.metrics[c]:.2f}"
-                     if c in r.metrics else "–" for c in cols]
-            table.add_row(mode, *cells)
+            table.add_row(mode, *(format_metric(c, r.metrics.get(c)) for c in cols))
         console.print(table)
     for direction, diff in run.extra.get("fusion_vs_mean", {}).items():
         parts = [f"{k} {100 * v['diff']:+.2f} [{100 * v['ci'][0]:+.2f}, {100 * v['ci'][1]:+.2f}]"
@@ -123,7 +127,7 @@ def retrieval(
     missing: str = typer.Option("skip", "--missing", help="skip (evaluate what is present) or error."),
     subset_n: int = typer.Option(0, "--subset", help="Evaluate a seeded random subset of this many items/queries "
                                  "(0 = all; MusCALL used 1000 pairs)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of --subset."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --subset (recorded in settings.subset)."),
     encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder for --dataset (default: the library's, "
                                 "else laion)."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of --encoder."),
@@ -137,7 +141,8 @@ def retrieval(
     kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
     stride: float = typer.Option(None, "--stride", help="Fusion stride (frames); default the engine's."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
-    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries; "
+                            "--dataset text→audio resamples captions, not tracks)."),
     workers: int = typer.Option(1, "--workers", help="Processes searching vector queries in parallel."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     report: Path = typer.Option(None, "--report", help="Folder for report.json, report.md and PNG plots."),

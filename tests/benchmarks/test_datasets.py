@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from songseek.benchmarks.datasets import (
+    Subset,
     dataset_hash,
     load_manifest,
     load_musiccaps,
@@ -308,7 +309,11 @@ def test_subset_is_seeded_and_order_free(tmp_path: Path) -> None:
     assert [it.item_id for it in sa.items] == sorted(it.item_id for it in sa.items)  # keeps file order
     assert subset(a, 10, seed=3) == sa
     assert {it.item_id for it in subset(a, 10, seed=4).items} != {it.item_id for it in sa.items}
-    assert subset(a, 30, seed=0) is a and subset(a, 1000, seed=0) is a
+    assert sa.subset == Subset(requested=10, size=10, seed=3, population=30) and a.subset is None
+    for n in (30, 1000):  # every item kept, and the request still recorded
+        whole = subset(a, n, seed=5)
+        assert whole.items == a.items and whole.name == a.name
+        assert whole.subset == Subset(requested=n, size=30, seed=5, population=30)
     with pytest.raises(UsageError):
         subset(a, 0)
     assert dataset_hash(a) == dataset_hash(b)

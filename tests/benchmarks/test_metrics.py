@@ -252,6 +252,46 @@ def test_per_query_values_mean_is_metric() -> None:
     assert m["mAP@10"] == pytest.approx(ap.mean())
 
 
+# ------------------------------------------------------------------------------------------ score dtypes
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint64, np.int8, np.bool_])
+@pytest.mark.parametrize("ties", TIES)
+def test_integer_and_bool_scores_match_naive_reference(dtype: type, ties: str) -> None:
+    # Small integer scores: many ties, and 0 among them (-uint8(0) == 0 but -uint8(1) == 255 if negated raw).
+    rng = np.random.default_rng(13)
+    high = 2 if dtype is np.bool_ else 6
+    scores: np.ndarray = rng.integers(0, high, size=(30, 25)).astype(dtype)
+    relevant = [rng.choice(25, size=int(rng.integers(1, 5)), replace=False) for _ in range(30)]
+    metrics, ranks, ap = retrieval_metrics_from_scores(scores, relevant, ks=(1, 5, 10), ties=ties)  # type: ignore[arg-type]
+    rel_sets = [set(r.tolist()) for r in relevant]
+    want_ranks = [naive_first_rank(scores[i], rel_sets[i], ties) for i in range(30)]
+    want_ap = [naive_ap(scores[i], rel_sets[i], 10, ties, "n_relevant") for i in range(30)]
+    assert ranks.tolist() == want_ranks
+    np.testing.assert_allclose(ap, want_ap, rtol=0, atol=1e-12)
+    assert metrics["R@5"] == pytest.approx(np.mean(np.array(want_ranks) <= 5))
+    assert metrics["mAP@10"] == pytest.approx(np.mean(want_ap))
+
+
+def test_uint8_top_k_is_the_top_k() -> None:
+    # Negating uint8 wraps (-1 -> 255): the depth-th best score was read as the worst, so low-scoring
+    # candidates entered the top k and a row could even overflow its depth.
+    scores = np.array([[0, 1, 2, 3, 200], [5, 4, 3, 2, 1]], dtype=np.uint8)
+    rel, n_rel = ranked_relevance(scores, [np.array([4]), np.array([1])], depth=2)
+    assert rel.tolist() == [[True, False], [False, True]] and n_rel.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "scores, match",
+    [
+        (np.array([[1 + 2j, 0j]]), "real numbers"),
+        (np.array([["a", "b"]]), "real numbers"),
+        (np.array([[2**60, 0]], dtype=np.int64), "2\\*\\*53"),
+    ],
+)
+def test_scores_that_float64_cannot_hold_raise(scores: np.ndarray, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        ranks_from_scores(scores, [np.array([0])])
+
+
 # ------------------------------------------------------------------------------------------ segment IoU
 def test_segment_iou() -> None:
     assert segment_iou(0, 10, 5, 15) == pytest.approx(5 / 15)
@@ -267,6 +307,12 @@ def test_segment_iou() -> None:
         inter = max(0.0, min(a[i, 1], b[i, 1]) - max(a[i, 0], b[i, 0]))
         union = (a[i, 1] - a[i, 0]) + (b[i, 1] - b[i, 0]) - inter
         assert got[i] == pytest.approx(inter / union)
+
+
+def test_segment_iou_refuses_a_missing_segment() -> None:
+    # NaN bounds used to give IoU 0 silently; a missing segment is the caller's to count (as 0) and report.
+    with pytest.raises(UsageError, match="finite"):
+        segment_iou(np.array([0.0, np.nan]), np.array([10.0, np.nan]), 0.0, 10.0)
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -85,12 +85,36 @@ def test_write_report_files_json_and_markdown(tmp_path: Path) -> None:
     row = next(line for line in md.splitlines() if line.startswith("| fused |"))
     for key in ("R@1", "R@5", "R@10", "R@20", "R@100", "mAP@10"):
         assert f"{100 * m[key]:.2f}" in row, key
-    assert f"{m['MedR']:.1f}" in row and "0.4321" in row and "| 250 | 400 |" in row
+    assert f"{m['MedR']:.1f}" in row and "| 43.21 |" in row and "| 250 | 400 |" in row  # IoU in % too
     assert "| faiss | – | – | 25.90 | 51.90 | 63.30 | 36.00 | 5.0 |" in md  # only columns present
-    assert "| mode | queries | candidates | R@1 | R@5 | R@10 | R@20 | R@100 | mAP@10 | MedR | MeanR | IoU@0.5 |" in md
-    assert "95 % bootstrap intervals" in md
+    assert ("| mode | queries | candidates | R@1 (%) | R@5 (%) | R@10 (%) | R@20 (%) | R@100 (%) | mAP@10 (%) "
+            "| MedR (rank) | MeanR (rank) | IoU@0.5 (%) |") in md
+    assert "95 % bootstrap intervals, lo–hi (percentile bootstrap over the queries):" in md
     assert "![recall_at_k_text_to_audio](recall_at_k_text_to_audio.png)" in md
     assert "| dataset.hash | " + "ab" * 32 + " |" in md and "| ks | [1, 5, 10, 20, 100] |" in md
+
+
+def test_every_markdown_number_has_its_columns_unit(tmp_path: Path) -> None:
+    # Fractions (recalls, mAP and every IoU figure) are all shown x100 under "(%)", ranks under "(rank)";
+    # a metric the report does not know is printed unconverted and its header says so.
+    metrics = {"R@1": 0.125, "mAP@10": 0.2, "MedR": 4.5, "IoU>=0.5": 0.375, "mIoU": 0.3125,
+               "R@1&IoU>=0.5": 0.0625, "speed": 12.5}
+    ci = {"R@1": (0.1, 0.15), "mIoU": (0.25, 0.5), "MedR": (3.0, 6.0)}
+    write_report(tmp_path, {"d": {"m": ModeResult(metrics, ci=ci, n_queries=8)}},
+                 {"ci": "95% percentile bootstrap over queries (captions)"}, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| mode | queries |")).split(" | ")[3:]
+    row = next(line for line in md.splitlines() if line.startswith("| m | 8 |")).split(" | ")[3:]
+    shown = dict(zip((h.strip(" |") for h in header), (c.strip(" |") for c in row), strict=True))
+    want = {}
+    for name, value in metrics.items():
+        unit = "rank" if name == "MedR" else "as given" if name == "speed" else "%"
+        want[f"{name} ({unit})"] = f"{100 * value:.2f}" if unit == "%" else f"{value:.1f}" if unit == "rank" else "12.5"
+    assert shown == want
+    assert "95 % bootstrap intervals, lo–hi (95% percentile bootstrap over queries (captions)):" in md
+    ci_row = next(line for line in md.splitlines() if line.startswith("| m |") and "–" in line and "| 8 |" not in line)
+    assert "| 10.00–15.00 |" in ci_row and "| 25.00–50.00 |" in ci_row and "| 3.0–6.0 |" in ci_row
+    assert read_report(tmp_path)["results"]["d"]["m"]["metrics"]["mIoU"] == 0.3125  # JSON keeps fractions
 
 
 def test_pngs_are_valid(tmp_path: Path) -> None:

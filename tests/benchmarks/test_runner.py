@@ -11,13 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from songseek.benchmarks.datasets import DatasetItem, load_manifest, load_queries
+from songseek.benchmarks.datasets import DatasetItem, Subset, load_manifest, load_queries
+from songseek.benchmarks.metrics import metrics_ci
 from songseek.benchmarks.runner import (
     QueryRanks,
+    audio_to_text,
     evaluate_dataset,
     evaluate_queries,
+    mode_result,
     paired_difference,
     search_plan,
+    spans_without_windows,
     subset_queries,
     text_to_audio,
 )
@@ -159,8 +163,17 @@ def test_bootstrap_intervals_and_subsets(vec_lib: tuple[Path, pa.Table], tmp_pat
     a, b = subset_queries(qs, 8, seed=4), subset_queries(qs, 8, seed=4)
     assert [q.query_id for q in a.queries] == [q.query_id for q in b.queries]
     assert [q.query_id for q in subset_queries(qs, 8, seed=5).queries] != [q.query_id for q in a.queries]
-    assert subset_queries(qs, 100, seed=4) is qs
+    whole = subset_queries(qs, 100, seed=4)
+    assert whole.queries == qs.queries and whole.subset == Subset(requested=100, size=20, seed=4, population=20)
     run = evaluate_queries(_open(root), a, ["max"], ci=True)
+    # the settings say how to draw the same queries again: same seed, same ranks
+    recorded = run.to_json()["settings"]["subset"]
+    assert recorded == {"requested": 8, "size": 8, "seed": 4, "population": 20}
+    redrawn = subset_queries(load_queries(path), recorded["requested"], recorded["seed"])
+    again = evaluate_queries(_open(root), redrawn, ["max"])
+    first, second = run.results["text_to_audio"]["max"].ranks, again.results["text_to_audio"]["max"].ranks
+    assert first is not None and second is not None and first.tolist() == second.tolist()
+    assert evaluate_queries(_open(root), qs, ["max"]).settings["subset"] is None
     r = run.results["text_to_audio"]["max"]
     assert r.n_queries == 8 and r.ci is not None
     for key in ("R@1", "R@10", "mAP@10", "MedR"):
@@ -284,3 +297,57 @@ def test_dataset_both_directions_match_naive_reference(tmp_path: Path) -> None:
     again = evaluate_dataset(data, tmp_path / "lib", enc, ["mean"], IndexConfig(window_s=5.0))  # reuses
     assert "unchanged 4" in again.settings["index_run"]
     assert again.results["audio_to_text"]["mean"].metrics == run.results["audio_to_text"]["mean"].metrics
+
+
+def test_span_past_the_audio_is_a_miss_not_the_whole_track(vec_lib: tuple[Path, pa.Table]) -> None:
+    # Each track's relevant caption is its own first window: scored with the whole track it ranks first.
+    # A span past the end of the audio has no window to score with; it used to fall back to the whole
+    # track (rank 1 here), now every caption ties at 0 and pessimistic ties give the worst rank.
+    root, table = vec_lib
+    lib = _open(root)
+    frames = _track_frames(table)
+    ids = list(frames)[:6]
+    caps = np.stack([frames[t][0] for t in ids])
+    end = max(float(e) for e in table.column("end_s").to_pylist())
+    queries = [(t, None) for t in ids[:3]] + [(t, (end + 10.0, end + 20.0)) for t in ids[3:]]
+    relevant = [[i] for i in range(6)]
+    res = audio_to_text(lib, caps, queries, relevant, ["max", "mean"], FusionParams())
+    assert res["max"].ranks is not None and res["max"].ranks.tolist() == [1, 1, 1, 6, 6, 6]
+    assert res["mean"].ranks is not None and res["mean"].ranks[3:].tolist() == [6, 6, 6]
+    assert spans_without_windows(lib, queries) == 3
+    inside = [(ids[0], (0.0, end))]  # a span that reaches the audio is not counted
+    assert spans_without_windows(lib, inside) == 0
+
+
+def test_dataset_settings_count_spans_without_windows(tmp_path: Path) -> None:
+    manifest = _write_dataset(tmp_path)  # a2.wav lasts 7 s
+    manifest.write_text(manifest.read_text() + "a2.wav,a silent ghost,40,50\n")
+    run = evaluate_dataset(load_manifest(manifest), tmp_path / "lib", FakeEncoder(), ["mean"],
+                           IndexConfig(window_s=5.0))
+    assert run.to_json()["settings"]["spans_without_windows"] == {"audio_to_text": 1}
+
+
+def test_queries_whose_track_was_not_returned_count_as_iou_zero() -> None:
+    # Four queries with spans; query 2's relevant track was not returned (no segment, NaN): IoU 0, kept.
+    qr = QueryRanks(np.array([1, 2, 40, 1]), np.array([True, True, False, True]), np.array([1.0, 0.5, 0.0, 1.0]),
+                    np.array([0.0, 10.0, np.nan, 30.0]), np.array([10.0, 20.0, np.nan, 40.0]))
+    spans = np.array([[0.0, 10.0], [15.0, 20.0], [0.0, 10.0], [np.nan, np.nan]])  # query 3: no span
+    m = mode_result(qr, 40, ks=(1, 10), spans=spans).metrics
+    ious = [1.0, 5.0 / 10.0, 0.0]  # naive: overlap / union per query with a span
+    assert m["mIoU"] == pytest.approx(sum(ious) / 3)
+    assert m["IoU>=0.5"] == pytest.approx(2 / 3) and m["R@1&IoU>=0.5"] == pytest.approx(1 / 3)
+
+
+def test_dataset_intervals_resample_captions_not_tracks(tmp_path: Path) -> None:
+    # text→audio: one draw per caption (6 captions, 4 tracks); audio→text: one per item (5). The settings
+    # say so, and the intervals equal a bootstrap over exactly those per-caption / per-item values.
+    run = evaluate_dataset(load_manifest(_write_dataset(tmp_path)), tmp_path / "lib", FakeEncoder(), ["mean"],
+                           IndexConfig(window_s=5.0), ci=True)
+    note = run.settings["ci"]
+    assert "captions, not tracks" in note and "audio_to_text resamples dataset items" in note
+    for direction, n in (("text_to_audio", 6), ("audio_to_text", 5)):
+        r = run.results[direction]["mean"]
+        assert r.ranks is not None and r.ci is not None and len(r.ranks) == n
+        for k in (1, 5):
+            want = metrics_ci({f"R@{k}": (r.ranks <= k).astype(np.float64)})[f"R@{k}"]
+            assert r.ci[f"R@{k}"] == pytest.approx(want), (direction, k)

@@ -114,6 +114,33 @@ def test_correlations_match_naive(seed: int) -> None:
     assert mse(x, y) == pytest.approx(np.mean((x - y) ** 2))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+def test_unsigned_scores_match_naive_on_python_ints(dtype: type) -> None:
+    # Unsigned arrays wrap on subtraction/negation (uint8 1 - 2 == 255); the references below use Python
+    # ints, which do not, so a metric that skipped the float64 cast would disagree with them.
+    rng = np.random.default_rng(4)
+    y = rng.random(70) < 0.4
+    y[:2] = [True, False]
+    s: np.ndarray = rng.integers(0, 9, size=70).astype(dtype)
+    t: np.ndarray = rng.integers(0, 9, size=70).astype(dtype)
+    si, ti = [int(v) for v in s], [int(v) for v in t]
+    pos, neg = [v for v, lab in zip(si, y) if lab], [v for v, lab in zip(si, y) if not lab]
+    auc = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg) / (len(pos) * len(neg))
+    assert roc_auc(y, s) == pytest.approx(auc, abs=1e-12)
+    assert average_precision(y, s) == pytest.approx(naive_ap(y, np.array(si, dtype=np.int64)), abs=1e-12)
+    assert mse(s, t) == pytest.approx(sum((a - b) ** 2 for a, b in zip(si, ti)) / 70)
+    signed_s, signed_t = np.array(si, dtype=np.int64), np.array(ti, dtype=np.int64)
+    assert kendall_tau(s, t, block=9) == pytest.approx(naive_tau_b(signed_s, signed_t), abs=1e-12)
+    assert pearson(s, t) == pytest.approx(np.corrcoef(signed_s, signed_t)[0, 1], abs=1e-12)
+
+
+def test_non_numeric_scores_raise_one_clear_error() -> None:
+    with pytest.raises(UsageError, match="scores must be real numbers"):
+        roc_auc(np.array([0, 1]), np.array(["a", "b"]))
+    with pytest.raises(UsageError, match="values must be real numbers"):
+        pearson(np.array([1 + 1j, 2j, 3j]), np.arange(3.0))
+
+
 def test_against_scipy_when_installed() -> None:
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(9)

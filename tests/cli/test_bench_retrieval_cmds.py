@@ -75,6 +75,9 @@ def test_report_and_subset(app: typer.Typer, lib_and_queries: tuple[Path, Path],
     assert {"report.json", "report.md", "recall_at_k_text_to_audio.png", "rank_hist_text_to_audio.png"} <= names
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["results"]["text_to_audio"]["mean"]["n_queries"] == 5
+    assert doc["settings"]["subset"] == {"requested": 5, "size": 5, "seed": 3, "population": 12}
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| subset.seed | 3 |" in md and "| subset.population | 12 |" in md
     assert doc["results"]["text_to_audio"]["none"]["ci"]["R@1"] is not None
     assert (tmp_path / "rep" / "recall_at_k_text_to_audio.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -127,6 +130,8 @@ def test_dataset_run_with_fake_encoder(app: typer.Typer, tmp_path: Path) -> None
     again = json.loads(res.stdout)
     assert again["settings"]["window_s"] == 4.0 and again["settings"]["items_evaluated"] == 2
     assert again["settings"]["dataset"] == "m[2@seed0]"
+    assert again["settings"]["subset"] == {"requested": 2, "size": 2, "seed": 0, "population": 3}
+    assert out["settings"]["subset"] is None
 
 
 def test_planted_json(app: typer.Typer, tmp_path: Path) -> None:
