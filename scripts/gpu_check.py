@@ -173,7 +173,8 @@ def step_tests(ctx: Ctx) -> dict[str, Any]:
         args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "--collect-only",
                 "tests/engine/test_encoders_clap.py"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=240)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    # stderr too: "No module named pytest" (a venv without the dev extras) is only said there
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     return {"command": " ".join(args[1:]), "rc": proc.returncode, "summary": lines[-1] if lines else "",
             "tail": "\n".join(lines[-15:]), "ok": proc.returncode == 0}
 
@@ -442,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
             log("installing the wheels brought along")
             report["wheels"] = install_wheels(tmp / "site")
         report["songseek"] = ensure_songseek(tmp)
-        import torch
+        try:
+            import torch
+        except ImportError:
+            sys.exit(f"gpu-check: {sys.executable} has no torch; run the README's test setup, then "
+                     "scripts/gpu-check (it picks .venv/bin/python) or PYTHON=/path/to/python scripts/gpu-check")
 
         cuda = torch.cuda.is_available()
         device = "cpu" if args.dry_run or not cuda else "cuda"
