@@ -15,6 +15,7 @@ move (a stationary recording) is labelled level 1: it is the recording with its 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -136,15 +137,14 @@ def build_labelled_set(spec: LabelledSetSpec, out: Path) -> dict[str, Label]:
         x = 0.25 * render(_quiet_score(spec.seed, q))
         put(f"quiet{q}__base", _cut(x, SAMPLE_RATE, spec.max_seconds), SAMPLE_RATE, "flac",
             Label(f"quiet{q}", 0, "base", "quiet"))
-    if spec.real_dir is not None and spec.real_dir.is_dir():
-        for j, path in enumerate(sorted(spec.real_dir.glob("*.ogg"))):
-            x = decode(path, REAL_RATE)
-            family(f"real{j}", _cut(x, REAL_RATE, spec.max_seconds), REAL_RATE)
-            m = spec.max_seconds  # two sections past the cut-off: neither is in any other file of the set
-            if len(x) >= (m + 43) * REAL_RATE:
-                for k, (a, b) in enumerate(((m, m + 20), (m + 23, m + 43))):
-                    put(f"real{j}-sections__part{k}", x[int(a * REAL_RATE): int(b * REAL_RATE)], REAL_RATE,
-                        "flac", Label(f"real{j}-sections{k}", 0, "section", f"real{j}-sections"))
+    for j, path in enumerate(real_files(spec)):
+        x = decode(path, REAL_RATE)
+        family(f"real{j}", _cut(x, REAL_RATE, spec.max_seconds), REAL_RATE)
+        m = spec.max_seconds  # two sections past the cut-off: neither is in any other file of the set
+        if len(x) >= (m + 43) * REAL_RATE:
+            for k, (a, b) in enumerate(((m, m + 20), (m + 23, m + 43))):
+                put(f"real{j}-sections__part{k}", x[int(a * REAL_RATE): int(b * REAL_RATE)], REAL_RATE,
+                    "flac", Label(f"real{j}-sections{k}", 0, "section", f"real{j}-sections"))
     (out / "labels.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in labels.items()}, indent=1))
     return labels
 
@@ -257,14 +257,31 @@ def predicted_pairs(lib: Library, params: DuplicateParams) -> tuple[dict[tuple[s
     return out, report.seconds
 
 
+def real_files(spec: LabelledSetSpec) -> list[Path]:
+    """The real recordings the set includes: ``*.ogg`` in ``spec.real_dir``, sorted; none when it is unset or
+    absent (a relative default resolves against the cwd, so this is what was found, not what was asked)."""
+    if spec.real_dir is None or not spec.real_dir.is_dir():
+        return []
+    return sorted(spec.real_dir.glob("*.ogg"))
+
+
+def cache_key(spec: LabelledSetSpec) -> str:
+    """The folder name of a built set: ``r`` records the real recordings actually found (count and a hash of
+    their names), so a set built without them is never reused for a run that has them, or the reverse."""
+    files = real_files(spec)
+    real = "r0"
+    if files:
+        real = f"r{len(files)}-{hashlib.sha256('/'.join(p.name for p in files).encode()).hexdigest()[:8]}"
+    return f"g4-s{spec.synth_tracks}-{real}-seed{spec.seed}-max{spec.max_seconds:g}"
+
+
 def run_labelled(spec: LabelledSetSpec, work: Path, encoder: str = "demo", random_weights: bool = False,
                  audio: bool = True, neighbours: int = DuplicateParams.neighbours) -> LabelledResult:
     """Build (or reuse) the labelled set and its library under ``work``, run the duplicate search, score it."""
     from songseek.engine.encoders import load_encoder
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    key = f"g4-s{spec.synth_tracks}-r{int(spec.real_dir is not None)}-seed{spec.seed}-max{spec.max_seconds:g}"
-    out = work / key
+    out = work / cache_key(spec)
     labels_file = out / "labels.json"
     if labels_file.is_file():
         labels = {k: Label(**v) for k, v in json.loads(labels_file.read_text()).items()}

@@ -4,8 +4,11 @@ labelled queries, through the real engine, and the best one kept in the library'
 The queries are embedded once; every setting of :data:`SETTINGS` (the modes of engine/query/fusion.py at a
 few parameter values) ranks them through ``Library.search_vectors`` (long texts through their sentence
 chunks), exactly as `songseek search` would. The best setting has the highest R@10, then mAP@10, then R@1;
-a tie keeps the earlier setting (the default comes first). ``save_settings`` writes it to the manifest,
-and every search of that library uses it unless it passes its own ``--rerank``/fusion parameters.
+a tie keeps the earlier setting (the default comes first). When the queries carry spans, only settings whose
+segment IoU>=0.5 is at least the default's minus :data:`IOU_TOLERANCE` are eligible: ranking alone would
+happily pick ``max``, whose segments are single windows (:func:`select_best`). ``save_settings`` writes the
+best to the manifest, and every search of that library uses it unless it passes its own
+``--rerank``/fusion parameters.
 """
 
 from __future__ import annotations
@@ -49,14 +52,50 @@ SETTINGS: tuple[tuple[str, str, FusionChanges], ...] = (
     ("mean", "mean", {}),
     ("max", "max", {}),
 )
+DEFAULT_LABEL = SETTINGS[0][0]
+# Project rule: a rerank default must not lose segment quality (IoU>=0.5) against `auto`; one point of slack
+# absorbs ties that differ by a single query on small query sets.
+IOU_TOLERANCE = 0.01
+IOU_METRIC = "IoU>=0.5"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The best label, the labels left out (label → why) and whether segment quality was measured."""
+
+    best: str
+    excluded: dict[str, str]
+    segments_measured: bool
+
+
+def select_best(metrics: dict[str, dict[str, float]], default: str = DEFAULT_LABEL,
+                tolerance: float = IOU_TOLERANCE) -> Selection:
+    """Highest (R@10, mAP@10, R@1) among the eligible settings; ties keep the earliest (``metrics`` is in
+    SETTINGS order, the default first). With spans (``IoU>=0.5`` in the default's metrics) a setting whose
+    IoU>=0.5 is below the default's minus ``tolerance`` is not eligible; the default always is."""
+    floor = metrics[default].get(IOU_METRIC)
+    excluded: dict[str, str] = {}
+    if floor is not None:
+        for label, m in metrics.items():
+            iou = m.get(IOU_METRIC, 0.0)
+            if label != default and iou < floor - tolerance:
+                excluded[label] = (f"segment IoU>=0.5 {100 * iou:.1f}% is more than {100 * tolerance:g} "
+                                   f"point(s) below {default}'s {100 * floor:.1f}%")
+    eligible = [label for label in metrics if label not in excluded]
+    best = max(eligible, key=lambda lb: (metrics[lb]["R@10"], metrics[lb]["mAP@10"], metrics[lb]["R@1"]))
+    return Selection(best, excluded, floor is not None)  # max returns the first of equal keys
 
 
 @dataclass(frozen=True)
 class TunedRerank:
-    """Every setting's text→audio result (label → (settings, result)) and the label of the best."""
+    """Every setting's text→audio result (label → (settings, result)), the label of the best, the labels
+    left out for segment quality (label → why) and whether segments were measured at all (queries with
+    spans)."""
 
     results: dict[str, tuple[RerankSettings, ModeResult]]
     best: str
+    excluded: dict[str, str]
+    segments_measured: bool
 
     @property
     def best_settings(self) -> RerankSettings:
@@ -79,13 +118,8 @@ def tune_rerank(lib: Library, queries: QuerySet, candidates: int | None = None, 
         res, _ = text_to_audio(lib, prepared.vectors, prepared.relevant, [settings.mode], settings.params,
                                DEFAULT_KS, plan, prepared.spans, prepared.texts, ci, kinds=prepared.kinds)
         out[label] = (settings, res[settings.mode])
-
-    def key(label: str) -> tuple[float, float, float]:
-        m = out[label][1].metrics
-        return (m["R@10"], m["mAP@10"], m["R@1"])
-
-    best = max(out, key=key)  # max returns the first of equal keys: the default wins ties
-    return TunedRerank(out, best)
+    sel = select_best({label: dict(r.metrics) for label, (_, r) in out.items()})
+    return TunedRerank(out, sel.best, sel.excluded, sel.segments_measured)
 
 
 def save_settings(root: Path, settings: RerankSettings) -> None:

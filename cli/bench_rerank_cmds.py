@@ -15,6 +15,14 @@ def register_bench(bench_app: typer.Typer) -> None:
     bench_app.command("rerank")(rerank)
 
 
+def selection_notes(excluded: dict[str, str], segments_measured: bool) -> list[str]:
+    """Lines saying which settings segment quality ruled out, or that it was not measured at all."""
+    if not segments_measured:
+        return ["segment quality not measured (no start_s/end_s spans in the queries): the best is chosen "
+                "on ranking only, and --save may change the segments searches return."]
+    return [f"x {label}: not eligible, {why}" for label, why in excluded.items()]
+
+
 @handles_errors
 def rerank(
     library: Path = typer.Option(..., "--library", "-l", help="Library whose default rerank to measure."),
@@ -26,10 +34,13 @@ def rerank(
                                    "up to 20,000 = exact ranks)."),
     ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object: setting → metrics, best, saved."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object: setting → metrics, best, saved, "
+                                  "excluded (label → why), segments_measured."),
 ) -> None:
     """R@1/R@10/mAP@10/MedR (and segment IoU when the queries have spans) of each rerank setting; the best
-    is the highest R@10 (then mAP@10, R@1; ties keep the default)."""
+    is the highest R@10 (then mAP@10, R@1; ties keep the default). With spans, a setting whose IoU>=0.5 is
+    more than 1 point below the default's (auto) is not eligible; without spans segment quality is not
+    measured and --save is about ranking only."""
     from songseek.benchmarks.datasets import load_queries
     from songseek.benchmarks.rerank_tune import save_settings, tune_rerank
     from songseek.engine.query.search import Library
@@ -43,7 +54,8 @@ def rerank(
     if json_out:
         print_json({"settings": {label: {**s.to_json(), "metrics": r.metrics}
                                  for label, (s, r) in tuned.results.items()},
-                    "best": tuned.best, "saved": save})
+                    "best": tuned.best, "saved": save, "excluded": tuned.excluded,
+                    "segments_measured": tuned.segments_measured})
         return
     from rich.console import Console
     from rich.table import Table
@@ -57,7 +69,10 @@ def rerank(
     for label, (_, r) in tuned.results.items():
         cells = [f"{r.metrics[c]:.1f}" if c == "MedR" else f"{100 * r.metrics[c]:.1f}" if c in r.metrics else "–"
                  for c in cols]
-        table.add_row(("* " if label == tuned.best else "  ") + label, *cells)
+        mark = "* " if label == tuned.best else "x " if label in tuned.excluded else "  "
+        table.add_row(mark + label, *cells)
     Console(width=160).print(table)
+    for line in selection_notes(tuned.excluded, tuned.segments_measured):
+        typer.echo(line)
     typer.echo(f"best: {tuned.best}" + (" (saved: searches of this library use it)" if save else
                                         " (not saved; --save keeps it)"))

@@ -138,8 +138,10 @@ def retrieval(
     rerank: str = typer.Option("auto,hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
     candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query, as in `search` "
                                    "(default: every track up to 20,000 = exact ranks; 0 = every track)."),
-    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
-    stride: float = typer.Option(None, "--stride", help="Fusion stride (frames); default the engine's."),
+    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel in frames (windows at the library's hop; "
+                                 "`songseek search --kernel-s` takes seconds); default the engine's."),
+    stride: float = typer.Option(None, "--stride", help="Fusion stride in frames (`search --stride-s`: seconds); "
+                                 "default the engine's."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
     ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries; "
                             "--dataset text→audio resamples captions, not tracks)."),
@@ -223,19 +225,38 @@ def _encoder_and_config(library: Path, encoder: str | None, checkpoint: str | No
     return enc, IndexConfig(window_s=window or enc.info.native_window_s or 10.0, hop_s=hop)  # msclap: 7 s
 
 
+ENGINE_MODES = "auto,hedge,fusion,mean,max,none"
+ARRAYS_MODES = "none,mean,max,fusion"  # the modes planted.evaluate_planted_arrays scores
+
+
+def planted_start_note(tracks: int, method: str, workers: int) -> str | None:
+    """One stderr line before a long engine run: it prints nothing for minutes otherwise (when not a tty).
+    Exhaustive search is queries × windows, both ∝ tracks: docs/benchmarks.md measured ~30 min at 2,000
+    tracks on 2 cores, so the estimate scales that by (tracks / 2000)²."""
+    if method != "engine" or tracks < 500:
+        return None
+    minutes = 30 * (tracks / 2000) ** 2 / workers
+    return (f"note: --method engine searches all {tracks} tracks per query: roughly {minutes:.0f} min on 2 cores; "
+            "--method arrays gives the same scores much faster (about 3 min at 2,000 tracks)")
+
+
 @handles_errors
 def planted(
     tracks: int = typer.Option(500, "--tracks", help="Synthetic tracks (1-10 minutes each)."),
     seed: int = typer.Option(7, "--seed", help="Generator seed (same seed, same tracks and queries)."),
     dim: int = typer.Option(64, "--dim", help="Vector dimension."),
     noise: float = typer.Option(1.0, "--noise", help="Scale of every noise level (0 = noise-free)."),
-    rerank: str = typer.Option("auto,hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
-    method: str = typer.Option("engine", "--method", help="engine (every query through Library.search_vectors) or "
-                               "arrays (same scores in memory, much faster; a sample is checked against the engine)."),
+    rerank: str = typer.Option(None, "--rerank", help="Comma list of rerank modes (default: auto,hedge,fusion,"
+                               "mean,max,none; with --method arrays, which scores only these: none,mean,max,fusion)."),
+    method: str = typer.Option("engine", "--method", help="engine (every query through Library.search_vectors; "
+                               "about 30 min at 2,000 tracks on 2 cores) or arrays (same scores in memory, about "
+                               "3 min there; a sample is checked against the engine)."),
     engine_check: int = typer.Option(64, "--engine-check", help="With --method arrays: queries also run through "
                                      "the engine and compared (0 = none)."),
-    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel (frames); default the engine's."),
-    stride: float = typer.Option(None, "--stride", help="Fusion stride (frames); default the engine's."),
+    kernel: float = typer.Option(None, "--kernel", help="Fusion kernel in frames (planted windows are 10 s; "
+                                 "`songseek search --kernel-s` takes seconds); default the engine's."),
+    stride: float = typer.Option(None, "--stride", help="Fusion stride in frames (`search --stride-s`: seconds); "
+                                 "default the engine's."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
     ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
     workers: int = typer.Option(1, "--workers", help="Processes searching queries in parallel (--method engine)."),
@@ -252,13 +273,16 @@ def planted(
     from songseek.engine.errors import UsageError
     from songseek.engine.query.fusion import FusionParams
 
-    modes = _modes(rerank)
+    modes = _modes(rerank if rerank is not None else ARRAYS_MODES if method == "arrays" else ENGINE_MODES)
     changes = _fusion_changes(kernel, stride, temperature)
     fusion = replace(FusionParams(), **changes) if changes else None  # planted windows are 10 s at a 10 s hop
     if tracks < 2:
         raise UsageError(f"--tracks must be at least 2, got {tracks}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    note = planted_start_note(tracks, method, workers)
+    if note:
+        typer.echo(note, err=True)
     with tempfile.TemporaryDirectory(prefix="songseek-planted-") as tmp:
         where = (work or Path(tmp)) / f"planted-{tracks}-seed{seed}-dim{dim}-noise{noise:g}.songseek"
         run = run_planted(tracks, seed, dim, modes, where, noise=noise, fusion=fusion, ci=ci, workers=workers,

@@ -66,8 +66,9 @@ def bench_duplicates(
     work: Path = typer.Option(Path("~/.cache/songseek/bench/duplicates"), "--work",
                               help="Folder for the generated audio and library (reused when present)."),
     synth_tracks: int = typer.Option(8, "--synth-tracks", help="Synthesised base tracks."),
-    real: bool = typer.Option(True, "--real/--no-real", help="Also use ../shared/data/audio recordings."),
-    real_dir: Path = typer.Option(Path("../shared/data/audio"), "--real-dir", help="Real recordings folder."),
+    real: bool = typer.Option(True, "--real/--no-real", help="Also use the --real-dir recordings (*.ogg)."),
+    real_dir: Path = typer.Option(Path("../shared/data/audio"), "--real-dir", help="Real recordings folder "
+                                  "(relative to the current directory; a note says when none are found)."),
     encoder: str = typer.Option("demo", "--encoder", help="demo, or clap with --random-weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="The encoder's architecture, random."),
     max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
@@ -77,10 +78,13 @@ def bench_duplicates(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Precision and recall per level on a generated labelled set (re-encodes, edits, hard negatives)."""
-    from songseek.benchmarks.duplicates import LabelledSetSpec, run_labelled
+    from songseek.benchmarks.duplicates import LabelledSetSpec, real_files, run_labelled
 
     spec = LabelledSetSpec(synth_tracks=synth_tracks, real_dir=real_dir if real else None, seed=seed,
                            max_seconds=max_seconds)
+    if real and not real_files(spec):  # the default is cwd-relative: say so rather than quietly go synthetic
+        typer.echo(f"note: no real recordings (*.ogg) in {real_dir.resolve()}: the set is synthetic only "
+                   "(--real-dir DIR to include them, --no-real to silence this)", err=True)
     result = run_labelled(spec, work.expanduser(), encoder, random_weights, audio, neighbours)
     if json_out:
         print_json(result.to_json())

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from songseek.benchmarks.duplicates import Label, other_piece, score_pairs, truth_level
+import pytest
+from typer.testing import CliRunner
+
+from songseek.benchmarks.duplicates import Label, LabelledSetSpec, cache_key, other_piece, score_pairs, truth_level
 from songseek.benchmarks.synth.score import PROGRESSIONS, sample_score
 
 
@@ -43,3 +47,44 @@ def test_other_piece_keeps_the_setting_and_changes_every_progression() -> None:
                 assert any(tuple((d + t) % 7 for d in b.progression) in {q[k:] + q[:k] for k in range(len(q))}
                            for q in PROGRESSIONS[score.mode] for t in range(7))
                 assert max(sum(x == y for x, y in zip(p, b.progression)) for p in shifts) <= 1
+
+
+def test_the_cache_key_records_the_real_recordings_actually_found(tmp_path: Path) -> None:
+    """A missing --real-dir (the cwd-relative default run elsewhere) used to key as "real included" (r1):
+    a later run with the recordings reused the synthetic-only set. The key now follows the files found."""
+    def key(real_dir: Path | None) -> str:
+        return cache_key(LabelledSetSpec(synth_tracks=8, real_dir=real_dir, seed=3, max_seconds=75.0))
+
+    assert key(None) == key(tmp_path / "absent") == key(tmp_path) == "g4-s8-r0-seed3-max75"
+    (tmp_path / "notes.txt").write_text("not audio")
+    assert key(tmp_path) == "g4-s8-r0-seed3-max75"
+    for name in ("b.ogg", "a.ogg"):
+        (tmp_path / name).write_bytes(b"")
+    two = key(tmp_path)
+    assert two.startswith("g4-s8-r2-") and two.endswith("-seed3-max75")
+    (tmp_path / "c.ogg").write_bytes(b"")
+    three = key(tmp_path)
+    assert three.startswith("g4-s8-r3-")
+    (tmp_path / "c.ogg").unlink()
+    assert key(tmp_path) == two
+    (tmp_path / "d.ogg").write_bytes(b"")
+    assert key(tmp_path).startswith("g4-s8-r3-") and key(tmp_path) != three  # same count, other files
+
+
+def test_bench_duplicates_says_when_no_real_recordings_are_found(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from songseek.cli.main import app
+
+    class Done:
+        def table(self) -> str:
+            return "table"
+
+    monkeypatch.setattr("songseek.benchmarks.duplicates.run_labelled", lambda *a, **k: Done())
+    run = CliRunner().invoke
+    res = run(app, ["bench", "duplicates", "--work", str(tmp_path), "--real-dir", str(tmp_path / "absent")])
+    assert res.exit_code == 0, res.output
+    assert "no real recordings" in res.stderr and str(tmp_path / "absent") in res.stderr
+    (tmp_path / "a.ogg").write_bytes(b"")
+    for args in (["--real-dir", str(tmp_path)], ["--no-real"]):
+        res = run(app, ["bench", "duplicates", "--work", str(tmp_path), *args])
+        assert res.exit_code == 0 and "no real recordings" not in res.stderr, res.output

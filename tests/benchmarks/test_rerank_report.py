@@ -220,3 +220,13 @@ def test_splice_replaces_only_the_report_block() -> None:
     doc = f"intro\n{START}\nold table\n{END}\noutro\n"
     assert splice(doc, "new table\n") == f"intro\n{START}\nnew table\n{END}\noutro\n"
     assert splice("no markers here", "new\n") == "new\n"
+
+
+def test_the_help_names_the_demo_seeds_the_report_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    from songseek.benchmarks import rerank_report
+
+    with pytest.raises(SystemExit):
+        rerank_report.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse reflows the description
+    seeds = rerank_report.DEMO_SEEDS
+    assert f"demo seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}" in shown

@@ -85,3 +85,58 @@ def test_a_damaged_stored_rerank_is_one_clear_library_error(library_and_queries:
     write_manifest(lib, m.__class__(**{**m.__dict__, "rerank": {"rerank": "median"}}))
     with pytest.raises(LibraryError, match="damaged rerank settings.*mode must be one of"):
         Library.open(lib).search(vector=np.ones(16, np.float32), k=3)
+
+
+def fake_text_to_audio(with_spans: bool):  # type: ignore[no-untyped-def]
+    """A stand-in for runner.text_to_audio: max ties auto on R@10 and leads on mAP@10 but has worse segments
+    (the audit's 80 demo section queries); every other setting ranks worse."""
+    from songseek.benchmarks.report import ModeResult
+
+    def fake(lib, vectors, relevant, modes, fusion, *args, **kwargs):  # type: ignore[no-untyped-def]
+        (mode,) = modes
+        m = {"auto": {"R@10": 1.0, "mAP@10": 0.90, "R@1": 0.8, "IoU>=0.5": 0.625},
+             "max": {"R@10": 1.0, "mAP@10": 0.91, "R@1": 0.8, "IoU>=0.5": 0.125}}.get(
+            mode, {"R@10": 0.5, "mAP@10": 0.4, "R@1": 0.3, "IoU>=0.5": 0.62})
+        if not with_spans:
+            m = {k: v for k, v in m.items() if k != "IoU>=0.5"}
+        return {mode: ModeResult(m, n_queries=len(vectors), n_candidates=lib.n_tracks)}, {mode: 0}
+    return fake
+
+
+def test_save_never_keeps_a_setting_that_ties_on_ranking_but_loses_segment_quality(
+        library_and_queries: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    lib, queries = library_and_queries
+    monkeypatch.setattr("songseek.benchmarks.rerank_tune.text_to_audio", fake_text_to_audio(True))
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(queries), "--save")
+    assert code == 0, err
+    assert "best: auto" in out
+    assert "x max: not eligible, segment IoU>=0.5 12.5% is more than 1 point(s) below auto's 62.5%" in out
+    assert Library.open(lib).rerank_settings().mode == "auto"
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(queries), "--json")
+    report = json.loads(out)
+    assert report["best"] == "auto" and list(report["excluded"]) == ["max"] and report["segments_measured"]
+
+
+def test_without_spans_the_choice_is_on_ranking_only_and_says_so(
+        library_and_queries: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    lib, queries = library_and_queries
+    monkeypatch.setattr("songseek.benchmarks.rerank_tune.text_to_audio", fake_text_to_audio(False))
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(queries))
+    assert code == 0, err
+    assert "best: max" in out and "segment quality not measured" in out
+
+
+def test_with_real_spans_the_best_keeps_the_defaults_segment_quality(
+        library_and_queries: tuple[Path, Path], tmp_path: Path) -> None:
+    lib, queries = library_and_queries
+    lines = [json.loads(x) for x in queries.read_text().splitlines()]
+    for i, q in enumerate(lines):  # spans of one to three 10 s windows
+        q["start_s"], q["end_s"] = 0.0, 10.0 * (1 + i % 3)
+    spanned = tmp_path / "spans.jsonl"
+    spanned.write_text("\n".join(json.dumps(q) for q in lines) + "\n")
+    code, out, err = run("bench", "rerank", "--library", str(lib), "--queries", str(spanned), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    iou = {label: s["metrics"]["IoU>=0.5"] for label, s in report["settings"].items()}
+    assert report["segments_measured"] and iou[report["best"]] >= iou["auto"] - 0.01
+    assert set(report["excluded"]) == {label for label, v in iou.items() if v < iou["auto"] - 0.01}

@@ -163,3 +163,21 @@ def test_the_rerank_parameters_are_the_librarys_as_search_uses_them(app: typer.T
         assert res.exit_code == 0, res.output
         fusion = json.loads(res.stdout)["settings"]["fusion"]
         assert fusion["segment_kernel"] == 5 and (kernel is None or fusion["kernel"] == kernel)
+
+
+def test_planted_arrays_runs_with_its_default_modes(app: typer.Typer, tmp_path: Path) -> None:
+    # the engine's default list (auto, hedge, ...) is not scored by --method arrays: its own default applies
+    res = CliRunner().invoke(app, ["bench", "planted", "--tracks", "12", "--dim", "16", "--method", "arrays",
+                                   "--engine-check", "4", "--work", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout)["section"]) == {"none", "mean", "max", "fusion"}
+
+
+def test_a_long_engine_planted_run_says_so_before_it_starts() -> None:
+    from songseek.cli.bench_retrieval_cmds import planted_start_note
+
+    note = planted_start_note(2000, "engine", 1)
+    assert note is not None and "roughly 30 min" in note and "--method arrays" in note
+    assert "roughly 8 min" in (planted_start_note(1000, "engine", 1) or "")  # 30 × (1/2)² = 7.5
+    assert "roughly 15 min" in (planted_start_note(2000, "engine", 2) or "")
+    assert planted_start_note(2000, "arrays", 1) is None and planted_start_note(100, "engine", 1) is None
