@@ -5,7 +5,12 @@ Each command group lives in its own module with a ``register(app)`` function.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from songseek.cli import (
     analysis_cmds,
@@ -18,9 +23,47 @@ from songseek.cli import (
     sql_cmd,
     synth_cmd,
 )
+from songseek.cli.common import safe_text
 from songseek.engine.version import __version__
 
+# Click's UsageError, found through typer's public BadParameter (its subclass): recent typer ships its own
+# copy of click, so `click.UsageError` would not catch what typer raises.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_error_line(exc: Any) -> str:
+    """``error: <what> (see <command> --help)``: one line, like every other error, not Typer's box."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "songseek"
+    return f"error: {safe_text(exc.format_message()).rstrip('.')} (see {where} --help)"
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise  # shows the help, as no_args_is_help asks
+        typer.echo(usage_error_line(exc), err=True)
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+
+class OneLineErrorGroup(TyperGroup):
+    """The root group: a usage error in it or any subcommand is parsed inside these two methods, so it is
+    printed here as one line and exits with its code (2), in the installed script and in CliRunner alike."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=OneLineErrorGroup,
     name="songseek",
     help="Search music libraries by text or audio, down to the segment inside each track.",
     no_args_is_help=True,
@@ -35,13 +78,19 @@ for _module in (library_cmds, sql_cmd, maintenance_cmds, analysis_cmds, duplicat
     _module.register(app)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # an eager option's callback runs while the arguments are parsed, so no subcommand is needed
+    if value:
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version, expose_value=False),
+) -> None:
+    pass
 
 
 if __name__ == "__main__":  # pragma: no cover

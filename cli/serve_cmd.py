@@ -36,10 +36,12 @@ def serve(
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
 ) -> None:
     """Serve the JSON API (/openapi.json) and the search page (/) until killed (docs/serve.md)."""
+    from songseek.engine.storage.manifest import read_manifest
     from songseek.server.config import Limits, ServerConfig, check_exposure, read_token
 
     token = read_token(token_file)
     check_exposure(host, token)  # before anything slow: a refused exposure fails in a blink
+    read_manifest(library.expanduser())  # likewise a mistyped --library, before the server and model load
     import uvicorn
 
     from songseek.server import create_app

@@ -46,6 +46,15 @@ def _stat_key(path: Path) -> tuple[int, int, int]:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
+def _first_key(root: Path) -> tuple[int, int, int]:
+    """The manifest's stat key at startup; no library there is read_manifest's one-line error, not an OSError."""
+    try:
+        return _stat_key(root / MANIFEST_NAME)
+    except OSError:
+        read_manifest(root)  # raises LibraryError naming the folder and how to create a library
+        return _stat_key(root / MANIFEST_NAME)  # it appeared meanwhile
+
+
 class LibraryHolder:
     """Hands out the current Snapshot; re-opens the library when its manifest changes."""
 
@@ -55,7 +64,7 @@ class LibraryHolder:
         self._device = device
         self._filter_limits = filter_limits
         self._lock = threading.Lock()
-        self._key = _stat_key(self.root / MANIFEST_NAME)
+        self._key = _first_key(self.root)
         self._snap = self._open(None)
         self.last_reload_error = ""
         if warm and self._snap.library.manifest.encoder.name != "precomputed":

@@ -6,6 +6,7 @@ A library directory holds ``manifest.json`` naming the committed files; anything
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -172,9 +173,18 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     return manifest
 
 
+def _only_lock_file(root: Path) -> bool:
+    """Whether ``root`` is a folder holding just the writer's ``.lock`` (what an older failed run left)."""
+    try:
+        with os.scandir(root) as entries:
+            return [e.name for e in itertools.islice(entries, 2)] == [".lock"]
+    except OSError:
+        return False
+
+
 def read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST_NAME
-    if not root.exists():
+    if not root.exists() or _only_lock_file(root):
         raise LibraryError(f"no library at {root}: create one with `songseek index DIR --library {root}`")
     if not path.is_file():
         raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME}); "

@@ -68,10 +68,14 @@ class LibraryWriter:
 
     def __init__(self, root: Path, new_manifest: Manifest | None = None, wait: bool = False) -> None:
         self.root = Path(root)
+        self._lock_fd: int | None = None
+        self._made: Path | None = None  # the topmost folder this writer created (removed again if unused)
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"library {self.root} is a file, not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = _acquire_lock(self.root, wait)
+        if new_manifest is None and not (self.root / MANIFEST_NAME).is_file():
+            read_manifest(self.root)  # a mistyped --library fails here, naming the fix, before anything is made
+        self._made = _missing_top(self.root)
+        self._lock_fd = _acquire_lock(self.root, wait, create=new_manifest is not None)
         try:
             if (self.root / MANIFEST_NAME).exists():
                 self.manifest = read_manifest(self.root)
@@ -284,8 +288,24 @@ class LibraryWriter:
     def close(self) -> None:
         fd = getattr(self, "_lock_fd", None)
         if fd is not None:
+            if not (self.root / MANIFEST_NAME).exists():
+                self._remove_unused()  # still under the lock: no writer can be using what goes
             os.close(fd)
             self._lock_fd = None
+
+    def _remove_unused(self) -> None:
+        """A run that never committed leaves no library behind: drop the lock file, then the folders this
+        writer created while they are empty (a waiting writer notices the unlinked lock and takes a new one)."""
+        (self.root / LOCK_NAME).unlink(missing_ok=True)
+        if self._made is None:
+            return
+        for folder in (self.root, *self.root.parents):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # not empty (or not ours to remove): keep it and everything above
+            if folder == self._made:
+                return
 
     def __enter__(self) -> LibraryWriter:
         return self
@@ -437,7 +457,30 @@ def acquire_lock(root: Path, wait: bool = False) -> int:
     return _acquire_lock(root, wait)
 
 
-def _acquire_lock(root: Path, wait: bool) -> int:
+def _missing_top(root: Path) -> Path | None:
+    """The topmost of ``root`` and its parents that does not exist yet (None: ``root`` exists)."""
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
+def _acquire_lock(root: Path, wait: bool, create: bool = False) -> int:
+    """Lock ``root`` (``create``: making the folder first). A writer that gives up on a new library unlinks
+    its lock file (LibraryWriter.close): a lock taken on an unlinked file locks nothing, so take a fresh one."""
+    while True:
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        fd = _lock_file(root, wait)
+        try:
+            now = os.stat(root / LOCK_NAME, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        held = os.fstat(fd)
+        if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+            return fd
+        os.close(fd)
+
+
+def _lock_file(root: Path, wait: bool) -> int:
     path = root / LOCK_NAME
     try:
         # O_NOFOLLOW: a .lock that is a symlink must not make us create or overwrite a file elsewhere;

@@ -296,3 +296,42 @@ def test_manifest_roundtrip_keeps_every_field(tmp_path: Path) -> None:
                           checksums={"frames-000001.arrow": "ab" * 32}, previous_files=("tracks-000001.arrow",))
     manifest_mod.write_manifest(tmp_path, m)
     assert read_manifest(tmp_path) == m
+
+
+def test_writer_of_an_existing_library_creates_nothing_for_a_wrong_path(tmp_path: Path) -> None:
+    with pytest.raises(LibraryError, match="no library at .*songseek index DIR"):
+        LibraryWriter(tmp_path / "typo" / "lib")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_library_never_committed_is_removed_with_the_folders_it_made(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        with LibraryWriter(tmp_path / "a" / "b" / "lib", manifest()):
+            raise ValueError("the run failed before its first commit")
+    assert list(tmp_path.iterdir()) == []
+    kept = tmp_path / "mine"
+    kept.mkdir()  # a folder the user made stays; only the lock file goes
+    LibraryWriter(kept, manifest()).close()
+    assert kept.is_dir() and list(kept.iterdir()) == []
+
+
+def test_writer_waiting_on_a_new_library_that_gives_up_takes_a_fresh_lock(tmp_path: Path) -> None:
+    import threading
+
+    root = tmp_path / "lib"
+    first = LibraryWriter(root, manifest())
+    done: list[str] = []
+
+    def second() -> None:
+        with LibraryWriter(root, manifest(), wait=True) as w:
+            add(w, np.random.default_rng(0), "a")
+            w.commit()
+        done.append("ok")
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.3)
+    first.close()  # uncommitted: removes its lock file and the folder while the second writer waits
+    t.join(10)
+    assert done == ["ok"] and Library.open(root).tracks.num_rows == 1
+    assert (root / ".lock").read_text() == f"songseek pid {os.getpid()}"

@@ -1,0 +1,63 @@
+"""The command line as a fresh user meets it: `--version` alone, usage errors as one line, and a mistyped
+--library that fails cleanly (serve too) and leaves nothing on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from songseek.cli.main import app
+from songseek.engine.version import __version__
+
+runner = CliRunner()
+
+
+def test_version_needs_no_command() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == __version__
+
+
+@pytest.mark.parametrize("args, says", [
+    (["search", "x", "--bogus"], "error: No such option: --bogus (see songseek search --help)"),
+    (["index", "--library", "L"], "error: Missing argument 'sources' (see songseek index --help)"),
+    (["nosuch"], "error: No such command 'nosuch' (see songseek --help)"),
+    (["bench", "nosuch"], "error: No such command 'nosuch' (see songseek bench --help)"),
+    (["search", "x", "-k", "many"], "error: Invalid value for '-k'"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args: list[str], says: str) -> None:
+    r = runner.invoke(app, args, prog_name="songseek")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(says), r.stderr
+
+
+def test_no_arguments_still_shows_help() -> None:
+    r = runner.invoke(app, ["bench"], prog_name="songseek")
+    assert "Usage: songseek bench" in r.output and "error:" not in r.output
+
+
+@pytest.mark.parametrize("lock_only", [False, True])
+def test_serve_without_a_library_is_one_line(tmp_path: Path, lock_only: bool) -> None:
+    lib = tmp_path / "nolib"
+    if lock_only:  # what a failed command of an older version left behind
+        lib.mkdir()
+        (lib / ".lock").write_text("songseek pid 1")
+    r = runner.invoke(app, ["serve", "--library", str(lib)])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == f"error: no library at {lib}: create one with `songseek index DIR --library {lib}`"
+    assert lib.exists() == lock_only
+
+
+@pytest.mark.parametrize("command", [["tag"], ["duplicates"], ["mos", "predict"]])
+def test_mistyped_library_leaves_nothing_on_disk(tmp_path: Path, command: list[str]) -> None:
+    wrong = tmp_path / "typo" / "lib"
+    r = runner.invoke(app, [*command, "--library", str(wrong)])
+    assert r.exit_code == 2 and "no library at" in r.stderr and len(r.stderr.splitlines()) == 1, r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_index_of_a_missing_source_creates_no_library(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["index", str(tmp_path / "nosrc"), "--library", str(tmp_path / "lib"), "--encoder", "fake"])
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    assert list(tmp_path.iterdir()) == []
