@@ -3,7 +3,8 @@
 Columns: ``track_id`` (string), ``start_s``, ``end_s`` (seconds), ``embedding`` (list of float, all the
 same length); optional ``path`` and tag columns (title, artist, album, genre, year, duration_s).
 Vectors are L2-normalised here. The manifest records encoder ``precomputed`` unless an encoder is named
-(then text and audio queries are embedded with it, and it must make vectors of the same dimension).
+(``songseek ingest --encoder NAME --checkpoint CKPT``; then text and audio queries are embedded with it,
+and it must make vectors of the same dimension). A library keeps the encoder it was created with.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 
 from songseek.engine.encoders import EncoderInfo, l2_normalize
 from songseek.engine.errors import UsageError
-from songseek.engine.storage.manifest import Manifest, check_compatible
+from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
 
@@ -73,6 +74,7 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
     window = float(window_s or np.median(ends - starts))
     hop = float(hop_s or _median_hop(ids, starts) or window)
     info = encoder or EncoderInfo(name="precomputed", checkpoint="", dim=dim, sample_rate=0)
+    _refuse_encoder_for_precomputed(library, info)
     if info.dim != dim:
         raise UsageError(f"{source}: vectors are {dim}-d but encoder {info.name} makes {info.dim}-d vectors")
     manifest = Manifest(encoder=info, window_s=window, hop_s=hop, index_factory=index_factory)
@@ -99,6 +101,16 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
     return len(bounds) - 1
 
 
+def _refuse_encoder_for_precomputed(library: Path, info: EncoderInfo) -> None:
+    """A library's manifest keeps its first encoder, so naming one for an existing precomputed library
+    would be silently dropped; say so instead."""
+    if info.name == "precomputed" or not (library / "manifest.json").exists():
+        return
+    if read_manifest(library).encoder.name == "precomputed":
+        raise UsageError(f"{library} already holds precomputed vectors without an encoder: ingest with "
+                         f"--encoder {info.name} into a new --library")
+
+
 def _median_hop(ids: np.ndarray, starts: np.ndarray) -> float:
     order = np.lexsort((starts, ids))
     same = ids[order][1:] == ids[order][:-1]
@@ -106,6 +118,7 @@ def _median_hop(ids: np.ndarray, starts: np.ndarray) -> float:
     return float(np.median(steps)) if len(steps) else 0.0
 
 
-def ingest_file(path: Path, library: Path, index_factory: str = "auto", nprobe: int | None = None) -> int:
-    return ingest_table(read_vectors_table(path), library, source=str(path), index_factory=index_factory,
-                        nprobe=nprobe)
+def ingest_file(path: Path, library: Path, index_factory: str = "auto", nprobe: int | None = None,
+                encoder: EncoderInfo | None = None) -> int:
+    return ingest_table(read_vectors_table(path), library, source=str(path), encoder=encoder,
+                        index_factory=index_factory, nprobe=nprobe)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import SongseekError, UsageError, WeightsNotFoundError
+from ._hub import cache_first, hub_problem
 from ._torch_util import fit_windows, log_mel, offline, text_batches
 from .base import EncoderInfo, l2_normalize
 from .text_backend import TextTowerRunner
@@ -165,10 +166,15 @@ def _source(checkpoint: str) -> tuple[str, bool]:
 
 
 def _missing_message(checkpoint: str, exc: BaseException) -> str:
+    problem = hub_problem()
     if offline():
         how = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: pass --checkpoint DIR "
                "(a local ClapModel directory), put the model in the HF cache, or unset HF_HUB_OFFLINE "
                "when online")
+    elif problem is not None:
+        return (f"cannot load CLAP weights {checkpoint!r}: not in the Hugging Face cache and {problem}; pass "
+                "--checkpoint DIR (a local ClapModel directory), or run once on a machine with network to "
+                "fill the cache (HF_HUB_OFFLINE=1 skips the network check)")
     else:
         how = ("pass --checkpoint DIR (a local ClapModel directory with its weights) or a valid Hugging Face "
                "id, or use --random-weights for a plumbing run")
@@ -179,7 +185,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt
 
 
 def load_tokenizer(source: str, local_only: bool) -> Any:
-    """A tokenizer from a directory or HF id, or None when it has no vocabulary files there.
+    """A tokenizer from a directory or HF id (cache first), or None when it has no vocabulary files there.
 
     (transformers 5 builds an empty, special-tokens-only tokenizer from a bare config.json; that
     one is refused too.)"""
@@ -189,7 +195,9 @@ def load_tokenizer(source: str, local_only: bool) -> Any:
     if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
         return None
     try:
-        tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else source, local_files_only=local_only)
+        where = str(path) if path.is_dir() else source
+        tok = cache_first(lambda lo: AutoTokenizer.from_pretrained(where, local_files_only=lo),
+                          local_only or path.is_dir())
     except Exception:
         return None
     return tok if len(tok) > len(set(tok.all_special_tokens)) else None
@@ -201,7 +209,7 @@ def load_parts(source: str, local: bool) -> tuple[Any, Any]:
 
     only_local = local or offline()
     try:
-        fe = ClapFeatureExtractor.from_pretrained(source, local_files_only=only_local)
+        fe = cache_first(lambda lo: ClapFeatureExtractor.from_pretrained(source, local_files_only=lo), only_local)
     except Exception:  # no preprocessor_config: LAION-CLAP's own settings
         fe = laion_feature_extractor()
     return fe, load_tokenizer(source, only_local)
@@ -247,13 +255,13 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
     only_local = local or offline()
     if random_weights:
         try:
-            config = ClapConfig.from_pretrained(source, local_files_only=only_local)
+            config = cache_first(lambda lo: ClapConfig.from_pretrained(source, local_files_only=lo), only_local)
         except Exception:
             config = ClapConfig()
         model = random_model(config)
     else:
         try:
-            model = ClapModel.from_pretrained(source, local_files_only=only_local)
+            model = cache_first(lambda lo: ClapModel.from_pretrained(source, local_files_only=lo), only_local)
         except Exception as exc:
             raise WeightsNotFoundError(_missing_message(ckpt, exc)) from exc
     fe, tok = load_parts(source, local)

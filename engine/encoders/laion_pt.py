@@ -25,6 +25,7 @@ import torch
 
 from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
+from ._hub import cache_first, hub_problem
 from ._torch_util import load_checkpoint, offline
 from .clap_hf import ClapEncoder, laion_feature_extractor, load_tokenizer, make_info, random_model
 
@@ -160,12 +161,14 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(HF_REPO, filename, local_files_only=offline()))
+        return Path(cache_first(lambda lo: hf_hub_download(HF_REPO, filename, local_files_only=lo), offline()))
     except Exception as exc:
-        where = ("not in the HF cache and HF_HUB_OFFLINE is set" if offline()
-                 else f"download failed: {type(exc).__name__}")
+        problem = hub_problem()
+        where = f"not in the HF cache and {problem}" if problem else f"download failed: {type(exc).__name__}"
+        skip = " (HF_HUB_OFFLINE=1 skips the network check)" if problem and not offline() else ""
         raise WeightsNotFoundError(f"LAION-CLAP checkpoint {filename} not found ({where}): download it from "
-                                   f"https://huggingface.co/{HF_REPO} and pass --checkpoint PATH") from exc
+                                   f"https://huggingface.co/{HF_REPO} on a machine with network and pass "
+                                   f"--checkpoint PATH{skip}") from exc
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from songseek's mapping, and ``test_encoders_laion`` checks its names against th
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,49 @@ def isolate_hf(monkeypatch: Any, root: Path) -> Path:
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+class UnreachableHub:
+    """Stands in for huggingface_hub's HTTP session: every request fails at once, as DNS does offline."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            self.urls += [str(a) for a in (*args, kwargs.get("url")) if "://" in str(a)][:1]
+            raise OSError("[Errno -2] Name or service not known")
+        return fail
+
+    def probes(self) -> int:
+        """Requests for the bare endpoint: songseek's reachability probe."""
+        import huggingface_hub.constants as hf_constants
+
+        return self.urls.count(hf_constants.ENDPOINT)
+
+    def repo_requests(self, repo_id: str) -> list[str]:
+        """Requests that touched a repository (a download or a metadata lookup)."""
+        return [u for u in self.urls if repo_id in u]
+
+
+def unreachable_hub(monkeypatch: Any, root: Path) -> UnreachableHub:
+    """Online mode (HF_HUB_OFFLINE unset), an empty HF cache under ``root``, and a hub nothing reaches.
+
+    Every hub request, the probe's and any download's, goes through the returned stand-in, so a test can
+    count them and no real network is used."""
+    import huggingface_hub.constants as hf_constants
+    import huggingface_hub.utils as hf_utils
+    import huggingface_hub.utils._http as hf_http
+
+    from songseek.engine.encoders import _hub
+
+    isolate_hf(monkeypatch, root)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    hub = UnreachableHub()
+    monkeypatch.setattr(hf_utils, "get_session", lambda: hub)
+    monkeypatch.setattr(hf_http, "get_session", lambda: hub)
+    # the probe's answer is kept per process: a fresh cache for this test, the old one back after it
+    monkeypatch.setattr(_hub, "hub_reachable", functools.cache(_hub.hub_reachable.__wrapped__))
+    return hub

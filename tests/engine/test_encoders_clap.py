@@ -20,6 +20,7 @@ from tests.engine.encoder_helpers import (
     synth_audio,
     tiny_config,
     tiny_model,
+    unreachable_hub,
 )
 
 torch.set_num_threads(1)
@@ -193,6 +194,34 @@ def test_missing_weights_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tm
     (tmp_path / "model.pt").write_bytes(b"x")
     with pytest.raises(UsageError, match="the laion encoder"):
         clap_hf.load(str(tmp_path / "model.pt"), "cpu", False)
+
+
+def test_unreachable_hub_fails_fast_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Online mode, nothing cached, no network: one probe, no download attempt (huggingface_hub would
+    retry for ~25 s), one line naming what to pass instead."""
+    hub = unreachable_hub(monkeypatch, tmp_path)
+    with pytest.raises(WeightsNotFoundError) as err:
+        clap_hf.load("laion/clap-htsat-unfused", "cpu", False)
+    msg = str(err.value)
+    assert hub.probes() == 1 and not hub.repo_requests("laion/")
+    assert "\n" not in msg and "unreachable" in msg and "--checkpoint DIR" in msg and "HF_HUB_OFFLINE" in msg
+    # random weights for an uncached id: the default architecture, still without a download attempt
+    assert clap_hf.load(None, "cpu", True).info.random_weights
+    assert hub.probes() == 1 and not hub.repo_requests("laion/")
+
+
+def test_cached_model_loads_without_contacting_the_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      tiny_dir: Path) -> None:
+    """A model in the HF cache is used as it is: the hub is neither probed nor asked for updates."""
+    hub = unreachable_hub(monkeypatch, tmp_path)
+    snap = tmp_path / "hf_home" / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for f in tiny_dir.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    enc = clap_hf.load("org/tiny", "cpu", False)
+    assert enc.info.checkpoint == "org/tiny" and hub.probes() == 0 and not hub.repo_requests("org/tiny")
 
 
 def test_bad_windows_and_texts(tiny_dir: Path) -> None:

@@ -30,6 +30,7 @@ from tests.engine.encoder_helpers import (
     tiny_config,
     tiny_model,
     to_original,
+    unreachable_hub,
 )
 
 torch.set_num_threads(1)
@@ -169,6 +170,19 @@ def test_random_weights_take_the_files_architecture(tmp_path: Path) -> None:
     wav = synth_audio(2)
     np.testing.assert_array_equal(a.embed_audio(wav), b.embed_audio(wav))
     assert np.abs(a.embed_audio(wav) - real.embed_audio(wav)).max() > 1e-3
+
+
+def test_unreachable_hub_fails_fast_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The default checkpoint, online mode, nothing cached, no network: one probe, no download attempt."""
+    monkeypatch.delenv(laion_pt.TOKENIZER_ENV, raising=False)
+    hub = unreachable_hub(monkeypatch, tmp_path)
+    with pytest.raises(WeightsNotFoundError) as err:
+        laion_pt.load(None, "cpu", False)
+    msg = str(err.value)
+    assert hub.probes() == 1 and not hub.repo_requests(laion_pt.HF_REPO)
+    assert "\n" not in msg and "unreachable" in msg and "--checkpoint PATH" in msg and "HF_HUB_OFFLINE" in msg
+    assert laion_pt.find_tokenizer(None) is None  # text search: no download attempt either
+    assert hub.probes() == 1 and not any(hub.repo_requests(i) for i in laion_pt.TOKENIZER_IDS)
 
 
 def test_hub_file_name_resolves_from_the_hf_cache(offline_empty_cache: Path, tokenizer_dir: Path,
