@@ -6,12 +6,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from songseek.engine.errors import SongseekError
 
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from songseek.engine.encoders import EncoderInfo
 
 
 def register(app: typer.Typer) -> None:
@@ -75,9 +79,11 @@ def index(
     from songseek.indexers.pipeline import IndexConfig, check_encoder_name, index_paths
     from songseek.indexers.sources import check_sources
 
-    if ((window is not None and window <= 0) or (hop is not None and hop <= 0) or batch_size <= 0
-            or workers <= 0 or commit_every <= 0):
-        raise UsageError("--window, --hop, --batch-size, --workers and --commit-every must be positive")
+    given = {"--window": window, "--hop": hop, "--batch-size": batch_size, "--workers": workers,
+             "--commit-every": commit_every}
+    bad = [f"{name} {value:g}" for name, value in given.items() if value is not None and value <= 0]
+    if bad:  # name only the options given wrong (--commit-every is hidden: never list it unasked)
+        raise UsageError(f"{', '.join(bad)}: must be above 0")
     from songseek.engine.encoders.onnx_text import validate_backend
 
     validate_backend(text_backend)
@@ -164,12 +170,33 @@ def ingest(
     index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists each search probes by default, saved in "
                                "the library (0: automatic; default: keep). Measure with `bench query-speed`."),
+    encoder: str | None = typer.Option(None, "--encoder", "-e", help="The model that made the vectors (clap, "
+                                       "laion, msclap, demo): text and audio queries are embedded with it "
+                                       "(default: none, vector queries only)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="With --encoder: its HF id, local "
+                                          "directory or .pt file."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="With --encoder: the vectors came "
+                                        "from its random-weights model."),
 ) -> None:
     """Build or extend a library from precomputed per-window vectors."""
     from songseek.indexers.ingest import ingest_file
 
-    n = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe)
+    info = _ingest_encoder_info(encoder, checkpoint, random_weights)
+    n = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe, encoder=info)
     typer.echo(f"ingested {n} tracks into {library}")
+
+
+def _ingest_encoder_info(name: str | None, checkpoint: str | None, random_weights: bool) -> EncoderInfo | None:
+    """The EncoderInfo to record for ingested vectors (None: precomputed). Loads the model once, on the
+    CPU, because the record holds what only the weights tell (dim, sample rate, checkpoint sha256)."""
+    from songseek.engine.encoders import load_encoder
+    from songseek.engine.errors import UsageError
+
+    if name is None:
+        if checkpoint is not None or random_weights:
+            raise UsageError("--checkpoint and --random-weights describe an --encoder: pass --encoder NAME too")
+        return None
+    return load_encoder(name, checkpoint, "cpu", random_weights).info
 
 
 @handles_errors
@@ -193,8 +220,9 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
         return
     if not data["index_nprobe"]:  # a "0" here would read as the automatic rule; a Flat index has no lists
         data["index_nprobe"] = f"- ({data['index']} index: not IVF, nothing to probe)"
+    data["audio_hours"] = f"{data['audio_hours']:.2f}"  # the JSON keeps every digit
     for key, value in data.items():
-        typer.echo(f"{key:>18}: {safe_text(value)}")
+        typer.echo(f"{key:>18}: {safe_text(_info_text(value))}")
     if stats.dead_frames and stats.dead_frames >= max(stats.frames, 1) // 4:
         typer.echo(f"note: {stats.dead_frames} dead frames (of changed or removed tracks) take space; "
                    f"`songseek repair --library {library} --compact` reclaims them", err=True)
@@ -203,6 +231,23 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
     if stats.encoder == "demo":
         typer.echo("note: the demo model was trained on synthetic music only (docs/demo-model.md); "
                    "it is not meant for real recordings — use --encoder laion/clap with real weights", err=True)
+
+
+def _info_text(value: object) -> str:
+    """A value of `info`'s text view: nested dicts (rerank, duplicates) as key=value pairs, not Python's repr."""
+    if isinstance(value, dict):
+        return ", ".join(_pairs(value, "")) or "-"
+    return str(value)
+
+
+def _pairs(value: dict, prefix: str) -> list[str]:
+    pairs: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            pairs += _pairs(item, f"{prefix}{key}.")
+        else:
+            pairs.append(f"{prefix}{key}={'-' if item == {} else item}")
+    return pairs
 
 
 @handles_errors
@@ -230,8 +275,12 @@ def search(
     audio: Path = typer.Option(None, "--audio", help="Query by example: an audio file."),
     start: float = typer.Option(0.0, "--start", help="With --audio: start of the excerpt (s)."),
     end: float = typer.Option(None, "--end", help="With --audio: end of the excerpt (s)."),
-    query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row."),
-    query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line."),
+    query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row. "
+                                       "Prints JSON: one array of hits per query, one per line (no table; each "
+                                       "hit has the --explain score parts)."),
+    query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line. Prints JSON: one "
+                                    "array of hits per query, one per line (no table; each hit has the --explain "
+                                    "score parts)."),
     k: int = typer.Option(10, "-k", help="Number of tracks to return."),
     rerank: str = typer.Option(None, "--rerank", help="auto (by the query's form: a one-sentence text is "
                                "a moment, part; several sentences a whole track, whole; else hedge), part, whole, "
@@ -253,7 +302,7 @@ def search(
                                     "the segment is the best run of windows up to that length)."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature, in standard "
                                       "deviations of the query's similarities."),
-    explain: bool = typer.Option(False, "--explain", help="Show the score parts."),
+    explain: bool = typer.Option(False, "--explain", help="Show the score parts (table view; JSON has them always)."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
     text_backend: str = typer.Option("auto", "--text-backend", help="Text tower engine (clap, laion, demo): auto (the "
                                      "fastest that passes its checks here), torch, onnx or onnx-int8."),
@@ -278,7 +327,7 @@ def search(
         check_query_text(query)  # before opening the library: a typo fails fast
     limits = FilterLimits(timeout_s=where_timeout).validated()
     if audio is not None:
-        excerpt_bounds(start, end, max_excerpt)
+        excerpt_bounds(start, end, max_excerpt, names=("--start", "--end", "--max-excerpt"))
     for path in (audio, query_vectors, query_file):
         if path is not None and path.exists() and not path.is_file():  # a FIFO would block the read
             raise QueryError(f"{path}: not a regular file; give a file")
@@ -302,6 +351,9 @@ def search(
                          exact=exact, collapse_duplicates=collapse).validated()
     if k > lib.n_tracks:
         typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
+    allowed = lib.allowed_rows(opts.where, opts.filter_limits)  # remembered: the search below reuses it
+    if allowed is not None and not len(allowed):  # an empty table alone reads as a broken search; exit 0 still
+        typer.echo(f'no track matches --where "{safe_text(where)}"', err=True)
     if query_vectors is not None:
         try:
             vecs = np.atleast_2d(np.load(query_vectors))  # the engine checks dtype, shape, values

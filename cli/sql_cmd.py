@@ -41,7 +41,7 @@ def sql(
         print_json(table.to_pylist())
         return
     if csv_out:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # not csv's \r\n: output is piped into other files
         writer.writerow(table.column_names)
         for row in table.to_pylist():
             writer.writerow([row[c] for c in table.column_names])

@@ -28,7 +28,7 @@ from songseek.engine.analysis.track_match import (
     TrackMatcher,
     no_match_error,
     pick_column,
-    read_csv_rows,
+    read_csv_records,
     row_name,
 )
 from songseek.engine.encoders.base import EncoderInfo
@@ -336,7 +336,8 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     caption) it was rated against, and a system column. Scores must lie in 1-5."""
 
     path = Path(path).expanduser()
-    rows = read_csv_rows(path, ("track_id", "path"))
+    records = read_csv_records(path, ("track_id", "path"))
+    rows = [row for _, row in records]
     imp_col = pick_column(rows[0], IMPRESSION_COLUMNS)
     if imp_col is None:
         raise UsageError(f"{path}: needs an impression column ({', '.join(IMPRESSION_COLUMNS)})")
@@ -348,7 +349,7 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     sys_col = system_column.strip().lower() if system_column.strip().lower() in rows[0] else None
     matcher = TrackMatcher(tracks, path.parent)
     ids, imp, ali, prompts, systems, unmatched = [], [], [], [], [], []
-    for i, row in enumerate(rows, start=2):
+    for i, row in records:
         tid = matcher.match(row)
         if tid is None:
             unmatched.append(row_name(row, i))
@@ -397,7 +398,8 @@ def read_prompts(path: str | Path, tracks: pa.Table) -> Prompts:
     """Read a prompts CSV (``track_id`` or ``path``, and a prompt column) against a library's tracks table.
     A file none of whose rows matches a track is refused: it would give no track an alignment score."""
     path = Path(path).expanduser()
-    rows = read_csv_rows(path, ("track_id", "path"))
+    records = read_csv_records(path, ("track_id", "path"))
+    rows = [row for _, row in records]
     col = pick_column(rows[0], PROMPT_COLUMNS)
     if col is None:
         raise UsageError(f"{path}: needs a prompt column ({', '.join(PROMPT_COLUMNS)})")
@@ -405,7 +407,7 @@ def read_prompts(path: str | Path, tracks: pa.Table) -> Prompts:
     by_track: dict[str, str] = {}
     unmatched: list[str] = []
     matched = 0
-    for i, row in enumerate(rows, start=2):
+    for i, row in records:
         tid = matcher.match(row)
         if tid is None:
             unmatched.append(row_name(row, i))

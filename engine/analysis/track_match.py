@@ -9,6 +9,7 @@ matches is an error (``no_match_error``), one where some do not a warning (``som
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,19 +44,36 @@ def some_unmatched_note(path: Path, unmatched: Sequence[str], rows: int, consequ
 
 def read_csv_rows(path: Path, required_any: Sequence[str] = ()) -> list[dict[str, str]]:
     """Rows of a CSV file with a header (column names lower-cased and stripped)."""
+    return [row for _, row in read_csv_records(path, required_any)]
+
+
+def read_csv_records(path: Path, required_any: Sequence[str] = ()) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of each row of a CSV file with a header (column names lower-cased and stripped).
+    The number is the line the row starts on in the file, for messages (a quoted cell may span lines)."""
     path = Path(path).expanduser()
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+            text = fh.read()
+        reader = csv.DictReader(io.StringIO(_without_stray_cr(text), newline=""))
+        records, line = [], 2
+        for row in reader:
+            records.append((line, {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}))
+            line = reader.line_num + 1
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path}: cannot read the CSV ({exc})") from exc
-    if not rows:
+    if not records:
         raise UsageError(f"{path}: no rows (a header line and one row per track expected)")
-    if required_any and not any(c in rows[0] for c in required_any):
+    if required_any and not any(c in records[0][1] for c in required_any):
         raise UsageError(f"{path}: needs a column named one of {', '.join(required_any)}; "
-                         f"found {', '.join(rows[0])}")
-    return rows
+                         f"found {', '.join(records[0][1])}")
+    return records
+
+
+def _without_stray_cr(text: str) -> str:
+    """``text`` without the carriage returns of Windows line ends (CRLF), also where a line was extended
+    after one: `songseek sql --csv` output from an older version, or a Windows tool, run through
+    ``sed 's/$/,3.0/'`` gives ``path\r,3.0``, which csv would split into two rows at the ``\r``."""
+    return text.replace("\r\n", "\n").replace("\r,", ",")
 
 
 def pick_column(row: dict[str, str], names: Sequence[str]) -> str | None:

@@ -97,14 +97,19 @@ class FilterLimits:
 DEFAULT_LIMITS = FilterLimits()
 
 
-def _connect(tables: dict[str, pa.Table], limits: FilterLimits) -> Any:
+def _connect(tables: dict[str, pa.Table], limits: FilterLimits, tag_lookup: bool = False) -> Any:
+    """``tag_lookup``: tag() looks the value up by the row's track_id (for `songseek sql`, whose FROM clause
+    need not hold the tags columns) instead of reading the joined column (the ``where`` macro)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
     for name, table in tables.items():
         con.register(name, table)
     if "tags" in tables:
-        _tag_macro(con, tables["tags"].column_names)
+        if tag_lookup:
+            _tag_lookup_macro(con, tables["tags"])
+        else:
+            _tag_macro(con, tables["tags"].column_names)
     con.execute("SET temp_directory = ''")  # never spill to a .tmp folder in the working directory
     con.execute("SET enable_external_access = false")
     con.execute(f"SET memory_limit = '{int(limits.memory_mb)}MB'")  # a runaway query fails, not the machine
@@ -137,7 +142,7 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str, limits: FilterLimi
     statement = f"SELECT track_id FROM {source} WHERE (\n{where}\n)"
     con = _connect(tables, limits)
     try:
-        _check_predicate(con, statement, f"SELECT track_id FROM {source} WHERE (TRUE)", tables)
+        _check_predicate(con, statement, f"SELECT track_id FROM {source} WHERE (TRUE)", tables, where)
         result = _run(con, statement, limits, lambda first: f"bad where predicate: {first}. "
                       f"Columns: {', '.join(_columns(tables))}")
     finally:
@@ -155,31 +160,46 @@ def conjoin(predicates: list[str]) -> str:
     Each must close every parenthesis it opens, outside strings and comments, or it could reach past its
     own: ``true) OR (true`` ANDed with ``artist = 'X'`` would select every track. QueryError otherwise.
     Each stands on lines of its own, so that a trailing -- comment cannot swallow what follows."""
-    import duckdb
-
     for where in predicates:
-        tokens = duckdb.tokenize(where)
-        ends = [pos for pos, _ in tokens[1:]] + [len(where)]
-        depth = 0
-        for (pos, kind), end in zip(tokens, ends, strict=True):
-            if kind == duckdb.token_type.operator:
-                for ch in where[pos:end]:
-                    depth += (ch == "(") - (ch == ")")
-                    if depth < 0:
-                        raise QueryError("bad where predicate: a ')' closes a parenthesis it did not open")
+        lowest, depth = _paren_depths(where)
+        if lowest < 0:
+            raise QueryError("bad where predicate: a ')' closes a parenthesis it did not open")
         if depth:
             raise QueryError("bad where predicate: a '(' is never closed")
     return " AND ".join(f"(\n{w}\n)" for w in predicates)
 
 
-def _parse(con: Any, statement: str) -> dict[str, Any]:
-    """DuckDB's syntax tree of ``statement`` (json_serialize_sql); QueryError when it does not parse."""
+def _paren_depths(where: str) -> tuple[int, int]:
+    """(lowest, final) parenthesis depth of ``where``, outside strings and comments (DuckDB's tokenizer)."""
+    import duckdb
+
+    tokens = duckdb.tokenize(where)
+    ends = [pos for pos, _ in tokens[1:]] + [len(where)]
+    depth = lowest = 0
+    for (pos, kind), end in zip(tokens, ends, strict=True):
+        if kind == duckdb.token_type.operator:
+            for ch in where[pos:end]:
+                depth += (ch == "(") - (ch == ")")
+                lowest = min(lowest, depth)
+    return lowest, depth
+
+
+def _parse(con: Any, statement: str, where: str | None = None) -> dict[str, Any]:
+    """DuckDB's syntax tree of ``statement`` (json_serialize_sql); QueryError when it does not parse.
+    ``where``: the user's predicate, which ``statement`` ends with (then "\n)"), for the message."""
     try:
         raw = con.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()[0][0]
         tree = json.loads(raw)
     except Exception as exc:  # duckdb raises many error types
         raise QueryError(f"bad where predicate: {_first_line(exc)}") from None
     if tree.get("error"):
+        if (where is not None and _int(tree.get("position")) >= len(statement) - 2
+                and _paren_depths(where)[0] >= 0):
+            # the error sits on the ")" this module wrapped around the predicate, which the user's text did not
+            # close early: the text ended before its expression did
+            shown = json.dumps(where if len(where) <= 80 else where[:77] + "...", ensure_ascii=False)
+            why = "a '(' is never closed" if _paren_depths(where)[1] else "an operand is missing at its end"
+            raise QueryError(f"bad where predicate {shown}: incomplete expression ({why})")
         raise QueryError(f"bad where predicate: {_first_line(tree.get('error_message', 'does not parse'))}")
     statements = tree.get("statements", [])
     if len(statements) != 1:
@@ -188,8 +208,9 @@ def _parse(con: Any, statement: str) -> dict[str, Any]:
     return node
 
 
-def _check_predicate(con: Any, statement: str, reference: str, tables: dict[str, pa.Table]) -> None:
-    node, ref = _parse(con, statement), _parse(con, reference)
+def _check_predicate(con: Any, statement: str, reference: str, tables: dict[str, pa.Table],
+                     predicate: str) -> None:
+    node, ref = _parse(con, statement, predicate), _parse(con, reference)
     where = node.get("where_clause")
     if (_strip({k: v for k, v in node.items() if k != "where_clause"})
             != _strip({k: v for k, v in ref.items() if k != "where_clause"})):
@@ -293,6 +314,13 @@ def _stop(con: Any, done: threading.Event, patience_s: float = 10.0) -> None:
             return
 
 
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1
+
+
 def _first_line(exc: object) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -302,7 +330,7 @@ def _tag_macro(con: Any, columns: list[str]) -> None:
     """``tag('Hip Hop')`` → column ``tag_hip_hop``; an unknown label is an error that lists the known ones,
     not a silent NULL. The label is slugged by the tagger's own function (engine/slug.py), not by
     SQL, so the two cannot disagree; on a constant label DuckDB calls it once per query."""
-    slugs = [c[len(TAG_PREFIX):] for c in columns if re.fullmatch(TAG_PREFIX + "[a-z0-9_]+", c)]
+    slugs = _tag_slugs(columns)
     if not slugs:
         return
     con.create_function("songseek_tag_slug", slug_or_empty, ["VARCHAR"], "VARCHAR", side_effects=False)
@@ -310,6 +338,45 @@ def _tag_macro(con: Any, columns: list[str]) -> None:
     known = ", ".join(slugs)[:300].replace("'", "")
     con.execute(f"CREATE MACRO tag(label) AS CASE songseek_tag_slug(label) {cases} "
                 f"ELSE error('unknown tag ' || label || '; known tags: {known}') END")
+
+
+def _tag_slugs(columns: list[str]) -> list[str]:
+    return [c[len(TAG_PREFIX):] for c in columns if re.fullmatch(TAG_PREFIX + "[a-z0-9_]+", c)]
+
+
+def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
+    """``tag('jazz')`` for `songseek sql`: the tags table's ``tag_jazz`` of the row's ``track_id``, in any
+    FROM clause that has one track_id column (``FROM tracks`` has no tag columns for the ``where`` macro to
+    read). NULL for a track without tags, as in ``where``'s LEFT JOIN; an unknown label is an error."""
+    import pyarrow.compute as pc
+
+    slugs = _tag_slugs(tags.column_names)
+    if not slugs or "track_id" not in tags.column_names:
+        return
+    ids = tags.column("track_id").combine_chunks()
+    # float32 scores stay float32, so that a value prints as it does through `--where`
+    out = pa.float32() if all(tags.schema.field(TAG_PREFIX + s).type == pa.float32() for s in slugs) else pa.float64()
+    known = ", ".join(slugs)[:300]
+
+    def lookup(labels: Any, track_ids: Any) -> Any:
+        rows = pc.index_in(track_ids, value_set=ids)
+        result = pa.nulls(len(track_ids), out)
+        for label in pc.unique(labels).to_pylist():
+            if label is None:  # the macro refuses a NULL label; a NULL track_id row stays NULL
+                continue
+            slug = slug_or_empty(label)
+            if slug not in slugs:
+                raise ValueError(f"unknown tag {label!r}; known tags: {known}")
+            values = tags.column(TAG_PREFIX + slug).combine_chunks().cast(out).take(rows)
+            result = pc.if_else(pc.equal(labels, label), values, result)
+        return result
+
+    con.create_function("songseek_tag_lookup", lookup, ["VARCHAR", "VARCHAR"], "FLOAT" if out == pa.float32()
+                        else "DOUBLE", type="arrow", null_handling="special", side_effects=False)
+    # The error() branch also keeps DuckDB from binding the body at CREATE time, where track_id has no table
+    # (the where macro's ELSE error() does the same for its tag_ columns).
+    con.execute("CREATE MACRO tag(label) AS CASE WHEN label IS NULL THEN error('tag() needs a label, e.g. "
+                "tag(''jazz'')') ELSE songseek_tag_lookup(label, track_id) END")
 
 
 def _columns(tables: dict[str, pa.Table]) -> list[str]:
@@ -323,7 +390,7 @@ def sql(tables: dict[str, pa.Table], query: str, limits: FilterLimits = DEFAULT_
     """Run a read-only SQL query over the library's tables (for `songseek sql` and notebooks), under the
     same sandbox, memory and time limits as a filter (but without the syntax-tree check)."""
     limits = limits.validated()
-    con = _connect(tables, limits)
+    con = _connect(tables, limits, tag_lookup=True)
     try:
         return _run(con, query, limits, lambda first: f"SQL error: {first}")
     finally:

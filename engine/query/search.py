@@ -51,20 +51,23 @@ def check_query_text(text: str) -> None:
                          "accepted: shorten it (long captions are split into sentence chunks up to that)")
 
 
-def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = MAX_EXCERPT_S) -> tuple[float, float]:
+def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = MAX_EXCERPT_S,
+                   names: tuple[str, str, str] = ("start_s", "end_s", "max_excerpt_s")) -> tuple[float, float]:
     """(start, end) seconds of a query-by-example excerpt, or QueryError for non-finite, negative, empty or
-    over-long ranges; ``end_s=None`` means ``start_s + max_excerpt_s``."""
-    for name, value in (("start_s", start_s), ("end_s", end_s), ("max_excerpt_s", max_excerpt_s)):
+    over-long ranges; ``end_s=None`` means ``start_s + max_excerpt_s``. ``names``: what the messages call
+    the three (the CLI passes its options, --start, --end, --max-excerpt)."""
+    start_name, end_name, max_name = names
+    for name, value in ((start_name, start_s), (end_name, end_s), (max_name, max_excerpt_s)):
         if value is not None and (not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0):
             raise QueryError(f"{name} must be a finite number of seconds, 0 or more (got {value!r})")
     if max_excerpt_s <= 0:
-        raise QueryError(f"max_excerpt_s must be above 0 (got {max_excerpt_s!r})")
+        raise QueryError(f"{max_name} must be above 0 (got {max_excerpt_s!r})")
     end = float(start_s) + max_excerpt_s if end_s is None else float(end_s)
     if end <= start_s:
-        raise QueryError(f"end_s ({end_s:g}) must be after start_s ({start_s:g})")
+        raise QueryError(f"the excerpt end ({end_name}={end:g}) must be after its start ({start_name}={start_s:g})")
     if end - start_s > max_excerpt_s:
         raise QueryError(f"the excerpt {start_s:g}-{end:g} s is {end - start_s:g} s long; at most "
-                         f"max_excerpt_s={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
+                         f"{max_name}={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
     return float(start_s), end
 
 
@@ -255,7 +258,8 @@ class Library:
             if info.name == "precomputed":
                 raise QueryError(
                     f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
-                    "vectors (--query-vectors / vector=), or re-ingest with --encoder NAME --checkpoint CKPT")
+                    "vectors (--query-vectors / vector=), or ingest them into a new library with `songseek ingest "
+                    "FILE --library NEW --encoder NAME --checkpoint CKPT`")
             enc = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
                                info.random_weights)
             check_compatible(self.manifest, enc.info, self.root)

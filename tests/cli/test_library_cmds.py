@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,95 @@ def test_info_on_an_ivf_index_keeps_the_ivf_status(tmp_path: Path) -> None:
     code, out, _ = run("info", "--library", str(lib))
     assert "index_status: up to date (updated incrementally; IVF retrained past 4x its training size)" in out
     assert "nothing to probe" not in out and "exact Flat" not in out
+
+
+def test_the_ingest_commands_errors_suggest_work(tmp_path: Path) -> None:
+    """Both errors that point at `ingest --encoder ... --checkpoint ...` name a command that runs."""
+    from songseek.engine.encoders.fake import DIM
+
+    vectors = tmp_path / "v.parquet"
+    pq.write_table(vector_table(4, DIM, seed=3, max_frames=3), vectors)
+    plain = tmp_path / "plain"
+    assert run("ingest", str(vectors), "--library", str(plain))[0] == 0
+    code, _, err = run("search", "jazz", "--library", str(plain))
+    suggested = re.search(r"`songseek (ingest FILE --library NEW --encoder NAME --checkpoint CKPT)`", err)
+    assert code == 2 and suggested is not None, err
+    new = tmp_path / "new"
+    words = {"FILE": str(vectors), "NEW": str(new), "NAME": "fake", "CKPT": "fake"}
+    code, _, err = run(*[words.get(w, w) for w in suggested[1].split()])
+    assert code == 0, err
+    code, out, err = run("search", "jazz", "--library", str(new), "--json")
+    assert code == 0 and json.loads(out), err
+    # extending a library that has an encoder without naming it: the hint's flags make it work
+    code, _, err = run("ingest", str(vectors), "--library", str(new))
+    hint = re.search(r"Use (--encoder \S+ --checkpoint \S+)", err)
+    assert code == 2 and hint is not None, err
+    code, _, err = run("ingest", str(vectors), "--library", str(new), *hint[1].split())
+    assert code == 0, err
+
+
+def test_ingest_encoder_flags_are_refused_where_they_would_be_dropped(tmp_path: Path) -> None:
+    from songseek.engine.encoders.fake import DIM
+
+    vectors = tmp_path / "v.parquet"
+    pq.write_table(vector_table(2, DIM, seed=4, max_frames=2), vectors)
+    plain = tmp_path / "plain"
+    assert run("ingest", str(vectors), "--library", str(plain))[0] == 0
+    before = _files(plain)
+    code, _, err = run("ingest", str(vectors), "--library", str(plain), "--encoder", "fake")
+    assert code == 2 and "new --library" in err and len(err.strip().splitlines()) == 1
+    assert _files(plain) == before  # nothing was added under the old precomputed label
+    code, _, err = run("ingest", str(vectors), "--library", str(tmp_path / "x"), "--checkpoint", "fake")
+    assert code == 2 and "pass --encoder NAME" in err and not (tmp_path / "x").exists()
+
+
+def test_a_where_matching_nothing_says_so_and_info_text_is_readable(tmp_path: Path) -> None:
+    pq.write_table(vector_table(6, 8, seed=1), tmp_path / "v.parquet")
+    lib = str(tmp_path / "lib")
+    code, _, err = run("ingest", str(tmp_path / "v.parquet"), "--library", lib)
+    assert code == 0, err
+    np.save(tmp_path / "q.npy", np.ones((1, 8), np.float32))
+    code, out, err = run("search", "--query-vectors", str(tmp_path / "q.npy"), "--library", lib,
+                         "--where", "artist = 'nobody'")
+    assert code == 0 and json.loads(out) == [] and 'no track matches --where "artist = \'nobody\'"' in err
+    code, _, err = run("search", "--query-vectors", str(tmp_path / "q.npy"), "--library", lib,
+                       "--where", "artist = 'artist1'")
+    assert code == 0 and "no track matches" not in err
+    code, out, err = run("info", "--library", lib)
+    assert code == 0, err
+    lines = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
+    hours = json.loads(run("info", "--library", lib, "--json")[1])["audio_hours"]
+    assert lines["audio_hours"] == f"{hours:.2f}" != str(hours)  # the JSON keeps every digit
+    assert lines["duplicates"] == "groups=0, tracks=0, by_level=-, found=False"
+    assert lines["rerank"].startswith("rerank=auto, params.gamma_k=") and "{" not in lines["rerank"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "0"], "--window 0: must be above 0"),
+    (["--hop", "-1", "--workers", "0"], "--hop -1, --workers 0: must be above 0"),
+])
+def test_bad_index_numbers_name_only_the_options_given(tmp_path: Path, args: list[str], message: str) -> None:
+    """--commit-every is hidden; the message listed it for a bad --window."""
+    write_wav(tmp_path / "music" / "a.wav", tone_track([110], 10, 0))
+    code, _, err = run("index", str(tmp_path / "music"), "--library", str(tmp_path / "lib"), "--encoder", "fake",
+                       *args)
+    assert code == 2 and message in err and "commit-every" not in err
+
+
+def test_batch_query_help_says_the_output_is_json() -> None:
+    code, out, _ = run("search", "--help")
+    flat = " ".join(out.replace("│", " ").split())  # rich's boxes cut the help text into columns
+    assert code == 0 and flat.count("Prints JSON: one array of hits per query") == 2, flat
+
+
+@pytest.mark.parametrize("encoder", ["clap", "laion"])
+def test_index_with_no_network_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       encoder: str) -> None:
+    from tests.engine.encoder_helpers import unreachable_hub
+
+    hub = unreachable_hub(monkeypatch, tmp_path)
+    music = tmp_path / "music"
+    write_wav(music / "a.wav", tone_track([440], 10, 0))
+    code, _, err = run("index", str(music), "--library", str(tmp_path / "lib"), "--encoder", encoder)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    assert "unreachable" in err and hub.probes() == 1 and not hub.repo_requests("laion")

@@ -75,3 +75,31 @@ def test_bad_or_file_touching_queries_are_one_line_errors(lib: tuple[Path, list[
     code, out, err = run(query, "--library", str(lib[0]))
     assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
     assert not Path("/tmp/songseek-sql-leak.csv").exists()
+
+
+def test_csv_lines_end_in_a_bare_newline(lib: tuple[Path, list[dict]]) -> None:
+    """csv's default \\r\\n left a \\r after each path when the output became a ratings file."""
+    code, out, _ = run("SELECT path FROM tracks ORDER BY path", "--library", str(lib[0]), "--csv")
+    assert code == 0 and "\r" not in out and out.count("\n") == 13
+
+
+def test_tag_macro_reads_the_tags_table_from_any_from_clause(lib: tuple[Path, list[dict]]) -> None:
+    """`sql` is the --where sandbox: tag('jazz') must work FROM tracks too, which has no tag_ columns."""
+    from songseek.engine.storage.writer import LibraryWriter
+
+    root = lib[0]
+    ids = sorted({r["track_id"] for r in lib[1]})
+    scores = [round(0.1 * i, 1) for i in range(len(ids) - 1)]  # the last track has no tags row: NULL
+    with LibraryWriter(root) as w:
+        w.put_table("tags", pa.table({"track_id": ids[:-1], "tag_hip_hop": pa.array(scores, pa.float32())}))
+        w.commit()
+    code, out, err = run("SELECT max(tag('Hip Hop')) AS m, count(tag('hip hop')) AS n FROM tracks", "--library",
+                         str(root), "--json")
+    assert code == 0, err
+    assert json.loads(out) == [{"m": pytest.approx(max(scores)), "n": len(scores)}]
+    code, out, err = run("SELECT t.track_id FROM tracks t WHERE tag('hip_hop') > 0.45 ORDER BY 1", "--library",
+                         str(root), "--json")
+    assert code == 0, err
+    assert [r["track_id"] for r in json.loads(out)] == [t for t, s in zip(ids, scores) if s > 0.45]
+    code, out, err = run("SELECT tag('polka') FROM tracks", "--library", str(root))
+    assert code == 2 and "unknown tag 'polka'; known tags: hip_hop" in err and len(err.strip().splitlines()) == 1

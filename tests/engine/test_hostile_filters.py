@@ -52,6 +52,16 @@ def test_conjoin_keeps_each_predicate_inside_its_own_parentheses() -> None:
             conjoin([escape, "artist = 'nobody'"])
 
 
+@pytest.mark.parametrize("where", ["artist=", "year > 2000 AND", "(year > 2000", "year > 2000 -- c\nAND"])
+def test_an_incomplete_predicate_is_named_not_the_parenthesis_wrapped_around_it(where: str) -> None:
+    """DuckDB reported 'syntax error at or near ")"': a ')' the user never typed."""
+    with pytest.raises(QueryError) as err:
+        filter_track_ids(_tables(), where)
+    assert str(err.value).startswith(f'bad where predicate "{where}": incomplete expression'.replace("\n", "\\n"))
+    with pytest.raises(QueryError, match='syntax error at or near "bar"'):  # errors inside the text stay DuckDB's
+        filter_track_ids(_tables(), "artist bar")
+
+
 @pytest.mark.parametrize("where, message", [
     ("length(repeat(path, 1000000000)) > 0", r"function repeat\(\) is not allowed"),
     ("length(lpad(path, 2000000000, 'x')) > 0", r"function lpad\(\) is not allowed"),

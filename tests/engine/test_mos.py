@@ -120,6 +120,24 @@ def test_read_ratings_matches_paths_and_reports_unmatched(tmp_path: Path) -> Non
         read_ratings(bad, Library.open(root).tracks)
 
 
+def test_crlf_and_stray_carriage_returns_are_read_and_errors_name_the_real_line(tmp_path: Path) -> None:
+    """A CRLF path list extended with sed (`path\\r,3.0`) was split at the \\r: 'line 2: impression ''
+    is not a number' on a line that held 3.0."""
+    root, _, _ = _rated_library(tmp_path, 12)
+    tracks = Library.open(root).tracks
+    csv = tmp_path / "ratings.csv"
+    csv.write_bytes(b"path\r,impression\r\n/music/t000.wav\r,3.0\r\n/music/t001.wav,4.0\r\n")
+    r = read_ratings(csv, tracks)
+    assert r.track_ids == ("t000", "t001") and r.unmatched == ()
+    np.testing.assert_allclose(r.impression, [3.0, 4.0])
+    # a quoted cell spans lines 2-3, so the bad row is on line 4 (counting records would say line 3)
+    csv.write_bytes(b'track_id,impression,note\r\nt000,3.0,"two\r\nlines"\r\nt001,x9,\r\n')
+    with pytest.raises(UsageError, match=r"line 4: impression 'x9' is not a number"):
+        read_ratings(csv, tracks)
+    csv.write_text('track_id,prompt\nt000,"calm\npiano"\nt001,loud drums\n', newline="")
+    assert read_prompts(csv, tracks).by_track == {"t000": "calm\npiano", "t001": "loud drums"}
+
+
 def test_repeated_ratings_of_a_track_are_averaged_into_one_example(tmp_path: Path) -> None:
     """One row per rater is common; left as rows, a clip could sit on both sides of a train/test split."""
     root, _, _ = _rated_library(tmp_path, 12)
