@@ -329,18 +329,26 @@ class Ratings:
                        pick(self.systems), self.unmatched)
 
 
+def _keyed_csv(path: str | Path, names: tuple[str, ...],
+               what: str) -> tuple[Path, list[tuple[int, dict[str, str]]], str]:
+    """A CSV keyed by ``track_id`` or ``path``: its path, (line, row) records and the column of ``names``
+    it has (the first found); refused in one line without one."""
+    path = Path(path).expanduser()
+    records = read_csv_records(path, ("track_id", "path"))
+    col = pick_column(records[0][1], names)
+    if col is None:
+        raise UsageError(f"{path}: needs {what} column ({', '.join(names)})")
+    return path, records, col
+
+
 def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "system") -> Ratings:
     """Read a ratings CSV against a library's tracks table (pyarrow): one row per rated track with
     ``track_id`` or ``path``, an impression column (impression / musical_impression / mi / overall), and
     optionally an alignment column (alignment / textual_alignment / ta) with the ``prompt`` (or text /
     caption) it was rated against, and a system column. Scores must lie in 1-5."""
 
-    path = Path(path).expanduser()
-    records = read_csv_records(path, ("track_id", "path"))
+    path, records, imp_col = _keyed_csv(path, IMPRESSION_COLUMNS, "an impression")
     rows = [row for _, row in records]
-    imp_col = pick_column(rows[0], IMPRESSION_COLUMNS)
-    if imp_col is None:
-        raise UsageError(f"{path}: needs an impression column ({', '.join(IMPRESSION_COLUMNS)})")
     ali_col = pick_column(rows[0], ALIGNMENT_COLUMNS)
     prompt_col = pick_column(rows[0], PROMPT_COLUMNS)
     if ali_col is not None and prompt_col is None:
@@ -397,12 +405,8 @@ class Prompts:
 def read_prompts(path: str | Path, tracks: pa.Table) -> Prompts:
     """Read a prompts CSV (``track_id`` or ``path``, and a prompt column) against a library's tracks table.
     A file none of whose rows matches a track is refused: it would give no track an alignment score."""
-    path = Path(path).expanduser()
-    records = read_csv_records(path, ("track_id", "path"))
+    path, records, col = _keyed_csv(path, PROMPT_COLUMNS, "a prompt")
     rows = [row for _, row in records]
-    col = pick_column(rows[0], PROMPT_COLUMNS)
-    if col is None:
-        raise UsageError(f"{path}: needs a prompt column ({', '.join(PROMPT_COLUMNS)})")
     matcher = TrackMatcher(tracks, path.parent)
     by_track: dict[str, str] = {}
     unmatched: list[str] = []
