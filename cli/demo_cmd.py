@@ -6,6 +6,7 @@ pipeline working (windows, fusion, segment times) — not how well CLAP models d
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def demo(
     meta_path = music / "synth.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("seed") != seed or meta.get("n_tracks") != tracks:
+        if meta:  # another seed or size: start over, or the old set's files would stay indexed beside the new
+            console.print(f"    replacing the demo set of seed {meta.get('seed')} ({meta.get('n_tracks')} tracks) "
+                          f"in {out}")
+            _remove_demo_set(music, library)
         console.print(f"[bold]1/3[/] generating {tracks} synthetic tracks (seed {seed}) in {music} …")
         summary = write_dataset(music, tracks, seed)
         console.print(f"    {summary.audio_s / 60:.1f} min of audio in {summary.elapsed_s:.1f} s")
@@ -91,3 +96,12 @@ def demo(
 def _mmss(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}:{s % 60:02d}"
+
+
+def _remove_demo_set(music: Path, library: Path) -> None:
+    """Delete a previous demo's music folder (it holds synth.json, so the demo wrote it) and its library
+    (only when it is a songseek library: a manifest.json is there)."""
+    shutil.rmtree(music)
+    if (library / "manifest.json").is_file():
+        shutil.rmtree(library)
+

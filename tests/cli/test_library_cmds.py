@@ -121,6 +121,18 @@ def test_demo_runs_end_to_end_on_three_tracks(tmp_path: Path) -> None:
     assert "three searches" in out and "of 3 queries" in out
 
 
+def test_demo_with_another_seed_replaces_its_set_instead_of_mixing_two(tmp_path: Path) -> None:
+    from songseek.engine.query.search import Library
+
+    out_dir = tmp_path / "demo"
+    for seed in ("5", "6"):
+        code, out, err = run("demo", "--out", str(out_dir), "--tracks", "3", "--seed", seed, "-k", "3")
+        assert code == 0, err
+    assert "replacing the demo set of seed 5 (3 tracks)" in out
+    assert len(list((out_dir / "music" / "audio").iterdir())) == 3
+    assert Library.open(out_dir / "library").n_tracks == 3
+
+
 def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from songseek.engine.query.search import Library
