@@ -58,6 +58,9 @@ SEGMENT_RULES = ("span", "attention", "kernel")
 _FLOOR_EPS = 1e-9
 
 
+MIN_TEMPERATURE = 1e-6  # below it 1/tau times a similarity overflows to inf, and the softmax gives NaN
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """Parameters of the fused rerank score.
@@ -113,8 +116,10 @@ class FusionParams:
             raise UsageError(f"{where}: span_exponent must be a number in [0, 1], got {self.span_exponent!r}")
         if not (math.isfinite(self.segment_kernel) and self.segment_kernel >= 0):
             raise UsageError(f"{where}: segment_kernel must be >= 0 (0 = kernel), got {self.segment_kernel!r}")
-        if not (self.temperature > 0):  # inf is allowed (uniform attention), NaN and <= 0 are not
-            raise UsageError(f"{where}: temperature must be > 0, got {self.temperature!r}")
+        # inf is allowed (uniform attention); NaN, <= 0, and values so small that 1/tau overflows are not
+        if not (self.temperature >= MIN_TEMPERATURE):
+            raise UsageError(f"{where}: temperature must be > 0 (at least {MIN_TEMPERATURE:g}, which already "
+                             f"picks the best window), got {self.temperature!r}")
         if not (math.isfinite(self.mean_weight) and self.mean_weight >= 0):
             raise UsageError(f"{where}: mean_weight must be a finite number >= 0, got {self.mean_weight!r}")
         if not (math.isfinite(self.hedge_weight) and self.hedge_weight >= 1):
