@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from songseek.engine.errors import SongseekError
+from songseek.engine.errors import QueryError, SongseekError
 
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
@@ -315,7 +316,6 @@ def search(
 
     import numpy as np
 
-    from songseek.engine.errors import QueryError
     from songseek.engine.query.filters import FilterLimits
     from songseek.engine.query.fusion import params_for_hop
     from songseek.engine.query.search import Library, SearchOptions, check_query_text, excerpt_bounds
@@ -325,6 +325,8 @@ def search(
         raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
     if query is not None:
         check_query_text(query)  # before opening the library: a typo fails fast
+    _check_positive({"--where-timeout": where_timeout, "--kernel-s": kernel_s, "--stride-s": stride_s,
+                     "--segment-s": segment_s})  # named as typed here; the engine's own checks say kernel_s
     limits = FilterLimits(timeout_s=where_timeout).validated()
     if audio is not None:
         excerpt_bounds(start, end, max_excerpt, names=("--start", "--end", "--max-excerpt"))
@@ -419,3 +421,11 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
 def _mmss(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}:{s % 60:02d}"
+
+
+def _check_positive(options: dict[str, float | None]) -> None:
+    """QueryError naming the first option given that is not a finite number above 0."""
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise QueryError(f"{name} must be a finite number of seconds above 0 (got {value!r})")
+

@@ -356,3 +356,12 @@ def test_index_with_no_network_fails_fast_in_one_line(tmp_path: Path, monkeypatc
     code, _, err = run("index", str(music), "--library", str(tmp_path / "lib"), "--encoder", encoder)
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
     assert "unreachable" in err and hub.probes() == 1 and not hub.repo_requests("laion")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--kernel-s", "0"), ("--stride-s", "-2"), ("--segment-s", "nan"),
+                                               ("--where-timeout", "inf")])
+def test_search_number_errors_name_the_option_as_typed(tmp_path: Path, option: str, value: str) -> None:
+    code, _, err = run("search", "hello", "--library", str(tmp_path / "lib"), option, value)
+    assert code == 2 and err.strip().splitlines() == [err.strip()]
+    assert err.startswith(f"error: {option} must be a finite number of seconds above 0")
+
