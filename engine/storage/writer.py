@@ -70,17 +70,23 @@ class LibraryWriter:
         self.root = Path(root)
         self._lock_fd: int | None = None
         self._made: Path | None = None  # the topmost folder this writer created (removed again if unused)
+        self._made_lock = False
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"library {self.root} is a file, not a folder")
         if new_manifest is None and not (self.root / MANIFEST_NAME).is_file():
             read_manifest(self.root)  # a mistyped --library fails here, naming the fix, before anything is made
         self._made = _missing_top(self.root)
+        self._made_lock = not (self.root / LOCK_NAME).exists()  # only a lock file this writer made is removed
         self._lock_fd = _acquire_lock(self.root, wait, create=new_manifest is not None)
         try:
             if (self.root / MANIFEST_NAME).exists():
                 self.manifest = read_manifest(self.root)
             elif new_manifest is None:
                 raise LibraryError(f"no library at {self.root}")
+            elif any(_OWN_FILE.fullmatch(p.name) and not p.is_dir() for p in self.root.iterdir()):
+                # a library whose manifest is gone: starting afresh would delete the shards repair rebuilds from
+                raise LibraryError(f"{self.root} holds library files but no {MANIFEST_NAME}; run `songseek repair "
+                                   f"--library {self.root}` to rebuild it from them (nothing was changed)")
             else:
                 self.manifest = replace(new_manifest, songseek_version=__version__)
             self._tracks: dict[str, dict[str, Any]] = {}
@@ -296,6 +302,8 @@ class LibraryWriter:
     def _remove_unused(self) -> None:
         """A run that never committed leaves no library behind: drop the lock file, then the folders this
         writer created while they are empty (a waiting writer notices the unlinked lock and takes a new one)."""
+        if not self._made_lock:
+            return  # a folder that was there with its lock (a library whose manifest is gone): leave all as found
         (self.root / LOCK_NAME).unlink(missing_ok=True)
         if self._made is None:
             return
@@ -466,10 +474,15 @@ def _missing_top(root: Path) -> Path | None:
 def _acquire_lock(root: Path, wait: bool, create: bool = False) -> int:
     """Lock ``root`` (``create``: making the folder first). A writer that gives up on a new library unlinks
     its lock file (LibraryWriter.close): a lock taken on an unlinked file locks nothing, so take a fresh one."""
-    while True:
-        if create:
-            root.mkdir(parents=True, exist_ok=True)
-        fd = _lock_file(root, wait)
+    for _ in range(_LOCK_TRIES):
+        try:
+            if create:
+                root.mkdir(parents=True, exist_ok=True)
+            fd = _lock_file(root, wait)
+        except (_FolderVanished, FileNotFoundError):
+            if not create:
+                raise LibraryError(f"no library at {root} (the folder is gone)") from None
+            continue  # a writer that gave up on this new library removed the folder between our steps
         try:
             now = os.stat(root / LOCK_NAME, follow_symlinks=False)
         except FileNotFoundError:
@@ -478,6 +491,14 @@ def _acquire_lock(root: Path, wait: bool, create: bool = False) -> int:
         if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
             return fd
         os.close(fd)
+    raise LibraryError(f"cannot lock the library {root}: its lock file kept being replaced; try again")
+
+
+_LOCK_TRIES = 100  # each retry needs another writer to remove the lock: this only stops a pathological loop
+
+
+class _FolderVanished(Exception):
+    """The library folder disappeared between mkdir and opening its lock (``_acquire_lock`` retries)."""
 
 
 def _lock_file(root: Path, wait: bool) -> int:
@@ -486,6 +507,8 @@ def _lock_file(root: Path, wait: bool) -> int:
         # O_NOFOLLOW: a .lock that is a symlink must not make us create or overwrite a file elsewhere;
         # O_NONBLOCK: a FIFO planted as .lock must not hang the open.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        raise _FolderVanished() from None
     except OSError as exc:
         if exc.errno == errno.ELOOP or path.is_symlink():
             raise LibraryError(f"{path} is a symbolic link, not a lock file; remove it and try again") from None

@@ -335,3 +335,34 @@ def test_writer_waiting_on_a_new_library_that_gives_up_takes_a_fresh_lock(tmp_pa
     t.join(10)
     assert done == ["ok"] and Library.open(root).tracks.num_rows == 1
     assert (root / ".lock").read_text() == f"songseek pid {os.getpid()}"
+
+
+def test_a_writer_whose_new_folder_vanishes_before_its_lock_opens_retries(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the interleaving a reviewer forced: B has made the folder, A gives up and removes it, B opens .lock
+    root = tmp_path / "new" / "lib"
+    first = LibraryWriter(root, manifest())
+    real = writer_mod._lock_file
+
+    def first_gives_up_in_between(r: Path, wait: bool) -> int:
+        monkeypatch.setattr(writer_mod, "_lock_file", real)
+        first.close()
+        return real(r, wait)
+
+    monkeypatch.setattr(writer_mod, "_lock_file", first_gives_up_in_between)
+    with LibraryWriter(root, manifest(), wait=True) as second:
+        add(second, np.random.default_rng(0), "a")
+        second.commit()
+    assert Library.open(root).tracks.num_rows == 1
+
+
+def test_indexing_into_a_library_whose_manifest_is_gone_keeps_its_files(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    with LibraryWriter(root, manifest()) as w:
+        add(w, np.random.default_rng(0), "a")
+        w.commit()
+    (root / "manifest.json").unlink()
+    before = sorted(p.name for p in root.iterdir())
+    with pytest.raises(LibraryError, match="holds library files but no manifest.json; run `songseek repair"):
+        LibraryWriter(root, manifest())
+    assert sorted(p.name for p in root.iterdir()) == before
