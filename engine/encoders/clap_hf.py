@@ -194,13 +194,20 @@ def load_tokenizer(source: str, local_only: bool) -> Any:
     path = Path(source).expanduser()
     if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
         return None
+    where = str(path) if path.is_dir() else source
+
+    def with_vocabulary(local_files_only: bool) -> Any:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
+        if len(tok) <= len(set(tok.all_special_tokens)):
+            # a cache holding only config.json (a first download of the weights) gives this empty
+            # tokenizer without an error: raise, so that cache_first downloads the vocabulary files
+            raise FileNotFoundError(f"{where}: no tokenizer vocabulary")
+        return tok
+
     try:
-        where = str(path) if path.is_dir() else source
-        tok = cache_first(lambda lo: AutoTokenizer.from_pretrained(where, local_files_only=lo),
-                          local_only or path.is_dir())
+        return cache_first(with_vocabulary, local_only or path.is_dir())
     except Exception:
         return None
-    return tok if len(tok) > len(set(tok.all_special_tokens)) else None
 
 
 def load_parts(source: str, local: bool) -> tuple[Any, Any]:

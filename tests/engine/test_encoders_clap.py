@@ -255,3 +255,29 @@ def test_device_matches_cpu(tiny_dir: Path, device: str) -> None:
     wav = synth_audio(3)
     np.testing.assert_allclose(dev.embed_audio(wav), cpu.embed_audio(wav), atol=1e-4)
     np.testing.assert_allclose(dev.embed_text(TEXTS), cpu.embed_text(TEXTS), atol=1e-4)
+
+
+def test_a_cached_config_without_vocabulary_downloads_the_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first download of the weights caches config.json only; from it transformers builds a tokenizer of
+    special tokens alone, without an error. That must count as a cache miss, so the vocabulary is fetched."""
+    import transformers
+
+    from songseek.engine.encoders import _hub
+
+    class Tok:
+        def __init__(self, n: int) -> None:
+            self.n, self.all_special_tokens = n, ["<s>", "</s>", "<pad>", "<unk>", "<mask>"]
+
+        def __len__(self) -> int:
+            return self.n
+
+    calls: list[bool] = []
+
+    def from_pretrained(source: str, local_files_only: bool = False) -> Tok:
+        calls.append(local_files_only)
+        return Tok(5 if local_files_only else 50_265)  # the cache: specials only; the hub: the vocabulary
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(_hub, "hub_problem", lambda: None)  # the hub answers
+    tok = clap_hf.load_tokenizer("laion/clap-htsat-unfused", local_only=False)
+    assert tok is not None and len(tok) == 50_265 and calls == [True, False]
