@@ -353,13 +353,34 @@ def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
     slugs = _tag_slugs(tags.column_names)
     if not slugs or "track_id" not in tags.column_names:
         return
-    ids = tags.column("track_id").combine_chunks()
     # float32 scores stay float32, so that a value prints as it does through `--where`
     out = pa.float32() if all(tags.schema.field(TAG_PREFIX + s).type == pa.float32() for s in slugs) else pa.float64()
     known = ", ".join(slugs)[:300]
+    # DuckDB calls lookup once per chunk (2048 rows): the track_id -> tags row index and each tag column cast
+    # to `out` are built once (on the first call, so a query without tag() pays nothing), and a chunk costs
+    # O(chunk), not a rehash of the whole tags table (11 s at 400k tracks).
+    lock = threading.Lock()
+    index: dict[Any, int] = {}
+    built: list[bool] = []
+    columns: dict[str, pa.Array] = {}
+
+    def row_index() -> dict[Any, int]:
+        with lock:
+            if not built:
+                ids = tags.column("track_id").to_pylist()
+                # the first tags row of a duplicated track_id wins; a NULL track_id matches nothing (LEFT JOIN)
+                index.update((k, i) for i, k in zip(range(len(ids) - 1, -1, -1), reversed(ids)) if k is not None)
+                built.append(True)
+            return index
+
+    def column(slug: str) -> pa.Array:
+        with lock:
+            if slug not in columns:
+                columns[slug] = tags.column(TAG_PREFIX + slug).combine_chunks().cast(out)
+            return columns[slug]
 
     def lookup(labels: Any, track_ids: Any) -> Any:
-        rows = pc.index_in(track_ids, value_set=ids)
+        rows = None
         result = pa.nulls(len(track_ids), out)
         for label in pc.unique(labels).to_pylist():
             if label is None:  # the macro refuses a NULL label; a NULL track_id row stays NULL
@@ -367,7 +388,10 @@ def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
             slug = slug_or_empty(label)
             if slug not in slugs:
                 raise ValueError(f"unknown tag {label!r}; known tags: {known}")
-            values = tags.column(TAG_PREFIX + slug).combine_chunks().cast(out).take(rows)
+            if rows is None:
+                get = row_index().get
+                rows = pa.array([get(k) for k in track_ids.to_pylist()], pa.int64())
+            values = column(slug).take(rows)
             result = pc.if_else(pc.equal(labels, label), values, result)
         return result
 

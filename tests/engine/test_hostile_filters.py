@@ -175,3 +175,39 @@ def test_filter_limits_are_parameters_of_the_library_and_of_each_search(tmp_path
     with pytest.raises(QueryError, match="time limit of 0.1 s"):
         lib.search(vector=q, options=SearchOptions(where=slow, filter_limits=FilterLimits(timeout_s=0.1)))
     assert [h.track_id for h in lib.search(vector=q, where="path LIKE '%0001.wav'")] == ["t1"]
+
+
+def test_sql_tag_lookup_matches_a_naive_reference_over_many_chunks() -> None:
+    """`sql`'s tag() looks each row's track_id up in the tags table, chunk by chunk (DuckDB's are 2048 rows):
+    over several chunks, shuffled tags rows, tracks without a tags row (NULL) and tags rows without a track,
+    each row gets its own track's value, with the label varying from row to row."""
+    rng = np.random.default_rng(7)
+    n = 5000
+    track_ids = [f"t{i:05d}" for i in range(n)]
+    tagged = [t for t in track_ids if rng.random() < 0.8] + [f"gone{i}" for i in range(50)]
+    tagged = [tagged[i] for i in rng.permutation(len(tagged))]
+    jazz = rng.random(len(tagged)).astype(np.float32)
+    rock = rng.random(len(tagged)).astype(np.float32)
+    tracks = pa.table({"track_id": track_ids, "pick": [["jazz", "Rock"][i % 2] for i in range(n)]})
+    tags = pa.table({"track_id": tagged, "tag_jazz": pa.array(jazz), "tag_rock": pa.array(rock)})
+    tables = {"tracks": tracks, "tags": tags}
+    ref = {"jazz": dict(zip(tagged, jazz.tolist())), "rock": dict(zip(tagged, rock.tolist()))}
+
+    got = sql(tables, "SELECT track_id, tag('jazz') AS j, tag(pick) AS p, typeof(tag('rock')) AS ty "
+                      "FROM tracks ORDER BY random()").to_pylist()
+    assert len(got) == n and {r["ty"] for r in got} == {"FLOAT"}  # float32 scores stay float32
+    for r in got:
+        i = int(r["track_id"][1:])
+        assert r["j"] == ref["jazz"].get(r["track_id"])
+        assert r["p"] == ref[["jazz", "rock"][i % 2]].get(r["track_id"])
+    assert sum(r["j"] is None for r in got) == n - (len(tagged) - 50) > 0
+
+    hits = sql(tables, "SELECT track_id FROM tracks WHERE tag('rock') > 0.5 ORDER BY 1").column(0).to_pylist()
+    assert hits == sorted(t for t in track_ids if ref["rock"].get(t, 0.0) > 0.5)
+    # a float64 tag column makes every tag() DOUBLE, with the same values
+    tables["tags"] = tags.set_column(1, "tag_jazz", tags.column("tag_jazz").cast(pa.float64()))
+    got = sql(tables, "SELECT track_id, tag('rock') AS r, typeof(tag('rock')) AS ty FROM tracks").to_pylist()
+    assert {r["ty"] for r in got} == {"DOUBLE"}
+    assert all(r["r"] == ref["rock"].get(r["track_id"]) for r in got)
+    with pytest.raises(QueryError, match="unknown tag 'polka'; known tags: jazz, rock"):
+        sql(tables, "SELECT tag(CASE WHEN track_id = 't04999' THEN 'polka' ELSE 'jazz' END) FROM tracks")
