@@ -78,7 +78,8 @@ def select_best(metrics: dict[str, dict[str, float]], default: str = DEFAULT_LAB
     if floor is not None:
         for label, m in metrics.items():
             iou = m.get(IOU_METRIC, 0.0)
-            if label != default and iou < floor - tolerance:
+            # exactly `tolerance` below is allowed: 0.06 < 0.07 - 0.01 in floats
+            if label != default and iou < floor - tolerance - 1e-9:
                 excluded[label] = (f"segment IoU>=0.5 {100 * iou:.1f}% is more than {100 * tolerance:g} "
                                    f"point(s) below {default}'s {100 * floor:.1f}%")
     eligible = [label for label in metrics if label not in excluded]

@@ -62,3 +62,12 @@ def test_select_best_matches_a_naive_reference_on_random_tables() -> None:
         expect_out = set() if floor is None else {
             lb for lb in LABELS if lb != DEFAULT_LABEL and table[lb]["IoU>=0.5"] < floor - IOU_TOLERANCE}
         assert set(sel.excluded) == expect_out and sel.segments_measured == (floor is not None)
+
+
+def test_exactly_one_point_below_the_default_is_still_eligible() -> None:
+    # 6 of 100 against 7 of 100: one point in counts, but 0.06 < 0.07 - 0.01 in floats
+    table = {lb: metrics(0.5, 0.5, 0.5, 0.0) for lb in LABELS}
+    table[DEFAULT_LABEL] = metrics(0.5, 0.5, 0.5, 7 / 100)
+    table["max"] = metrics(0.9, 0.5, 0.5, 6 / 100)
+    sel = select_best(table)
+    assert sel.best == "max" and "max" not in sel.excluded
