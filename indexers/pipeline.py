@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -190,9 +191,9 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
               report: IndexReport) -> list[FileJob]:
     """Decide per file: unchanged, moved (path update), known failure, or to embed (added/changed)."""
     by_path = writer.path_index()
-    by_hash: dict[str, list[str]] = {}  # every track of a content hash: copies of one file move one by one
-    for tid_, row_ in writer.tracks.items():
-        by_hash.setdefault(row_["content_hash"], []).append(tid_)
+    by_hash: dict[str, list[str]] = defaultdict(list)  # every track of a content hash: copies move one by one
+    for track_id, row in writer.tracks.items():
+        by_hash[row["content_hash"]].append(track_id)
     todo: list[FileJob] = []
     taken: set[str] = set()
     for f in files:

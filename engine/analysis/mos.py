@@ -406,22 +406,18 @@ def read_prompts(path: str | Path, tracks: pa.Table) -> Prompts:
     """Read a prompts CSV (``track_id`` or ``path``, and a prompt column) against a library's tracks table.
     A file none of whose rows matches a track is refused: it would give no track an alignment score."""
     path, records, col = _keyed_csv(path, PROMPT_COLUMNS, "a prompt")
-    rows = [row for _, row in records]
     matcher = TrackMatcher(tracks, path.parent)
     by_track: dict[str, str] = {}
     unmatched: list[str] = []
-    matched = 0
     for i, row in records:
         tid = matcher.match(row)
         if tid is None:
             unmatched.append(row_name(row, i))
-            continue
-        matched += 1
-        if row[col]:
+        elif row[col]:
             by_track[tid] = row[col]
-    if not matched:
+    if len(unmatched) == len(records):
         raise no_match_error(path, unmatched)
-    return Prompts(by_track, tuple(unmatched), len(rows))
+    return Prompts(by_track, tuple(unmatched), len(records))
 
 
 def _score(cell: str, path: Path, line: int, col: str) -> float:

@@ -23,6 +23,7 @@ Defences, in order (docs/robustness.md, "Hostile input"):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -193,12 +194,12 @@ def _parse(con: Any, statement: str, where: str | None = None) -> dict[str, Any]
     except Exception as exc:  # duckdb raises many error types
         raise QueryError(f"bad where predicate: {_first_line(exc)}") from None
     if tree.get("error"):
-        if (where is not None and _int(tree.get("position")) >= len(statement) - 2
-                and _paren_depths(where)[0] >= 0):
+        lowest, depth = _paren_depths(where) if where is not None else (-1, 0)
+        if where is not None and _int(tree.get("position")) >= len(statement) - 2 and lowest >= 0:
             # the error sits on the ")" this module wrapped around the predicate, which the user's text did not
             # close early: the text ended before its expression did
             shown = json.dumps(where if len(where) <= 80 else where[:77] + "...", ensure_ascii=False)
-            why = "a '(' is never closed" if _paren_depths(where)[1] else "an operand is missing at its end"
+            why = "a '(' is never closed" if depth else "an operand is missing at its end"
             raise QueryError(f"bad where predicate {shown}: incomplete expression ({why})")
         raise QueryError(f"bad where predicate: {_first_line(tree.get('error_message', 'does not parse'))}")
     statements = tree.get("statements", [])
@@ -359,25 +360,17 @@ def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
     # DuckDB calls lookup once per chunk (2048 rows): the track_id -> tags row index and each tag column cast
     # to `out` are built once (on the first call, so a query without tag() pays nothing), and a chunk costs
     # O(chunk), not a rehash of the whole tags table (11 s at 400k tracks).
-    lock = threading.Lock()
-    index: dict[Any, int] = {}
-    built: list[bool] = []
-    columns: dict[str, pa.Array] = {}
-
+    @functools.cache  # two DuckDB threads may both build it once: the same value, no harm
     def row_index() -> dict[Any, int]:
-        with lock:
-            if not built:
-                ids = tags.column("track_id").to_pylist()
-                # the first tags row of a duplicated track_id wins; a NULL track_id matches nothing (LEFT JOIN)
-                index.update((k, i) for i, k in zip(range(len(ids) - 1, -1, -1), reversed(ids)) if k is not None)
-                built.append(True)
-            return index
+        index: dict[Any, int] = {}
+        for i, k in enumerate(tags.column("track_id").to_pylist()):
+            if k is not None:  # a NULL track_id matches nothing (LEFT JOIN)
+                index.setdefault(k, i)  # the first tags row of a duplicated track_id wins
+        return index
 
+    @functools.cache
     def column(slug: str) -> pa.Array:
-        with lock:
-            if slug not in columns:
-                columns[slug] = tags.column(TAG_PREFIX + slug).combine_chunks().cast(out)
-            return columns[slug]
+        return tags.column(TAG_PREFIX + slug).combine_chunks().cast(out)
 
     def lookup(labels: Any, track_ids: Any) -> Any:
         rows = None
