@@ -334,22 +334,66 @@ def retrieval_metrics_from_scores(
     return retrieval_metrics(ranks, ks, map_k, ap), ranks, ap
 
 
+def cluster_weights(groups: np.ndarray | Sequence[Hashable], n: int = 1000, seed: int = 0) -> np.ndarray:
+    """float64 (n, Q): how often each query is drawn in ``n`` cluster-bootstrap samples. Each sample draws
+    the G distinct ``groups`` (e.g. the track a query is about) G times with replacement and takes every
+    query of each drawn group, so queries of one track rise and fall together. With one query per group
+    it draws exactly what :func:`bootstrap_ci` draws with the same seed."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if inverse.size == 0:
+        raise UsageError("cluster_weights needs at least one query")
+    g = int(inverse.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, g, size=(n, g))
+    flat = (draws + g * np.arange(n)[:, None]).reshape(-1)  # one bincount for all samples
+    counts = np.bincount(flat, minlength=n * g).reshape(n, g).astype(np.float64)
+    return counts[:, inverse]
+
+
+def _weighted(name: str, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The statistic of ``name`` (mean, or numpy's median for MedR) of ``v`` under each row of weights."""
+    total = w.sum(axis=1)
+    if name != "MedR":
+        return np.asarray((w @ v) / total, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[:, order], axis=1)
+    half = total[:, None] / 2.0
+    lower = v[order][np.argmax(cum >= half, axis=1)]  # an even count: the mean of the two middle values
+    upper = v[order][np.argmax(cum > half, axis=1)]
+    return np.asarray((lower + upper) / 2.0, dtype=np.float64)
+
+
+def _check_ci_args(n: int, level: float, what: str) -> None:
+    if n < 1 or not 0.0 < level < 1.0:
+        raise UsageError(f"{what} needs n >= 1 and 0 < level < 1, got n={n}, level={level}")
+
+
 def bootstrap_ci(
     per_query: np.ndarray | Sequence[float],
     n: int = 1000,
     seed: int = 0,
     level: float = 0.95,
     statistic: Callable[..., np.ndarray] = np.mean,
+    groups: np.ndarray | Sequence[Hashable] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over queries: resample the Q per-query values with
-    replacement ``n`` times (numpy default_rng(seed)), return the (1-level)/2 and (1+level)/2 quantiles."""
+    replacement ``n`` times (numpy default_rng(seed)), return the (1-level)/2 and (1+level)/2 quantiles.
+    ``groups`` (Q,) resamples clusters instead (:func:`cluster_weights`; ``statistic`` must then be
+    np.mean or np.median): queries about one track are not independent, and treating them so makes the
+    interval too narrow."""
     v = np.asarray(per_query, dtype=np.float64).reshape(-1)
     if v.size == 0:
         raise UsageError("bootstrap_ci needs at least one value")
-    if n < 1 or not 0.0 < level < 1.0:
-        raise UsageError(f"bootstrap_ci needs n >= 1 and 0 < level < 1, got n={n}, level={level}")
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(n, v.size))
-    stats = np.asarray(statistic(v[idx], axis=1), dtype=np.float64)
+    _check_ci_args(n, level, "bootstrap_ci")
+    if groups is not None:
+        if len(groups) != v.size:
+            raise UsageError(f"bootstrap_ci: {len(groups)} groups for {v.size} values")
+        if statistic not in (np.mean, np.median):
+            raise UsageError("bootstrap_ci with groups computes np.mean or np.median only")
+        stats = _weighted("MedR" if statistic is np.median else "mean", v, cluster_weights(groups, n, seed))
+    else:
+        idx = np.random.default_rng(seed).integers(0, v.size, size=(n, v.size))
+        stats = np.asarray(statistic(v[idx], axis=1), dtype=np.float64)
     lo, hi = np.quantile(stats, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return float(lo), float(hi)
 
@@ -359,19 +403,28 @@ def metrics_ci(
     n: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: np.ndarray | Sequence[Hashable] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Bootstrap interval for every metric of :func:`per_query_values` output, resampling the *same*
-    queries for every metric (paired); MedR uses the median, the others the mean."""
+    queries for every metric (paired); MedR uses the median, the others the mean. ``groups`` (Q,)
+    resamples clusters of queries (:func:`cluster_weights`), e.g. the tracks they are about."""
     arrays = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in values.items()}
     sizes = {v.size for v in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
         raise UsageError("metrics_ci needs per-query arrays of one non-zero length")
-    if n < 1 or not 0.0 < level < 1.0:
-        raise UsageError(f"metrics_ci needs n >= 1 and 0 < level < 1, got n={n}, level={level}")
+    _check_ci_args(n, level, "metrics_ci")
     q = sizes.pop()
-    idx = np.random.default_rng(seed).integers(0, q, size=(n, q))
     qs = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
     out: dict[str, tuple[float, float]] = {}
+    if groups is not None:
+        if len(groups) != q:
+            raise UsageError(f"metrics_ci: {len(groups)} groups for {q} queries")
+        w = cluster_weights(groups, n, seed)
+        for name, v in arrays.items():
+            lo, hi = np.quantile(_weighted(name, v, w), qs)
+            out[name] = (float(lo), float(hi))
+        return out
+    idx = np.random.default_rng(seed).integers(0, q, size=(n, q))
     for name, v in arrays.items():
         lo, hi = np.quantile(_statistic(name)(v[idx], axis=1), qs)
         out[name] = (float(lo), float(hi))

@@ -21,7 +21,7 @@ its candidates' windows (the rerank's whole input) and which candidates are rele
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
 import numpy as np
@@ -73,6 +73,12 @@ class Case:
     bounds: list[np.ndarray]
     forms: tuple[Kind, ...] = ()
     stated: bool = False
+    # int64 (Q,) the track each query is about (its relevant track; the query track for audio→text):
+    # intervals resample tracks, since the queries of one track are not independent. Empty: one each.
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def query_groups(self) -> np.ndarray:
+        return self.groups if self.groups.size else np.arange(self.n_queries)
 
     def query_kind(self, q: int) -> Kind:
         """What query q describes as the engine learns it: read from its form (engine/query/kind.py: the
@@ -115,7 +121,7 @@ def _t2a_case(dataset: str, kind: str, direction: str, q: np.ndarray, tracks: li
         lens.append(lengths)
     sp = np.full((len(rel), 2), np.nan) if spans is None else np.asarray(spans, np.float64)
     return Case(dataset, kind, direction, sims, lens, [np.array([r]) for r in rel], sp,
-                np.asarray(rel, np.int64), [bounds[r] for r in rel])
+                np.asarray(rel, np.int64), [bounds[r] for r in rel], groups=np.asarray(rel, np.int64))
 
 
 def _a2t_case(dataset: str, kind: str, tracks: list[np.ndarray], caps: np.ndarray, owner: np.ndarray) -> Case:
@@ -127,7 +133,7 @@ def _a2t_case(dataset: str, kind: str, tracks: list[np.ndarray], caps: np.ndarra
         rel.append(np.flatnonzero(owner == i))
     n = len(tracks)
     return Case(dataset, kind, "a2t", sims, lens, rel, np.full((n, 2), np.nan), np.zeros(n, np.int64),
-                [np.zeros((0, 2))] * n)
+                [np.zeros((0, 2))] * n, groups=np.arange(n))
 
 
 def _anisotropic(v: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -109,10 +109,12 @@ def _ci(r: CaseResult, name: str) -> str:
 
 
 def delta_ci(a: CaseResult, b: CaseResult, k: int = 10) -> tuple[float, float]:
-    """95 % bootstrap interval of R@k(a) − R@k(b), resampling queries paired (the same queries for both).
-    It shows how much of a row's Δ one query more or less explains: a row of 80 queries moves by 1.25
-    points per query, and the better of two noisy poolings is biased upwards."""
-    return bootstrap_ci((a.ranks <= k).astype(np.float64) - (b.ranks <= k).astype(np.float64))
+    """95 % bootstrap interval of R@k(a) − R@k(b), resampling the queries' tracks paired (the same
+    queries for both; all queries of a drawn track together). It shows how much of a row's Δ one query
+    more or less explains: a row of 80 queries moves by 1.25 points per query, and the better of two noisy
+    poolings is biased upwards."""
+    groups = a.groups if a.groups.size == a.ranks.size else None
+    return bootstrap_ci((a.ranks <= k).astype(np.float64) - (b.ranks <= k).astype(np.float64), groups=groups)
 
 
 def demo_pool_label(seeds: tuple[int, ...] = DEMO_SEEDS) -> str:
@@ -183,7 +185,9 @@ def run_report(planted_tracks: int = 200, demo_tracks: int = 80, cache: Path | N
               "how the engine learns what a query describes: `form` (read from the text, or from the captions "
               "an audio→text query ranks), `stated` (given by the caller, as a query file's `kind` column "
               "gives it), `—` (not known: a bare vector, an audio excerpt, a tag list or a chunked caption; "
-              "`auto` runs the hedge). The target table pools the demo seeds' queries of each kind.\n\n")
+              "`auto` runs the hedge). The target table pools the demo seeds' queries of each kind. Intervals are "
+              "95 % bootstraps over the tracks the queries are about (all of a track's queries drawn together), "
+              "since the queries of one track are not independent.\n\n")
     pools = {f"demo-seed{seed}": demo_pool_label() for seed in DEMO_SEEDS}
     return header + format_report(results, cases, time.perf_counter() - t0, pools)
 

@@ -10,6 +10,7 @@ import pytest
 from songseek.benchmarks.metrics import (
     average_precision_at_k,
     bootstrap_ci,
+    cluster_weights,
     first_ranks_from_lists,
     metrics_ci,
     per_query_values,
@@ -239,6 +240,53 @@ def test_metrics_ci_paired_and_median() -> None:
     point = retrieval_metrics(ranks)
     for name, (lo, hi) in ci.items():
         assert lo <= point[name] <= hi, name
+
+
+def _naive_cluster_ci(v: np.ndarray, groups: np.ndarray, n: int, seed: int, stat: str) -> tuple[float, float]:
+    """The cluster bootstrap written plainly: draw G groups with replacement, join their queries."""
+    labels = np.unique(groups)
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(n, len(labels)))
+    out = []
+    for row in draws:
+        sample = np.concatenate([v[groups == labels[i]] for i in row])
+        out.append(np.median(sample) if stat == "median" else sample.mean())
+    lo, hi = np.quantile(out, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def test_cluster_bootstrap_matches_a_plain_loop_and_the_query_bootstrap_when_each_query_is_its_own() -> None:
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(40), rng.integers(1, 6, size=40))  # 40 tracks, 1-5 queries each
+    ranks = rng.integers(1, 30, size=groups.size)
+    values = per_query_values(ranks)
+    ci = metrics_ci(values, n=200, seed=3, groups=groups)
+    for name, v in values.items():
+        want = _naive_cluster_ci(v, groups, 200, 3, "median" if name == "MedR" else "mean")
+        assert ci[name] == pytest.approx(want, abs=1e-12), name
+    assert bootstrap_ci(values["R@5"], n=200, seed=3, groups=groups) == ci["R@5"]
+    # one query per group: exactly the query bootstrap's draws
+    own = np.arange(groups.size)[::-1].copy()
+    plain = metrics_ci(values, n=200, seed=3)
+    clustered = metrics_ci(values, n=200, seed=3, groups=np.sort(own))
+    for name in values:
+        assert clustered[name] == pytest.approx(plain[name], abs=1e-12), name
+    # string labels work; each sample draws as many queries as there are groups' queries on average
+    w = cluster_weights([f"t{g}" for g in groups], n=50, seed=0)
+    assert w.shape == (50, groups.size) and np.allclose(w.sum(axis=1).mean(), groups.size, rtol=0.2)
+
+
+def test_cluster_bootstrap_is_wider_when_a_tracks_queries_move_together() -> None:
+    rng = np.random.default_rng(8)
+    per_track = (rng.random(100) < 0.5).astype(float)
+    groups = np.repeat(np.arange(100), 5)
+    hits = np.repeat(per_track, 5)  # five queries per track, all hit or all miss
+    lo_q, hi_q = bootstrap_ci(hits, seed=1)
+    lo_c, hi_c = bootstrap_ci(hits, seed=1, groups=groups)
+    assert (hi_c - lo_c) > 1.8 * (hi_q - lo_q)  # sqrt(5) ≈ 2.2 times as wide in expectation
+    with pytest.raises(UsageError, match="groups for"):
+        bootstrap_ci(hits, groups=groups[:-1])
+    with pytest.raises(UsageError, match="np.mean or np.median"):
+        bootstrap_ci(hits, groups=groups, statistic=np.max)
 
 
 def test_per_query_values_mean_is_metric() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from songseek.benchmarks.metrics import per_query_values, segment_iou
+from songseek.benchmarks.metrics import bootstrap_ci, metrics_ci, per_query_values, segment_iou
 from songseek.benchmarks.rerank_cases import (
     CACHE_VERSION,
     EXAMPLES_PER_TRACK,
@@ -164,6 +164,23 @@ def test_delta_ci_is_paired() -> None:
     b = result([1, 0, 1, 1, 0, 1, 0, 0] * 10)  # loses one query in 8
     lo, hi = delta_ci(a, b)
     assert 0.0 < lo <= 0.125 <= hi
+
+
+def test_intervals_resample_the_tracks_the_queries_are_about() -> None:
+    stated = planted_cases("base", seed=2, n_tracks=40, stated=True)
+    section = stated[1]
+    np.testing.assert_array_equal(section.groups, section.span_cand)  # each query's relevant track
+    res = evaluate_case(section, settings_rule(RerankSettings("max")))
+    assert res.ci == metrics_ci(res.values, groups=section.groups) | {
+        "IoU>=0.5": metrics_ci({"IoU>=0.5": res.iou_hits}, groups=res.iou_groups)["IoU>=0.5"]}
+    # pooled seeds: track 0 of one seed and track 0 of another are two clusters, not one
+    both = pool([res, res])
+    assert np.unique(both.groups).size == 2 * np.unique(section.groups).size
+    assert both.ci == metrics_ci(both.values, groups=both.groups) | {
+        "IoU>=0.5": metrics_ci({"IoU>=0.5": both.iou_hits}, groups=both.iou_groups)["IoU>=0.5"]}
+    mean = evaluate_case(section, settings_rule(RerankSettings("mean")), ci=False)
+    diff = (res.ranks <= 10).astype(float) - (mean.ranks <= 10)
+    assert delta_ci(res, mean) == bootstrap_ci(diff, groups=section.groups)
 
 
 @pytest.mark.parametrize(("default_hits", "verdict"), [(78, "met"), (77, "**missed**")])
