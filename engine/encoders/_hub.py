@@ -10,6 +10,7 @@ it answered. With network the download path is the library's own, unchanged.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,11 +30,8 @@ def endpoint() -> str:
     return str(getattr(constants, "ENDPOINT", DEFAULT_ENDPOINT))
 
 
-@functools.cache
-def hub_reachable() -> bool:
-    """True when the hub endpoint answers one HEAD request (any HTTP status) within PROBE_TIMEOUT_S.
-
-    Goes through huggingface_hub's own session, so its proxy and certificate settings apply."""
+def _probe() -> bool:
+    """One HEAD through huggingface_hub's own session, so its proxy and certificate settings apply."""
     try:
         from huggingface_hub import utils as hf_utils
     except ImportError:
@@ -45,6 +43,32 @@ def hub_reachable() -> bool:
     except Exception:  # DNS failure, refused, timed out, proxy/TLS failure: no download would work either
         return False
     return True
+
+
+def run_bounded(probe: Callable[[], bool], timeout_s: float) -> bool:
+    """``probe()`` in a daemon thread; False when it raised or has not answered within ``timeout_s``
+    (the thread is left to finish on its own: it holds nothing the caller needs)."""
+    result: list[bool] = []
+
+    def run() -> None:
+        try:
+            result.append(bool(probe()))
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=run, name="songseek-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result) and result[0]
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """True when the hub endpoint answers one HEAD request (any HTTP status) within PROBE_TIMEOUT_S.
+
+    The request's timeout does not cover the name lookup (getaddrinfo blocks as long as the resolver
+    does, 20 s or more on a broken one), so a probe still running a second past it counts as unreachable."""
+    return run_bounded(_probe, PROBE_TIMEOUT_S + 1.0)
 
 
 def hub_problem() -> str | None:

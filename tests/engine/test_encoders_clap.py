@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +210,31 @@ def test_unreachable_hub_fails_fast_in_one_line(monkeypatch: pytest.MonkeyPatch,
     # random weights for an uncached id: the default architecture, still without a download attempt
     assert clap_hf.load(None, "cpu", True).info.random_weights
     assert hub.probes() == 1 and not hub.repo_requests("laion/")
+
+
+def test_a_hub_probe_stuck_in_a_name_lookup_counts_as_unreachable(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """The request timeout does not cover getaddrinfo; a resolver that never answers must not hang a load."""
+    import huggingface_hub.utils as hf_utils
+
+    from songseek.engine.encoders import _hub
+
+    unreachable_hub(monkeypatch, tmp_path)
+    release = threading.Event()
+
+    class StuckResolver:
+        def head(self, url: str, timeout: float) -> None:
+            release.wait(60)  # as a blocking DNS lookup: the timeout argument does not apply to it
+
+    monkeypatch.setattr(hf_utils, "get_session", lambda: StuckResolver())
+    monkeypatch.setattr(_hub, "PROBE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(_hub, "hub_reachable", functools.cache(_hub.hub_reachable.__wrapped__))
+    try:
+        assert _hub.hub_problem() == f"{_hub.endpoint()} is unreachable"
+        assert not release.is_set()  # answered while the lookup was still blocked
+    finally:
+        release.set()
+    assert _hub.run_bounded(lambda: True, 5.0) and not _hub.run_bounded(lambda: 1 / 0 > 0, 5.0)
 
 
 def test_cached_model_loads_without_contacting_the_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
