@@ -339,8 +339,9 @@ def cluster_weights(groups: np.ndarray | Sequence[Hashable], n: int = 1000, seed
     the G distinct ``groups`` (e.g. the track a query is about) G times with replacement and takes every
     query of each drawn group, so queries of one track rise and fall together. With one query per group
     it draws exactly what :func:`bootstrap_ci` draws with the same seed."""
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    inverse = inverse.reshape(-1)
+    labels: dict[Hashable, int] = {}  # any hashable label (tuples of track ids too), numbered as first seen
+    keys = groups.tolist() if isinstance(groups, np.ndarray) else groups
+    inverse = np.array([labels.setdefault(g, len(labels)) for g in keys], dtype=np.int64)
     if inverse.size == 0:
         raise UsageError("cluster_weights needs at least one query")
     g = int(inverse.max()) + 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -271,12 +271,14 @@ def _as_completed(futures: dict[Any, Any]) -> Iterator[Any]:
 
 
 def mode_result(qr: QueryRanks, n_candidates: int, ks: Sequence[int] = DEFAULT_KS,
-                spans: np.ndarray | None = None, ci: bool = False) -> ModeResult:
+                spans: np.ndarray | None = None, ci: bool = False,
+                groups: Sequence[Hashable] | None = None) -> ModeResult:
     """Metrics of one mode: R@K, mAP@10, MedR, MeanR; with ``spans`` float64 (Q, 2) (true start/end
     seconds; NaN rows: no span, left out of the IoU figures) also ``IoU>=0.5`` (share of queries whose
     segment for the relevant track has IoU >= 0.5 with the span, wherever the track ranks), ``mIoU`` and
     ``R@1&IoU>=0.5`` (ranked first *and* IoU >= 0.5). A query with a span whose relevant track was not
-    returned (a miss under ``--candidates N``) has no segment: it stays in the denominators with IoU 0."""
+    returned (a miss under ``--candidates N``) has no segment: it stays in the denominators with IoU 0.
+    ``groups`` (Q,): the bootstrap's unit (metrics_ci); None: each query on its own."""
     metrics = retrieval_metrics(qr.ranks, ks, MAP_K, qr.ap)
     has = np.zeros(len(qr.ranks), bool) if spans is None else np.isfinite(spans).all(axis=1)
     if has.any():
@@ -287,8 +289,14 @@ def mode_result(qr: QueryRanks, n_candidates: int, ks: Sequence[int] = DEFAULT_K
         metrics["IoU>=0.5"] = float(np.mean(iou[has] >= 0.5))
         metrics["mIoU"] = float(np.mean(iou[has]))
         metrics["R@1&IoU>=0.5"] = float(np.mean((iou[has] >= 0.5) & (qr.ranks[has] == 1)))
-    intervals = metrics_ci(per_query_values(qr.ranks, ks, MAP_K, qr.ap)) if ci else None
+    intervals = metrics_ci(per_query_values(qr.ranks, ks, MAP_K, qr.ap), groups=groups) if ci else None
     return ModeResult(metrics, qr.ranks, intervals, n_queries=len(qr.ranks), n_candidates=n_candidates)
+
+
+def track_groups(relevant: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
+    """The bootstrap unit of text→audio queries: queries with the same relevant tracks form one cluster
+    (a track's several captions succeed or fail together, so drawing them apart narrows the interval)."""
+    return [tuple(sorted(set(r))) for r in relevant]
 
 
 def text_to_audio(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence[str]], modes: Sequence[str],
@@ -299,7 +307,8 @@ def text_to_audio(lib: Library, vectors: np.ndarray, relevant: Sequence[Sequence
     """(mode → ModeResult, mode → misses) for float32 (Q, dim) query vectors and relevant track ids."""
     plan = plan or search_plan(lib.n_tracks, ks)
     ranked = rank_queries(lib, vectors, relevant, modes, fusion, plan, texts, workers, progress, kinds)
-    results = {m: mode_result(qr, lib.n_tracks, ks, spans, ci) for m, qr in ranked.items()}
+    groups = track_groups(relevant)
+    results = {m: mode_result(qr, lib.n_tracks, ks, spans, ci, groups) for m, qr in ranked.items()}
     return results, {m: int((~qr.found).sum()) for m, qr in ranked.items()}
 
 
@@ -356,7 +365,8 @@ def audio_to_text(lib: Library, caption_vectors: np.ndarray, queries: Sequence[A
     out = {}
     for m in modes:
         metrics, ranks, ap = retrieval_metrics_from_scores(scores[m], relevant, ks, MAP_K)
-        intervals = metrics_ci(per_query_values(ranks, ks, MAP_K, ap)) if ci else None
+        # one cluster per track: several items (spans) of one recording are drawn together
+        intervals = metrics_ci(per_query_values(ranks, ks, MAP_K, ap), groups=[t for t, _ in queries]) if ci else None
         out[m] = ModeResult(metrics, ranks, intervals, n_queries=len(ranks), n_candidates=len(caps))
     return out
 
@@ -370,10 +380,10 @@ def library_settings(lib: Library) -> dict[str, Any]:
             "index": m.index_description, "tracks": lib.n_tracks, "frames": int(lib.store.n_rows)}
 
 
-CI_QUERIES = "queries (rows of the query file, each resampled on its own even when several share a track)"
-CI_DATASET = ("queries: text_to_audio resamples captions, not tracks (a track's several captions are drawn "
-              "independently, so the interval can be narrower than a per-track bootstrap); audio_to_text "
-              "resamples dataset items")
+CI_QUERIES = ("tracks: the query file's rows are drawn in clusters, one per set of relevant tracks (rows "
+              "about the same tracks together)")
+CI_DATASET = ("tracks: text_to_audio draws each track with all of its captions, audio_to_text each track "
+              "with all of its items")
 
 
 def run_settings(modes: Sequence[str], fusion: FusionParams, ks: Sequence[int], ci: bool,

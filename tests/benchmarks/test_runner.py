@@ -338,16 +338,18 @@ def test_queries_whose_track_was_not_returned_count_as_iou_zero() -> None:
     assert m["IoU>=0.5"] == pytest.approx(2 / 3) and m["R@1&IoU>=0.5"] == pytest.approx(1 / 3)
 
 
-def test_dataset_intervals_resample_captions_not_tracks(tmp_path: Path) -> None:
-    # text→audio: one draw per caption (6 captions, 4 tracks); audio→text: one per item (5). The settings
-    # say so, and the intervals equal a bootstrap over exactly those per-caption / per-item values.
+def test_dataset_intervals_resample_tracks_not_captions(tmp_path: Path) -> None:
+    # text→audio: 6 captions of 4 tracks; audio→text: 5 items of 4 tracks (a3 has two spans). Each draw
+    # takes a track with all its captions / items; the settings say so, and the intervals equal a cluster
+    # bootstrap over exactly those per-caption / per-item values with the tracks as clusters.
     run = evaluate_dataset(load_manifest(_write_dataset(tmp_path)), tmp_path / "lib", FakeEncoder(), ["mean"],
                            IndexConfig(window_s=5.0), ci=True)
     note = run.settings["ci"]
-    assert "captions, not tracks" in note and "audio_to_text resamples dataset items" in note
-    for direction, n in (("text_to_audio", 6), ("audio_to_text", 5)):
+    assert "over tracks" in note and "all of its captions" in note and "all of its items" in note
+    clusters = {"text_to_audio": [0, 0, 1, 2, 3, 3], "audio_to_text": [0, 1, 2, 3, 3]}
+    for direction, groups in clusters.items():
         r = run.results[direction]["mean"]
-        assert r.ranks is not None and r.ci is not None and len(r.ranks) == n
+        assert r.ranks is not None and r.ci is not None and len(r.ranks) == len(groups)
         for k in (1, 5):
-            want = metrics_ci({f"R@{k}": (r.ranks <= k).astype(np.float64)})[f"R@{k}"]
-            assert r.ci[f"R@{k}"] == pytest.approx(want), (direction, k)
+            hits = {f"R@{k}": (r.ranks <= k).astype(np.float64)}
+            assert r.ci[f"R@{k}"] == pytest.approx(metrics_ci(hits, groups=groups)[f"R@{k}"]), (direction, k)
