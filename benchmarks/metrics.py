@@ -37,6 +37,7 @@ from songseek.engine.errors import UsageError
 
 TieRule = Literal["pessimistic", "optimistic", "stable"]
 APNormalize = Literal["n_relevant", "min_k", "retrieved"]
+Groups = np.ndarray | Sequence[Hashable]  # one cluster label per query (cluster bootstrap)
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 100)
 TIE_RULES: tuple[str, ...] = ("pessimistic", "optimistic", "stable")
@@ -334,7 +335,7 @@ def retrieval_metrics_from_scores(
     return retrieval_metrics(ranks, ks, map_k, ap), ranks, ap
 
 
-def cluster_weights(groups: np.ndarray | Sequence[Hashable], n: int = 1000, seed: int = 0) -> np.ndarray:
+def cluster_weights(groups: Groups | range, n: int = 1000, seed: int = 0) -> np.ndarray:
     """float64 (n, Q): how often each query is drawn in ``n`` cluster-bootstrap samples. Each sample draws
     the G distinct ``groups`` (e.g. the track a query is about) G times with replacement and takes every
     query of each drawn group, so queries of one track rise and fall together. With one query per group
@@ -351,8 +352,9 @@ def cluster_weights(groups: np.ndarray | Sequence[Hashable], n: int = 1000, seed
     return counts[:, inverse]
 
 
-def _weighted(name: str, v: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The statistic of ``name`` (mean, or numpy's median for MedR) of ``v`` under each row of weights."""
+def weighted_statistic(name: str, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """float64 (n,): the statistic of metric ``name`` (numpy's median for MedR, else the mean) of the
+    per-query values ``v`` (Q,) under each row of the weights (n, Q) that :func:`cluster_weights` gives."""
     total = w.sum(axis=1)
     if name != "MedR":
         return np.asarray((w @ v) / total, dtype=np.float64)
@@ -375,7 +377,7 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     statistic: Callable[..., np.ndarray] = np.mean,
-    groups: np.ndarray | Sequence[Hashable] | None = None,
+    groups: Groups | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over queries: resample the Q per-query values with
     replacement ``n`` times (numpy default_rng(seed)), return the (1-level)/2 and (1+level)/2 quantiles.
@@ -391,7 +393,7 @@ def bootstrap_ci(
             raise UsageError(f"bootstrap_ci: {len(groups)} groups for {v.size} values")
         if statistic not in (np.mean, np.median):
             raise UsageError("bootstrap_ci with groups computes np.mean or np.median only")
-        stats = _weighted("MedR" if statistic is np.median else "mean", v, cluster_weights(groups, n, seed))
+        stats = weighted_statistic("MedR" if statistic is np.median else "mean", v, cluster_weights(groups, n, seed))
     else:
         idx = np.random.default_rng(seed).integers(0, v.size, size=(n, v.size))
         stats = np.asarray(statistic(v[idx], axis=1), dtype=np.float64)
@@ -404,7 +406,7 @@ def metrics_ci(
     n: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-    groups: np.ndarray | Sequence[Hashable] | None = None,
+    groups: Groups | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Bootstrap interval for every metric of :func:`per_query_values` output, resampling the *same*
     queries for every metric (paired); MedR uses the median, the others the mean. ``groups`` (Q,)
@@ -422,7 +424,7 @@ def metrics_ci(
             raise UsageError(f"metrics_ci: {len(groups)} groups for {q} queries")
         w = cluster_weights(groups, n, seed)
         for name, v in arrays.items():
-            lo, hi = np.quantile(_weighted(name, v, w), qs)
+            lo, hi = np.quantile(weighted_statistic(name, v, w), qs)
             out[name] = (float(lo), float(hi))
         return out
     idx = np.random.default_rng(seed).integers(0, q, size=(n, q))

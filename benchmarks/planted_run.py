@@ -17,7 +17,7 @@ search over every window per query, too slow for thousands of queries on a lapto
 recorded in ``settings["engine_check"]`` (0 expected: ties aside, both rank the same scores).
 
 ``fusion_vs_mean`` (in ``RetrievalRun.extra``) holds fusion minus mean per direction and metric with a
-95 % paired bootstrap interval: the check that fusion beats mean pooling on section queries without
+95 % paired bootstrap interval over tracks: the check that fusion beats mean pooling on section queries without
 losing on whole-track queries.
 """
 
@@ -214,11 +214,12 @@ def run_planted(n_tracks: int, seed: int = 7, dim: int = 64, modes: Sequence[str
     for direction, mask in sel.items():
         if mask.any():
             span = spans[mask] if direction != "whole_track" else None
-            results[direction] = {m: mode_result(qr.select(mask), lib.n_tracks, ks, span, ci)
+            results[direction] = {m: mode_result(qr.select(mask), lib.n_tracks, ks, span, ci, ps.query_track[mask])
                                   for m, qr in ranked.items()}
     extra: dict[str, Any] = {}
     if "fusion" in ranked and "mean" in ranked:
-        extra["fusion_vs_mean"] = {d: paired_difference(ranked["fusion"].select(mask), ranked["mean"].select(mask), ks)
+        extra["fusion_vs_mean"] = {d: paired_difference(ranked["fusion"].select(mask), ranked["mean"].select(mask), ks,
+                                                        groups=ps.query_track[mask])
                                    for d, mask in sel.items() if mask.any()}
     lengths = ps.lengths
     settings = {**library_settings(lib), "dataset": f"planted[{n_tracks}@seed{seed}]", "dataset_hash": spec["hash"],

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -45,7 +45,9 @@ from songseek.indexers.pipeline import IndexConfig, index_paths
 from .datasets import QuerySet, RetrievalDataset, Subset, dataset_hash
 from .metrics import (
     DEFAULT_KS,
+    Groups,
     average_precision_at_k,
+    cluster_weights,
     first_ranks_from_lists,
     metrics_ci,
     per_query_values,
@@ -53,6 +55,7 @@ from .metrics import (
     retrieval_metrics,
     retrieval_metrics_from_scores,
     segment_iou,
+    weighted_statistic,
 )
 from .report import ModeResult, jsonable
 
@@ -272,7 +275,7 @@ def _as_completed(futures: dict[Any, Any]) -> Iterator[Any]:
 
 def mode_result(qr: QueryRanks, n_candidates: int, ks: Sequence[int] = DEFAULT_KS,
                 spans: np.ndarray | None = None, ci: bool = False,
-                groups: Sequence[Hashable] | None = None) -> ModeResult:
+                groups: Groups | None = None) -> ModeResult:
     """Metrics of one mode: R@K, mAP@10, MedR, MeanR; with ``spans`` float64 (Q, 2) (true start/end
     seconds; NaN rows: no span, left out of the IoU figures) also ``IoU>=0.5`` (share of queries whose
     segment for the relevant track has IoU >= 0.5 with the span, wherever the track ranks), ``mIoU`` and
@@ -553,17 +556,18 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
 
 
 def paired_difference(a: QueryRanks, b: QueryRanks, ks: Sequence[int] = DEFAULT_KS, n: int = 1000,
-                      seed: int = 0) -> dict[str, dict[str, Any]]:
+                      seed: int = 0, groups: Groups | None = None) -> dict[str, dict[str, Any]]:
     """Mode a minus mode b on the same queries: ``{metric: {"a", "b", "diff", "ci": [lo, hi]}}``, the
-    interval a 95 % paired bootstrap (the same resampled queries for both modes; median for MedR)."""
+    interval a 95 % paired bootstrap (the same resampled draws for both modes; median for MedR), over
+    ``groups`` (Q,) clusters when given (the tracks the queries are about), else over queries."""
     va = per_query_values(a.ranks, ks, MAP_K, a.ap)
     vb = per_query_values(b.ranks, ks, MAP_K, b.ap)
-    idx = np.random.default_rng(seed).integers(0, len(a.ranks), size=(n, len(a.ranks)))
+    w = cluster_weights(range(len(a.ranks)) if groups is None else groups, n, seed)
     out: dict[str, dict[str, Any]] = {}
     for name in va:
         stat = np.median if name == "MedR" else np.mean
         x, y = float(stat(va[name])), float(stat(vb[name]))
-        boot = stat(va[name][idx], axis=1) - stat(vb[name][idx], axis=1)
+        boot = weighted_statistic(name, va[name], w) - weighted_statistic(name, vb[name], w)
         lo, hi = np.quantile(boot, [0.025, 0.975])
         out[name] = {"a": x, "b": y, "diff": x - y, "ci": [float(lo), float(hi)]}
     return out

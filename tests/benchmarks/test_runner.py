@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from songseek.benchmarks.datasets import DatasetItem, Subset, load_manifest, load_queries
-from songseek.benchmarks.metrics import metrics_ci
+from songseek.benchmarks.metrics import metrics_ci, per_query_values
 from songseek.benchmarks.runner import (
     QueryRanks,
     audio_to_text,
@@ -208,6 +208,18 @@ def test_paired_difference_matches_direct_computation() -> None:
     assert lo <= d["mAP@10"]["diff"] <= hi
     same = paired_difference(qr(ra), qr(ra), ks=(1,))
     assert same["R@1"]["ci"] == [0.0, 0.0]
+    # the query bootstrap written plainly: same draws, same interval
+    idx = np.random.default_rng(0).integers(0, 50, size=(1000, 50))
+    for name, stat in (("R@10", np.mean), ("MedR", np.median)):
+        va, vb = per_query_values(ra, (1, 10))[name], per_query_values(rb, (1, 10))[name]
+        want = np.quantile(stat(va[idx], axis=1) - stat(vb[idx], axis=1), [0.025, 0.975])
+        assert d[name]["ci"] == pytest.approx(list(want)), name
+    # by track: five queries per track drawn together, so the interval is wider
+    tracks = np.repeat(np.arange(10), 5)
+    clustered = paired_difference(qr(np.repeat(ra[:10], 5)), qr(np.repeat(rb[:10], 5)), ks=(10,), groups=tracks)
+    plain = paired_difference(qr(np.repeat(ra[:10], 5)), qr(np.repeat(rb[:10], 5)), ks=(10,))
+    width = [r["R@10"]["ci"][1] - r["R@10"]["ci"][0] for r in (clustered, plain)]
+    assert width[0] > width[1]
 
 
 # ----------------------------------------------------------------------------------- dataset, fake encoder
