@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,9 @@ from typing import Any
 import typer
 
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
+from .help_format import SongseekTyper
 
-mos_app = typer.Typer(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
+mos_app = SongseekTyper(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
                       no_args_is_help=True)
 
 
@@ -29,12 +29,6 @@ def _open(library: Path, device: str = "auto") -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-weights warnings: the commands below say what they need
         return Library.open(library, device=device)
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(file=sys.stdout, width=140)
 
 
 @handles_errors
@@ -111,13 +105,17 @@ def outliers(
     from rich.table import Table
     from rich.text import Text
 
+    from .tables import console, folded
+
     table = Table(show_edge=False, title=f"outliers (k={k}, reference: {reference or 'the library itself'})")
-    for col in ("rank", "score", "track", "reasons (Δcos vs neighbours)"):
-        table.add_column(col)
+    table.add_column("rank", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("track")
+    table.add_column("reasons (Δcos vs neighbours)")
     for o in found:
         why = "; ".join(f"{'+' if r.difference >= 0 else '−'}{r.descriptor} ({r.difference:+.3f})" for r in o.reasons)
-        table.add_row(str(o.rank), f"{o.score:.4f}", Text(safe_text(o.path)), why)
-    _console().print(table)
+        table.add_row(str(o.rank), f"{o.score:.4f}", folded(o.path), Text(safe_text(why)))
+    console().print(table)
 
 
 def _train_config(epochs: int, patience: int, lr: float, optimizer: str, batch_size: int, seed: int) -> Any:

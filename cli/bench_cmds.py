@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +20,12 @@ from . import (
     serve_cmd,
 )
 from .common import handles_errors, library_option, print_json
+from .help_format import SongseekTyper
 
 if TYPE_CHECKING:
     from songseek.engine.encoders import Encoder
 
-bench_app = typer.Typer(
+bench_app = SongseekTyper(
     help="Benchmarks: speed (query-speed, index-speed), retrieval quality and the papers' evaluations.",
     no_args_is_help=True,
 )
@@ -45,15 +45,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_columns
 
-    table = Table(title=title, show_edge=False)
-    for h in header:
-        table.add_column(h, justify="right" if h not in ("path", "what") else "left")
-    for r in rows:
-        table.add_row(*[f"{x:.2f}" if isinstance(x, float) else str(x) for x in r])
-    Console(file=sys.stdout, width=160).print(table)
+    print_columns(title, header, [[f"{x:.2f}" if isinstance(x, float) else str(x) for x in r] for r in rows],
+                  text=("path", "what"))
 
 
 @handles_errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,9 @@ def _fmt(x: Any) -> str:
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_columns
 
-    table = Table(title=title, show_edge=False)
-    for h in header:
-        table.add_column(h)
-    for r in rows:
-        table.add_row(*[_fmt(x) for x in r])
-    Console(file=sys.stdout, width=140).print(table)
+    print_columns(title, header, [[_fmt(x) for x in r] for r in rows], text=header[:1])
 
 
 @handles_errors

@@ -32,7 +32,8 @@ def rerank(
                               "unless it passes its own --rerank / fusion options."),
     candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query (default: every track "
                                    "up to 20,000 = exact ranks)."),
-    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over tracks: "
+                            "queries about the same tracks drawn together)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object: setting → metrics, best, saved, "
                                   "excluded (label → why), segments_measured."),
@@ -57,21 +58,17 @@ def rerank(
                     "best": tuned.best, "saved": save, "excluded": tuned.excluded,
                     "segments_measured": tuned.segments_measured})
         return
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_columns
 
     cols = list(dict.fromkeys(k for _, r in tuned.results.values() for k in r.metrics if k != "MeanR"))
     n_q = next(iter(tuned.results.values()))[1].n_queries
-    table = Table(title=f"{library}: {n_q} queries (R@K, mAP and IoU in %)")
-    table.add_column("setting")
-    for c in cols:
-        table.add_column(c, justify="right")
+    rows = []
     for label, (_, r) in tuned.results.items():
         cells = [f"{r.metrics[c]:.1f}" if c == "MedR" else f"{100 * r.metrics[c]:.1f}" if c in r.metrics else "–"
                  for c in cols]
         mark = "* " if label == tuned.best else "x " if label in tuned.excluded else "  "
-        table.add_row(mark + label, *cells)
-    Console(width=160).print(table)
+        rows.append([mark + label, *cells])
+    print_columns(f"{library}: {n_q} queries (R@K, mAP and IoU in %)", ["setting", *cols], rows, text=["setting"])
     for line in selection_notes(tuned.excluded, tuned.segments_measured):
         typer.echo(line)
     typer.echo(f"best: {tuned.best}" + (" (saved: searches of this library use it)" if save else

@@ -86,26 +86,21 @@ def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     if json_out:
         print_json(run.to_json())
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from songseek.benchmarks.report import format_metric, metric_unit
 
-    console = Console(width=160)
+    from .tables import console, print_columns
+
     for direction, modes in run.results.items():
         cols = list(dict.fromkeys(k for r in modes.values() for k in r.metrics))
         n_q = next(iter(modes.values())).n_queries
-        table = Table(title=f"{direction} ({n_q} queries; R@K, mAP and IoU in %, MedR/MeanR as ranks)")
-        table.add_column("mode")
-        for c in cols:
-            table.add_column(f"{c} ({metric_unit(c)})", justify="right")
-        for mode, r in modes.items():
-            table.add_row(mode, *(format_metric(c, r.metrics.get(c)) for c in cols))
-        console.print(table)
+        print_columns(f"{direction} ({n_q} queries; R@K, mAP and IoU in %, MedR/MeanR as ranks)",
+                      ["mode", *(f"{c} ({metric_unit(c)})" for c in cols)],
+                      [[mode, *(format_metric(c, r.metrics.get(c)) for c in cols)] for mode, r in modes.items()],
+                      text=["mode"])
     for direction, diff in run.extra.get("fusion_vs_mean", {}).items():
         parts = [f"{k} {100 * v['diff']:+.2f} [{100 * v['ci'][0]:+.2f}, {100 * v['ci'][1]:+.2f}]"
                  for k, v in diff.items() if k in ("R@1", "R@10", "mAP@10")]
-        console.print(f"fusion - mean, {direction}: " + "; ".join(parts) + " (points, 95% paired bootstrap)")
+        console().print(f"fusion - mean, {direction}: " + "; ".join(parts) + " (points, 95% paired bootstrap)")
 
 
 def _open_library(library: Path, device: str) -> Any:
@@ -143,8 +138,8 @@ def retrieval(
     stride: float = typer.Option(None, "--stride", help="Fusion stride in frames (`search --stride-s`: seconds); "
                                  "default the engine's."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
-    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries; "
-                            "--dataset text→audio resamples captions, not tracks)."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over tracks: a track "
+                            "is drawn with all of its captions or queries)."),
     workers: int = typer.Option(1, "--workers", help="Processes searching vector queries in parallel."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     report: Path = typer.Option(None, "--report", help="Folder for report.json, report.md and PNG plots."),
@@ -258,7 +253,8 @@ def planted(
     stride: float = typer.Option(None, "--stride", help="Fusion stride in frames (`search --stride-s`: seconds); "
                                  "default the engine's."),
     temperature: float = typer.Option(None, "--temperature", help="Fusion softmax temperature; default the engine's."),
-    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over queries)."),
+    ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over tracks, "
+                            "each with all of its queries)."),
     workers: int = typer.Option(1, "--workers", help="Processes searching queries in parallel (--method engine)."),
     work: Path = typer.Option(None, "--work", help="Folder for the generated library, kept and reused "
                               "(default: a temporary folder)."),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -69,22 +68,16 @@ def index_build_cmd(
         rows.append(r)
     if json_out:
         return
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_columns
 
-    table = Table(title=f"index build from shards ({reader}), {dim}-d clustered synthetic, one child per size",
-                  show_edge=False)
     head = ["frames", "factory", "train rows", "train s", "add s", "build s", "index MiB", "est. MiB",
             "RSS base", "RSS peak", "beyond index", "RssFile", "nprobe", "query p50 ms", "R@100", "R100@1000",
             "load"]
-    for h in head:
-        table.add_column(h, justify="left" if h == "factory" else "right")
-    for r in rows:
-        table.add_row(str(r.frames), r.factory, str(r.train_rows), f"{r.train_s:.1f}", f"{r.add_s:.1f}",
-                      f"{r.build_s:.1f}", f"{r.index_mib:.0f}", f"{r.est_index_mib:.0f}", f"{r.rss_base_mib:.0f}",
-                      f"{r.rss_peak_mib:.0f}", f"{r.beyond_index_mib:.0f}", f"{r.rss_file_mib:.0f}",
-                      str(r.nprobe), f"{r.query_p50_ms:.2f}", f"{r.recall_at_100:.3f}",
-                      f"{r.recall_100_at_1000:.3f}", f"{r.load_avg:.1f}")
-    Console(file=sys.stdout, width=220).print(table)
+    print_columns(f"index build from shards ({reader}), {dim}-d clustered synthetic, one child per size", head,
+                  [[str(r.frames), r.factory, str(r.train_rows), f"{r.train_s:.1f}", f"{r.add_s:.1f}",
+                    f"{r.build_s:.1f}", f"{r.index_mib:.0f}", f"{r.est_index_mib:.0f}", f"{r.rss_base_mib:.0f}",
+                    f"{r.rss_peak_mib:.0f}", f"{r.beyond_index_mib:.0f}", f"{r.rss_file_mib:.0f}",
+                    str(r.nprobe), f"{r.query_p50_ms:.2f}", f"{r.recall_at_100:.3f}",
+                    f"{r.recall_100_at_1000:.3f}", f"{r.load_avg:.1f}"] for r in rows], text=["factory"])
     typer.echo("beyond index = peak RSS - RSS after imports - serialized index (memory in MiB); "
                "R100@1000 = exact top 100 found in FAISS's top 1000")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,19 +67,15 @@ def text_speed(
     if json_out:
         print_json(r.to_json())
         return
-    from rich.console import Console
-    from rich.table import Table
+    from .tables import print_columns
 
-    table = Table(title=f"{r.frames} frames, {r.tracks} tracks, index {r.index}; {r.encoder}"
+    print_columns(f"{r.frames} frames, {r.tracks} tracks, index {r.index}; {r.encoder}"
                   + (" (random weights)" if r.random_weights else "")
                   + f"; {r.queries} texts of {r.words} words per row, {r.threads} threads; load "
-                  f"{r.load_start:.1f} → {r.load_end:.1f}", show_edge=False)
-    for h in ("path", "p50 ms", "p95 ms", "mean ms", "p50 / baseline", "what"):
-        table.add_column(h, justify="left" if h in ("path", "what") else "right")
-    for x in r.latencies:
-        table.add_row(x.name, f"{x.p50_ms:.2f}", f"{x.p95_ms:.2f}", f"{x.mean_ms:.2f}", f"{x.vs_baseline:.3f}",
-                      x.what)
-    Console(file=sys.stdout, width=170).print(table)
+                  f"{r.load_start:.1f} → {r.load_end:.1f}",
+                  ["path", "p50 ms", "p95 ms", "mean ms", "p50 / baseline", "what"],
+                  [[x.name, f"{x.p50_ms:.2f}", f"{x.p95_ms:.2f}", f"{x.mean_ms:.2f}", f"{x.vs_baseline:.3f}", x.what]
+                   for x in r.latencies], text=["path", "what"])
     typer.echo(f"text backend: {r.backend}; encode / baseline = {r.encode_ratio:.3f}, whole text query / "
                f"baseline = {r.query_ratio:.3f}")
     for t in r.targets():

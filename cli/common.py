@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import re
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.models import OptionInfo
 
 from songseek.engine.errors import SongseekError
 
@@ -37,15 +39,52 @@ def safe_text(text: object) -> str:
                                             .decode("ascii")), str(text))
 
 
+# Engine parameters that a command's own parameter spells differently (FilterLimits.timeout_s is --where-timeout).
+_ENGINE_NAMES = {"timeout_s": "where_timeout", "memory_mb": "where_memory_mb", "n_tracks": "tracks"}
+# Where an engine check says it ran ("FusionParams (engine/query/fusion.py): "): noise once an option is named.
+_ENGINE_PLACE = re.compile(r"^\w+ \(engine/[\w/]+\.py\): (?=-)")
+
+
+def option_names(func: Callable[..., Any]) -> dict[str, str]:
+    """A command's Python parameter names → its options as typed: ``kernel_s`` → ``--kernel-s``, ``k`` → ``-k``."""
+    names = {}
+    for name, param in inspect.signature(func).parameters.items():
+        if isinstance(param.default, OptionInfo) and param.default.param_decls:
+            decls = [d.split("/")[0] for d in param.default.param_decls]  # --audio/--no-audio: --audio
+            names[name] = next((d for d in decls if d.startswith("--")), decls[0])
+    names.update({engine: names[own] for engine, own in _ENGINE_NAMES.items() if own in names})
+    return names
+
+
+def cli_message(message: str, options: dict[str, str]) -> str:
+    """``message`` with each parameter the engine names ("min_level must be ...", "not_duplicate: ...",
+    "k=3") written as the option the user typed; the engine's own messages keep its Python names."""
+    if not options:
+        return message
+    named = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, options)) + r")(?= must\b|:|=)")
+
+    def swap(m: re.Match[str]) -> str:
+        name = m.group(1)
+        # "NAME must" always; "NAME:" / "NAME=" only for names prose does not use (snake_case, or a letter
+        # like k): in "built with another encoder: 'demo'" the word is prose, not the --encoder option
+        if message.startswith(" must", m.end()) or "_" in name or len(name) == 1:
+            return options[name]
+        return name
+
+    return _ENGINE_PLACE.sub("", named.sub(swap, message))
+
+
 def handles_errors(func: F) -> F:
-    """Run a command; a SongseekError becomes ``error: <message>`` on stderr and its exit code."""
+    """Run a command; a SongseekError becomes ``error: <message>`` on stderr (options named as typed) and its
+    exit code."""
+    options = option_names(func)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except SongseekError as exc:
-            typer.echo(f"error: {safe_text(exc)}", err=True)
+            typer.echo(f"error: {safe_text(cli_message(str(exc), options))}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

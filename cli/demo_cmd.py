@@ -31,17 +31,18 @@ def demo(
     """Synthesise ~30 tracks, index them, run three section searches and show hits next to the truth."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from songseek.benchmarks.synth import load_manifest, write_dataset
     from songseek.cli.progress import RichProgress
+    from songseek.cli.tables import console as terminal_console
+    from songseek.cli.tables import ellipsised
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import load_encoder
     from songseek.engine.query.search import Library
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
-    console = Console(width=150)
+    console = terminal_console()
     music, library = out / "music", out / "library"
     meta_path = music / "synth.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -76,15 +77,17 @@ def demo(
         truth = str((music / path).resolve())
         hits = lib.search(caption, k=k)
         table = Table(title=f"“{caption}”\ntruth: {Path(path).name} {_mmss(start)}–{_mmss(end)}", title_justify="left")
-        for col in ("rank", "score", "segment", "track", "truth?"):
-            table.add_column(col)
+        for col in ("rank", "score", "segment"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("track")
+        table.add_column("truth?")
         for h in hits:
             is_truth = str(Path(h.path).resolve()) == truth
             overlap = is_truth and h.segment.start_s < end and h.segment.end_s > start
             mark = "✓ track, segment overlaps" if overlap else ("✓ track" if is_truth else "")
             found += is_truth
             table.add_row(str(h.rank), f"{h.score:.3f}", f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}",
-                          Path(h.path).name, mark)
+                          ellipsised(Path(h.path).name), mark)
         console.print(table)
     console.print(f"true track in the top {k} for {found} of {len(picks)} queries. "
                   f"Now try: songseek search \"soft piano with strings\" --library {library}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import LIBRARY_OPT, handles_errors, print_json
+from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -50,12 +50,23 @@ def duplicates(
     if json_out:
         print_json([g.to_json() for g in report.groups])
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    from .tables import console, folded
+
+    out = console()
     for g in report.groups:
-        typer.echo(f"group {g.group_id}  level {g.level} ({LEVELS[g.level]})")
+        out.print(f"group {g.group_id}  level {g.level} ({LEVELS[g.level]})", markup=False, highlight=False)
+        members = Table(show_header=False, box=None, padding=(0, 1, 0, 1))
+        for _ in range(3):  # mark, track id, format: never wrapped; the path folds in what is left
+            members.add_column(no_wrap=True)
+        members.add_column()
         for m in g.members:
-            mark = "keep" if m.keep else f"L{m.level} "
-            typer.echo(f"  {mark}  {m.track_id}  {m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz "
-                       f"{m.duration_s:.1f} s  {m.path}")
+            fmt = f"{m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz {m.duration_s:.1f} s"
+            members.add_row("keep" if m.keep else f"L{m.level}", Text(safe_text(m.track_id)), Text(safe_text(fmt)),
+                            folded(m.path))
+        out.print(members)
     typer.echo(f"{len(report.groups)} groups; {report.candidates} candidate pairs, {report.aligned} aligned, "
                f"{report.decoded} files decoded in {report.seconds:.1f} s; stored as table 'duplicates' "
                "(nothing deleted)", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 
 from songseek.engine.errors import QueryError, SongseekError
 
+from . import tables
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +90,8 @@ def index(
     validate_backend(text_backend)
     if ray_workers < 0 or ray_threads < 0 or (ray_gpus is not None and ray_gpus < 0):
         raise UsageError("--ray-workers, --ray-gpus and --ray-threads must be 0 or more")
-    check_sources(sources)  # a missing or non-audio source is refused before a model loads
+    # a missing source, or only non-audio files, is refused before a model loads; a glob's cover.jpg is skipped
+    not_audio = check_sources(sources)
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
         if encoder is None and m.encoder.name == "precomputed":
@@ -125,6 +126,10 @@ def index(
                             RayOptions(ray, ray_workers, ray_gpus, threads_per_worker=ray_threads,
                                        device=device))
     report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait, driver=driver)
+    if not_audio:
+        typer.echo(f"note: skipped {len(not_audio)} named file(s) that are not audio: "
+                   f"{safe_text(', '.join(p.name for p in not_audio[:5]))}"
+                   f"{' ...' if len(not_audio) > 5 else ''}", err=True)
     if json_out:
         data = {k: v for k, v in report.__dict__.items() if k != "failures"}
         data["failures"] = [f.__dict__ for f in report.failures]
@@ -223,7 +228,7 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
         data["index_nprobe"] = f"- ({data['index']} index: not IVF, nothing to probe)"
     data["audio_hours"] = f"{data['audio_hours']:.2f}"  # the JSON keeps every digit
     for key, value in data.items():
-        typer.echo(f"{key:>18}: {safe_text(_info_text(value))}")
+        typer.echo(tables.key_value(key, safe_text(_info_text(value))))
     if stats.dead_frames and stats.dead_frames >= max(stats.frames, 1) // 4:
         typer.echo(f"note: {stats.dead_frames} dead frames (of changed or removed tracks) take space; "
                    f"`songseek repair --library {library} --compact` reclaims them", err=True)
@@ -393,23 +398,23 @@ def _print_results(results: list, json_out: bool, explain: bool) -> None:
         for hits in results:
             print_json([h.to_json() for h in hits])
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(file=sys.stdout, width=140)
+    console = tables.console()  # as wide as the terminal: numbers stay whole, a long name is cut with …
     for hits in results:
         table = Table(show_edge=False)
-        for col in ("rank", "score", "segment", "track"):
-            table.add_column(col)
+        for col in ("rank", "score", "segment"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("track", ratio=1)
         if explain:
             for col in ("rK", "rT", "best window", "candidate"):
-                table.add_column(col)
+                table.add_column(col, no_wrap=True)
         for h in hits:
             name = f"{h.artist} – {h.title}" if h.artist and h.title else h.path
             row: list[str | Text] = [str(h.rank), f"{h.score:.4f}",
                                      f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}",
-                                     Text(safe_text(name))]  # Text: no [markup] either
+                                     tables.ellipsised(name)]  # Text: no [markup] either
             if explain:
                 row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
             table.add_row(*row)

@@ -24,6 +24,7 @@ from songseek.cli import (
     synth_cmd,
 )
 from songseek.cli.common import safe_text
+from songseek.cli.help_format import SongseekTyper
 from songseek.engine.version import __version__
 
 # Click's UsageError, found through typer's public BadParameter (its subclass): recent typer ships its own
@@ -62,7 +63,7 @@ class OneLineErrorGroup(TyperGroup):
             return super().invoke(ctx)
 
 
-app = typer.Typer(
+app = SongseekTyper(
     cls=OneLineErrorGroup,
     name="songseek",
     help="Search music libraries by text or audio, down to the segment inside each track.",

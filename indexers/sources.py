@@ -36,20 +36,31 @@ def display_path(path: Path) -> str:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def check_sources(sources: list[Path]) -> None:
-    """Refuse, before any model loads or anything is written, a source that does not exist or a file
-    named on its own that is not an audio format songseek reads (a folder's other files are just skipped)."""
+def check_sources(sources: list[Path]) -> list[Path]:
+    """Refuse, before any model loads or anything is written, a source that does not exist, and a run
+    whose named sources are all files of a format songseek does not read. Returns the named files that
+    are not audio, which the run skips: a shell glob such as ``~/Music/*`` also names cover.jpg and
+    playlists, and that should index the music, not fail (a folder's other files are skipped too)."""
+    skipped: list[Path] = []
+    usable = False
     for src in sources:
         path = Path(os.path.realpath(src.expanduser()))  # as scan() sees it: a symlink by its target's name
         if not path.exists():
             raise UsageError(f"{path} does not exist: give folders or audio files to index")
         if path.is_dir():
+            usable = True
             continue
         if not path.is_file():
             raise UsageError(f"{path} is not a regular file or a folder: give folders or audio files to index")
-        if path.suffix.lower() not in AUDIO_EXTENSIONS:
-            raise UsageError(f"{path} is not an audio format songseek reads "
-                             f"({' '.join(sorted(AUDIO_EXTENSIONS))}): give audio files or folders")
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            usable = True
+        else:
+            skipped.append(path)
+    if skipped and not usable:
+        named = skipped[0] if len(skipped) == 1 else f"{skipped[0]} (and {len(skipped) - 1} more named files)"
+        raise UsageError(f"{named} is not an audio format songseek reads "
+                         f"({' '.join(sorted(AUDIO_EXTENSIONS))}): give audio files or folders")
+    return skipped
 
 
 def scan(sources: list[Path]) -> ScanResult:

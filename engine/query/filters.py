@@ -391,9 +391,23 @@ def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
     con.create_function("songseek_tag_lookup", lookup, ["VARCHAR", "VARCHAR"], "FLOAT" if out == pa.float32()
                         else "DOUBLE", type="arrow", null_handling="special", side_effects=False)
     # The error() branch also keeps DuckDB from binding the body at CREATE time, where track_id has no table
-    # (the where macro's ELSE error() does the same for its tag_ columns).
-    con.execute("CREATE MACRO tag(label) AS CASE WHEN label IS NULL THEN error('tag() needs a label, e.g. "
-                "tag(''jazz'')') ELSE songseek_tag_lookup(label, track_id) END")
+    # (the where macro's ELSE error() does the same for its tag_ columns). tag(label, track) names the
+    # track_id column where a join brings more than one into scope: tag('jazz', t.track_id).
+    no_label = "error('tag() needs a label, e.g. tag(''jazz'')')"
+    con.execute(f"CREATE MACRO tag(label) AS CASE WHEN label IS NULL THEN {no_label} "
+                "ELSE songseek_tag_lookup(label, track_id) END, "
+                f"(label, track) AS CASE WHEN label IS NULL THEN {no_label} ELSE songseek_tag_lookup(label, track) END")
+
+
+def _ambiguous_track_id(query: str, error: str) -> str | None:
+    """How to write tag() when a join brings two track_id columns into scope (DuckDB only says which are
+    ambiguous); None for any other error, or a query without tag()."""
+    found = re.search(r"""Ambiguous reference to column name "track_id" \(use: ([^)]*)\)""", error)
+    if not found or not re.search(r"\btag\s*\(", query, re.IGNORECASE):
+        return None
+    choices = re.findall(r"'([^']+)'", found.group(1)) or ["t.track_id"]
+    return (f"this query has more than one track_id ({' or '.join(choices)}): name the one tag() reads as its "
+            f"second argument, e.g. tag('jazz', {choices[0]})")
 
 
 def _columns(tables: dict[str, pa.Table]) -> list[str]:
@@ -409,6 +423,6 @@ def sql(tables: dict[str, pa.Table], query: str, limits: FilterLimits = DEFAULT_
     limits = limits.validated()
     con = _connect(tables, limits, tag_lookup=True)
     try:
-        return _run(con, query, limits, lambda first: f"SQL error: {first}")
+        return _run(con, query, limits, lambda first: f"SQL error: {_ambiguous_track_id(query, first) or first}")
     finally:
         con.close()

@@ -21,7 +21,7 @@ def test_version_needs_no_command() -> None:
 
 @pytest.mark.parametrize("args, says", [
     (["search", "x", "--bogus"], "error: No such option: --bogus (see songseek search --help)"),
-    (["index", "--library", "L"], "error: Missing argument 'sources' (see songseek index --help)"),
+    (["index", "--library", "L"], "error: Missing argument 'SOURCES' (see songseek index --help)"),
     (["nosuch"], "error: No such command 'nosuch' (see songseek --help)"),
     (["bench", "nosuch"], "error: No such command 'nosuch' (see songseek bench --help)"),
     (["search", "x", "-k", "many"], "error: Invalid value for '-k'"),

@@ -33,7 +33,7 @@ def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["duplicates", "--library", str(root), "--not-duplicate", "t000", "zz"])
     assert bad.exit_code == 2 and "no track 'zz'" in bad.output
     bad = runner.invoke(app, ["duplicates", "--library", str(root), "--min-level", "4"])
-    assert bad.exit_code == 2 and "min_level must be 1, 2, 3" in bad.output
+    assert bad.exit_code == 2 and "--min-level must be 1, 2, 3" in bad.output
 
 
 def _groups(root: Path, *opts: str) -> list[tuple[int, list[str]]]:

@@ -241,6 +241,25 @@ def test_a_non_audio_file_inside_a_folder_is_skipped_not_refused(tmp_path: Path)
     assert (json.loads(out)["added"], json.loads(out)["failed"]) == (1, 0)
 
 
+def test_a_glob_that_names_cover_art_indexes_the_music_and_says_what_it_skipped(tmp_path: Path) -> None:
+    music = tmp_path / "album"  # what `songseek index album/*` passes: the songs, the cover and a playlist
+    write_wav(music / "01.wav", tone_track([220], 10, 0))
+    write_wav(music / "02.wav", tone_track([330], 10, 1))
+    (music / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0 not music")
+    (music / "album.m3u").write_text("01.wav\n02.wav\n")
+    named = sorted(music.iterdir())
+    code, out, err = run("index", *map(str, named), "--library", str(tmp_path / "lib"), "--encoder", "fake",
+                         "--json")
+    assert code == 0, err
+    assert (json.loads(out)["added"], json.loads(out)["failed"]) == (2, 0)
+    assert "note: skipped 2 named file(s) that are not audio: album.m3u, cover.jpg" in err
+    # only non-audio files named: still refused, naming the first and counting the rest
+    code, out, err = run("index", str(music / "album.m3u"), str(music / "cover.jpg"), "--library",
+                         str(tmp_path / "lib2"), "--encoder", "fake")
+    assert code == 2 and err.startswith(f"error: {music / 'album.m3u'} (and 1 more named files) is not an audio")
+    assert not (tmp_path / "lib2").exists()
+
+
 def test_info_on_a_flat_index_says_exact_and_gives_no_nprobe(audio_library: Path, tmp_path: Path) -> None:
     code, out, err = run("info", "--library", str(audio_library))
     assert code == 0, err
@@ -365,3 +384,26 @@ def test_search_number_errors_name_the_option_as_typed(tmp_path: Path, option: s
     assert code == 2 and err.strip().splitlines() == [err.strip()]
     assert err.startswith(f"error: {option} must be a finite number of seconds above 0")
 
+
+
+def test_search_table_fits_an_80_column_terminal(audio_library: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, tone_track([3000], 10, 9))
+    result = runner.invoke(app, ["search", "--audio", str(clip), "--library", str(audio_library), "-k", "3",
+                                 "--explain"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.strip()[:1].isdigit()]
+    assert len(rows) == 3  # one line per hit: the long path is cut with …, not wrapped
+    assert all("…" in row for row in rows) and all(re.search(r"\d+:\d\d–\d+:\d\d", row) for row in rows)
+
+
+def test_info_wraps_long_values_under_their_start(audio_library: Path) -> None:
+    result = runner.invoke(app, ["info", "--library", str(audio_library)], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    starts = [line for line in lines if not line.startswith(" " * 20)]
+    assert all(re.match(r" *\w+:( |$)", line) for line in starts)  # the others continue a value, indented
+    assert any(line.startswith(" " * 20) for line in lines)  # the rerank settings did not fit in one line

@@ -103,3 +103,27 @@ def test_tag_macro_reads_the_tags_table_from_any_from_clause(lib: tuple[Path, li
     assert [r["track_id"] for r in json.loads(out)] == [t for t, s in zip(ids, scores) if s > 0.45]
     code, out, err = run("SELECT tag('polka') FROM tracks", "--library", str(root))
     assert code == 2 and "unknown tag 'polka'; known tags: hip_hop" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tag_in_a_join_takes_the_track_id_to_read(lib: tuple[Path, list[dict]]) -> None:
+    """A join brings two track_id columns into scope: tag('x') says in one line how to name one, and the
+    two-argument form tag('x', t.track_id) reads that one."""
+    from songseek.engine.storage.writer import LibraryWriter
+
+    root = lib[0]
+    ids = sorted({r["track_id"] for r in lib[1]})
+    scores = [round(0.1 * i, 1) for i in range(len(ids))]
+    with LibraryWriter(root) as w:
+        w.put_table("tags", pa.table({"track_id": ids, "tag_hip_hop": pa.array(scores, pa.float32())}))
+        w.commit()
+    join = "FROM tracks t JOIN tags g ON t.track_id = g.track_id"
+    code, _, err = run(f"SELECT tag('hip hop') AS s {join}", "--library", str(root))
+    assert code == 2 and err.strip().splitlines() == [err.strip()], err
+    assert "tag('jazz', t.track_id)" in err and "more than one track_id" in err, err
+    code, out, err = run(f"SELECT t.track_id, tag('hip hop', t.track_id) AS s {join} ORDER BY 1", "--library",
+                         str(root), "--json")
+    assert code == 0, err
+    assert [r["s"] for r in json.loads(out)] == pytest.approx(scores)
+    code, _, err = run("SELECT t.track_id FROM tracks t JOIN tags g ON t.track_id = g.track_id WHERE track_id = 'x'",
+                       "--library", str(root))
+    assert code == 2 and "Ambiguous reference" in err and "tag(" not in err  # no tag(): DuckDB's own words

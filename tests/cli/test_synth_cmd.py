@@ -53,7 +53,7 @@ def test_same_seed_same_bytes_and_human_summary(tmp_path) -> None:
 def test_bad_arguments_exit_2_with_one_line(tmp_path) -> None:
     runner = CliRunner()
     res = runner.invoke(_app(), ["synth", str(tmp_path / "x"), "--tracks", "0"])
-    assert res.exit_code == 2 and res.stderr.startswith("error: n_tracks")
+    assert res.exit_code == 2 and res.stderr.startswith("error: --tracks must be at least 1")
     res = runner.invoke(_app(), ["synth", str(tmp_path / "x"), "--format", "mp4"])
     assert res.exit_code == 2 and "unknown audio format" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
