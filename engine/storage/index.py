@@ -239,10 +239,19 @@ def save_index(index: Any, path: Path) -> None:
         index = faiss.index_gpu_to_cpu(index)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)  # never write through a link planted under the temporary name
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        # Through a Python file, not faiss.write_index(index, path): faiss raises a RuntimeError (not an
+        # OSError) when a write fails and ignores an error from the final fclose, so a full disk either
+        # crashed the run or committed a truncated index. Here every failed write raises OSError.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 

@@ -100,7 +100,8 @@ class Manifest:
         field of a damaged one."""
         version = data.get("schema_version") if isinstance(data, dict) else None
         if not isinstance(version, int) or isinstance(version, bool):
-            raise LibraryError(f"{where}: manifest has no schema_version; is this a songseek library?")
+            raise LibraryError(f"{where}: manifest has no schema_version; if this is a songseek library, "
+                               f"run `songseek repair --library {where.parent}`")
         if version > SCHEMA_VERSION:
             raise IncompatibleLibraryError(
                 f"{where} uses library schema {version}, newer than this songseek's {SCHEMA_VERSION}: "

@@ -39,11 +39,18 @@ from songseek.engine.storage.store import (
     read_table_mmap,
     write_table_atomic,
 )
-from songseek.engine.storage.writer import EMBEDDED_MANIFEST_KEY, acquire_lock, remove_orphans, write_index
+from songseek.engine.storage.writer import (
+    EMBEDDED_MANIFEST_KEY,
+    TRACKS_FILE,
+    IndexWriteError,
+    acquire_lock,
+    remove_orphans,
+    write_failure,
+    write_index,
+)
 
 # Rows per shard written by compaction (about 1 GB of 512-d float32 vectors).
 COMPACT_SHARD_ROWS = 500_000
-_TRACKS_FILE = re.compile(r"tracks-(\d{6,})\.arrow")
 _NUMBERED = re.compile(r"(?:frames|tracks|failures|index|extra-[a-z0-9_]+)-(\d{6,})\.(?:arrow|faiss)")
 
 
@@ -119,10 +126,15 @@ def verify_library(root: str | Path) -> list[str]:
     """Every problem with the library's committed files, one line each (empty: all files verify).
     Changes nothing and takes no lock."""
     root = Path(root).expanduser()
-    m = read_manifest(root)
-    problems = [p for p in (check_file(root, n, m) for n in m.files()) if p]
-    if not problems:
-        problems += _consistency(root, m)
+    for attempt in range(3):
+        m = read_manifest(root)
+        problems = [p for p in (check_file(root, n, m) for n in m.files()) if p]
+        if not problems:
+            problems += _consistency(root, m)
+        # A writer may have committed twice while the checksums were read (a commit keeps the files it
+        # supersedes for one more commit only): a file it removed is no damage; check the new generation.
+        if not problems or attempt == 2 or _generation(root) == m.generation:
+            return problems
     return problems
 
 
@@ -131,14 +143,23 @@ def repair_library(root: str | Path, compact: bool = False, wait: bool = False) 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise LibraryError(f"no library at {root}: nothing to repair")
-    if not (root / MANIFEST_NAME).exists() and not any(_TRACKS_FILE.fullmatch(p.name) for p in root.iterdir()):
+    if not (root / MANIFEST_NAME).exists() and not any(TRACKS_FILE.fullmatch(p.name) for p in root.iterdir()):
         raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME} and no tracks table to "
                            "rebuild one from): nothing to repair")
     fd = acquire_lock(root, wait)
+    before = _generation(root)
     try:
         return _repair(root, compact)
-    except IncompatibleLibraryError:
-        raise
+    except (IncompatibleLibraryError, IndexWriteError):
+        raise  # IndexWriteError: the repaired library is committed; only its index waits for space
+    except OSError as exc:
+        # a full disk, a read-only folder, an unreadable file: nothing to move aside; once that is fixed,
+        # repair runs again from whatever generation is committed
+        why, fix = write_failure(exc)
+        state = ("the library is as it was" if _generation(root) == before
+                 else f"the repaired library is committed (generation {_generation(root)})")
+        raise LibraryError(f"could not repair {root}: {why} ({exc.filename or root}); {state}; {fix} and "
+                           f"run `songseek repair --library {root}` again") from None
     except LibraryError as exc:
         # Never send the user from repair back to repair: say what could not be done instead.
         raise LibraryError(f"{root}: repair could not fix this library ({_reason(exc)}); move the named file "
@@ -209,6 +230,14 @@ def _repair(root: Path, compact: bool) -> RepairReport:
     return report
 
 
+def _generation(root: Path) -> int:
+    """The generation of the manifest on disk now (-1 when it cannot be read)."""
+    try:
+        return read_manifest(root).generation
+    except LibraryError:
+        return -1
+
+
 def _next_free_generation(root: Path, m: Manifest) -> int:
     """A generation number above the manifest's and above every numbered file in the folder."""
     found = [int(mt.group(1)) for p in root.iterdir() if (mt := _NUMBERED.fullmatch(p.name))]
@@ -217,7 +246,7 @@ def _next_free_generation(root: Path, m: Manifest) -> int:
 
 def _recover_manifest(root: Path, report: RepairReport) -> Manifest:
     """The newest embedded manifest (from a tracks table) whose files all exist and verify."""
-    candidates = sorted((int(mt.group(1)), p) for p in root.iterdir() if (mt := _TRACKS_FILE.fullmatch(p.name)))
+    candidates = sorted((int(mt.group(1)), p) for p in root.iterdir() if (mt := TRACKS_FILE.fullmatch(p.name)))
     for _gen, path in reversed(candidates):
         try:
             meta = read_table_mmap(path).schema.metadata or {}

@@ -255,6 +255,9 @@ class VectorReader:
 
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.dim = manifest.dim
+        for name in manifest.frame_shards:
+            # the identity check readers make: an index is never built from a damaged or swapped shard
+            verify_quick_hash(Path(root), name, manifest)
         self.shards = [locate_vectors(Path(root) / name, self.dim, rows)
                        for name, rows in zip(manifest.frame_shards, manifest.shard_rows, strict=True)]
         self.offsets = np.cumsum([0] + [s.rows for s in self.shards]).astype(np.int64)

@@ -48,6 +48,8 @@ from songseek.engine.version import __version__
 
 LOCK_NAME = ".lock"
 EMBEDDED_MANIFEST_KEY = b"songseek.manifest"
+# A committed tracks table: what `songseek repair` rebuilds a lost manifest from (its embedded copy).
+TRACKS_FILE = re.compile(r"tracks-(\d{6,})\.arrow")
 # The names a writer creates (committed files and their temporary names); only these are ever deleted.
 _OWN_FILE = re.compile(r"(\.)?((frames|tracks|failures)-\d{6,}\.arrow|index-\d{6,}\.faiss|manifest\.json"
                        r"|extra-[a-z0-9_]+-\d{6,}\.arrow"
@@ -83,8 +85,10 @@ class LibraryWriter:
                 self.manifest = read_manifest(self.root)
             elif new_manifest is None:
                 raise LibraryError(f"no library at {self.root}")
-            elif any(_OWN_FILE.fullmatch(p.name) and not p.is_dir() for p in self.root.iterdir()):
-                # a library whose manifest is gone: starting afresh would delete the shards repair rebuilds from
+            elif any(TRACKS_FILE.fullmatch(p.name) and not p.is_dir() for p in self.root.iterdir()):
+                # a library whose manifest is gone: starting afresh would delete the files repair rebuilds it
+                # from (a tracks table). Without one, repair has nothing to work with, so what is here is a
+                # crash leftover (a first commit killed before its tracks table) and is removed as such.
                 raise LibraryError(f"{self.root} holds library files but no {MANIFEST_NAME}; run `songseek repair "
                                    f"--library {self.root}` to rebuild it from them (nothing was changed)")
             else:
@@ -239,8 +243,10 @@ class LibraryWriter:
             new = write_manifest(self.root, replace(new, checksums=sums))
         except BaseException as exc:
             if self._manifest_on_disk_is(gen):
-                # The rename landed (only the folder fsync after it, or an interrupt, came in between).
-                self._committed(new)
+                # The rename landed (only the folder fsync after it, or an interrupt, came in between). Take
+                # the manifest from disk: ``new`` lacks this commit's checksums and identities, and a later
+                # commit built on it would name files without them (repair would then drop their tracks).
+                self._committed(read_manifest(self.root))
                 if isinstance(exc, OSError):
                     return
                 raise
@@ -249,10 +255,10 @@ class LibraryWriter:
             self._unassign_pending()
             if not isinstance(exc, OSError):
                 raise
-            why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+            why, fix = write_failure(exc)
             raise LibraryError(
                 f"could not commit to {self.root}: {why}; the library still holds its last committed "
-                f"state (generation {m.generation}); free space and run the same command again to resume"
+                f"state (generation {m.generation}); {fix} and run the same command again to resume"
             ) from exc
         self._committed(new)
 
@@ -369,15 +375,17 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
     if n == 0:
         return m, "unchanged"
     rebuild = force_rebuild or index_rebuild_due(m, want, n)
+    # a missing or damaged index is rebuilt from the shards, also when no frame is new: "unchanged" would
+    # leave every search failing on it (the identity check reads 128 KiB, not the index)
+    rebuild = rebuild or not _index_file_intact(root, m)
     if not rebuild and m.index_frames == n and m.index_factory == factory:
         return m, "unchanged"
     idx = None
     if not rebuild:
         try:
-            verify_quick_hash(root, m.index_file, m)
             idx = faiss_index.load_index(root / m.index_file, use_gpu=False, mmap=False)
         except LibraryError:
-            rebuild = True  # a missing or damaged index is rebuilt from the shards
+            rebuild = True
         else:
             if int(idx.ntotal) != m.index_frames or int(idx.d) != m.dim:
                 rebuild = True
@@ -400,9 +408,10 @@ def write_index(root: Path, m: Manifest, factory: str | None = None, force_rebui
     except OSError as exc:
         if not _manifest_on_disk_is(root, m.generation + 1):
             (root / name).unlink(missing_ok=True)
-            raise LibraryError(f"could not write the index of {root}: {exc}; searches still work "
-                               "(exactly) on the frames the old index lacks; run the command again"
-                               ) from exc
+            why, fix = write_failure(exc)
+            raise IndexWriteError(f"could not write the index of {root}: {why}; searches still work "
+                                  f"(exactly) on the frames the old index lacks; {fix} and run the command "
+                                  "again") from exc
         new = read_manifest(root)
     return new, "rebuilt" if rebuild else "updated"
 
@@ -417,6 +426,17 @@ def build_from_reader(reader: VectorReader, factory: str, stop: int | None = Non
     return idx
 
 
+def _index_file_intact(root: Path, m: Manifest) -> bool:
+    """Whether ``m``'s index file is there and is the file it committed (its quick hash, where recorded)."""
+    if not (root / m.index_file).is_file():
+        return False
+    try:
+        verify_quick_hash(root, m.index_file, m)
+    except LibraryError:
+        return False
+    return True
+
+
 def _manifest_on_disk_is(root: Path, generation: int) -> bool:
     try:
         return read_manifest(root).generation == generation
@@ -425,11 +445,35 @@ def _manifest_on_disk_is(root: Path, generation: int) -> bool:
 
 
 def remove_orphans(root: Path, m: Manifest) -> None:
-    """Delete the writer's own files that ``m`` neither names nor keeps (crash leftovers, superseded files)."""
+    """Delete the writer's own files that ``m`` neither names nor keeps (crash leftovers, superseded files).
+
+    Housekeeping only: a file that cannot be deleted now stays (no reader looks at it) and the next writer
+    tries again, so a commit that is already durable never fails here."""
     keep = {MANIFEST_NAME, LOCK_NAME, *m.files(), *m.previous_files}
     for path in root.iterdir():
         if path.name not in keep and _OWN_FILE.fullmatch(path.name) and not path.is_dir():
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+class IndexWriteError(LibraryError):
+    """The index could not be written (disk full, permissions): the committed library is intact and
+    searches stay exact on the frames the old index lacks; running the command again finishes it."""
+
+
+def write_failure(exc: OSError) -> tuple[str, str]:
+    """(what went wrong, what the user can do) for an OSError met while writing library files."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("the disk is full" if exc.errno == errno.ENOSPC else "the disk quota is used up"), "free space"
+    if exc.errno == errno.EFBIG:
+        return "a file grew past the file-size limit", "raise the limit (ulimit -f) or use another disk"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied", "make the library folder and its files writable by you"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only", "remount it read-write (or copy the library to a writable disk)"
+    return exc.strerror or str(exc), "check the disk"
 
 
 def _storable(text: str) -> bool:
