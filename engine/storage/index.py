@@ -21,7 +21,7 @@ import numpy as np
 
 from songseek.engine.device import faiss_gpu_available
 from songseek.engine.errors import LibraryError, UsageError
-from songseek.engine.storage.manifest import fsync_dir
+from songseek.engine.storage.manifest import atomic_write
 
 # Below this many frames an exact flat index is both faster to build and fast enough to search.
 # Measured with `songseek bench query-speed` (docs/performance.md).
@@ -237,22 +237,10 @@ def save_index(index: Any, path: Path) -> None:
     faiss = _faiss()
     if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
         index = faiss.index_gpu_to_cpu(index)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)  # never write through a link planted under the temporary name
-    try:
-        # Through a Python file, not faiss.write_index(index, path): faiss raises a RuntimeError (not an
-        # OSError) when a write fails and ignores an error from the final fclose, so a full disk either
-        # crashed the run or committed a truncated index. Here every failed write raises OSError.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    # Through a Python file, not faiss.write_index(index, path): faiss raises a RuntimeError (not an
+    # OSError) when a write fails and ignores an error from the final fclose, so a full disk either
+    # crashed the run or committed a truncated index. Here every failed write raises OSError.
+    atomic_write(path, lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))
 
 
 def load_index(path: Path, use_gpu: bool = True, mmap: bool | None = None) -> Any:

@@ -12,9 +12,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError
@@ -126,15 +127,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(fh)`` into a temporary name, fsync, rename over ``path``, fsync the folder; on any failure
+    the temporary file is removed and ``path`` is as it was."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         # O_NOFOLLOW | O_EXCL after an unlink: never write through a link planted under the temporary name
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -142,6 +144,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def verify_quick_hash(root: Path, name: str, manifest: Manifest) -> None:
