@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import socket
 from pathlib import Path
 
 import typer
+
+from songseek.engine.errors import UsageError
 
 from .common import handles_errors, library_option, print_json
 
@@ -21,7 +25,7 @@ def register_bench(bench_app: typer.Typer) -> None:
 def serve(
     library: Path = library_option(help="Library directory to serve."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond loopback a token is required."),
-    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
     token_file: Path = typer.Option(None, "--token-file", help="File whose first line is the access token "
                                     "(else the SONGSEEK_TOKEN environment variable)."),
     workers: int = typer.Option(2, "--workers", help="Threads that encode and search."),
@@ -42,6 +46,9 @@ def serve(
     token = read_token(token_file)
     check_exposure(host, token)  # before anything slow: a refused exposure fails in a blink
     read_manifest(library.expanduser())  # likewise a mistyped --library, before the server and model load
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):  # int(nan * 2**20) would be a traceback
+        raise UsageError(f"max_upload_mb must be a positive number of MiB (got {max_upload_mb})")
+    check_port(host, port)  # and a port already taken (uvicorn would say so after the model loaded)
     import uvicorn
 
     from songseek.server import create_app
@@ -57,6 +64,17 @@ def serve(
     for warning in snap.warnings:
         typer.echo(f"warning: {warning}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse (UsageError) a host/port this process cannot listen on, as uvicorn binds it (SO_REUSEADDR)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
 
 
 @handles_errors

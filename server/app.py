@@ -16,6 +16,7 @@ from songseek.server.auth import TokenMiddleware
 from songseek.server.body_limit import BodyLimit
 from songseek.server.config import ServerConfig
 from songseek.server.context import Context
+from songseek.server.guard import Guard
 from songseek.server.peaks import PeaksCache
 from songseek.server.pool import BoundedPool
 from songseek.server.state import LibraryHolder, SearchGate
@@ -57,6 +58,7 @@ def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> Fas
     app.add_middleware(BodyLimit, limit_for=config.limits.body_limit)
     if config.token is not None:
         app.add_middleware(TokenMiddleware, token=config.token)
+    app.add_middleware(Guard, loopback_only=config.token is None)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])

@@ -43,6 +43,10 @@ class Limits:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.queue < 0:
             raise UsageError(f"workers must be >= 1 and queue >= 0 (got {self.workers}, {self.queue})")
+        if not 0 < self.max_clip_s < 1e6:  # also NaN: 0 or less would refuse every clip
+            raise UsageError(f"max_clip_s must be a positive number of seconds (got {self.max_clip_s})")
+        if self.max_upload_bytes < 1:
+            raise UsageError(f"max_upload_bytes must be at least 1 (got {self.max_upload_bytes})")
         self.filter_limits()  # refuses a bad where bound at start, not on the first request
 
     def body_limit(self, path: str) -> int:

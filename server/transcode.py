@@ -77,12 +77,18 @@ class Transcoder:
         return out
 
     def _evict(self, keep: Path) -> None:
-        files = sorted((p for p in self.folder.glob("*.wav") if p != keep), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files) + keep.stat().st_size
-        for p in files:
+        files: list[tuple[float, int, Path]] = []
+        for p in self.folder.glob("*.wav"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # removed meanwhile (another server sharing the folder evicted it)
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        for _, size, p in sorted(f for f in files if f[2] != keep):
             if total <= CACHE_BYTES:
                 break
-            total -= p.stat().st_size
+            total -= size
             p.unlink(missing_ok=True)
 
 

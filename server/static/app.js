@@ -6,6 +6,8 @@ const OPTION_KEYS = ["artist", "album", "genre", "year_min", "year_max", "tag", 
   "rerank", "exact"];
 let selected = -1;
 let lastQuery = null;  // {kind: "text", q} | {kind: "like", id} | {kind: "clip"}
+let searchSeq = 0;  // the newest search; an older one answering late is dropped
+let playing = null;  // the hit played last: one still loading from an earlier click stays silent
 
 function mmss(s) {
   s = Math.round(s);
@@ -72,17 +74,20 @@ async function runFromUrl() {
 }
 
 async function search(query, base, init) {
+  const seq = ++searchSeq;
   showError("");
   $("#status").textContent = "searching…";
   const url = base + (base.endsWith("?") ? "" : "&") + optionParams().toString();
   try {
     const t0 = performance.now();
     const data = await api(url, init);
+    if (seq !== searchSeq) return;
     lastQuery = query;
     render(data.hits);
     const what = query.kind === "text" ? `“${query.q}”` : query.kind === "like" ? "more like this" : "your clip";
     $("#status").textContent = `${data.hits.length} hits for ${what} in ${Math.round(performance.now() - t0)} ms`;
   } catch (e) {
+    if (seq !== searchSeq) return;
     $("#status").textContent = "";
     showError(e.message);
   }
@@ -123,7 +128,16 @@ function hitItem(h, i) {
   li.querySelector(".segment").textContent = `best ${mmss(h.start_s)}–${mmss(h.end_s)}`;
   const audio = li.querySelector("audio");
   audio.src = h.audio_url;  // #t=start,end: the browser starts at the segment
-  li.querySelector(".play").addEventListener("click", () => playFrom(li, h.start_s));
+  // The fragment's end stops only the first play: "play segment" stops at the end itself, unless the
+  // listener has moved the playhead out of the segment meanwhile.
+  audio.addEventListener("seeking", () => {
+    if (audio.currentTime < h.start_s || audio.currentTime >= h.end_s) delete li.dataset.stopAtEnd;
+  });
+  audio.addEventListener("timeupdate", () => {
+    if (li.dataset.stopAtEnd && audio.currentTime >= h.end_s) { delete li.dataset.stopAtEnd; audio.pause(); }
+  });
+  audio.addEventListener("error", () => audioError(audio));
+  li.querySelector(".play").addEventListener("click", () => playFrom(li, h.start_s, true));
   li.querySelector(".like").addEventListener("click", () => {
     pushUrl({like: h.track_id});
     $("#q").value = "";
@@ -135,12 +149,27 @@ function hitItem(h, i) {
   return li;
 }
 
-function playFrom(li, t) {
+function playFrom(li, t, stopAtEnd) {
+  playing = li;
   for (const a of document.querySelectorAll("audio")) if (!li.contains(a)) a.pause();
   const audio = li.querySelector("audio");
-  const start = () => { audio.currentTime = t; audio.play().catch((e) => showError(`cannot play: ${e.message}`)); };
+  if (stopAtEnd) li.dataset.stopAtEnd = "1";
+  else delete li.dataset.stopAtEnd;
+  const start = () => {
+    if (playing !== li) return;  // another hit was played while this one loaded
+    audio.currentTime = t;
+    // AbortError: paused before it began (another hit was played): not a failure
+    audio.play().catch((e) => { if (e.name !== "AbortError") showError(`cannot play: ${e.message}`); });
+  };
   if (audio.readyState >= 1) start();
   else { audio.addEventListener("loadedmetadata", start, {once: true}); audio.load(); }
+}
+
+async function audioError(audio) {
+  // the element only says that it failed; the server's {error} says why (file gone, cannot be read, token)
+  let msg = "cannot play this track in this browser";
+  try { await api(audio.src.split("#")[0], {headers: {Range: "bytes=0-0"}}); } catch (e) { msg = `cannot play: ${e.message}`; }
+  showError(msg);
 }
 
 async function drawStrip(li, h) {
@@ -262,15 +291,19 @@ document.addEventListener("drop", (ev) => {
   searchClip(ev.dataTransfer.files[0]);
 });
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.closest("input, select, textarea, button")) return;
-  if (ev.key === "j") select(selected + 1);
-  else if (ev.key === "k") select(selected - 1);
-  else if (ev.key === " " && selected >= 0) {
+  // typing, shortcuts of the browser's own (Ctrl+K ...) and space on a button or a player stay theirs
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.closest("input, select, textarea")) return;
+  if (ev.key === "j" || ev.key === "k") {
+    if (ev.target.closest("#hits")) ev.target.blur();  // else space would press the old hit's button
+    select(selected + (ev.key === "j" ? 1 : -1));
+  } else if (ev.key === " " && selected >= 0 && !ev.target.closest("button, audio, summary")) {
     ev.preventDefault();
     const li = document.querySelectorAll("#hits .hit")[selected];
-    const audio = li.querySelector("audio");
-    if (audio.paused) playFrom(li, audio.currentTime > 0 ? audio.currentTime : Number(li.dataset.start));
-    else audio.pause();
+    const audio = li.querySelector("audio"), t = audio.currentTime;
+    const start = Number(li.dataset.start), end = Number(li.dataset.end);
+    if (!audio.paused) audio.pause();
+    else if (t > 0) playFrom(li, t, t >= start && t < end);  // resume; inside the segment, stop at its end
+    else playFrom(li, start, true);
   }
 });
 window.addEventListener("popstate", runFromUrl);

@@ -18,7 +18,7 @@ from tests.audio_helpers import tone_track, write_wav
 from tests.server.server_helpers import LiveServer
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -33,17 +33,23 @@ QUERY = "soft piano with strings"
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+def playwright() -> Iterator[Playwright]:
     with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
-                                                   executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                   viewport={"width": 1100, "height": 900})
-        yield ctx
-        ctx.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    ctx = playwright.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
+                                                       executable_path=CHROMIUM, args=ARGS, headless=True,
+                                                       viewport={"width": 1100, "height": 900},
+                                                       bypass_csp=True)  # the checks' wait_for_function evals
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture
-def page(browser: Browser, served: LiveServer) -> Iterator[Page]:
+def page(browser: BrowserContext, served: LiveServer) -> Iterator[Page]:
     pg = browser.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -168,7 +174,7 @@ def test_errors_show_in_the_page(page: Page, served: LiveServer) -> None:
     assert "k must be between 1 and 100" in page.inner_text("#error")
 
 
-def test_random_weights_warning_is_visible(browser: Browser, tmp_path: Path) -> None:
+def test_random_weights_warning_is_visible(browser: BrowserContext, tmp_path: Path) -> None:
     write_wav(tmp_path / "music" / "a.wav", tone_track([220, 440], 10, 0))
     lib = tmp_path / "lib"
     result = CliRunner().invoke(cli_app, ["index", str(tmp_path / "music"), "--library", str(lib), "--encoder", "fake"])
@@ -182,3 +188,80 @@ def test_random_weights_warning_is_visible(browser: Browser, tmp_path: Path) -> 
     finally:
         pg.close()
         live.stop()
+
+
+def audio_state(page: Page, i: int) -> dict[str, float | bool]:
+    return page.evaluate(f"(() => {{ const a = document.querySelectorAll('#hits .hit audio')[{i}]; "
+                         "return {t: a.currentTime, paused: a.paused}; })()")
+
+
+def test_play_segment_stops_at_its_end_every_time(page: Page, served: LiveServer) -> None:
+    """The #t=start,end fragment stops only the first play: the second ran on past the segment."""
+    search(page, served.url)
+    first = page.locator("#hits .hit").nth(0)
+    end = float(first.get_attribute("data-end") or "nan")
+    for _ in range(2):
+        first.locator(".play").click()
+        page.wait_for_function("() => !document.querySelector('#hits .hit audio').paused", timeout=20_000)
+        page.evaluate(f"document.querySelector('#hits .hit audio').currentTime = {end - 0.6}")
+        page.wait_for_function("() => document.querySelector('#hits .hit audio').paused", timeout=10_000)
+        state = audio_state(page, 0)
+        assert end - 0.1 <= float(state["t"]) <= end + 1.0, (state, end)
+
+
+def test_a_track_that_cannot_be_played_says_why(page: Page, served: LiveServer) -> None:
+    """The <audio> element failed silently (a 404 for a file gone from disk showed nothing)."""
+    def gone(route: object) -> None:
+        route.fulfill(status=404, content_type="application/json",  # type: ignore[attr-defined]
+                      body='{"error": "the file of track \'x\' is gone from disk (a.flac)"}')
+
+    page.route("**/api/audio/**", gone)
+    search(page, served.url)
+    page.locator("#hits .hit").nth(0).locator(".play").click()
+    page.wait_for_selector("#error:not([hidden])", timeout=20_000)
+    assert "cannot play: the file of track 'x' is gone from disk" in page.inner_text("#error")
+
+
+def test_a_late_answer_to_an_older_search_is_dropped(page: Page, served: LiveServer) -> None:
+    page.add_init_script("""{
+      const fetch0 = window.fetch;
+      window.fetch = (url, init) => String(url).includes("q=slow%20drums")
+        ? new Promise((ok) => setTimeout(ok, 1500)).then(() => fetch0(url, init)) : fetch0(url, init);
+    }""")
+    page.goto(served.url + "/")
+    page.fill("#q", "slow drums")
+    page.press("#q", "Enter")
+    page.fill("#q", QUERY)
+    page.press("#q", "Enter")
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes({QUERY!r})")
+    page.wait_for_timeout(2500)  # the slow answer has come by now
+    assert QUERY in page.inner_text("#status") and "slow drums" not in page.inner_text("#status")
+
+
+def test_keys_work_after_a_button_was_clicked(page: Page, served: LiveServer) -> None:
+    """j/k did nothing while a hit's button had the focus, i.e. right after clicking play."""
+    search(page, served.url)
+    page.locator("#hits .hit").nth(0).locator(".play").click()
+    page.keyboard.press("j")
+    assert page.locator("#hits .hit").nth(1).get_attribute("class") == "hit selected"
+    page.keyboard.press(" ")  # plays the selected hit, not the focused button of the first one again
+    page.wait_for_function("() => !document.querySelectorAll('#hits .hit audio')[1].paused", timeout=20_000)
+    assert audio_state(page, 0)["paused"]
+    page.keyboard.press("Control+j")  # the browser's shortcuts are left alone
+    assert page.locator("#hits .hit").nth(1).get_attribute("class") == "hit selected"
+
+
+def test_the_page_runs_under_its_csp(playwright: Playwright, served: LiveServer) -> None:
+    strict = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    try:
+        pg = strict.new_page()
+        violations: list[str] = []
+        pg.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+        pg.goto(served.url + "/")
+        pg.fill("#q", QUERY)
+        pg.press("#q", "Enter")
+        pg.wait_for_selector("#hits .hit .wave[data-ready]", timeout=60_000)
+        pg.wait_for_selector("#hits .hit .strip[data-ready]", timeout=60_000)
+        assert not violations, violations
+    finally:
+        strict.close()

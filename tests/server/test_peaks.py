@@ -76,7 +76,7 @@ def test_peaks_are_decoded_once_per_track_and_n(library: Path, monkeypatch: pyte
         return real(path, n, max_s)
 
     monkeypatch.setattr(peaks_module, "file_peaks", counted)
-    with TestClient(create_app(ServerConfig(library=library))) as c:
+    with TestClient(create_app(ServerConfig(library=library)), base_url="http://127.0.0.1") as c:
         tid = c.get("/api/search", params={"q": "piano", "k": 1}).json()["hits"][0]["track_id"]
         first = c.get(f"/api/tracks/{tid}/peaks", params={"n": 50}).json()
         assert c.get(f"/api/tracks/{tid}/peaks", params={"n": 50}).json() == first
@@ -84,7 +84,8 @@ def test_peaks_are_decoded_once_per_track_and_n(library: Path, monkeypatch: pyte
         c.get(f"/api/tracks/{tid}/peaks", params={"n": 60})
         assert [n for _, n in calls] == [50, 60]
     # a track longer than the server's bound is refused with 413 before anything is decoded
-    with TestClient(create_app(ServerConfig(library=library, limits=Limits(max_peaks_s=1.0)))) as c:
+    with TestClient(create_app(ServerConfig(library=library, limits=Limits(max_peaks_s=1.0))),
+                    base_url="http://127.0.0.1") as c:
         res = c.get(f"/api/tracks/{tid}/peaks", params={"n": 50})
         assert res.status_code == 413 and "up to 1 s" in res.json()["error"]
         assert len(calls) == 2

@@ -26,7 +26,7 @@ def app(library: Path) -> object:
 
 @pytest.fixture(scope="module")
 def api_schema(app: object) -> object:
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    return schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Host": "127.0.0.1"})
 
 
 def test_no_server_errors_and_schema_conformant(api_schema: object) -> None:
@@ -37,6 +37,7 @@ def test_no_server_errors_and_schema_conformant(api_schema: object) -> None:
         @given(case=op.as_strategy())
         @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: object) -> None:
-            case.call_and_validate(checks=CHECKS)  # type: ignore[attr-defined]
+            # a server without a token answers loopback names only (schemathesis sends Host: testserver)
+            case.call_and_validate(checks=CHECKS, base_url="http://127.0.0.1")  # type: ignore[attr-defined]
 
         check()

@@ -42,3 +42,14 @@ def test_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
     shared.chmod(0o777)
     with pytest.raises(UsageError, match="shared is not yours alone .*mode 777"):
         Transcoder(shared)
+
+
+def test_a_copy_removed_while_the_cache_is_trimmed_is_skipped(tmp_path: Path) -> None:
+    """Another server sharing the folder can evict a copy between the listing and its stat: the eviction
+    pass raised FileNotFoundError (a 500 for the play)."""
+    src = tmp_path / "tone.aiff"
+    write_audio(src, sine(1.0, 16000)[None], 16000)
+    t = Transcoder(tmp_path / "cache")
+    (tmp_path / "cache" / "ghost.wav").symlink_to(tmp_path / "removed.wav")  # listed, but stat() fails
+    copy, ctype = t.playable(src)
+    assert ctype == "audio/wav" and copy.read_bytes()[:4] == b"RIFF"

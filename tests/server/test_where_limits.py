@@ -42,7 +42,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _client(library: Path, **where_bounds: float) -> TestClient:
     from songseek.server import Limits, ServerConfig, create_app
 
-    return TestClient(create_app(ServerConfig(library=library, limits=Limits(**where_bounds))))  # type: ignore[arg-type]
+    app = create_app(ServerConfig(library=library, limits=Limits(**where_bounds)))  # type: ignore[arg-type]
+    return TestClient(app, base_url="http://127.0.0.1")  # a server without a token answers loopback names only
 
 
 @pytest.fixture(scope="module")
