@@ -260,10 +260,10 @@ def _pairs(value: dict, prefix: str) -> list[str]:
 def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json")) -> None:
     """Files that could not be indexed (retried when they change, or with `index --retry-failed`)."""
     from songseek.engine.storage.manifest import read_manifest
-    from songseek.engine.storage.store import read_table_mmap
+    from songseek.engine.storage.store import read_failures
 
     m = read_manifest(library)
-    rows = read_table_mmap(library / m.failures_file).to_pylist() if m.failures_file else []
+    rows = read_failures(library, m).to_pylist()
     if json_out:
         print_json(rows)
         return

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from songseek.engine.query.filters import sql
 from songseek.engine.query.search import Library
-from songseek.engine.storage.store import FAILURES_SCHEMA, frames_schema, read_table_mmap
+from songseek.engine.storage.store import frames_schema, read_failures, read_table_mmap
 
 FRAME_COLUMNS = ("track_id", "frame", "start_s", "end_s")
 
@@ -22,7 +22,7 @@ def library_tables(lib: Library) -> dict[str, pa.Table]:
     shards = [read_table_mmap(root / name).select(list(FRAME_COLUMNS)) for name in m.frame_shards]
     frames = (pa.concat_tables(shards) if shards
               else frames_schema(m.dim).empty_table().select(list(FRAME_COLUMNS)))
-    failures = read_table_mmap(root / m.failures_file) if m.failures_file else FAILURES_SCHEMA.empty_table()
+    failures = read_failures(root, m)  # identity-checked: a swapped-in table must not answer queries
     return {"tracks": lib.tracks, "frames": frames, "failures": failures, **lib.extra_tables}
 
 

@@ -67,8 +67,8 @@ class Manifest:
     # a cheap identity of every named file (quick_hash: size + first and last 64 KiB), checked by every
     # reader on open, so a swapped or overwritten file is refused without a full checksum run
     quick_hashes: dict[str, str] = field(default_factory=dict)
-    # the previous generation's tracks/failures/index files, kept one more commit for readers that
-    # opened the previous manifest and as a fallback for `songseek repair`
+    # the newest superseded tracks/failures/index file and extra table of each kind, kept until that kind
+    # is replaced again: readers that opened an older manifest still find its files (and repair a fallback)
     previous_files: tuple[str, ...] = ()
     # extra tables keyed by track_id (tags, mos, ...): name -> file, written by LibraryWriter.put_table
     extra_tables: dict[str, str] = field(default_factory=dict)
@@ -374,7 +374,7 @@ def _parse(cls: type[Manifest], data: dict[str, Any]) -> Manifest:
         rerank=dict(_dict(data, "rerank")),  # checked where it is used (fusion.RerankSettings.from_json)
         checksums=sums,
         quick_hashes=quick,
-        previous_files=tuple(_name(v, "previous_files[]", ("tracks", "failures", "index"))
+        previous_files=tuple(_name(v, "previous_files[]", ("tracks", "failures", "index", "extra"))
                              for v in _list(data, "previous_files")),
         extra_tables=extra,
         created_at=_float(data, "created_at", -1e12, 1e12, 0.0),

@@ -12,8 +12,8 @@ What repair does with each kind of damage (every action is listed in the returne
 - the tracks table damaged: the previous generation's tracks table (kept one commit for this) is used
   when it verifies and fits the shards; otherwise the library keeps its frames but no tracks, and the
   next `songseek index` re-embeds every file.
-- the failures table or an extra table damaged: dropped (failed files are retried, `songseek tag` can
-  write its table again).
+- the failures table damaged: rebuilt empty (the next `songseek index` retries the failed files and records
+  those that fail again); an extra table damaged: dropped (`songseek tag`, `mos`, `duplicates` write it again).
 - the index missing or damaged (or fine): rebuilt from the shards, always.
 """
 
@@ -290,6 +290,8 @@ def _tracks_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairRe
 
 
 def _failures_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairReport) -> pa.Table:
+    # A damaged one is rebuilt empty, not taken from the previous generation: that one can list files indexed
+    # since and lacks the last commit's failures, while an empty table costs one retry per failed file.
     if m.failures_file and m.failures_file not in bad:
         return _plain(read_table_mmap(root / m.failures_file), FAILURES_SCHEMA)
     if m.failures_file:

@@ -142,6 +142,14 @@ def read_library_table(root: Path, name: str, manifest: Manifest) -> pa.Table:
     return read_table_mmap(root / name)
 
 
+def read_failures(root: Path, manifest: Manifest) -> pa.Table:
+    """The committed failures table (empty when there is none), identity-checked like every library file:
+    a swapped-in table that Arrow reads fine would otherwise list failures this library never recorded."""
+    if not manifest.failures_file:
+        return FAILURES_SCHEMA.empty_table()
+    return read_library_table(root, manifest.failures_file, manifest)
+
+
 def vectors_view(table: pa.Table, dim: int) -> np.ndarray:
     """Zero-copy float32 (rows, dim) view of a shard's vector column."""
     col = table.column("vector")

@@ -41,6 +41,7 @@ from songseek.engine.storage.store import (
     TrackRecord,
     VectorReader,
     frames_schema,
+    read_failures,
     read_library_table,
     write_table_atomic,
 )
@@ -98,9 +99,8 @@ class LibraryWriter:
             if self.manifest.tracks_file:
                 for row in read_library_table(self.root, self.manifest.tracks_file, self.manifest).to_pylist():
                     self._tracks[row["track_id"]] = row
-            if self.manifest.failures_file:
-                for row in read_library_table(self.root, self.manifest.failures_file, self.manifest).to_pylist():
-                    self._failures[row["path"]] = Failure(**row)
+            for row in read_failures(self.root, self.manifest).to_pylist():
+                self._failures[row["path"]] = Failure(**row)
             self._pending: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = []
             self._pending_tables: dict[str, pa.Table] = {}
             self._dirty = False
@@ -209,7 +209,11 @@ class LibraryWriter:
             sums[m.index_file] = m.checksums[m.index_file]
         new_files: list[Path] = []
         tracks_name, failures_name = f"tracks-{gen:06d}.arrow", f"failures-{gen:06d}.arrow"
-        previous = _superseded(m, {"tracks-": tracks_name, "failures-": failures_name})
+        extra = dict(m.extra_tables)
+        extra.update({t: f"extra-{t}-{gen:06d}.arrow" for t in self._pending_tables})
+        # a replaced extra table is kept like a replaced tracks table: readers of ``m`` may still open it
+        previous = _superseded(m, {"tracks-": tracks_name, "failures-": failures_name,
+                                   **{_extra_prefix(t): extra[t] for t in self._pending_tables}})
         sums.update({n: m.checksums[n] for n in previous if n in m.checksums})
         try:
             if self._pending:
@@ -223,10 +227,8 @@ class LibraryWriter:
                                             schema=FAILURES_SCHEMA)
             new_files.append(self.root / failures_name)
             sums[failures_name] = write_table_atomic(self.root / failures_name, failures)
-            extra = dict(m.extra_tables)
             sums.update({n: m.checksums[n] for n in extra.values() if n in m.checksums})
             for tname, ttable in self._pending_tables.items():
-                extra[tname] = f"extra-{tname}-{gen:06d}.arrow"
                 new_files.append(self.root / extra[tname])
                 sums[extra[tname]] = write_table_atomic(self.root / extra[tname], ttable)
             new = m.bumped(frame_shards=tuple(shards), shard_rows=tuple(rows), tracks_file=tracks_name,
@@ -489,11 +491,19 @@ def _printable(text: str) -> str:
     return text if _storable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _extra_prefix(table: str) -> str:
+    """The name prefix of every generation of extra table ``table`` (names have no '-', so it is unique)."""
+    return f"extra-{table}-"
+
+
 def _superseded(m: Manifest, replaced: dict[str, str]) -> tuple[str, ...]:
-    """The newest superseded tracks/failures/index file of each kind once ``replaced`` (prefix → new name)
-    takes effect: the file the old manifest named if it changes, else the one it already kept."""
+    """The newest superseded file of each kind (tracks, failures, index, each extra table) once ``replaced``
+    (prefix → new name) takes effect: the file the old manifest named if it changes, else the one it
+    already kept. So a replaced file outlives one commit of its own kind, and readers of the manifest
+    before that commit can still open it."""
     out = []
-    kinds = (("tracks-", m.tracks_file), ("failures-", m.failures_file), ("index-", m.index_file))
+    kinds = [("tracks-", m.tracks_file), ("failures-", m.failures_file), ("index-", m.index_file),
+             *((_extra_prefix(t), f) for t, f in sorted(m.extra_tables.items()))]
     for prefix, current in kinds:
         new = replaced.get(prefix, current)
         if current and new != current:

@@ -154,6 +154,36 @@ def test_damaged_tracks_and_failures_tables(tmp_path: Path) -> None:
     assert snapshot(lib).keys() == ref.keys()
 
 
+def test_a_swapped_failures_table_is_one_line_and_repair_rebuilds_it_empty(tmp_path: Path) -> None:
+    """A failures table that Arrow reads fine but is not the one committed (copied from the previous
+    generation): refused like any library file; repair rebuilds it empty and the next index run finds the
+    failure again (docs/robustness.md, `songseek repair`)."""
+    music, lib = build(tmp_path)
+    (music / "bad.mp3").write_text("not audio")
+    index_paths([music], lib, FakeEncoder(), IndexConfig())
+    old = read_manifest(lib).failures_file
+    (music / "worse.mp3").write_text("not audio either")
+    index_paths([music], lib, FakeEncoder(), IndexConfig())         # keeps `old` as the previous table
+    m = read_manifest(lib)
+    assert old in m.previous_files and (lib / old).read_bytes() != (lib / m.failures_file).read_bytes()
+    (lib / m.failures_file).write_bytes((lib / old).read_bytes())  # a valid table, not this generation's
+    for command in (["info"], ["index", str(music)], ["failures"], ["sql", "SELECT count(*) FROM failures"]):
+        code, out = cli(*command, "--library", str(lib))
+        line = error_line(out)
+        assert code == 2 and f"{m.failures_file}: missing or damaged library file (not the file this library " \
+            f"committed: its identity hash differs); run `songseek repair --library {lib}`" in line, out
+    code, out = cli("repair", "--library", str(lib))
+    assert code == 0 and f"damaged: {m.failures_file}: checksum mismatch" in out
+    assert "dropped the damaged failures table: failed files are retried next run" in out
+    code, out = cli("failures", "--library", str(lib), "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == []
+    r = index_paths([music], lib, FakeEncoder(), IndexConfig())
+    assert (r.added, r.failed, r.unchanged) == (0, 2, 6)               # both retried and recorded again
+    code, out = cli("failures", "--library", str(lib), "--json")
+    assert sorted(f["path"] for f in json.loads(out.strip().splitlines()[-1])) == [str(music / "bad.mp3"),
+                                                                                    str(music / "worse.mp3")]
+
+
 def test_compact_removes_dead_frames_and_keeps_results(tmp_path: Path) -> None:
     music, lib = build(tmp_path)
     sf.write(music / "t0.wav", np.ones(SR * 25, np.float32) * 0.1, SR)   # changed: old frames die
