@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,19 +96,23 @@ def check_encoder_name(m: Manifest, name: str, library: Path) -> None:
 EmbedDriver = Callable[[CommitStage, Encoder, float, float, "IndexConfig"], None]
 
 
-def index_paths(sources: list[Path], library: Path, encoder: Encoder, config: IndexConfig = IndexConfig(),
-                progress: Progress | None = None, wait: bool = False,
+def index_paths(sources: Sequence[str | Path] | str | Path, library: str | Path, encoder: Encoder,
+                config: IndexConfig = IndexConfig(), progress: Progress | None = None, wait: bool = False,
                 driver: EmbedDriver | None = None) -> IndexReport:
-    """Bring ``library`` up to date with the audio files under ``sources`` (created if absent).
+    """Bring ``library`` up to date with the audio files under ``sources`` (folders or files; one path or
+    a list; created if absent). ``wait``: wait for another writer instead of LibraryLockedError.
     ``driver`` runs decode and embedding (default: threads in this process); this process alone writes."""
+    # str paths as Library.open takes them (a bare str must not be read as a list of one-letter paths)
+    paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    root = Path(library).expanduser()
     if config.nprobe is not None and config.nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {config.nprobe})")
-    check_sources(sources)  # before the library is created or opened: a bad argument changes nothing
+    check_sources(paths)  # before the library is created or opened: a bad argument changes nothing
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     report = IndexReport()
-    with LibraryWriter(library, new_manifest(encoder, config), wait=wait) as writer:
-        jobs = plan_jobs(writer, sources, encoder, config, report)
+    with LibraryWriter(root, new_manifest(encoder, config), wait=wait) as writer:
+        jobs = plan_jobs(writer, paths, encoder, config, report)
         progress.start(len(jobs), "embedding")
         commit = CommitStage(writer, jobs, report, progress, config.commit_every_files, config.commit_every_s)
         try:

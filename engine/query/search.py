@@ -319,7 +319,10 @@ class Library:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
         enc = self.encoder
         audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1 or len(audio) == 0:
+        if audio.ndim != 1:  # (channels, n) or (n, channels) would otherwise read as "empty"
+            raise QueryError(f"audio samples must be mono, a 1-D array (n,), got shape {audio.shape}: "
+                             "average the channels first, e.g. samples.mean(axis=0)")
+        if len(audio) == 0:
             raise QueryError("the audio query is empty")
         windows, _ = frame_windows(audio, enc.info.sample_rate, self.manifest.window_s, self.manifest.window_s)
         return l2_normalize(enc.embed_audio(windows).mean(axis=0, keepdims=True))
@@ -333,10 +336,13 @@ class Library:
         or a vector of the library's dimension. Keyword arguments are SearchOptions fields (k=, where=...).
 
         An audio file is decoded from ``start_s`` to ``end_s`` only (seeking; ``end_s`` defaults to
-        ``start_s + max_excerpt_s``, and a longer excerpt is refused); samples are cut to the same excerpt."""
+        ``start_s + max_excerpt_s``, and a longer excerpt is refused); samples are cut to the same excerpt.
+        The three apply to ``audio=`` only: given with a text or vector they raise QueryError."""
         given = [x is not None for x in (text, audio, vector)]
         if sum(given) != 1:
             raise QueryError("give exactly one of a text query, audio= or vector=")
+        if audio is None and (start_s != 0.0 or end_s is not None or max_excerpt_s != MAX_EXCERPT_S):
+            raise QueryError("start_s, end_s and max_excerpt_s cut an audio= query; a text or vector has no excerpt")
         opts = SearchOptions.from_kwargs(options, kwargs)
         if text is not None:
             return self.search_texts([text], opts)[0]
@@ -356,6 +362,8 @@ class Library:
                      ) -> list[list[Hit]]:
         """Hits for each text, in input order, exactly as ``search(text)`` would rank them, with every
         text (and every chunk of a long one) embedded in one batch. Keyword arguments as ``search``."""
+        if isinstance(texts, str):  # a bare string would be searched character by character
+            raise QueryError("search_texts takes a list of texts; for one text use search(text)")
         opts = SearchOptions.from_kwargs(options, kwargs).validated()
         for t in texts:
             check_query_text(t)
@@ -392,10 +400,11 @@ class Library:
         return (q64 / norms[:, None]).astype(np.float32)
 
     def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None,
-                       kinds: Sequence[Kind] | None = None) -> list[list[Hit]]:
+                       kinds: Sequence[Kind] | None = None, **kwargs: Unpack[SearchKwargs]) -> list[list[Hit]]:
         """Hits for each row of float32 (nq, dim) query vectors, in input order. ``kinds``: what each
-        query describes (engine/query/kind.py), which the ``auto`` rerank uses; None: not known."""
-        opts = (options or SearchOptions()).validated()
+        query describes (engine/query/kind.py), which the ``auto`` rerank uses; None: not known.
+        Keyword arguments as ``search``."""
+        opts = SearchOptions.from_kwargs(options, kwargs).validated()
         q = self._check_vectors(np.asarray(queries))
         if kinds is not None and len(kinds) != len(q):
             raise QueryError(f"kinds must give one kind per query vector ({len(q)}), got {len(kinds)}")
