@@ -19,7 +19,7 @@ from songseek.server.context import Context
 from songseek.server.guard import Guard
 from songseek.server.peaks import PeaksCache
 from songseek.server.pool import BoundedPool
-from songseek.server.state import LibraryHolder, SearchGate
+from songseek.server.state import LibraryHolder
 from songseek.server.transcode import Transcoder
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -30,7 +30,7 @@ def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> Fas
     is given."""
     holder = holder or LibraryHolder(config.library, config.device, filter_limits=config.limits.filter_limits())
     pool = BoundedPool(config.limits.workers, config.limits.queue)
-    ctx = Context(config, holder, pool, SearchGate(), Transcoder(config.transcode_dir),
+    ctx = Context(config, holder, pool, Transcoder(config.transcode_dir),
                   PeaksCache(config.limits.max_peaks_s))
 
     @asynccontextmanager

@@ -1,4 +1,4 @@
-"""What every route shares: the library holder, the bounded pool, the limits, the nprobe gate, the caches."""
+"""What every route shares: the library holder, the bounded pool, the limits, the caches."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from fastapi import Request
 from songseek.server.config import Limits, ServerConfig
 from songseek.server.peaks import PeaksCache
 from songseek.server.pool import BoundedPool
-from songseek.server.query import SearchParams
-from songseek.server.state import Held, LibraryHolder, SearchGate
+from songseek.server.state import LibraryHolder
 from songseek.server.transcode import Transcoder
 
 
@@ -19,17 +18,12 @@ class Context:
     config: ServerConfig
     holder: LibraryHolder
     pool: BoundedPool
-    gate: SearchGate
     transcoder: Transcoder
     peaks: PeaksCache
 
     @property
     def limits(self) -> Limits:
         return self.config.limits
-
-    def gate_for(self, params: SearchParams) -> Held:
-        """A search with its own nprobe runs alone (see SearchGate)."""
-        return self.gate.exclusive() if params.nprobe is not None else self.gate.shared()
 
 
 def ctx_of(request: Request) -> Context:

@@ -44,7 +44,7 @@ MAX_VECTOR_ABS = 1e18
 
 def check_query_text(text: str) -> None:
     """Refuse an empty or absurdly long text query (QueryError), before any model is loaded."""
-    if not text or not text.strip():
+    if not any(ch.isprintable() and not ch.isspace() for ch in text):  # "", spaces, or only NUL/controls
         raise QueryError("the text query is empty: describe the music you are looking for")
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
@@ -179,6 +179,7 @@ class Library:
         self._text_backend = validate_backend(text_backend)
         self._text_cache = text_cache
         self._persist_text_cache = persist_text_cache
+        self._encoder_lock, self._index_lock = threading.Lock(), threading.Lock()
         self._encoder = None if encoder is None else self._query_encoder(encoder)
         self.store = FrameStore(root, manifest)
         self.tracks = (read_library_table(root, manifest.tracks_file, manifest) if manifest.tracks_file
@@ -253,18 +254,21 @@ class Library:
     @property
     def encoder(self) -> Encoder:
         """The library's own encoder, loaded on first use (text and audio queries need it)."""
-        if self._encoder is None:
-            info = self.manifest.encoder
-            if info.name == "precomputed":
-                raise QueryError(
-                    f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
-                    "vectors (--query-vectors / vector=), or ingest them into a new library with `songseek ingest "
-                    "FILE --library NEW --encoder NAME --checkpoint CKPT`")
-            enc = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
-                               info.random_weights)
-            check_compatible(self.manifest, enc.info, self.root)
-            self._encoder = self._query_encoder(enc)
-        return self._encoder
+        if self._encoder is not None:
+            return self._encoder
+        with self._encoder_lock:  # threads sharing a Library load the model once, not once each
+            if self._encoder is None:
+                info = self.manifest.encoder
+                if info.name == "precomputed":
+                    raise QueryError(
+                        f"{self.root} holds precomputed vectors with no encoder to embed queries: search it with "
+                        "vectors (--query-vectors / vector=), or ingest them into a new library with `songseek "
+                        "ingest FILE --library NEW --encoder NAME --checkpoint CKPT`")
+                enc = load_encoder(info.name, info.checkpoint or None, resolve_device(self._device),
+                                   info.random_weights)
+                check_compatible(self.manifest, enc.info, self.root)
+                self._encoder = self._query_encoder(enc)
+            return self._encoder
 
     def _query_encoder(self, enc: Encoder) -> Encoder:
         """``enc`` as queries use it: on the requested text backend, behind the text-vector cache."""
@@ -284,23 +288,30 @@ class Library:
 
     @property
     def index(self) -> Any:
-        if self._index is None and self.manifest.index_file:
-            try:
-                verify_quick_hash(self.root, self.manifest.index_file, self.manifest)
-                index = faiss_index.load_index(self.root / self.manifest.index_file)
-                if int(index.ntotal) != self.manifest.index_frames or int(index.d) != self.manifest.dim:
-                    raise LibraryError(
-                        f"{self.root / self.manifest.index_file}: the index holds {index.ntotal} {index.d}-d "
-                        f"vectors, the manifest says {self.manifest.index_frames} {self.manifest.dim}-d ones; "
-                        f"run `songseek repair --library {self.root}`")
-                self._index = index
-            except LibraryError:
-                # A writer replaced the index since this library was opened: answer exactly, and correctly.
-                if read_manifest(self.root).generation == self.manifest.generation:
-                    raise  # missing or damaged for real: the message says to run `songseek repair`
-                self._index = None
-                self.manifest = dataclasses.replace(self.manifest, index_file="", index_frames=0)
+        if self._index is not None or not self.manifest.index_file:
+            return self._index
+        with self._index_lock:  # one load however many threads ask at once
+            if self._index is None and self.manifest.index_file:
+                self._load_index()
         return self._index
+
+    def _load_index(self) -> None:
+        """Load and check the committed FAISS index; one a writer has replaced since open: exact search."""
+        try:
+            verify_quick_hash(self.root, self.manifest.index_file, self.manifest)
+            index = faiss_index.load_index(self.root / self.manifest.index_file)
+            if int(index.ntotal) != self.manifest.index_frames or int(index.d) != self.manifest.dim:
+                raise LibraryError(
+                    f"{self.root / self.manifest.index_file}: the index holds {index.ntotal} {index.d}-d "
+                    f"vectors, the manifest says {self.manifest.index_frames} {self.manifest.dim}-d ones; "
+                    f"run `songseek repair --library {self.root}`")
+            self._index = index
+        except LibraryError:
+            # A writer replaced the index since this library was opened: answer exactly, and correctly.
+            if read_manifest(self.root).generation == self.manifest.generation:
+                raise  # missing or damaged for real: the message says to run `songseek repair`
+            self._index = None
+            self.manifest = dataclasses.replace(self.manifest, index_file="", index_frames=0)
 
     # -- queries -------------------------------------------------------------------------------------
     def embed_text(self, texts: list[str]) -> np.ndarray:
@@ -495,15 +506,14 @@ class Library:
         covered = self.manifest.index_frames if index is not None else 0
         if index is None or not covered:
             return self.exact_candidates(q, want, allowed)
-        # Per query, so that one query's --nprobe does not stick to the next.
-        faiss_index.set_nprobe(index, opts.nprobe or self.default_nprobe())
+        nprobe = opts.nprobe or self.default_nprobe()  # per call: concurrent queries keep their own
         # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered
         tail_scores = tail_scores[0]
         kf = self.first_frames(want)
         while True:
-            scores, rows = faiss_index.search(index, q[None], kf)
+            scores, rows = faiss_index.search(index, q[None], kf, nprobe)
             exhausted = bool((rows[0] < 0).any())  # the probed lists hold fewer than kf frames
             rows, scores = np.r_[rows[0], tail_rows], np.r_[scores[0], tail_scores]
             keep = rows >= 0

@@ -12,6 +12,7 @@ finished index is the training sample plus one batch, whatever the library's siz
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -289,12 +290,39 @@ def to_gpu(index: Any) -> Any:  # pragma: no cover - needs a GPU
     return faiss.index_cpu_to_gpu(_GPU_RESOURCES[0], 0, index)
 
 
-def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """queries float32 (nq, dim) → (scores float32 (nq, k), rows int64 (nq, k)); -1 rows pad short results."""
+def search(index: Any, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """queries float32 (nq, dim) → (scores float32 (nq, k), rows int64 (nq, k)); -1 rows pad short results.
+    ``nprobe``: IVF lists this call probes (None: the index's own setting; ignored by non-IVF indexes)."""
     k = max(1, min(k, int(index.ntotal))) if index.ntotal else 1
+    x = np.ascontiguousarray(queries, dtype=np.float32)
+    params = _ivf_params(index, nprobe)
     with query_threads():
-        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        if params is not None:  # per call: threads sharing one index never see each other's nprobe
+            scores, rows = index.search(x, k, params=params)
+        else:
+            if nprobe is not None:
+                with _NPROBE_LOCK:  # an index without per-call parameters (GpuIndexIVF*): set, search, as one step
+                    set_nprobe(index, nprobe)
+                    scores, rows = index.search(x, k)
+                return scores, rows
+            scores, rows = index.search(x, k)
     return scores, rows
+
+
+_NPROBE_LOCK = threading.Lock()
+
+
+def _ivf_params(index: Any, nprobe: int | None) -> Any:
+    """faiss.SearchParametersIVF(nprobe) for a CPU IVF index (bare or wrapped, e.g. OPQ or PCA in front), None
+    when there is no nprobe to pass or the index takes none per call."""
+    if nprobe is None:
+        return None
+    faiss = _faiss()
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:  # not IVF, or a GPU class extract_index_ivf does not know
+        return None
+    return faiss.SearchParametersIVF(nprobe=int(nprobe))
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

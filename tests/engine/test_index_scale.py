@@ -3,6 +3,7 @@ an in-memory build, the auto factory's tiers, and the memory per frame each fact
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -169,3 +170,25 @@ def test_bytes_per_frame_is_what_each_frame_costs(factory: str) -> None:
         sizes.append(len(faiss.serialize_index(idx)))
     slope = (sizes[1] - sizes[0]) / 4000
     assert slope == pytest.approx(faiss_index.bytes_per_frame(factory, DIM), rel=0.02)
+
+
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "PCA16,IVF32,Flat"])  # bare and wrapped IVF
+def test_nprobe_is_per_call_so_threads_sharing_an_index_keep_their_own(factory: str) -> None:
+    rng = np.random.default_rng(3)
+    x = l2_normalize(rng.normal(size=(2000, 32)).astype(np.float32))
+    index = faiss_index.build_index(factory, 32, x)  # trained on x
+    index.add(x)
+    queries = x[rng.choice(len(x), 40, replace=False)]
+    ivf = faiss.extract_index_ivf(index)
+    before = ivf.nprobe
+    want = {p: [faiss_index.search(index, q[None], 20, p)[1][0] for q in queries] for p in (1, 32)}
+    assert any((a != b).any() for a, b in zip(want[1], want[32]))  # the two settings rank differently
+    # reference: the index's own setting at 32 gives what nprobe=32 per call gives
+    ivf.nprobe = 32
+    assert all((faiss_index.search(index, q[None], 20)[1][0] == w).all() for q, w in zip(queries, want[32]))
+    ivf.nprobe = before
+    jobs = [(p, i) for i in range(len(queries)) for p in (1, 32)] * 5
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda job: faiss_index.search(index, queries[job[1]][None], 20, job[0])[1][0], jobs))
+    assert all((g == want[p][i]).all() for g, (p, i) in zip(got, jobs))
+    assert ivf.nprobe == before  # nothing set on the shared index

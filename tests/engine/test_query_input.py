@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from songseek.cli.main import app
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import QueryError
+from songseek.engine.query import search as search_module
 from songseek.engine.query.fusion import RERANK_MODES
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest
 from songseek.engine.storage.store import TrackRecord
 from songseek.engine.storage.writer import LibraryWriter
@@ -55,7 +58,7 @@ def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "torch", None)  # the fake encoder needs none; saves seconds
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+@pytest.mark.parametrize("text", ["", "   ", "\n\t ", "\x00", "\x00\x01\x1b \u200b\x7f"])
 def test_empty_text_query(lib: Library, text: str) -> None:
     with pytest.raises(QueryError, match="the text query is empty"):
         lib.search(text)
@@ -205,3 +208,26 @@ def test_audio_query_that_fails_to_decode(lib_path: Path, no_torch: None, tmp_pa
         Library.open(lib_path).search(audio=bad)
     r = CliRunner().invoke(app, ["search", "--library", str(lib_path), "--audio", str(bad)])
     assert r.exit_code == 2 and "bad.mp3" in r.output
+
+
+def test_threads_sharing_a_library_load_its_model_and_index_once(lib_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = {"encoder": 0, "index": 0}
+    real_load_index = faiss_index.load_index
+
+    def slow_encoder(*args: object, **kwargs: object) -> FakeEncoder:
+        loads["encoder"] += 1
+        time.sleep(0.2)  # a real model takes seconds: every thread arrives while it loads
+        return FakeEncoder()
+
+    def slow_index(*args: object, **kwargs: object) -> object:
+        loads["index"] += 1
+        time.sleep(0.2)
+        return real_load_index(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_module, "load_encoder", slow_encoder)
+    monkeypatch.setattr(faiss_index, "load_index", slow_index)
+    shared = Library.open(lib_path)
+    with ThreadPoolExecutor(6) as pool:
+        hits = list(pool.map(lambda i: shared.search(f"query {i}", k=3, rerank="max"), range(12)))
+    assert loads == {"encoder": 1, "index": 1} and all(len(h) == 3 for h in hits)

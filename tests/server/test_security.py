@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,8 +116,15 @@ def test_exposed_host_without_token_exits_with_one_line(library: Path, monkeypat
 def test_full_pool_answers_503_with_retry_after(library: Path) -> None:
     app = create_app(ServerConfig(library=library, limits=Limits(workers=1, queue=0)))
     live = LiveServer(app)
-    gate = app.state.ctx.gate
-    gate.acquire(exclusive=True)  # hold every search in its worker
+    release = threading.Event()
+    held = app.state.ctx.holder.current().library
+    search = held.search
+
+    def hold(*args: Any, **kwargs: Any) -> Any:  # the first search waits in its worker until released
+        release.wait(30)
+        return search(*args, **kwargs)
+
+    held.search = hold
     try:
         first = threading.Thread(target=lambda: httpx.get(live.url + "/api/search", params={"q": "piano"}, timeout=60))
         first.start()
@@ -129,7 +137,7 @@ def test_full_pool_answers_503_with_retry_after(library: Path) -> None:
         assert "busy" in res.json()["error"]
         assert time.perf_counter() - t0 < 5  # answered, not queued behind the held search
     finally:
-        gate.release(exclusive=True)
+        release.set()
         first.join(30)
         live.stop()
 
