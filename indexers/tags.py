@@ -92,10 +92,18 @@ def _clean(values: Iterable[Any]) -> list[str]:
     return out
 
 
+MAX_TAG_CHARS = 1000
+"""Longest tag value stored. Real titles, artists and albums are far shorter; a tag of 100,000 characters
+(a garbled or hostile file) would otherwise be stored and printed in full in every search table."""
+
+
 def _build(fields: dict[str, list[str]]) -> Tags:
     def text(name: str) -> str | None:
         values = fields.get(name) or []
-        return _SEPARATOR.join(values) if values else None
+        joined = _SEPARATOR.join(values)
+        if len(joined) > MAX_TAG_CHARS:  # cut, and the cut marked with an ellipsis
+            joined = joined[:MAX_TAG_CHARS - 1] + "\u2026"
+        return joined or None
 
     return Tags(title=text("title"), artist=text("artist"), album=text("album"), genre=text("genre"),
                 year=parse_year(fields.get("year") or []))

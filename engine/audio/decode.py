@@ -46,9 +46,16 @@ import numpy as np
 from songseek.engine.errors import DecodeError, UsageError
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
-    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".wav", ".aif", ".aiff", ".wma",
-     ".webm"}
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".wav", ".aif", ".aiff", ".aifc", ".wma",
+     ".webm", ".mka", ".mkv", ".wv"}
 )
+"""Extensions the indexer picks up (each tested in tests/engine/test_decode_formats.py). A folder's files of
+other extensions are skipped silently, so a format missing here is a part of a collection that is never
+indexed and never reported."""
+
+MIN_SAMPLE_RATE = 1000
+"""Below this a stream's rate is a damaged header, not a recording: a 100 KB WAV that claims 1 Hz would
+decode to 14 hours of audio (thousands of windows to embed) at 48 kHz."""
 
 MAX_BAD_PACKET_FRACTION = 0.05
 """A file with more bad (undecodable) packets than this fraction (and more than 10) is corrupt."""
@@ -129,6 +136,11 @@ def _open(path: Path) -> tuple[Any, Any]:
     if not stream.rate or stream.rate <= 0:
         container.close()
         raise _fail(path, "audio stream has no sample rate; the file is damaged")
+    if stream.rate < MIN_SAMPLE_RATE:
+        rate = int(stream.rate)
+        container.close()
+        raise _fail(path, f"audio stream declares {rate} Hz, below any real recording "
+                          f"({MIN_SAMPLE_RATE} Hz); the header is damaged: re-encode or re-download it")
     if _channel_count(stream) <= 0:
         container.close()
         raise _fail(path, "audio stream has no channels; the file is damaged")

@@ -53,7 +53,8 @@ def _reference(x: np.ndarray, rate: int, out_rate: int = SR) -> np.ndarray:
 
 def test_audio_extensions():
     assert AUDIO_EXTENSIONS == frozenset({".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4",
-                                          ".wav", ".aif", ".aiff", ".wma", ".webm"})
+                                          ".wav", ".aif", ".aiff", ".aifc", ".wma", ".webm", ".mka", ".mkv",
+                                          ".wv"})
 
 
 @pytest.mark.parametrize("ext", list(FORMAT_CASES))

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import mutagen
 import numpy as np
 import pytest
 import soundfile as sf
+from mutagen.id3 import APIC, ID3, TDRC, TIT2
 from typer.testing import CliRunner
 
 from songseek.cli.main import app
@@ -21,6 +23,8 @@ from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage.repair import verify_library
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+from songseek.indexers.tags import MAX_TAG_CHARS
+from tests.audio_helpers import write_audio
 from tests.library_helpers import library_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
@@ -137,6 +141,37 @@ def test_bad_input_zoo(tmp_path: Path) -> None:
     (src / "zero.mp3").unlink()
     run(src, lib)
     assert f"{src}/zero.mp3" not in failures(lib)
+
+
+def test_messy_tags_and_less_common_formats_are_indexed(tmp_path: Path) -> None:
+    """Formats a folder scan used to skip without a word (AIFC, Matroska, WavPack) are
+    indexed; tag values of 50,000 characters are stored cut to MAX_TAG_CHARS; NUL, unicode and odd dates
+    are cleaned."""
+    src, lib = tmp_path / "messy", tmp_path / "lib"
+    src.mkdir()
+    sf.write(src / "float.aifc", noise(3), SR, format="AIFF", subtype="FLOAT")
+    write_audio(src / "lossless.wv", noise(3, seed=1), SR, codec="wavpack", container_format="wv")
+    write_audio(src / "video.mkv", noise(3, seed=2), SR, codec="flac", container_format="matroska")
+    sf.write(src / "long_tags.flac", noise(3, seed=3), SR)
+    flac: Any = mutagen.File(src / "long_tags.flac")
+    flac["ARTIST"], flac["TITLE"], flac["DATE"] = "é" * 50_000, "a\x00b", "unknown"
+    flac.save()
+    sf.write(src / "id3.mp3", noise(3, seed=4), SR, format="MP3")
+    id3 = ID3()
+    id3.add(TIT2(encoding=3, text="Ünïcødé ♫ 音楽"))
+    id3.add(TDRC(encoding=3, text="2001-05-03"))
+    id3.add(APIC(encoding=3, mime="image/jpeg", type=3, desc="cover", data=b"\xff\xd8\xff\xe0" + bytes(100_000)))
+    id3.save(src / "id3.mp3")
+    report = run(src, lib)
+    assert (report.added, report.failed) == (5, 0)
+    got = {Path(p).name: row for p, row in tracks(lib).items()}
+    for name in ("float.aifc", "lossless.wv", "video.mkv", "long_tags.flac", "id3.mp3"):
+        assert got[name]["duration_s"] == pytest.approx(3.0, abs=0.06), name
+    long_row = got["long_tags.flac"]
+    assert long_row["artist"] == "é" * (MAX_TAG_CHARS - 1) + "\u2026"
+    assert (long_row["title"], long_row["year"]) == ("a b", None)
+    assert (got["id3.mp3"]["title"], got["id3.mp3"]["year"]) == ("Ünïcødé ♫ 音楽", 2001)
+    assert verify_library(lib) == []
 
 
 def test_file_changing_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
