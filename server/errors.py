@@ -44,7 +44,8 @@ def where_limit_message(exc: FilterLimitError) -> str:
     if exc.limit == "timeout_s":
         return (f"where: the filter ran past this server's limit of {exc.value:g} s and was stopped; narrow the "
                 "where predicate down (or the artist/album/genre/year/tag filters)")
-    return (f"where: the filter needed more than this server's {exc.value:g} MB and was stopped; narrow the where "
+    # stopped while running, or refused before it ran (its values alone would pass the bound): one wording
+    return (f"where: the filter needs more memory than this server's {exc.value:g} MB allows; narrow the where "
             "predicate down (or the artist/album/genre/year/tag filters)")
 
 

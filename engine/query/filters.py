@@ -13,8 +13,12 @@ Defences, in order (docs/robustness.md, "Hostile input"):
 2. The predicate's syntax tree may only use functions from ALLOWED_FUNCTIONS, read base tables (no table
    functions such as ``range()`` or ``read_csv()``, no joins, no subqueries in FROM, no WITH / recursive
    CTEs). Every allowed function makes values at most as large as the sum of its inputs, so no value can
-   outgrow (predicate length) x (largest stored value), and no row set outgrows the tables: DuckDB's memory
-   limit does not count strings, this bound does.
+   outgrow (predicate length) x (largest stored value), and no row set outgrows the tables. A subquery reads
+   the library's own tables by name, not DuckDB's catalog views (information_schema, duckdb_tables, pg_catalog ...).
+   DuckDB's memory limit does not count the values an expression computes (each node of the tree keeps its
+   result for a chunk of 2048 rows: ``path||path||...`` 300 times took 3 GB under a 64 MB limit), nor the
+   matrix of damerau_levenshtein(): ``_check_cost`` bounds both from the columns' largest stored values,
+   before anything runs, against ``FilterLimits.memory_mb``.
 3. A private in-memory database holding only the library's tables, external access off, no spilling to
    disk, the configuration locked, ``FilterLimits.memory_mb`` and ``threads``.
 4. The query runs in a worker thread; the caller waits for it and calls DuckDB's ``interrupt()`` after
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from songseek.engine.errors import FilterLimitError, QueryError
 from songseek.engine.slug import slug_or_empty
@@ -71,6 +76,35 @@ ALLOWED_FUNCTIONS = frozenset({
     "tag", "error",
 })
 _ALLOWED_FROM = frozenset({"BASE_TABLE", "EMPTY", "EXPRESSION_LIST"})
+_VECTOR_ROWS = 2048  # DuckDB evaluates a chunk of this many rows at once, every node of the tree kept for it
+_CONCAT = frozenset({"||", "concat", "concat_ws"})  # the allowed functions whose value is the sum of their inputs
+# Allowed functions whose time (or memory: damerau_levenshtein's matrix) grows with the product of two inputs'
+# lengths, within one row, where DuckDB's interrupt() cannot reach
+_PAIRWISE = frozenset({"levenshtein", "damerau_levenshtein", "jaro_similarity", "jaro_winkler_similarity",
+                       "contains", "strpos", "instr", "position", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~",
+                       "like", "ilike", "glob", "like_escape", "not_like_escape", "ilike_escape", "not_ilike_escape"})
+_MAX_PAIR_CELLS = 10_000_000  # about 0.2 s of damerau_levenshtein, 80 MB of its matrix
+_SCALAR_BYTES = 16  # a number, date or boolean in a vector (HUGEINT, INTERVAL: 16 bytes)
+_TEXT_BYTES = 48  # the longest number or date cast to text
+# Allowed functions whose value is a number, boolean or date (whatever their inputs); the others are counted as
+# large as their largest input
+_SCALAR_FUNCTIONS = frozenset({
+    "+", "-", "*", "/", "//", "%", "**", "^", "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~", "^@", "@", "length",
+    "len", "strlen", "char_length", "character_length", "octet_length", "contains", "starts_with", "ends_with",
+    "prefix", "suffix", "like_escape", "not_like_escape", "ilike_escape", "not_ilike_escape", "regexp_matches",
+    "regexp_full_match", "strpos", "instr", "position", "levenshtein", "damerau_levenshtein", "jaro_similarity",
+    "jaro_winkler_similarity", "jaccard", "hamming", "mismatches", "hash", "ascii", "unicode", "glob", "like",
+    "ilike", "abs", "round", "floor", "ceil", "ceiling", "sign", "sqrt", "cbrt", "ln", "log", "log10", "log2",
+    "exp", "pow", "power", "isnan", "isinf", "isfinite", "mod", "trunc", "even", "year", "month", "day",
+    "date_part", "datepart", "epoch", "to_timestamp", "make_date", "current_date", "now", "current_timestamp",
+    "today", "list_contains", "list_has", "array_contains", "array_has", "list_position", "array_length",
+    "cardinality", "count", "count_star", "sum", "avg", "mean", "bool_and", "bool_or", "stddev", "stddev_pop",
+    "stddev_samp", "variance", "var_pop", "var_samp", "row_number", "rank", "dense_rank", "percent_rank",
+    "quantile_cont", "tag",
+})
+_SCALAR_CLASSES = frozenset({"COMPARISON", "CONJUNCTION", "BETWEEN"})
+_SCALAR_OPERATORS = frozenset({"OPERATOR_NOT", "OPERATOR_IS_NULL", "OPERATOR_IS_NOT_NULL", "COMPARE_IN",
+                               "COMPARE_NOT_IN"})
 _LOCATION_KEY = re.compile(r"query_location(_length)?")
 
 
@@ -143,7 +177,7 @@ def filter_track_ids(tables: dict[str, pa.Table], where: str, limits: FilterLimi
     statement = f"SELECT track_id FROM {source} WHERE (\n{where}\n)"
     con = _connect(tables, limits)
     try:
-        _check_predicate(con, statement, f"SELECT track_id FROM {source} WHERE (TRUE)", tables, where)
+        _check_predicate(con, statement, f"SELECT track_id FROM {source} WHERE (TRUE)", tables, where, limits)
         result = _run(con, statement, limits, lambda first: f"bad where predicate: {first}. "
                       f"Columns: {', '.join(_columns(tables))}")
     finally:
@@ -210,7 +244,7 @@ def _parse(con: Any, statement: str, where: str | None = None) -> dict[str, Any]
 
 
 def _check_predicate(con: Any, statement: str, reference: str, tables: dict[str, pa.Table],
-                     predicate: str) -> None:
+                     predicate: str, limits: FilterLimits = DEFAULT_LIMITS) -> None:
     node, ref = _parse(con, statement, predicate), _parse(con, reference)
     where = node.get("where_clause")
     if (_strip({k: v for k, v in node.items() if k != "where_clause"})
@@ -218,6 +252,7 @@ def _check_predicate(con: Any, statement: str, reference: str, tables: dict[str,
         raise QueryError("the where predicate must be one condition on the tracks' columns: it changed the query "
                          "around it (a ')' followed by UNION, GROUP BY, ORDER BY, LIMIT ...)")
     _check_tree(where, set(tables))
+    _check_cost(where, tables, limits)
 
 
 def _check_tree(node: Any, tables: set[str]) -> None:
@@ -251,8 +286,120 @@ def _check_tree(node: Any, tables: set[str]) -> None:
         if kind not in _ALLOWED_FROM:
             raise QueryError(f"bad where predicate: a subquery may read only the library's tables "
                              f"({', '.join(sorted(tables))}), not {str(kind).lower()}")
+        # a base table by its bare name: not a catalog view (information_schema.tables, duckdb_tables,
+        # pg_catalog.pg_settings, sqlite_master), nor a file name a replacement scan would open
+        name = source.get("table_name")
+        if kind == "BASE_TABLE" and (source.get("catalog_name") or source.get("schema_name") or name not in tables):
+            qualified = ".".join(str(p) for p in (source.get("qualified_name") or {}).get("path") or [name])
+            raise QueryError(f"bad where predicate: a subquery may read only the library's tables "
+                             f"({', '.join(sorted(tables))}), not {qualified}")
     for value in node.values():
         _check_tree(value, tables)
+
+
+@dataclass
+class _Cost:
+    """What ``_check_cost`` adds up: ``per_row``, the bytes of every row-dependent value in the tree."""
+
+    widths: dict[str, int]  # lower-case column name -> its largest stored value in bytes
+    pair_cells: int
+    per_row: int = 0
+
+
+def _check_cost(where: Any, tables: dict[str, pa.Table], limits: FilterLimits) -> None:
+    """Refuse a predicate whose values could outgrow ``limits.memory_mb`` where DuckDB does not count them: a
+    chunk of rows times the bytes of every node of the tree, and the length x length of a pairwise function."""
+    budget = limits.memory_mb * 2**20
+    widths: dict[str, int] = {}
+    for table in tables.values():
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            widths[name.lower()] = max(widths.get(name.lower(), 0), _max_bytes(column))
+    cost = _Cost(widths, min(_MAX_PAIR_CELLS, budget // 8))
+    _bounds(where, cost)
+    need = cost.per_row * _VECTOR_ROWS
+    if need > budget:
+        raise FilterLimitError(f"the where predicate could build {need / 2**20:.1f} MB of values per {_VECTOR_ROWS} "
+                               f"rows, past its memory limit of {limits.memory_mb} MB (FilterLimits.memory_mb); it "
+                               "was refused before running: use fewer or shorter expressions", "memory_mb",
+                               limits.memory_mb)
+
+
+def _expressions(root: Any) -> list[tuple[dict[str, Any], int]]:
+    """Every expression node under ``root`` in document order, with the index of the expression it sits in
+    (-1 at the top). A loop, not recursion: a predicate may nest up to DuckDB's depth limit of 1000."""
+    found: list[tuple[dict[str, Any], int]] = []
+    stack: list[tuple[Any, int]] = [(root, -1)]
+    while stack:
+        node, parent = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, parent) for item in reversed(node))
+        elif isinstance(node, dict):
+            if "class" in node:
+                found.append((node, parent))
+                parent = len(found) - 1
+            stack.extend((value, parent) for value in reversed(list(node.values())))
+    return found
+
+
+def _bounds(root: Any, cost: _Cost) -> None:
+    """Add to ``cost.per_row`` the bytes of each row-dependent expression under ``root``, from the columns'
+    largest stored values (constants count once: a chunk shares them)."""
+    found = _expressions(root)
+    inner: list[list[tuple[int, bool]]] = [[] for _ in found]  # (bytes, depends on the row) of each one's children
+    for i in reversed(range(len(found))):  # children before their parents
+        node, parent = found[i]
+        size, row = _bound(node, inner[i][::-1], cost)
+        if row and node.get("class") not in ("COLUMN_REF", "STAR"):  # a column is the scan's data, not a copy
+            cost.per_row += size
+        if parent >= 0:
+            inner[parent].append((size, row))
+
+
+def _bound(node: dict[str, Any], children: list[tuple[int, bool]], cost: _Cost) -> tuple[int, bool]:
+    """(bytes, depends on the row) of one expression's value, given its children's (in order)."""
+    kind = node.get("class")
+    if kind == "CONSTANT":
+        return len(json.dumps(node)), False
+    if kind == "COLUMN_REF":
+        names = node.get("column_names") or [""]
+        return cost.widths.get(str(names[-1]).lower(), max(cost.widths.values(), default=0)), True
+    if kind == "STAR":  # * or COLUMNS(...): at most every column
+        return sum(cost.widths.values()), True
+    sizes = sorted((size for size, _ in children), reverse=True)
+    name = str(node.get("function_name", "")).lower()
+    if name in _CONCAT:  # concat_ws repeats its separator (the first argument) between the others
+        size = sum(sizes) + (max(len(children) - 2, 0) * children[0][0] if name == "concat_ws" else 0)
+    elif (name in _SCALAR_FUNCTIONS or kind in _SCALAR_CLASSES or node.get("type") in _SCALAR_OPERATORS
+          or node.get("subquery_type") in ("EXISTS", "ANY")):
+        size = _SCALAR_BYTES
+    else:  # the other allowed functions make values no larger than their largest input (a small factor aside)
+        size = max([_TEXT_BYTES, *sizes])
+    if name in _PAIRWISE and len(sizes) >= 2 and sizes[0] * sizes[1] > cost.pair_cells:
+        raise FilterLimitError(f"bad where predicate: {name}() of values up to {sizes[0]:,} and {sizes[1]:,} bytes "
+                               f"long could take {sizes[0] * sizes[1]:,} steps on one row, which neither the time "
+                               f"limit nor the memory limit of {cost.pair_cells * 8 // 2**20} MB "
+                               "(FilterLimits.memory_mb) can stop; compare shorter values", "memory_mb",
+                               cost.pair_cells * 8 // 2**20)
+    return size, kind == "SUBQUERY" or any(row for _, row in children)
+
+
+def _max_bytes(column: pa.ChunkedArray | pa.Array) -> int:
+    """The largest value of ``column`` in bytes (a bound, for nested types)."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _max_bytes(column.cast(kind.value_type))
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)):
+        return int(pc.max(pc.binary_length(column)).as_py() or 0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        longest = int(pc.max(pc.list_value_length(column)).as_py() or 0)
+        return longest * _max_bytes(pc.list_flatten(column)) + 16
+    if pa.types.is_struct(kind):
+        return sum(_max_bytes(pc.struct_field(column, [i])) for i in range(kind.num_fields)) + 16
+    try:
+        return max(kind.bit_width // 8, 1)
+    except ValueError:  # no fixed width (a map, a union, ...): a generous guess
+        return 4096
 
 
 def _strip(node: Any) -> Any:

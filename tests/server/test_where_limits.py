@@ -96,3 +96,19 @@ def test_bad_where_bounds_are_refused_at_start() -> None:
         Limits(where_timeout_s=0)
     with pytest.raises(QueryError, match="memory_mb must be a positive integer"):
         Limits(where_memory_mb=0)
+
+
+
+@pytest.mark.parametrize(("where", "start"), [
+    # 12 nested concatenations of the 315-byte paths: 24 MB of values per chunk of rows, which DuckDB's memory
+    # limit does not count (a few hundred took gigabytes: the whole server's memory)
+    ("length(" + "||".join(["path"] * 12) + ") < 0", "where: the filter needs more memory than this server's 2 MB"),
+    ("EXISTS (SELECT 1 FROM information_schema.tables)",
+     "bad where predicate: a subquery may read only the library's tables (tracks), not information_schema.tables"),
+])
+def test_filters_that_escape_the_bounds_are_refused_before_running(client: TestClient, where: str,
+                                                                    start: str) -> None:
+    for name, res in _requests(client, where):
+        assert res.status_code == 400, (name, res.text)  # type: ignore[attr-defined]
+        error = res.json()["error"]  # type: ignore[attr-defined]
+        assert error.startswith(start) and "\n" not in error, (name, error)
