@@ -10,15 +10,17 @@ plan_jobs), then streams the job list through Ray Data:
   job order and commits in batches. Workers never touch the library folder, so on several nodes the
   library needs no shared storage: only the driver's disk holds it.
 
-Ray retries a killed decode task or embedding actor; a window delivered twice is keyed by (job, window
-number) and kept once, so nothing is duplicated, and a run whose stream ends with a file incomplete raises
-(after committing the files before it) instead of storing a partial track.
+Ray retries a killed decode task or embedding actor (at most MAX_RETRIES times: a worker that keeps dying
+stops the run instead of hanging it); a window delivered twice is keyed by (job, window number) and kept
+once, so nothing is duplicated. A run that stops (a Ray error, a worker that cannot see a file, a stream that
+ends with a file incomplete) first commits the files finished before it, then raises one line.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+import os
+import socket
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +36,12 @@ from songseek.engine.errors import IncompatibleLibraryError, MissingDependencyEr
 from .pipeline import IndexConfig
 from .sources import SourceFile
 from .stages import CommitStage, checked_windows, decode_windows, embed_windows, failure_message
+
+# A decode task or embedding actor whose process dies (OOM, segfault, lost node) is retried this many times;
+# Ray Data's default is forever, which turns one file that crashes the decoder into a run that never ends.
+MAX_RETRIES = 3
+# Seconds to wait for a TCP answer from an explicit cluster address (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 5.0
 
 # Builds one encoder inside an actor from a device string ("auto", "cpu", "cuda"...); pickled to each actor.
 EncoderFactory = Callable[[str], Encoder]
@@ -74,6 +82,7 @@ def connect(address: str) -> bool:
     ray = _import_ray()
     if ray.is_initialized():
         return False
+    probe_address(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         ray.init(address=address, **kwargs)  # "local" always starts a new one, whatever else runs
@@ -81,6 +90,30 @@ def connect(address: str) -> bool:
         raise UsageError(f"cannot reach a Ray cluster at address={address!r} ({exc}); give 'local', "
                          "'auto' (a running cluster) or its address (host:port or ray://host:port)") from exc
     return True
+
+
+def disconnect() -> None:
+    """Leave (or stop, when this process started it) the Ray that :func:`connect` joined."""
+    _import_ray().shutdown()
+
+
+def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in seconds when nothing listens at an explicit ``host:port`` (or ``ray://host:port``): ray.init
+    would retry for minutes and print a log line per try. "local" and "auto" need no probe."""
+    if address in ("local", "auto"):
+        return
+    client = address.startswith("ray://")
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep:  # no port: Ray's defaults
+        host, port = address.removeprefix("ray://"), "10001" if client else "6379"
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray {address!r}: give 'local', 'auto' (a running cluster) or host:port "
+                         "(or ray://host:port)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there "
+                         "(ray start --head) or give 'local' or 'auto'") from None
 
 
 def _import_ray() -> ModuleType:  # ray is an optional extra, imported when asked for
@@ -93,7 +126,7 @@ def _import_ray() -> ModuleType:  # ray is an optional extra, imported when aske
 
 
 @dataclass(frozen=True)
-class _DecodeSpec:
+class DecodeSpec:
     sample_rate: int
     window_s: float
     hop_s: float
@@ -101,20 +134,22 @@ class _DecodeSpec:
 
 
 # Columns of a decoded block (and of the vectors coming back, with "vector" instead of "samples").
-_KEYS = ("job", "n", "start_s", "end_s", "total", "error_class", "error")
+# "missing": the file failed and its path does not exist on the worker that read it (see absorb_vectors).
+_KEYS = ("job", "n", "start_s", "end_s", "total", "error_class", "error", "missing")
 
 
 def _rows(job: int, ns: list[int], times: list[tuple[float, float]], samples: np.ndarray, total: int,
-          error_class: str = "", error: str = "") -> dict[str, np.ndarray]:
+          error_class: str = "", error: str = "", missing: bool = False) -> dict[str, np.ndarray]:
     k = len(ns)
     return {"job": np.full(k, job, np.int64), "n": np.asarray(ns, np.int64),
             "start_s": np.asarray([s for s, _ in times], np.float64),
             "end_s": np.asarray([e for _, e in times], np.float64),
             "total": np.full(k, total, np.int64), "error_class": np.asarray([error_class] * k, dtype=object),
-            "error": np.asarray([error] * k, dtype=object), "samples": samples}
+            "error": np.asarray([error] * k, dtype=object), "missing": np.full(k, missing),
+            "samples": samples}
 
 
-def _decode_memory(spec: _DecodeSpec) -> int:
+def _decode_memory(spec: DecodeSpec) -> int:
     """Bytes a decode task holds: a block of windows being filled and one going out, plus the worker itself
     (a Python process with PyAV, numpy and pyarrow loaded: ~116 MB measured by Ray's memory check).
     Declaring it also keeps decoding in CPU tasks of their own: Ray fuses a task stage into the next actor
@@ -122,7 +157,7 @@ def _decode_memory(spec: _DecodeSpec) -> int:
     return 2 * spec.rows * round(spec.window_s * spec.sample_rate) * 4 + (192 << 20)
 
 
-def decode_task(batch: dict[str, np.ndarray], spec: _DecodeSpec) -> Iterator[dict[str, np.ndarray]]:
+def decode_task(batch: dict[str, np.ndarray], spec: DecodeSpec) -> Iterator[dict[str, np.ndarray]]:
     """Ray task body: the windows of each file in ``batch`` (columns job, path, size, mtime), in blocks of
     ``spec.rows``; the last block of a file carries its window count in ``total`` (0 elsewhere). A file
     that fails gives one row with its error (and zero samples, which the actor skips)."""
@@ -144,7 +179,7 @@ def decode_task(batch: dict[str, np.ndarray], spec: _DecodeSpec) -> Iterator[dic
                 n += 1
         except Exception as exc:  # one file's failure is recorded by the driver, never fatal for the run
             yield _rows(int(job), [-1], [(0.0, 0.0)], np.zeros((1, window_n), np.float32), 0,
-                        type(exc).__name__, failure_message(str(f.path), exc))
+                        type(exc).__name__, failure_message(str(f.path), exc), not os.path.lexists(f.path))
             continue
         yield _rows(int(job), ns, times, np.stack(wins), n)
 
@@ -173,7 +208,10 @@ class EmbedActor:
 
 def ray_driver(factory: EncoderFactory, options: RayOptions = RayOptions()
                ) -> Callable[[CommitStage, Encoder, float, float, IndexConfig], None]:
-    """A pipeline.EmbedDriver that runs decode and embedding on Ray (see the module docstring)."""
+    """A pipeline.EmbedDriver that runs decode and embedding on Ray (see the module docstring). Checks now
+    that ray is installed and that an explicit address answers: before the archive is scanned and hashed."""
+    if not _import_ray().is_initialized():
+        probe_address(options.address)
 
     def run(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: float, config: IndexConfig) -> None:
         started = connect(options.address)
@@ -195,50 +233,93 @@ def _threads_env(threads: int) -> dict[str, dict[str, str]] | None:
     return {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
 
 
+def pool_size(resources: Mapping[str, float], options: RayOptions) -> tuple[int, float]:
+    """(embedding actors, GPUs per actor) for a cluster with ``resources``. Refuses a pool the cluster cannot
+    hold: Ray Data would wait forever for actors it cannot place, or for a CPU left to decode on."""
+    cpus, cluster_gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if cluster_gpus else 0.0)
+    workers = options.workers or (max(1, int(cluster_gpus / gpus)) if gpus else 1)
+    if workers * gpus > cluster_gpus:
+        raise UsageError(f"{workers} embedding actor(s) with {gpus:g} GPU(s) each need {workers * gpus:g} GPUs; "
+                         f"the Ray cluster has {cluster_gpus:g} (lower --ray-gpus or --ray-workers)")
+    reserved = workers * options.cpus_per_worker
+    if reserved + 1 > cpus:
+        raise UsageError(f"{workers} embedding actor(s) reserve {reserved:g} CPU(s) and decoding needs 1 more; "
+                         f"the Ray cluster has {cpus:g} (lower --ray-workers or add CPUs)")
+    return workers, gpus
+
+
 def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: EncoderInfo,
          window_s: float, hop_s: float, config: IndexConfig, options: RayOptions) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-    gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if cluster_gpus else 0.0)
-    workers = options.workers or (max(1, int(cluster_gpus / gpus)) if gpus else 1)
+    workers, gpus = pool_size(ray.cluster_resources(), options)
     jobs = commit.jobs
     items = [{"job": i, "path": j.path, "size": j.source.size, "mtime": j.source.mtime}
              for i, j in enumerate(jobs)]
-    spec = _DecodeSpec(info.sample_rate, window_s, hop_s, config.batch_size)
+    spec = DecodeSpec(info.sample_rate, window_s, hop_s, config.batch_size)
+    # The retry bounds go through map_batches' **ray_remote_args, the only way Ray Data (2.40-2.63) takes
+    # them; Ray 2.60 marks that deprecated (removal announced for 2.64).
     ds = (ray.data.from_items(items, override_num_blocks=min(len(items), 10_000))
           .map_batches(decode_task, fn_kwargs={"spec": spec}, batch_size=1, num_cpus=1,
-                       memory=_decode_memory(spec))
+                       memory=_decode_memory(spec), max_retries=MAX_RETRIES)
           .map_batches(EmbedActor, fn_constructor_args=(factory, options.device, info), batch_size=config.batch_size,
                        compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
-                       num_cpus=options.cpus_per_worker, runtime_env=_threads_env(options.threads_per_worker)))
-    report = commit.report
-    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        report.model_seconds += float(pc.sum(table.column("model_s")).as_py() or 0.0)
-        vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(len(table), info.dim)
-        rows = table.select(list(_KEYS)).to_pylist()
-        for r, vec in zip(rows, vectors, strict=True):
-            i = r["job"]
-            if r["error"]:
-                commit.fail(i, r["error_class"], r["error"])
-                continue
-            commit.window(i, r["n"], r["start_s"], r["end_s"])
-            commit.vector(i, r["n"], vec)
-            if r["total"]:
-                commit.decoded(i, r["total"])
+                       num_cpus=options.cpus_per_worker, runtime_env=_threads_env(options.threads_per_worker),
+                       max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES))
+    batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    try:
+        for table in batches:
+            absorb_vectors(commit, table, info.dim)
+            commit.finish_ready()
         commit.finish_ready()
-    commit.finish_ready()
-    if not commit.all_done:
-        left = [jobs[i].path for i in range(commit.next_job, len(jobs)) if not commit.is_failed(i)]
-        raise SongseekError(f"the Ray job ended with {len(left)} file(s) incomplete (first: {left[:1]}); the "
-                            "files before them are committed: run the same index again to finish")
+        if not commit.all_done:
+            left = [jobs[i].path for i in range(commit.next_job, len(jobs)) if not commit.is_failed(i)]
+            raise SongseekError(f"the Ray job ended with {len(left)} file(s) incomplete (first: {left[:1]}); "
+                                "the files before them are committed: run the same index again to finish")
+    except ray.exceptions.RayError as exc:  # first: a RayTaskError is also an instance of the error it wraps
+        commit.maybe_commit(force=True)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SongseekError):  # e.g. weights not found on a worker: the loader's own line
+            raise cause from None
+        raise SongseekError(f"the Ray job stopped ({ray_error_line(exc)}); the files finished before it are "
+                            "committed: run the same index again to resume") from None
+    except SongseekError:
+        commit.maybe_commit(force=True)
+        raise
+    finally:
+        if isinstance(batches, Generator):  # stop the streaming executor now, not when garbage collected
+            batches.close()
 
 
-def timed_connect(address: str) -> float:
-    """Start or join Ray now (benchmarks keep cluster start-up out of the indexing time); seconds taken."""
-    t0 = time.perf_counter()
-    connect(address)
-    return time.perf_counter() - t0
+def ray_error_line(exc: BaseException) -> str:
+    """A Ray error in one line: its class and the first line of its message (Ray's carry tracebacks)."""
+    cause = getattr(exc, "cause", None)
+    shown = cause if isinstance(cause, BaseException) else exc
+    first = next((line.strip() for line in str(shown).splitlines() if line.strip()), "")
+    return f"{type(shown).__name__}: {first}" if first else type(shown).__name__
+
+
+def absorb_vectors(commit: CommitStage, table: pa.Table, dim: int) -> None:
+    """Hand one table of vectors from the actors to the commit stage."""
+    commit.report.model_seconds += float(pc.sum(table.column("model_s")).as_py() or 0.0)
+    vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(len(table), dim)
+    rows = table.select(list(_KEYS)).to_pylist()
+    for r, vec in zip(rows, vectors, strict=True):
+        i = r["job"]
+        if r["error"]:
+            path = commit.jobs[i].path
+            if r["missing"] and os.path.lexists(path):
+                # Not a bad file: a node without the archive mounted. Recording it as a failure would make
+                # every later run skip it as a known failure, so the run stops here instead.
+                raise SongseekError(f"a Ray worker cannot see {path}, which exists on this machine: every node "
+                                    "must see the archive at the same path (a shared mount; docs/ray.md)")
+            commit.fail(i, r["error_class"], r["error"])
+            continue
+        commit.window(i, r["n"], r["start_s"], r["end_s"])
+        commit.vector(i, r["n"], vec)
+        if r["total"]:
+            commit.decoded(i, r["total"])
 
 
 def cluster_resources() -> dict[str, float]:
