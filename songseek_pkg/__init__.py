@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_encoder": "songseek.engine.encoders",
     "index_paths": "songseek.indexers.pipeline",
     "IndexConfig": "songseek.indexers.pipeline",
+    "IndexReport": "songseek.indexers.pipeline",
     # the exceptions a caller may want to tell apart (all are SongseekError)
     "SongseekError": _ERRORS,
     "UsageError": _ERRORS,
@@ -42,8 +43,9 @@ _EXPORTS = {
 # Spelled out (not built from _EXPORTS) so that linters see the TYPE_CHECKING imports below as re-exports.
 __all__ = [
     "__version__", "Library", "Hit", "Segment", "SearchOptions", "FilterLimits", "FusionParams", "load_encoder",
-    "index_paths", "IndexConfig", "SongseekError", "UsageError", "QueryError", "FilterLimitError", "LibraryError",
-    "IncompatibleLibraryError", "LibraryLockedError", "WeightsNotFoundError", "MissingDependencyError", "DecodeError",
+    "index_paths", "IndexConfig", "IndexReport", "SongseekError", "UsageError", "QueryError", "FilterLimitError",
+    "LibraryError", "IncompatibleLibraryError", "LibraryLockedError", "WeightsNotFoundError", "MissingDependencyError",
+    "DecodeError",
 ]
 
 if TYPE_CHECKING:  # type checkers see the real names; at run time __getattr__ imports them on first use
@@ -63,7 +65,7 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time __getattr__ i
     from songseek.engine.query.filters import FilterLimits
     from songseek.engine.query.fusion import FusionParams
     from songseek.engine.query.search import Hit, Library, SearchOptions, Segment
-    from songseek.indexers.pipeline import IndexConfig, index_paths
+    from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 
 
 def __getattr__(name: str) -> Any:
