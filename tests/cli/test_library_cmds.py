@@ -154,13 +154,14 @@ def test_nprobe_saved_in_the_library_is_every_search_default(tmp_path: Path,
     code, _, err = run("ingest", str(tmp_path / "b.parquet"), "--library", str(lib), "--index-factory", "IVF8,Flat")
     assert code == 0 and info()["index_nprobe"] == 3  # kept when not given
 
-    probes: list[int] = []
-    real = faiss_index.set_nprobe
-    def spy(index: object, n: int) -> None:
-        probes.append(n)
-        real(index, n)
+    probes: list[int | None] = []
+    real = faiss_index.search
 
-    monkeypatch.setattr(faiss_index, "set_nprobe", spy)
+    def spy(index: object, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        probes.append(nprobe)  # the engine passes nprobe per call
+        return real(index, queries, k, nprobe)
+
+    monkeypatch.setattr(faiss_index, "search", spy)
     q = np.random.default_rng(5).standard_normal(8).astype(np.float32)
     opened = Library.open(lib)
     opened.search(vector=q, k=3)
