@@ -367,7 +367,20 @@ class Library:
             else:
                 audio = np.asarray(audio)[round(start_s * sr) : round(end_s * sr)]
             q = self.embed_audio(audio)
+            opts = self._excerpt_segment(opts, len(audio) / sr)
         return self.search_vectors(q, opts)[0]
+
+    def _excerpt_segment(self, opts: SearchOptions, excerpt_s: float) -> SearchOptions:
+        """``opts`` whose segment is at most as long as an audio excerpt: a 10 s clip matches about one
+        window, and a longer run of merely similar windows must not be shown in place of the one it
+        matches (scores and ranking do not change: only the segment search's longest run)."""
+        base = opts.fusion or self.rerank_settings().params
+        longest = base.segment_kernel if base.segment_kernel > 0 else base.kernel
+        fit = params_for_hop(self.manifest.hop_s, segment_s=max(excerpt_s, 1e-3), window_s=self.manifest.window_s,
+                             base=base).segment_kernel
+        if fit >= longest:
+            return opts
+        return dataclasses.replace(opts, fusion=dataclasses.replace(base, segment_kernel=fit))
 
     def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Unpack[SearchKwargs]
                      ) -> list[list[Hit]]:
