@@ -68,15 +68,47 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_the_doc_examples_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def synth_command(text: str) -> str:
+    """The doc's one line that writes a music/ folder for a reader with no music at hand."""
+    lines = [line for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+             for line in block.splitlines() if line.startswith("songseek synth")]
+    assert len(lines) == 1, "docs/api.md lost its `songseek synth` line"
+    return lines[0]
+
+
+def run_synth_line(folder: Path) -> None:
+    """Run the doc's line in a shell, as a reader would, with this interpreter's `songseek` first on PATH."""
+    scripts = Path(sys.executable).parent
+    assert (scripts / "songseek").exists() or (scripts / "songseek.exe").exists(), f"no songseek in {scripts}"
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(synth_command(DOC.read_text()), shell=True, cwd=folder, env=env, check=True,
+                   capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("music", ["synth", "tagged-flac"])
+def test_the_doc_examples_run_in_order(music: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every python block, in order: on what the doc's `songseek synth` line writes (untagged WAV, 0:34 to
+    3:39) and on this module's tagged FLAC files, so the examples hold for more than one folder."""
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 10, "docs/api.md lost its examples"
     monkeypatch.chdir(tmp_path)
-    write_music(tmp_path / "music")
+    if music == "synth":
+        run_synth_line(tmp_path)
+    else:
+        write_music(tmp_path / "music")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "music").rglob("*"))
     namespace: dict[str, Any] = {"__name__": "docs_api"}
     for number, block in enumerate(blocks, start=1):
         # the name shows in a traceback: "docs/api.md python block 3", line N of that block
         exec(compile(block, f"docs/api.md python block {number}", "exec"), namespace)
+    # the examples leave the reader's music/ as they found it
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "music").rglob("*")) == before
+    lib = namespace["lib"]
+    assert lib.n_tracks == 4
+    tagged = lib.search("piano", k=10, where="artist IS NOT NULL AND year < 2000")
+    # the filter block's tag example: nothing on synth's untagged files, the two tagged before 2000 here
+    want = [] if music == "synth" else ["harbour-lights.flac", "paper-boats.flac"]
+    assert sorted(Path(h.path).name for h in tagged) == want
 
 
 # -- what the doc promises beyond its examples ------------------------------------------------------------
