@@ -16,7 +16,11 @@ from . import tables
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from rich.text import Text
+
     from songseek.engine.encoders import EncoderInfo
+    from songseek.engine.query.search import Hit
 
 
 def register(app: typer.Typer) -> None:
@@ -125,7 +129,15 @@ def index(
         driver = ray_driver(EncoderSpec(encoder or DEFAULT_ENCODER, checkpoint, random_weights),
                             RayOptions(ray, ray_workers, ray_gpus, threads_per_worker=ray_threads,
                                        device=device))
-    report = index_paths(sources, library, enc, config, RichProgress(not json_out), wait=wait, driver=driver)
+    progress = RichProgress(not json_out)
+    try:
+        report = index_paths(sources, library, enc, config, progress, wait=wait, driver=driver)
+    except KeyboardInterrupt:
+        # the indexer commits every finished file before it lets the interrupt through: say how far it got,
+        # once the bar is gone (a live bar would be drawn again under this line)
+        progress.close()
+        typer.echo(f"interrupted: {progress.interrupt_summary()}", err=True)
+        raise typer.Exit(130) from None
     if not_audio:
         typer.echo(f"note: skipped {len(not_audio)} named file(s) that are not audio: "
                    f"{safe_text(', '.join(p.name for p in not_audio[:5]))}"
@@ -257,7 +269,10 @@ def _pairs(value: dict, prefix: str) -> list[str]:
 
 
 @handles_errors
-def failures(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--json")) -> None:
+def failures(library: Path = LIBRARY_OPT,
+             json_out: bool = typer.Option(False, "--json", help="One JSON array of failure objects (path, "
+                                           "error_class, message, time, size, mtime; times in Unix seconds).")
+             ) -> None:
     """Files that could not be indexed (retried when they change, or with `index --retry-failed`)."""
     from songseek.engine.storage.manifest import read_manifest
     from songseek.engine.storage.store import read_failures
@@ -279,14 +294,15 @@ def search(
     query: str = typer.Argument(None, help="Text query."),
     library: Path = LIBRARY_OPT,
     audio: Path = typer.Option(None, "--audio", help="Query by example: an audio file."),
-    start: float = typer.Option(0.0, "--start", help="With --audio: start of the excerpt (s)."),
+    start: float = typer.Option(None, "--start", help="With --audio: start of the excerpt (s; default 0)."),
     end: float = typer.Option(None, "--end", help="With --audio: end of the excerpt (s)."),
     query_vectors: Path = typer.Option(None, "--query-vectors", help=".npy float32 (n, dim): one query per row. "
                                        "Prints JSON: one array of hits per query, one per line (no table; each "
                                        "hit has the --explain score parts)."),
     query_file: Path = typer.Option(None, "--query-file", help="Text file, one query per line. Prints JSON: one "
-                                    "array of hits per query, one per line (no table; each hit has the --explain "
-                                    "score parts)."),
+                                    "array of hits per query, one per line, in the file's order (a blank line "
+                                    "gets [], so output line n answers line n; no table; each hit has the "
+                                    "--explain score parts)."),
     k: int = typer.Option(10, "-k", help="Number of tracks to return."),
     rerank: str = typer.Option(None, "--rerank", help="auto (by the query's form: a one-sentence text is "
                                "a moment, part; several sentences a whole track, whole; else hedge), part, whole, "
@@ -296,8 +312,8 @@ def search(
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),
     where_timeout: float = typer.Option(10.0, "--where-timeout", help="Seconds a --where predicate may run "
                                         "before it is stopped."),
-    max_excerpt: float = typer.Option(60.0, "--max-excerpt", help="With --audio: the longest excerpt decoded "
-                                      "(s); also the default length after --start."),
+    max_excerpt: float = typer.Option(None, "--max-excerpt", help="With --audio: the longest excerpt decoded "
+                                      "(s; default 60); also the default length after --start."),
     exact: bool = typer.Option(False, "--exact", help="Skip FAISS: brute force over every frame."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists probed (more = slower, closer to --exact)."),
     collapse: bool = typer.Option(False, "--collapse-duplicates", help="One hit per group found by "
@@ -319,15 +335,27 @@ def search(
     """Find tracks (and the best segment in each) for a text, audio or vector query."""
     import dataclasses
 
-    import numpy as np
-
     from songseek.engine.query.filters import FilterLimits
     from songseek.engine.query.fusion import params_for_hop
-    from songseek.engine.query.search import Library, SearchOptions, check_query_text, excerpt_bounds
+    from songseek.engine.query.search import (
+        MAX_EXCERPT_S,
+        Library,
+        SearchOptions,
+        check_query_text,
+        excerpt_bounds,
+    )
 
     given = sum(x is not None for x in (query, audio, query_vectors, query_file))
     if given != 1:
         raise QueryError("give exactly one of QUERY, --audio, --query-vectors or --query-file")
+    if audio is None:  # the engine refuses them too, but only for a text; a vector query would drop them
+        cut = [name for name, value in (("--start", start), ("--end", end), ("--max-excerpt", max_excerpt))
+               if value is not None]
+        if cut:
+            raise QueryError(f"{', '.join(cut)} cut{'s' if len(cut) == 1 else ''} an --audio query's excerpt: "
+                             "give --audio FILE, or drop them")
+    start = 0.0 if start is None else start
+    max_excerpt = MAX_EXCERPT_S if max_excerpt is None else max_excerpt
     if query is not None:
         check_query_text(query)  # before opening the library: a typo fails fast
     _check_positive({"--where-timeout": where_timeout, "--kernel-s": kernel_s, "--stride-s": stride_s,
@@ -356,71 +384,127 @@ def search(
             fusion = dataclasses.replace(fusion, temperature=temperature)
     opts = SearchOptions(k=k, rerank=rerank, candidates=candidates, where=where, fusion=fusion, nprobe=nprobe,
                          exact=exact, collapse_duplicates=collapse).validated()
-    if k > lib.n_tracks:
-        typer.echo(f"note: the library has {lib.n_tracks} tracks; showing all of them", err=True)
     allowed = lib.allowed_rows(opts.where, opts.filter_limits)  # remembered: the search below reuses it
-    if allowed is not None and not len(allowed):  # an empty table alone reads as a broken search; exit 0 still
-        typer.echo(f'no track matches --where "{safe_text(where)}"', err=True)
     if query_vectors is not None:
-        try:
-            vecs = np.atleast_2d(np.load(query_vectors))  # the engine checks dtype, shape, values
-        except (OSError, ValueError, EOFError, TypeError) as exc:
-            raise QueryError(f"{query_vectors}: not a readable .npy file of float vectors ({exc})") from exc
-        results = lib.search_vectors(vecs, opts)
+        results = lib.search_vectors(_load_query_vectors(query_vectors), opts)
         _print_results(results, True, explain)
-        return
-    if query_file is not None:
-        try:
-            lines = [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except OSError as exc:
-            raise QueryError(f"{query_file}: cannot read ({exc.strerror})") from exc
-        except UnicodeDecodeError as exc:
-            raise QueryError(f"{query_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        if not lines:
-            raise QueryError(f"{query_file}: no queries in the file (one text query per line)")
-        results = lib.search_texts(lines, opts)
+    elif query_file is not None:
+        lines = [ln.strip() for ln in _read_query_file(query_file)]
+        found = iter(lib.search_texts([ln for ln in lines if ln], opts))
+        results = [next(found) if ln else [] for ln in lines]  # a blank line keeps its place in the output
         _print_results(results, True, explain)
-        return
-    if audio is not None:
+        results = [hits for hits, ln in zip(results, lines, strict=True) if ln]  # the note counts queries only
+    elif audio is not None:
         from songseek.engine.errors import DecodeError
 
         try:
             hits = lib.search(audio=audio, start_s=start, end_s=end, max_excerpt_s=max_excerpt, options=opts)
         except DecodeError as exc:  # a bad query file is bad input (exit 2), not a failed run
             raise QueryError(f"--audio {exc}") from None
+        results = [hits]
+        _print_results(results, json_out, explain)
     else:
-        hits = lib.search(query, options=opts)
-    _print_results([hits], json_out, explain)
+        results = [lib.search(query, options=opts)]
+        _print_results(results, json_out, explain)
+    # after the results (an error stays the only line), and only when fewer hits than -k have a reason to tell
+    matching = lib.n_tracks if allowed is None else len(allowed)
+    note = _shortfall_note(k, matching, lib.n_tracks, where, [len(hits) for hits in results])
+    if note:
+        typer.echo(note, err=True)
 
 
-def _print_results(results: list, json_out: bool, explain: bool) -> None:
+def _shortfall_note(k: int, matching: int, n_tracks: int, where: str | None, shown: list[int]) -> str:
+    """Why a search showed fewer than ``k`` hits, when that is because fewer tracks can match: an empty
+    table (or a short one) alone reads as a broken search. ``shown``: the hits of each query."""
+    if n_tracks == 0:
+        return "note: the library has no tracks (songseek index adds them)"
+    if where is not None and matching == 0:
+        return f'no track matches --where "{safe_text(where)}"'
+    if k <= matching or any(n != matching for n in shown):  # -k was reached, or something else cut the hits
+        return ""
+    if where is not None:
+        return f"note: {matching} track{'s' if matching != 1 else ''} match --where; showing all of them"
+    return f"note: the library has {matching} track{'s' if matching != 1 else ''}; showing all of them"
+
+
+def _load_query_vectors(path: Path) -> np.ndarray:
+    """The rows of a .npy file; QueryError when it is not one (the engine checks dtype, shape, values)."""
+    import numpy as np
+
+    try:
+        with path.open("rb") as f:
+            is_npy = f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+        if not is_npy:  # numpy would read it as a pickle and advise allow_pickle: never right here
+            raise QueryError(f"{path}: not a .npy file of float vectors (no .npy header); for a text file of "
+                             "queries, one per line, use --query-file")
+        return np.atleast_2d(np.load(path))
+    except ValueError as exc:
+        if "pickle" in str(exc):  # an object array: numpy's advice to unpickle it would run code from the file
+            raise QueryError(f"{path}: a .npy file of Python objects, not of float vectors") from None
+        raise QueryError(f"{path}: not a readable .npy file of float vectors ({exc})") from exc
+    except (OSError, EOFError, TypeError) as exc:
+        raise QueryError(f"{path}: not a readable .npy file of float vectors ({exc})") from exc
+
+
+def _read_query_file(path: Path) -> list[str]:
+    """The lines of a --query-file; QueryError when it cannot be read or holds no query at all."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise QueryError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise QueryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not any(ln.strip() for ln in lines):
+        raise QueryError(f"{path}: no queries in the file (one text query per line)")
+    return lines
+
+
+# The explain columns take about 75 of 80 columns: beside them the track would shrink to "/tmp…". Below
+# this much room for it they go to a table of their own, keyed by rank, as print_columns splits wide tables.
+_TRACK_MIN = 32
+
+
+def _print_results(results: list[list[Hit]], json_out: bool, explain: bool) -> None:
     if json_out:
         for hits in results:
             print_json([h.to_json() for h in hits])
         return
     from rich.table import Table
-    from rich.text import Text
 
-    console = tables.console()  # as wide as the terminal: numbers stay whole, a long name is cut with …
+    console = tables.console()  # as wide as the terminal: numbers stay whole, a long track loses its middle
+    parts_header = ["rank", "rK", "rT", "best window", "candidate"]
     for hits in results:
-        table = Table(show_edge=False)
+        main = [[str(h.rank), f"{h.score:.4f}", f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}"]
+                for h in hits]
+        parts = [[f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
+                 for h in hits]
+        longest = max((len(_track_name(h)) for h in hits), default=0)
+        room = console.width - tables.cells_width(["rank", "score", "segment", *parts_header[1:]],
+                                                  [m + p for m, p in zip(main, parts, strict=True)])
+        beside = explain and room >= min(_TRACK_MIN, longest + 3)
+        table = Table(show_edge=False, caption=f"rerank: {hits[0].rerank}" if beside and hits else None)
         for col in ("rank", "score", "segment"):
             table.add_column(col, no_wrap=True)
-        table.add_column("track", ratio=1)
-        if explain:
-            for col in ("rK", "rT", "best window", "candidate"):
-                table.add_column(col, no_wrap=True)
-        for h in hits:
-            name = f"{h.artist} – {h.title}" if h.artist and h.title else h.path
-            row: list[str | Text] = [str(h.rank), f"{h.score:.4f}",
-                                     f"{_mmss(h.segment.start_s)}–{_mmss(h.segment.end_s)}",
-                                     tables.ellipsised(name)]  # Text: no [markup] either
-            if explain:
-                row += [f"{h.r_k:.4f}", f"{h.r_t:.4f}", f"{h.best_window:.4f}", f"{h.candidate_score:.4f}"]
-            table.add_row(*row)
-        if explain and hits:
-            table.caption = f"rerank: {hits[0].rerank}"
+        table.add_column("track")
+        for col in parts_header[1:] if beside else []:
+            table.add_column(col, no_wrap=True)
+        for h, m, p in zip(hits, main, parts, strict=True):
+            table.add_row(*m, _track_cell(h), *(p if beside else []))
         console.print(table)
+        if explain and hits and not beside:
+            tables.print_columns(f"score parts (rerank: {hits[0].rerank})", parts_header,
+                                 [[m[0], *p] for m, p in zip(main, parts, strict=True)])
+
+
+def _track_name(hit: Hit) -> str:
+    """What tells a hit apart: ``artist – title`` when the file is tagged, else its path."""
+    return f"{hit.artist} – {hit.title}" if hit.artist and hit.title else hit.path
+
+
+def _track_cell(hit: Hit) -> Text | tables.MiddleElided:
+    """:func:`_track_name` on one line: a long name cut at its end, a long path in its middle (the file name
+    stays); neither read as [markup]."""
+    return tables.ellipsised(_track_name(hit)) if hit.artist and hit.title else tables.MiddleElided(hit.path)
 
 
 def _mmss(seconds: float) -> str:

@@ -5,6 +5,8 @@ Each command group lives in its own module with a ``register(app)`` function.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,6 +52,20 @@ def _one_line_usage_errors() -> Iterator[None]:
         raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
 
+@contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """``songseek ... | head -1``: once the reader has what it wants and closes the pipe, stop writing and exit 0
+    without a word, as grep and rg do (click's own handling exits 1)."""
+    try:
+        yield
+    except BrokenPipeError:
+        try:  # what is still buffered for stdout goes nowhere, so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout with no file descriptor (a test runner's buffer)
+            pass
+        raise typer.Exit(0) from None
+
+
 class OneLineErrorGroup(TyperGroup):
     """The root group: a usage error in it or any subcommand is parsed inside these two methods, so it is
     printed here as one line and exits with its code (2), in the installed script and in CliRunner alike."""
@@ -59,8 +75,10 @@ class OneLineErrorGroup(TyperGroup):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
-        with _one_line_usage_errors():
-            return super().invoke(ctx)
+        with _one_line_usage_errors(), _quiet_broken_pipe():
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, not at exit: a reader gone by now is met inside _quiet_broken_pipe
+            return result
 
 
 app = SongseekTyper(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from . import tables
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
@@ -27,7 +28,8 @@ def sql(
     """Query the library's tables with DuckDB, read-only and without file access (the --where sandbox).
 
     Tables: tracks, frames (track_id, frame, start_s, end_s), failures, and tags / mos once
-    `songseek tag` / `songseek mos predict` have run."""
+    `songseek tag` / `songseek mos predict` have run. The table view fits a terminal; into a pipe or a file it
+    keeps every value whole, one row per line."""
     from songseek.engine.errors import UsageError
     from songseek.engine.query.search import Library
     from songseek.engine.query.sql import run_sql
@@ -46,16 +48,18 @@ def sql(
         for row in table.to_pylist():
             writer.writerow([row[c] for c in table.column_names])
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    # At a terminal the table fits its width (long values cut with …); into a pipe or a file every value is
+    # written whole, each row on one line, since what is saved there is what a user goes on to use.
+    whole = not tables.stdout_is_terminal()
     view = Table(show_edge=False)
     for name in table.column_names:
-        view.add_column(Text(safe_text(name)))
+        view.add_column(Text(safe_text(name)), no_wrap=whole)
     shown = table if limit <= 0 else table.slice(0, limit)
     for row in shown.to_pylist():
         view.add_row(*[Text(safe_text("" if row[c] is None else str(row[c]))) for c in table.column_names])
-    Console().print(view)
+    (tables.unlimited_console() if whole else tables.console()).print(view)
     if shown.num_rows < table.num_rows:
         typer.echo(f"{table.num_rows - shown.num_rows} more rows not shown (--limit 0, --json or --csv)", err=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -64,13 +67,21 @@ def test_search_by_audio_json_and_strict_exit(audio_library: Path, tmp_path: Pat
     assert code == 1
 
 
-def test_query_file_prints_one_json_line_per_query_in_order(audio_library: Path, tmp_path: Path) -> None:
+def test_query_file_prints_one_json_line_per_line_in_order(audio_library: Path, tmp_path: Path) -> None:
     queries = tmp_path / "q.txt"
-    queries.write_text("low drone\n\nbright whistle\nmid tone\n")
+    queries.write_text("low drone\n\nbright whistle\n  \nmid tone\n")
     code, out, err = run("search", "--query-file", str(queries), "--library", str(audio_library), "-k", "3")
-    lines = out.strip().splitlines()
     assert code == 0, err
-    assert len(lines) == 3 and all(len(json.loads(line)) == 3 for line in lines)
+    # a blank line gets [], so output line n answers input line n (paste q.txt out.jsonl lines them up)
+    assert [len(json.loads(line)) for line in out.splitlines()] == [3, 0, 3, 0, 3]
+    code, out, err = run("search", "--query-file", str(queries), "--library", str(audio_library), "-k", "9")
+    assert code == 0 and len(out.splitlines()) == 5
+    assert _not_warnings(err) == ["note: the library has 3 tracks; showing all of them"], err
+
+
+def _not_warnings(err: str) -> list[str]:
+    """stderr without the warning every search of a fake-encoder (random weights) library starts with."""
+    return [line for line in err.splitlines() if "RANDOM weights" not in line]
 
 
 def test_ingest_then_query_vectors(tmp_path: Path) -> None:
@@ -387,17 +398,121 @@ def test_search_number_errors_name_the_option_as_typed(tmp_path: Path, option: s
 
 
 
-def test_search_table_fits_an_80_column_terminal(audio_library: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("explain", [[], ["--explain"]])
+def test_search_table_fits_an_80_column_terminal_and_keeps_the_file_name(audio_library: Path, tmp_path: Path,
+                                                                        explain: list[str]) -> None:
     clip = tmp_path / "clip.wav"
     write_wav(clip, tone_track([3000], 10, 9))
     result = runner.invoke(app, ["search", "--audio", str(clip), "--library", str(audio_library), "-k", "3",
-                                 "--explain"], env={"COLUMNS": "80"})
+                                 *explain], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines and max(len(line) for line in lines) <= 80
-    rows = [line for line in lines if line.strip()[:1].isdigit()]
-    assert len(rows) == 3  # one line per hit: the long path is cut with …, not wrapped
-    assert all("…" in row for row in rows) and all(re.search(r"\d+:\d\d–\d+:\d\d", row) for row in rows)
+    rows = [line for line in lines if re.search(r"\d+:\d\d–\d+:\d\d", line)]
+    assert len(rows) == 3  # one line per hit: the long path loses its middle folders, not its file name
+    assert len(str(audio_library)) > 40 and all("…/" in row for row in rows)
+    names = [re.search(r"…/(?:[^│ ]*/)?(\w+\.wav) ", row) for row in rows]
+    assert all(names) and {m.group(1) for m in names if m} == {"low.wav", "mid.wav", "high.wav"}
+    if explain:  # no room beside the track at 80 columns: the score parts get a table of their own, by rank
+        parts = [line.split() for line in lines if re.match(r" +[123] │ +-?\d\.\d{4} │", line)]
+        assert [p[0] for p in parts] == ["1", "2", "3"] and any("rerank:" in line for line in lines)
+    wide = runner.invoke(app, ["search", "--audio", str(clip), "--library", str(audio_library), "-k", "1",
+                               *explain], env={"COLUMNS": "400"})
+    assert str(audio_library.parent / "music") in wide.stdout  # room enough: the whole path
+    assert not explain or all("rK" in line for line in wide.stdout.splitlines() if "track" in line)
+
+
+def test_a_tagged_hit_shows_artist_and_title(tmp_path: Path) -> None:
+    rows = vector_table(3, 32, seed=4).to_pylist()  # the fake encoder's dimension: text queries work
+    for r in rows:
+        r["title"] = f"Song of {r['track_id']}"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "v.parquet")
+    lib = str(tmp_path / "lib")
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", lib, "--encoder", "fake")[0] == 0
+    result = runner.invoke(app, ["search", "anything", "--library", lib], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    assert {f"artist{t} – Song of t000{t}" for t in range(3)} <= set(re.findall(r"artist\d – Song of t\d+",
+                                                                               result.stdout))
+    assert "/music/" not in result.stdout
+
+
+def test_search_notes_come_after_success_and_are_true(audio_library: Path, tmp_path: Path) -> None:
+    # an error is the only line: no note about -k before it
+    code, out, err = run("search", "--audio", str(tmp_path / "nosuch.mp3"), "--library", str(audio_library))
+    lines = _not_warnings(err)
+    assert code == 2 and out == "" and len(lines) == 1 and lines[0].startswith("error: --audio")
+    code, _, err = run("search", "low", "--library", str(audio_library), "--where", "nosuch > 1")
+    lines = _not_warnings(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: bad where predicate")
+    pq.write_table(vector_table(6, 8, seed=1), tmp_path / "v.parquet")  # years 1950 ... 1955
+    lib = str(tmp_path / "vectors-lib")
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", lib)[0] == 0
+    np.save(tmp_path / "q.npy", np.ones((2, 8), np.float32))
+    search = ("search", "--query-vectors", str(tmp_path / "q.npy"), "--library", lib)
+    code, out, err = run(*search, "--where", "year > 1952")
+    assert code == 0 and [len(json.loads(line)) for line in out.splitlines()] == [3, 3]
+    assert err.splitlines() == ["note: 3 tracks match --where; showing all of them"]
+    code, out, err = run(*search, "--where", "year > 1952", "-k", "2")
+    assert code == 0 and err == ""  # -k was reached: nothing to explain
+    code, out, err = run(*search, "--where", "year > 2000")
+    assert code == 0 and err.splitlines() == ['no track matches --where "year > 2000"']
+    code, out, err = run(*search)
+    assert code == 0 and err.splitlines() == ["note: the library has 6 tracks; showing all of them"]
+
+
+@pytest.mark.parametrize("args", [["--start", "5"], ["--end", "3"], ["--max-excerpt", "5"],
+                                  ["--start", "0", "--max-excerpt", "60"]])
+def test_excerpt_options_without_audio_are_refused(audio_library: Path, args: list[str]) -> None:
+    code, out, err = run("search", "piano", "--library", str(audio_library), *args)
+    assert code == 2 and out == "" and err.splitlines() == [err.strip()]  # refused before the library opens
+    assert err.startswith(f"error: {args[0]}") and "--audio" in err
+
+
+def test_a_text_file_given_as_query_vectors_points_to_query_file(audio_library: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "qs.txt"
+    queries.write_text("slow piano\nstring crescendo\n")
+    code, out, err = run("search", "--query-vectors", str(queries), "--library", str(audio_library))
+    assert code == 2 and out == "" and len(_not_warnings(err)) == 1
+    assert "not a .npy file of float vectors" in err and "--query-file" in err and "allow_pickle" not in err
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, _, err = run("search", "--query-vectors", str(objects), "--library", str(audio_library))
+    assert code == 2 and "Python objects" in err and "allow_pickle" not in err
+
+
+def test_failures_json_has_help() -> None:
+    result = runner.invoke(app, ["failures", "--help"], env={"COLUMNS": "200"})
+    line = next(ln for ln in result.stdout.splitlines() if "--json" in ln)
+    assert "JSON" in line.split("--json", 1)[1]
+
+
+# Ctrl-C from the model call of the 3rd file (one window per file, batches of one, one decoder: files arrive
+# in order), where an interrupt usually lands; a child started from a background job inherits SIGINT
+# ignored, so the handler a terminal's Ctrl-C meets is restored first.
+_CTRL_C = ("import os, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from songseek.engine.encoders.fake import FakeEncoder as F; real = F.embed_audio; n = [0]\n"
+           "def f(self, *a):\n"
+           "    n[0] += 1\n"
+           "    os.kill(os.getpid(), signal.SIGINT) if n[0] == 3 else None\n"
+           "    return real(self, *a)\n"
+           "F.embed_audio = f")
+
+
+def test_ctrl_c_during_index_says_how_far_it_got(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    for i in range(6):
+        write_wav(music / f"{i}.wav", tone_track([200 + 100 * i], 10, i))
+    lib = tmp_path / "lib"
+    cli = f"import sys; sys.modules['torch'] = None; exec({_CTRL_C!r}); from songseek.cli.main import app; app()"
+    index = [sys.executable, "-c", cli, "index", str(music), "--library", str(lib), "--encoder", "fake",
+             "--workers", "1", "--batch-size", "1", "--commit-every", "100"]
+    out = subprocess.run(index, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.splitlines()[-1] == "interrupted: 2 of 6 files committed; run the same command to resume"
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert json.loads(run("info", "--library", str(lib), "--json")[1])["tracks"] == 2
+    code, out_, err = run("index", str(music), "--library", str(lib), "--encoder", "fake", "--json")
+    assert code == 0 and json.loads(out_)["added"] == 4, err
 
 
 def test_info_wraps_long_values_under_their_start(audio_library: Path) -> None:

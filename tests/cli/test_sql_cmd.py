@@ -127,3 +127,40 @@ def test_tag_in_a_join_takes_the_track_id_to_read(lib: tuple[Path, list[dict]]) 
     code, _, err = run("SELECT t.track_id FROM tracks t JOIN tags g ON t.track_id = g.track_id WHERE track_id = 'x'",
                        "--library", str(root))
     assert code == 2 and "Ambiguous reference" in err and "tag(" not in err  # no tag(): DuckDB's own words
+
+
+@pytest.fixture
+def long_paths(tmp_path: Path) -> tuple[Path, list[str]]:
+    rows = vector_table(3, 8, seed=6).to_pylist()
+    for r in rows:
+        r["path"] = f"/mnt/{'archive/' * 20}{r['track_id']}.flac"  # 170 characters: wider than any table
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "v.parquet")
+    lib = tmp_path / "long"
+    assert runner.invoke(app, ["ingest", str(tmp_path / "v.parquet"), "--library", str(lib)]).exit_code == 0
+    return lib, sorted({r["path"] for r in rows})
+
+
+@pytest.mark.parametrize("columns", [{}, {"COLUMNS": "80"}])
+def test_into_a_pipe_or_file_every_value_is_whole(long_paths: tuple[Path, list[str]],
+                                                  columns: dict[str, str]) -> None:
+    """CliRunner's stdout is not a terminal, as `songseek sql ... > file` is not: nothing may be cut there."""
+    lib, paths = long_paths
+    query = "SELECT path, artist FROM tracks ORDER BY path"
+    result = runner.invoke(app, ["sql", query, "--library", str(lib)], env=columns)
+    assert result.exit_code == 0 and "…" not in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "/mnt/" in line]
+    assert [line.split()[0] for line in rows] == paths  # each row on one line, its path whole
+    code, out, _ = run(query, "--library", str(lib), "--csv")
+    assert code == 0 and [r[0] for r in csv.reader(io.StringIO(out))][1:] == paths
+    code, out, _ = run(query, "--library", str(lib), "--json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == paths
+
+
+def test_at_a_terminal_the_table_fits_its_width(long_paths: tuple[Path, list[str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from songseek.cli import tables
+
+    monkeypatch.setattr(tables, "stdout_is_terminal", lambda: True)
+    result = runner.invoke(app, ["sql", "SELECT path, artist FROM tracks", "--library", str(long_paths[0])],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and max(len(line) for line in result.stdout.splitlines()) <= 80

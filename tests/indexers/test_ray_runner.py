@@ -296,7 +296,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_library_the_rerun_finishes(tmp_pa
             proc.wait()
     if proc.returncode == 0:
         pytest.skip("the run finished before the interrupt reached it")
-    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err[-2000:]
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted"), err[-2000:]
     committed = Library.open(lib).n_tracks
     assert 1 <= committed <= 8
     assert wait_for_cpus(ray_cluster) == 2.0  # the interrupted job's decode tasks and actors are gone
