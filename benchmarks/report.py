@@ -173,6 +173,27 @@ def _columns(modes: Mapping[str, ModeResult]) -> list[str]:
     return [c for c in STANDARD_COLUMNS if c in present] + extra
 
 
+# What a direction ranks, for notes about its candidate count
+_CANDIDATES = {"text_to_audio": "tracks", "audio_to_text": "captions"}
+
+
+def saturated_recall_note(direction: str, modes: Mapping[str, ModeResult]) -> str | None:
+    """A note naming the R@K columns whose K is at least the number of candidates (a small set: a dataset of
+    50 tracks and R@100): there every relevant item ranks within K, so R@K is 100 % whatever the model.
+    None when no column is."""
+    counts = [r.n_candidates for r in modes.values() if r.n_candidates]
+    if not counts:
+        return None
+    n = max(counts)
+    ks = sorted({int(c[2:]) for r in modes.values() for c in r.metrics if re.fullmatch(r"R@\d+", c)})
+    saturated = [k for k in ks if k >= n]
+    if not saturated:
+        return None
+    what = _CANDIDATES.get(direction, "candidates")
+    return (f"{', '.join(f'R@{k}' for k in saturated)}: R@K with K ≥ the number of {what} ({n}) is 100 % "
+            "by construction")
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -232,6 +253,9 @@ def _markdown(
                     shown = None if lo_hi is None else f"{format_metric(c, lo_hi[0])}–{format_metric(c, lo_hi[1])}"
                     cells.append(shown or "–")
                 lines.append("| " + " | ".join(cells) + " |")
+        saturated = saturated_recall_note(direction, modes)
+        if saturated:
+            lines += ["", f"_Note: {saturated}._"]
         for p in plots:
             if p.endswith(f"_{_slug(direction)}.png"):
                 lines += ["", f"![{p[:-4]}]({p})"]

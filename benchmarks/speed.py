@@ -226,7 +226,9 @@ def _run_query_speed(library: Path, queries: np.ndarray, k: int, candidates: int
     if index is not None:
         faiss_index.set_nprobe(index, probe)
         t, _ = _timed(lambda q: faiss_index.search(index, q[None], kf), queries, warmup)
-        rows_out.append(latency("faiss", f"{desc} (nprobe {probe}), top {kf} frames", t, index_bytes, base_p50))
+        # nprobe means nothing to an index without inverted lists (`info` says so): Flat compares every frame
+        how = f" (nprobe {probe})" if faiss_index.ivf_nlist(desc) else " (exact)" if desc == "Flat" else ""
+        rows_out.append(latency("faiss", f"{desc}{how}, top {kf} frames", t, index_bytes, base_p50))
         approx = np.stack([faiss_index.search(index, q[None], 100)[1][0] for q in queries])
         recall = recall_at_k(approx, truth)
     t, cands = _timed(lambda q: lib.candidates(q, opts, None), queries, warmup)

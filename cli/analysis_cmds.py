@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 from .help_format import SongseekTyper
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.progress import Progress, TaskID
 
 mos_app = SongseekTyper(help="Opinion scores (MusicEval): train an MLP head on rated tracks, predict for all.",
                       no_args_is_help=True)
@@ -29,6 +34,21 @@ def _open(library: Path, device: str = "auto") -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-weights warnings: the commands below say what they need
         return Library.open(library, device=device)
+
+
+def _track_cells(library: Path) -> dict[str, RenderableType]:
+    """Track id → what tells the track apart in a table: ``artist – title`` when the file is tagged, else its
+    path (its middle cut where the column is narrow, so the file name stays), as search shows a hit."""
+    from .tables import MiddleElided, ellipsised
+
+    tracks = _open(library).tracks
+    columns = [c for c in ("track_id", "path", "artist", "title") if c in tracks.column_names]
+    cells: dict[str, RenderableType] = {}
+    for row in tracks.select(columns).to_pylist():
+        artist, title = row.get("artist"), row.get("title")
+        cells[str(row["track_id"])] = (ellipsised(f"{artist} – {title}") if artist and title
+                                       else MiddleElided(row.get("path") or row["track_id"]))
+    return cells
 
 
 @handles_errors
@@ -57,12 +77,25 @@ def tag(
                      "tracks": [{"track_id": t, "top": top} for t, top in zip(r.track_ids.tolist(), r.top_labels())]}
                     for r in results])
         return
+    from rich.table import Table
+
+    from .tables import console, ellipsised
+
+    cells = _track_cells(library) if show > 0 else {}
     for r in results:
         typer.echo(f"{r.labels.name}: {len(r.labels.labels)} labels × {len(r.track_ids)} tracks "
                    f"({r.normalisation}, {r.aggregate} over windows) → tags table, columns top_{r.labels.name}, "
                    f"tag_<label>")
-        for t, top in list(zip(r.track_ids.tolist(), r.top_labels()))[:show]:
-            typer.echo(f"  {safe_text(t)}\t{safe_text(top)}")
+        if show <= 0 or not len(r.track_ids):
+            continue
+        table = Table(show_edge=False)
+        table.add_column("track")
+        table.add_column(f"top {r.labels.name}", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+        best = r.score.max(axis=1).tolist()  # the top label's score (track_ids is not empty, nor the labels)
+        for t, top, score in list(zip(r.track_ids.tolist(), r.top_labels(), best))[:show]:
+            table.add_row(cells.get(str(t), ellipsised(t)), ellipsised(top), f"{score:.3f}")
+        console().print(table)
     typer.echo("filter with e.g. --where \"tag('jazz') > 0.5\"", err=True)
 
 
@@ -125,6 +158,42 @@ def _train_config(epochs: int, patience: int, lr: float, optimizer: str, batch_s
                           batch_size=batch_size, seed=seed)
 
 
+def _terminal_stderr() -> Console | None:
+    """A console on stderr where stderr is a terminal; None when it is piped (a log gets no bar)."""
+    from rich.console import Console
+
+    return Console(file=sys.stderr) if sys.stderr.isatty() else None
+
+
+class _EpochBar:
+    """Epochs run of at most ``max_epochs`` and the best L1 so far, as a transient rich bar on ``console``
+    (none without one); early stopping usually ends training well before the bar is full."""
+
+    def __init__(self, console: Console | None, max_epochs: int) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if console is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("training epochs"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
+                                 transient=True)
+            self._task = self._bar.add_task("epochs", total=max_epochs, stats="")
+
+    def __enter__(self) -> _EpochBar:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, epoch: int, best_l1: float) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=epoch, stats=f"best L1 {best_l1:.3f}")
+
+
 @handles_errors
 def mos_train(
     library: Path = LIBRARY_OPT,
@@ -134,7 +203,7 @@ def mos_train(
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without improvement."),
     lr: float = typer.Option(5e-4, "--lr", help="Learning rate (paper: SGD 5e-4, momentum 0.9)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (paper) or adam."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rated tracks per training step."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation split, initialisation and shuffling."),
     device: str = typer.Option("auto", "--device", help="Device for the text encoder (prompts)."),
     json_out: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
@@ -145,7 +214,9 @@ def mos_train(
 
     lib = _open(library, device)
     rated = read_ratings(ratings, lib.tracks)
-    trained = train_on_library(lib, rated, _train_config(epochs, patience, lr, optimizer, batch_size, seed))
+    config = _train_config(epochs, patience, lr, optimizer, batch_size, seed)
+    with _EpochBar(None if json_out else _terminal_stderr(), epochs) as bar:
+        trained = train_on_library(lib, rated, config, on_epoch=bar.update)
     path = trained.save(head or library / DEFAULT_HEAD_NAME)
     report = trained.report.to_json() if trained.report else {}
     if json_out:
@@ -197,6 +268,19 @@ def mos_predict(
         return
     typer.echo(f"predicted {len(ids)} tracks → mos table (columns mos_impression, mos_alignment); "
                "filter with e.g. --where \"mos_impression > 3.5\"")
+    if top <= 0 or not rows_out:
+        return
+    from rich.table import Table
+
+    from .tables import console, ellipsised
+
+    cells = _track_cells(library)
+    table = Table(show_edge=False)
+    table.add_column("impression", justify="right", no_wrap=True)
+    table.add_column("alignment", justify="right", no_wrap=True)
+    table.add_column("track")
     for r in rows_out[:top]:
         a = "-" if r["mos_alignment"] is None else f"{r['mos_alignment']:.2f}"
-        typer.echo(f"  {r['mos_impression']:.2f}  {a:>5}  {r['track_id']}")
+        tid = str(r["track_id"])
+        table.add_row(f"{r['mos_impression']:.2f}", a, cells.get(tid, ellipsised(tid)))
+    console().print(table)

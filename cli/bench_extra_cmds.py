@@ -35,7 +35,7 @@ def tagging_cmd(
                                "(default: the labels the dataset uses)."),
     template: list[str] = typer.Option([], "--template", help="Prompt template(s) with {label}."),
     aggregate: str = typer.Option("mean", "--aggregate", help="mean, max or fusion over windows."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder (auto, cpu, cuda)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Zero-shot tagging: accuracy (single-label) or ROC-AUC / PR-AUC per label and macro (multi-label)."""
@@ -68,10 +68,12 @@ def anomaly_cmd(
     reference_per: str = typer.Option("id", "--reference-per", help="id (normals of the same machine ID) or type."),
     max_fpr: float = typer.Option(0.1, "--max-fpr", help="pAUC range (DCASE: 0.1)."),
     encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder (default: laion)."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c"),
-    random_weights: bool = typer.Option(False, "--random-weights"),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="The encoder's HF id, local directory or "
+                                   ".pt file (default: the encoder's own)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Real architecture, random weights: "
+                                        "for pipeline checks only (the AUCs mean nothing)."),
     window: float = typer.Option(None, "--window", help="Window seconds (default: the encoder's native, or 10)."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="Device for the encoder (auto, cpu, cuda)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Anomalous sound detection: AUC and pAUC per machine type and ID (kNN distance to normal clips)."""
@@ -99,11 +101,11 @@ def mos_cmd(
     system_column: str = typer.Option("system", "--system-column", help="Column naming each clip's system."),
     test_fraction: float = typer.Option(0.15, "--test-fraction", help="Held-out share (paper: 15%)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),
-    epochs: int = typer.Option(1000, "--epochs"),
-    patience: int = typer.Option(20, "--patience"),
-    lr: float = typer.Option(5e-4, "--lr"),
+    epochs: int = typer.Option(1000, "--epochs", help="At most this many epochs (early stopping decides)."),
+    patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without improvement."),
+    lr: float = typer.Option(5e-4, "--lr", help="Learning rate (paper: SGD 5e-4, momentum 0.9)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (paper) or adam."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="Device for the text encoder (prompts)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Opinion-score head: MSE, LCC, SRCC, KTAU at utterance and system level on a seeded test split."""

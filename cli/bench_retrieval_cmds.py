@@ -77,6 +77,12 @@ def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     if outside:
         typer.echo(f"note: {outside} audio→text items have a span that no indexed window reaches; "
                    "they count as misses (worst rank)", err=True)
+    from songseek.benchmarks.report import saturated_recall_note
+
+    for direction, modes in run.results.items():
+        saturated = saturated_recall_note(direction, modes)
+        if saturated:
+            typer.echo(f"note: {direction}: {saturated}", err=True)
     if report is not None:
         from songseek.benchmarks.report import write_report
 

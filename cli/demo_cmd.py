@@ -25,7 +25,8 @@ def demo(
     tracks: int = typer.Option(30, "--tracks", help="Synthetic tracks to generate."),
     seed: int = typer.Option(2024, "--seed", help="Generator seed (held out from the demo model's training)."),
     encoder: str = typer.Option("demo", "--encoder", "-e", help="demo (bundled), or clap/laion with weights."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c"),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="With --encoder clap/laion: its HF id, local "
+                                   "directory or .pt file (default: the encoder's own)."),
     k: int = typer.Option(5, "-k", help="Hits shown per query."),
 ) -> None:
     """Synthesise ~30 tracks, index them, run three section searches and show hits next to the truth."""

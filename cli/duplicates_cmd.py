@@ -67,7 +67,8 @@ def duplicates(
             members.add_row("keep" if m.keep else f"L{m.level}", Text(safe_text(m.track_id)), Text(safe_text(fmt)),
                             folded(m.path))
         out.print(members)
-    typer.echo(f"{len(report.groups)} groups; {report.candidates} candidate pairs, {report.aligned} aligned, "
+    n = len(report.groups)
+    typer.echo(f"{n} group{'' if n == 1 else 's'}; {report.candidates} candidate pairs, {report.aligned} aligned, "
                f"{report.decoded} files decoded in {report.seconds:.1f} s; stored as table 'duplicates' "
                "(nothing deleted)", err=True)
 
@@ -83,10 +84,10 @@ def bench_duplicates(
     encoder: str = typer.Option("demo", "--encoder", help="demo, or clap with --random-weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="The encoder's architecture, random."),
     max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
-    seed: int = typer.Option(3, "--seed"),
+    seed: int = typer.Option(3, "--seed", help="Seed of the generated set (tracks, edits, negatives)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Confirm candidates from the audio."),
     neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Precision and recall per level on a generated labelled set (re-encodes, edits, hard negatives)."""
     from songseek.benchmarks.duplicates import LabelledSetSpec, real_files, run_labelled
@@ -106,8 +107,9 @@ def bench_duplicates(
 @handles_errors
 def bench_duplicates_speed(
     tracks: list[int] = typer.Option([10_000, 50_000], "--tracks", help="Library sizes (repeat)."),
-    work: Path = typer.Option(Path("~/.cache/songseek/bench/duplicates-speed"), "--work"),
-    json_out: bool = typer.Option(False, "--json"),
+    work: Path = typer.Option(Path("~/.cache/songseek/bench/duplicates-speed"), "--work",
+                              help="Folder for the synthetic libraries (reused when present)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON array: an object per library size."),
 ) -> None:
     """Time the duplicate search on synthetic vector libraries (2 % planted near-copies), per 1k tracks."""
     from songseek.benchmarks.duplicates import run_speed

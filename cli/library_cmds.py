@@ -95,7 +95,7 @@ def index(
     if ray_workers < 0 or ray_threads < 0 or (ray_gpus is not None and ray_gpus < 0):
         raise UsageError("--ray-workers, --ray-gpus and --ray-threads must be 0 or more")
     # a missing source, or only non-audio files, is refused before a model loads; a glob's cover.jpg is skipped
-    not_audio = check_sources(sources)
+    not_audio = check_sources(sources, library)  # a new library with no audio at all is refused here
     if (library / "manifest.json").exists():  # an existing library keeps its own settings unless told
         m = read_manifest(library)
         if encoder is None and m.encoder.name == "precomputed":
@@ -167,17 +167,19 @@ def _prepare_text(enc: object, backend: str, quiet: bool) -> None:
 
     if backend == "torch" or not isinstance(enc, TextBackendEncoder):
         return
-    if not quiet:
-        typer.echo("preparing the text search path (the first time per checkpoint exports it to ONNX)", err=True)
     enc.set_text_backend(backend)
     try:
+        preparing = enc.text_backend_needs_preparing()  # an ONNX export or a timing to come, not a cached one
+        if preparing and not quiet:
+            typer.echo("preparing the text search path (the first time per checkpoint exports it to ONNX)",
+                       err=True)
         state = enc.text_backend_state()
     except SongseekError as exc:  # e.g. no tokenizer: text search will say so when it is used
         typer.echo(f"note: text search not prepared: {exc}", err=True)
         return
     if state.note:
         typer.echo(f"note: {state.note}", err=True)
-    elif not quiet:
+    elif preparing and not quiet:
         typer.echo(f"text search runs on {state.backend}", err=True)
 
 

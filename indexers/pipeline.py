@@ -107,7 +107,7 @@ def index_paths(sources: Sequence[str | Path] | str | Path, library: str | Path,
     root = Path(library).expanduser()
     if config.nprobe is not None and config.nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {config.nprobe})")
-    check_sources(paths)  # before the library is created or opened: a bad argument changes nothing
+    check_sources(paths, root)  # before the library is created or opened: a bad argument changes nothing
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     report = IndexReport()
@@ -146,9 +146,9 @@ def plan_jobs(writer: LibraryWriter, sources: list[Path], encoder: Encoder, conf
     check_compatible(m, encoder.info, library)
     hop = config.hop_s or config.window_s
     if (m.window_s, m.hop_s) != (config.window_s, hop) and m.tracks_file:
-        raise IncompatibleLibraryError(
-            f"{library} uses --window {m.window_s} --hop {m.hop_s}; "
-            "pass the same values or use a new library")
+        raise IncompatibleLibraryError(  # both spellings: the CLI's options and the Python API's IndexConfig
+            f"{library} uses --window {m.window_s} --hop {m.hop_s} (IndexConfig(window_s={m.window_s}, "
+            f"hop_s={m.hop_s})); pass the same values or use a new library")
     found = scan(sources)
     if not m.tracks_file:
         writer.commit()  # a new library opens (empty) from its first moment, whatever happens next

@@ -36,11 +36,15 @@ def display_path(path: Path) -> str:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def check_sources(sources: list[Path]) -> list[Path]:
+def check_sources(sources: list[Path], library: Path | None = None) -> list[Path]:
     """Refuse, before any model loads or anything is written, a source that does not exist, and a run
     whose named sources are all files of a format songseek does not read. Returns the named files that
     are not audio, which the run skips: a shell glob such as ``~/Music/*`` also names cover.jpg and
-    playlists, and that should index the music, not fail (a folder's other files are skipped too)."""
+    playlists, and that should index the music, not fail (a folder's other files are skipped too).
+
+    With ``library`` and no library there yet, a run whose folders hold no audio file at all is refused
+    too: it would only create an empty library. An existing library is left to the run, which keeps the
+    tracks of a folder that looks unmounted and says so."""
     skipped: list[Path] = []
     usable = False
     for src in sources:
@@ -60,7 +64,43 @@ def check_sources(sources: list[Path]) -> list[Path]:
         named = skipped[0] if len(skipped) == 1 else f"{skipped[0]} (and {len(skipped) - 1} more named files)"
         raise UsageError(f"{named} is not an audio format songseek reads "
                          f"({' '.join(sorted(AUDIO_EXTENSIONS))}): give audio files or folders")
+    if library is not None and not (Path(library).expanduser() / "manifest.json").exists():
+        _require_audio(sources)
     return skipped
+
+
+def _require_audio(sources: list[Path]) -> None:
+    """Raise UsageError when no audio file is under ``sources``. Stops at the first audio file found, so
+    a real music folder costs one partial walk; a folder that cannot be listed is left to the run, which
+    records it as a failure."""
+    others: list[Path] = []
+    unlisted = False
+
+    def onerror(_err: OSError) -> None:
+        nonlocal unlisted
+        unlisted = True
+
+    for src in sources:
+        path = Path(os.path.realpath(src.expanduser()))
+        if path.is_file():
+            if path.suffix.lower() in AUDIO_EXTENSIONS:
+                return
+            others.append(path)
+            continue
+        for dirpath, _dirs, names in os.walk(path, onerror=onerror, followlinks=False):
+            for name in names:
+                if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                    return
+                others.append(Path(dirpath) / name)
+    if unlisted:
+        return
+    where = ", ".join(display_path(s) for s in sources)
+    skipped = ""
+    if others:
+        shown = ", ".join(display_path(Path(p.name)) for p in sorted(others)[:5])
+        more = ", ..." if len(others) > 5 else ""
+        skipped = f" ({len(others)} other file{'s' if len(others) != 1 else ''} skipped: {shown}{more})"
+    raise UsageError(f"no audio files under {where}{skipped}; songseek reads {' '.join(sorted(AUDIO_EXTENSIONS))}")
 
 
 def scan(sources: list[Path]) -> ScanResult:

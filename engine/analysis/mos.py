@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -229,10 +230,16 @@ def _check_scores(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return s
 
 
+# Called after each training epoch with (epoch, best L1 so far): a caller's progress display.
+EpochCallback = Callable[[int, float], None]
+
+
 def train_head(encoder: EncoderInfo, audio: np.ndarray, impression: np.ndarray, text: np.ndarray | None = None,
-               alignment: np.ndarray | None = None, config: MosTrainConfig | None = None) -> MosHead:
+               alignment: np.ndarray | None = None, config: MosTrainConfig | None = None,
+               on_epoch: EpochCallback | None = None) -> MosHead:
     """Fit the heads on float32 (N, dim) audio vectors and (N,) impression scores, plus, when given, (N, dim)
-    prompt text vectors and (N,) alignment scores. Deterministic for a given seed on one machine."""
+    prompt text vectors and (N,) alignment scores. Deterministic for a given seed on one machine.
+    ``on_epoch(epoch, best_l1)`` runs after every epoch (training may stop early, before max_epochs)."""
     import torch
 
     cfg = (config or MosTrainConfig()).validated()
@@ -288,8 +295,10 @@ def train_head(encoder: EncoderInfo, audio: np.ndarray, impression: np.ndarray, 
             wait = cfg.patience
         else:
             wait -= 1
-            if wait == 0:
-                break
+        if on_epoch is not None:
+            on_epoch(epoch, best[0])
+        if wait == 0:
+            break
     assert best is not None
     head._load_state(best[3])
     head.report = MosTrainReport(n_train=len(train), n_valid=len(valid), heads=head.heads, epochs=epoch,
@@ -449,9 +458,10 @@ def rated_vectors(lib: Library, ratings: Ratings) -> tuple[np.ndarray, np.ndarra
     return audio, text
 
 
-def train_on_library(lib: Library, ratings: Ratings, config: MosTrainConfig | None = None) -> MosHead:
+def train_on_library(lib: Library, ratings: Ratings, config: MosTrainConfig | None = None,
+                     on_epoch: EpochCallback | None = None) -> MosHead:
     audio, text = rated_vectors(lib, ratings)
-    return train_head(lib.manifest.encoder, audio, ratings.impression, text, ratings.alignment, config)
+    return train_head(lib.manifest.encoder, audio, ratings.impression, text, ratings.alignment, config, on_epoch)
 
 
 def predictions_table(track_ids: list[str], pred: MosPrediction) -> pa.Table:

@@ -69,6 +69,10 @@ class TextBackendEncoder(Protocol):
         """The backend in use, resolved now (a first ONNX export can take a minute)."""
         ...
 
+    def text_backend_needs_preparing(self) -> bool:
+        """Whether ``text_backend_state`` will first export the tower to ONNX or time the backends."""
+        ...
+
     def text_cache_key(self) -> str:
         """The weights' fingerprint and the backend: what cached text vectors are keyed by."""
         ...

@@ -15,6 +15,7 @@ Runtime (fp32 or int8), chosen by ``set_text_backend`` (engine/encoders/text_bac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import SongseekError, UsageError, WeightsNotFoundError
+from ..errors import UsageError, WeightsNotFoundError
 from ._hub import cache_first, hub_problem
 from ._torch_util import fit_windows, log_mel, offline, text_batches
 from .base import EncoderInfo, l2_normalize
@@ -34,6 +35,8 @@ from .text_backend_methods import RunnerTextBackend
 # vector (mean pairwise cosine ~0.999; embeddings-benchmark/mteb#5069). For music, songseek's default
 # encoder is ``laion`` with music_audioset_epoch_15_esc_90.14.pt (see docs/encoders.md).
 DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
+# A folder of tokenizer files, for a checkpoint without them (a searcher cannot pass --checkpoint)
+TOKENIZER_ENV = "SONGSEEK_CLAP_TOKENIZER"
 TEXT_MAX_TOKENS = 77
 TEXT_BATCH = 64
 
@@ -56,7 +59,7 @@ class ClapEncoder(RunnerTextBackend):
     """A transformers ClapModel behind the Encoder protocol (also used by the ``laion`` backend).
 
     ``tokenizer`` may be None; ``tokenizer_loader`` (called once, on the first ``embed_text``) may
-    supply it later. When neither gives one, ``embed_text`` raises SongseekError(``text_error``).
+    supply it later. When neither gives one, ``embed_text`` raises WeightsNotFoundError(``text_error``).
     """
 
     def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, info: EncoderInfo,
@@ -66,7 +69,7 @@ class ClapEncoder(RunnerTextBackend):
         self._device = device
         self._tokenizer = tokenizer
         self._tokenizer_loader = tokenizer_loader
-        self._text_error = text_error or f"no tokenizer for {info.checkpoint}: pass --checkpoint DIR"
+        self._text_error = text_error or missing_tokenizer_message(info.checkpoint)
         audio_cfg = model.config.audio_config
         self._fused = bool(audio_cfg.enable_fusion)
         fe = feature_extractor
@@ -107,8 +110,8 @@ class ClapEncoder(RunnerTextBackend):
         if self._tokenizer is None and self._tokenizer_loader is not None:
             loader, self._tokenizer_loader = self._tokenizer_loader, None
             self._tokenizer = loader()
-        if self._tokenizer is None:
-            raise SongseekError(self._text_error)
+        if self._tokenizer is None:  # missing files the user supplies, as missing weights: exit code 2
+            raise WeightsNotFoundError(self._text_error)
         return self._tokenizer
 
     def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +213,25 @@ def load_tokenizer(source: str, local_only: bool) -> Any:
         return None
 
 
+def env_tokenizer() -> Any:
+    """The tokenizer in the folder $SONGSEEK_CLAP_TOKENIZER names, or None (unset, or no vocabulary there)."""
+    folder = os.environ.get(TOKENIZER_ENV)
+    return load_tokenizer(folder, True) if folder else None
+
+
+def missing_tokenizer_message(checkpoint: str) -> str:
+    """One line for text search without tokenizer files, with what a searcher can do (search takes no
+    --checkpoint, and indexing again with another one is refused as another encoder)."""
+    files = "tokenizer.json, or vocab.json + merges.txt"
+    if Path(checkpoint).expanduser().is_dir():
+        where = f"copy them into {checkpoint}"
+    else:
+        where = (f"put {checkpoint} in the Hugging Face cache (any songseek run with network access "
+                 "downloads them; HF_HUB_OFFLINE=1 stops that)")
+    return (f"text search needs the tokenizer files of {checkpoint} ({files}), not found: {where}, "
+            f"or set {TOKENIZER_ENV}=DIR to a folder holding them")
+
+
 def load_parts(source: str, local: bool) -> tuple[Any, Any]:
     """(feature extractor, tokenizer or None) from a directory or HF id; LAION's extractor where absent."""
     from transformers import ClapFeatureExtractor
@@ -272,7 +294,6 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
         except Exception as exc:
             raise WeightsNotFoundError(_missing_message(ckpt, exc)) from exc
     fe, tok = load_parts(source, local)
-    hint = (f"text search needs the tokenizer files of {ckpt} (not found): pass --checkpoint DIR holding "
-            "tokenizer.json or vocab.json + merges.txt")
     info = make_info("clap", ckpt, model, fe, random_weights)
-    return ClapEncoder(model, fe, tok, info, device, text_error=hint)
+    return ClapEncoder(model, fe, tok, info, device, text_error=missing_tokenizer_message(ckpt),
+                       tokenizer_loader=None if tok is not None else env_tokenizer)

@@ -27,11 +27,17 @@ from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from ._hub import cache_first, hub_problem
 from ._torch_util import load_checkpoint, offline
-from .clap_hf import ClapEncoder, laion_feature_extractor, load_tokenizer, make_info, random_model
+from .clap_hf import (
+    TOKENIZER_ENV,
+    ClapEncoder,
+    laion_feature_extractor,
+    load_tokenizer,
+    make_info,
+    random_model,
+)
 
 HF_REPO = "lukewys/laion_clap"
 DEFAULT_CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
-TOKENIZER_ENV = "SONGSEEK_CLAP_TOKENIZER"
 TOKENIZER_IDS = ("roberta-base", "FacebookAI/roberta-base", "laion/clap-htsat-unfused")
 UNSAFE_PICKLE_ENV = "SONGSEEK_UNSAFE_PICKLE"
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,9 +189,13 @@ def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], f
         def write_fp32(tmp: Path) -> None:
             # dynamo=False: the TorchScript exporter needs no onnxscript and handles HF's mask code. Not under
             # no_grad: there torch's TransformerEncoderLayer takes a fused fast path that has no ONNX form.
-            torch.onnx.export(
-                tower, args, str(tmp), dynamo=False, opset_version=17, input_names=list(inputs.names),
-                output_names=["embedding"], dynamic_axes={**inputs.dynamic_axes, "embedding": {0: "batch"}})
+            # The tracer's warnings (constants in the trace) are about the export, not the user's data: a
+            # first `songseek index` printed a screen of them.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(
+                    tower, args, str(tmp), dynamo=False, opset_version=17, input_names=list(inputs.names),
+                    output_names=["embedding"], dynamic_axes={**inputs.dynamic_axes, "embedding": {0: "batch"}})
 
         _atomic_write_bytes(fp32, write_fp32)
     if not int8.exists():
@@ -196,9 +203,21 @@ def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], f
         # tables, with one range per table; on the trained demo model that was most of int8's error
         # (worst cosine vs torch 0.9958 -> 0.9996, same top-10 set 0.77 -> 0.95 of 300 texts) at no speed
         # gain (clap tower, 14 tokens: 17.7 vs 17.1 ms, interleaved; docs/encoders.md)
-        _atomic_write_bytes(int8, lambda tmp: quantize_dynamic(
-            str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]))
+        with _root_log_level(logging.ERROR):  # the quantiser logs "consider pre-processing" on the root logger
+            _atomic_write_bytes(int8, lambda tmp: quantize_dynamic(
+                str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]))
         (folder / _OLD_INT8_FILE).unlink(missing_ok=True)  # ~125 MB no reader opens any more
+
+
+@contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 class OnnxTextSession:

@@ -70,6 +70,19 @@ class TextTowerRunner:
                 self._state, self._session = self._resolve(self._requested)
             return self._state
 
+    def needs_preparing(self) -> bool:
+        """Whether resolving the requested backend exports the tower or times the backends (seconds to a
+        minute, once per checkpoint): False once resolved, for torch, off the CPU, without onnxruntime, and
+        when this checkpoint's export (and, for auto, the choice for these threads) is already on disk."""
+        with self._lock:
+            requested, resolved = self._requested, self._state is not None
+        if resolved or requested == "torch" or not self._device.startswith("cpu") or onnx_text.missing_reason():
+            return False
+        folder = onnx_text.cache_root() / self.fingerprint
+        if not ((folder / onnx_text.FP32_FILE).exists() and (folder / onnx_text.INT8_FILE).exists()):
+            return True
+        return requested == AUTO and onnx_text.read_choice(folder, torch.get_num_threads()) is None
+
     def _resolve(self, requested: str) -> tuple[TextBackendState, onnx_text.OnnxTextSession | None]:
         if requested == "torch":
             return TextBackendState("torch", requested), None

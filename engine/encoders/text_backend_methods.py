@@ -41,6 +41,11 @@ class RunnerTextBackend:
         """The text backend in use, resolved now (a first ONNX export takes seconds to a minute)."""
         return self._text_runner().state()
 
+    def text_backend_needs_preparing(self) -> bool:
+        """Whether ``text_backend_state`` will export the tower to ONNX or time the backends first (once per
+        checkpoint and machine): callers can say so before the wait, and stay quiet when it is cached."""
+        return self._text_runner().needs_preparing()
+
     def text_tower_folder(self) -> str:
         """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
         return self._text_runner().cache_folder()

@@ -43,6 +43,8 @@ from songseek.engine.errors import FilterLimitError, QueryError
 from songseek.engine.slug import slug_or_empty
 
 TAG_PREFIX = "tag_"  # zero-shot tag columns: tag_<slug>, read by the tag() macro
+# What tag() says in a library that was never tagged (DuckDB would say its function does not exist)
+NO_TAGS = "tag() needs zero-shot tags: run songseek tag --library LIB --labels ... first (docs/analysis.md)"
 # Functions a predicate may call (DuckDB names, lower case, operators included). None of them can make a
 # value larger than the sum of its arguments: repeat(), lpad(), printf(), replace(), string_agg(), list(),
 # range() ... are left out on purpose (see the module docstring).
@@ -140,11 +142,13 @@ def _connect(tables: dict[str, pa.Table], limits: FilterLimits, tag_lookup: bool
     con = duckdb.connect(":memory:")
     for name, table in tables.items():
         con.register(name, table)
-    if "tags" in tables:
-        if tag_lookup:
-            _tag_lookup_macro(con, tables["tags"])
-        else:
-            _tag_macro(con, tables["tags"].column_names)
+    tags = tables.get("tags")
+    if tags is None or not _tag_slugs(tags.column_names):
+        con.execute(f"CREATE MACRO tag(label) AS error('{NO_TAGS}'), (label, track) AS error('{NO_TAGS}')")
+    elif tag_lookup:
+        _tag_lookup_macro(con, tags)
+    else:
+        _tag_macro(con, tags.column_names)
     con.execute("SET temp_directory = ''")  # never spill to a .tmp folder in the working directory
     con.execute("SET enable_external_access = false")
     con.execute(f"SET memory_limit = '{int(limits.memory_mb)}MB'")  # a runaway query fails, not the machine
@@ -448,7 +452,8 @@ def _run(con: Any, statement: str, limits: FilterLimits, bad: Any) -> pa.Table:
             raise FilterLimitError(f"the query needed more than its memory limit of {limits.memory_mb} MB "
                                    f"(FilterLimits.memory_mb) and was stopped; narrow it down ({_first_line(error)})",
                                    "memory_mb", limits.memory_mb)
-        raise QueryError(bad(_first_line(error)))
+        first = _first_line(error)
+        raise QueryError(NO_TAGS if NO_TAGS in first else bad(first))
     table: pa.Table = box["table"]
     return table
 

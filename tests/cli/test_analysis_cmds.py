@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
+from songseek.cli import analysis_cmds
 from songseek.cli.bench_extra_cmds import register_bench
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.query.search import Library
+from songseek.indexers.ingest import ingest_table
 from tests.analysis_helpers import build_library, noisy_copies, unit
 
 runner = CliRunner()
@@ -185,3 +190,76 @@ def test_help_texts() -> None:
     for cmd in (["tag"], ["outliers"], ["mos", "train"], ["mos", "predict"]):
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0 and "--library" in r.stdout
+
+
+def _tagged_library(root: Path) -> Path:
+    """Six tracks near "A jazz/rock track"; t000 carries artist and title tags, the others a path only."""
+    rng = np.random.default_rng(3)
+    centers = ENC.embed_text(["A jazz track", "A rock track"])
+    rows = []
+    for i in range(6):
+        for f, v in enumerate(noisy_copies(centers[i % 2], 2, 0.5, rng)):
+            row = {"track_id": f"t{i:03d}", "start_s": f * 10.0, "end_s": f * 10.0 + 10, "embedding": v.tolist(),
+                   "path": f"/music/folder/track-{i}.wav"}
+            if i == 0:
+                row |= {"artist": "Miles Davis", "title": "So What"}
+            rows.append(row)
+    ingest_table(pa.Table.from_pylist(rows), root, encoder=ENC.info)
+    return root
+
+
+def test_tag_and_mos_predict_tables_name_the_tracks_under_a_header(tmp_path: Path) -> None:
+    """Before: `tag` listed bare ids ("4c6f9eb8de3eb958\tr&b") and `mos predict` unlabelled columns
+    ("3.16      -  147a8eca1537ea11"). Now each is a table with a header, naming a track by artist – title
+    when the file is tagged, else by its path; --json is unchanged."""
+    root = _tagged_library(tmp_path / "lib")
+    labels = tmp_path / "genres.txt"
+    labels.write_text("jazz\nrock\n")
+    r = runner.invoke(app, ["tag", "-l", str(root), "--labels", str(labels)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("genres: 2 labels × 6 tracks")
+    assert lines[1].split() == ["track", "┃", "top", "genres", "┃", "score"]
+    assert "Miles Davis – So What" in r.stdout and "/music/folder/track-1.wav" in r.stdout
+    assert "t000" not in r.stdout and "t001" not in r.stdout
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression\n" + "".join(f"t{i:03d},{1 + (i % 2) * 3}\n" for i in range(6)))
+    r = runner.invoke(app, ["mos", "train", "-l", str(root), "--ratings", str(ratings), "--epochs", "5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["mos", "predict", "-l", str(root)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["impression", "┃", "alignment", "┃", "track"]
+    assert "Miles Davis – So What" in r.stdout and "track-5.wav" in r.stdout and "t00" not in r.stdout
+    r = runner.invoke(app, ["mos", "predict", "-l", str(root), "--json"])
+    assert {x["track_id"] for x in json.loads(r.stdout)} == {f"t{i:03d}" for i in range(6)}
+
+
+def test_mos_train_shows_progress_on_a_terminal_only(lib_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: `mos train` ran ~30 s without a sign of life. Now a rich bar of epochs on stderr where stderr
+    is a terminal; a pipe (CliRunner's stderr is one) gets the result line only."""
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression\n" + "".join(f"t{i:03d},{1 + (i % 3) * 1.5}\n" for i in range(24)))
+    args = ["mos", "train", "-l", str(lib_root), "--ratings", str(ratings), "--epochs", "7"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout.startswith("trained impression")
+    screen = io.StringIO()
+    monkeypatch.setattr(analysis_cmds, "_terminal_stderr",
+                        lambda: Console(file=screen, force_terminal=True, width=100))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.stdout.startswith("trained impression")
+    assert "training epochs" in screen.getvalue() and "/7" in screen.getvalue() and "best L1" in screen.getvalue()
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """Before: `demo --checkpoint`, `mos train --batch-size` and a dozen bench options had an empty line in
+    their --help."""
+    def bare(command: object, path: list[str]) -> list[str]:
+        subs = getattr(command, "commands", None)
+        if subs is not None:
+            return [b for name, sub in subs.items() for b in bare(sub, [*path, name])]
+        return [f"{' '.join(path)} {p.opts[0]}" for p in getattr(command, "params", [])
+                if p.param_type_name == "option" and not p.hidden and not p.help and p.name != "help"]
+
+    assert bare(typer.main.get_command(app), []) == []

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from songseek.cli import bench_cmds
@@ -63,6 +64,8 @@ def test_query_speed_table_on_an_existing_library(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for word in ("baseline", "faiss", "fusion", "exact", "identical 1.000", "2000 frames"):
         assert word in result.output
+    # before: "Flat (nprobe 1)", while `info` says nprobe does not apply to Flat
+    assert "Flat (exact)" in result.output and "nprobe" not in result.output
 
 
 def test_query_speed_with_the_users_own_queries(tmp_path: Path) -> None:
@@ -112,3 +115,23 @@ def test_index_speed_json(tmp_path: Path) -> None:
 def test_index_speed_table_and_missing_files(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "index-speed", str(tmp_path / "nope"), "--encoder", "fake"])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_bench_retrieval_on_fewer_tracks_than_k_says_r_at_k_is_full_by_construction(tmp_path: Path) -> None:
+    """Before: `bench retrieval --dataset` on 3 tracks reported R@5 ... R@100 = 100.00 with no word on why."""
+    sr = 16000
+    rows = []
+    for i, freq in enumerate((200, 700, 2500)):
+        t = np.arange(int(6 * sr)) / sr
+        sf.write(tmp_path / f"s{i}.wav", (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+        rows.append({"path": f"s{i}.wav", "captions": [f"tone number {i}"]})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = runner.invoke(app, ["bench", "retrieval", "--dataset", str(manifest), "--encoder", "fake", "--window", "3",
+                              "--rerank", "mean", "--report", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    for direction, what in (("text_to_audio", "tracks"), ("audio_to_text", "captions")):
+        assert (f"note: {direction}: R@5, R@10, R@20, R@100: R@K with K ≥ the number of {what} (3) is 100 % by "
+                "construction") in res.stderr
+    assert "R@K with K ≥ the number of tracks (3) is 100 % by construction" in (tmp_path / "report" / "report.md"
+                                                                                ).read_text()

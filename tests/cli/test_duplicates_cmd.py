@@ -15,6 +15,9 @@ runner = CliRunner()
 
 def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     root = build_library(tmp_path / "lib", duplicate_tracks())
+    res = runner.invoke(app, ["duplicates", "--library", str(root)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.startswith("1 group; ")  # before: "1 groups"
     res = runner.invoke(app, ["duplicates", "--library", str(root), "--json"])
     assert res.exit_code == 0, res.output
     groups = json.loads(res.stdout)

@@ -121,7 +121,8 @@ def test_bad_search_arguments_exit_2_with_one_line(audio_library: Path, args: li
 def test_missing_library_and_missing_weights_are_one_line(tmp_path: Path) -> None:
     code, _, err = run("info", "--library", str(tmp_path / "nope"))
     assert code == 2 and "no library at" in err
-    code, _, err = run("index", str(tmp_path), "--library", str(tmp_path / "lib"), "--encoder", "laion",
+    write_wav(tmp_path / "music" / "a.wav", tone_track([220], 10, 0))  # audio to index: the weights are missing
+    code, _, err = run("index", str(tmp_path / "music"), "--library", str(tmp_path / "lib"), "--encoder", "laion",
                        "--checkpoint", str(tmp_path / "missing.pt"))
     assert code == 2 and "missing.pt" in err and len(err.strip().splitlines()) == 1
 
@@ -523,3 +524,21 @@ def test_info_wraps_long_values_under_their_start(audio_library: Path) -> None:
     starts = [line for line in lines if not line.startswith(" " * 20)]
     assert all(re.match(r" *\w+:( |$)", line) for line in starts)  # the others continue a value, indented
     assert any(line.startswith(" " * 20) for line in lines)  # the rerank settings did not fit in one line
+
+
+def test_the_text_search_path_is_announced_only_when_it_is_prepared(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    write_wav(music / "a.wav", tone_track([220], 10, 0))
+    lib = tmp_path / "lib"
+    home = {"SONGSEEK_CACHE_DIR": str(tmp_path / "cache")}  # a fresh ONNX cache: the first run prepares it
+    first = runner.invoke(app, ["index", str(music), "--library", str(lib), "--encoder", "demo"], env=home)
+    assert first.exit_code == 0, first.stderr
+    said = [line for line in first.stderr.splitlines() if line.strip()]
+    assert said[-2:] == ["preparing the text search path (the first time per checkpoint exports it to ONNX)",
+                         "text search runs on onnx"]  # and no screen of export warnings before them
+    assert not any("Warning" in line or line.startswith("WARNING") for line in said)
+    write_wav(music / "b.wav", tone_track([440], 10, 1))
+    again = runner.invoke(app, ["index", str(music), "--library", str(lib)], env=home)
+    assert again.exit_code == 0, again.stderr
+    assert "preparing the text search path" not in again.stderr  # cached now: nothing to prepare, nothing said
+    assert "text search runs on" not in again.stderr

@@ -108,7 +108,7 @@ def test_missing_index_then_repair(tmp_path: Path) -> None:
     code, out = cli("repair", "--library", str(lib))
     assert code == 0 and f"damaged: {m.index_file}: missing" in out
     code, out = cli("search", "x", "--library", str(lib), "--rerank", "max", "--json")
-    assert code == 0 and len(json.loads(out.strip().splitlines()[-1])) == 6
+    assert code == 0 and len(json.loads(next(ln for ln in out.splitlines() if ln.startswith("[")))) == 6
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "garbage-json"])

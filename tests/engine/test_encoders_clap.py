@@ -164,7 +164,7 @@ def test_random_weights_are_seeded_and_flagged(tmp_path: Path) -> None:
     # no tokenizer files: audio works, text says what is missing
     with pytest.raises(SongseekError, match="tokenizer") as err:
         a.embed_text(["jazz"])
-    assert "--checkpoint DIR" in str(err.value) and "\n" not in str(err.value)
+    assert f"copy them into {tmp_path}" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_random_weights_from_hub_id_offline_without_cache(monkeypatch: pytest.MonkeyPatch,
@@ -176,6 +176,24 @@ def test_random_weights_from_hub_id_offline_without_cache(monkeypatch: pytest.Mo
     assert enc._model.config.audio_config.patch_embeds_hidden_size == 96  # HTSAT-tiny, unfused
     with pytest.raises(SongseekError, match="text search needs the tokenizer"):
         enc.embed_text(["jazz"])
+
+
+def test_missing_tokenizer_advice_is_one_a_searcher_can_follow(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """Before: `songseek search piano --library libclap` (clap, random weights, no tokenizer cached) said
+    "pass --checkpoint DIR", which search does not take, and exited 1 (missing weights exit 2). Now: the
+    Hugging Face cache or $SONGSEEK_CLAP_TOKENIZER, which the clap encoder reads too, and exit code 2."""
+    isolate_hf(monkeypatch, tmp_path)
+    monkeypatch.delenv(clap_hf.TOKENIZER_ENV, raising=False)
+    enc = clap_hf.load(None, "cpu", True)
+    with pytest.raises(WeightsNotFoundError) as err:
+        enc.embed_text(["jazz"])
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and "\n" not in msg and "--checkpoint" not in msg
+    assert "Hugging Face cache" in msg and f"{clap_hf.TOKENIZER_ENV}=DIR" in msg
+    monkeypatch.setenv(clap_hf.TOKENIZER_ENV, str(save_tiny_tokenizer(tmp_path / "tok")))
+    enc = clap_hf.load(None, "cpu", True)  # the folder the message names is read
+    assert enc.embed_text(["jazz"]).shape == (1, 512)
 
 
 def test_missing_weights_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -139,3 +139,23 @@ def test_section_captions_find_their_tracks(enc) -> None:
     rank = 1 + (scores > scores[np.arange(len(caps)), owner][:, None]).sum(axis=1)
     r1, r5 = float(np.mean(rank <= 1)), float(np.mean(rank <= 5))
     assert r1 >= 0.45 and r5 >= 0.75, (r1, r5)
+
+
+def test_needs_preparing_only_until_the_text_tower_is_exported(tmp_path, monkeypatch) -> None:
+    """Before: `songseek index` said "preparing the text search path (the first time per checkpoint exports
+    it to ONNX)" on every run. The encoder now says whether resolving will export (or time) anything, so
+    the note can come only when it does: once per checkpoint, never for torch, never once cached."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SONGSEEK_CACHE_DIR", str(tmp_path))
+    first = load(None, "cpu", False)
+    first.set_text_backend("torch")
+    assert not first.text_backend_needs_preparing()
+    first.set_text_backend("auto")
+    assert first.text_backend_needs_preparing()
+    first.text_backend_state()
+    assert not first.text_backend_needs_preparing()  # resolved
+    again = load(None, "cpu", False)                 # a later run: the export and the choice are on disk
+    again.set_text_backend("auto")
+    assert not again.text_backend_needs_preparing()
+    again.set_text_backend("onnx-int8")
+    assert not again.text_backend_needs_preparing()

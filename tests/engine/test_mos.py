@@ -210,3 +210,15 @@ def test_predict_library_refuses_prompts_keyed_by_no_track_of_the_library(tmp_pa
     ids, pred = predict_library(root, path, {"t003": "jazz", "x2": "rock"})
     assert pred.alignment is not None
     assert [i for i, v in enumerate(pred.alignment) if not np.isnan(v)] == [ids.index("t003")]
+
+
+def test_on_epoch_reports_every_epoch_with_the_best_loss_so_far() -> None:
+    """What `mos train` draws its progress bar from: one call per epoch run, early stopping included."""
+    a, _, imp, _ = planted(200, 0)
+    seen: list[tuple[int, float]] = []
+    head = train_head(FAKE_INFO, a, imp, config=MosTrainConfig(max_epochs=40, patience=3),
+                      on_epoch=lambda epoch, best: seen.append((epoch, best)))
+    assert head.report is not None
+    assert [e for e, _ in seen] == list(range(1, head.report.epochs + 1))
+    bests = [b for _, b in seen]
+    assert bests == sorted(bests, reverse=True) and bests[-1] == pytest.approx(head.report.valid_l1)

@@ -26,6 +26,7 @@ from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.filters import filter_track_ids
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
+from songseek.engine.query.sql import run_sql
 from tests.analysis_helpers import build_library, noisy_copies
 from tests.rerank_reference import naive_scores
 
@@ -187,6 +188,22 @@ def test_tag_library_recovers_planted_genres_and_filters(tmp_path: Path) -> None
     assert want and sorted(filter_track_ids(lib.tables(), "tag('jazz') > 0.5")) == want
     assert set(want) <= {t for t, g in zip(ids, truth) if g == "jazz"}
     assert tag_sets(tags)["genres"]["aggregate"] == "mean"
+
+
+def test_tag_in_a_library_never_tagged_says_how_to_tag_it(tmp_path: Path) -> None:
+    """Before: `--where "tag('jazz') > 0.3"` on an untagged library said "bad where predicate: Catalog Error:
+    Scalar Function with name tag does not exist!. Columns: ..." (and `songseek sql` the same)."""
+    root, _ = _genre_library(tmp_path / "lib", per_genre=1)
+    lib = Library.open(root)
+    want = "tag() needs zero-shot tags: run songseek tag --library LIB --labels ... first (docs/analysis.md)"
+    for where in ("tag('jazz') > 0.3", "year > 1 OR tag('jazz', track_id) > 0"):
+        with pytest.raises(QueryError) as err:
+            filter_track_ids(lib.tables(), where)
+        assert str(err.value) == want
+    for query in ("SELECT path FROM tracks WHERE tag('jazz') > 0.3", "SELECT tag('jazz', t.track_id) FROM tracks t"):
+        with pytest.raises(QueryError) as err:
+            run_sql(lib, query)
+        assert str(err.value) == want
 
 
 def test_a_second_set_keeps_the_first_sets_columns(tmp_path: Path) -> None:

@@ -19,10 +19,12 @@ from typer.testing import CliRunner
 
 from songseek.cli.main import app
 from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.errors import UsageError
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage.repair import verify_library
 from songseek.indexers import pipeline
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
+from songseek.indexers.sources import check_sources
 from songseek.indexers.tags import MAX_TAG_CHARS
 from tests.audio_helpers import write_audio
 from tests.library_helpers import library_rows
@@ -315,3 +317,47 @@ def test_cli_exit_codes_and_failure_listing(tmp_path: Path, no_torch: None) -> N
         assert r.exit_code == 2, (bad_args, r.output)
     r = runner.invoke(app, ["index", str(tmp_path / "nope"), "--library", str(lib)])
     assert "does not exist" in r.output
+
+
+def test_a_new_library_from_folders_without_audio_is_refused(tmp_path: Path, no_torch: None) -> None:
+    """Before: `songseek index notaudio --library new` (a.txt, b.jpg, c.pdf) said "added 0 ... index
+    unchanged", exited 0, created an empty library and exported the text tower. Now: one line, exit 2,
+    nothing written; an existing library keeps its tracks and gets a note (an unmounted drive)."""
+    src, lib = tmp_path / "notaudio", tmp_path / "lib"
+    src.mkdir()
+    for name in ("a.txt", "b.jpg", "c.pdf"):
+        (src / name).write_text("x")
+    base = ["index", str(src), "--library", str(lib), "--encoder", "fake", "--device", "cpu"]
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: no audio files under {src} (3 other files skipped: a.txt, b.jpg, c.pdf); "
+                           "songseek reads .aac .aif") and last.endswith(" .wv")
+    assert not lib.exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"no audio files under .*empty; songseek reads"):
+        index_paths([tmp_path / "empty"], lib, FakeEncoder())  # the Python API refuses it too
+    assert not lib.exists()
+    # an existing library: the run goes on, keeps the tracks of the folder and says why
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "x.wav", noise(3), SR)
+    assert run(music, lib).added == 1
+    (music / "x.wav").unlink()
+    (music / "cover.jpg").write_text("x")
+    report = run(music, lib)
+    assert report.removed == 0 and any("no audio file found under" in n for n in report.notes)
+
+
+def test_check_sources_returns_the_named_files_it_skips(tmp_path: Path) -> None:
+    """The check the CLI runs before a model loads: same return value; with the library, it also refuses
+    a new library whose folders hold no audio, and stops walking at the first audio file."""
+    (tmp_path / "music" / "deep").mkdir(parents=True)
+    sf.write(tmp_path / "music" / "deep" / "x.wav", noise(1), SR)
+    cover = tmp_path / "cover.jpg"
+    cover.write_text("x")
+    assert check_sources([tmp_path / "music", cover], tmp_path / "lib") == [cover]
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(UsageError, match=r"no audio files under .*cover.jpg \(1 other file skipped: cover.jpg\)"):
+        check_sources([tmp_path / "nothing", cover], tmp_path / "lib")
+    assert check_sources([tmp_path / "nothing", cover]) == [cover]  # no library named: the run decides

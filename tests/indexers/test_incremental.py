@@ -200,17 +200,21 @@ def test_window_mismatch_refused(tmp_path: Path) -> None:
     tone(a / "x.wav", 3, 300)
     lib = tmp_path / "lib"
     run([a], lib)
-    with pytest.raises(IncompatibleLibraryError, match="uses --window 10.0 --hop 10.0"):
+    with pytest.raises(IncompatibleLibraryError, match="uses --window 10.0 --hop 10.0") as err:
         run([a], lib, window_s=5.0)
+    # a Python caller is told its own spelling too (before: CLI options only)
+    assert "IndexConfig(window_s=10.0, hop_s=10.0)" in str(err.value)
 
 
 def test_new_library_is_committed_before_any_file(tmp_path: Path) -> None:
-    """The first thing a new library gets is an empty commit: it opens (empty) whatever happens next."""
+    """The first thing a new library gets is an empty commit: it opens (empty) whatever happens next
+    (here its only file fails; a folder with no audio file at all is refused before anything is written)."""
     a = tmp_path / "a"
     a.mkdir()
+    (a / "broken.wav").write_bytes(b"not a wav")
     lib = tmp_path / "lib"
     r = run([a], lib)
-    assert counts(r)["added"] == 0
+    assert (counts(r)["added"], counts(r)["failed"]) == (0, 1)
     assert read_manifest(lib).tracks_file and Library.open(lib).search_vectors(np.ones((1, 32)), None) == [[]]
 
 
