@@ -227,7 +227,8 @@ def check_compatible(manifest: Manifest, encoder: EncoderInfo, where: Path) -> N
     if differs:
         raise IncompatibleLibraryError(
             f"{where} was built with another encoder: {'; '.join(differs)}. "
-            f"Use --encoder {lib.name} --checkpoint {lib.checkpoint} or index into a new library"
+            f"Use --encoder {lib.name} --checkpoint {lib.checkpoint} (Python: load_encoder({lib.name!r}, "
+            f"{lib.checkpoint!r})) or index into a new library"
         )
 
 

@@ -265,7 +265,8 @@ def test_wrong_library_messages(tmp_path: Path) -> None:
     data = json.loads((root / "manifest.json").read_text())
     # another encoder
     other = EncoderInfo(name="laion", checkpoint="x.pt", dim=DIM, sample_rate=48000)
-    with pytest.raises(IncompatibleLibraryError, match="another encoder: encoder 'fake' .* vs 'laion'.*--encoder fake"):
+    with pytest.raises(IncompatibleLibraryError,
+                       match="another encoder: encoder 'fake' .* vs 'laion'.*--encoder fake.*load_encoder\\('fake'"):
         check_compatible(read_manifest(root), other, root)
     # a newer schema
     (root / "manifest.json").write_text(json.dumps({**data, "schema_version": 99}))
