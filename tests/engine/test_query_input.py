@@ -169,7 +169,7 @@ def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path)
         ([*base, "jazz", "-k", "0"], "k must be at least 1"),
         ([*base, "jazz", "--where", "artist ==== 1"], "bad where predicate"),
         ([*base, "jazz", "--where", "EXISTS (FROM read_text('/etc/hostname'))"], "read_text() is not allowed"),
-        ([*base, "--query-vectors", str(bad_npy)], "not a readable .npy file"),
+        ([*base, "--query-vectors", str(bad_npy)], "not a .npy file of float vectors"),
         ([*base, "--query-vectors", str(strings_npy)], "query vectors must hold real numbers, not <U1"),
         ([*base, "--query-vectors", str(complex_npy)], "query vectors must hold real numbers, not complex128"),
         ([*base, "--query-vectors", str(zero_npy)], "query vector 1 is zero"),
