@@ -1,7 +1,7 @@
 """Quality of an encoder on held-out synthetic music, from plain arrays (no library on disk).
 
 ``embed_synth_set`` renders tracks in memory, cuts them into windows the way the indexer does
-(``engine.audio.windowing.frame_windows``: 10 s windows, hop 10 s, repeat-padded tail) and embeds windows
+(``engine.audio.windowing.frame_windows``: 10 s windows, hop 10 s, 1 s+ tail padded) and embeds windows
 and captions. ``evaluate`` ranks, per rerank mode (``engine.fusion.rerank_scores``: mean, max,
 fusion), tracks for every caption (text→audio) and captions for every track (audio→text), at three
 caption levels: whole-track descriptions, tag lists and section captions, and reports R@1/5/10,

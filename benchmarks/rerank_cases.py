@@ -191,7 +191,7 @@ class DemoSet:
 
 
 EXAMPLES_PER_TRACK = 4
-CACHE_VERSION = 2  # bump when embed_demo_set's output changes (cache file names carry it)
+CACHE_VERSION = 3  # bump when embed_demo_set's output changes (cache file names carry it); 3: no sub-tenth tails
 
 
 def embed_demo_set(encoder: Encoder, seed: int, n_tracks: int) -> DemoSet:
