@@ -75,7 +75,7 @@ def _check_scores(scores: np.ndarray, n_queries: int) -> np.ndarray:
         raise UsageError(f"scores must be real numbers (bool, integer or float), got dtype {s.dtype}")
     if np.issubdtype(s.dtype, np.integer) and s.size and max(abs(int(s.min())), abs(int(s.max()))) > _EXACT_INT:
         raise UsageError(f"integer scores beyond ±2**53 are not exact as float64; rescale them (got {s.dtype})")
-    f = s.astype(np.float64)
+    f = s.astype(np.float64, copy=False)  # callers never write to it: float64 input is not copied
     if not np.all(np.isfinite(f)):
         raise UsageError("scores must be finite numbers (found NaN or inf)")
     return f

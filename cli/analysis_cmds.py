@@ -13,6 +13,7 @@ from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 from .help_format import SongseekTyper
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from rich.console import Console, RenderableType
     from rich.progress import Progress, TaskID
 
@@ -36,19 +37,28 @@ def _open(library: Path, device: str = "auto") -> Any:
         return Library.open(library, device=device)
 
 
-def _track_cells(library: Path) -> dict[str, RenderableType]:
-    """Track id → what tells the track apart in a table: ``artist – title`` when the file is tagged, else its
-    path (its middle cut where the column is narrow, so the file name stays), as search shows a hit."""
-    from .tables import MiddleElided, ellipsised
+def _tracks_table(library: Path) -> pa.Table:
+    """The committed tracks table alone: naming tracks needs no index and no frame map (Library.open)."""
+    import pyarrow as pa
 
-    tracks = _open(library).tracks
+    from songseek.engine.storage.manifest import read_manifest
+    from songseek.engine.storage.store import read_library_table
+
+    m = read_manifest(library)
+    return (read_library_table(library, m.tracks_file, m) if m.tracks_file
+            else pa.table({"track_id": pa.array([], pa.string())}))
+
+
+def _track_cells(library: Path, ids: list[str]) -> dict[str, RenderableType]:
+    """Track id → what tells the track apart in a table (tables.track_cell, as search shows a hit), for
+    the ``ids`` a table prints."""
+    from .tables import track_cell
+
+    tracks = _tracks_table(library)
     columns = [c for c in ("track_id", "path", "artist", "title") if c in tracks.column_names]
-    cells: dict[str, RenderableType] = {}
-    for row in tracks.select(columns).to_pylist():
-        artist, title = row.get("artist"), row.get("title")
-        cells[str(row["track_id"])] = (ellipsised(f"{artist} – {title}") if artist and title
-                                       else MiddleElided(row.get("path") or row["track_id"]))
-    return cells
+    wanted = set(ids)
+    return {str(row["track_id"]): track_cell(row.get("artist"), row.get("title"), row.get("path") or row["track_id"])
+            for row in tracks.select(columns).to_pylist() if str(row["track_id"]) in wanted}
 
 
 @handles_errors
@@ -81,7 +91,8 @@ def tag(
 
     from .tables import console, ellipsised
 
-    cells = _track_cells(library) if show > 0 else {}
+    shown = [str(t) for r in results for t in r.track_ids.tolist()[:show]] if show > 0 else []
+    cells = _track_cells(library, shown)
     for r in results:
         typer.echo(f"{r.labels.name}: {len(r.labels.labels)} labels × {len(r.track_ids)} tracks "
                    f"({r.normalisation}, {r.aggregate} over windows) → tags table, columns top_{r.labels.name}, "
@@ -250,7 +261,7 @@ def mos_predict(
 
     prompt_of: dict[str, str] = {}
     if prompts is not None:
-        given = read_prompts(prompts, _open(library).tracks)  # refuses a file that matches no track
+        given = read_prompts(prompts, _tracks_table(library))  # refuses a file that matches no track
         note = some_unmatched_note(prompts, given.unmatched, given.rows, "their tracks get no alignment score")
         if note:
             typer.echo(f"warning: {note}", err=True)
@@ -274,7 +285,7 @@ def mos_predict(
 
     from .tables import console, ellipsised
 
-    cells = _track_cells(library)
+    cells = _track_cells(library, [str(r["track_id"]) for r in rows_out[:top]])
     table = Table(show_edge=False)
     table.add_column("impression", justify="right", no_wrap=True)
     table.add_column("alignment", justify="right", no_wrap=True)

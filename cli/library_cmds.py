@@ -12,15 +12,14 @@ import typer
 
 from songseek.engine.errors import QueryError, SongseekError
 
-from . import tables
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    from rich.text import Text
 
     from songseek.engine.encoders import EncoderInfo
     from songseek.engine.query.search import Hit
+
 
 
 def register(app: typer.Typer) -> None:
@@ -226,6 +225,8 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
     from songseek.engine.analysis.duplicates import stored_summary as duplicate_summary
     from songseek.engine.query.search import Library
     from songseek.engine.query.stats import library_stats
+
+    from . import tables
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -473,6 +474,8 @@ def _print_results(results: list[list[Hit]], json_out: bool, explain: bool) -> N
         return
     from rich.table import Table
 
+    from . import tables
+
     console = tables.console()  # as wide as the terminal: numbers stay whole, a long track loses its middle
     parts_header = ["rank", "rK", "rT", "best window", "candidate"]
     for hits in results:
@@ -491,7 +494,7 @@ def _print_results(results: list[list[Hit]], json_out: bool, explain: bool) -> N
         for col in parts_header[1:] if beside else []:
             table.add_column(col, no_wrap=True)
         for h, m, p in zip(hits, main, parts, strict=True):
-            table.add_row(*m, _track_cell(h), *(p if beside else []))
+            table.add_row(*m, tables.track_cell(h.artist, h.title, h.path), *(p if beside else []))
         console.print(table)
         if explain and hits and not beside:
             tables.print_columns(f"score parts (rerank: {hits[0].rerank})", parts_header,
@@ -503,10 +506,6 @@ def _track_name(hit: Hit) -> str:
     return f"{hit.artist} – {hit.title}" if hit.artist and hit.title else hit.path
 
 
-def _track_cell(hit: Hit) -> Text | tables.MiddleElided:
-    """:func:`_track_name` on one line: a long name cut at its end, a long path in its middle (the file name
-    stays); neither read as [markup]."""
-    return tables.ellipsised(_track_name(hit)) if hit.artist and hit.title else tables.MiddleElided(hit.path)
 
 
 def _mmss(seconds: float) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 
-from . import tables
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
 
 
@@ -50,6 +49,8 @@ def sql(
         return
     from rich.table import Table
     from rich.text import Text
+
+    from . import tables
 
     # At a terminal the table fits its width (long values cut with …); into a pipe or a file every value is
     # written whole, each row on one line, since what is saved there is what a user goes on to use.

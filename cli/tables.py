@@ -107,6 +107,12 @@ class MiddleElided:
         yield Text(middle_elided_path(self.text, options.max_width), no_wrap=True, overflow="ellipsis")
 
 
+def track_cell(artist: str | None, title: str | None, path: str) -> Text | MiddleElided:
+    """What tells a track apart on one line: ``artist – title`` when tagged (cut at its end), else its path
+    (cut in its middle, so the file name stays); neither read as [markup]."""
+    return ellipsised(f"{artist} – {title}") if artist and title else MiddleElided(path)
+
+
 def folded(path: object) -> Text:
     """A path kept whole (it is what a user acts on), folded onto more lines where its column is narrower."""
     return Text(safe_text(path), overflow="fold")

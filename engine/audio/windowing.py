@@ -56,7 +56,7 @@ def window_bounds(duration_s: float, window_s: float, hop_s: float) -> np.ndarra
     bounds = np.stack([starts, starts + window_s], axis=1)
     tail_start = n_full * hop_s
     if (bounds[-1, 1] < duration_s - _EPS_S and tail_start < duration_s - _EPS_S
-            and (duration_s - tail_start + _EPS_S) * MIN_TAIL_FRACTION >= window_s):
+            and _long_enough(duration_s - tail_start + _EPS_S, window_s)):
         bounds = np.vstack([bounds, [[tail_start, duration_s]]])
     return bounds
 
@@ -78,9 +78,9 @@ def sample_bounds(n_samples: int, window_n: int, hop_n: int) -> np.ndarray:
     return bounds
 
 
-def _long_enough(tail_n: int, window_n: int) -> bool:
-    """Whether a tail of ``tail_n`` samples is indexed (module docstring)."""
-    return tail_n * MIN_TAIL_FRACTION >= window_n
+def _long_enough(tail: float, window: float) -> bool:
+    """Whether a tail of ``tail`` samples or seconds is indexed (module docstring), against its window."""
+    return tail * MIN_TAIL_FRACTION >= window
 
 
 def repeat_pad(x: np.ndarray, n: int, mode: PadMode = "repeatpad") -> np.ndarray:

@@ -501,8 +501,6 @@ def _tag_lookup_macro(con: Any, tags: pa.Table) -> None:
     """``tag('jazz')`` for `songseek sql`: the tags table's ``tag_jazz`` of the row's ``track_id``, in any
     FROM clause that has one track_id column (``FROM tracks`` has no tag columns for the ``where`` macro to
     read). NULL for a track without tags, as in ``where``'s LEFT JOIN; an unknown label is an error."""
-    import pyarrow.compute as pc
-
     slugs = _tag_slugs(tags.column_names)
     if not slugs or "track_id" not in tags.column_names:
         return

@@ -8,7 +8,7 @@ from typing import Any
 from songseek.engine.query.search import Library
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import verify_quick_hash
-from songseek.engine.storage.store import read_library_table
+from songseek.engine.storage.store import read_failures
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def library_stats(lib: Library) -> LibraryStats:
     m = lib.manifest
     live = int(lib.track_column("frame_count").sum()) if lib.n_tracks else 0
     n = lib.store.n_rows
-    failures = read_library_table(lib.root, m.failures_file, m).num_rows if m.failures_file else 0
+    failures = read_failures(lib.root, m).num_rows
     if m.index_file:  # the index loads lazily; info still says when it is not the committed one
         verify_quick_hash(lib.root, m.index_file, m)
     want = faiss_index.auto_factory(n, m.dim) if m.index_factory == "auto" else m.index_factory

@@ -298,15 +298,12 @@ def search(index: Any, queries: np.ndarray, k: int, nprobe: int | None = None) -
     params = _ivf_params(index, nprobe)
     with query_threads():
         if params is not None:  # per call: threads sharing one index never see each other's nprobe
-            scores, rows = index.search(x, k, params=params)
-        else:
-            if nprobe is not None:
-                with _NPROBE_LOCK:  # an index without per-call parameters (GpuIndexIVF*): set, search, as one step
-                    set_nprobe(index, nprobe)
-                    scores, rows = index.search(x, k)
-                return scores, rows
-            scores, rows = index.search(x, k)
-    return scores, rows
+            return index.search(x, k, params=params)
+        if nprobe is None or not hasattr(index, "nprobe"):  # Flat, HNSW...: no lists to probe, no lock
+            return index.search(x, k)
+        with _NPROBE_LOCK:  # an index with its own nprobe and no per-call parameters (GpuIndexIVF*)
+            set_nprobe(index, nprobe)
+            return index.search(x, k)
 
 
 _NPROBE_LOCK = threading.Lock()

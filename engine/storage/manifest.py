@@ -191,9 +191,9 @@ def _only_lock_file(root: Path) -> bool:
 
 def read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST_NAME
-    if not root.exists() or _only_lock_file(root):
-        raise LibraryError(f"no library at {root}: create one with `songseek index DIR --library {root}`")
     if not path.is_file():
+        if not root.exists() or _only_lock_file(root):  # scanned only when there is no manifest
+            raise LibraryError(f"no library at {root}: create one with `songseek index DIR --library {root}`")
         raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME}); "
                            f"create one with `songseek index DIR --library {root}`")
     try:
