@@ -19,8 +19,11 @@ ends with a file incomplete) first commits the files finished before it, then ra
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -94,7 +97,26 @@ def connect(address: str) -> bool:
 
 def disconnect() -> None:
     """Leave (or stop, when this process started it) the Ray that :func:`connect` joined."""
-    _import_ray().shutdown()
+    with interrupts_held():
+        _import_ray().shutdown()
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it. A KeyboardInterrupt inside ray.shutdown() leaves
+    Ray's core worker half shut, and a Ray thread then ends the process with exit 1 and a C++ log line
+    instead of the CLI's "interrupted: N of M committed" and exit 130. Only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -220,7 +242,7 @@ def ray_driver(factory: EncoderFactory, options: RayOptions = RayOptions()
             _run(ray, commit, factory, encoder.info, window_s, hop_s, config, options)
         finally:
             if started:
-                ray.shutdown()
+                disconnect()
 
     return run
 

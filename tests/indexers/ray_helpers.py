@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,10 @@ from songseek.engine.storage.manifest import read_manifest
 from songseek.engine.storage.store import read_table_mmap
 
 SR = 16000
+# 24 long files at 48 kHz (the indexer resamples them): a run of them is still going when its first commit
+# lands, even on a fast machine (one did 24 files of 4-20 s in 2.6 s, and a Ctrl-C meant for the middle of
+# the run landed in Ray's shutdown).
+LONG_RUN = ([24.0, 16.0, 40.0, 12.0, 32.0, 20.0, 28.0, 8.0] * 3, 48000)
 
 
 def make_music(folder: Path, seconds: list[float], seed: int = 0, sample_rate: int = SR) -> list[Path]:
@@ -30,6 +36,17 @@ def make_music(folder: Path, seconds: list[float], seed: int = 0, sample_rate: i
         out.append(folder / f"t{i:02d}.wav")
         sf.write(out[-1], x.astype(np.float32), sample_rate)
     return out
+
+
+def wait_for_first_commit(proc: subprocess.Popen, lib: Path, seconds: float = 90) -> bool:
+    """Poll until ``lib``'s manifest names a frame shard (a commit holds a track) or ``proc`` ends; False
+    when it ended first (the run finished before a signal could reach its middle)."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (lib / "manifest.json").exists() and read_manifest(lib).frame_shards:
+            return True
+        time.sleep(0.01)
+    return proc.poll() is None
 
 
 @dataclass

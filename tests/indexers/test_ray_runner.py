@@ -22,7 +22,6 @@ from songseek.engine.encoders import Encoder
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import MissingDependencyError, SongseekError, UsageError
 from songseek.engine.query.search import Library
-from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, index_paths
 from songseek.indexers.ray_runner import (
     DecodeSpec,
@@ -31,12 +30,13 @@ from songseek.indexers.ray_runner import (
     RayOptions,
     absorb_vectors,
     decode_task,
+    interrupts_held,
     pool_size,
     probe_address,
     ray_driver,
 )
 from songseek.indexers.stages import CommitStage
-from tests.indexers.ray_helpers import assert_same_library, make_music, snapshot
+from tests.indexers.ray_helpers import LONG_RUN, assert_same_library, make_music, snapshot, wait_for_first_commit
 
 needs_ray = pytest.mark.usefixtures("ray_cluster")
 CONFIG = IndexConfig(window_s=4.0, hop_s=2.0, batch_size=3, commit_every_files=1)
@@ -272,33 +272,51 @@ def test_a_file_gone_everywhere_is_a_failure_as_without_ray(tmp_path: Path) -> N
 
 # --- Ctrl-C ------------------------------------------------------------------------------------------------
 
+def test_a_ctrl_c_while_interrupts_are_held_is_raised_when_the_block_ends() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the middle of ray.shutdown()
+            time.sleep(0.05)
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+    with interrupts_held():  # no Ctrl-C: nothing raised
+        pass
+    out: list[BaseException] = []
+
+    def in_a_thread() -> None:  # signals reach the main thread only: a thread's block runs as is
+        try:
+            with interrupts_held():
+                finished.append(True)
+        except BaseException as exc:
+            out.append(exc)
+    t = threading.Thread(target=in_a_thread)
+    t.start()
+    t.join()
+    assert out == [] and finished == [True, True]
+
+
 @needs_ray
 def test_ctrl_c_stops_the_workers_and_leaves_a_library_the_rerun_finishes(tmp_path: Path, ray_cluster: str) -> None:
     src = tmp_path / "music"
-    # resampled (slower) and 24 files: the job is still running when the first commit lands and Ctrl-C comes
-    # (with 8 it sometimes finished first, and a SIGINT during Ray's shutdown is Ray's own exit 1)
-    lengths = [12.0, 8.0, 20.0, 6.0, 16.0, 10.0, 14.0, 4.0] * 3
-    make_music(src, lengths, sample_rate=48000)
+    lengths, rate = LONG_RUN
+    make_music(src, lengths, sample_rate=rate)
     index_paths([src], tmp_path / "want", FakeEncoder(), CONFIG)
     lib = tmp_path / "got"
     proc = subprocess.Popen([sys.executable, "-c", CLI, "index", str(src), "--library", str(lib), "--encoder",
                              "fake", "--window", "4", "--hop", "2", "--batch-size", "3", "--commit-every", "1",
-                             "--ray", ray_cluster], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--ray", ray_cluster], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while proc.poll() is None and time.monotonic() < deadline:  # Ctrl-C once a commit holds a track
-            if (lib / "manifest.json").exists() and read_manifest(lib).tracks_file \
-                    and Library.open(lib).n_tracks >= 1:
-                break
-            time.sleep(0.02)
+        wait_for_first_commit(proc, lib)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt reached it")
+    if out.startswith("added "):  # its summary: the run finished before the interrupt reached it
+        pytest.skip(f"the run finished before the interrupt reached it (exit {proc.returncode})")
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted"), err[-2000:]
     committed = Library.open(lib).n_tracks
     assert 1 <= committed <= len(lengths)
