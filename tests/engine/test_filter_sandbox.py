@@ -50,7 +50,7 @@ def test_values_past_the_memory_limit_are_refused_before_running(where: str) -> 
                                                r"limit of 64 MB \(FilterLimits.memory_mb\)") as err:
         filter_track_ids(_tables(), where, FilterLimits(memory_mb=64))
     assert (err.value.limit, err.value.value) == ("memory_mb", 64) and "\n" not in str(err.value)
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 20  # refused at once (generous: a cold first call on a slow machine)
     filter_track_ids(_tables(), "length(path||path||artist) > 0", FilterLimits(memory_mb=64))  # a few are fine
 
 

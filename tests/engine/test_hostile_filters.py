@@ -87,7 +87,8 @@ def test_generators_and_wrong_shapes_are_refused_before_running(where: str, mess
     t0 = time.perf_counter()
     with pytest.raises(QueryError, match=message) as err:
         filter_track_ids(_tables(), where)
-    assert "\n" not in str(err.value) and time.perf_counter() - t0 < 5
+    assert "\n" not in str(err.value)
+    assert time.perf_counter() - t0 < 20  # refused at once (generous: a cold first call on a slow machine)
 
 
 def test_a_slow_predicate_is_interrupted_at_its_time_limit() -> None:
@@ -130,8 +131,8 @@ def test_ctrl_c_stops_a_running_filter(delay_s: float) -> None:
         from tests.filter_helpers import SLOW_PREDICATE, big_tables
         from songseek.engine.query.filters import FilterLimits, filter_track_ids
         tables = big_tables()
-        print("ready", flush=True)
-        try:
+        try:  # "ready" inside: a Ctrl-C that lands as soon as it is read must not escape the handler
+            print("ready", flush=True)
             filter_track_ids(tables, SLOW_PREDICATE, FilterLimits(timeout_s=300))
         except KeyboardInterrupt:
             print("interrupted", flush=True)

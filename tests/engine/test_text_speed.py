@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -139,20 +140,23 @@ def test_auto_chooses_a_passing_backend_and_records_it(real: Any) -> None:
     enc.set_text_backend("torch")
 
 
-def test_choose_backend_takes_the_fastest_that_passes() -> None:
+def test_choose_backend_takes_the_fastest_that_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     base = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+    # A clock that only the runners move: each call costs its backend a fixed time, so the ranking does not
+    # depend on the machine's speed or on a run being descheduled (busy loops timed for real did).
+    clock = [0.0]
+    monkeypatch.setattr(onnx_text, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
-    def run(noise: float, extra_work: int) -> Any:
+    def run(noise: float, cost_s: float) -> Any:
         def fn(texts: list[str]) -> np.ndarray:
-            s = 0.0
-            for i in range(extra_work):  # deterministic busy work: slower backends
-                s += i
+            clock[0] += cost_s  # slower backends
             seed = sum(map(ord, texts[0]))
             return base + noise * np.random.default_rng(seed).standard_normal(base.shape).astype(np.float32)
         return fn
 
-    runners = {"torch": run(0.0, 200_000), "onnx": run(0.0, 100_000), "onnx-int8": run(1.0, 0)}
+    runners = {"torch": run(0.0, 0.002), "onnx": run(0.0, 0.001), "onnx-int8": run(1.0, 0.0)}
     c = onnx_text.choose_backend(runners, threads=1, repeats=1)
+    assert c.seconds == pytest.approx({"torch": 0.002, "onnx": 0.001, "onnx-int8": 0.0})
     assert c.min_cosine["torch"] == 1.0 and c.min_cosine["onnx"] >= 0.9999
     assert c.min_cosine["onnx-int8"] < 0.99 and not c.passes("onnx-int8")  # fastest, but fails its check
     assert c.chosen == "onnx"

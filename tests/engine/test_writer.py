@@ -200,17 +200,43 @@ def test_stale_lock_of_killed_process_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_wait_blocks_until_the_lock_is_free(tmp_path: Path) -> None:
+    """The holder lets go only when told to (a line on its stdin), not after a sleep a slow or fast machine
+    could outrun: a waiting writer that got the lock before the release was sent did not wait."""
+    import threading
+
     root = tmp_path / "lib"
     root.mkdir()
-    code = ("import sys, time, os; from pathlib import Path; from songseek.engine.storage.writer import acquire_lock; "
-            "fd = acquire_lock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(0.5); os.close(fd)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    t = time.monotonic()
-    with LibraryWriter(root, manifest(), wait=True):
-        waited = time.monotonic() - t
-    proc.wait(10)
-    assert waited > 0.2
+    code = ("import sys, os; from pathlib import Path; from songseek.engine.storage.writer import acquire_lock; "
+            "fd = acquire_lock(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.readline(); os.close(fd)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    released = threading.Event()
+    got: list[bool] = []
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            with LibraryWriter(root, manifest(), wait=True):
+                got.append(released.is_set())
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        t.start()
+        t.join(0.5)  # time to reach the lock (a slow machine may get there later: it blocks there all the same)
+        assert got == [] and not errors  # the holder still has the lock
+        released.set()
+        assert proc.stdin is not None
+        proc.stdin.write("release\n")
+        proc.stdin.flush()
+        t.join(60)
+        assert not errors, errors
+        assert got == [True]  # it got the lock, and only after the holder was told to let go
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_index_updated_incrementally_then_rebuilt_when_due(tmp_path: Path) -> None:
@@ -316,7 +342,8 @@ def test_new_library_never_committed_is_removed_with_the_folders_it_made(tmp_pat
     assert kept.is_dir() and list(kept.iterdir()) == []
 
 
-def test_writer_waiting_on_a_new_library_that_gives_up_takes_a_fresh_lock(tmp_path: Path) -> None:
+def test_writer_waiting_on_a_new_library_that_gives_up_takes_a_fresh_lock(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
     root = tmp_path / "lib"
@@ -329,11 +356,20 @@ def test_writer_waiting_on_a_new_library_that_gives_up_takes_a_fresh_lock(tmp_pa
             w.commit()
         done.append("ok")
 
+    waiting = threading.Event()
+    real = writer_mod._lock_file
+
+    def lock_file(r: Path, wait: bool) -> int:
+        waiting.set()
+        return real(r, wait)
+
+    monkeypatch.setattr(writer_mod, "_lock_file", lock_file)
     t = threading.Thread(target=second)
     t.start()
-    time.sleep(0.3)
+    assert waiting.wait(60)  # the second writer is at its lock (not still starting, however slow the machine)
+    time.sleep(0.3)  # most likely blocked in flock by now; either way the first writer's exit must not hurt it
     first.close()  # uncommitted: removes its lock file and the folder while the second writer waits
-    t.join(10)
+    t.join(60)
     assert done == ["ok"] and Library.open(root).tracks.num_rows == 1
     assert (root / ".lock").read_text() == f"songseek pid {os.getpid()}"
 

@@ -91,13 +91,24 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return music, snapshot(ref_lib)
 
 
+# Each file takes its decoder at least 20 ms of wall time (2 decoders): the 20 files need 200 ms or more
+# whatever the machine's speed, so a kill a few commits plus at most 30 ms in lands while the run is still
+# going. Without it, a fast machine (or a disk whose fsync costs nothing) finished the whole run inside the
+# random delay, and no attempt was killed at all. Decoding runs beside embedding and commits (threads), so
+# the kill still lands anywhere in the main thread's work.
+DECODE_FLOOR = ("import songseek.indexers.pipeline as p, time; real = p._decode_windows\n"
+                "def f(*a):\n    time.sleep(0.02)\n    return real(*a)\n"
+                "p._decode_windows = f")
+
+
 def test_kill_9_at_random_moments_then_resume(corpus: tuple[Path, dict], tmp_path: Path) -> None:
     music, ref = corpus
     lib = tmp_path / "lib"
     rng = np.random.default_rng(int(os.environ.get("SONGSEEK_CRASH_SEED", "1234")))  # seeded; override to explore
     kills = []
     for _attempt in range(4):
-        proc = subprocess.Popen(index_cmd(music, lib), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(index_cmd(music, lib, "exec(" + repr(DECODE_FLOOR) + ")"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         gen0 = read_manifest(lib).generation if (lib / "manifest.json").exists() else 0
         target = gen0 + int(rng.integers(1, 6))
         deadline = time.monotonic() + 60
@@ -220,10 +231,27 @@ def test_ctrl_c_commits_the_finished_files(corpus: tuple[Path, dict], tmp_path: 
     assert_complete(lib, ref)
 
 
+# The indexer holds each of its first commits (the empty one and those of its first 3 tracks) until the test
+# has opened that generation (a file named after the generation in ACKS), for at most 60 s; from the 4th
+# track on it runs free. Without it a fast machine indexed all 20 files before the test's second search.
+SEEN_BY_TEST = ("import songseek.engine.storage.writer as w, os, time; real = w.LibraryWriter.commit\n"
+                "def seen(g):\n"
+                "    return any(int(n) >= g for n in os.listdir(ACKS))\n"
+                "def f(self):\n"
+                "    real(self)\n"
+                "    g, end = self.manifest.generation, time.monotonic() + 60\n"
+                "    while len(self.tracks) <= 3 and not seen(g) and time.monotonic() < end:\n"
+                "        time.sleep(0.005)\n"
+                "w.LibraryWriter.commit = f")
+
+
 def test_searches_during_indexing_and_a_second_indexer(corpus: tuple[Path, dict], tmp_path: Path) -> None:
     music, ref = corpus
     lib = tmp_path / "lib"
-    proc = subprocess.Popen(index_cmd(music, lib), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    acks = tmp_path / "acks"
+    acks.mkdir()
+    patch = f"ACKS = {str(acks)!r}; exec({SEEN_BY_TEST!r})"
+    proc = subprocess.Popen(index_cmd(music, lib, patch), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         while not (lib / "manifest.json").exists():
             assert proc.poll() is None
@@ -243,8 +271,9 @@ def test_searches_during_indexing_and_a_second_indexer(corpus: tuple[Path, dict]
                 assert hits and all(h.path in ref for h in hits)
                 searches += 1
             assert_subset(snapshot(lib), ref)
+            (acks / str(library.manifest.generation)).touch()  # seen: the indexer may go on
     finally:
-        proc.wait(120)
+        proc.wait(300)
     assert proc.returncode == 0
     _, second_err = second_proc.communicate(timeout=120)
     print("second indexer:", second_proc.returncode, second_err.strip().splitlines()[-1:])
@@ -254,6 +283,18 @@ def test_searches_during_indexing_and_a_second_indexer(corpus: tuple[Path, dict]
     print(f"searches during indexing: {searches}, track counts seen: {sorted(set(seen))}")
     assert searches >= 2 and len(set(seen)) >= 3, seen
     assert_complete(lib, ref)
+
+
+def flock_waiters() -> set[int] | None:
+    """The pids waiting for an flock ("->" lines of /proc/locks); None where /proc/locks does not list this
+    process's own flocks (not Linux, or a kernel that does not say)."""
+    try:
+        rows = [ln.split() for ln in Path("/proc/locks").read_text().splitlines()]
+    except OSError:
+        return None
+    if not any(r[1:2] == ["FLOCK"] and r[4:5] == [str(os.getpid())] for r in rows):
+        return None
+    return {int(r[5]) for r in rows if r[1:3] == ["->", "FLOCK"] and len(r) > 5}
 
 
 def test_kill_9_of_a_waiting_indexer_leaves_no_trace(corpus: tuple[Path, dict], tmp_path: Path) -> None:
@@ -267,7 +308,14 @@ def test_kill_9_of_a_waiting_indexer_leaves_no_trace(corpus: tuple[Path, dict], 
     fd = acquire_lock(lib)
     try:
         waiter = subprocess.Popen(index_cmd(music, lib) + ["--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.0)
+        if flock_waiters() is None:
+            time.sleep(1.0)  # nothing to watch: give it a second to reach the lock
+        else:  # until it waits on the lock (after a fixed second, a slow machine was still starting it)
+            deadline = time.monotonic() + 120
+            while waiter.poll() is None and time.monotonic() < deadline \
+                    and waiter.pid not in (flock_waiters() or set()):
+                time.sleep(0.01)
+            assert waiter.pid in (flock_waiters() or set()), "the second indexer never waited on the lock"
         assert waiter.poll() is None                       # still waiting
         waiter.send_signal(signal.SIGKILL)
         waiter.wait(10)
