@@ -418,18 +418,12 @@ def metrics_ci(
     _check_ci_args(n, level, "metrics_ci")
     q = sizes.pop()
     qs = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    if groups is not None and len(groups) != q:
+        raise UsageError(f"metrics_ci: {len(groups)} groups for {q} queries")
+    w = cluster_weights(range(q) if groups is None else groups, n, seed)  # one query per group: the plain bootstrap
     out: dict[str, tuple[float, float]] = {}
-    if groups is not None:
-        if len(groups) != q:
-            raise UsageError(f"metrics_ci: {len(groups)} groups for {q} queries")
-        w = cluster_weights(groups, n, seed)
-        for name, v in arrays.items():
-            lo, hi = np.quantile(weighted_statistic(name, v, w), qs)
-            out[name] = (float(lo), float(hi))
-        return out
-    idx = np.random.default_rng(seed).integers(0, q, size=(n, q))
     for name, v in arrays.items():
-        lo, hi = np.quantile(_statistic(name)(v[idx], axis=1), qs)
+        lo, hi = np.quantile(weighted_statistic(name, v, w), qs)
         out[name] = (float(lo), float(hi))
     return out
 
