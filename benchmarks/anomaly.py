@@ -149,8 +149,14 @@ def run_anomaly_bench(root: str | Path, encoder: Encoder, work: str | Path, k: i
     clips = scan_dcase(root)
     work = Path(work).expanduser()
     window = window_s or (encoder.info.native_window_s or 10.0)
+    machine_types = sorted({c.machine_type for c in clips})
+    for mt in machine_types:  # before any indexing: a missing folder is refused at once
+        for split, pattern in (("train", "normal_id_XX_*.wav"), ("test", "{normal,anomaly}_id_XX_*.wav")):
+            if not any(c.machine_type == mt and c.split == split for c in clips):
+                raise UsageError(f"{mt}: no {split} clips ({mt}/{split}/{pattern}); every machine type needs "
+                                 "both train and test folders")
     types, ids, labels, scores = [], [], [], []
-    for mt in sorted({c.machine_type for c in clips}):
+    for mt in machine_types:
         split_vecs = {}
         for split in ("train", "test"):
             part = [c for c in clips if c.machine_type == mt and c.split == split]
@@ -158,12 +164,15 @@ def run_anomaly_bench(root: str | Path, encoder: Encoder, work: str | Path, k: i
             index_paths([part[0].path.parent], lib_path, encoder, IndexConfig(window_s=window), progress)
             split_vecs[split] = (part, _library_vectors(lib_path, part))
         (train, train_v), (test, test_v) = split_vecs["train"], split_vecs["test"]
+        normal = [i for i, c in enumerate(train) if not c.anomaly]  # Eq. 1's references: normal clips only
+        train, train_v = [train[i] for i in normal], train_v[normal]
         groups = sorted({c.machine_id for c in test}) if reference == "id" else [None]
         for mid in groups:
             q = [i for i, c in enumerate(test) if mid is None or c.machine_id == mid]
             r = [i for i, c in enumerate(train) if mid is None or c.machine_id == mid]
             if len(r) < k:
-                raise UsageError(f"{mt} id {mid}: {len(r)} normal training clips, fewer than -k {k}")
+                where = mt if mid is None else f"{mt} id {mid}"
+                raise UsageError(f"{where}: {len(r)} normal training clips, fewer than -k {k}")
             sc, _, _ = knn_scores(test_v[q], train_v[r], k)
             types += [mt] * len(q)
             ids += [test[i].machine_id for i in q]

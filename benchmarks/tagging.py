@@ -6,7 +6,7 @@ and either ``label`` (one label per track: single-label) or ``labels`` (several,
 ``;``: multi-label). The label vocabulary is ``--labels`` (a built-in set or a file) or, by default,
 every label the dataset uses. Tracks are ranked per label by their aggregated window cosine with the
 label's prompt vector (the paper's similarity scores); the prediction of a single-label track is the
-label with the highest cosine.
+label with the highest cosine. Each track has one row (a track named twice is refused: it would count twice).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from songseek.engine.analysis.tagging import (
     label_vectors,
     track_window_scores,
 )
-from songseek.engine.analysis.track_match import TrackMatcher, read_csv_rows
+from songseek.engine.analysis.track_match import TrackMatcher, read_csv_records, row_name
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
@@ -86,23 +86,31 @@ def _split_labels(cell: str) -> list[str]:
 def read_labelled(path: str | Path, tracks: Any, vocabulary: Sequence[str] | None = None) -> LabelledTracks:
     """Read the dataset CSV against a library's tracks table (pyarrow)."""
     path = Path(path).expanduser()
-    rows = read_csv_rows(path, ("track_id", "path"))
-    if "label" in rows[0]:
+    records = read_csv_records(path, ("track_id", "path"))
+    if "label" in records[0][1]:
         col, single = "label", True
-    elif "labels" in rows[0]:
+    elif "labels" in records[0][1]:
         col, single = "labels", False
     else:
         raise UsageError(f"{path}: needs a 'label' column (single-label) or 'labels' (multi-label, '|'-separated)")
     matcher = TrackMatcher(tracks, path.parent)
     ids, per_row, unmatched = [], [], []
-    for i, row in enumerate(rows, start=2):
+    line_of: dict[str, int] = {}
+    for i, row in records:
         tid = matcher.match(row)
         if tid is None:
-            unmatched.append(row.get("track_id") or row.get("path") or f"line {i}")
+            unmatched.append(row_name(row, i))
             continue
+        if tid in line_of:  # counted twice, or two files matched to one track (file-name fallback)
+            raise UsageError(f"{path}: {row_name(row, i)} names track {tid} again (lines {line_of[tid]} and {i}); "
+                             "give each track one row (several labels: a 'labels' column, '|'-separated)")
+        line_of[tid] = i
         labs = [row[col].strip()] if single else _split_labels(row[col])
         if single and not labs[0]:
             raise UsageError(f"{path} line {i}: empty label")
+        if single and any(sep in labs[0] for sep in ("|", ";")):
+            raise UsageError(f"{path} line {i}: {labs[0]!r} holds several labels; the 'label' column takes one "
+                             "label per track (several labels per track: a 'labels' column)")
         ids.append(tid)
         per_row.append(labs)
     if not ids:

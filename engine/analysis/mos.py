@@ -186,7 +186,7 @@ class MosHead:
 
 def load_head(path: str | Path, encoder: EncoderInfo | None = None) -> MosHead:
     """Read a head saved by ``MosHead.save``; with ``encoder``, refuse it unless it was trained on that one."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -203,9 +203,12 @@ def load_head(path: str | Path, encoder: EncoderInfo | None = None) -> MosHead:
         hidden = (int(hidden_list[0]), int(hidden_list[1]))
         heads = meta.get("heads", "impression").split(",")
         raw_report = json.loads(meta.get("report") or "null")
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise LibraryError(f"{path}: unreadable MOS head ({exc}); train it again with `songseek mos train`") from exc
-    report = MosTrainReport(**{**raw_report, "heads": tuple(raw_report["heads"])}) if raw_report else None
+        report = MosTrainReport(**{**raw_report, "heads": tuple(raw_report["heads"])}) if raw_report else None
+    except (OSError, KeyError, ValueError, TypeError, IndexError, SafetensorError) as exc:
+        # SafetensorError: a truncated or foreign file (its header cannot be read)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LibraryError(f"{path}: unreadable MOS head ({reason}); train it again with `songseek mos train`"
+                           ) from exc
     head = MosHead(info, hidden, "alignment" in heads, state, report)
     if encoder is not None:
         head.check_encoder(encoder, str(path))
@@ -363,15 +366,20 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
     if ali_col is not None and prompt_col is None:
         raise UsageError(f"{path}: column {ali_col!r} needs the prompt each clip was rated against "
                          f"(a column named one of {', '.join(PROMPT_COLUMNS)})")
-    sys_col = system_column.strip().lower() if system_column.strip().lower() in rows[0] else None
+    wanted = system_column.strip().lower()
+    sys_col = wanted if wanted in rows[0] else None
+    if sys_col is None and wanted != "system":  # the default column is optional, a named one is not
+        raise UsageError(f"{path}: no column {wanted!r} for the systems (--system-column); "
+                         f"found {', '.join(rows[0])}")
     matcher = TrackMatcher(tracks, path.parent)
-    ids, imp, ali, prompts, systems, unmatched = [], [], [], [], [], []
+    ids, imp, ali, prompts, systems, lines, unmatched = [], [], [], [], [], [], []
     for i, row in records:
         tid = matcher.match(row)
         if tid is None:
             unmatched.append(row_name(row, i))
             continue
         ids.append(tid)
+        lines.append(i)
         imp.append(_score(row[imp_col], path, i, imp_col))
         if ali_col is not None and prompt_col is not None:
             ali.append(_score(row[ali_col], path, i, ali_col))
@@ -379,6 +387,8 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
                 raise UsageError(f"{path} line {i}: empty {prompt_col}")
             prompts.append(row[prompt_col])
         if sys_col is not None:
+            if not row[sys_col]:
+                raise UsageError(f"{path} line {i}: empty {sys_col} (each clip's system, for system-level metrics)")
             systems.append(row[sys_col])
     if not ids:
         raise no_match_error(path, unmatched)
@@ -394,11 +404,18 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
         return (np.bincount(idx, weights=np.asarray(values, np.float64), minlength=len(first)) / counts
                 ).astype(np.float32)
 
-    where = [keys.index(k) for k in first]
+    where: dict[tuple[str, str], int] = {}  # each example's first row
+    track_row: dict[str, int] = {}  # each track's first row
+    for r, k in enumerate(keys):
+        where.setdefault(k, r)
+        j = track_row.setdefault(k[0], r)
+        if sys_col is not None and systems[r] != systems[j]:
+            raise UsageError(f"{path}: rows of track {k[0]} name systems {systems[j]!r} (line {lines[j]}) and "
+                             f"{systems[r]!r} (line {lines[r]}); a clip comes from one system")
     return Ratings(tuple(k[0] for k in first), mean(imp), mean(ali) if ali_col else None,
                    tuple(k[1] for k in first) if ali_col else None,
-                   tuple(systems[i] for i in where) if sys_col else None, tuple(unmatched), len(keys) - len(first),
-                   len(rows))
+                   tuple(systems[where[k]] for k in first) if sys_col else None, tuple(unmatched),
+                   len(keys) - len(first), len(rows))
 
 
 @dataclass(frozen=True)

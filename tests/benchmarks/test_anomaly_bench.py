@@ -75,3 +75,28 @@ def test_run_anomaly_bench_on_a_synthetic_tree(tmp_path: Path) -> None:
     assert again.to_json()["rows"] == rep.to_json()["rows"]
     per_type = run_anomaly_bench(root, FakeEncoder(), tmp_path / "work", k=4, reference="type", window_s=1.0)
     assert per_type.reference == "type" and len(per_type.rows) == 6
+
+
+def test_a_machine_type_without_test_clips_is_one_clear_error(tmp_path: Path) -> None:
+    """valve/ with train/ but no test/ was an IndexError traceback."""
+    import shutil
+
+    root = _dcase(tmp_path / "d")
+    shutil.rmtree(root / "dev_data" / "valve" / "test")
+    with pytest.raises(UsageError, match=r"valve: no test clips"):
+        run_anomaly_bench(root, FakeEncoder(), tmp_path / "work", k=4, window_s=1.0)
+    assert not (tmp_path / "work").exists()  # refused before any machine type was indexed
+
+
+def test_only_normal_training_clips_are_references(tmp_path: Path) -> None:
+    """An anomaly_* file in train/ (a copy of a test anomaly) was a reference at distance 0 from that test
+    clip, pulling its score down: references are the normal training clips (Eq. 1, seed 004)."""
+    import shutil
+
+    root = _dcase(tmp_path / "d")
+    clean = run_anomaly_bench(root, FakeEncoder(), tmp_path / "w1", k=4, window_s=1.0)
+    fan = root / "dev_data" / "fan"
+    for n in range(4):
+        shutil.copy(fan / "test" / f"anomaly_id_00_{n:08d}.wav", fan / "train" / f"anomaly_id_00_{n:08d}.wav")
+    mixed = run_anomaly_bench(root, FakeEncoder(), tmp_path / "w2", k=4, window_s=1.0)
+    assert mixed.to_json()["rows"] == clean.to_json()["rows"]

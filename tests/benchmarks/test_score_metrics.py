@@ -165,3 +165,31 @@ def test_degenerate_inputs_raise() -> None:
     with pytest.raises(UsageError):
         accuracy(np.array([1]), np.array([1, 2]))
     assert accuracy(np.array([1, 2, 3]), np.array([1, 0, 3])) == pytest.approx(2 / 3)
+
+
+def naive_pauc_sklearn(y: np.ndarray, s: np.ndarray, max_fpr: float) -> float:
+    """scikit-learn's roc_auc_score(max_fpr=...) (the DCASE 2020 baseline's pAUC), step by step: the ROC
+    points at every distinct threshold, cut at max_fpr with a linear interpolation, trapezoids, McClish."""
+    fpr, tpr = [0.0], [0.0]
+    for thr in sorted(set(s.tolist()), reverse=True):
+        sel = s >= thr
+        fpr.append(float((sel & ~y).sum() / (~y).sum()))
+        tpr.append(float((sel & y).sum() / y.sum()))
+    f, t = np.array(fpr), np.array(tpr)
+    stop = int(np.searchsorted(f, max_fpr, "right"))
+    x = np.append(f[:stop], max_fpr)
+    yy = np.append(t[:stop], np.interp(max_fpr, f[stop - 1:stop + 1], t[stop - 1:stop + 1]))
+    area = float(np.sum(np.diff(x) * (yy[1:] + yy[:-1]) / 2))
+    lo, hi = 0.5 * max_fpr ** 2, max_fpr
+    return 0.5 * (1 + (area - lo) / (hi - lo))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_partial_auc_matches_sklearn_algorithm_with_ties_and_fpr_on_a_vertex(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.random(50) < 0.4
+    y[:2] = [True, False]
+    s = np.round(rng.standard_normal(50) + y, 0)  # few distinct values: tie groups span the cut
+    n_neg = int((~y).sum())
+    for max_fpr in (0.05, 0.1, 0.3, 1 / n_neg, 3 / n_neg):  # k / n_neg: the cut falls on an ROC vertex
+        assert partial_auc(y, s, max_fpr) == pytest.approx(naive_pauc_sklearn(y, s, max_fpr), abs=1e-12)

@@ -83,3 +83,50 @@ def test_run_tagging_bench_on_planted_library(tmp_path: Path) -> None:
     rep2 = run_tagging_bench(root, ds, LabelSet("g", (*GENRES, "polka")), aggregate="max")
     assert rep2.accuracy is not None and rep2.skipped == ("polka",)
     assert rep2.to_json()["settings"]["aggregate"] == "max"
+
+
+def test_a_track_named_by_two_rows_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    """Two rows for one track were two examples: a single-label track 'blues' and 'jazz' at once (one of them
+    necessarily a miss), or two files matched to one track through the file-name fallback, counted twice."""
+    root, _ = _library(tmp_path)
+    tracks = Library.open(root).tracks
+    ds = tmp_path / "dup.csv"
+    ds.write_text("track_id,label\nt000,blues\nt001,jazz\nt000,jazz\n")
+    with pytest.raises(UsageError, match=r"t000 .*lines 2 and 4") as err:
+        read_labelled(ds, tracks)
+    assert "\n" not in str(err.value)
+    ds.write_text("track_id,labels\nt000,blues|jazz\nt000,rock\n")
+    with pytest.raises(UsageError, match=r"t000 .*lines 2 and 3"):
+        read_labelled(ds, tracks)
+    ds.write_text("path,label\n/music/t000.wav,blues\n/elsewhere/t000.wav,blues\n")  # one track by file name
+    with pytest.raises(UsageError, match=r"/elsewhere/t000.wav .*t000.*lines 2 and 3"):
+        read_labelled(ds, tracks)
+
+
+def test_several_labels_in_a_single_label_column_are_refused(tmp_path: Path) -> None:
+    """'blues|jazz' under 'label' became a class of its own named 'blues|jazz'."""
+    root, _ = _library(tmp_path)
+    ds = tmp_path / "mixed.csv"
+    ds.write_text("track_id,label\nt000,blues|jazz\nt001,jazz\n")
+    with pytest.raises(UsageError, match=r"line 2: .*'labels' column"):
+        read_labelled(ds, Library.open(root).tracks)
+
+
+def test_scores_are_matched_to_the_dataset_by_track_not_by_position(tmp_path: Path) -> None:
+    """Dataset rows in another order than the library (and by path): each row's scores are its own track's."""
+    root, truth = _library(tmp_path)
+    order = list(range(18))[::-1]
+    ds = tmp_path / "reversed.csv"
+    ds.write_text("path,label\n" + "".join(f"t{i:03d}.wav,{truth[i]}\n" for i in order))  # a file name only
+    rep = run_tagging_bench(root, ds, aggregate="max")
+    lib = Library.open(root)
+    vecs = ENC.embed_text([f"A {g} track" for g in GENRES])
+    starts = lib.tracks.column("frame_start").to_numpy()
+    counts = lib.tracks.column("frame_count").to_numpy()
+    cos = np.array([[max(float(w @ v) for w in lib.store.vectors(int(starts[i]), int(counts[i]))) for v in vecs]
+                    for i in order])  # naive: max over windows, per dataset row
+    targets = np.array([[truth[i] == g for g in GENRES] for i in order])
+    assert rep.accuracy == pytest.approx(np.mean(cos.argmax(1) == targets.argmax(1)))
+    for j, r in enumerate(rep.per_label):
+        assert r.roc_auc == pytest.approx(roc_auc(targets[:, j], cos[:, j]), abs=1e-6)
+        assert r.pr_auc == pytest.approx(average_precision(targets[:, j], cos[:, j]), abs=1e-6)

@@ -222,3 +222,70 @@ def test_on_epoch_reports_every_epoch_with_the_best_loss_so_far() -> None:
     assert [e for e, _ in seen] == list(range(1, head.report.epochs + 1))
     bests = [b for _, b in seen]
     assert bests == sorted(bests, reverse=True) and bests[-1] == pytest.approx(head.report.valid_l1)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}       "])
+def test_a_damaged_head_file_is_one_library_error(tmp_path: Path, content: bytes) -> None:
+    """A truncated or foreign file raised safetensors' own SafetensorError (a traceback in the CLI)."""
+    from songseek.engine.errors import LibraryError
+
+    path = tmp_path / "h.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(LibraryError, match="h.safetensors") as err:
+        load_head(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_head_with_a_damaged_training_report_is_one_library_error(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from songseek.engine.errors import LibraryError
+
+    a, _, imp, _ = planted(20, 2)
+    path = train_head(FAKE_INFO, a, imp, config=MosTrainConfig(max_epochs=2)).save(tmp_path / "h.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**meta, "report": '{"n_train": 3, "surprise": 1}'})
+    with pytest.raises(LibraryError, match="unreadable MOS head"):
+        load_head(path)
+
+
+def test_system_cells_are_checked(tmp_path: Path) -> None:
+    """An empty system cell made a system named '' in the system-level metrics; two rows of one clip with
+    different systems kept the first silently; a --system-column the file lacks gave no system level."""
+    root, _, _ = _rated_library(tmp_path, 12)
+    tracks = Library.open(root).tracks
+    csv = tmp_path / "r.csv"
+    csv.write_text("track_id,impression,system\nt000,3,A\nt001,4,\n")
+    with pytest.raises(UsageError, match=r"line 3: empty system"):
+        read_ratings(csv, tracks)
+    csv.write_text("track_id,impression,system\nt000,3,A\nt001,4,B\nt000,5,B\n")
+    with pytest.raises(UsageError, match=r"t000.*systems 'A' \(line 2\) and 'B' \(line 4\)"):
+        read_ratings(csv, tracks)
+    csv.write_text("track_id,impression,model\nt000,3,A\nt001,4,B\n")
+    with pytest.raises(UsageError, match=r"no column 'generator'"):
+        read_ratings(csv, tracks, system_column="generator")
+    assert read_ratings(csv, tracks, system_column="Model").systems == ("A", "B")
+    assert read_ratings(csv, tracks).systems is None  # the default column is optional
+
+
+def test_rated_vectors_follow_the_ratings_not_the_library_order(tmp_path: Path) -> None:
+    from songseek.engine.analysis.mos import rated_vectors
+
+    root, _, _ = _rated_library(tmp_path, 12)
+    lib = Library.open(root)
+    order = [7, 2, 11, 0, 5]
+    csv = tmp_path / "r.csv"
+    csv.write_text("path,impression\n" + "".join(f"/music/t{i:03d}.wav,{1 + i / 3:.3f}\n" for i in order))
+    r = read_ratings(csv, lib.tracks)
+    audio, text = rated_vectors(lib, r)
+    assert r.track_ids == tuple(f"t{i:03d}" for i in order) and text is None
+    np.testing.assert_allclose(r.impression, [1 + i / 3 for i in order], atol=1e-3)
+    starts, counts = lib.tracks.column("frame_start").to_numpy(), lib.tracks.column("frame_count").to_numpy()
+    ids = lib.tracks.column("track_id").to_pylist()
+    for row, tid in zip(audio, r.track_ids):
+        k = ids.index(tid)
+        mean = lib.store.vectors(int(starts[k]), int(counts[k])).astype(np.float64).mean(0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
