@@ -118,4 +118,6 @@ def run_mos_bench(library: str | Path, ratings_path: str | Path, system_column: 
     report = head.report
     return MosBenchReport(utt, sysm, len(train_idx), len(test_idx), seed,
                           {"encoder": lib.manifest.encoder.name, "unmatched": len(ratings.unmatched),
+                           "unmatched_rows": list(ratings.unmatched), "rows": ratings.rows,
+                           "averaged": ratings.averaged,
                            "training": report.to_json() if report else None, "config": asdict(cfg)})

@@ -69,6 +69,7 @@ class TaggingReport:
     skipped: tuple[str, ...]        # labels without both classes (no AUC)
     unmatched: int
     settings: dict[str, Any] = field(default_factory=dict)
+    unmatched_rows: tuple[str, ...] = ()  # how each unmatched row names its track (line, id or path)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -161,7 +162,8 @@ def evaluate(scores: np.ndarray, truth: LabelledTracks) -> TaggingReport:
     prs = [r.pr_auc for r in per if r.pr_auc is not None]
     return TaggingReport("single-label" if truth.single_label else "multi-label", len(truth.track_ids), acc,
                          macro_acc, float(np.mean(rocs)) if rocs else None, float(np.mean(prs)) if prs else None,
-                         tuple(per), tuple(skipped), len(truth.unmatched))
+                         tuple(per), tuple(skipped), len(truth.unmatched),
+                         unmatched_rows=truth.unmatched)
 
 
 def run_tagging_bench(library: str | Path, dataset: str | Path, labels: LabelSet | None = None,

@@ -41,6 +41,7 @@ def tagging_cmd(
     """Zero-shot tagging: accuracy (single-label) or ROC-AUC / PR-AUC per label and macro (multi-label)."""
     from songseek.benchmarks.tagging import run_tagging_bench
     from songseek.engine.analysis.tagging import load_label_set
+    from songseek.engine.analysis.track_match import some_unmatched_note
 
     vocab = load_label_set(labels) if labels else None
     report = run_tagging_bench(library, dataset, vocab, template, aggregate, device=device)
@@ -53,8 +54,10 @@ def tagging_cmd(
     _table(f"{report.kind} zero-shot tagging, {report.tracks} tracks"
            + (f", accuracy {report.accuracy:.3f}" if report.accuracy is not None else ""),
            ["label", "positives", "accuracy", "ROC-AUC", "PR-AUC"], rows)
-    if report.unmatched:
-        typer.echo(f"warning: {report.unmatched} dataset rows matched no track of the library", err=True)
+    note = some_unmatched_note(dataset, report.unmatched_rows, report.tracks + report.unmatched,
+                               "those rows are left out")
+    if note:
+        typer.echo(f"warning: {note}", err=True)
     if report.skipped:
         typer.echo(f"note: no AUC for {len(report.skipped)} labels without both classes", err=True)
 
@@ -111,6 +114,7 @@ def mos_cmd(
     """Opinion-score head: MSE, LCC, SRCC, KTAU at utterance and system level on a seeded test split."""
     from songseek.benchmarks.mos_bench import run_mos_bench
     from songseek.engine.analysis.mos import MosTrainConfig
+    from songseek.engine.analysis.track_match import some_unmatched_note
 
     cfg = MosTrainConfig(max_epochs=epochs, patience=patience, lr=lr, optimizer=optimizer)
     report = run_mos_bench(library, ratings, system_column, test_fraction, seed, cfg, device)
@@ -123,3 +127,10 @@ def mos_cmd(
             rows.append([level, score, m.n, m.mse, m.lcc, m.srcc, m.ktau])
     _table(f"opinion scores: train {report.n_train}, test {report.n_test} (seed {report.seed})",
            ["level", "score", "n", "MSE", "LCC", "SRCC", "KTAU"], rows)
+    note = some_unmatched_note(ratings, report.settings["unmatched_rows"], report.settings["rows"],
+                               "those ratings are left out")
+    if note:
+        typer.echo(f"warning: {note}", err=True)
+    if report.settings["averaged"]:
+        typer.echo(f"note: {report.settings['averaged']} rows repeated a track (and prompt) and were averaged "
+                   "into it", err=True)

@@ -263,3 +263,25 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
                 if p.param_type_name == "option" and not p.hidden and not p.help and p.name != "help"]
 
     assert bare(typer.main.get_command(app), []) == []
+
+
+def test_bench_tagging_and_mos_name_the_first_unmatched_row_and_the_averaged_ones(lib_root: Path,
+                                                                                   tmp_path: Path) -> None:
+    ds = tmp_path / "gtzan.csv"
+    ds.write_text("track_id,label\n" + "".join(f"t{i:03d},{('jazz', 'rock', 'blues')[i % 3]}\n" for i in range(24))
+                  + "nosuch-1,jazz\nnosuch-2,rock\n")
+    r = runner.invoke(bench_app(), ["bench", "tagging", "--dataset", str(ds), "-l", str(lib_root)])
+    assert r.exit_code == 0, r.output
+    assert "2 of 26 rows matched no track of the library (first: nosuch-1)" in r.stderr
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("track_id,impression,system\n" + "".join(f"t{i:03d},{1 + (i % 3) * 1.5},S{i % 4}\n"
+                                                               for i in range(24))
+                       + "t000,2.0,S0\nghost,3.0,S1\n")
+    r = runner.invoke(bench_app(), ["bench", "mos", "--ratings", str(ratings), "-l", str(lib_root), "--epochs", "20"])
+    assert r.exit_code == 0, r.output
+    assert "1 of 26 rows matched no track of the library (first: ghost)" in r.stderr
+    assert "note: 1 rows repeated a track (and prompt) and were averaged into it" in r.stderr
+    r = runner.invoke(bench_app(), ["bench", "mos", "--ratings", str(ratings), "-l", str(lib_root), "--epochs", "20",
+                                    "--json"])
+    settings = json.loads(r.stdout)["settings"]
+    assert (settings["unmatched"], settings["unmatched_rows"], settings["averaged"]) == (1, ["ghost"], 1)
