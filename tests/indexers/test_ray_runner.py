@@ -41,6 +41,9 @@ from tests.indexers.ray_helpers import LONG_RUN, assert_same_library, make_music
 needs_ray = pytest.mark.usefixtures("ray_cluster")
 CONFIG = IndexConfig(window_s=4.0, hop_s=2.0, batch_size=3, commit_every_files=1)
 CLI = "import sys; sys.modules['torch'] = None; from songseek.cli.main import app; app()"
+# A child started from a background job (nohup, `&`) inherits SIGINT ignored and Python then installs no
+# handler: restore the one a terminal's Ctrl-C meets, or the interrupt is lost and the run just finishes.
+CLI_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + CLI
 
 
 def bounded(fn: Callable[[], IndexReport], seconds: float) -> IndexReport | BaseException:
@@ -304,7 +307,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_library_the_rerun_finishes(tmp_pa
     make_music(src, lengths, sample_rate=rate)
     index_paths([src], tmp_path / "want", FakeEncoder(), CONFIG)
     lib = tmp_path / "got"
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "index", str(src), "--library", str(lib), "--encoder",
+    proc = subprocess.Popen([sys.executable, "-c", CLI_CTRL_C, "index", str(src), "--library", str(lib), "--encoder",
                              "fake", "--window", "4", "--hop", "2", "--batch-size", "3", "--commit-every", "1",
                              "--ray", ray_cluster], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
