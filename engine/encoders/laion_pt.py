@@ -4,8 +4,10 @@ No ``laion_clap`` package is needed. The checkpoint's state dict (``{"state_dict
 ``module.`` prefixes, as LAION's training saves it) is renamed key by key into ClapModel's names; the
 architecture (HTSAT tiny/base, depths, heads, window, fusion; RoBERTa size) is read off the tensor
 shapes. Weights LAION computes at run time or uses only in training (STFT and mel filters, the
-AudioSet head, the ``*_transform`` MLPs, attention masks) are dropped; anything else unknown is an
-error, never silently ignored.
+AudioSet head, the ``*_transform`` MLPs, attention masks) are dropped, the STFT and mel filters after a
+check that they are the front end computed here; anything else unknown is an error, never silently
+ignored. The file is read with ``torch.load(weights_only=True)`` (numpy scalars allowed: the optimizer
+state in LAION's files holds them); a file of another encoder says which one to use.
 
 Audio follows LAION-CLAP's inference path: 48 kHz, 10 s windows (repeat-padded or cut at the end),
 64-band Slaney log-mel for unfused models, the 4-channel HTK mel with no "longer" clips for fused
@@ -15,18 +17,21 @@ ones. Text uses the RoBERTa BPE tokenizer, 77 tokens, found next to the checkpoi
 
 from __future__ import annotations
 
+import functools
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from ._hub import cache_first, hub_problem
-from ._torch_util import load_checkpoint, offline
+from ._torch_util import UNSAFE_PICKLE_ENV as UNSAFE_PICKLE_ENV  # re-exported: the opt-in's name
+from ._torch_util import check_front_end, offline
+from ._torch_util import read_state_dict as read_checkpoint_state_dict
 from .clap_hf import (
     TOKENIZER_ENV,
     ClapEncoder,
@@ -39,7 +44,7 @@ from .clap_hf import (
 HF_REPO = "lukewys/laion_clap"
 DEFAULT_CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
 TOKENIZER_IDS = ("roberta-base", "FacebookAI/roberta-base", "laion/clap-htsat-unfused")
-UNSAFE_PICKLE_ENV = "SONGSEEK_UNSAFE_PICKLE"
+ROBERTA_SPECIAL = ("<s>", "<pad>", "</s>")  # ids 0, 1, 2 in RoBERTa's vocabulary
 
 # Original keys that inference does not use (recomputed, or training-only).
 _DROP = re.compile(
@@ -60,17 +65,23 @@ _BLOCK_PARTS = {
 _AUDIO_SAME = re.compile(r"^(patch_embed\.(proj|norm|mel_conv2d|fusion_model\.(local|global)_att\.\d+)\.|"
                          r"layers\.\d+\.downsample\.(reduction|norm)\.|norm\.)")
 _PROJ = re.compile(r"^(text|audio)_projection\.([02])\.(weight|bias)$")
+# torchlibrosa's STFT and mel weights: recomputed, but checked against what songseek computes
+_FRONT_END = re.compile(r"^audio_branch\.(spectrogram_extractor\.stft\.conv_(real|imag)\.weight|"
+                        r"logmel_extractor\.melW)$")
+FRONT_END = "1024-point STFT, 64 Slaney mel bands for 48 kHz, 50-14,000 Hz"
 
 
-def original_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def original_to_hf(state_dict: dict[str, torch.Tensor], where: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Rename a LAION-CLAP state dict (``module.`` prefixes allowed) into ClapModel's key names.
 
     The fused ``qkv`` projection of each HTSAT block is split into query/key/value. Raises
-    WeightsNotFoundError naming the first key it does not know (e.g. PANN audio or iAFF fusion).
+    WeightsNotFoundError naming ``where`` and the first key it does not know (e.g. PANN audio or iAFF fusion).
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         key = key[len("module."):] if key.startswith("module.") else key
+        if _FRONT_END.match(key):
+            check_front_end(key, value, _slaney_filters(), FRONT_END, where)
         if _DROP.match(key):
             continue
         if key.startswith("text_branch."):
@@ -80,23 +91,27 @@ def original_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         elif m := _PROJ.match(key):
             out[f"{m[1]}_projection.linear{1 if m[2] == '0' else 2}.{m[3]}"] = value
         elif key.startswith("audio_branch.") and (
-                htsat := htsat_to_hf(key[len("audio_branch."):], value)) is not None:
+                htsat := htsat_to_hf(key[len("audio_branch."):], value, where)) is not None:
             out.update({"audio_model.audio_encoder." + k: v for k, v in htsat.items()})
         else:
-            raise _unknown(key)
+            raise _unknown(key, where)
     return out
 
 
-def htsat_to_hf(key: str, value: torch.Tensor) -> dict[str, torch.Tensor] | None:
+def htsat_to_hf(key: str, value: torch.Tensor, where: str = "checkpoint") -> dict[str, torch.Tensor] | None:
     """One weight of an original HTSAT module (Ke Chen's ``HTSAT_Swin_Transformer``, used by LAION-CLAP
     and MS-CLAP), key relative to that module, renamed into transformers' ``ClapAudioEncoder`` (keys
-    relative to it); a fused ``qkv`` gives three entries. None for a key that is not one of its weights."""
+    relative to it); a fused ``qkv`` gives three entries. None for a key that is not one of its weights;
+    WeightsNotFoundError (naming ``where``) for a ``qkv`` that is not three equal parts."""
     if key.startswith("bn0."):
         return {"batch_norm." + key[len("bn0."):]: value}
     if m := _BLOCK.match("audio_branch." + key):
         prefix = f"layers.{m[1]}.blocks.{m[2]}."
         rest = m[3]
         if rest.startswith("attn.qkv."):
+            if value.dim() == 0 or value.shape[0] % 3:
+                raise WeightsNotFoundError(f"{where}: HTSAT weight {key} has shape {tuple(value.shape)}, not a fused "
+                                           "query/key/value (first dimension a multiple of 3)")
             parts = zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True)
             return {prefix + f"attention.self.{name}.{rest[len('attn.qkv.'):]}": p.contiguous() for name, p in parts}
         for old, new in _BLOCK_PARTS.items():
@@ -106,14 +121,21 @@ def htsat_to_hf(key: str, value: torch.Tensor) -> dict[str, torch.Tensor] | None
     return {key: value} if _AUDIO_SAME.match(key) else None
 
 
-def _unknown(key: str) -> WeightsNotFoundError:
+@functools.cache
+def _slaney_filters() -> np.ndarray:
+    """(513, 64) float32: the Slaney mel bank of LAION-CLAP's HTSAT (what torchlibrosa stores as ``melW``)."""
+    return np.asarray(laion_feature_extractor().mel_filters_slaney, dtype=np.float32)
+
+
+def _unknown(key: str, where: str) -> WeightsNotFoundError:
     return WeightsNotFoundError(
-        f"unsupported LAION-CLAP checkpoint: unknown weight {key!r} (songseek maps HTSAT + RoBERTa models, "
-        "unfused or 2-D AFF fusion; PANN audio towers and 1-D/iAFF fusion are not supported)")
+        f"{where}: unsupported LAION-CLAP checkpoint: unknown weight {key!r} (songseek maps HTSAT + RoBERTa "
+        "models, unfused or 2-D AFF fusion; PANN audio towers and 1-D/iAFF fusion are not supported)")
 
 
-def config_from_state_dict(sd: dict[str, torch.Tensor]) -> Any:
-    """ClapConfig for a mapped (ClapModel-named) state dict, read off the tensor shapes."""
+def config_from_state_dict(sd: dict[str, torch.Tensor], where: str = "checkpoint") -> Any:
+    """ClapConfig for a mapped (ClapModel-named) state dict, read off the tensor shapes; WeightsNotFoundError
+    naming ``where`` when they are not those of HTSAT + RoBERTa."""
     from transformers import ClapConfig
 
     a = "audio_model.audio_encoder."
@@ -146,13 +168,20 @@ def config_from_state_dict(sd: dict[str, torch.Tensor]) -> Any:
             "type_vocab_size": int(sd["text_model.embeddings.token_type_embeddings.weight"].shape[0]),
             "layer_norm_eps": 1e-5,  # RoBERTa's (the HF-converted CLAP configs say 1e-12)
         }
-    except (KeyError, ValueError, IndexError, StopIteration) as exc:
-        raise WeightsNotFoundError(f"not a LAION-CLAP HTSAT + RoBERTa state dict: missing {exc}") from exc
+    except (KeyError, ValueError, IndexError, StopIteration, ZeroDivisionError) as exc:
+        raise WeightsNotFoundError(f"{where}: not a LAION-CLAP HTSAT + RoBERTa checkpoint (cannot read its "
+                                   f"architecture: {type(exc).__name__} {exc})") from exc
+    if text["type_vocab_size"] != 1:  # BERT (laion_clap's "bert" text tower) has the same names, but 2 types
+        raise WeightsNotFoundError(
+            f"{where}: unsupported LAION-CLAP checkpoint: its text tower has {text['type_vocab_size']} token types "
+            "(text_branch.embeddings.token_type_embeddings), so it is not RoBERTa (which has 1); songseek maps "
+            "RoBERTa text towers only")
     return ClapConfig(text_config=text, audio_config=audio, projection_dim=int(audio_proj.shape[0]))
 
 
-def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """A local .pt path, or a file of the ``lukewys/laion_clap`` hub repo (HF cache, else downloaded)."""
+def local_or_hub_name(checkpoint: str | None) -> Path | str:
+    """The local .pt file ``checkpoint`` names, or the file name in the ``lukewys/laion_clap`` hub repo it
+    names. Raises UsageError for a directory, WeightsNotFoundError for a local path that does not exist."""
     name = checkpoint or DEFAULT_CHECKPOINT
     path = Path(name).expanduser()
     if path.is_file():
@@ -164,6 +193,14 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     if "/" in filename or os.sep in filename or not filename.endswith(".pt"):
         raise WeightsNotFoundError(f"LAION-CLAP checkpoint {name} not found: pass --checkpoint PATH to a "
                                    f"local .pt file (download it from https://huggingface.co/{HF_REPO})")
+    return filename
+
+
+def resolve_checkpoint(checkpoint: str | None) -> Path:
+    """A local .pt path, or a file of the ``lukewys/laion_clap`` hub repo (HF cache, else downloaded)."""
+    filename = local_or_hub_name(checkpoint)
+    if isinstance(filename, Path):
+        return filename
     try:
         from huggingface_hub import hf_hub_download
 
@@ -178,19 +215,9 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a LAION-CLAP .pt file (``{"state_dict": ...}`` or a bare state dict)."""
-    try:
-        obj = load_checkpoint(path, unsafe=os.environ.get(UNSAFE_PICKLE_ENV, "") == "1")
-    except pickle.UnpicklingError as exc:
-        raise WeightsNotFoundError(f"{path} holds pickled Python objects that torch.load(weights_only=True) "
-                                   f"refuses; if you trust the file, set {UNSAFE_PICKLE_ENV}=1") from exc
-    except Exception as exc:
-        raise WeightsNotFoundError(f"cannot read LAION-CLAP checkpoint {path} ({type(exc).__name__}): "
-                                   "is it a complete .pt file?") from exc
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsNotFoundError(f"{path} is not a LAION-CLAP checkpoint (no state_dict of tensors)")
-    return sd
+    """The tensors of a LAION-CLAP .pt file (``{"state_dict": ...}`` or a bare state dict); one-line
+    WeightsNotFoundError naming the file otherwise (``_torch_util.read_state_dict``)."""
+    return read_checkpoint_state_dict(path, "laion")
 
 
 def load_model(path: Path) -> Any:
@@ -204,10 +231,14 @@ def build_model(state_dict: dict[str, torch.Tensor], where: str = "checkpoint") 
     WeightsNotFoundError naming ``where`` otherwise. Meta tensors in give a meta model (shape checks)."""
     from transformers import ClapModel
 
-    mapped = original_to_hf(state_dict)
-    config = config_from_state_dict(mapped)
-    with torch.device("meta"):
-        model = ClapModel(config)
+    mapped = original_to_hf(state_dict, where)
+    config = config_from_state_dict(mapped, where)
+    try:
+        with torch.device("meta"):
+            model = ClapModel(config)
+    except (ValueError, RuntimeError) as exc:  # e.g. a width that its head count does not divide
+        raise WeightsNotFoundError(f"{where}: the architecture read off the file does not build "
+                                   f"({type(exc).__name__}: {str(exc)[:160]})") from exc
     expected = model.state_dict()
     optional = {"text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids"}
     missing = sorted(set(expected) - set(mapped) - optional)
@@ -215,7 +246,7 @@ def build_model(state_dict: dict[str, torch.Tensor], where: str = "checkpoint") 
         raise WeightsNotFoundError(f"{where}: LAION-CLAP checkpoint lacks {len(missing)} weights, "
                                    f"e.g. {missing[0]}")
     for key in sorted(set(mapped) - set(expected)):
-        raise _unknown(key)
+        raise _unknown(key, where)
     for key in optional - set(mapped):
         mapped[key] = _default_buffer(key, expected[key])
     for key, tensor in expected.items():
@@ -239,8 +270,12 @@ def _default_buffer(key: str, like: torch.Tensor) -> torch.Tensor:
     raise WeightsNotFoundError(f"LAION-CLAP mapping leaves {key} unset (unsupported transformers version?)")
 
 
-def find_tokenizer(checkpoint: Path | None) -> Any:
-    """RoBERTa tokenizer: $SONGSEEK_CLAP_TOKENIZER, the checkpoint's folder, then the HF cache; else None."""
+def find_tokenizer(checkpoint: Path | None, vocab_size: int | None = None) -> Any:
+    """RoBERTa tokenizer: $SONGSEEK_CLAP_TOKENIZER, the checkpoint's folder, then the HF cache; else None.
+
+    A candidate must be RoBERTa's (``<s>``, ``<pad>``, ``</s>`` = 0, 1, 2) with ids that fit the model's
+    ``vocab_size``: another tokenizer in the same folder (GPT-2's, which msclap wants beside its checkpoint)
+    would give ids that index RoBERTa's table but mean other words."""
     candidates: list[tuple[str, bool]] = []
     if os.environ.get(TOKENIZER_ENV):
         candidates.append((os.environ[TOKENIZER_ENV], True))
@@ -251,9 +286,17 @@ def find_tokenizer(checkpoint: Path | None) -> Any:
         candidates.append((TOKENIZER_IDS[0], False))
     for source, local_only in candidates:
         tok = load_tokenizer(source, local_only)
-        if tok is not None:
+        if tok is not None and _is_roberta(tok, vocab_size):
             return tok
     return None
+
+
+def _is_roberta(tokenizer: Any, vocab_size: int | None) -> bool:
+    try:
+        ids = list(tokenizer.convert_tokens_to_ids(list(ROBERTA_SPECIAL)))
+    except Exception:
+        return False
+    return ids == [0, 1, 2] and (vocab_size is None or len(tokenizer) <= vocab_size)
 
 
 def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncoder:
@@ -262,13 +305,12 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
     With ``random_weights`` and no readable file: HTSAT-base + RoBERTa-base (the music checkpoint's
     architecture) with seeded random weights."""
     name = checkpoint or DEFAULT_CHECKPOINT
-    path: Path | None = None
+    local = local_or_hub_name(checkpoint)
     sha = ""
     if random_weights:  # architecture from a local file if one is given; never downloads
-        local = Path(name).expanduser()
-        path = local if local.is_file() else None
-        sd = original_to_hf(read_state_dict(path)) if path is not None else None
-        model = random_model(config_from_state_dict(sd) if sd is not None else _music_config())
+        path = local if isinstance(local, Path) else None
+        sd = original_to_hf(read_state_dict(path), str(path)) if path is not None else None
+        model = random_model(config_from_state_dict(sd, str(path)) if sd is not None else _music_config())
     else:
         path = resolve_checkpoint(checkpoint)
         model = load_model(path)
@@ -276,16 +318,15 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
     fe = laion_feature_extractor()
     if model.config.audio_config.enable_fusion:
         fe.truncation = "fusion"
-    if path is not None and Path(name).expanduser().is_file():
-        label = str(path)  # a local file: its path
-    else:  # a hub file (resolved into the HF cache) or no file: the repository name, same on every machine
-        label = name if name.startswith(HF_REPO + "/") else f"{HF_REPO}/{name}"
+    # a local file: its path; a hub file (resolved into the HF cache): the repository's name for it, the
+    # same on every machine
+    label = str(local) if isinstance(local, Path) else f"{HF_REPO}/{local}"
     info = make_info("laion", label, model, fe, random_weights, sha)
     hint = (f"text search with {Path(name).name} needs the RoBERTa tokenizer files (vocab.json + merges.txt "
             f"or tokenizer.json): set {TOKENIZER_ENV}=DIR, put them beside the checkpoint, or have "
             "roberta-base in the Hugging Face cache")
     return ClapEncoder(model, fe, None, info, device, text_error=hint,
-                       tokenizer_loader=lambda: find_tokenizer(path))
+                       tokenizer_loader=lambda: find_tokenizer(path, int(model.config.text_config.vocab_size)))
 
 
 def _music_config() -> Any:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tests.engine.msclap_helpers import slaney_mel
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FUSED_DIR = SHARED_DATA / "clap-htsat-fused"
 LAION_KEYS = Path(__file__).with_name("laion_music_keys.txt")
@@ -143,7 +145,8 @@ def to_original(hf: dict[str, torch.Tensor], extras: bool = True) -> dict[str, t
         g = torch.Generator().manual_seed(7)
         proj = hf["audio_projection.linear2.weight"].shape[0]
         out["audio_branch.spectrogram_extractor.stft.conv_real.weight"] = torch.randn(513, 1, 1024, generator=g)
-        out["audio_branch.logmel_extractor.melW"] = torch.rand(513, 64, generator=g)
+        # torchlibrosa's filters, as LAION's HTSAT stores them: librosa's Slaney bank for 48 kHz, 50-14,000 Hz
+        out["audio_branch.logmel_extractor.melW"] = torch.from_numpy(slaney_mel(48000, 1024, 64, 50.0, 14000.0)).float()
         out["audio_branch.tscam_conv.weight"] = torch.randn(527, 4, 2, 3, generator=g)
         out["audio_branch.head.bias"] = torch.randn(527, generator=g)
         for branch in ("text_transform", "audio_transform"):

@@ -64,11 +64,14 @@ def to_msclap(native: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out["audio_encoder.base.htsat." + key] = torch.cat([parts["query"], parts["key"], parts["value"]])
     g = torch.Generator().manual_seed(0)
     extra = {"spectrogram_extractor.stft.conv_real.weight": (513, 1, 1024),
-             "spectrogram_extractor.stft.conv_imag.weight": (513, 1, 1024), "logmel_extractor.melW": (513, 64),
+             "spectrogram_extractor.stft.conv_imag.weight": (513, 1, 1024),
              "tscam_conv.weight": (527, 768, 2, 3), "tscam_conv.bias": (527,), "head.weight": (527, 527),
              "head.bias": (527,), "layers.0.blocks.1.attn_mask": (64, 64, 64)}
     for key, shape in extra.items():
         out["audio_encoder.base.htsat." + key] = torch.randn(shape, generator=g)
+    # msclap's HTSAT builds its mel filters from config.py: librosa's Slaney bank for 32 kHz, 50-14,000 Hz
+    mel = slaney_mel(32000, 1024, 64, 50.0, 14000.0)
+    out["audio_encoder.base.htsat.logmel_extractor.melW"] = torch.from_numpy(mel).float()
     return out
 
 

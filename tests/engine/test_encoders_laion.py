@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from tests.engine.encoder_helpers import (
     to_original,
     unreachable_hub,
 )
+from tests.engine.msclap_helpers import slaney_mel
 
 torch.set_num_threads(1)
 TEXTS = ["a jazz trio with vibraphone", "heavy metal guitar solo", "calm piano"]
@@ -202,3 +204,153 @@ def test_hub_file_name_resolves_from_the_hf_cache(offline_empty_cache: Path, tok
         np.testing.assert_allclose(enc.embed_audio(synth_audio(1)),
                                    reference_audio(model, clap_hf.laion_feature_extractor(), synth_audio(1)),
                                    atol=5e-4)
+
+
+def _numpy1_pickle_module() -> Any:
+    """A pickle module for torch.save that names numpy's scalar constructor as numpy 1.x pickles did
+    (``numpy.core.multiarray.scalar``; numpy 2 writes ``numpy._core...``): how LAION's released files name it."""
+    import pickle
+    import types
+
+    from numpy._core.multiarray import scalar
+
+    class Pickler(pickle._Pickler):  # type: ignore[name-defined]
+        def save_global(self, obj: Any, name: str | None = None) -> None:
+            if obj is scalar:
+                self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
+                self.memoize(obj)
+                return
+            super().save_global(obj, name)
+
+    module = types.ModuleType("numpy1_pickle")
+    module.Pickler = Pickler  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.mark.parametrize("numpy1_names", [False, True])
+def test_training_checkpoint_with_numpy_learning_rates_loads(numpy1_names: bool, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """LAION's released .pt files are training checkpoints: next to the state dict they hold the optimizer
+    state, whose learning rates LAION's cosine schedule stores as numpy.float64 (laion_clap/training/
+    scheduler.py). Those numpy scalars are plain numbers: the file loads with weights_only, no opt-in."""
+    monkeypatch.delenv(laion_pt.UNSAFE_PICKLE_ENV, raising=False)
+    model = tiny_model(tiny_config())
+    sd = {"module." + k: v for k, v in to_original(model.state_dict()).items()}
+    opt = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+           "param_groups": [{"lr": np.float64(1e-4), "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": np.float64(0.0),
+                             "amsgrad": False, "params": [0, 1]}]}
+    path = tmp_path / "music.pt"
+    extra = {"pickle_module": _numpy1_pickle_module()} if numpy1_names else {}
+    torch.save({"epoch": 15, "name": "x", "state_dict": sd, "optimizer": opt}, path, **extra)
+    assert (b"numpy.core.multiarray" in path.read_bytes()) == numpy1_names
+    enc = laion_pt.load(str(path), "cpu", False)
+    np.testing.assert_allclose(enc.embed_audio(synth_audio(1)),
+                               reference_audio(model, clap_hf.laion_feature_extractor(), synth_audio(1)), atol=5e-4)
+
+
+def test_a_file_that_is_no_checkpoint_is_not_blamed_on_pickling(tmp_path: Path) -> None:
+    """A web page or Git LFS pointer saved under the checkpoint's name is a bad download, not a file to
+    trust: the line says so and does not suggest SONGSEEK_UNSAFE_PICKLE."""
+    for name, text in (("page.pt", "<!DOCTYPE html><html>404</html>"),
+                       ("lfs.pt", "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(WeightsNotFoundError) as err:
+            laion_pt.load(str(path), "cpu", False)
+        msg = str(err.value)
+        assert "\n" not in msg and str(path) in msg and laion_pt.UNSAFE_PICKLE_ENV not in msg
+        assert "not a PyTorch checkpoint" in msg
+
+
+def test_other_models_files_name_the_file_and_the_encoder(tmp_path: Path) -> None:
+    """A file of another model family says which --encoder takes it; an unknown one names the file."""
+    from tests.engine.msclap_helpers import to_msclap
+
+    hf = tiny_model(tiny_config()).state_dict()
+    cases = {
+        "msclap.pth": ({"model": to_msclap({"text.wte.weight": torch.zeros(4, 2)})}, "--encoder msclap"),
+        "hf.pt": (hf, "--encoder clap"),
+        "linear.pt": (torch.nn.Linear(3, 3).state_dict(), "unknown weight 'weight'"),
+        "empty.pt": ({}, "no state dict of tensors"),
+    }
+    for name, (obj, expected) in cases.items():
+        path = tmp_path / name
+        torch.save(obj, path)
+        for random_weights in (False, True):
+            with pytest.raises(WeightsNotFoundError) as err:
+                laion_pt.load(str(path), "cpu", random_weights)
+            msg = str(err.value)
+            assert "\n" not in msg and str(path) in msg and expected in msg, msg
+
+
+def test_malformed_weights_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    good = to_original(tiny_model(tiny_config()).state_dict())
+    qkv = "audio_branch.layers.0.blocks.0.attn.qkv.weight"
+    path = tmp_path / "bad.pt"
+    torch.save({"state_dict": dict(good, **{qkv: torch.zeros(2, 16)})}, path)  # cannot be split in 3
+    with pytest.raises(WeightsNotFoundError, match=r"attn\.qkv\.weight") as err:
+        laion_pt.load(str(path), "cpu", False)
+    assert str(path) in str(err.value)
+
+
+def test_bert_text_tower_is_refused(tmp_path: Path) -> None:
+    """laion_clap can train with a BERT text tower: same key names as RoBERTa, but 2 token types, other
+    position ids and another tokenizer. Read as RoBERTa it would give wrong text vectors silently."""
+    config = tiny_config()
+    config.text_config.type_vocab_size = 2
+    path = save_laion_pt(tiny_model(config), tmp_path / "bert.pt")
+    with pytest.raises(WeightsNotFoundError, match="token_type_embeddings") as err:
+        laion_pt.load(str(path), "cpu", False)
+    assert str(path) in str(err.value) and "RoBERTa" in str(err.value)
+
+
+def test_a_foreign_tokenizer_beside_the_checkpoint_is_not_used(tmp_path: Path, offline_empty_cache: Path) -> None:
+    """GPT-2's tokenizer files (which msclap wants beside its checkpoint) in the same folder as a LAION .pt:
+    its ids fit RoBERTa's 50,265-word table but mean other words, so they must not be used."""
+    from tests.engine.msclap_helpers import save_gpt2_sized_tokenizer
+
+    save_gpt2_sized_tokenizer(tmp_path)
+    path = save_laion_pt(tiny_model(tiny_config(vocab_size=50265)), tmp_path / "music.pt")
+    enc = laion_pt.load(str(path), "cpu", False)
+    with pytest.raises(WeightsNotFoundError, match=laion_pt.TOKENIZER_ENV):
+        enc.embed_text(["jazz"])
+
+
+def test_random_weights_with_a_bad_local_path_is_an_error(tmp_path: Path) -> None:
+    """--random-weights takes the architecture of the file given; a directory or a missing path is an error
+    (not a silent HTSAT-base labelled 'lukewys/laion_clap//that/path')."""
+    with pytest.raises(UsageError, match="directory"):
+        laion_pt.load(str(tmp_path), "cpu", True)
+    missing = str(tmp_path / "nowhere" / "music.pt")
+    with pytest.raises(WeightsNotFoundError) as err:
+        laion_pt.load(missing, "cpu", True)
+    assert missing in str(err.value) and "\n" not in str(err.value)
+    enc = laion_pt.load("630k-best.pt", "cpu", True)  # a hub file name: the music architecture, never fetched
+    assert enc.info.checkpoint == "lukewys/laion_clap/630k-best.pt" and enc.info.random_weights
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("audio_branch.spectrogram_extractor.stft.conv_real.weight", torch.zeros(769, 1, 1536)),  # HTSAT-tiny-win-1536
+    ("audio_branch.logmel_extractor.melW", torch.from_numpy(slaney_mel(44100, 1024, 64, 50.0, 14000.0)).float()),
+    ("audio_branch.logmel_extractor.melW", torch.from_numpy(slaney_mel(48000, 1024, 64, 50.0, 18000.0)).float()),
+])
+def test_a_model_trained_with_other_audio_settings_is_refused(key: str, value: torch.Tensor, tmp_path: Path) -> None:
+    """The STFT and mel weights a LAION file stores are recomputed, not loaded: they must be the ones songseek
+    computes (1024-point STFT; 64 Slaney bands for 48 kHz, 50-14,000 Hz), or the model would hear wrongly."""
+    path = save_laion_pt(tiny_model(tiny_config()), tmp_path / "t.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["module." + key] = value
+    torch.save(ckpt, path)
+    with pytest.raises(WeightsNotFoundError, match=key.replace(".", r"\.")) as err:
+        laion_pt.load(str(path), "cpu", False)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pickled_objects_load_only_with_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(laion_pt.UNSAFE_PICKLE_ENV, raising=False)
+    path = tmp_path / "args.pt"
+    torch.save({"state_dict": to_original(tiny_model(tiny_config()).state_dict()), "args": Path("x")}, path)
+    with pytest.raises(WeightsNotFoundError, match=r"pickled Python objects \(pathlib\.\w*Path\)"):
+        laion_pt.load(str(path), "cpu", False)
+    monkeypatch.setenv(laion_pt.UNSAFE_PICKLE_ENV, "1")
+    assert laion_pt.load(str(path), "cpu", False).info.dim == 24

@@ -24,6 +24,7 @@ from tests.engine.msclap_helpers import (
     perturb,
     save_gpt2_sized_tokenizer,
     save_msclap_pth,
+    slaney_mel,
     to_msclap,
 )
 
@@ -237,3 +238,44 @@ def test_cuda_matches_cpu(pth: Path, loaded: msclap_backend.MsClapEncoder) -> No
     dev.set_tokenizer(gpt2_tokenizer.byte_tokenizer(), "test")
     np.testing.assert_allclose(dev.embed_audio(wav), loaded.embed_audio(wav), atol=1e-4)
     np.testing.assert_allclose(dev.embed_text(TEXTS), loaded.embed_text(TEXTS), atol=1e-4)
+
+
+def test_other_files_name_the_file_and_what_to_use(tmp_path: Path, native: msclap_model.MsClapModel) -> None:
+    """A LAION-CLAP file (as LAION saves it, or bare) given to msclap says to use --encoder laion; an unknown
+    weight, a 2022 file and a qkv that cannot be split name the file, in one line, never a traceback."""
+    from tests.engine.encoder_helpers import save_laion_pt, tiny_config, tiny_model, to_original
+
+    laion = tiny_model(tiny_config())
+    sd = to_msclap(native.state_dict())
+    qkv = "audio_encoder.base.htsat.layers.0.blocks.0.attn.qkv.weight"
+    cases = {
+        "laion_bare.pt": ({"state_dict": to_original(laion.state_dict())}, "--encoder laion"),
+        "2022.pth": ({"model": {"audio_encoder.base.conv_block1.conv1.weight": torch.zeros(64, 1, 3, 3),
+                                "caption_encoder.base.embeddings.word_embeddings.weight": torch.zeros(4, 2)}},
+                     "2022 CNN14 + BERT model"),
+        "qkv.pth": ({"model": {**sd, qkv: torch.zeros(2, 96)}}, "attn.qkv.weight"),
+        "linear.pth": ({"model": torch.nn.Linear(2, 2).state_dict()}, "unknown weight 'weight'"),
+    }
+    paths = {name: tmp_path / name for name in cases}
+    for name, (obj, _) in cases.items():
+        torch.save(obj, paths[name])
+    paths["laion.pt"] = save_laion_pt(laion, tmp_path / "laion.pt")
+    cases["laion.pt"] = ({}, "--encoder laion")
+    for name, (_, expected) in cases.items():
+        with pytest.raises(WeightsNotFoundError) as err:
+            msclap_backend.load(str(paths[name]), "cpu", False)
+        msg = str(err.value)
+        assert "\n" not in msg and str(paths[name]) in msg and expected in msg, msg
+
+
+def test_mel_filters_other_than_msclaps_are_refused(tmp_path: Path, native: msclap_model.MsClapModel) -> None:
+    """CLAP_weights_2023.pth stores the mel filters its HTSAT used (32 kHz, 50-14,000 Hz, from msclap's config.py):
+    songseek computes the same; a file holding others (e.g. the YAML's 44.1 kHz, 8 kHz top) is refused."""
+    sd = to_msclap(native.state_dict())
+    key = "audio_encoder.base.htsat.logmel_extractor.melW"
+    sd[key] = torch.from_numpy(slaney_mel(44100, 1024, 64, 50.0, 8000.0)).float()
+    path = tmp_path / "other_mel.pth"
+    torch.save({"model": sd}, path)
+    with pytest.raises(WeightsNotFoundError, match="melW") as err:
+        msclap_backend.load(str(path), "cpu", False)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
