@@ -61,6 +61,7 @@ class IndexConfig:
     prune: bool = True                  # drop tracks whose files are gone (under the sources given)
     prune_empty: bool = False           # prune even under a source folder where no audio file was found
     retry_failed: bool = False          # retry known failures even when the file did not change
+    rehash: bool = False                # hash every file, even one whose size and mtime are unchanged
     commit_every_files: int = 64        # commit after this many finished files ...
     commit_every_s: float = 120.0       # ... or this many seconds, whichever comes first
 
@@ -107,6 +108,7 @@ def index_paths(sources: Sequence[str | Path] | str | Path, library: str | Path,
     root = Path(library).expanduser()
     if config.nprobe is not None and config.nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {config.nprobe})")
+    faiss_index.check_factory(config.index_factory, encoder.info.dim)  # the index is built after the commit
     check_sources(paths, root)  # before the library is created or opened: a bad argument changes nothing
     progress = progress or NullProgress()
     t0 = time.perf_counter()
@@ -205,7 +207,8 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
         tid = by_path.get(key)
         if tid is not None:
             row = writer.tracks[tid]
-            if row["size"] == f.size and row["mtime"] == f.mtime:
+            # a tag editor set to keep file times can change the bytes and keep size and mtime: --rehash
+            if row["size"] == f.size and row["mtime"] == f.mtime and not config.rehash:
                 report.unchanged += 1
                 taken.add(tid)
                 continue
@@ -222,7 +225,8 @@ def _classify(writer: LibraryWriter, files: list[SourceFile], config: IndexConfi
                                           time.time(), f.size, f.mtime))
             continue
         if tid is not None and writer.tracks[tid]["content_hash"] == digest:
-            writer.update_path(tid, key, f.mtime)  # touched, same content
+            if writer.tracks[tid]["mtime"] != f.mtime:
+                writer.update_path(tid, key, f.mtime)  # touched, same content
             report.unchanged += 1
             taken.add(tid)
             continue

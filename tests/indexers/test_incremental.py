@@ -270,3 +270,54 @@ def test_a_non_audio_file_as_source_is_refused_before_the_library_opens(tmp_path
         with pytest.raises(UsageError, match=f"^{source} (is not an audio format songseek reads|does not exist)"):
             run([source], tmp_path / "lib")
     assert not (tmp_path / "lib").exists()  # a new library is not even created
+
+
+def test_rehash_finds_an_edit_that_kept_size_and_mtime(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    files = [tone(a / f"t{i}.wav", 6, 200 + 100 * i, i) for i in range(3)]
+    lib = tmp_path / "lib"
+    run([a], lib)
+    before = by_path(lib)
+    st = files[0].stat()
+    tone(files[0], 6, 900, 99)                       # same length: same size
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))  # as a tag editor set to keep file times
+    assert files[0].stat().st_size == st.st_size
+    assert counts(run([a], lib)) == dict(added=0, changed=0, moved=0, removed=0, unchanged=3, failed=0)
+    assert by_path(lib)[str(files[0])]["content_hash"] == before[str(files[0])]["content_hash"]  # not seen
+    r = run([a], lib, rehash=True)
+    assert counts(r) == dict(added=0, changed=1, moved=0, removed=0, unchanged=2, failed=0)
+    after = by_path(lib)
+    assert after[str(files[0])]["content_hash"] != before[str(files[0])]["content_hash"]
+    assert r.windows == after[str(files[0])]["frame_count"]  # only the edited file was embedded
+    generation = read_manifest(lib).generation
+    assert counts(run([a], lib, rehash=True))["unchanged"] == 3
+    assert read_manifest(lib).generation == generation  # nothing changed: nothing committed
+
+
+def test_a_bad_index_factory_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    tone(a / "t.wav", 6, 300)
+    lib = tmp_path / "lib"
+    with pytest.raises(UsageError, match="bad index factory 'Bogus,Flat'"):
+        run([a], lib, index_factory="Bogus,Flat")
+    assert not lib.exists()
+    run([a], lib)
+    generation = read_manifest(lib).generation
+    with pytest.raises(UsageError, match="bad index factory"):
+        run([a], lib, index_factory="Flat,Nonsense")
+    assert read_manifest(lib).generation == generation and read_manifest(lib).index_factory == "auto"
+
+
+def test_cli_rehash(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    f = tone(a / "t.wav", 6, 300)
+    lib = tmp_path / "lib"
+    args = ["index", str(a), "--library", str(lib), "--encoder", "fake", "--json"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    st = f.stat()
+    tone(f, 6, 800, 5)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert json.loads(CliRunner().invoke(app, args).stdout)["changed"] == 0
+    r = CliRunner().invoke(app, [*args, "--rehash"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["changed"] == 1
