@@ -50,6 +50,7 @@ def duplicates(
     if json_out:
         print_json([g.to_json() for g in report.groups])
         return
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
@@ -58,14 +59,25 @@ def duplicates(
     out = console()
     for g in report.groups:
         out.print(f"group {g.group_id}  level {g.level} ({LEVELS[g.level]})", markup=False, highlight=False)
+        rows = [("keep" if m.keep else f"L{m.level}", safe_text(m.track_id),
+                 safe_text(f"{m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz {m.duration_s:.1f} s"), m.path)
+                for m in g.members]
+        # mark, track id, format: never wrapped. The path goes beside them when it fits whole, else on a line
+        # of its own below (folded beside them at 80 columns it was cut into 20-cell pieces)
+        widths = [max(cell_len(r[i]) for r in rows) for i in range(3)]
+        beside = sum(widths) + 8 + max(cell_len(safe_text(r[3])) for r in rows) <= out.width
         members = Table(show_header=False, box=None, padding=(0, 1, 0, 1))
-        for _ in range(3):  # mark, track id, format: never wrapped; the path folds in what is left
+        members.add_column(no_wrap=True)
+        members.add_column(no_wrap=beside)
+        if beside:
             members.add_column(no_wrap=True)
-        members.add_column()
-        for m in g.members:
-            fmt = f"{m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz {m.duration_s:.1f} s"
-            members.add_row("keep" if m.keep else f"L{m.level}", Text(safe_text(m.track_id)), Text(safe_text(fmt)),
-                            folded(m.path))
+            members.add_column()
+        for mark, tid, fmt, path in rows:
+            if beside:
+                members.add_row(mark, Text(tid), Text(fmt), folded(path))
+            else:
+                members.add_row(mark, Text(f"{tid.ljust(widths[1])}  {fmt}"))
+                members.add_row("", folded(path))
         out.print(members)
     n = len(report.groups)
     typer.echo(f"{n} group{'' if n == 1 else 's'}; {report.candidates} candidate pairs, {report.aligned} aligned, "

@@ -53,6 +53,8 @@ def index(
                                "folders indexed (default: on, except under a folder with no audio file left; "
                                "--prune forces it there too)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before."),
+    rehash: bool = typer.Option(False, "--rehash", help="Hash every file, even those whose size and mtime are "
+                                "unchanged: finds edits by tools that keep file times (slow: reads it all)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file failed."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another indexer of this library to finish."),
     text_backend: str = typer.Option("auto", "--text-backend", help="Prepare text search now (clap, laion, demo): "
@@ -119,7 +121,7 @@ def index(
     config = IndexConfig(window_s=window, hop_s=hop, batch_size=batch_size, workers=workers,
                          index_factory=index_factory, nprobe=nprobe, prune=prune is not False,
                          prune_empty=prune is True,
-                         retry_failed=retry_failed,
+                         retry_failed=retry_failed, rehash=rehash,
                          commit_every_files=commit_every)
     driver = None
     if ray is not None:
@@ -186,7 +188,8 @@ def _prepare_text(enc: object, backend: str, quiet: bool) -> None:
 def ingest(
     file: Path = typer.Argument(..., help="Parquet/Arrow file: track_id, start_s, end_s, embedding[, path, tags]."),
     library: Path = LIBRARY_OPT,
-    index_factory: str = typer.Option("auto", "--index-factory", help="FAISS factory string, or auto."),
+    index_factory: str = typer.Option(None, "--index-factory", help="FAISS factory string, or auto "
+                                      "(default: auto for a new library, else the library's own)."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF lists each search probes by default, saved in "
                                "the library (0: automatic; default: keep). Measure with `bench query-speed`."),
     encoder: str | None = typer.Option(None, "--encoder", "-e", help="The model that made the vectors (clap, "
@@ -201,8 +204,9 @@ def ingest(
     from songseek.indexers.ingest import ingest_file
 
     info = _ingest_encoder_info(encoder, checkpoint, random_weights)
-    n = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe, encoder=info)
-    typer.echo(f"ingested {n} tracks into {library}")
+    report = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe, encoder=info)
+    kept = f" ({report.unchanged} already stored as given, left as they were)" if report.unchanged else ""
+    typer.echo(f"ingested {report.tracks} track{'' if report.tracks == 1 else 's'} into {library}{kept}")
 
 
 def _ingest_encoder_info(name: str | None, checkpoint: str | None, random_weights: bool) -> EncoderInfo | None:

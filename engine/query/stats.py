@@ -55,7 +55,10 @@ def library_stats(lib: Library) -> LibraryStats:
     if not m.index_file:
         status = "none yet (searches are exact)"
     elif m.index_frames < n:
-        status = f"behind by {n - m.index_frames} frames (searched exactly); next index run adds them"
+        # `index` refuses a library of precomputed vectors: name what catches its index up instead
+        catch_up = (f"the next ingest or `songseek repair --library {lib.root}`" if m.encoder.name == "precomputed"
+                    else "next index run")
+        status = f"behind by {n - m.index_frames} frames (searched exactly); {catch_up} adds them"
     elif want != m.index_description or (faiss_index.ivf_nlist(want) > 0 and n > 4 * max(m.index_trained_on, 1)):
         status = f"rebuild due ({want} at this size)"
     else:

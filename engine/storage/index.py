@@ -12,6 +12,7 @@ finished index is the training sample plus one batch, whatever the library's siz
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -163,13 +164,26 @@ def default_nprobe(factory: str, n_frames: int = 0) -> int:
     return min(nlist, max(MIN_NPROBE, int(round(nlist * NPROBE_FRACTION)), by_size))
 
 
-def build_index(factory: str, dim: int, train: np.ndarray | None = None) -> Any:
-    """An empty inner-product index of the given factory string, trained on ``train`` when it needs it."""
+def check_factory(factory: str, dim: int) -> None:
+    """UsageError for a factory string FAISS cannot build at ``dim``, so a writer can refuse it before it
+    commits anything (the index is built after the commit). ``auto`` always passes."""
+    if factory != "auto":
+        _empty_index(factory, dim)
+
+
+def _empty_index(factory: str, dim: int) -> Any:
     faiss = _faiss()
     try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise UsageError(f"bad index factory {factory!r}: {str(exc).splitlines()[0]}") from exc
+        # "Error in <C++ signature> at <file>:<line>: why" -> why
+        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).splitlines()[0])
+        raise UsageError(f"bad index factory {factory!r}: {why}") from exc
+
+
+def build_index(factory: str, dim: int, train: np.ndarray | None = None) -> Any:
+    """An empty inner-product index of the given factory string, trained on ``train`` when it needs it."""
+    index = _empty_index(factory, dim)
     if not index.is_trained:
         if train is None or len(train) == 0:
             raise UsageError(f"index {factory!r} needs training vectors")

@@ -192,8 +192,15 @@ def _only_lock_file(root: Path) -> bool:
 def read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST_NAME
     if not path.is_file():
+        if root.is_file():  # `index DIR --library FILE` would be refused too: do not suggest it
+            raise LibraryError(f"{root} is a file, not a library folder (--library takes the folder that "
+                               "songseek index or ingest made)")
         if not root.exists() or _only_lock_file(root):  # scanned only when there is no manifest
             raise LibraryError(f"no library at {root}: create one with `songseek index DIR --library {root}`")
+        if any(FILE_NAMES["tracks"].fullmatch(p.name) for p in root.iterdir()):
+            # a lost manifest: repair rebuilds it from the copy in the tracks table (index refuses this folder)
+            raise LibraryError(f"{root} holds library files but no {MANIFEST_NAME}; "
+                               f"run `songseek repair --library {root}`")
         raise LibraryError(f"{root} is not a songseek library (no {MANIFEST_NAME}); "
                            f"create one with `songseek index DIR --library {root}`")
     try:

@@ -15,6 +15,9 @@ What repair does with each kind of damage (every action is listed in the returne
 - the failures table damaged: rebuilt empty (the next `songseek index` retries the failed files and records
   those that fail again); an extra table damaged: dropped (`songseek tag`, `mos`, `duplicates` write it again).
 - the index missing or damaged (or fine): rebuilt from the shards, always.
+
+In a library of precomputed vectors (`songseek ingest`) the advice is to ingest them again instead: `index`
+has no audio to re-embed there.
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ def _repair(root: Path, compact: bool) -> RepairReport:
     report.dropped_tracks = dropped
     if dropped:
         report.actions.append(f"dropped {dropped} tracks whose frames were lost or inconsistent; "
-                              "`songseek index` re-embeds their files")
+                              f"{_redo(root, m, 'their files', 'their vectors')}")
 
     gen = _next_free_generation(root, m)
     sums: dict[str, str] = {}
@@ -281,12 +284,20 @@ def _tracks_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairRe
             except (KeyError, ValueError, TypeError):
                 continue
             if prev_shards == list(m.frame_shards[:len(prev_shards)]):
-                report.actions.append(f"used the previous tracks table {prev}: the files of the last commit "
-                                      "are re-embedded by the next `songseek index`")
+                report.actions.append(f"used the previous tracks table {prev}: the tracks of the last commit "
+                                      f"are gone; {_redo(root, m, 'their files', 'their vectors')}")
                 return _plain(table, TRACKS_SCHEMA)
         report.actions.append("no usable tracks table: kept the frames, dropped every track; "
-                              "the next `songseek index` re-embeds every file")
+                              f"{_redo(root, m, 'every file', 'every vector')}")
     return TRACKS_SCHEMA.empty_table()
+
+
+def _redo(root: Path, m: Manifest, files: str, vectors: str) -> str:
+    """How dropped tracks come back: `index` re-embeds audio files, but precomputed vectors come only from
+    the user's file (`index` refuses such a library without --encoder)."""
+    if m.encoder.name == "precomputed":
+        return f"ingest {vectors} again (`songseek ingest FILE --library {root}`)"
+    return f"`songseek index` re-embeds {files}"
 
 
 def _failures_table(root: Path, m: Manifest, bad: dict[str, str], report: RepairReport) -> pa.Table:

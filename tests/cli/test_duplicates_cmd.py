@@ -62,3 +62,21 @@ def test_min_level_keeps_the_matches_at_least_that_strict(tmp_path: Path) -> Non
     assert _groups(root, "--max-level", "1") == [(1, ["t000", "t001"])]  # the old name, the same meaning
     grouped = {t for _, ids in _groups(root) for t in ids}
     assert not grouped & {f"t{i:03d}" for i in range(3, 8)}  # tracks without a duplicate are in no group
+
+
+def test_at_80_columns_each_path_stays_on_one_line(tmp_path: Path) -> None:
+    """The path column got what the id and format columns left: at 80 columns 20 cells, so every path was
+    cut into pieces over several lines. Now a path that does not fit beside them goes on its own line."""
+    tracks = duplicate_tracks()
+    ids = [f"{i:016x}-fc15a5" for i in range(len(tracks))]  # the length of a copy's id in an indexed library
+    root = build_library(tmp_path / "lib", tracks, ids=ids)
+    res = runner.invoke(app, ["duplicates", "--library", str(root)], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), res.stdout
+    for tid in ids[:3]:
+        assert any(line.strip() == f"/music/{tid}.wav" for line in lines), res.stdout
+        assert any(tid in line and "kbit/s" in line for line in lines), res.stdout  # id and format on one line
+    wide = runner.invoke(app, ["duplicates", "--library", str(root)], env={"COLUMNS": "200"}).stdout
+    assert any(line.startswith(" keep ") and line.rstrip().endswith("/music/0000000000000000-fc15a5.wav")
+               for line in wide.splitlines()), wide  # where there is room, one line per member as before

@@ -542,3 +542,42 @@ def test_the_text_search_path_is_announced_only_when_it_is_prepared(tmp_path: Pa
     assert again.exit_code == 0, again.stderr
     assert "preparing the text search path" not in again.stderr  # cached now: nothing to prepare, nothing said
     assert "text search runs on" not in again.stderr
+
+
+def test_ingest_of_bad_rows_is_one_line_and_a_rerun_says_what_it_kept(tmp_path: Path) -> None:
+    """A year that is no number, a null track_id and string vectors ended in tracebacks (exit 1); a NaN
+    start_s left a library whose manifest no command could read."""
+    table = vector_table(3, 8, seed=5, min_frames=2, max_frames=3)
+    lib = tmp_path / "lib"
+    for column, values in (("year", ["nineteen"] * table.num_rows),
+                           ("track_id", [None, *table.column("track_id").to_pylist()[1:]]),
+                           ("start_s", [float("nan"), *table.column("start_s").to_pylist()[1:]]),
+                           ("embedding", ["0.1 0.2"] * table.num_rows)):
+        pq.write_table(table.set_column(table.schema.get_field_index(column), column, pa.array(values)),
+                       tmp_path / "bad.parquet")
+        code, out, err = run("ingest", str(tmp_path / "bad.parquet"), "--library", str(lib))
+        assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), (column, err)
+        assert not lib.exists(), column
+    pq.write_table(table, tmp_path / "v.parquet")
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[1] == f"ingested 3 tracks into {lib}\n"
+    code, out, err = run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))
+    assert code == 0 and out == f"ingested 3 tracks into {lib} (3 already stored as given, left as they were)\n"
+    assert json.loads(run("info", "--library", str(lib), "--json")[1])["dead_frames"] == 0
+
+
+def test_info_on_a_file_or_a_library_without_its_manifest_names_the_fix_that_works(tmp_path: Path) -> None:
+    """Both said `create one with songseek index DIR --library LIB`: index refuses a file, and refuses a
+    folder of library files without a manifest (it sends the user to repair, which rebuilds it)."""
+    pq.write_table(vector_table(2, 8, seed=1, max_frames=2), tmp_path / "v.parquet")
+    code, _, err = run("info", "--library", str(tmp_path / "v.parquet"))
+    assert code == 2 and err == (f"error: {tmp_path / 'v.parquet'} is a file, not a library folder (--library takes "
+                                 "the folder that songseek index or ingest made)\n")
+    lib = tmp_path / "lib"
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    (lib / "manifest.json").unlink()
+    for command in ("info", "failures"):
+        code, _, err = run(command, "--library", str(lib))
+        assert code == 2 and err == (f"error: {lib} holds library files but no manifest.json; run `songseek repair "
+                                     f"--library {lib}`\n"), err
+    assert run("repair", "--library", str(lib))[0] == 0
+    assert run("info", "--library", str(lib))[0] == 0

@@ -230,3 +230,23 @@ def test_repair_refusals(tmp_path: Path) -> None:
     (empty / "tracks-000003.arrow").write_bytes(b"junk")
     code, out = cli("repair", "--library", str(empty))
     assert code == 2 and "no tracks table holds a usable copy" in error_line(out)
+
+
+def test_repair_of_an_ingested_library_says_to_ingest_again_not_to_index(tmp_path: Path) -> None:
+    """`songseek index` cannot re-embed precomputed vectors (it refuses such a library without --encoder)."""
+    import pyarrow.parquet as pq
+
+    from tests.library_helpers import vector_table
+
+    pq.write_table(vector_table(3, 8, seed=2, min_frames=2, max_frames=4), tmp_path / "v.parquet")
+    lib = tmp_path / "lib"
+    assert cli("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    shard = lib / read_manifest(lib).frame_shards[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    code, out = cli("repair", "--library", str(lib))
+    assert code == 0 and "dropped 3 tracks whose frames were lost or inconsistent; ingest their vectors again " \
+        f"(`songseek ingest FILE --library {lib}`)" in out and "songseek index" not in out, out
+    assert cli("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    assert Library.open(lib).n_tracks == 3

@@ -217,10 +217,10 @@ def _numpy1_pickle_module() -> Any:
     class Pickler(pickle._Pickler):  # type: ignore[name-defined]
         def save_global(self, obj: Any, name: str | None = None) -> None:
             if obj is scalar:
-                self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
-                self.memoize(obj)
+                self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")  # type: ignore[attr-defined]
+                self.memoize(obj)  # type: ignore[attr-defined]
                 return
-            super().save_global(obj, name)
+            super().save_global(obj, name)  # type: ignore[misc]
 
     module = types.ModuleType("numpy1_pickle")
     module.Pickler = Pickler  # type: ignore[attr-defined]
