@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from .common import LIBRARY_OPT, handles_errors, print_json, safe_text
+
+if TYPE_CHECKING:  # the CLI imports the engine when a command runs, not at start
+    from songseek.engine.analysis.duplicates import Member
 
 
 def register(app: typer.Typer) -> None:
@@ -59,8 +63,7 @@ def duplicates(
     out = console()
     for g in report.groups:
         out.print(f"group {g.group_id}  level {g.level} ({LEVELS[g.level]})", markup=False, highlight=False)
-        rows = [("keep" if m.keep else f"L{m.level}", safe_text(m.track_id),
-                 safe_text(f"{m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz {m.duration_s:.1f} s"), m.path)
+        rows = [("keep" if m.keep else f"L{m.level}", safe_text(m.track_id), safe_text(member_format(m)), m.path)
                 for m in g.members]
         # mark, track id, format: never wrapped. The path goes beside them when it fits whole, else on a line
         # of its own below (folded beside them at 80 columns it was cut into 20-cell pieces)
@@ -142,3 +145,11 @@ def bench_duplicates_speed(
         exp = math.log(b.seconds / max(a.seconds, 1e-9)) / math.log(b.tracks / a.tracks)
         typer.echo(f"growth exponent (time ∝ tracks^x) between {a.tracks} and {b.tracks}: x = {exp:.2f} "
                    "(1 = linear, 2 = quadratic)")
+
+
+def member_format(m: Member) -> str:
+    """Codec, bit rate, sample rate and length; no rate known (an ingested track has no audio file to read)
+    reads as "format unknown", not "0 kbit/s 0 Hz"."""
+    if not m.sample_rate:
+        return f"format unknown {m.duration_s:.1f} s"
+    return f"{m.codec} {m.bit_rate_kbps:.0f} kbit/s {m.sample_rate} Hz {m.duration_s:.1f} s"

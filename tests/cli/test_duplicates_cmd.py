@@ -7,7 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from songseek.cli.duplicates_cmd import member_format
 from songseek.cli.main import app
+from songseek.engine.analysis.duplicates import Member
 from tests.analysis_helpers import build_library, duplicate_tracks
 
 runner = CliRunner()
@@ -76,7 +78,14 @@ def test_at_80_columns_each_path_stays_on_one_line(tmp_path: Path) -> None:
     assert all(len(line) <= 80 for line in lines), res.stdout
     for tid in ids[:3]:
         assert any(line.strip() == f"/music/{tid}.wav" for line in lines), res.stdout
-        assert any(tid in line and "kbit/s" in line for line in lines), res.stdout  # id and format on one line
+        assert any(tid in line and "format unknown" in line for line in lines), res.stdout  # id, format: one line
     wide = runner.invoke(app, ["duplicates", "--library", str(root)], env={"COLUMNS": "200"}).stdout
     assert any(line.startswith(" keep ") and line.rstrip().endswith("/music/0000000000000000-fc15a5.wav")
                for line in wide.splitlines()), wide  # where there is room, one line per member as before
+
+
+def test_a_member_without_audio_facts_reads_format_unknown() -> None:
+    audio = Member("t1", "/m/a.flac", 0, True, "flac", True, 901.4, 44100, 61.25, 3)
+    assert member_format(audio) == "flac 901 kbit/s 44100 Hz 61.2 s"
+    ingested = Member("t2", "", 1, False, "wav", False, 0.0, 0, 30.0, 0)  # vectors only: no file was read
+    assert member_format(ingested) == "format unknown 30.0 s"
