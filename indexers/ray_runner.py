@@ -103,20 +103,22 @@ def disconnect() -> None:
 
 @contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Hold a Ctrl-C until the block ends, then raise it. A KeyboardInterrupt inside ray.shutdown() leaves
-    Ray's core worker half shut, and a Ray thread then ends the process with exit 1 and a C++ log line
-    instead of the CLI's "interrupted: N of M committed" and exit 130. Only the main thread gets signals."""
-    if threading.current_thread() is not threading.main_thread():
+    """Hold a Ctrl-C until the block ends, then deliver it to the handler it was meant for. A
+    KeyboardInterrupt inside ray.shutdown() leaves Ray's core worker half shut, and a Ray thread then ends
+    the process with exit 1 and a C++ log line instead of the CLI's "interrupted: N of M committed" and exit
+    130. Only the main thread gets signals; an ignored SIGINT (a background job) stays ignored."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
 
 def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

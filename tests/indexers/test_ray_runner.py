@@ -286,6 +286,20 @@ def test_a_ctrl_c_while_interrupts_are_held_is_raised_when_the_block_ends() -> N
     assert finished == [True] and signal.getsignal(signal.SIGINT) is before
     with interrupts_held():  # no Ctrl-C: nothing raised
         pass
+    seen: list[int] = []
+    try:  # a handler of the caller's own gets the held signal once, after the block
+        signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert seen == []
+        assert seen == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: ignored before, ignored after
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, before)
     out: list[BaseException] = []
 
     def in_a_thread() -> None:  # signals reach the main thread only: a thread's block runs as is
