@@ -62,7 +62,7 @@ def library_stats(lib: Library) -> LibraryStats:
     elif want != m.index_description or (faiss_index.ivf_nlist(want) > 0 and n > 4 * max(m.index_trained_on, 1)):
         status = f"rebuild due ({want} at this size)"
     else:
-        status = f"up to date ({_index_kind(m.index_description, m.index_factory)})"
+        status = f"up to date ({_index_kind(m.index_description, m.index_factory, m.index_trained_on)})"
     size = sum(p.stat().st_size for p in lib.root.iterdir() if p.is_file())
     return LibraryStats(
         path=str(lib.root), tracks=lib.n_tracks, frames=live, dead_frames=n - live, encoder=m.encoder.name,
@@ -77,12 +77,13 @@ def library_stats(lib: Library) -> LibraryStats:
     )
 
 
-def _index_kind(description: str, factory: str) -> str:
+def _index_kind(description: str, factory: str, trained_on: int) -> str:
     """How the committed index answers and grows, for its kind only: a Flat index is exact and has no lists
-    to probe or retrain, so IVF advice (nprobe, retraining) would mislead there."""
+    to probe or retrain, so IVF advice (nprobe, retraining) would mislead there. Said as the rule it follows
+    (a library built in one run has never been updated)."""
     if description == "Flat":
         grows = (f"; auto moves to IVF at {faiss_index.IVF_THRESHOLD:,} frames" if factory == "auto" else "")
         return f"exact Flat index: every search scans every frame, nprobe does not apply{grows}"
     if faiss_index.ivf_nlist(description) > 0:
-        return "updated incrementally; IVF retrained past 4x its training size"
+        return f"IVF; retrained past {4 * trained_on:,} frames"  # 4x what it was trained on: update_index
     return "updated incrementally"
