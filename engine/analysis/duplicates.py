@@ -311,8 +311,9 @@ def evaluate_pair(ctx: _Context, ra: int, rb: int, suspected: bool = False,
             offset = audio.lag_s if fa.seconds <= fb.seconds else -audio.lag_s
         if level > p.min_level:
             level = 0
+    # a copy's pooled vectors are equal: float32 rounding made their cosine 1.0000001 in the report
     return PairEvidence(
-        a=a, b=b, level=level, pooled_cosine=float(ctx.pooled[ra] @ ctx.pooled[rb]),
+        a=a, b=b, level=level, pooled_cosine=min(1.0, float(ctx.pooled[ra] @ ctx.pooled[rb])),
         duration_ratio=min(da, db) / max(da, db, 1e-9), offset_s=offset,
         span_a=(start_a, min(end_a, da)) if diag.run else (0.0, 0.0),
         span_b=(start_a + offset, min(end_a + offset, db)) if diag.run else (0.0, 0.0),

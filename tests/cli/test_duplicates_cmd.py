@@ -29,6 +29,7 @@ def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     assert sorted(m["track_id"] for m in g["members"]) == ["t000", "t001", "t002"]
     assert all(m["path"] == f"/music/{m['track_id']}.wav" for m in g["members"])
     assert {"offset_s", "span_a", "span_b", "window_agreement", "duration_ratio"} <= set(g["pairs"][0])
+    assert all(-1.0 <= p["pooled_cosine"] <= 1.0 for p in g["pairs"])  # a copy's was 1.0000001
     info = json.loads(runner.invoke(app, ["info", "--library", str(root), "--json"]).stdout)
     assert info["duplicates"]["groups"] == 1 and info["duplicates"]["tracks"] == 3
     res = runner.invoke(app, ["duplicates", "--library", str(root), "--json", "--not-duplicate", "t000", "t002"])
