@@ -278,16 +278,19 @@ def test_a_file_gone_everywhere_is_a_failure_as_without_ray(tmp_path: Path) -> N
 def test_a_ctrl_c_while_interrupts_are_held_is_raised_when_the_block_ends() -> None:
     before = signal.getsignal(signal.SIGINT)
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_held():
-            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the middle of ray.shutdown()
-            time.sleep(0.05)
-            finished.append(True)
-    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
-    with interrupts_held():  # no Ctrl-C: nothing raised
-        pass
     seen: list[int] = []
-    try:  # a handler of the caller's own gets the held signal once, after the block
+    try:
+        # the handler a terminal's Ctrl-C meets (pytest started from a background job has SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the middle of ray.shutdown()
+                time.sleep(0.05)
+                finished.append(True)
+        assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with interrupts_held():  # no Ctrl-C: nothing raised
+            pass
+        # a handler of the caller's own gets the held signal once, after the block
         signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
         with interrupts_held():
             os.kill(os.getpid(), signal.SIGINT)
