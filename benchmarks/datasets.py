@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -90,34 +91,55 @@ def _fail(path: Path, where: str, what: str) -> UsageError:
     return UsageError(f"{path}: {where}: {what}")
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV (str cells), JSONL (JSON values) or Parquet (Arrow → Python) file."""
+def _utf8_text(path: Path) -> str:
+    """The file as text: UTF-8 with or without a BOM (spreadsheets write one). Anything else is refused
+    with the line of the first bad byte, since guessing an encoding would silently change captions."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise _fail(path, f"line {line}", f"not UTF-8 text (byte {raw[exc.start]:#04x}); save the file as "
+                    "UTF-8 (e.g. iconv -f latin1 -t utf-8, or 'CSV UTF-8' in a spreadsheet)") from None
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a CSV (str cells), JSONL (JSON values) or Parquet (Arrow → Python) file, and where each
+    row is for error messages ("line N" where it starts in a text file, "row N" in Parquet)."""
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-                return [dict(r) for r in reader]
+            text = io.StringIO(_utf8_text(path), newline="")
+            reader = csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ",")
+            _ = reader.fieldnames  # reads the header
+            rows, wheres, end = [], [], reader.line_num  # end: the last line read so far
+            for r in reader:  # a quoted caption may span lines: count from where the row starts
+                rows.append(dict(r))
+                wheres.append(f"line {end + 1}")
+                end = reader.line_num
+            return rows, wheres
         if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with path.open(encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            obj = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise _fail(path, f"line {n}", f"not valid JSON ({exc.msg})") from None
-                        if not isinstance(obj, dict):
-                            raise _fail(path, f"line {n}", "each line must be a JSON object")
-                        rows.append(obj)
-            return rows
+            rows, wheres = [], []
+            # split on "\n" only: str.splitlines would also break at U+2028, which JSON strings may hold
+            for n, line in enumerate(_utf8_text(path).split("\n"), 1):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise _fail(path, f"line {n}", f"not valid JSON ({exc.msg})") from None
+                    if not isinstance(obj, dict):
+                        raise _fail(path, f"line {n}", "each line must be a JSON object")
+                    rows.append(obj)
+                    wheres.append(f"row {len(rows)}")
+            return rows, wheres
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            return list(pq.read_table(path).to_pylist())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+            rows = list(pq.read_table(path).to_pylist())
+            return rows, [f"row {i + 1}" for i in range(len(rows))]
+    except (OSError, ValueError, csv.Error) as exc:
         raise UsageError(f"{path}: cannot read ({exc})") from exc
     raise UsageError(f"{path}: unknown format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
 
@@ -171,11 +193,6 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:g}"
 
 
-def _row_where(path: Path, i: int) -> str:
-    # CSV: header is line 1, so data row i (0-based) is line i + 2; JSONL/Parquet: row i + 1
-    return f"line {i + 2}" if path.suffix.lower() in (".csv", ".tsv") else f"row {i + 1}"
-
-
 def _present(path: Path) -> bool:
     try:
         return path.is_file() and path.stat().st_size > 0
@@ -219,12 +236,13 @@ def load_manifest(
 
     Columns: ``path`` or ``audio_path`` (relative to ``root``, default the manifest's folder, unless
     absolute); ``caption`` (one caption) or ``captions`` (list, JSON list string or ``|``-separated);
-    optional ``id``, ``start_s``, ``end_s``, ``split``. Rows with the same (path, start_s, end_s) form one
+    optional ``id``, ``start_s``, ``end_s``, ``split``. Rows with the same (file, start_s, end_s) form one
     item whose captions are the rows' captions in file order. ``item_id`` is ``id`` when given, else the
-    relative path (plus ``#start-end`` for a segment).
+    path as first written (plus ``#start-end`` for a segment). The file is compared as an absolute path
+    (``a.wav`` and ``./a.wav`` are one clip); the same caption twice for one clip is an error.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows, wheres = _read_rows(path)
     base = Path(root) if root is not None else path.parent
     if not rows:
         raise UsageError(f"{path}: the manifest has no rows")
@@ -235,13 +253,16 @@ def load_manifest(
     if "caption" not in cols and "captions" not in cols:
         raise UsageError(f"{path}: needs a 'caption' or 'captions' column (found {sorted(cols)})")
 
-    groups: dict[tuple[str, float | None, float | None], dict[str, Any]] = {}
+    groups: dict[tuple[Path, float | None, float | None], dict[str, Any]] = {}
     for i, row in enumerate(rows):
-        where = _row_where(path, i)
+        where = wheres[i]
         raw = row.get(path_col)
         if _blank(raw):
             raise _fail(path, where, f"column {path_col!r} is empty")
         rel = str(raw).strip()
+        # one file spelt two ways (a.wav, ./a.wav, /abs/a.wav) is one clip: as two items, audio→text
+        # would count the clip's other captions as wrong answers
+        audio = Path(os.path.abspath(Path(rel) if Path(rel).is_absolute() else base / rel))
         caps: list[str] = []
         if not _blank(row.get("caption")):
             caps.append(str(row["caption"]).strip())
@@ -253,21 +274,25 @@ def load_manifest(
         end = _opt_float(row.get("end_s"), path, where, "end_s")
         if start is not None and end is not None and end <= start:
             raise _fail(path, where, f"end_s ({end}) must be after start_s ({start})")
-        key = (rel, start, end)
+        key = (audio, start, end)
         rid = None if _blank(row.get("id")) else str(row["id"]).strip()
         split = None if _blank(row.get("split")) else str(row["split"]).strip()
-        g = groups.setdefault(key, {"id": rid, "split": split, "captions": [], "where": where})
+        g = groups.setdefault(key, {"id": rid, "split": split, "captions": {}, "where": where, "rel": rel})
         if rid is not None and g["id"] is not None and rid != g["id"]:
             raise _fail(path, where, f"rows for {rel!r} carry different ids ({g['id']!r} and {rid!r})")
         g["id"] = g["id"] or rid
         g["split"] = g["split"] or split
-        g["captions"].extend(caps)
+        for cap in caps:  # a repeated caption would be two queries and two "relevant" captions for one text
+            if cap in g["captions"]:
+                raise _fail(path, where, f"repeats {g['captions'][cap]} (same clip, same caption {cap[:40]!r}); "
+                            "remove the duplicate row or caption")
+            g["captions"][cap] = where
 
     items: list[DatasetItem] = []
     missing: list[Path] = []
     seen: dict[str, str] = {}
-    for (rel, start, end), g in groups.items():
-        audio = Path(rel) if Path(rel).is_absolute() else base / rel
+    for (audio, start, end), g in groups.items():
+        rel = g["rel"]
         seg = "" if start is None and end is None else f"#{_fmt(start)}-{_fmt(end)}"
         item_id = g["id"] or f"{rel}{seg}"
         if item_id in seen:
@@ -322,15 +347,16 @@ def load_musiccaps(
         raise UsageError(f"split must be None, 'eval' or 'train', got {split!r}")
     if not audio_dir.is_dir():
         raise UsageError(f"{audio_dir}: audio folder not found (expected {{ytid}}.wav etc. inside)")
-    rows = _read_rows(csv_path)
+    rows, wheres = _read_rows(csv_path)
     need = {"ytid", "start_s", "end_s", "caption"}
     if rows and not need <= set(rows[0]):
         raise UsageError(f"{csv_path}: not a MusicCaps CSV; missing columns {sorted(need - set(rows[0]))}")
     names = _listing(audio_dir)
     items: list[DatasetItem] = []
     missing: list[Path] = []
+    lines: dict[str, str] = {}  # ytid → where it was first seen
     for i, row in enumerate(rows):
-        where = _row_where(csv_path, i)
+        where = wheres[i]
         item_split = "eval" if _is_true(row.get("is_audioset_eval")) else "train"
         if split is not None and item_split != split:
             continue
@@ -338,8 +364,16 @@ def load_musiccaps(
         caption = str(row.get("caption") or "").strip()
         if not ytid or not caption:
             raise _fail(csv_path, where, "empty ytid or caption")
+        # one row per clip: a repeated ytid (concatenated CSVs) would make two items of one file, each
+        # counting the other's caption as a wrong answer in audio→text
+        if ytid in lines:
+            raise _fail(csv_path, where, f"ytid {ytid!r} is already on {lines[ytid]}; MusicCaps has one row per "
+                        "clip: remove the duplicate row")
+        lines[ytid] = where
         start = _opt_float(row["start_s"], csv_path, where, "start_s")
         end = _opt_float(row["end_s"], csv_path, where, "end_s")
+        if start is not None and end is not None and end <= start:
+            raise _fail(csv_path, where, f"end_s ({end}) must be after start_s ({start})")
         found = next((ytid + ext for ext in AUDIO_EXTENSIONS if ytid + ext in names), None)
         if found is None:
             missing.append(audio_dir / f"{ytid}.wav")
@@ -392,13 +426,14 @@ def load_song_describer(
     csv_path, audio_dir = Path(csv_path), Path(audio_dir)
     if not audio_dir.is_dir():
         raise UsageError(f"{audio_dir}: audio folder not found (expected NN/{{track_id}}.2min.mp3 inside)")
-    rows = _read_rows(csv_path)
+    rows, wheres = _read_rows(csv_path)
     need = {"track_id", "caption"}
     if rows and not need <= set(rows[0]):
         raise UsageError(f"{csv_path}: not a Song Describer CSV; missing columns {sorted(need - set(rows[0]))}")
     tracks: dict[str, dict[str, Any]] = {}
+    cid_lines: dict[str, str] = {}
     for i, row in enumerate(rows):
-        where = _row_where(csv_path, i)
+        where = wheres[i]
         if valid_only and not _is_true(row.get("is_valid_subset")):
             continue
         tid = str(row["track_id"]).strip()
@@ -410,7 +445,12 @@ def load_song_describer(
         if not caption:
             continue  # a few crowd-sourced rows are empty; they describe nothing
         t = tracks.setdefault(tid, {"path": str(row.get("path") or "").strip(), "caps": []})
-        cid = str(row.get("caption_id", "")).strip()
+        cid = str(row.get("caption_id") or "").strip()
+        if cid:  # a repeated caption_id is a repeated row: the same caption would count twice
+            if cid in cid_lines:
+                raise _fail(csv_path, where, f"caption_id {cid} is already on {cid_lines[cid]}; remove the "
+                            "duplicate row")
+            cid_lines[cid] = where
         t["caps"].append((int(cid) if cid.isdigit() else i, caption))
     items: list[DatasetItem] = []
     missing: list[Path] = []
@@ -520,7 +560,7 @@ def load_queries(path: str | Path) -> QuerySet:
     and column of the first problem.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows, wheres = _read_rows(path)
     if not rows:
         raise UsageError(f"{path}: the queries file has no rows")
     cols = set().union(*(r.keys() for r in rows))
@@ -532,7 +572,7 @@ def load_queries(path: str | Path) -> QuerySet:
     dim: int | None = None
     seen: set[str] = set()
     for i, row in enumerate(rows):
-        where = _row_where(path, i)
+        where = wheres[i]
         text = None if _blank(row.get("query")) else str(row["query"]).strip()
         vec_raw = row.get("vector")
         has_vec = not _blank(vec_raw) and not (isinstance(vec_raw, (list, tuple)) and len(vec_raw) == 0)

@@ -546,6 +546,8 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
     settings = {**library_settings(lib), "dataset": dataset.name, "dataset_source": str(dataset.source),
                 "dataset_hash": dataset_hash(dataset), "subset": dataset.subset, "items": len(dataset.items),
                 "items_evaluated": len(kept),
+                # library tracks no item names (a reused library): extra text→audio candidates
+                "distractor_tracks": lib.n_tracks - len({item_track[i] for i in kept}),
                 "missing_audio": len(dataset.missing), "captions": len(texts),
                 "long_texts": sum(t is not None for t in long_texts), "failed_to_index": report.failed,
                 "index_run": report.summary(), **run_settings(modes, fusion, ks, ci, plan, CI_DATASET),

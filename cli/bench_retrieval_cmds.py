@@ -73,6 +73,14 @@ class _QueryBar:
 def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     if run.settings.get("random_weights"):
         typer.echo("note: the library was built with RANDOM weights: these figures mean nothing", err=True)
+    extra = run.settings.get("distractor_tracks", 0)
+    if extra:  # a reused library: its other tracks are extra text→audio candidates (lower scores)
+        typer.echo(f"note: {extra} track(s) of the library are in no dataset item; they are extra text→audio "
+                   "candidates (use a new --library to rank among the dataset's tracks only)", err=True)
+    unindexed = run.settings.get("items", 0) - run.settings.get("items_evaluated", 0)
+    if unindexed > 0:
+        typer.echo(f"note: {unindexed} item(s) could not be indexed and are left out (see `songseek failures "
+                   f"--library {run.settings.get('library')}`)", err=True)
     outside = run.settings.get("spans_without_windows", {}).get("audio_to_text", 0)
     if outside:
         typer.echo(f"note: {outside} audio→text items have a span that no indexed window reaches; "
@@ -201,9 +209,10 @@ def _load_dataset(ds: Any, dataset: Path, layout: str, audio_dir: Path | None, m
         data = loader(dataset, audio_dir, on_missing=missing)
     else:
         raise UsageError(f"--layout is manifest, musiccaps or song-describer (got {layout!r})")
-    if data.missing:
-        typer.echo(f"note: {len(data.missing)} audio files missing; evaluating the {len(data.items)} present",
-                   err=True)
+    if data.missing:  # name some: a count alone does not say whether a download or a path went wrong
+        shown = ", ".join(str(p) for p in data.missing[:3]) + (", ..." if len(data.missing) > 3 else "")
+        typer.echo(f"note: {len(data.missing)} audio files missing ({shown}); evaluating the {len(data.items)} "
+                   "present (--missing error refuses)", err=True)
     return data
 
 

@@ -407,3 +407,71 @@ def test_queries_csv_error_line_numbers(tmp_path: Path) -> None:
     bad_json.write_text('{"query": "a", "relevant": "t"}\n{oops\n')
     with pytest.raises(UsageError, match="line 2: not valid JSON"):
         load_queries(bad_json)
+
+
+# ------------------------------------------------------------------------------------------ bad input files
+MC_HEADER = ("ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
+             "is_audioset_eval\n")
+
+
+def test_non_utf8_names_the_line_and_the_fix(audio_root: Path) -> None:
+    m = audio_root / "latin1.csv"
+    m.write_bytes("path,caption\na.wav,fine\nc.wav,caf\xe9 jazz\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"latin1\.csv: line 3: not UTF-8 text.*save the file as UTF-8"):
+        load_manifest(m)
+
+
+def test_a_bom_is_accepted_in_jsonl_as_in_csv(audio_root: Path) -> None:
+    (audio_root / "bom.jsonl").write_text('\ufeff{"path": "a.wav", "caption": "x"}\n', encoding="utf-8")
+    (audio_root / "bom.csv").write_text("\ufeffpath,caption\na.wav,x\n", encoding="utf-8")
+    for name in ("bom.jsonl", "bom.csv"):
+        assert [it.captions for it in load_manifest(audio_root / name).items] == [("x",)]
+
+
+def test_manifest_one_file_spelt_two_ways_is_one_item(audio_root: Path) -> None:
+    # Rows about one clip must form one item whatever the path spelling: as two items, audio→text would
+    # count the clip's other caption as a wrong answer (the same audio, another "clip").
+    absolute = str((audio_root / "a.wav").resolve())
+    m = write_csv(audio_root / "spell.csv", ["path", "caption"], [["a.wav", "x"], ["./a.wav", "y"], [absolute, "z"]])
+    ds = load_manifest(m)
+    assert [(it.item_id, it.captions) for it in ds.items] == [("a.wav", ("x", "y", "z"))]
+
+
+def test_manifest_duplicate_row_is_an_error_naming_both_lines(audio_root: Path) -> None:
+    m = write_csv(audio_root / "dup.csv", ["path", "caption"], [["a.wav", "x"], ["c.wav", "y"], ["a.wav", "x"]])
+    with pytest.raises(UsageError, match=r"dup\.csv: line 4: repeats line 2 .*remove"):
+        load_manifest(m)
+
+
+def test_musiccaps_duplicate_ytid_is_an_error(tmp_path: Path) -> None:
+    audio = musiccaps_dir(tmp_path, ["a.wav", "b.wav"])
+    c = tmp_path / "mc.csv"
+    c.write_text(MC_HEADER + "a,30,40,,[],cap one,1,False,True\nb,0,10,,[],cap b,1,False,True\n"
+                 "a,30,40,,[],cap two,1,False,True\n")
+    with pytest.raises(UsageError, match=r"mc\.csv: line 4: ytid 'a' is already on line 2"):
+        load_musiccaps(c, audio)
+
+
+def test_musiccaps_end_before_start_is_an_error(tmp_path: Path) -> None:
+    audio = musiccaps_dir(tmp_path, ["a.wav"])
+    c = tmp_path / "mc.csv"
+    c.write_text(MC_HEADER + "a,40,30,,[],cap,1,False,True\n")
+    with pytest.raises(UsageError, match=r"mc\.csv: line 2: end_s \(30.0\) must be after start_s \(40.0\)"):
+        load_musiccaps(c, audio, clip_layout="full")
+
+
+def test_song_describer_duplicate_caption_id_is_an_error(tmp_path: Path) -> None:
+    audio = tmp_path / "audio"
+    write_wav(audio / "00" / "100.2min.mp3")
+    row = [1, 100, "a caption", "True", 0, 1, 1, "00/100.mp3", 120]
+    c = write_csv(tmp_path / "sdd.csv", SDD_HEADER, [row, row])
+    with pytest.raises(UsageError, match=r"sdd\.csv: line 3: caption_id 1 is already on line 2"):
+        load_song_describer(c, audio)
+
+
+def test_csv_line_numbers_count_newlines_inside_quoted_captions(audio_root: Path) -> None:
+    # Five real MusicCaps captions span two lines; the error must point at the line the bad row starts on.
+    m = write_csv(audio_root / "nl.csv", ["path", "caption", "start_s"], [["a.wav", "two\nlines", "1"],
+                                                                          ["c.wav", "fine", "soon"]])
+    with pytest.raises(UsageError, match=r"nl\.csv: line 4: column 'start_s'"):
+        load_manifest(m)

@@ -420,3 +420,40 @@ def test_ranked_lists_errors() -> None:
         ranked_relevance_from_lists([["a"]], [set()])
     with pytest.raises(UsageError, match="longer"):
         first_ranks_from_lists([["a", "b"]], [{"a"}], n_candidates=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_both_directions_of_a_captioned_set_match_a_plain_loop(seed: int) -> None:
+    # T tracks with 1-5 captions each, scores on a coarse grid (many ties). audio→text: a track's hit is any
+    # of its captions, AP@10 over its n captions; text→audio: each caption has its one track. Every figure
+    # is recomputed with loops: pessimistic ties (relevant after tied non-relevant), MedR = median.
+    rng = np.random.default_rng(seed)
+    n_tracks = 23
+    owner = [t for t in range(n_tracks) for _ in range(int(rng.integers(1, 6)))]
+    sim = np.round(rng.random((n_tracks, len(owner))) * 4) / 4  # 5 levels: ties everywhere
+    a2t_rel = [[c for c, o in enumerate(owner) if o == t] for t in range(n_tracks)]
+    t2a_rel = [[o] for o in owner]
+    for scores, rel in ((sim, a2t_rel), (sim.T.copy(), t2a_rel)):
+        got, ranks, ap = retrieval_metrics_from_scores(scores, [np.array(r) for r in rel], ks=(1, 5, 10))
+        first, aps = [], []
+        for q, relevant in enumerate(rel):
+            # rank = 1 + candidates placed before the best relevant one (ties: non-relevant first)
+            best = max(scores[q, j] for j in relevant)
+            first.append(1 + sum(1 for j in range(scores.shape[1])
+                                 if scores[q, j] > best or (scores[q, j] == best and j not in relevant)))
+            order = sorted(range(scores.shape[1]), key=lambda j: (-scores[q, j], j in relevant, j))
+            hits, total = 0, 0.0
+            for i, j in enumerate(order[:10], start=1):
+                if j in relevant:
+                    hits += 1
+                    total += hits / i
+            aps.append(total / len(relevant))
+        assert ranks.tolist() == first
+        np.testing.assert_allclose(ap, aps, rtol=0, atol=1e-12)
+        for k in (1, 5, 10):
+            assert got[f"R@{k}"] == pytest.approx(sum(r <= k for r in first) / len(first))
+        s = sorted(first)
+        mid = len(s) // 2
+        assert got["MedR"] == (s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2)
+        assert got["MeanR"] == pytest.approx(sum(first) / len(first))
+        assert got["mAP@10"] == pytest.approx(sum(aps) / len(aps))

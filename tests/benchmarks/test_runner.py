@@ -365,3 +365,19 @@ def test_dataset_intervals_resample_tracks_not_captions(tmp_path: Path) -> None:
         for k in (1, 5):
             hits = {f"R@{k}": (r.ranks <= k).astype(np.float64)}
             assert r.ci[f"R@{k}"] == pytest.approx(metrics_ci(hits, groups=groups)[f"R@{k}"]), (direction, k)
+
+
+def test_dataset_settings_count_library_tracks_that_are_not_in_the_dataset(tmp_path: Path) -> None:
+    # A reused library (e.g. a full run before a --subset run at the default path) holds tracks the dataset
+    # does not name: every one is an extra text→audio candidate, so the settings must say how many.
+    from songseek.benchmarks.datasets import subset
+
+    data = load_manifest(_write_dataset(tmp_path))  # 5 items of 4 files
+    full = evaluate_dataset(data, tmp_path / "lib", FakeEncoder(), ["mean"], IndexConfig(window_s=5.0))
+    assert full.settings["distractor_tracks"] == 0
+    part = subset(data, 2, seed=0)
+    files = {it.audio_path for it in part.items}
+    run = evaluate_dataset(part, tmp_path / "lib", FakeEncoder(), ["mean"], IndexConfig(window_s=5.0))
+    assert run.settings["tracks"] == 4
+    assert run.settings["distractor_tracks"] == 4 - len(files)
+    assert run.results["text_to_audio"]["mean"].n_candidates == 4

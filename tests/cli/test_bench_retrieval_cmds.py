@@ -132,6 +132,15 @@ def test_dataset_run_with_fake_encoder(app: typer.Typer, tmp_path: Path) -> None
     assert again["settings"]["dataset"] == "m[2@seed0]"
     assert again["settings"]["subset"] == {"requested": 2, "size": 2, "seed": 0, "population": 3}
     assert out["settings"]["subset"] is None
+    # the reused library holds the third track too: one extra candidate, said on stderr and in settings
+    assert again["settings"]["distractor_tracks"] == 1 and out["settings"]["distractor_tracks"] == 0
+    assert "1 track(s) of the library are in no dataset item" in res.stderr
+    # a missing file is counted and named, not silently dropped
+    manifest.write_text(manifest.read_text() + json.dumps({"path": "gone.wav", "caption": "lost"}) + "\n")
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--dataset", str(manifest), "--rerank", "max", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "1 audio files missing" in res.stderr and "gone.wav" in res.stderr
+    assert json.loads(res.stdout)["settings"]["missing_audio"] == 1
 
 
 def test_planted_json(app: typer.Typer, tmp_path: Path) -> None:
