@@ -15,6 +15,8 @@ Runtime (fp32 or int8), chosen by ``set_text_backend`` (engine/encoders/text_bac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +87,7 @@ class ClapEncoder(RunnerTextBackend):
         self._info = info
         self._text_backend = "torch"  # a Library asks for "auto"; plain encoder users opt in
         self._runner: TextTowerRunner | None = None
+        self._tokenizer_id = ""
 
     @property
     def info(self) -> EncoderInfo:
@@ -128,6 +131,13 @@ class ClapEncoder(RunnerTextBackend):
             self._runner.request(self._text_backend)
         return self._runner
 
+    def _tokenizer_identity(self) -> str:
+        # The tokenizer may come from $SONGSEEK_CLAP_TOKENIZER or a folder edited apart from the weights:
+        # cached text vectors (kept in a library between runs) must not outlive a change of it.
+        if not self._tokenizer_id:
+            self._tokenizer_id = tokenizer_identity(self._get_tokenizer())
+        return self._tokenizer_id
+
     def embed_text_padded(self, texts: list[str], length: int = TEXT_MAX_TOKENS) -> np.ndarray:
         """The reference path: torch, every text padded to ``length`` tokens (LAION-CLAP pads to 77).
         Returns float32 (len(texts), dim), unit rows. For checks and benchmarks, not for queries."""
@@ -145,6 +155,20 @@ class ClapEncoder(RunnerTextBackend):
         if not batches:
             return np.zeros((0, self._info.dim), dtype=np.float32)
         return l2_normalize(self._text_runner().embed(list(texts)))
+
+
+def tokenizer_identity(tok: Any) -> str:
+    """Hex SHA-256 (16 digits) of what a tokenizer maps texts to: a fast tokenizer's full definition (its
+    truncation and padding state left out: they are set per call), else its class and vocabulary."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = sorted(tok.get_vocab().items())
+    text = json.dumps([type(tok).__name__, getattr(tok, "truncation_side", ""), spec], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -274,6 +298,21 @@ def random_model(config: Any) -> Any:
         torch.random.set_rng_state(state)
 
 
+def check_complete(checkpoint: str, model: Any, missing: Any) -> None:
+    """Refuse a checkpoint that lacks trained tensors: transformers fills them with random values and
+    only logs it, so e.g. a text-only save, or a fused config over unfused weights, would index audio with
+    a random tower while the library says trained weights. Buffers computed at construction (position
+    ids, relative position indices, batch counts) and the training-only logit scales may be absent."""
+    params = dict(model.named_parameters())
+    learned = sorted(k for k in missing if (k in params and not k.startswith("logit_scale"))
+                     or k.endswith(("running_mean", "running_var")))
+    if learned:
+        raise WeightsNotFoundError(
+            f"CLAP checkpoint {checkpoint} lacks {len(learned)} trained tensors of its config's architecture "
+            f"(e.g. {learned[0]}): is it a complete ClapModel saved with save_pretrained, with the config.json "
+            "it was trained with?")
+
+
 def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncoder:
     """Build the ``clap`` encoder from a Hugging Face id (default ``laion/clap-htsat-unfused``) or a
     local ClapModel directory. Raises WeightsNotFoundError (one line) when the weights cannot be found."""
@@ -289,10 +328,16 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
             config = ClapConfig()
         model = random_model(config)
     else:
+        def with_report(local_files_only: bool) -> tuple[Any, dict[str, Any]]:
+            loaded: Any = ClapModel.from_pretrained(source, local_files_only=local_files_only,
+                                                    output_loading_info=True)
+            return loaded[0], loaded[1]
+
         try:
-            model = cache_first(lambda lo: ClapModel.from_pretrained(source, local_files_only=lo), only_local)
+            model, loading = cache_first(with_report, only_local)
         except Exception as exc:
             raise WeightsNotFoundError(_missing_message(ckpt, exc)) from exc
+        check_complete(ckpt, model, loading.get("missing_keys") or ())
     fe, tok = load_parts(source, local)
     info = make_info("clap", ckpt, model, fe, random_weights)
     return ClapEncoder(model, fe, tok, info, device, text_error=missing_tokenizer_message(ckpt),

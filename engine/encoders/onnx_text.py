@@ -7,8 +7,9 @@ the bytes (docs/performance.md, "Text queries").
 Layout: ``cache_root()/<fingerprint>/`` holds ``text-fp32.onnx``, ``text-int8-matmul.onnx``, ``choice.json``
 (the checks and timings that chose the default backend on this machine) and, once a user has run
 ``bench text-ranking --save``, ``int8-ranking.json`` (whether int8 kept a real library's rankings).
-``fingerprint`` hashes the text tower's weights (``weights_fingerprint``), so a cache entry can never serve
-another checkpoint. Files are
+``fingerprint`` hashes the text tower's weights (``weights_fingerprint``) and what else shapes the export
+(``export_context``: opset, torch/transformers/onnx/onnxruntime versions), so a cache entry can never serve
+another checkpoint, nor outlive an upgrade. Files are
 written under temporary names and renamed, so a crash leaves no half model that looks whole.
 
 ``onnxruntime`` and ``onnx`` are the ``onnx`` extra; without them ``missing_reason()`` says so in one line
@@ -45,6 +46,7 @@ CACHE_ENV = "SONGSEEK_CACHE_DIR"
 # embedding tables, was text-int8.onnx; the new export deletes it)
 FP32_FILE, INT8_FILE, CHOICE_FILE = "text-fp32.onnx", "text-int8-matmul.onnx", "choice.json"
 _OLD_INT8_FILE = "text-int8.onnx"
+OPSET = 17
 # The checks a backend must pass to be chosen by default (the issue's thresholds).
 MIN_COSINE = {"torch": 1.0, "onnx": 0.9999, "onnx-int8": 0.99}
 # What ``auto`` may pick besides torch. int8 is left to those who ask for it: a cosine check cannot vouch for
@@ -94,6 +96,22 @@ def cache_root() -> Path:
     """$SONGSEEK_CACHE_DIR/onnx, else ~/.cache/songseek/onnx."""
     base = os.environ.get(CACHE_ENV) or str(Path("~/.cache/songseek").expanduser())
     return Path(base).expanduser() / "onnx"
+
+
+def export_context(tower: torch.nn.Module) -> str:
+    """What besides the weights shapes an exported tower and its vectors: the tower's class, the opset and
+    the versions of torch (exporter), transformers (model code), onnx and onnxruntime (quantiser). Part of the
+    fingerprint, so an upgrade exports afresh instead of reusing a file the new code would not write."""
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    versions = ",".join(f"{d}={version(d)}" for d in ("torch", "transformers", "onnx", "onnxruntime"))
+    return f"{type(tower).__module__}.{type(tower).__qualname__}|opset={OPSET}|{versions}"
 
 
 def weights_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
@@ -194,7 +212,7 @@ def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], f
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(
-                    tower, args, str(tmp), dynamo=False, opset_version=17, input_names=list(inputs.names),
+                    tower, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=list(inputs.names),
                     output_names=["embedding"], dynamic_axes={**inputs.dynamic_axes, "embedding": {0: "batch"}})
 
         _atomic_write_bytes(fp32, write_fp32)
@@ -361,6 +379,13 @@ def auto_candidates(folder: Path) -> tuple[str, ...]:
     ranking check passed."""
     check = read_ranking_check(folder)
     return AUTO_CANDIDATES + (("onnx-int8",) if check is not None and not check.failures() else ())
+
+
+def remove_models(folder: Path) -> None:
+    """Delete one checkpoint's exported models, not its recorded choice or ranking check, so that the next
+    export writes them afresh."""
+    for name in (FP32_FILE, INT8_FILE):
+        (folder / name).unlink(missing_ok=True)
 
 
 def remove_cache(folder: Path) -> None:

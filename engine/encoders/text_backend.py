@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,9 +48,11 @@ class TextTowerRunner:
     # -- identity ----------------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        """Hash of the tower's weights (and the checkpoint file's hash where there is one)."""
+        """Hash of the tower's weights (and the checkpoint file's hash where there is one) and of the
+        library versions and opset that shape its export (``onnx_text.export_context``)."""
         if not self._fingerprint:
-            self._fingerprint = onnx_text.weights_fingerprint(self._tower, self._checkpoint_hash)
+            extra = f"{self._checkpoint_hash}|{onnx_text.export_context(self._tower)}"
+            self._fingerprint = onnx_text.weights_fingerprint(self._tower, extra)
         return self._fingerprint
 
     def cache_folder(self) -> str:
@@ -93,29 +96,43 @@ class TextTowerRunner:
         if missing:
             return TextBackendState("torch", requested, missing), None
         folder = onnx_text.cache_root() / self.fingerprint
+        cached = any((folder / name).exists() for name in (onnx_text.FP32_FILE, onnx_text.INT8_FILE))
         try:
-            onnx_text.export_text_tower(self._tower, self._tokenize(["music", "a calm piano piece with strings"]),
-                                        folder, self._inputs)
-            threads = torch.get_num_threads()
-            paths = {"onnx": folder / onnx_text.FP32_FILE, "onnx-int8": folder / onnx_text.INT8_FILE}
-            if requested != AUTO:
-                return TextBackendState(requested, requested), onnx_text.OnnxTextSession(paths[requested], threads)
-            choice = onnx_text.read_choice(folder, threads)
-            sessions = {} if choice is None or choice.chosen == "torch" else {
-                choice.chosen: onnx_text.OnnxTextSession(paths[choice.chosen], threads)}
-            if choice is None:
-                candidates = onnx_text.auto_candidates(folder)  # reads the saved ranking check once
-                sessions = {name: onnx_text.OnnxTextSession(p, threads) for name, p in paths.items()
-                            if name in candidates}
-                runners: dict[str, Callable[[list[str]], np.ndarray]] = {"torch": self._run_torch}
-                for name, sess in sessions.items():
-                    runners[name] = sess.run_texts(self._tokenize)
-                choice = onnx_text.choose_backend(runners, threads)
-                onnx_text.write_choice(folder, choice)
+            try:
+                return self._resolve_onnx(requested, folder)
+            except Exception:
+                # A cached model that will not load or quantise (truncated copy, disk trouble): export afresh
+                # once, rather than fall back to torch on every run until someone deletes the folder. A fresh
+                # export that fails is not retried.
+                if not cached:
+                    raise
+                onnx_text.remove_models(folder)
+                return self._resolve_onnx(requested, folder)
         except Exception as exc:  # export/quantise/load errors of any kind: the torch path still works
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             note = f"ONNX text path unavailable ({type(exc).__name__}: {first}); text queries use torch"
             return TextBackendState("torch", requested, note), None
+
+    def _resolve_onnx(self, requested: str, folder: Path
+                      ) -> tuple[TextBackendState, onnx_text.OnnxTextSession | None]:
+        onnx_text.export_text_tower(self._tower, self._tokenize(["music", "a calm piano piece with strings"]),
+                                    folder, self._inputs)
+        threads = torch.get_num_threads()
+        paths = {"onnx": folder / onnx_text.FP32_FILE, "onnx-int8": folder / onnx_text.INT8_FILE}
+        if requested != AUTO:
+            return TextBackendState(requested, requested), onnx_text.OnnxTextSession(paths[requested], threads)
+        choice = onnx_text.read_choice(folder, threads)
+        sessions = {} if choice is None or choice.chosen == "torch" else {
+            choice.chosen: onnx_text.OnnxTextSession(paths[choice.chosen], threads)}
+        if choice is None:
+            candidates = onnx_text.auto_candidates(folder)  # reads the saved ranking check once
+            sessions = {name: onnx_text.OnnxTextSession(p, threads) for name, p in paths.items()
+                        if name in candidates}
+            runners: dict[str, Callable[[list[str]], np.ndarray]] = {"torch": self._run_torch}
+            for name, sess in sessions.items():
+                runners[name] = sess.run_texts(self._tokenize)
+            choice = onnx_text.choose_backend(runners, threads)
+            onnx_text.write_choice(folder, choice)
         return TextBackendState(choice.chosen, requested, "", choice), sessions.get(choice.chosen)
 
     # -- running -----------------------------------------------------------------------------------

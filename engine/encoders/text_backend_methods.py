@@ -50,7 +50,14 @@ class RunnerTextBackend:
         """Where this checkpoint's exported ONNX text towers and backend choice are kept."""
         return self._text_runner().cache_folder()
 
+    def _tokenizer_identity(self) -> str:
+        """A hash of the tokenizer where it is not part of the fingerprinted files ('' where it is)."""
+        return ""
+
     def text_cache_key(self) -> str:
-        """What text vectors are keyed by: the tower's weights fingerprint and the backend in use."""
+        """What text vectors are keyed by: the tower's weights fingerprint, the backend in use and, where the
+        tokenizer comes from elsewhere than the weights, the tokenizer."""
         runner = self._text_runner()
-        return f"{self.info.name}:{runner.fingerprint}:{runner.state().backend}"
+        key = f"{self.info.name}:{runner.fingerprint}:{runner.state().backend}"
+        tokenizer = self._tokenizer_identity()
+        return f"{key}:{tokenizer}" if tokenizer else key

@@ -122,7 +122,7 @@ class TextVectorCache:
                     return 0
                 texts = [str(t) for t in data["texts"]]
                 vecs = np.asarray(data["vectors"], dtype=np.float32)
-        except (OSError, ValueError, KeyError, EOFError):
+        except Exception:  # a truncated or damaged zip raises BadZipFile (bad CRC too), odd arrays TypeError
             return 0
         if vecs.ndim != 2 or len(vecs) != len(texts) or not np.isfinite(vecs).all():
             return 0

@@ -326,3 +326,31 @@ def test_a_cached_config_without_vocabulary_downloads_the_tokenizer(monkeypatch:
     monkeypatch.setattr(_hub, "hub_problem", lambda: None)  # the hub answers
     tok = clap_hf.load_tokenizer("laion/clap-htsat-unfused", local_only=False)
     assert tok is not None and len(tok) == 50_265 and calls == [True, False]
+
+
+def test_a_checkpoint_missing_trained_tensors_is_refused(tmp_path: Path, tiny_dir: Path) -> None:
+    """transformers fills tensors absent from the weights with random values and only logs a report: a
+    text-only save, or a fused config over unfused weights, loaded as "trained" and indexed audio with a
+    random tower. Now one line naming what is missing."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(tiny_dir / "model.safetensors"))
+    text_only = tmp_path / "text_only"
+    text_only.mkdir()
+    (text_only / "config.json").write_bytes((tiny_dir / "config.json").read_bytes())
+    save_file({k: v for k, v in weights.items() if not k.startswith("audio_model.")},
+              str(text_only / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(WeightsNotFoundError, match="lacks .* trained tensors") as err:
+        clap_hf.load(str(text_only), "cpu", False)
+    assert "\n" not in str(err.value) and "audio_model." in str(err.value)
+    fused = tmp_path / "fused_config"
+    fused.mkdir()
+    config = json.loads((tiny_dir / "config.json").read_text())
+    config["audio_config"]["enable_fusion"] = True  # the fusion layers have no weights in this file
+    (fused / "config.json").write_text(json.dumps(config))
+    (fused / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    with pytest.raises(WeightsNotFoundError, match="lacks"):
+        clap_hf.load(str(fused), "cpu", False)
+    assert not clap_hf.load(str(tiny_dir), "cpu", False).info.random_weights  # a complete save still loads

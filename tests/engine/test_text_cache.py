@@ -131,11 +131,16 @@ def test_persisted_cache_round_trip(tmp_path: Path) -> None:
     second = with_text_cache(inner, TextVectorCache(), tmp_path / "tc")  # a new process, in effect
     np.testing.assert_array_equal(second.embed_text(["b", "a"]), vecs[[1, 0]])
     assert inner.embedded == []
-    files[0].write_bytes(b"damaged")  # a damaged file only costs the work it would have saved
-    third_inner = CountingFake()
-    third = with_text_cache(third_inner, TextVectorCache(), tmp_path / "tc")
-    np.testing.assert_array_equal(third.embed_text(["a"]), vecs[:1])
-    assert third_inner.embedded == ["a"]
+    good = files[0].read_bytes()
+    at = good.index(vecs.tobytes())
+    flipped = good[:at] + bytes([good[at] ^ 0x40]) + good[at + 1:]  # a changed value: the zip's CRC-32 fails
+    # a damaged file only costs the work it would have saved (a truncated zip raised BadZipFile into search)
+    for damaged in (b"damaged", good[: len(good) // 2], good[:-10], b"", flipped):
+        files[0].write_bytes(damaged)
+        third_inner = CountingFake()
+        third = with_text_cache(third_inner, TextVectorCache(), tmp_path / "tc")
+        np.testing.assert_array_equal(third.embed_text(["a"]), vecs[:1])
+        assert third_inner.embedded == ["a"]
 
 
 def test_library_search_uses_the_cache(tmp_path: Path) -> None:
@@ -162,3 +167,44 @@ def test_library_search_uses_the_cache(tmp_path: Path) -> None:
         "a jazz trio with vibraphone", k=5)
     assert later.embedded == []
     assert Library.open(lib_dir, encoder=FakeEncoder()).text_backend() is None  # one path only
+
+
+def _tiny_clap_dir(directory: Path, swap_words: bool = False) -> Path:
+    """A saved tiny ClapModel (the same seeded weights every time) with the test tokenizer; ``swap_words``
+    gives two of its words each other's ids, as another tokenizer over the same weights would."""
+    import json
+
+    from songseek.engine.encoders import clap_hf
+    from tests.engine.encoder_helpers import save_tiny_tokenizer, tiny_config, tiny_model
+
+    tiny_model(tiny_config()).save_pretrained(directory)
+    clap_hf.laion_feature_extractor().save_pretrained(directory)
+    save_tiny_tokenizer(directory)
+    if swap_words:
+        path = directory / "tokenizer.json"
+        spec = json.loads(path.read_text())
+        vocab = spec["model"]["vocab"]
+        vocab["jazz"], vocab["metal"] = vocab["metal"], vocab["jazz"]
+        path.write_text(json.dumps(spec))
+    return directory
+
+
+def test_another_tokenizer_over_the_same_weights_gets_its_own_vectors(tmp_path: Path) -> None:
+    """The clap key was the weights and the backend only; the tokenizer can change without them
+    ($SONGSEEK_CLAP_TOKENIZER, files copied into the folder), and a library's persisted cache then kept
+    serving the old tokenizer's vectors."""
+    from songseek.engine.encoders import clap_hf
+
+    first = clap_hf.load(str(_tiny_clap_dir(tmp_path / "a")), "cpu", False)
+    other = clap_hf.load(str(_tiny_clap_dir(tmp_path / "b", swap_words=True)), "cpu", False)
+    same = clap_hf.load(str(_tiny_clap_dir(tmp_path / "c")), "cpu", False)
+    key = encoder_cache_key(first)
+    assert key != encoder_cache_key(other)
+    first.embed_text(["heavy metal guitar solo"])  # a call sets the tokenizer's truncation state
+    assert encoder_cache_key(first) == key == encoder_cache_key(same)
+    text = ["jazz piano"]
+    persisted = tmp_path / "tc"
+    with_text_cache(first, TextVectorCache(), persisted).embed_text(text)
+    got = with_text_cache(other, TextVectorCache(), persisted).embed_text(text)  # a later process
+    np.testing.assert_allclose(got, other.embed_text(text), atol=1e-6)
+    assert np.abs(got - first.embed_text(text)).max() > 1e-3

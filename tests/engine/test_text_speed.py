@@ -262,6 +262,60 @@ def test_a_fresh_runner_reuses_the_export_and_the_choice(monkeypatch: pytest.Mon
     np.testing.assert_allclose(again.embed(["x yy zzz"]), want, rtol=1e-5, atol=1e-6)
 
 
+def test_an_upgrade_or_another_opset_exports_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache folder was keyed on the weights only: after upgrading transformers (model code), torch
+    (exporter) or onnxruntime (quantiser), or a change of opset, the old export and its choice were reused."""
+    from importlib import metadata
+
+    def folder() -> str:
+        return TextTowerRunner(_Tower(), _tokenize, "cpu").cache_folder()
+
+    before = folder()
+    assert folder() == before  # stable for the same weights and versions
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "9.9" if d == "transformers" else real_version(d))
+    upgraded = folder()
+    monkeypatch.setattr(onnx_text, "OPSET", 18)
+    assert len({before, upgraded, folder()}) == 3
+
+
+@pytest.mark.parametrize("damaged", [onnx_text.FP32_FILE, onnx_text.INT8_FILE])
+def test_a_damaged_cached_export_is_exported_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   damaged: str) -> None:
+    """A cached model that ONNX Runtime cannot load (a truncated copy, disk trouble) used to send every later
+    run to torch with a note until someone deleted the folder; now it is exported afresh, once."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv(onnx_text.CACHE_ENV, str(tmp_path))
+    first = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    first.request("onnx")
+    assert first.state().backend == "onnx"
+    folder = Path(first.cache_folder())
+    onnx_text.write_choice(folder, onnx_text.BackendChoice("onnx", {"torch": 1.0, "onnx": 1.0}, {}, 1))
+    path = folder / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    ids, mask = _tokenize(["x yy zzz"])
+    want = _Tower()(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy()
+    for backend in ("onnx", "onnx-int8"):
+        runner = TextTowerRunner(_Tower(), _tokenize, "cpu")
+        runner.request(backend)
+        state = runner.state()
+        assert state.backend == backend and state.note == "", state
+        np.testing.assert_allclose(runner.embed(["x yy zzz"]), want, rtol=0.05, atol=0.02)
+    assert onnx_text.read_choice(folder, 1) is not None  # the recorded choice is kept
+    # an export that fails on its own is tried once, not twice
+    calls: list[int] = []
+
+    def boom(*args: Any) -> None:
+        calls.append(1)
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_text, "export_text_tower", boom)
+    onnx_text.remove_models(folder)
+    runner = TextTowerRunner(_Tower(), _tokenize, "cpu")
+    runner.request("onnx")
+    assert runner.state().backend == "torch" and len(calls) == 1
+
+
 def test_demo_onnx_backends_match_torch(shared_data_module: Path) -> None:
     """The demo tower through ONNX Runtime (its four inputs exported with dynamic axes): fp32 equals torch
     on 1,000 captions of 1-60 words, in batches and one text at a time. int8 is close on most captions but
