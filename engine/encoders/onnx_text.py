@@ -163,6 +163,26 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(path, write)
 
 
+# A temporary file older than this is left by a process killed mid-write (an export takes about a minute).
+STALE_TEMP_S = 3600.0
+
+
+def remove_stale_temps(folder: Path, now: float | None = None) -> list[Path]:
+    """Delete the ``.tmp-*`` files in ``folder`` older than STALE_TEMP_S (a kill -9 mid-export leaves one of
+    ~500 MB for the real model, never removed otherwise); returns those deleted. Younger ones may be another
+    process's export in progress and stay."""
+    cutoff = (time.time() if now is None else now) - STALE_TEMP_S
+    gone = []
+    for p in folder.glob(".tmp-*") if folder.is_dir() else ():
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+                gone.append(p)
+        except FileNotFoundError:  # another process removed or renamed it meanwhile
+            continue
+    return gone
+
+
 def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +221,7 @@ def export_text_tower(tower: torch.nn.Module, example: tuple[np.ndarray, ...], f
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32, int8 = folder / FP32_FILE, folder / INT8_FILE
+    remove_stale_temps(folder)
     if not fp32.exists():
         args = tuple(torch.from_numpy(np.asarray(a)) for a in example)
 

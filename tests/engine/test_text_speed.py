@@ -10,6 +10,8 @@ measures the full model). Random weights cannot show ranking damage: that is mea
 from __future__ import annotations
 
 import csv
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -390,3 +392,15 @@ def test_a_new_int8_export_removes_the_old_int8_file(tmp_path: Path) -> None:
     onnx_text.export_text_tower(_Tower(), _tokenize(["a bb", "ccc dd e"]), tmp_path)
     assert (tmp_path / onnx_text.FP32_FILE).is_file() and (tmp_path / onnx_text.INT8_FILE).is_file()
     assert not old.exists()
+
+
+def test_a_temporary_file_left_by_a_killed_export_is_removed_once_stale(tmp_path: Path) -> None:
+    old, young, model = tmp_path / ".tmp-abc.onnx", tmp_path / ".tmp-def.onnx", tmp_path / onnx_text.FP32_FILE
+    for p in (old, young, model):
+        p.write_bytes(b"x")
+    now = time.time()
+    os.utime(old, (now - onnx_text.STALE_TEMP_S - 60,) * 2)  # killed an hour ago
+    os.utime(model, (now - 10 * onnx_text.STALE_TEMP_S,) * 2)  # an old export is kept: only temporaries go
+    assert onnx_text.remove_stale_temps(tmp_path, now) == [old]
+    assert not old.exists() and young.exists() and model.exists()  # young: maybe another process's export
+    assert onnx_text.remove_stale_temps(tmp_path / "absent") == []
