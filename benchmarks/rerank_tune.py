@@ -97,6 +97,8 @@ class TunedRerank:
     best: str
     excluded: dict[str, str]
     segments_measured: bool
+    unknown_relevant: int = 0                # relevant ids of the queries that are not tracks of the library
+    unknown_examples: tuple[str, ...] = ()
 
     @property
     def best_settings(self) -> RerankSettings:
@@ -120,7 +122,8 @@ def tune_rerank(lib: Library, queries: QuerySet, candidates: int | None = None, 
                                DEFAULT_KS, plan, prepared.spans, prepared.texts, ci, kinds=prepared.kinds)
         out[label] = (settings, res[settings.mode])
     sel = select_best({label: dict(r.metrics) for label, (_, r) in out.items()})
-    return TunedRerank(out, sel.best, sel.excluded, sel.segments_measured)
+    return TunedRerank(out, sel.best, sel.excluded, sel.segments_measured, prepared.unknown_relevant,
+                       prepared.unknown_examples)
 
 
 def save_settings(root: Path, settings: RerankSettings) -> None:

@@ -429,7 +429,8 @@ def _embed_texts(lib: Library, texts: list[str]) -> tuple[np.ndarray, list[str |
 class PreparedQueries:
     """A query file made ready for the engine: float32 (Q, dim) vectors, relevant track ids per query,
     per query its text when the engine must score it as sentence chunks (else None), true spans float64
-    (Q, 2) (NaN: none; None when no query has one) and how many relevant ids the library lacks."""
+    (Q, 2) (NaN: none; None when no query has one) and how many relevant ids the library lacks (the first
+    few of them in ``unknown_examples``, for the note that says so)."""
 
     vectors: np.ndarray
     relevant: list[list[str]]
@@ -437,6 +438,16 @@ class PreparedQueries:
     spans: np.ndarray | None
     unknown_relevant: int
     kinds: list[Kind] | None = None
+    unknown_examples: tuple[str, ...] = ()
+
+
+def unknown_ids_note(unknown: int, examples: Sequence[str], library: str | Path) -> str | None:
+    """One line for relevant ids of a query file that are not tracks of the library (None when all are):
+    they are dropped, so each such query is scored on the ids that are (a typo would go unseen otherwise)."""
+    if not unknown:
+        return None
+    return (f"{unknown} relevant id(s) of the queries are not tracks of {library} (first: {', '.join(examples)}) "
+            "and were left out; ids are the library's track_id column (see `songseek sql`)")
 
 
 def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
@@ -447,10 +458,11 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
     if n_text and n_text != len(qs):
         raise UsageError(f"{queries.path}: mix of text and vector queries; use one kind per file")
     known = set(lib.tracks.column("track_id").to_pylist())
-    relevant, unknown = [], 0
+    relevant, unknown, examples = [], 0, []
     for q in qs:
         rel = [t for t in dict.fromkeys(q.relevant) if t in known]
         unknown += len(set(q.relevant)) - len(rel)
+        examples += [t for t in dict.fromkeys(q.relevant) if t not in known][:3 - len(examples)]
         if not rel:
             raise UsageError(f"{queries.path}: query {q.query_id!r}: none of its relevant ids "
                              f"({', '.join(q.relevant[:3])}) is a track of {lib.root}; ids are the library's "
@@ -467,7 +479,7 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
     with_span = [q.start_s is not None and q.end_s is not None for q in qs]
     spans = (np.array([(q.start_s, q.end_s) if ok else (np.nan, np.nan) for q, ok in zip(qs, with_span)])
              if any(with_span) else None)
-    return PreparedQueries(vecs, relevant, texts, spans, unknown, kinds)
+    return PreparedQueries(vecs, relevant, texts, spans, unknown, kinds, tuple(examples))
 
 
 def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusion: FusionParams | None = None,
@@ -489,6 +501,7 @@ def evaluate_queries(lib: Library, queries: QuerySet, modes: Sequence[str], fusi
     settings = {**library_settings(lib), "queries": str(queries.path), "queries_sha256": file_sha256(queries.path),
                 "subset": queries.subset, "n_queries": len(qs), "query_kind": "text" if n_text else "vector",
                 "long_texts": sum(t is not None for t in texts or []), "unknown_relevant_ids": unknown,
+                "unknown_relevant_examples": list(prepared.unknown_examples),
                 **run_settings(modes, fusion, ks, ci, plan, CI_QUERIES), "misses": {"text_to_audio": misses},
                 "seconds": round(time.perf_counter() - t0, 3)}
     return RetrievalRun({"text_to_audio": t2a}, settings)

@@ -44,12 +44,16 @@ def rerank(
     measured and --save is about ranking only."""
     from songseek.benchmarks.datasets import load_queries
     from songseek.benchmarks.rerank_tune import save_settings, tune_rerank
+    from songseek.benchmarks.runner import unknown_ids_note
     from songseek.engine.query.search import Library
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lib = Library.open(library, device=device)
     tuned = tune_rerank(lib, load_queries(queries), candidates, ci)
+    unknown = unknown_ids_note(tuned.unknown_relevant, tuned.unknown_examples, library)
+    if unknown:
+        typer.echo(f"note: {unknown}", err=True)
     if save:
         save_settings(library, tuned.best_settings)
     if json_out:

@@ -73,6 +73,12 @@ class _QueryBar:
 def _emit(run: Any, report: Path | None, json_out: bool) -> None:
     if run.settings.get("random_weights"):
         typer.echo("note: the library was built with RANDOM weights: these figures mean nothing", err=True)
+    from songseek.benchmarks.runner import unknown_ids_note
+
+    unknown = unknown_ids_note(run.settings.get("unknown_relevant_ids", 0),
+                               run.settings.get("unknown_relevant_examples", []), run.settings.get("library", ""))
+    if unknown:
+        typer.echo(f"note: {unknown}", err=True)
     extra = run.settings.get("distractor_tracks", 0)
     if extra:  # a reused library: its other tracks are extra text→audio candidates (lower scores)
         typer.echo(f"note: {extra} track(s) of the library are in no dataset item; they are extra text→audio "

@@ -140,3 +140,14 @@ def test_with_real_spans_the_best_keeps_the_defaults_segment_quality(
     iou = {label: s["metrics"]["IoU>=0.5"] for label, s in report["settings"].items()}
     assert report["segments_measured"] and iou[report["best"]] >= iou["auto"] - 0.01
     assert set(report["excluded"]) == {label for label, v in iou.items() if v < iou["auto"] - 0.01}
+
+
+def test_bench_rerank_names_relevant_ids_the_library_lacks(library_and_queries: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    lib, queries = library_and_queries
+    rows = [json.loads(line) for line in queries.read_text().splitlines()]
+    rows[0]["relevant"] = [rows[0]["relevant"], "nosuch"]
+    (tmp_path / "typo.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, _, err = run("bench", "rerank", "--library", str(lib), "--queries", str(tmp_path / "typo.jsonl"))
+    assert code == 0, err
+    assert f"note: 1 relevant id(s) of the queries are not tracks of {lib} (first: nosuch)" in err

@@ -190,3 +190,21 @@ def test_a_long_engine_planted_run_says_so_before_it_starts() -> None:
     assert "roughly 8 min" in (planted_start_note(1000, "engine", 1) or "")  # 30 × (1/2)² = 7.5
     assert "roughly 15 min" in (planted_start_note(2000, "engine", 2) or "")
     assert planted_start_note(2000, "arrays", 1) is None and planted_start_note(100, "engine", 1) is None
+
+
+def test_relevant_ids_the_library_lacks_are_named_in_a_note(app: typer.Typer, lib_and_queries: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    lib, q = lib_and_queries
+    table = pq.read_table(q).to_pylist()
+    table[0]["relevant"] = [*table[0]["relevant"], "typo-1"]  # still has a real one: scored on it
+    table[3]["relevant"] = [*table[3]["relevant"], "typo-2", "typo-2"]
+    pq.write_table(pa.Table.from_pylist(table), tmp_path / "q.parquet")
+    res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries",
+                                   str(tmp_path / "q.parquet"), "--rerank", "mean", "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)["settings"]
+    assert (s["unknown_relevant_ids"], s["unknown_relevant_examples"]) == (2, ["typo-1", "typo-2"])
+    assert f"note: 2 relevant id(s) of the queries are not tracks of {lib} (first: typo-1, typo-2)" in res.stderr
+    clean = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q),
+                                     "--rerank", "mean", "--json"])
+    assert "relevant id(s)" not in clean.stderr
