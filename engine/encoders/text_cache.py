@@ -31,7 +31,8 @@ DEFAULT_MAX_ENTRIES = 20_000  # 20k × 512 float32 = 40 MiB at most
 
 
 def normalize_text(text: str) -> str:
-    """NFC, whitespace runs collapsed to one space, stripped: texts that embed identically share a key."""
+    """NFC, whitespace runs collapsed to one space, stripped: what the model sees of a query text
+    (engine/query/longtext.py embeds chunks normalised), so texts that differ only there share a key."""
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from songseek.engine.encoders.base import Encoder, l2_normalize
+from songseek.engine.encoders.text_cache import normalize_text
 from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.fusion import FusionParams, FusionResult, rerank_scores
 from songseek.engine.query.kind import Kind, text_kind
@@ -138,9 +139,12 @@ class ChunkedText:
 
 
 def embed_chunked(encoder: Encoder, texts: list[str]) -> list[ChunkedText]:
-    """Chunk every text and embed all chunks in one ``embed_text`` call."""
+    """Chunk every text and embed all chunks in one ``embed_text`` call. The model sees each chunk
+    normalised (NFC, whitespace runs collapsed): RoBERTa tokenises "calm  piano" and a decomposed "é" apart,
+    and the text cache keys on the normalised text, so without this a search with the cache off (or before
+    the text was cached) got another vector than one with it."""
     chunked = [text_chunks(encoder, t) for t in texts]
-    flat = [c for cs in chunked for c in cs]
+    flat = [normalize_text(c) for cs in chunked for c in cs]
     vecs = np.asarray(encoder.embed_text(flat), dtype=np.float32) if flat else np.zeros((0, encoder.info.dim))
     out, i = [], 0
     for t, cs in zip(texts, chunked):

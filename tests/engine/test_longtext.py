@@ -11,6 +11,7 @@ import pytest
 from songseek.engine.encoders import register_encoder
 from songseek.engine.encoders.base import EncoderInfo
 from songseek.engine.encoders.fake import FakeEncoder
+from songseek.engine.encoders.text_cache import TextVectorCache, with_text_cache
 from songseek.engine.errors import QueryError, UsageError
 from songseek.engine.query.fusion import FusionParams, rerank_scores
 from songseek.engine.query.longtext import (
@@ -190,3 +191,22 @@ def test_query_kind_is_the_form_only_for_a_text_read_in_one_piece(tmp_path: Path
     assert lib.query_kind("Soft piano. Then drums.") == "whole"
     assert lib.query_kind(LONG) is None
     assert {h.rerank for h in lib.search(LONG, k=3)} == {"hedge"}
+
+
+def test_the_model_sees_each_chunk_normalised_with_or_without_the_text_cache() -> None:
+    """RoBERTa tokenises "calm  piano" and a decomposed é apart from their normal forms; the text cache keys
+    on the normal form. Both paths now hand the model the normal form, so they give one vector."""
+    seen: list[str] = []
+
+    class Recording(FakeEncoder):
+        def embed_text(self, texts: list[str]) -> np.ndarray:
+            seen.extend(texts)
+            return super().embed_text(texts)
+
+    raw = ["calm  piano\tsolo", "cafe\u0301 jazz"]
+    plain = embed_texts(Recording(), raw)
+    assert seen == ["calm piano solo", "caf\u00e9 jazz"]
+    seen.clear()
+    cached = embed_texts(with_text_cache(Recording(), TextVectorCache()), raw)
+    assert seen == ["calm piano solo", "caf\u00e9 jazz"]
+    np.testing.assert_array_equal(plain, cached)
