@@ -8,6 +8,7 @@ default; mean, max or none). A text past the encoder's token limit is scored as 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import threading
 import warnings
 from collections.abc import Sequence
@@ -150,6 +151,11 @@ class SearchOptions:
         return options if options is not None else cls(**kwargs)
 
     def validated(self) -> SearchOptions:
+        for name in ("k", "candidates", "nprobe"):  # a float or str count would fail later, deep in numpy
+            value = getattr(self, name)
+            if not (value is None and name == "nprobe") and (
+                    not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise QueryError(f"{name} must be an integer (got {value!r})")
         if self.k <= 0:
             raise QueryError(f"k must be at least 1 (got {self.k})")
         if self.rerank is not None and self.rerank not in RERANK_MODES:
@@ -358,7 +364,11 @@ class Library:
         if text is not None:
             return self.search_texts([text], opts)[0]
         if vector is not None:
-            q = self._check_vectors(np.asarray(vector).reshape(1, -1))
+            v = np.asarray(vector)
+            if v.ndim > 1 and v.shape[0] != 1:  # flattened, its shape would be reported as (1, n x dim)
+                raise QueryError(f"vector= takes one ({self.manifest.dim},) vector, got shape {v.shape}: "
+                                 "search several with search_vectors")
+            q = self._check_vectors(v.reshape(1, -1))
         else:
             start_s, end_s = excerpt_bounds(start_s, end_s, max_excerpt_s)
             sr = self.encoder.info.sample_rate
@@ -535,8 +545,16 @@ class Library:
             if allowed is not None:
                 owners = only_rows(owners, allowed, self.n_tracks)
             cand, cand_scores = best_per_track(owners, scores, want)
-            if len(cand) >= want or kf >= covered or exhausted:
+            if len(cand) >= want or kf >= covered:
                 return cand, cand_scores
+            if exhausted:
+                # The probed lists hold too few (matching) tracks. k hits must still come back whenever k
+                # tracks match (a filter can exclude most of the probed lists): fill in by the exact scan.
+                counts = self._cols["frame_count"]
+                reachable = int(np.count_nonzero(counts if allowed is None else counts[allowed]))
+                if len(cand) >= min(opts.k, reachable):
+                    return cand, cand_scores
+                return self.exact_candidates(q, want, allowed)
             kf *= 4
 
     def _subset_candidates(self, q: np.ndarray, want: int, allowed: np.ndarray

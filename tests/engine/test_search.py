@@ -181,3 +181,40 @@ def test_segments_span_the_asked_seconds_when_windows_overlap(tmp_path: Path) ->
     for mode in ("auto", "fusion", "part", "mean"):
         for h in lib.search(vector=q, k=8, rerank=mode):
             assert h.segment.end_s - h.segment.start_s <= 30.0 + 1e-9, (mode, h.segment)
+
+
+def brute_best_window(lib: Library, q: np.ndarray, keep: set[str] | None = None) -> list[str]:
+    """Track ids by best window over every frame (ties: track id), only those in ``keep`` when given."""
+    qn = (q / np.linalg.norm(q)).astype(np.float32)
+    best = [(-float((np.asarray(lib.store.vectors(r["frame_start"], r["frame_count"])) @ qn).max()), r["track_id"])
+            for r in lib.tracks.to_pylist() if keep is None or r["track_id"] in keep]
+    return [t for _, t in sorted(best)]
+
+
+def test_ivf_filter_still_returns_k_hits_when_the_probed_lists_hold_too_few(tmp_path: Path) -> None:
+    """A filter over more frames than ``subset_frames`` goes through FAISS; where the probed IVF lists hold
+    fewer than k matching tracks, the exact masked scan must fill in (docs/api.md: k hits whenever k match)."""
+    ingest_table(vector_table(300, 16, seed=5, max_frames=20), tmp_path / "lib", index_factory="IVF16,Flat")
+    lib = Library.open(tmp_path / "lib", policy=ExactPolicy(subset_frames=0))  # as a large library would
+    assert "IVF" in lib.manifest.index_description
+    keep = {r["track_id"] for r in lib.tracks.to_pylist() if r["year"] == 1960}
+    assert len(keep) == 8
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        q = rng.standard_normal(16).astype(np.float32)
+        hits = lib.search(vector=q, k=20, where="year = 1960", nprobe=1, candidates=20, rerank="max")
+        assert [h.track_id for h in hits] == brute_best_window(lib, q, keep)
+        hits = lib.search(vector=q, k=5, where="year = 1960", nprobe=1, candidates=5, rerank="max")
+        assert len(hits) == 5 and {h.track_id for h in hits} <= keep
+
+
+@pytest.mark.parametrize("kwargs", [{"k": 2.5}, {"k": "3"}, {"candidates": 3.5}, {"nprobe": 1.5}, {"k": True}])
+def test_option_counts_must_be_integers(lib: Library, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(QueryError, match="integer"):
+        lib.search(vector=np.ones(24, np.float32), **kwargs)
+
+
+def test_several_vectors_given_to_search_name_their_own_shape(lib: Library) -> None:
+    with pytest.raises(QueryError, match=r"\(2, 24\).*search_vectors"):
+        lib.search(vector=np.ones((2, 24), np.float32))
+    assert len(lib.search(vector=np.ones((1, 24), np.float32), k=2)) == 2  # one row is one vector
