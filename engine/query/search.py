@@ -514,10 +514,18 @@ class Library:
                 self._where_cache.pop(next(iter(self._where_cache)))
         return rows
 
+    def _collapsible(self) -> int:
+        """Tracks that collapse_duplicates can drop (members of a duplicate group past its first): a pool of
+        k more candidates than that still holds k groups when the library has them."""
+        table = self.extra_tables.get("duplicates")
+        if table is None or table.num_rows == 0:
+            return 0
+        return table.num_rows - len(set(table.column("dup_group").to_pylist()))
+
     def candidates(self, q: np.ndarray, opts: SearchOptions, allowed: np.ndarray | None
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Top candidate track rows by their best frame score (int64 (c,), float32 (c,)), best first."""
-        want = max(opts.candidates, opts.k)
+        want = max(opts.candidates, (opts.k + self._collapsible()) if opts.collapse_duplicates else opts.k)
         if allowed is not None:
             subset = int(self._cols["frame_count"][allowed].sum())
             if subset <= self.policy.subset_frames:

@@ -78,6 +78,9 @@ def test_stored_groups_filter_searches_and_marks_survive_reruns(root: Path) -> N
     assert set(plain[:3]) == {"t000", "t001", "t002"}
     assert collapsed[0] == plain[0] and not {"t000", "t001", "t002"} & set(collapsed[1:])
     assert len(collapsed) == 5
+    # a pool of exactly k candidates held the 3 copies, so only 3 groups came back; it grows past them
+    tight = [h.track_id for h in lib.search(vector=q, k=5, candidates=5, rerank="max", collapse_duplicates=True)]
+    assert tight == collapsed
     # the user says t000 and t002 are not duplicates: t002 leaves the group, now and on every rerun
     update_library(root, DuplicateParams(audio=False), [("t002", "t000")])
     for _ in range(2):
