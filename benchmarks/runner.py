@@ -458,7 +458,8 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
     if n_text and n_text != len(qs):
         raise UsageError(f"{queries.path}: mix of text and vector queries; use one kind per file")
     known = set(lib.tracks.column("track_id").to_pylist())
-    relevant, unknown, examples = [], 0, []
+    relevant, unknown = [], 0
+    examples: list[str] = []
     for q in qs:
         rel = [t for t in dict.fromkeys(q.relevant) if t in known]
         unknown += len(set(q.relevant)) - len(rel)
