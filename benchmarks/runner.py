@@ -562,6 +562,7 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
                 "items_evaluated": len(kept),
                 # library tracks no item names (a reused library): extra text→audio candidates
                 "distractor_tracks": lib.n_tracks - len({item_track[i] for i in kept}),
+                "clips_longer_than_30s": _long_trimmed_clips(lib, dataset, [str(item_track[i]) for i in kept]),
                 "missing_audio": len(dataset.missing), "captions": len(texts),
                 "long_texts": sum(t is not None for t in long_texts), "failed_to_index": report.failed,
                 "index_run": report.summary(), **run_settings(modes, fusion, ks, ci, plan, CI_DATASET),
@@ -569,6 +570,15 @@ def evaluate_dataset(dataset: RetrievalDataset, library: Path, encoder: Encoder,
                 "spans_without_windows": {"audio_to_text": spans_without_windows(lib, a2t_queries)},
                 "seconds": round(time.perf_counter() - t0, 3)}
     return RetrievalRun({"text_to_audio": t2a, "audio_to_text": a2t}, settings)
+
+
+def _long_trimmed_clips(lib: Library, dataset: RetrievalDataset, tracks: list[str]) -> int:
+    """MusicCaps read as trimmed clips (no item has a span): how many of its files last over 30 s, i.e. are
+    whole YouTube audio rather than the 10 s clip (then every item covers a whole song). 0 otherwise."""
+    if not dataset.name.startswith("musiccaps") or any(it.start_s is not None for it in dataset.items):
+        return 0
+    durations = dict(zip(lib.tracks.column("track_id").to_pylist(), lib.track_column("duration_s").tolist()))
+    return sum(durations.get(t, 0.0) > 30.0 for t in set(tracks))
 
 
 def paired_difference(a: QueryRanks, b: QueryRanks, ks: Sequence[int] = DEFAULT_KS, n: int = 1000,

@@ -79,6 +79,11 @@ def _emit(run: Any, report: Path | None, json_out: bool) -> None:
                                run.settings.get("unknown_relevant_examples", []), run.settings.get("library", ""))
     if unknown:
         typer.echo(f"note: {unknown}", err=True)
+    long_clips = run.settings.get("clips_longer_than_30s", 0)
+    if long_clips:  # --layout musiccaps reads each file as the 10 s clip
+        typer.echo(f"note: {long_clips} MusicCaps file(s) are longer than 30 s, so they are not the 10 s clips "
+                   "--layout musiccaps expects; if the folder holds whole YouTube audio, use --layout "
+                   "musiccaps-full (items become each row's start_s-end_s)", err=True)
     extra = run.settings.get("distractor_tracks", 0)
     if extra:  # a reused library: its other tracks are extra text→audio candidates (lower scores)
         typer.echo(f"note: {extra} track(s) of the library are in no dataset item; they are extra text→audio "
@@ -137,7 +142,8 @@ def retrieval(
     queries: Path = typer.Option(None, "--queries", help="Parquet/CSV/JSONL with query (text) or vector, relevant "
                                  "(track id or list)[, start_s, end_s]."),
     dataset: Path = typer.Option(None, "--dataset", help="Dataset manifest (CSV/JSONL/Parquet: path, caption[s])."),
-    layout: str = typer.Option("manifest", "--layout", help="manifest, musiccaps or song-describer."),
+    layout: str = typer.Option("manifest", "--layout", help="manifest, musiccaps (each file the 10 s clip), "
+                               "musiccaps-full (each file the whole YouTube audio) or song-describer."),
     audio_dir: Path = typer.Option(None, "--audio-dir", help="Audio folder for the musiccaps/song-describer layouts."),
     missing: str = typer.Option("skip", "--missing", help="skip (evaluate what is present) or error."),
     subset_n: int = typer.Option(0, "--subset", help="Evaluate a seeded random subset of this many items/queries "
@@ -208,13 +214,16 @@ def _load_dataset(ds: Any, dataset: Path, layout: str, audio_dir: Path | None, m
         raise UsageError(f"--missing is skip or error, got {missing!r}")
     if layout == "manifest":
         data = ds.load_manifest(dataset, on_missing=missing)
-    elif layout in ("musiccaps", "song-describer"):
+    elif layout in ("musiccaps", "musiccaps-full", "song-describer"):
         if audio_dir is None:
             raise UsageError(f"--layout {layout} needs --audio-dir")
-        loader = ds.load_musiccaps if layout == "musiccaps" else ds.load_song_describer
-        data = loader(dataset, audio_dir, on_missing=missing)
+        if layout == "song-describer":
+            data = ds.load_song_describer(dataset, audio_dir, on_missing=missing)
+        else:  # musiccaps-full: items are the CSV's start_s-end_s inside each file
+            data = ds.load_musiccaps(dataset, audio_dir, on_missing=missing,
+                                     clip_layout="full" if layout == "musiccaps-full" else "trimmed")
     else:
-        raise UsageError(f"--layout is manifest, musiccaps or song-describer (got {layout!r})")
+        raise UsageError(f"--layout is manifest, musiccaps, musiccaps-full or song-describer (got {layout!r})")
     if data.missing:  # name some: a count alone does not say whether a download or a path went wrong
         shown = ", ".join(str(p) for p in data.missing[:3]) + (", ..." if len(data.missing) > 3 else "")
         typer.echo(f"note: {len(data.missing)} audio files missing ({shown}); evaluating the {len(data.items)} "

@@ -208,3 +208,28 @@ def test_relevant_ids_the_library_lacks_are_named_in_a_note(app: typer.Typer, li
     clean = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q),
                                      "--rerank", "mean", "--json"])
     assert "relevant id(s)" not in clean.stderr
+
+
+def test_musiccaps_whole_youtube_audio_is_said_and_musiccaps_full_reads_the_spans(app: typer.Typer,
+                                                                                     tmp_path: Path) -> None:
+    sf = pytest.importorskip("soundfile")
+    sr, audio = 16000, tmp_path / "audio"
+    audio.mkdir()
+    rows = ["ytid,start_s,end_s,caption,is_audioset_eval"]
+    for i, freq in enumerate((200, 700, 2500)):  # whole "YouTube audio" of 40 s, the clip at 10-20 s
+        t = np.arange(40 * sr) / sr
+        sf.write(audio / f"yt{i}.wav", (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+        rows.append(f"yt{i},10,20,a steady tone number {i},True")
+    csv = tmp_path / "musiccaps.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    args = ["bench", "retrieval", "--dataset", str(csv), "--audio-dir", str(audio), "--encoder", "fake",
+            "--window", "5", "--rerank", "max", "--json"]
+    res = CliRunner().invoke(app, [*args, "--layout", "musiccaps"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["settings"]["clips_longer_than_30s"] == 3
+    assert "3 MusicCaps file(s) are longer than 30 s" in res.stderr and "--layout musiccaps-full" in res.stderr
+    res = CliRunner().invoke(app, [*args, "--layout", "musiccaps-full"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads(res.stdout)["settings"]
+    assert settings["clips_longer_than_30s"] == 0 and "longer than 30 s" not in res.stderr
+    assert settings["spans_without_windows"] == {"audio_to_text": 0}  # each item is its 10-20 s span
