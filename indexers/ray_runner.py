@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -291,7 +292,9 @@ def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: En
                        compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
                        num_cpus=options.cpus_per_worker, runtime_env=_threads_env(options.threads_per_worker),
                        max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES))
+    before = set(threading.enumerate())
     batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    finished = False
     try:
         for table in batches:
             absorb_vectors(commit, table, info.dim)
@@ -301,6 +304,7 @@ def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: En
             left = [jobs[i].path for i in range(commit.next_job, len(jobs)) if not commit.is_failed(i)]
             raise SongseekError(f"the Ray job ended with {len(left)} file(s) incomplete (first: {left[:1]}); "
                                 "the files before them are committed: run the same index again to finish")
+        finished = True
     except ray.exceptions.RayError as exc:  # first: a RayTaskError is also an instance of the error it wraps
         commit.maybe_commit(force=True)
         cause = getattr(exc, "cause", None)
@@ -312,8 +316,29 @@ def _run(ray: ModuleType, commit: CommitStage, factory: EncoderFactory, info: En
         commit.maybe_commit(force=True)
         raise
     finally:
-        if isinstance(batches, Generator):  # stop the streaming executor now, not when garbage collected
-            batches.close()
+        with interrupts_held():  # a second Ctrl-C waits for this (bounded) clean-up
+            if isinstance(batches, Generator):  # stop the streaming executor now, not when garbage collected
+                batches.close()
+            if not finished:
+                wait_for_ray_data_threads(before)
+
+
+# Ray Data's threads of one iteration (iter_batches' workers and prefetcher, the executor, its metadata
+# fetcher). After a stop mid-iteration they wind down on their own, a few 0.1 s polls later.
+RAY_DATA_THREADS = ("iter_threaded", "Prefetcher", "ray-data-metadata-prefetch", "StreamingExecutor-")
+
+
+def wait_for_ray_data_threads(before: set[threading.Thread], timeout_s: float = 10.0) -> list[str]:
+    """Join Ray Data's threads started since ``before`` (at most ``timeout_s`` in all); returns the names of
+    those still alive. Why: one still inside ray.get() when the driver calls ray.shutdown() makes Ray end
+    the process with exit 1 ("The core worker has already been shutdown"), so a Ctrl-C or an error near the
+    end of a run lost its "interrupted: N of M committed" line (seen on a fast CI machine)."""
+    deadline = time.monotonic() + timeout_s
+    for t in set(threading.enumerate()) - before:
+        if t.name.startswith(RAY_DATA_THREADS) and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in set(threading.enumerate()) - before
+                  if t.name.startswith(RAY_DATA_THREADS) and t.is_alive())
 
 
 def ray_error_line(exc: BaseException) -> str:

@@ -34,9 +34,10 @@ from songseek.indexers.ray_runner import (
     pool_size,
     probe_address,
     ray_driver,
+    wait_for_ray_data_threads,
 )
 from songseek.indexers.stages import CommitStage
-from tests.indexers.ray_helpers import LONG_RUN, assert_same_library, make_music, snapshot, wait_for_first_commit
+from tests.indexers.ray_helpers import LONG_RUN, assert_same_library, make_music, snapshot
 
 needs_ray = pytest.mark.usefixtures("ray_cluster")
 CONFIG = IndexConfig(window_s=4.0, hop_s=2.0, batch_size=3, commit_every_files=1)
@@ -317,6 +318,34 @@ def test_a_ctrl_c_while_interrupts_are_held_is_raised_when_the_block_ends() -> N
     assert out == [] and finished == [True, True]
 
 
+def test_ray_data_threads_started_by_the_run_are_waited_for_and_others_are_not() -> None:
+    before = set(threading.enumerate())
+    release = threading.Event()
+    quick = threading.Thread(target=time.sleep, args=(0.3,), name="iter_threaded", daemon=True)
+    stuck = threading.Thread(target=release.wait, name="StreamingExecutor-x", daemon=True)
+    other = threading.Thread(target=release.wait, name="someone-else", daemon=True)
+    for t in (quick, stuck, other):
+        t.start()
+    t0 = time.monotonic()
+    left = wait_for_ray_data_threads(before, timeout_s=1.0)
+    waited = time.monotonic() - t0
+    release.set()
+    assert not quick.is_alive() and left == ["StreamingExecutor-x"]  # joined; bounded by the timeout
+    assert 0.3 <= waited < 5.0  # not waited on someone-else's thread past the one timeout
+
+
+# Ctrl-C from inside the driver once its first file is finished (the main thread, mid-iteration: Ray Data's
+# threads are busy), not from the test after a poll: a fast machine had finished the whole job by then, and
+# the interrupt landed in the job's last moments.
+_CTRL_C_AFTER_FIRST_FILE = (
+    "import os, signal; import songseek.indexers.stages as st; real = st.CommitStage.finish_ready; sent = []\n"
+    "def f(self):\n"
+    "    real(self)\n"
+    "    if self.next_job >= 1 and not sent:\n"
+    "        sent.append(1); os.kill(os.getpid(), signal.SIGINT)\n"
+    "st.CommitStage.finish_ready = f\n")
+
+
 @needs_ray
 def test_ctrl_c_stops_the_workers_and_leaves_a_library_the_rerun_finishes(tmp_path: Path, ray_cluster: str) -> None:
     src = tmp_path / "music"
@@ -324,22 +353,14 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_library_the_rerun_finishes(tmp_pa
     make_music(src, lengths, sample_rate=rate)
     index_paths([src], tmp_path / "want", FakeEncoder(), CONFIG)
     lib = tmp_path / "got"
-    proc = subprocess.Popen([sys.executable, "-c", CLI_CTRL_C, "index", str(src), "--library", str(lib), "--encoder",
-                             "fake", "--window", "4", "--hop", "2", "--batch-size", "3", "--commit-every", "1",
-                             "--ray", ray_cluster], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_first_commit(proc, lib)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if out.startswith("added "):  # its summary: the run finished before the interrupt reached it
-        pytest.skip(f"the run finished before the interrupt reached it (exit {proc.returncode})")
+    cli = f"exec({_CTRL_C_AFTER_FIRST_FILE!r}); " + CLI_CTRL_C
+    proc = subprocess.run([sys.executable, "-c", cli, "index", str(src), "--library", str(lib), "--encoder",
+                           "fake", "--window", "4", "--hop", "2", "--batch-size", "3", "--commit-every", "1",
+                           "--ray", ray_cluster], capture_output=True, text=True, timeout=180)
+    err = proc.stderr
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted"), err[-2000:]
     committed = Library.open(lib).n_tracks
-    assert 1 <= committed <= len(lengths)
+    assert 1 <= committed < len(lengths)  # stopped after its first file: the rest is left to the rerun
     assert wait_for_cpus(ray_cluster) == 2.0  # the interrupted job's decode tasks and actors are gone
     r = index_paths([src], lib, FakeEncoder(), CONFIG, driver=ray_driver(EncoderSpec("fake")))
     assert (r.unchanged, r.added, r.failed) == (committed, len(lengths) - committed, 0)
