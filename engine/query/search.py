@@ -538,7 +538,8 @@ class Library:
         if index is None or not covered:
             return self.exact_candidates(q, want, allowed)
         # per call, so concurrent queries keep their own; an index without IVF lists takes none
-        nprobe = (opts.nprobe or self.default_nprobe()) if "IVF" in self.manifest.index_description else None
+        is_ivf = faiss_index.ivf_nlist(self.manifest.index_description) > 0
+        nprobe = (opts.nprobe or self.default_nprobe()) if is_ivf else None
         # The tail not yet in the index is searched by brute force.
         tail_scores, tail_rows = faiss_index.exact_search(self.store.rows(covered, n), q[None], n - covered)
         tail_rows = tail_rows[0] + covered

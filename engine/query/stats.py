@@ -69,7 +69,7 @@ def library_stats(lib: Library) -> LibraryStats:
         checkpoint=m.encoder.checkpoint, checkpoint_sha256=m.encoder.checkpoint_sha256, dim=m.dim,
         sample_rate=m.encoder.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
         index=m.index_description or "none", index_factory=m.index_factory, index_frames=m.index_frames,
-        index_status=status, index_nprobe=lib.default_nprobe() if m.index_description.startswith("IVF") else 0,
+        index_status=status, index_nprobe=lib.default_nprobe() if faiss_index.ivf_nlist(m.index_description) else 0,
         rerank={**lib.rerank_settings().to_json(), "saved": bool(m.rerank)},
         random_weights=m.encoder.random_weights, failures=failures,
         audio_hours=float(lib.track_column("duration_s").sum()) / 3600 if lib.n_tracks else 0.0, size_bytes=size,
