@@ -461,9 +461,11 @@ def prepare_queries(lib: Library, queries: QuerySet) -> PreparedQueries:
     relevant, unknown = [], 0
     examples: list[str] = []
     for q in qs:
-        rel = [t for t in dict.fromkeys(q.relevant) if t in known]
-        unknown += len(set(q.relevant)) - len(rel)
-        examples += [t for t in dict.fromkeys(q.relevant) if t not in known][:3 - len(examples)]
+        ids = list(dict.fromkeys(q.relevant))
+        rel = [t for t in ids if t in known]
+        lacking = [t for t in ids if t not in known]
+        unknown += len(lacking)
+        examples += lacking[:3 - len(examples)]
         if not rel:
             raise UsageError(f"{queries.path}: query {q.query_id!r}: none of its relevant ids "
                              f"({', '.join(q.relevant[:3])}) is a track of {lib.root}; ids are the library's "

@@ -84,12 +84,12 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
     if table.num_rows == 0:
         raise UsageError(f"{source}: no rows")
     ids = _track_ids(table, source)
-    starts, ends = _times(table, ids, source)
+    starts, ends, order = _times(table, ids, source)
     vectors = _vectors(table, ids, starts, source)
     dim = vectors.shape[1]
     cols = _track_columns(table, source)
     _check_durations(cols.get("duration_s"), ids, starts, source)
-    measured_hop = _median_hop(ids, starts)  # 0: every track has one window, so the table shows no hop
+    measured_hop = _median_hop(ids, starts, order)  # 0: every track has one window, so the table shows no hop
     window = float(window_s or np.median(ends - starts))
     hop = float(hop_s or measured_hop or window)
     if not (window <= MAX_SECONDS and hop <= MAX_SECONDS):  # the manifest could not be read back
@@ -102,7 +102,6 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
     if index_factory is not None:
         faiss_index.check_factory(index_factory, dim)  # the index is built after the commit: refuse it first
     manifest = Manifest(encoder=info, window_s=window, hop_s=hop, index_factory=index_factory or "auto")
-    order = np.lexsort((starts, ids))
     bounds = np.flatnonzero(np.r_[True, ids[order][1:] != ids[order][:-1], True])
     unchanged = 0
     with LibraryWriter(library, manifest) as writer:
@@ -152,9 +151,10 @@ def _track_ids(table: pa.Table, source: str) -> np.ndarray:
     return ids
 
 
-def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """start_s, end_s as float64; refused unless every window is finite, from 0 s on, of some length, and
-    listed once (a NaN or empty window would also leave the manifest's window unreadable)."""
+def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """start_s, end_s as float64 and the rows in (track_id, start_s) order; refused unless every window is
+    finite, from 0 s on, of some length, and listed once (a NaN or empty window would also leave the
+    manifest's window unreadable)."""
     try:
         starts, ends = (table.column(c).cast(pa.float64()).to_numpy().astype(np.float64, copy=True)
                         for c in ("start_s", "end_s"))
@@ -179,7 +179,7 @@ def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, n
         a, b = sorted((int(order[k]), int(order[k + 1])))
         raise UsageError(f"{source}: track {ids[a]} has two windows starting at {starts[a]:g} s (rows {a} and {b}, "
                          "0-based); list each window once")
-    return starts, ends
+    return starts, ends, order
 
 
 def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) -> np.ndarray:
@@ -293,8 +293,7 @@ def _refuse_encoder_for_precomputed(library: Path, info: EncoderInfo) -> None:
                          f"--encoder {info.name} into a new --library")
 
 
-def _median_hop(ids: np.ndarray, starts: np.ndarray) -> float:
-    order = np.lexsort((starts, ids))
+def _median_hop(ids: np.ndarray, starts: np.ndarray, order: np.ndarray) -> float:
     same = ids[order][1:] == ids[order][:-1]
     steps = np.diff(starts[order])[same]
     return float(np.median(steps)) if len(steps) else 0.0

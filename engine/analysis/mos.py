@@ -404,17 +404,16 @@ def read_ratings(path: str | Path, tracks: pa.Table, system_column: str = "syste
         return (np.bincount(idx, weights=np.asarray(values, np.float64), minlength=len(first)) / counts
                 ).astype(np.float32)
 
-    where: dict[tuple[str, str], int] = {}  # each example's first row
-    track_row: dict[str, int] = {}  # each track's first row
-    for r, k in enumerate(keys):
-        where.setdefault(k, r)
-        j = track_row.setdefault(k[0], r)
-        if sys_col is not None and systems[r] != systems[j]:
-            raise UsageError(f"{path}: rows of track {k[0]} name systems {systems[j]!r} (line {lines[j]}) and "
-                             f"{systems[r]!r} (line {lines[r]}); a clip comes from one system")
+    track_row: dict[str, int] = {}  # each track's first row: all of a track's rows name its system
+    if sys_col is not None:
+        for r, t in enumerate(ids):
+            j = track_row.setdefault(t, r)
+            if systems[r] != systems[j]:
+                raise UsageError(f"{path}: rows of track {t} name systems {systems[j]!r} (line {lines[j]}) and "
+                                 f"{systems[r]!r} (line {lines[r]}); a clip comes from one system")
     return Ratings(tuple(k[0] for k in first), mean(imp), mean(ali) if ali_col else None,
                    tuple(k[1] for k in first) if ali_col else None,
-                   tuple(systems[where[k]] for k in first) if sys_col else None, tuple(unmatched),
+                   tuple(systems[track_row[t]] for t, _ in first) if sys_col else None, tuple(unmatched),
                    len(keys) - len(first), len(rows))
 
 

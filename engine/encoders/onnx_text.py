@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -407,8 +406,3 @@ def remove_models(folder: Path) -> None:
     export writes them afresh."""
     for name in (FP32_FILE, INT8_FILE):
         (folder / name).unlink(missing_ok=True)
-
-
-def remove_cache(folder: Path) -> None:
-    """Delete one checkpoint's exported models (e.g. after a failed export left something unusable)."""
-    shutil.rmtree(folder, ignore_errors=True)
