@@ -8,7 +8,8 @@ with runs of whitespace collapsed. Case is kept: RoBERTa's tokenizer is case-sen
 ``TextVectorCache`` is an LRU of at most ``max_entries`` vectors (each stored read-only, so a caller
 cannot change what the next one gets). One lock guards it; a lookup is a dict access, microseconds.
 ``save``/``load`` keep one encoder's entries in an ``.npz`` file (written to a temporary name, then
-renamed), which is how a library persists its queries' vectors between processes.
+renamed), which is how a library persists its queries' vectors between processes; vectors added since
+the last save go to an append-only journal beside it (``text_cache_journal``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from . import text_cache_journal as journal
 from .base import Encoder, EncoderInfo, TextBackendEncoder
 
 DEFAULT_MAX_ENTRIES = 20_000  # 20k × 512 float32 = 40 MiB at most
+# The journal is folded into the .npz once it holds more rows than this and than the .npz: a full write then
+# happens after at least as many appended rows as it writes, so persisting costs O(1) per new vector.
+JOURNAL_MIN_ROWS = 1024
+_REWRITE = 1 << 62  # journal rows that force the next persist to write the .npz
 
 
 def normalize_text(text: str) -> str:
@@ -147,7 +153,8 @@ def encoder_cache_key(encoder: Encoder) -> str:
 class CachedTextEncoder:
     """An Encoder whose ``embed_text`` asks ``cache`` first and embeds only the texts it lacks (each
     distinct one once). With ``persist_dir``, the key's entries are loaded from there on first use and
-    saved back whenever a call added some (one ``.npz`` per encoder key)."""
+    the vectors a call adds are kept there: appended to the key's journal (``.log``), which is folded into
+    the key's ``.npz`` once it outgrows it (``JOURNAL_MIN_ROWS``)."""
 
     def __init__(self, inner: Encoder, cache: TextVectorCache, persist_dir: Path | None = None) -> None:
         self.inner = inner
@@ -155,6 +162,8 @@ class CachedTextEncoder:
         self._persist_dir = persist_dir
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()  # apart from _lock: a full save must not hold up lookups
+        self._rows: dict[str, tuple[int, int]] = {}  # key -> (rows in the .npz, rows in the journal)
         # An isinstance check against a runtime Protocol inspects every member (~0.05 ms): once, not per query.
         self._backend_inner = inner if isinstance(inner, TextBackendEncoder) else None
         self._static_key = "" if self._backend_inner is not None else encoder_cache_key(inner)
@@ -175,7 +184,14 @@ class CachedTextEncoder:
                 self._loaded.add(key)
                 path = self.persist_path_for(key)
                 if path is not None:
-                    self.cache.load(key, path)
+                    saved = self.cache.load(key, path)
+                    texts, vecs, intact = journal.read(path.with_suffix(".log"), key)
+                    if texts:
+                        self.cache.put(key, texts, vecs)
+                    # a damaged .npz, or a damaged journal (it hides what is appended after it): the
+                    # next new vector rewrites the .npz
+                    damaged = not intact or (saved == 0 and path.exists())
+                    self._rows[key] = (saved, _REWRITE if damaged else len(texts))
         return key
 
     def persist_path_for(self, key: str) -> Path | None:
@@ -198,11 +214,27 @@ class CachedTextEncoder:
             found = [v if v is not None else fresh[normalize_text(t)] for t, v in zip(texts, found)]
             path = self.persist_path_for(key)
             if path is not None:
-                try:
-                    self.cache.save(key, path)
-                except OSError:  # a read-only library: the cache only saves work, searches go on
-                    pass
+                self._persist(key, path, missing, new)
         return np.stack([np.asarray(v) for v in found]).astype(np.float32)
+
+
+    def _persist(self, key: str, path: Path, texts: list[str], vectors: np.ndarray) -> None:
+        """Append the new vectors to the key's journal, or write the whole .npz (and drop the journal) when
+        there is none yet or the journal has outgrown it. Rows another process appends to the journal
+        between this save and the unlink are lost: the cache only saves work."""
+        log = path.with_suffix(".log")
+        with self._persist_lock:
+            saved, logged = self._rows.get(key, (0, 0))
+            try:
+                if not path.exists() or logged + len(texts) > max(JOURNAL_MIN_ROWS, saved):
+                    self._rows[key] = (self.cache.save(key, path), 0)
+                    log.unlink(missing_ok=True)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    journal.append(log, key, texts, vectors)
+                    self._rows[key] = (saved, logged + len(texts))
+            except OSError:  # a read-only library: the cache only saves work, searches go on
+                pass
 
 
 class CachedCountingEncoder(CachedTextEncoder):
