@@ -38,6 +38,8 @@ def serve(
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow this origin cross-site (repeat); "
                                           "off by default: the page is served from the same origin."),
     device: str = typer.Option("auto", "--device", help="Device for the query encoder."),
+    cache_texts: bool = typer.Option(False, "--cache-texts", help="Keep query text vectors in the library's "
+                                     "text-cache/ folder, so a restarted server skips the text encoder for them."),
 ) -> None:
     """Serve the JSON API (/openapi.json) and the search page (/) until killed (docs/serve.md)."""
     from songseek.engine.storage.manifest import read_manifest
@@ -56,7 +58,7 @@ def serve(
     limits = Limits(workers=workers, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), max_clip_s=max_clip_s,
                     where_timeout_s=where_timeout, where_memory_mb=where_memory_mb)
     app = create_app(ServerConfig(library=library, host=host, token=token, cors_origins=tuple(cors_origin),
-                                  limits=limits, device=device))
+                                  limits=limits, device=device, cache_texts=cache_texts))
     snap = app.state.ctx.holder.current()
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"serving {library} (generation {snap.generation}, {snap.library.n_tracks} tracks) at "

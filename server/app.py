@@ -28,7 +28,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> FastAPI:
     """An ASGI app serving ``config.library``; opens it now (and loads its query encoder) unless ``holder``
     is given."""
-    holder = holder or LibraryHolder(config.library, config.device, filter_limits=config.limits.filter_limits())
+    holder = holder or LibraryHolder(config.library, config.device, filter_limits=config.limits.filter_limits(),
+                                     persist_text_cache=config.cache_texts)
     pool = BoundedPool(config.limits.workers, config.limits.queue)
     ctx = Context(config, holder, pool, Transcoder(config.transcode_dir),
                   PeaksCache(config.limits.max_peaks_s))

@@ -71,6 +71,7 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     device: str = "auto"
+    cache_texts: bool = False           # keep query text vectors in the library's text-cache/ across restarts
     transcode_dir: Path | None = None   # None: a folder under the system temp dir
     static_dir: Path | None = None      # None: the page shipped in the package
 

@@ -59,10 +59,11 @@ class LibraryHolder:
     """Hands out the current Snapshot; re-opens the library when its manifest changes."""
 
     def __init__(self, root: Path, device: str = "auto", warm: bool = True,
-                 filter_limits: FilterLimits = DEFAULT_LIMITS) -> None:
+                 filter_limits: FilterLimits = DEFAULT_LIMITS, persist_text_cache: bool = False) -> None:
         self.root = Path(root).expanduser()
         self._device = device
         self._filter_limits = filter_limits
+        self._persist_text_cache = persist_text_cache
         self._lock = threading.Lock()
         self._key = _first_key(self.root)
         self._snap = self._open(None)
@@ -78,12 +79,13 @@ class LibraryHolder:
             warnings.simplefilter("always")
             try:
                 lib = Library.open(self.root, encoder=encoder, device=self._device,
-                                   filter_limits=self._filter_limits)
+                                   filter_limits=self._filter_limits, persist_text_cache=self._persist_text_cache)
             except SongseekError:
                 if encoder is None:
                     raise
                 # the encoder changed: load the new one
-                lib = Library.open(self.root, device=self._device, filter_limits=self._filter_limits)
+                lib = Library.open(self.root, device=self._device, filter_limits=self._filter_limits,
+                                   persist_text_cache=self._persist_text_cache)
         ids = lib.tracks.column("track_id").to_pylist() if lib.tracks.num_rows else []
         return Snapshot(lib, lib.manifest.generation, {t: i for i, t in enumerate(ids)},
                         tuple(str(w.message) for w in caught))

@@ -1,10 +1,18 @@
 """GPT-2 tokenisation as MS-CLAP does it, and where the GPT-2 tokenizer files are found.
 
-MS-CLAP appends `` <|endoftext|>`` to every text, tokenises it with GPT-2's tokenizer, pads with '!'
-(id 0) to 77 tokens and reads the text embedding at the last non-'!' token. Here texts are cut to 77
-tokens (msclap does not cut, so a longer text fails in a batch there) and padded to the longest text
-of the batch: GPT-2 attends causally, so the state at the read token does not depend on later padding,
-which makes this equal to padding to 77 and faster for short queries.
+MS-CLAP (msclap 1.3.4, ``CLAPWrapper.preprocess_text``) appends `` <|endoftext|>`` to every text,
+tokenises it with GPT-2's tokenizer on which it has registered '!' (id 0) as the pad token
+(``add_special_tokens({'pad_token': '!'})``, so every '!' is split out as its own token and never merged
+into '!!' or ' !'), pads with '!' on the right to 77 tokens and reads the text embedding at index
+``(ids != 0).sum() - 1``: the end marker for a text without '!'. It passes ``max_length=77`` with
+``padding='max_length'`` but no ``truncation``, and transformers then does not cut: a text of more than
+77 tokens keeps all its tokens, end marker included (msclap fails only when such texts of different
+lengths share a batch). ``tokenize`` does the same: nothing is cut below GPT-2's 1024 positions (a row
+longer than that, where msclap's GPT-2 would fail, keeps its first 1023 tokens and the end marker), and
+rows are padded to the longest text of the batch: GPT-2 attends causally, so the state at the read token
+does not depend on later padding, which makes this equal to padding to 77 and faster for short queries.
+``MAX_TOKENS`` (77, msclap's ``text_len``) is what ``EncoderInfo.text_max_tokens`` reports, the length
+long queries are chunked to (engine/query/longtext.py), not a cut.
 
 The tokenizer files (``vocab.json`` + ``merges.txt`` or ``tokenizer.json`` of ``gpt2``) are looked up,
 in order: the folder in ``$SONGSEEK_GPT2_TOKENIZER``, the checkpoint's own folder, the Hugging Face
@@ -19,6 +27,7 @@ GPT-2's tokenisation; it only serves plumbing runs, whose vectors mean nothing a
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,9 @@ HUB_IDS = ("gpt2", "openai-community/gpt2")
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 SUFFIX = " " + END_OF_TEXT
-MAX_TOKENS = 77
+MAX_TOKENS = 77  # msclap's text_len: the length it pads to (not a cut; see the module docstring)
+MAX_POSITIONS = 1024  # GPT-2 small's n_positions: the longest row its position table can read
+PAD = "!"
 PAD_ID = 0  # '!' in GPT-2's vocabulary; msclap's pad token
 BYTE_TOKENIZER = "byte-level stand-in (GPT-2's 256 byte tokens, no merges)"
 
@@ -85,10 +96,28 @@ def byte_tokenizer() -> Any:
                                    unk_token=END_OF_TEXT)
 
 
+def with_pad_token(tokenizer: Any, in_place: bool = False) -> Any:
+    """``tokenizer`` with '!' registered as its pad (special) token, as msclap's ``load_clap`` does: then
+    every '!' of a text is its own token, id 0. A copy unless ``in_place`` (or it is registered already)."""
+    if tokenizer.pad_token == PAD and PAD in tokenizer.get_added_vocab():
+        return tokenizer
+    tok = tokenizer if in_place else copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"pad_token": PAD})
+    return tok
+
+
+def token_ids(tokenizer: Any, text: str) -> list[int]:
+    """One text's ids as msclap's ``preprocess_text`` makes them, before padding: ``text + ' <|endoftext|>'``,
+    '!' a special token, nothing cut (beyond 1024 positions: the first 1023 and the end marker)."""
+    row = list(with_pad_token(tokenizer).encode(text + SUFFIX, add_special_tokens=True))
+    return row if len(row) <= MAX_POSITIONS else [*row[: MAX_POSITIONS - 1], END_OF_TEXT_ID]
+
+
 def tokenize(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MS-CLAP's token ids for ``texts`` (suffix, at most 77 tokens, '!'-padded to the longest) and the
-    attention mask; both int64 (len(texts), length)."""
-    rows = [list(tokenizer.encode(t + SUFFIX, add_special_tokens=True))[:MAX_TOKENS] for t in texts]
+    """MS-CLAP's token ids for ``texts`` (``token_ids`` of each, '!'-padded on the right to the longest)
+    and the attention mask; both int64 (len(texts), length)."""
+    tokenizer = with_pad_token(tokenizer)
+    rows = [token_ids(tokenizer, t) for t in texts]
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)

@@ -9,7 +9,11 @@ Determinism: msclap takes a random 7 s crop of a longer file; here each window i
 or repeated to 7 s when shorter (msclap's own fill for short clips). The model runs in eval mode.
 With ``random_weights`` the architecture is seeded (``torch.manual_seed(0)``), nothing is downloaded,
 and texts use the GPT-2 tokenizer if one is on the machine, else the byte-level stand-in
-(``gpt2_tokenizer.byte_tokenizer``); ``tokenizer_source`` says which.
+(``gpt2_tokenizer.byte_tokenizer``); ``tokenizer_source`` says which. A ``checkpoint`` given with
+``random_weights`` is not read at all (the 2023 architecture is fixed, and its tokenizer is not looked
+for beside it): the encoder records ``checkpoint="msclap-2023"``, never the file it did not use, so a
+library built so is reopened (``load_encoder(info.name, info.checkpoint, ..., True)``) with the same
+encoder whether or not that file still exists.
 """
 
 from __future__ import annotations
@@ -24,11 +28,20 @@ from ..errors import SongseekError, UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from ._torch_util import fit_windows, text_batches
 from .base import EncoderInfo, l2_normalize
-from .gpt2_tokenizer import BYTE_TOKENIZER, MAX_TOKENS, TOKENIZER_ENV, byte_tokenizer, find_gpt2_tokenizer, tokenize
+from .gpt2_tokenizer import (
+    BYTE_TOKENIZER,
+    MAX_TOKENS,
+    TOKENIZER_ENV,
+    byte_tokenizer,
+    find_gpt2_tokenizer,
+    tokenize,
+    with_pad_token,
+)
 from .msclap_model import DIM, N_SAMPLES, SAMPLE_RATE, WINDOW_S, MsClapModel, random_model
 from .msclap_weights import load_model
 
 VERSION = "2023"
+RANDOM_CHECKPOINT = f"msclap-{VERSION}"  # EncoderInfo.checkpoint of random weights: no file was read
 TEXT_BATCH = 64
 WEIGHTS_URL = "https://huggingface.co/microsoft/msclap"
 
@@ -61,7 +74,8 @@ class MsClapEncoder:
         return l2_normalize(emb.float().cpu().numpy())
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        """Returns float32 (len(texts), 1024), unit rows. Texts past 77 tokens are cut."""
+        """Returns float32 (len(texts), 1024), unit rows. As msclap, texts past 77 tokens are read whole
+        (up to GPT-2's 1024 positions), end marker included (``gpt2_tokenizer``)."""
         batches = text_batches(texts, TEXT_BATCH)
         if not batches:
             return np.zeros((0, DIM), dtype=np.float32)
@@ -75,8 +89,9 @@ class MsClapEncoder:
         return l2_normalize(np.concatenate(out, axis=0))
 
     def set_tokenizer(self, tokenizer: Any, source: str) -> None:
-        """Use this tokenizer for texts (GPT-2's ids: '!' = 0, <|endoftext|> = 50256) instead of looking one up."""
-        self._tokenizer, self.tokenizer_source = tokenizer, source
+        """Use this tokenizer for texts (GPT-2's ids: '!' = 0, <|endoftext|> = 50256) instead of looking one up;
+        a copy of it with '!' registered as the pad token, as msclap does (``tokenizer`` is not changed)."""
+        self._tokenizer, self.tokenizer_source = with_pad_token(tokenizer), source
 
     def _get_tokenizer(self) -> Any:
         if self._tokenizer is not None:
@@ -84,9 +99,9 @@ class MsClapEncoder:
         random = self._info.random_weights
         found = find_gpt2_tokenizer(self._checkpoint, allow_download=not random)
         if found is not None:
-            self._tokenizer, self.tokenizer_source = found
+            self._tokenizer, self.tokenizer_source = with_pad_token(found[0], in_place=True), found[1]
         elif random:  # plumbing runs need some tokenizer; their vectors mean nothing anyway
-            self._tokenizer, self.tokenizer_source = byte_tokenizer(), BYTE_TOKENIZER
+            self._tokenizer, self.tokenizer_source = with_pad_token(byte_tokenizer(), in_place=True), BYTE_TOKENIZER
         else:
             raise SongseekError(
                 "MS-CLAP text search needs the GPT-2 tokenizer files (vocab.json + merges.txt or tokenizer.json "
@@ -110,11 +125,11 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
 
 def load(checkpoint: str | None, device: str, random_weights: bool) -> MsClapEncoder:
     """Build the ``msclap`` encoder from a local CLAP_weights_2023.pth, or the architecture with seeded
-    random weights. Raises WeightsNotFoundError when the file is missing or is not MS-CLAP 2023."""
+    random weights (``checkpoint`` is then ignored and recorded as ``msclap-2023``: see the module
+    docstring). Raises WeightsNotFoundError when the file is missing or is not MS-CLAP 2023."""
+    path: Path | None
     if random_weights:
-        local = Path(checkpoint).expanduser() if checkpoint else None
-        path = local if local is not None and local.is_file() else None
-        model, label, sha = random_model(0), str(path) if path else f"msclap-{VERSION}", ""
+        model, label, sha, path = random_model(0), RANDOM_CHECKPOINT, "", None
     else:
         path = resolve_checkpoint(checkpoint)
         model, label, sha = load_model(path), str(path), file_sha256(path)

@@ -33,6 +33,9 @@ DEFAULT_MAX_ENTRIES = 20_000  # 20k × 512 float32 = 40 MiB at most
 # The journal is folded into the .npz once it holds more rows than this and than the .npz: a full write then
 # happens after at least as many appended rows as it writes, so persisting costs O(1) per new vector.
 JOURNAL_MIN_ROWS = 1024
+# Part of every key: bumped when an encoder's text processing changes without its fingerprint (2: msclap reads
+# texts past 77 tokens whole and tokenises '!' as msclap does), so persisted vectors of the old rules go unused.
+TEXT_RULES_VERSION = 2
 _REWRITE = 1 << 62  # journal rows that force the next persist to write the .npz
 
 
@@ -142,12 +145,13 @@ SHARED_CACHE = TextVectorCache()
 
 
 def encoder_cache_key(encoder: Encoder) -> str:
-    """The key an encoder's text vectors are cached under: its own ``text_cache_key`` (weights fingerprint
-    + backend) where it has one, else its name, checkpoint, checkpoint hash and random-weights flag."""
+    """The key an encoder's text vectors are cached under: ``TEXT_RULES_VERSION``, then its own
+    ``text_cache_key`` (weights fingerprint + backend) where it has one, else its name, checkpoint,
+    checkpoint hash and random-weights flag."""
     if isinstance(encoder, TextBackendEncoder):
-        return encoder.text_cache_key()
+        return f"v{TEXT_RULES_VERSION}:{encoder.text_cache_key()}"
     i = encoder.info
-    return f"{i.name}:{i.checkpoint}:{i.checkpoint_sha256}:{int(i.random_weights)}"
+    return f"v{TEXT_RULES_VERSION}:{i.name}:{i.checkpoint}:{i.checkpoint_sha256}:{int(i.random_weights)}"
 
 
 class CachedTextEncoder:
@@ -178,7 +182,8 @@ class CachedTextEncoder:
     def key(self) -> str:
         """The inner encoder's cache key (it changes with its text backend); a persisted file of a key is
         read the first time the key is seen."""
-        key = self._backend_inner.text_cache_key() if self._backend_inner is not None else self._static_key
+        key = (f"v{TEXT_RULES_VERSION}:{self._backend_inner.text_cache_key()}" if self._backend_inner is not None
+               else self._static_key)
         with self._lock:
             if key not in self._loaded:
                 self._loaded.add(key)

@@ -142,9 +142,9 @@ def test_tokens_follow_msclap() -> None:
     # GPT-2's own ids for single bytes: 'H' 39, 'i' 72, ' ' 220 ('Ġ'), '\n' 198 ('Ċ'), '!' 0; 50256 = <|endoftext|>
     assert tok.encode("Hi !\n<|endoftext|>") == [39, 72, 220, 0, 198, 50256]
     ids, mask = gpt2_tokenizer.tokenize(tok, ["Hi", "a" * 200])
-    assert ids.shape == (2, 77) and ids.dtype == torch.long
+    assert ids.shape == (2, 202) and ids.dtype == torch.long  # msclap does not cut at 77 (padding='max_length')
     assert ids[0, :4].tolist() == [39, 72, 220, 50256] and ids[0, 4:].eq(0).all()  # text + ' <|endoftext|>', '!'
-    assert mask[0].tolist() == [1] * 4 + [0] * 73 and mask[1].eq(1).all()  # cut at 77 tokens
+    assert mask[0].tolist() == [1] * 4 + [0] * 198 and mask[1].eq(1).all() and ids[1, -1] == 50256
     short, short_mask = gpt2_tokenizer.tokenize(tok, ["Hi"])
     assert short.shape == (1, 4) and short_mask.eq(1).all()  # padded to the longest of the batch only
 
