@@ -26,10 +26,26 @@ def test_anomaly_rows_per_id_and_average() -> None:
     rows = anomaly_rows(types, ids, y, s)
     assert [(r.machine_type, r.machine_id) for r in rows] == [("fan", "00"), ("fan", "02"), ("fan", "average"),
                                                               ("pump", "00"), ("pump", "average")]
+    # every row against a plain loop: AUC = share of (anomalous, normal) pairs ordered right, ties 1/2
+    spans = {("fan", "00"): [slice(0, 20)], ("fan", "02"): [slice(20, 40)], ("pump", "00"): [slice(40, 60)]}
+    spans[("fan", "average")] = spans[("fan", "00")] + spans[("fan", "02")]
+    spans[("pump", "average")] = spans[("pump", "00")]
+    for r in rows:
+        parts = spans[(r.machine_type, r.machine_id)]
+        ys = [y[p] for p in parts]
+        assert r.normal == sum(int((~v).sum()) for v in ys) and r.anomalous == sum(int(v.sum()) for v in ys)
+        aucs, paucs = [], []
+        for p in parts:
+            pos, neg = s[p][y[p]], s[p][~y[p]]
+            aucs.append(np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg]))
+            paucs.append(partial_auc(y[p], s[p], 0.1))
+        assert r.auc == pytest.approx(np.mean(aucs), abs=1e-12), r  # the average row: mean of its IDs
+        assert r.pauc == pytest.approx(np.mean(paucs), abs=1e-12), r
     assert rows[0].auc == pytest.approx(roc_auc(y[:20], s[:20]))
-    assert rows[1].pauc == pytest.approx(partial_auc(y[20:40], s[20:40], 0.1))
-    assert rows[2].auc == pytest.approx((rows[0].auc + rows[1].auc) / 2)
-    assert rows[0].normal + rows[0].anomalous == 20
+    wide = anomaly_rows(types, ids, y, s, max_fpr=0.3)  # max_fpr reaches every pAUC
+    assert [r.pauc for r in wide[:2]] == pytest.approx([partial_auc(y[:20], s[:20], 0.3),
+                                                        partial_auc(y[20:40], s[20:40], 0.3)])
+    assert wide[0].pauc != pytest.approx(rows[0].pauc)
 
 
 def _clip(freq: float, anomaly: bool, rng: np.random.Generator) -> np.ndarray:
@@ -65,16 +81,56 @@ def test_scan_dcase(tmp_path: Path) -> None:
         scan_dcase(tmp_path)
 
 
+def _naive_auc_by_id(work: Path, k: int, per: str) -> dict[tuple[str, str], float]:
+    """Eq. 1 written plainly from the libraries the run built: each clip's vector is the normalised mean of
+    its windows; a test clip's score is the mean of its k smallest Euclidean distances to the normal training
+    clips (of its ID, or of its machine type); AUC per (type, ID) by counting pairs."""
+    import warnings
+
+    from songseek.engine.query.search import Library
+
+    def clips(lib_path: Path) -> dict[str, np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lib = Library.open(lib_path)
+        out = {}
+        for t in lib.tracks.to_pylist():
+            v = lib.store.vectors(t["frame_start"], t["frame_count"]).astype(np.float64).mean(axis=0)
+            out[Path(t["path"]).name] = v / np.linalg.norm(v)
+        return out
+
+    aucs = {}
+    for mt in ("fan", "valve"):
+        train, test = clips(work / mt / "train"), clips(work / mt / "test")
+        for mid in ("00", "02"):
+            refs = [v for name, v in train.items()
+                    if name.startswith("normal_") and (per == "type" or f"_id_{mid}_" in name)]
+            scored = {}
+            for name, v in test.items():
+                if f"_id_{mid}_" in name:
+                    d = sorted(float(np.sqrt(((v - r) ** 2).sum())) for r in refs)
+                    scored[name] = sum(d[:k]) / k
+            pos = [sc for n, sc in scored.items() if n.startswith("anomaly_")]
+            neg = [sc for n, sc in scored.items() if n.startswith("normal_")]
+            aucs[(mt, mid)] = float(np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg]))
+    return aucs
+
+
 def test_run_anomaly_bench_on_a_synthetic_tree(tmp_path: Path) -> None:
     root = _dcase(tmp_path / "d")
     rep = run_anomaly_bench(root, FakeEncoder(), tmp_path / "work", k=4, window_s=1.0)
     ids = [r for r in rep.rows if r.machine_id != "average"]
     assert len(ids) == 4 and all(r.normal == 4 and r.anomalous == 4 for r in ids)
     assert rep.mean_auc > 0.9  # clicks move the band energies far from the clean tones
+    naive = _naive_auc_by_id(tmp_path / "work", 4, "id")
+    assert {(r.machine_type, r.machine_id): r.auc for r in ids} == pytest.approx(naive, abs=1e-6)
     again = run_anomaly_bench(root, FakeEncoder(), tmp_path / "work", k=4, window_s=1.0)  # reuses the libraries
     assert again.to_json()["rows"] == rep.to_json()["rows"]
     per_type = run_anomaly_bench(root, FakeEncoder(), tmp_path / "work", k=4, reference="type", window_s=1.0)
     assert per_type.reference == "type" and len(per_type.rows) == 6
+    naive_type = _naive_auc_by_id(tmp_path / "work", 4, "type")
+    assert {(r.machine_type, r.machine_id): r.auc for r in per_type.rows if r.machine_id != "average"} == \
+        pytest.approx(naive_type, abs=1e-6)
 
 
 def test_a_machine_type_without_test_clips_is_one_clear_error(tmp_path: Path) -> None:

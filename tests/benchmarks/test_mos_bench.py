@@ -35,6 +35,22 @@ def test_system_means_and_metrics() -> None:
     m = mos_metrics(t, p)
     assert m.n == 6 and m.mse == pytest.approx(np.mean((t - p) ** 2))
     assert m.lcc == pytest.approx(np.corrcoef(t, p)[0, 1])
+
+    def avg_ranks(x: np.ndarray) -> list[float]:  # 1-based, ties share the mean of their positions
+        return [sum(v < xi for v in x) + (sum(v == xi for v in x) + 1) / 2 for xi in x]
+
+    assert m.srcc == pytest.approx(np.corrcoef(avg_ranks(t), avg_ranks(p))[0, 1], abs=1e-12)
+    conc = disc = tie_t = tie_p = 0
+    for i in range(6):
+        for j in range(i + 1, 6):
+            a, b = np.sign(t[i] - t[j]), np.sign(p[i] - p[j])
+            conc += a * b > 0
+            disc += a * b < 0
+            tie_t += a == 0 and b != 0
+            tie_p += b == 0 and a != 0
+    want_tau = (conc - disc) / np.sqrt((conc + disc + tie_t) * (conc + disc + tie_p))  # tau-b
+    assert m.ktau == pytest.approx(want_tau, abs=1e-12)
+    assert m.srcc != pytest.approx(m.ktau)  # the two are told apart on this data
     assert mos_metrics(np.ones(3), p[:3]).lcc is None  # undefined, not a crash
 
 

@@ -16,7 +16,7 @@ from songseek.benchmarks.planted import (
     planted_sims,
     summarize,
 )
-from songseek.benchmarks.planted_sweep import compare, default_grid, markdown, segment_table, sweep
+from songseek.benchmarks.planted_sweep import compare, default_grid, describe, markdown, segment_table, sweep
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams, rerank_scores
 from tests.rerank_reference import naive_scores
@@ -183,8 +183,23 @@ def test_bad_arguments() -> None:
 
 def test_tiny_sweep_runs_and_prints_a_table() -> None:
     grid = default_grid(quick=True)[:2]
-    rows = sweep(n_tracks=15, seeds=(0,), grid=grid, gammas=((0.5, 0.5),))
+    rows = sweep(n_tracks=15, seeds=(0,), grid=grid, gammas=((0.25, 0.75),))
     assert [r.label for r in rows] == ["none", "mean", "max", "trackvec", "fusion", "fusion"]
+    # every row's figures are the evaluation of exactly its setting (one seed: no averaging to hide behind)
+    planted = make_planted(15, seed=0)
+    base = summarize(planted, evaluate_planted_arrays(planted, FusionParams(), ("none", "mean", "max", "trackvec")))
+    for row in rows[:4]:
+        assert row.params is None
+        for group in row.metrics:
+            assert row.metrics[group] == pytest.approx(base[group][row.label], abs=1e-12), (row.label, group)
+    assert [(r.params.gamma_k, r.params.gamma_t, r.params.kernel) for r in rows[4:] if r.params] == [
+        (0.25, 0.75, g.kernel) for g in grid]
+    for row in rows[4:]:
+        assert row.params is not None
+        fused = summarize(planted, evaluate_planted_arrays(planted, row.params, ("fusion",)))
+        for group in row.metrics:
+            assert row.metrics[group] == pytest.approx(fused[group]["fusion"], abs=1e-12), (describe(row.params), group)
+    assert rows[4].metrics != rows[5].metrics  # the two settings differ, so a swapped label would show
     text = markdown(rows, top=1)
     assert len(text.splitlines()) == 2 + 4 + 1 and "| mean |" in text
 

@@ -13,6 +13,7 @@ import pytest
 from songseek.benchmarks.speed import (
     Agreement,
     brute_force_topk,
+    latency,
     queries_from_library,
     recall_at_k,
     run_index_speed,
@@ -97,6 +98,28 @@ def test_brute_force_topk_over_shards_is_numpy_topk() -> None:
     np.testing.assert_allclose(scores, (x @ q)[ref], rtol=1e-5, atol=1e-5)
 
 
+def _naive_percentile(values: list[float], p: float) -> float:
+    """The textbook linear-interpolation percentile: position p/100 * (n - 1) in the sorted values."""
+    s = sorted(values)
+    pos = p / 100 * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def test_latency_figures_match_naive_percentiles() -> None:
+    rng = np.random.default_rng(3)
+    seconds = (rng.exponential(0.01, size=37) + 0.001).tolist()  # skewed: p50, p95 and the mean all differ
+    ms = [x * 1e3 for x in seconds]
+    lat = latency("x", "what", seconds, 3 * 2**20, baseline_p50_ms=2.0)
+    assert lat.p50_ms == pytest.approx(_naive_percentile(ms, 50), rel=1e-12)
+    assert lat.p95_ms == pytest.approx(_naive_percentile(ms, 95), rel=1e-12)
+    assert lat.mean_ms == pytest.approx(sum(ms) / len(ms), rel=1e-12)
+    assert lat.memory_mb == 3.0
+    assert lat.vs_baseline == pytest.approx(_naive_percentile(ms, 50) / 2.0, rel=1e-12)
+    assert math.isnan(latency("x", "w", seconds, 0, baseline_p50_ms=0.0).vs_baseline)
+
+
 # -- synthetic libraries ---------------------------------------------------------------------------
 
 def test_synthetic_vectors_are_seeded_unit_and_clustered() -> None:
@@ -155,6 +178,9 @@ def test_query_speed_report_structure_and_figures(tmp_path: Path, factory: str) 
     for lat in report.latencies:
         assert 0 < lat.p50_ms <= lat.p95_ms and lat.mean_ms > 0 and lat.memory_mb >= 0
     assert report.latencies[0].vs_baseline == 1.0
+    base = report.latencies[0].p50_ms
+    for lat in report.latencies:  # every row's ratio is its p50 over the baseline's, not the other way round
+        assert lat.vs_baseline == pytest.approx(lat.p50_ms / base, rel=1e-12), lat.name
     assert report.frames == SPEC.n_frames and report.dim == SPEC.dim and report.queries == 12
     assert report.index == factory and report.nprobe == (2 if factory.startswith("IVF") else 0)
     with warnings.catch_warnings():

@@ -142,6 +142,13 @@ def test_write_dataset_is_byte_identical_and_readable(tmp_path) -> None:
     assert list(sec_rows[0]) == ["path", "start_s", "end_s", "caption"]
     tracks, sections = load_manifest(root)
     assert len(tracks) == n and len(sections) == s1.n_sections
+    # every row tells the truth: the track's caption, and each section's own times (to the ms) and caption
+    made = [synth_track(seed, i) for i in range(n)]
+    assert tracks == [(t.path, t.caption) for t in made]
+    want = [(t.path, sec.start_s, sec.end_s, cap)
+            for t in made for sec, cap in zip(t.score.sections, t.section_captions, strict=True)]
+    assert [(p, c) for p, _, _, c in sections] == [(p, c) for p, _, _, c in want]
+    np.testing.assert_allclose([(a, b) for _, a, b, _ in sections], [(a, b) for _, a, b, _ in want], atol=5e-4)
     for path, _ in tracks:
         assert not path.startswith("/") and (root / path).is_file()
     meta = json.loads((root / "synth.json").read_text())
