@@ -20,6 +20,7 @@ from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from tests.analysis_helpers import build_library, noisy_copies, unit
+from tests.library_helpers import library_rows
 
 runner = CliRunner()
 ENC = FakeEncoder()
@@ -35,6 +36,21 @@ def lib_root(tmp_path: Path) -> Path:
     return build_library(tmp_path / "lib", tracks)
 
 
+def naive_outliers(root: Path, k: int) -> list[tuple[str, float]]:
+    """(track id, score) most anomalous first (ties: id), by plain loops: a track's vector is the unit mean
+    of its windows; its score the mean Euclidean distance to its k nearest other tracks."""
+    pooled = {}
+    for row in library_rows(root).values():
+        mean = [sum(col) / len(row["vectors"]) for col in zip(*row["vectors"].astype(float).tolist())]
+        norm = sum(x * x for x in mean) ** 0.5
+        pooled[row["track_id"]] = [x / norm for x in mean]
+    scores = []
+    for t, v in pooled.items():
+        dists = sorted(sum((a - b) ** 2 for a, b in zip(v, w)) ** 0.5 for u, w in pooled.items() if u != t)
+        scores.append((t, sum(dists[:k]) / k))
+    return sorted(scores, key=lambda ts: (-ts[1], ts[0]))
+
+
 def test_outliers_json_contract(lib_root: Path) -> None:
     r = runner.invoke(app, ["outliers", "--library", str(lib_root), "-k", "4", "--top", "5", "--json"])
     assert r.exit_code == 0, r.output
@@ -42,6 +58,9 @@ def test_outliers_json_contract(lib_root: Path) -> None:
     assert isinstance(rows, list) and len(rows) == 5
     assert rows[0]["track_id"] == "t024" and rows[0]["path"] == "/music/t024.wav"
     assert [x["score"] for x in rows] == sorted((x["score"] for x in rows), reverse=True)
+    want = naive_outliers(lib_root, k=4)[:5]
+    assert [x["track_id"] for x in rows] == [t for t, _ in want]
+    assert [x["score"] for x in rows] == pytest.approx([s for _, s in want], abs=1e-5)
     for x in rows:
         assert {"track_id", "path", "score", "reasons"} <= set(x)
         assert all({"descriptor", "difference"} <= set(rs) for rs in x["reasons"]) and len(x["reasons"]) == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from songseek.cli.bench_retrieval_cmds import register_bench
+from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
-from tests.library_helpers import vector_table
+from tests.library_helpers import library_rows, vector_table
 
 CONTRACT = ("R@1", "R@5", "R@10", "R@20", "R@100", "mAP@10", "MedR")
 
@@ -45,6 +48,56 @@ def lib_and_queries(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return tmp / "lib", q
 
 
+def naive_metrics(lib: Path, queries: Path) -> dict[str, dict[str, float]]:
+    """A plain-loop reference for the "mean" and "max" modes over every track (30 tracks: exhaustive): a
+    track's score is the mean (or max) of its frames' dot products with the query; R@K = share of queries
+    whose best-ranked relevant track is in the top K; AP@10 = sum over the top 10 of precision at each
+    relevant hit / number of relevant tracks; MedR = the median first rank; for max, IoU>=0.5 of the
+    best-ranked relevant track's best frame with the query's span."""
+    frames = {row["track_id"]: (row["vectors"], lib_frame_times(lib, row))
+              for row in library_rows(lib).values()}
+    table = pq.read_table(queries).to_pylist()
+    out: dict[str, dict[str, float]] = {}
+    for mode in ("mean", "max"):
+        firsts, aps, hits = [], [], []
+        for row in table:
+            qv = [float(x) for x in row["vector"]]
+            score = {}
+            for tid, (vecs, _) in frames.items():
+                dots = [sum(a * b for a, b in zip(v.tolist(), qv)) for v in vecs]
+                score[tid] = sum(dots) / len(dots) if mode == "mean" else max(dots)
+            order = sorted(score, key=lambda t: -score[t])
+            rel = set(row["relevant"])
+            positions = [i + 1 for i, t in enumerate(order) if t in rel]
+            firsts.append(positions[0])
+            found, ap = 0, 0.0
+            for i, t in enumerate(order[:10], start=1):
+                if t in rel:
+                    found += 1
+                    ap += found / i
+            aps.append(ap / len(rel))
+            if mode == "max":
+                best = order[positions[0] - 1]
+                vecs, times = frames[best]
+                f = max(range(len(vecs)), key=lambda j: sum(a * b for a, b in zip(vecs[j].tolist(), qv)))
+                (s0, e0), (s1, e1) = times[f], (row["start_s"], row["end_s"])
+                inter = max(0.0, min(e0, e1) - max(s0, s1))
+                hits.append(inter / (max(e0, e1) - min(s0, s1)) >= 0.5)
+        m = {f"R@{k}": sum(r <= k for r in firsts) / len(firsts) for k in (1, 5, 10, 20, 100)}
+        m["mAP@10"] = sum(aps) / len(aps)
+        m["MedR"] = float(statistics.median(firsts))
+        if mode == "max":
+            m["IoU>=0.5"] = sum(hits) / len(hits)
+        out[mode] = m
+    return out
+
+
+def lib_frame_times(lib: Path, row: dict) -> list[tuple[float, float]]:
+    store = Library.open(lib).store
+    first, count = row["frame_start"], row["frame_count"]
+    return [(float(store.start_s[i]), float(store.end_s[i])) for i in range(first, first + count)]
+
+
 def test_queries_json_contract(app: typer.Typer, lib_and_queries: tuple[Path, Path]) -> None:
     lib, q = lib_and_queries
     res = CliRunner().invoke(app, ["bench", "retrieval", "--library", str(lib), "--queries", str(q),
@@ -59,6 +112,8 @@ def test_queries_json_contract(app: typer.Typer, lib_and_queries: tuple[Path, Pa
         assert 1.0 <= m["MedR"] <= 30
         assert m["R@1"] <= m["R@5"] <= m["R@10"] <= m["R@20"] <= m["R@100"] == 1.0
         assert "IoU>=0.5" in m
+    for mode, want in naive_metrics(lib, q).items():  # the numbers themselves, not only their range
+        assert {k: out[mode][k] for k in want} == pytest.approx(want, abs=1e-9), mode
     s = out["settings"]
     assert s["modes"] == ["fusion", "mean", "max"] and s["n_queries"] == 12 and s["encoder"] == "precomputed"
     assert len(s["queries_sha256"]) == 64 and s["window_s"] == 10.0 and "songseek_version" in s
@@ -171,7 +226,10 @@ def test_the_rerank_parameters_are_the_librarys_as_search_uses_them(app: typer.T
                                        "--rerank", "mean", "--json", *extra])
         assert res.exit_code == 0, res.output
         fusion = json.loads(res.stdout)["settings"]["fusion"]
-        assert fusion["segment_kernel"] == 5 and (kernel is None or fusion["kernel"] == kernel)
+        assert fusion["segment_kernel"] == 5
+        # every other parameter is the library's own, as search uses it (before: only the kernel was looked at)
+        want = dataclasses.asdict(Library.open(tmp_path / "lib").rerank_settings().params)
+        assert fusion == (want if kernel is None else {**want, "kernel": kernel})
 
 
 def test_planted_arrays_runs_with_its_default_modes(app: typer.Typer, tmp_path: Path) -> None:

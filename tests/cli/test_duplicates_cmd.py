@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from songseek.cli.duplicates_cmd import member_format
 from songseek.cli.main import app
 from songseek.engine.analysis.duplicates import Member
 from tests.analysis_helpers import build_library, duplicate_tracks
+from tests.library_helpers import library_rows
 
 runner = CliRunner()
 
@@ -30,6 +32,7 @@ def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     assert all(m["path"] == f"/music/{m['track_id']}.wav" for m in g["members"])
     assert {"offset_s", "span_a", "span_b", "window_agreement", "duration_ratio"} <= set(g["pairs"][0])
     assert all(-1.0 <= p["pooled_cosine"] <= 1.0 for p in g["pairs"])  # a copy's was 1.0000001
+    check_pairs_against_the_planted_alignment(root, g["pairs"])
     info = json.loads(runner.invoke(app, ["info", "--library", str(root), "--json"]).stdout)
     assert info["duplicates"]["groups"] == 1 and info["duplicates"]["tracks"] == 3
     res = runner.invoke(app, ["duplicates", "--library", str(root), "--json", "--not-duplicate", "t000", "t002"])
@@ -40,6 +43,40 @@ def test_duplicates_json_contract_marks_and_info(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "no track 'zz'" in bad.output
     bad = runner.invoke(app, ["duplicates", "--library", str(root), "--min-level", "4"])
     assert bad.exit_code == 2 and "--min-level must be 1, 2, 3" in bad.output
+
+
+# The planted truth of duplicate_tracks (10 s windows, hop 10 s): t001 = t000 without its first window, so
+# t001 at time t is t000 at t + 10 (offset -10, the whole of t001); t002 = t000's windows 0-5 then 10-15,
+# two equal 60 s runs (the earliest is reported: offset 0); t001's windows 9-14 are t000's 10-15 = t002's 6-11.
+PLANTED = {("t000", "t001"): (-10.0, (10.0, 160.0), (0.0, 150.0)),
+           ("t000", "t002"): (0.0, (0.0, 60.0), (0.0, 60.0)),
+           ("t001", "t002"): (-30.0, (90.0, 150.0), (60.0, 120.0))}
+
+
+def check_pairs_against_the_planted_alignment(root: Path, pairs: list[dict]) -> None:
+    """Each pair's offset and spans against the planted alignment; its pooled cosine, duration ratio and
+    window agreement against plain loops over the stored window vectors."""
+    vecs = {Path(p).stem: row["vectors"].astype(float).tolist() for p, row in library_rows(root).items()}
+
+    def dot(u: list[float], v: list[float]) -> float:
+        return sum(x * y for x, y in zip(u, v))
+
+    def pooled(t: str) -> list[float]:
+        m = [sum(col) / len(vecs[t]) for col in zip(*vecs[t])]
+        n = dot(m, m) ** 0.5
+        return [x / n for x in m]
+
+    assert {(p["a"], p["b"]) for p in pairs} == set(PLANTED)
+    for p in pairs:
+        a, b = p["a"], p["b"]
+        offset, span_a, span_b = PLANTED[(a, b)]
+        assert (p["offset_s"], tuple(p["span_a"]), tuple(p["span_b"])) == (offset, span_a, span_b), p
+        na, nb = len(vecs[a]), len(vecs[b])
+        assert p["duration_ratio"] == pytest.approx(min(na, nb) / max(na, nb))
+        assert p["pooled_cosine"] == pytest.approx(min(1.0, dot(pooled(a), pooled(b))), abs=1e-5)
+        windows_a = range(int(span_a[0] // 10), int(span_a[1] // 10))
+        along = [dot(vecs[a][i], vecs[b][i + int(offset // 10)]) for i in windows_a]
+        assert p["window_agreement"] == pytest.approx(sum(along) / len(along), abs=1e-5)
 
 
 def _groups(root: Path, *opts: str) -> list[tuple[int, list[str]]]:
