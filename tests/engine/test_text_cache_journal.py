@@ -13,18 +13,8 @@ import pytest
 
 from songseek.engine.encoders import text_cache
 from songseek.engine.encoders import text_cache_journal as journal
-from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.encoders.text_cache import TextVectorCache, with_text_cache
-
-
-class CountingFake(FakeEncoder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedded: list[str] = []
-
-    def embed_text(self, texts: list[str]) -> np.ndarray:
-        self.embedded += list(texts)
-        return super().embed_text(texts)
+from tests.engine.test_text_cache import CountingFake
 
 
 def _vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
