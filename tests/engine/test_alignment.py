@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from songseek.engine.analysis.alignment import best_diagonal, diagonal_runs, monotone_chain
+from songseek.engine.analysis.alignment import align_pairs, best_diagonal, diagonal_runs, monotone_chain
 
 
 def _naive_runs(s: np.ndarray, th: float) -> dict[int, tuple[int, int, float]]:
@@ -68,8 +68,6 @@ def test_a_shifted_copy_is_found_at_its_offset_and_an_edit_by_the_chain() -> Non
 
 
 def test_batched_pairs_of_mixed_sizes_match_naive_loops() -> None:
-    from songseek.engine.analysis.alignment import align_pairs
-
     rng = np.random.default_rng(7)
     a, b = [], []
     for _ in range(9):
@@ -96,3 +94,44 @@ def test_batched_pairs_of_mixed_sizes_match_naive_loops() -> None:
         searched = want.chain >= 0.6 * min(len(x), len(y))
         assert got.diagonal == (want.diagonal if searched else got.diagonal) and got.chain == want.chain
         assert searched or got.diagonal.run == 0
+
+
+def _naive_best(s: np.ndarray, th: float) -> tuple[int, int, int, float]:
+    """(offset, start_a, run, mean) of the documented winner: the longest run, then the higher mean, then the
+    smaller |offset| (and, between d and -d, the earlier offset)."""
+    ref = _naive_runs(s, th)
+    if max((r[0] for r in ref.values()), default=0) == 0:
+        return 0, 0, 0, 0.0
+    d = min(ref, key=lambda k: (-ref[k][0], -ref[k][2], abs(k), k))
+    return d, ref[d][1], ref[d][0], ref[d][2]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ties_at_the_threshold_and_between_diagonals_match_naive_loops(seed: int) -> None:
+    """Cosines on a grid of quarters (exact in binary): entries equal to the threshold count as matches, and
+    equal runs with equal means are broken by |offset|, so ties really occur (random floats never tie)."""
+    rng = np.random.default_rng(100 + seed)
+    m, n = rng.integers(2, 12, size=2)
+    s = rng.integers(0, 5, size=(m, n)) / 4.0  # 0, 0.25, 0.5, 0.75, 1.0
+    th = 0.5
+    assert (s == th).any()
+    offsets, run, start, mean = diagonal_runs(s, th)
+    ref = _naive_runs(s, th)
+    assert [(int(run[k]), int(start[k]), float(mean[k])) for k in range(len(offsets))] == \
+        [ref[d] for d in offsets.tolist()]
+    d = best_diagonal(s, th)
+    assert (d.offset, d.start_a, d.run, d.mean) == _naive_best(s, th)
+    assert monotone_chain(s, th) == _naive_chain(s, th)
+    y = [np.eye(n)]  # align_pairs on the same matrix: rows of s as vectors against the unit basis
+    (got,) = align_pairs([s.astype(np.float32)], y, th, 0.75)
+    g = got.diagonal
+    assert (g.offset, g.start_a, g.run, g.mean) == _naive_best(s, th)
+    assert got.chain == _naive_chain(s, th) and got.version_chain == _naive_chain(s, 0.75)
+
+
+def test_equal_diagonals_either_side_prefer_the_smaller_offset() -> None:
+    """A 1 on offsets -3, +1 and +4 only: all runs of 1 with mean 1, so the smallest |offset| (+1) wins."""
+    s = np.zeros((6, 6))
+    s[3, 0] = s[0, 1] = s[1, 5] = 1.0
+    d = best_diagonal(s, 0.5)
+    assert (d.offset, d.start_a, d.run, d.mean) == (1, 0, 1, 1.0)

@@ -47,13 +47,17 @@ def test_copy_and_edit_are_grouped_and_unrelated_tracks_are_not(root: Path) -> N
 def test_candidate_pairs_are_the_exact_neighbours_above_the_cosine() -> None:
     rng = np.random.default_rng(3)
     x = unit(rng.standard_normal((40, 8)))
-    got = {(a, b) for a, b, _ in candidate_pairs(x, 3, 0.3)}
-    sims = x @ x.T
+    pairs = candidate_pairs(x, 3, 0.3)
+    got = {(a, b) for a, b, _ in pairs}
+    sims = x.astype(np.float64) @ x.T.astype(np.float64)
     want = set()
     for i in range(40):
         order = [j for j in np.argsort(-sims[i]) if j != i][:3]
         want |= {(min(i, j), max(i, j)) for j in order if sims[i, j] >= 0.3}
-    assert got == want
+    assert got == want and len(pairs) == len(want)  # each pair once, a < b
+    assert [(a, b) for a, b, _ in pairs] == sorted(want)
+    for a, b, cos in pairs:  # the reported cosine is the pair's own, not a rank or a rounded value
+        assert abs(cos - sims[a, b]) < 1e-5
 
 
 def test_complete_linkage_does_not_chain_two_songs_through_a_third() -> None:
@@ -64,6 +68,44 @@ def test_complete_linkage_does_not_chain_two_songs_through_a_third() -> None:
     # a refused edge is retried at the worst level across: {0, 1} and 2 join at level 3
     levels = {(0, 1): 1, (1, 2): 1, (0, 2): 3}
     assert group_pairs(3, [(1, 0, 1), (1, 1, 2)], lambda a, b: levels[(min(a, b), max(a, b))]) == [(3, [0, 1, 2])]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_complete_linkage_groups_hold_their_invariants_on_random_levels(seed: int) -> None:
+    """Random pair levels (0: not a duplicate) and a random subset of them as found edges. Checked from the
+    definition, pair by pair: inside a group every pair is a duplicate and the group's level is its worst
+    pair; groups are disjoint and only joined through found edges; an edge left across two groups has a
+    non-duplicate pair across them (else complete linkage would have merged them)."""
+    rng = np.random.default_rng(40 + seed)
+    n = int(rng.integers(6, 30))
+    truth = {(a, b): int(rng.choice(4, p=[0.3, 0.3, 0.25, 0.15])) for a in range(n) for b in range(a + 1, n)}
+
+    def level_of(a: int, b: int) -> int:
+        return truth[(min(a, b), max(a, b))]
+
+    edges = [(lv, a, b) for (a, b), lv in truth.items() if lv and rng.random() < 0.5]
+    groups = group_pairs(n, edges, level_of)
+    where: dict[int, int] = {}  # row -> the first row of its group
+    for level, rows in groups:
+        assert len(rows) >= 2 and rows == sorted(rows)
+        pair_levels = [level_of(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]]
+        assert min(pair_levels) >= 1 and level == max(pair_levels)
+        for r in rows:
+            assert r not in where
+            where[r] = rows[0]
+        joined = {rows[0]}  # connected through found edges inside the group
+        while True:
+            more = {y for _, a, b in edges for x, y in ((a, b), (b, a)) if x in joined and y in rows}
+            if more <= joined:
+                break
+            joined |= more
+        assert joined == set(rows)
+    members = {g[1][0]: g[1] for g in groups}
+    for _, a, b in edges:
+        ga, gb = members.get(where.get(a, -1), [a]), members.get(where.get(b, -1), [b])
+        if ga != gb:
+            assert any(level_of(x, y) == 0 for x in ga for y in gb), (a, b)
+    assert groups == sorted(groups, key=lambda g: g[1]) and len(groups) >= 1
 
 
 def test_stored_groups_filter_searches_and_marks_survive_reruns(root: Path) -> None:

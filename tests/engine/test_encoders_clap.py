@@ -67,11 +67,15 @@ def test_fit_windows_rejects_bad_input() -> None:
 def test_log_mel_matches_feature_extractor(fusion: bool) -> None:
     fe = clap_hf.laion_feature_extractor()
     wav = synth_audio(3)
+    wav[2, wav.shape[1] // 2:] = 0.0  # digital silence: the log floor (1e-10 -> -100 dB) shows there
     ref = fe(list(wav), sampling_rate=48000, truncation="fusion" if fusion else "rand_trunc",
              return_tensors="np")["input_features"][:, 0]
     filters = fe.mel_filters if fusion else fe.mel_filters_slaney
     got = log_mel(torch.from_numpy(wav), filters, fe.fft_window_size, fe.hop_length).numpy()
     assert got.shape == ref.shape == (3, 1001, 64)
+    floor = ref == ref.min()
+    assert ref.min() == pytest.approx(-100.0) and floor.sum() > 1000  # silent frames sit on the floor
+    np.testing.assert_allclose(got[floor], -100.0, atol=1e-4)
     # float32 (torch) against float64 (numpy): within 0.002 dB for bins less than 80 dB below each clip's
     # peak; further down (a pure tone's leakage) float32 rounding shows, so compare powers to the peak
     got, ref = got.astype(np.float64), ref.astype(np.float64)

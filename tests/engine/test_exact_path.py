@@ -335,3 +335,57 @@ def test_set_nprobe_reaches_cpu_ivf_and_indices_with_their_own_nprobe() -> None:
     faiss_index.set_nprobe(gpu, 7)
     assert gpu.nprobe == 7
     faiss_index.set_nprobe(faiss.IndexFlatIP(16), 5)  # no nprobe at all: nothing to set, no error
+
+
+@pytest.mark.parametrize("adversary", ["worst", "random"])
+def test_rows_to_rescore_proves_the_answer_under_errors_at_the_bound(adversary: str) -> None:
+    """The proof step alone, with int8 errors as large as the bound allows (real int8 errors sit far inside
+    it, so the libraries above never test the 2m margins): "worst" reads the true best frame of each true top
+    track m low and every other frame m high; "random" adds +-m at random. Re-scoring the returned rows must
+    give brute force's top tracks (a naive loop over every frame) whenever a proof is returned."""
+    rng = np.random.default_rng(21 if adversary == "worst" else 22)
+    proofs = 0
+    for _ in range(25):
+        n_tracks = int(rng.integers(60, 400))
+        owner = np.repeat(np.arange(n_tracks), rng.integers(1, 20, size=n_tracks))
+        owner[rng.random(len(owner)) < 0.05] = -1  # dead frames of removed tracks
+        exact = rng.standard_normal(len(owner)).astype(np.float32)
+        m = float(rng.choice([0.005, 0.02, 0.05]))
+        want = int(rng.integers(1, 30))
+        best: dict[int, tuple[float, int]] = {}  # naive: each live track's best frame
+        for row, (t, s) in enumerate(zip(owner.tolist(), exact.tolist())):
+            if t >= 0 and (t not in best or s > best[t][0]):
+                best[t] = (s, row)
+        top = sorted(best, key=lambda t: -best[t][0])[:want]
+        if adversary == "worst":
+            err = np.full(len(owner), m)
+            err[[best[t][1] for t in top]] = -m
+        else:
+            err = rng.choice([-m, m], size=len(owner))
+        approx = (exact.astype(np.float64) + err).astype(np.float32)
+        bound = float(np.abs(approx.astype(np.float64) - exact).max())  # m, up to float32 rounding
+        rows = rows_to_rescore(approx, bound, owner, want, max(4 * want, 256))
+        if rows is None:
+            continue
+        proofs += 1
+        got: dict[int, float] = {}
+        for row in rows.tolist():
+            if owner[row] >= 0:
+                got[int(owner[row])] = max(got.get(int(owner[row]), -np.inf), float(exact[row]))
+        ranked = sorted(got, key=lambda t: -got[t])[:want]
+        assert ranked == top and [got[t] for t in ranked] == [best[t][0] for t in top]
+    assert proofs >= 15
+
+
+def test_rows_to_rescore_keeps_frames_exactly_2m_below() -> None:
+    """Near-ties placed by hand where only the full 2m margins hold: track 0's best frame (1.0) reads m low
+    and track 1's best (1.0 - m/100) reads m high, so the int8 leader is track 1; track 0's second frame
+    (1.0 - m/100 as well) reads m high and hides its best frame. Brute force says track 0 at 1.0."""
+    m = 0.01
+    exact = np.array([1.0, 1.0 - m / 100, 1.0 - m / 100] + [-5.0] * 200, np.float32)
+    owner = np.array([0, 0, 1] + list(range(2, 202)), np.int64)
+    approx = exact + np.array([-m, m, m] + [0.0] * 200, np.float32)
+    bound = float(np.abs(approx.astype(np.float64) - exact).max())
+    rows = rows_to_rescore(approx, bound, owner, 1, 256)
+    assert rows is not None and 0 in rows.tolist()  # the frame that decides the answer is re-scored
+    assert owner[rows[np.argmax(exact[rows])]] == 0

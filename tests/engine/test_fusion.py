@@ -20,7 +20,7 @@ from songseek.engine.query.fusion import (
     pool_mean,
     rerank_scores,
 )
-from tests.rerank_reference import naive_fuse, naive_geometry, softmax_weighted
+from tests.rerank_reference import naive_fuse, naive_geometry, naive_scores, naive_standardize, softmax_weighted
 
 # ---------------------------------------------------------------------------------------------------------
 # Naive reference: plain Python loops over tracks, kernels and offsets, one softmax at a time.
@@ -332,11 +332,25 @@ def test_rerank_modes_mean_and_max() -> None:
         v = int(res_mean.seg_first[b]) // st
         assert v == best_v or means[v] >= max(means) - 1e-9
         assert res_mean.seg_last[b] == res_mean.seg_first[b] + h - 1
-    wide = rerank_scores("mean", sims, lengths, replace(params, segment_kernel=6))
+    wide_params = replace(params, segment_kernel=6)
+    wide = rerank_scores("mean", sims, lengths, wide_params)
     assert np.all(wide.seg_last - wide.seg_first <= 5) and np.any(wide.seg_last - wide.seg_first == 5)
+    np.testing.assert_array_equal(wide.score, res_mean.score)  # the segment kernel moves only the segment
+    for b in range(25):  # the best 6-frame kernel (stride 2; the whole track when shorter), earliest on ties
+        s = sims[b, : lengths[b]].astype(np.float64)
+        h, st, w = naive_geometry(len(s), replace(wide_params, kernel=6.0))
+        means = [s[v * st : v * st + h].mean() for v in range(w)]
+        v = int(wide.seg_first[b]) // st
+        assert wide.seg_first[b] % st == 0 and wide.seg_last[b] == wide.seg_first[b] + h - 1
+        assert v == int(np.argmax(means)) or means[v] >= max(means) - 1e-9
     res_fusion = rerank_scores("fusion", sims, lengths, params)  # CoLLAP on the standardised similarities
-    z, mu, sd = fusion.standardize(sims, lengths)
-    np.testing.assert_allclose(res_fusion.score, mu + sd * fuse(z, lengths, params).score, rtol=1e-5, atol=1e-6)
+    rows = [[float(x) for x in sims[b, : lengths[b]]] for b in range(25)]
+    # the loop reference standardises on its own (not through fusion.standardize): one weight per track
+    np.testing.assert_allclose(res_fusion.score, naive_scores("fusion", rows, params), rtol=0, atol=2e-5)
+    mu, sd = naive_standardize(rows)
+    for name in ("r_k", "r_t"):
+        want = [mu + sd * r[name] for r in naive_fuse((sims.astype(np.float64) - mu) / sd, lengths, params)]
+        np.testing.assert_allclose(getattr(res_fusion, name), want, rtol=0, atol=2e-5, err_msg=name)
 
 
 def test_bad_input_raises_usage_error() -> None:
