@@ -204,9 +204,16 @@ class FrameStore:
         return list(self._vectors)
 
     def vectors(self, start: int, count: int) -> np.ndarray:
-        """float32 (count, dim) view of rows [start, start+count); the range lies inside one shard."""
+        """float32 (count, dim) view of rows [start, start+count); the range lies inside one shard (a
+        track's frames always do; ``rows`` reads across shards). Any other range is a ValueError, not a
+        short array."""
+        if count == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
         shard = int(np.searchsorted(self.offsets, start, side="right") - 1)
-        local = start - int(self.offsets[shard])
+        local = start - int(self.offsets[shard]) if 0 <= shard < len(self._vectors) else -1
+        if local < 0 or count < 0 or local + count > len(self._vectors[shard]):
+            raise ValueError(f"frame rows [{start}, {start + count}) are not inside one shard "
+                             f"(shard starts: {self.offsets.tolist()})")
         return self._vectors[shard][local:local + count]
 
     def rows(self, start: int, stop: int) -> np.ndarray:

@@ -89,7 +89,19 @@ def test_streamed_build_equals_an_in_memory_build(tmp_path: Path, factory: str) 
     q = l2_normalize(np.random.default_rng(5).standard_normal((20, DIM)))
     for idx in (streamed, ref):
         faiss_index.set_nprobe(idx, 4)
-    np.testing.assert_array_equal(faiss_index.search(streamed, q, 10)[1], faiss_index.search(ref, q, 10)[1])
+    scores, rows = faiss_index.search(streamed, q, 10)
+    np.testing.assert_array_equal(rows, faiss_index.search(ref, q, 10)[1])
+    assert rows.shape == scores.shape == (20, 10) and (rows >= 0).all()
+    # against brute force: the exact inner products of the returned rows, best first; for Flat, the
+    # exact top 10 of every frame (numpy, no FAISS)
+    exact = q.astype(np.float64) @ frames.T.astype(np.float64)
+    if factory == "Flat":
+        np.testing.assert_array_equal(rows, np.argsort(-exact, axis=1, kind="stable")[:, :10])
+        np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, 1), atol=1e-5)
+    else:  # IVF probes some lists and codes are lossy: the approximate scores still rank the rows
+        assert (np.diff(scores, axis=1) <= 1e-6).all()
+        if factory.endswith("SQfp16"):  # half floats: scores within fp16 rounding of the exact ones
+            np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, 1), atol=3e-3)
     # a prefix build (what `bench index-build` does per size) holds exactly that many rows
     assert build_from_reader(VectorReader(tmp_path, m), factory, stop=500).ntotal == 500
 

@@ -25,6 +25,7 @@ from songseek.engine.query.longtext import (
 )
 from songseek.engine.query.search import Library
 from tests.analysis_helpers import build_library, noisy_copies
+from tests.rerank_parts_reference import naive_parts
 from tests.rerank_reference import naive_scores
 
 LIMIT = 12
@@ -109,14 +110,22 @@ def test_chunk_scores_match_naive(pool: str, mode: str) -> None:
     # One query: every (track, chunk) row shares the query's scale (naive_scores standardises over all).
     rows = [list(sims[b, c, :n]) for b, n in enumerate(lengths) for c in range(3)]
     per_all = np.array(naive_scores(mode, rows, FusionParams())).reshape(4, 3)
+    parts_all = naive_parts(mode, rows).reshape(4, 3, 3)
     flat = rerank_scores(mode, sims.reshape(12, 9), np.repeat(lengths, 3))
-    vec = naive_scores(mode, [list(sims[b, :, :n].mean(0)) for b, n in enumerate(lengths)], FusionParams())
-    for b in range(len(lengths)):
+    vec_rows = [list(sims[b, :, :n].mean(0)) for b, n in enumerate(lengths)]
+    vec, vec_parts = naive_scores(mode, vec_rows, FusionParams()), naive_parts(mode, vec_rows)
+    for b, n in enumerate(lengths):
         per = per_all[b]
         want = {"mean": np.mean(per), "max": np.max(per), "meanvec": vec[b]}[pool]
         assert res.score[b] == pytest.approx(want, abs=1e-5)
+        best = int(np.argmax(per))
+        # the parts: the mean over chunks, the best chunk's, or the mean row's
+        parts = {"mean": parts_all[b].mean(0), "max": parts_all[b, best], "meanvec": vec_parts[b]}[pool][:2]
+        np.testing.assert_allclose([res.r_k[b], res.r_t[b]], parts, atol=1e-5)
+        # the best window over every chunk (of the mean row for meanvec)
+        assert res.best_window[b] == pytest.approx(max(vec_rows[b]) if pool == "meanvec" else sims[b, :, :n].max(),
+                                                   abs=1e-6)
         if pool != "meanvec":
-            best = int(np.argmax(per))
             assert (res.seg_first[b], res.seg_last[b]) == (flat.seg_first[3 * b + best], flat.seg_last[3 * b + best])
 
 

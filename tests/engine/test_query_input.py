@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from songseek.cli.main import app
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
-from songseek.engine.errors import QueryError
+from songseek.engine.errors import DecodeError, QueryError
 from songseek.engine.query import search as search_module
 from songseek.engine.query.fusion import RERANK_MODES
 from songseek.engine.query.search import Library, SearchOptions
@@ -204,8 +204,9 @@ def test_cli_query_errors_exit_2(lib_path: Path, no_torch: None, tmp_path: Path)
 def test_audio_query_that_fails_to_decode(lib_path: Path, no_torch: None, tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp3"
     bad.write_text("not audio")
-    with pytest.raises(Exception, match="bad.mp3"):
+    with pytest.raises(DecodeError, match="bad.mp3") as err:  # the library's typed error, one line
         Library.open(lib_path).search(audio=bad)
+    assert "\n" not in str(err.value)
     r = CliRunner().invoke(app, ["search", "--library", str(lib_path), "--audio", str(bad)])
     assert r.exit_code == 2 and "bad.mp3" in r.output
 

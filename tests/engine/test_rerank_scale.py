@@ -16,6 +16,7 @@ from songseek.engine.query.fusion import (
     rerank_scores,
     standardize,
 )
+from tests.rerank_parts_reference import assert_best_segment, naive_parts, naive_segment_keys
 from tests.rerank_reference import naive_scores, naive_standardize
 
 SCORED = [m for m in RERANK_MODES if m != "none"]
@@ -42,15 +43,23 @@ def test_standardize_matches_naive_per_query() -> None:
             assert np.all(z[i, lengths[i]:] == 0)
 
 
-@pytest.mark.parametrize("mode", SCORED)
-def test_rerank_scores_match_naive_reference(mode: str) -> None:
+@pytest.mark.parametrize("params", [FusionParams(), FusionParams(kernel=3, stride=2, segment="kernel"),
+                                    FusionParams(segment="attention", segment_kernel=0)],
+                         ids=["default", "kernel3", "attention"])
+@pytest.mark.parametrize("mode", RERANK_MODES)
+def test_rerank_scores_match_naive_reference(mode: str, params: FusionParams) -> None:
+    """Score, both parts, best window and segment of every mode against plain loops."""
     rng = np.random.default_rng(1)
-    params = FusionParams()
     for _ in range(3):
         sims, lengths = ragged(rng, 9, 14)
         res = rerank_scores(mode, sims, lengths, params)
-        ref = naive_scores(mode, [list(sims[i, : lengths[i]]) for i in range(9)], params)
+        rows = [[float(x) for x in sims[i, : lengths[i]]] for i in range(9)]
+        ref = naive_scores("max" if mode == "none" else mode, rows, params)
         np.testing.assert_allclose(res.score, ref, rtol=2e-5, atol=2e-5)
+        parts = naive_parts(mode, rows, params)
+        np.testing.assert_allclose(np.stack([res.r_k, res.r_t, res.best_window], 1), parts, rtol=2e-5, atol=2e-5)
+        for i, key in enumerate(naive_segment_keys(mode, rows, params)):
+            assert_best_segment(key, int(res.seg_first[i]), int(res.seg_last[i]), what=(mode, i))
 
 
 def test_batched_queries_equal_one_query_at_a_time() -> None:

@@ -17,6 +17,7 @@ from songseek.engine.query.search import Library, SearchKwargs, SearchOptions
 from songseek.engine.query.stats import library_stats
 from songseek.indexers.ingest import ingest_table
 from tests.library_helpers import vector_table
+from tests.rerank_parts_reference import assert_best_segment, naive_segment_keys
 from tests.rerank_reference import naive_scores
 
 
@@ -37,16 +38,26 @@ def naive_rank(lib: Library, q: np.ndarray, mode: str, params: FusionParams) -> 
     return sorted(out, key=lambda x: (-x[1], x[0]))
 
 
-@pytest.mark.parametrize("mode", ["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max"])
+@pytest.mark.parametrize("mode", ["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none"])
 def test_search_matches_naive_reference_when_all_tracks_are_candidates(lib: Library, mode: str) -> None:
     rng = np.random.default_rng(11)
     for _ in range(5):
         q = rng.standard_normal(24).astype(np.float32)
         hits = lib.search(vector=q, k=10, rerank=mode, candidates=1000)
-        ref = naive_rank(lib, q, mode, FusionParams())[:10]
+        ref = naive_rank(lib, q, "max" if mode == "none" else mode, FusionParams())[:10]
         assert [h.track_id for h in hits] == [t for t, _ in ref]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in ref], rtol=1e-5, atol=1e-5)
         assert [h.rank for h in hits] == list(range(1, 11))
+        # the segment: the best run of frames under the mode's rule, in the seconds of those frames
+        # (vector_table's frame f spans 10 f to 10 f + 10 s); a near-tie (1e-5) may go either way
+        tracks = lib.tracks.to_pylist()
+        qn = q / np.linalg.norm(q)
+        rows = [[float(x) for x in lib.store.vectors(r["frame_start"], r["frame_count"]) @ qn] for r in tracks]
+        keys = dict(zip([r["track_id"] for r in tracks], naive_segment_keys(mode, rows), strict=True))
+        for h in hits:
+            first, last = round(h.segment.start_s / 10), round(h.segment.end_s / 10) - 1
+            assert (h.segment.start_s, h.segment.end_s) == (10.0 * first, 10.0 * last + 10.0)
+            assert_best_segment(keys[h.track_id], first, last, what=(mode, h.track_id, h.segment))
 
 
 def test_none_rerank_orders_by_best_window_and_segment_is_that_window(lib: Library) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from songseek.engine.analysis.tagging import (
     BUILTIN_SETS,
+    DEFAULT_TEMPERATURE,
     LabelSet,
     aggregate_windows,
     label_slug,
@@ -182,6 +183,18 @@ def test_tag_library_recovers_planted_genres_and_filters(tmp_path: Path) -> None
     assert tags.column("top_genres").to_pylist() == truth
     np.testing.assert_allclose(np.stack([tags.column(f"tag_{label_slug(g)}").to_numpy() for g in GENRES], 1).sum(1),
                                1.0, atol=1e-5)  # softmax over the set
+    # the stored numbers, naive: mean over a track's windows of cos(window, "A <genre> track"), then a
+    # softmax over the set at the default temperature, written out by hand
+    tau = tag_sets(tags)["genres"]["temperature"]
+    assert tau == DEFAULT_TEMPERATURE
+    prompts = [ENC.embed_text([f"A {g} track"])[0] for g in GENRES]
+    for row, (start, count) in enumerate(zip(lib.tracks.column("frame_start").to_pylist(),
+                                             lib.tracks.column("frame_count").to_pylist(), strict=True)):
+        frames = lib.store.vectors(start, count).astype(np.float64)
+        cos = [float(np.mean([f @ p / np.linalg.norm(p) for f in frames])) for p in prompts]
+        e = [np.exp(c / tau) for c in cos]
+        for g, x in zip(GENRES, e, strict=True):
+            assert tags.column(f"tag_{label_slug(g)}")[row].as_py() == pytest.approx(x / sum(e), abs=1e-5)
     jazz = tags.column("tag_jazz").to_numpy()
     ids = tags.column("track_id").to_pylist()
     want = sorted(t for t, s in zip(ids, jazz) if s > 0.5)
@@ -219,6 +232,19 @@ def test_a_second_set_keeps_the_first_sets_columns(tmp_path: Path) -> None:
     assert tags.column("tag_jazz").equals(first)
     assert set(tag_sets(tags)) == {"genres", "moods"}
     assert tag_sets(tags)["moods"]["normalisation"] == "sigmoid"
+    # the stored numbers, naive: the best window's cosine with "A <mood> track", then
+    # sigmoid((c - median over the tracks) / tau)
+    lib = Library.open(root)
+    assert tags.column("track_id").to_pylist() == lib.tracks.column("track_id").to_pylist()
+    best = []
+    for start, count in zip(lib.tracks.column("frame_start").to_pylist(),
+                            lib.tracks.column("frame_count").to_pylist(), strict=True):
+        frames = lib.store.vectors(start, count).astype(np.float64)
+        best.append([max(f @ ENC.embed_text([f"A {m} track"])[0] for f in frames) for m in ("happy", "sad")])
+    c = np.array(best)
+    want = 1 / (1 + np.exp(-(c - np.median(c, axis=0)) / DEFAULT_TEMPERATURE))
+    got = np.stack([tags.column("tag_happy").to_numpy(), tags.column("tag_sad").to_numpy()], 1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_a_label_belongs_to_the_set_tagged_last_and_retagging_drops_old_labels(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.errors import IncompatibleLibraryError, LibraryError, LibraryLockedError
 from songseek.engine.hashing import file_sha256
 from songseek.engine.query.search import Library, SearchOptions
+from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage import manifest as manifest_mod
 from songseek.engine.storage import store as store_mod
 from songseek.engine.storage import writer as writer_mod
@@ -253,6 +254,19 @@ def test_index_updated_incrementally_then_rebuilt_when_due(tmp_path: Path) -> No
         w.commit()
         assert w.update_index() == "updated"            # IVF centroids kept, rows added
         assert w.manifest.index_trained_on == trained and w.manifest.index_frames == trained + 4
+        # the index file itself holds each committed frame once, under its own row: probing every list
+        # (exact for IVF,Flat), a frame's nearest row is itself at cosine 1, as brute force over all frames says
+        idx = faiss_index.load_index(root / w.manifest.index_file, use_gpu=False)
+        assert idx.ntotal == trained + 4
+        lib = Library.open(root)
+        every = np.concatenate(list(live_vectors(lib).values()))
+        own_rows = np.concatenate([np.arange(s, s + c) for s, c in zip(lib.tracks.column("frame_start").to_pylist(),
+                                                                      lib.tracks.column("frame_count").to_pylist())])
+        assert len(every) == trained + 4 and sorted(own_rows) == list(range(trained + 4))
+        scores, rows = faiss_index.search(idx, every, 2, nprobe=4)
+        np.testing.assert_array_equal(rows[:, 0], own_rows)
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+        assert (scores[:, 1] < 1.0 - 1e-4).all()  # no frame is in the index twice
         for i in range(4 * 40):
             add(w, rng, f"u{i}", 4)
         w.commit()
