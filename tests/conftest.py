@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw from a seed fixed per test (house rule: seeded data), so a CI run cannot meet an example no
+# earlier run met; HYPOTHESIS_PROFILE=explore draws fresh examples each run, to hunt for new ones locally.
+settings.register_profile("seeded", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -20,8 +28,6 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _onnx_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
     """Exported ONNX text towers go to a temporary folder, never the user's ~/.cache."""
-    import os
-
     old = os.environ.get("SONGSEEK_CACHE_DIR")
     os.environ["SONGSEEK_CACHE_DIR"] = str(tmp_path_factory.mktemp("songseek-cache"))
     yield
