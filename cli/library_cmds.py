@@ -82,6 +82,7 @@ def index(
     from songseek.engine.encoders import DEFAULT_ENCODER, load_encoder
     from songseek.engine.errors import UsageError
     from songseek.engine.storage.manifest import read_manifest
+    from songseek.engine.storage.writer import refuse_library_without_manifest
     from songseek.indexers.pipeline import IndexConfig, check_encoder_name, index_paths
     from songseek.indexers.sources import check_sources
 
@@ -110,6 +111,8 @@ def index(
         if window is None and hop is None:
             window, hop = m.window_s, m.hop_s
         index_factory = index_factory or m.index_factory
+    else:  # a library whose manifest was deleted is refused now, not after the default model has loaded
+        refuse_library_without_manifest(library)
     index_factory = index_factory or "auto"
     # On Ray the models run in the actors; this process needs the encoder's description only.
     enc = load_encoder(encoder or DEFAULT_ENCODER, checkpoint, resolve_device("cpu" if ray else device),

@@ -66,6 +66,19 @@ def index_rebuild_due(m: Manifest, want: str, n_frames: int) -> bool:
             or (faiss_index.ivf_nlist(want) > 0 and n_frames > 4 * max(m.index_trained_on, 1)))
 
 
+def refuse_library_without_manifest(root: Path) -> None:
+    """Raise LibraryError when ``root`` holds a tracks table but no manifest: a library whose manifest is gone.
+    Starting afresh would delete the files repair rebuilds it from. Without a tracks table, repair has nothing
+    to work with, so what is there is a crash leftover (a first commit killed before its tracks table) that a
+    new writer removes. Also called by `songseek index` before any model loads."""
+    root = Path(root)
+    if (not root.is_dir() or (root / MANIFEST_NAME).exists()
+            or not any(TRACKS_FILE.fullmatch(p.name) and not p.is_dir() for p in root.iterdir())):
+        return
+    raise LibraryError(f"{root} holds library files but no {MANIFEST_NAME}; run `songseek repair "
+                       f"--library {root}` to rebuild it from them (nothing was changed)")
+
+
 class LibraryWriter:
     """Open (or create) a library for writing. Use as a context manager; ``commit()`` makes work durable."""
 
@@ -86,13 +99,8 @@ class LibraryWriter:
                 self.manifest = read_manifest(self.root)
             elif new_manifest is None:
                 raise LibraryError(f"no library at {self.root}")
-            elif any(TRACKS_FILE.fullmatch(p.name) and not p.is_dir() for p in self.root.iterdir()):
-                # a library whose manifest is gone: starting afresh would delete the files repair rebuilds it
-                # from (a tracks table). Without one, repair has nothing to work with, so what is here is a
-                # crash leftover (a first commit killed before its tracks table) and is removed as such.
-                raise LibraryError(f"{self.root} holds library files but no {MANIFEST_NAME}; run `songseek repair "
-                                   f"--library {self.root}` to rebuild it from them (nothing was changed)")
             else:
+                refuse_library_without_manifest(self.root)
                 self.manifest = replace(new_manifest, songseek_version=__version__)
             self._tracks: dict[str, dict[str, Any]] = {}
             self._failures: dict[str, Failure] = {}

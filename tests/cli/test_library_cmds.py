@@ -581,3 +581,26 @@ def test_info_on_a_file_or_a_library_without_its_manifest_names_the_fix_that_wor
                                      f"--library {lib}`\n"), err
     assert run("repair", "--library", str(lib))[0] == 0
     assert run("info", "--library", str(lib))[0] == 0
+
+
+def test_index_into_a_library_without_its_manifest_is_refused_before_any_model_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`songseek index DIR --library LIB` (no --encoder) into a folder whose manifest was deleted loaded the
+    default encoder first (LAION: a download, or a 'checkpoint not found' line) and only then met the repair
+    line that docs/robustness.md promises."""
+    pq.write_table(vector_table(2, 8, seed=1, max_frames=2), tmp_path / "v.parquet")
+    lib = tmp_path / "lib"
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    (lib / "manifest.json").unlink()
+    before = sorted(p.name for p in lib.iterdir())
+    write_wav(tmp_path / "music" / "a.wav", tone_track([440], 10, 0))
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("songseek.engine.encoders.load_encoder", no_model)
+    code, out, err = run("index", str(tmp_path / "music"), "--library", str(lib))
+    assert code == 2 and out == "" and err == (f"error: {lib} holds library files but no manifest.json; run "
+                                               f"`songseek repair --library {lib}` to rebuild it from them "
+                                               "(nothing was changed)\n"), err
+    assert sorted(p.name for p in lib.iterdir()) == before
