@@ -311,12 +311,14 @@ def evaluate_pair(ctx: _Context, ra: int, rb: int, suspected: bool = False,
             offset = audio.lag_s if fa.seconds <= fb.seconds else -audio.lag_s
         if level > p.min_level:
             level = 0
+    # the spans follow the (possibly refined) offset and stay inside both tracks
+    span_start, span_end = max(start_a, -offset, 0.0), min(end_a, da, db - offset)
     # a copy's pooled vectors are equal: float32 rounding made their cosine 1.0000001 in the report
     return PairEvidence(
         a=a, b=b, level=level, pooled_cosine=min(1.0, float(ctx.pooled[ra] @ ctx.pooled[rb])),
         duration_ratio=min(da, db) / max(da, db, 1e-9), offset_s=offset,
-        span_a=(start_a, min(end_a, da)) if diag.run else (0.0, 0.0),
-        span_b=(start_a + offset, min(end_a + offset, db)) if diag.run else (0.0, 0.0),
+        span_a=(span_start, span_end) if diag.run else (0.0, 0.0),
+        span_b=(span_start + offset, span_end + offset) if diag.run else (0.0, 0.0),
         window_agreement=diag.mean, diagonal_cover=diag.run / short, chain_cover=chain / short,
         version_cover=version / short, audio=audio, audio_checked=audio is not None)
 

@@ -223,3 +223,28 @@ def test_a_changed_loudness_envelope_is_a_master_only_when_it_follows_the_level(
     edit = dataclasses.replace(match(1.9, -0.54), one_lag=0.5, lag_cover=0.6)    # a cut straddling blocks
     eq = dataclasses.replace(match(1.3, 0.1), band_db=3.7)
     assert pair_level(p, True, False, 1.0, 1.0, 0.95, edit) == 2 == pair_level(p, True, False, 1.0, 1.0, 0.95, eq)
+
+
+def test_spans_stay_inside_both_tracks_when_the_audio_lag_refines_the_offset(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fingerprint's lag (finer than a window hop) replaces the windows' offset; the spans follow it and
+    stay inside each track (a copy trimmed by 12.5 s: span_b began at -2.5 s when only the offset moved)."""
+    import types
+
+    from songseek.engine.analysis import duplicates as dup
+
+    lib = Library.open(root)
+    seconds = {str(p): float(d) for p, d in zip(lib.tracks.column("path").to_pylist(),
+                                                 lib.tracks.column("duration_s").to_pylist())}
+
+    def fake_fingerprint(ctx: object, row: int) -> object:
+        return types.SimpleNamespace(seconds=seconds[str(ctx.paths[row])])  # type: ignore[attr-defined]
+
+    match = FingerprintMatch(coverage=1.0, one_lag=1.0, two_lags=1.0, lag_s=12.5, agreement=0.9, band_db=0.0,
+                             dynamics_db=0.0, matched_s=150.0, lag_cover=1.0)
+    monkeypatch.setattr(dup, "_fingerprint", fake_fingerprint)
+    monkeypatch.setattr(dup, "compare", lambda fa, fb: match)
+    report = find_duplicates(lib, DuplicateParams(audio=True, neighbours=2))
+    ev = next(p for g in report.groups for p in g.pairs if (p.a, p.b) == ("t000", "t001"))
+    assert ev.offset_s == -12.5  # t001 is t000 from 12.5 s on
+    assert ev.span_a == (12.5, 160.0) and ev.span_b == (0.0, 147.5)
