@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import SongseekError, UsageError, WeightsNotFoundError
+from ..errors import UsageError, WeightsNotFoundError
 from ..hashing import file_sha256
 from ._torch_util import fit_windows, text_batches
 from .base import EncoderInfo, l2_normalize
@@ -102,8 +102,8 @@ class MsClapEncoder:
             self._tokenizer, self.tokenizer_source = with_pad_token(found[0], in_place=True), found[1]
         elif random:  # plumbing runs need some tokenizer; their vectors mean nothing anyway
             self._tokenizer, self.tokenizer_source = with_pad_token(byte_tokenizer(), in_place=True), BYTE_TOKENIZER
-        else:
-            raise SongseekError(
+        else:  # exit code 2, as laion's and clap's missing tokenizer
+            raise WeightsNotFoundError(
                 "MS-CLAP text search needs the GPT-2 tokenizer files (vocab.json + merges.txt or tokenizer.json "
                 f"of gpt2): set {TOKENIZER_ENV}=DIR, put them beside the checkpoint, or have gpt2 in the "
                 "Hugging Face cache")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from songseek.engine.encoders import gpt2_tokenizer, load_encoder, msclap_backend, msclap_model, msclap_weights
-from songseek.engine.errors import SongseekError, UsageError, WeightsNotFoundError
+from songseek.engine.errors import UsageError, WeightsNotFoundError
 from tests.engine.encoder_helpers import isolate_hf, save_tiny_tokenizer
 from tests.engine.msclap_helpers import (
     msclap_layout,
@@ -207,10 +207,11 @@ def test_text_without_gpt2_tokenizer_is_one_line(pth: Path, offline: Path, tmp_p
     try:
         enc = msclap_backend.load(str(pth), "cpu", False)
         enc.embed_audio(waves(1))  # audio never needs the tokenizer
-        with pytest.raises(SongseekError) as err:
+        with pytest.raises(WeightsNotFoundError) as err:  # exit code 2, as laion's and clap's missing tokenizer
             enc.embed_text(["jazz"])
         msg = str(err.value)
         assert "\n" not in msg and gpt2_tokenizer.TOKENIZER_ENV in msg and "gpt2" in msg
+        assert err.value.exit_code == 2
         monkeypatch.setenv(gpt2_tokenizer.TOKENIZER_ENV, str(save_gpt2_sized_tokenizer(tmp_path / "gpt2")))
         assert enc.embed_text(["jazz"]).shape == (1, 1024)
         assert enc.tokenizer_source == str(tmp_path / "gpt2")
