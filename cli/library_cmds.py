@@ -433,7 +433,8 @@ def _shortfall_note(k: int, matching: int, n_tracks: int, where: str | None, sho
     if k <= matching or any(n != matching for n in shown):  # -k was reached, or something else cut the hits
         return ""
     if where is not None:
-        return f"note: {matching} track{'s' if matching != 1 else ''} match --where; showing all of them"
+        agree = "tracks match" if matching != 1 else "track matches"
+        return f"note: {matching} {agree} --where; showing all of them"
     return f"note: the library has {matching} track{'s' if matching != 1 else ''}; showing all of them"
 
 

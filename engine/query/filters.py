@@ -453,7 +453,8 @@ def _run(con: Any, statement: str, limits: FilterLimits, bad: Any) -> pa.Table:
                                    f"(FilterLimits.memory_mb) and was stopped; narrow it down ({_first_line(error)})",
                                    "memory_mb", limits.memory_mb)
         first = _first_line(error)
-        raise QueryError(NO_TAGS if NO_TAGS in first else bad(first))
+        own = _OWN_ERROR.search(first)  # tag()'s own message, without DuckDB's wrapping of it
+        raise QueryError(NO_TAGS if NO_TAGS in first else own.group(1) if own else bad(first))
     table: pa.Table = box["table"]
     return table
 
@@ -474,6 +475,12 @@ def _int(value: object) -> int:
         return -1
 
 
+# An error tag() raises (the where macro's error(), the sql UDF's ValueError), as DuckDB wraps it:
+# "Invalid Input Error: [Python exception occurred while executing the UDF: ValueError: ]unknown tag ..."
+_OWN_ERROR = re.compile(r"^Invalid Input Error: (?:Python exception occurred while executing the UDF: \w+: )?"
+                        r"(unknown tag '.*'; known tags: [^.]*)")
+
+
 def _first_line(exc: object) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -490,7 +497,7 @@ def _tag_macro(con: Any, columns: list[str]) -> None:
     cases = " ".join(f"WHEN '{s}' THEN \"{TAG_PREFIX}{s}\"" for s in slugs)
     known = ", ".join(slugs)[:300].replace("'", "")
     con.execute(f"CREATE MACRO tag(label) AS CASE songseek_tag_slug(label) {cases} "
-                f"ELSE error('unknown tag ' || label || '; known tags: {known}') END")
+                f"ELSE error('unknown tag ''' || label || '''; known tags: {known}') END")
 
 
 def _tag_slugs(columns: list[str]) -> list[str]:

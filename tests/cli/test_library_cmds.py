@@ -455,6 +455,8 @@ def test_search_notes_come_after_success_and_are_true(audio_library: Path, tmp_p
     assert err.splitlines() == ["note: 3 tracks match --where; showing all of them"]
     code, out, err = run(*search, "--where", "year > 1952", "-k", "2")
     assert code == 0 and err == ""  # -k was reached: nothing to explain
+    code, out, err = run(*search, "--where", "year > 1954")
+    assert code == 0 and err.splitlines() == ["note: 1 track matches --where; showing all of them"]
     code, out, err = run(*search, "--where", "year > 2000")
     assert code == 0 and err.splitlines() == ['no track matches --where "year > 2000"']
     code, out, err = run(*search)
