@@ -204,24 +204,27 @@ def ingest(
                                         "from its random-weights model."),
 ) -> None:
     """Build or extend a library from precomputed per-window vectors."""
-    from songseek.indexers.ingest import ingest_file
+    from songseek.engine.errors import UsageError
+    from songseek.engine.storage.writer import refuse_library_without_manifest
+    from songseek.indexers.ingest import ingest_table, read_vectors_table
 
-    info = _ingest_encoder_info(encoder, checkpoint, random_weights)
-    report = ingest_file(file, library, index_factory=index_factory, nprobe=nprobe, encoder=info)
+    if encoder is None and (checkpoint is not None or random_weights):
+        raise UsageError("--checkpoint and --random-weights describe an --encoder: pass --encoder NAME too")
+    # what can be refused without the model is refused before it loads: a bad file, a library without manifest
+    table = read_vectors_table(file)
+    refuse_library_without_manifest(library.expanduser())
+    info = None if encoder is None else _ingest_encoder_info(encoder, checkpoint, random_weights)
+    report = ingest_table(table, library, source=str(file), encoder=info, index_factory=index_factory,
+                          nprobe=nprobe)
     kept = f" ({report.unchanged} already stored as given, left as they were)" if report.unchanged else ""
     typer.echo(f"ingested {report.tracks} track{'' if report.tracks == 1 else 's'} into {library}{kept}")
 
 
-def _ingest_encoder_info(name: str | None, checkpoint: str | None, random_weights: bool) -> EncoderInfo | None:
-    """The EncoderInfo to record for ingested vectors (None: precomputed). Loads the model once, on the
-    CPU, because the record holds what only the weights tell (dim, sample rate, checkpoint sha256)."""
+def _ingest_encoder_info(name: str, checkpoint: str | None, random_weights: bool) -> EncoderInfo:
+    """The EncoderInfo to record for vectors an encoder made. Loads the model once, on the CPU, because the
+    record holds what only the weights tell (dim, sample rate, checkpoint sha256)."""
     from songseek.engine.encoders import load_encoder
-    from songseek.engine.errors import UsageError
 
-    if name is None:
-        if checkpoint is not None or random_weights:
-            raise UsageError("--checkpoint and --random-weights describe an --encoder: pass --encoder NAME too")
-        return None
     return load_encoder(name, checkpoint, "cpu", random_weights).info
 
 

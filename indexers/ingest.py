@@ -297,9 +297,3 @@ def _median_hop(ids: np.ndarray, starts: np.ndarray, order: np.ndarray) -> float
     same = ids[order][1:] == ids[order][:-1]
     steps = np.diff(starts[order])[same]
     return float(np.median(steps)) if len(steps) else 0.0
-
-
-def ingest_file(path: Path, library: Path, index_factory: str | None = None, nprobe: int | None = None,
-                encoder: EncoderInfo | None = None) -> IngestReport:
-    return ingest_table(read_vectors_table(path), library, source=str(path), encoder=encoder,
-                        index_factory=index_factory, nprobe=nprobe)

@@ -606,3 +606,25 @@ def test_index_into_a_library_without_its_manifest_is_refused_before_any_model_l
                                                f"`songseek repair --library {lib}` to rebuild it from them "
                                                "(nothing was changed)\n"), err
     assert sorted(p.name for p in lib.iterdir()) == before
+
+
+def test_ingest_refuses_what_it_can_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ingest --encoder X` loaded X's weights before it read the file or looked at the library."""
+    pq.write_table(vector_table(2, 8, seed=1, max_frames=2), tmp_path / "v.parquet")
+    lib = tmp_path / "lib"
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    (lib / "manifest.json").unlink()
+    before = sorted(p.name for p in lib.iterdir())
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("songseek.engine.encoders.load_encoder", no_model)
+    code, out, err = run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib), "--encoder", "demo")
+    assert code == 2 and out == "" and "holds library files but no manifest.json; run `songseek repair" in err
+    assert sorted(p.name for p in lib.iterdir()) == before
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    code, out, err = run("ingest", str(tmp_path / "bad.parquet"), "--library", str(tmp_path / "new"),
+                         "--encoder", "demo")
+    assert code == 2 and out == "" and "bad.parquet" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "new").exists()
