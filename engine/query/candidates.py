@@ -40,11 +40,16 @@ def only_rows(owners: np.ndarray, allowed: np.ndarray, n_tracks: int) -> np.ndar
 
 
 def top_tracks(sims: np.ndarray, owner: np.ndarray, want: int, kf: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``want`` best tracks by best frame from every frame's score: grouping only the top ``kf`` frames,
-    ×4 until they cover ``want`` tracks or every frame."""
+    """The ``want`` best tracks by best frame from every frame's score: grouping only the top ``kf`` frames
+    (and every frame tied with the last of them, so that ties go to the lower track row as in brute force,
+    not to whichever one ``argpartition`` kept), ×4 until they cover ``want`` tracks or every frame."""
     n = len(sims)
     while True:
-        top = np.argpartition(-sims, kf - 1)[:kf] if kf < n else np.arange(n)
+        if kf < n:
+            cut = sims[np.argpartition(-sims, kf - 1)[kf - 1]]
+            top = np.flatnonzero(sims >= cut)
+        else:
+            top = np.arange(n)
         cand, cand_scores = best_per_track(owner[top], sims[top], want)
         if len(cand) >= want or kf >= n:
             return cand, cand_scores

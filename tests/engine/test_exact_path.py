@@ -12,7 +12,7 @@ import pytest
 from songseek.engine.encoders.base import EncoderInfo, l2_normalize
 from songseek.engine.query import scan as scan_mod
 from songseek.engine.query import search as search_mod
-from songseek.engine.query.candidates import ExactPolicy, rows_to_rescore
+from songseek.engine.query.candidates import ExactPolicy, best_per_track, rows_to_rescore, top_tracks
 from songseek.engine.query.search import Library, SearchOptions
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest
@@ -389,3 +389,128 @@ def test_rows_to_rescore_keeps_frames_exactly_2m_below() -> None:
     rows = rows_to_rescore(approx, bound, owner, 1, 256)
     assert rows is not None and 0 in rows.tolist()  # the frame that decides the answer is re-scored
     assert owner[rows[np.argmax(exact[rows])]] == 0
+
+
+def test_exact_policy_defaults_are_the_documented_ones() -> None:
+    """The numbers ExactPolicy's docstring argues for (16 exact queries: the ski-rental rule)."""
+    assert ExactPolicy() == ExactPolicy(subset_frames=200_000, fp32_frames=50_000, build_after=16, where_cache=32)
+
+
+def test_best_per_track_equals_a_naive_loop_with_ties_to_the_lower_row() -> None:
+    """Scores on a coarse grid so tracks tie often: best frame per track, best first, ties to the lower row."""
+    rng = np.random.default_rng(31)
+    for _ in range(50):
+        n = int(rng.integers(1, 80))
+        owners = rng.integers(-1, 12, n).astype(np.int64)
+        scores = (rng.integers(0, 4, n) / 4).astype(np.float32)
+        want = int(rng.integers(1, 15))
+        best: dict[int, float] = {}
+        for t, s in zip(owners.tolist(), scores.tolist()):
+            if t >= 0:
+                best[t] = max(best.get(t, -np.inf), s)
+        ref = sorted(best, key=lambda t: (-best[t], t))[:want]
+        rows, got = best_per_track(owners, scores, want)
+        assert rows.tolist() == ref and got.tolist() == [best[t] for t in ref]
+
+
+def test_rows_to_rescore_returns_none_without_enough_live_tracks() -> None:
+    owner = np.repeat(np.arange(5), 40).astype(np.int64)
+    approx = np.random.default_rng(32).standard_normal(len(owner)).astype(np.float32)
+    assert rows_to_rescore(approx.copy(), 0.01, owner, 6, 256) is None   # 5 live tracks, 6 wanted
+    assert rows_to_rescore(approx.copy(), 0.01, np.full(len(owner), -1), 1, 256) is None  # none live
+
+
+def test_rows_to_rescore_widens_a_threshold_that_covers_too_few_tracks() -> None:
+    """One track per frame, the best frame on the 1/64 sample: the first guess (the sample's best) covers a
+    single track, so for want=2 the threshold must be lowered, not given up on; the proof names the naive top 2."""
+    rng = np.random.default_rng(33)
+    exact = rng.standard_normal(64 * 100).astype(np.float32)
+    exact[0] = 10.0
+    owner = np.arange(len(exact), dtype=np.int64)
+    rows = rows_to_rescore(exact.copy(), 1e-3, owner, 2, 64)
+    assert rows is not None
+    assert sorted(rows.tolist(), key=lambda r: -exact[r])[:2] == np.argsort(-exact)[:2].tolist()
+
+
+def test_rows_to_rescore_marks_dead_frames_and_never_returns_them() -> None:
+    """Frames of removed tracks (owner -1) are set to -inf in the caller's buffer and never re-scored, even
+    where their int8 scores are the highest."""
+    rng = np.random.default_rng(34)
+    owner = np.repeat(np.arange(300), 4).astype(np.int64)
+    owner[::3] = -1
+    approx = rng.standard_normal(len(owner)).astype(np.float32)
+    approx[owner < 0] += 5.0
+    buf = approx.copy()
+    rows = rows_to_rescore(buf, 0.01, owner, 3, 256)
+    assert rows is not None and (owner[rows] >= 0).all()
+    assert np.isneginf(buf[owner < 0]).all() and (buf[owner >= 0] == approx[owner >= 0]).all()
+
+
+def test_int8_margin_equals_the_sum_of_its_documented_terms() -> None:
+    """int8_margin against the docstring's five terms written out in float64 with plain loops."""
+    rng = np.random.default_rng(35)
+    for dim in (7, 64, 512):
+        q = rng.standard_normal(dim).astype(np.float32)
+        qb = (q * (1 + rng.uniform(-2.0 ** -8, 2.0 ** -8, dim))).astype(np.float32)
+        max_err, max_norm = float(rng.uniform(0.001, 0.05)), float(rng.uniform(0.5, 3.0))
+        qn = sum(float(x) ** 2 for x in q) ** 0.5
+        qbn = sum(float(x) ** 2 for x in qb) ** 0.5
+        dq = sum((float(a) - float(b)) ** 2 for a, b in zip(q, qb)) ** 0.5
+        u = 2.0 ** -24
+        g = dim * u / (1 - dim * u)
+        terms = [qn * max_err, dq * max_norm, g * qbn * max_norm, 2.0 ** -8 * (1 + g) * qbn * max_norm,
+                 g * qn * max_norm]
+        ref = 1.01 * sum(terms) + 1e-6
+        assert scan_mod.int8_margin(q, qb, max_err, max_norm, dim) == pytest.approx(ref, rel=1e-9, abs=0)
+
+
+def test_int8_scanner_errors_and_norms_bound_every_row() -> None:
+    """max_err and max_norm against the stored codes decoded by hand: bounds over every row of every batch
+    (zero rows included), and tight ones (within 1e-3)."""
+    rng = np.random.default_rng(36)
+    shards = [_hard_rows(rng, n, 24) for n in (300, 1, 901)]
+    scanner = scan_mod.Int8Scanner(shards, batch=256)
+    v = np.concatenate(shards).astype(np.float64)
+    v_hat = scanner.codes[:, :24].numpy().astype(np.float64) * scanner.scales.float().numpy()[:, None]
+    err = np.sqrt(((v - v_hat) ** 2).sum(axis=1)).max()
+    norm = max(np.sqrt((v ** 2).sum(axis=1)).max(), np.sqrt((v_hat ** 2).sum(axis=1)).max())
+    assert err <= scanner.max_err <= err * 1.001 + 1e-12
+    assert norm <= scanner.max_norm <= norm * 1.001
+    assert (scanner.codes[5].numpy() == 0).all()  # the zero row: all-zero codes, not NaN garbage
+
+
+@pytest.mark.parametrize("offset", [1.5, "near_one"])
+def test_check_refuses_a_kernel_that_breaks_its_bound(monkeypatch: pytest.MonkeyPatch, offset: float | str) -> None:
+    """check() refuses any error past the margin (here 1.5 m, where real errors stay below m/4), including
+    one that shows only at scores near +-1 (output rounding), which only stored rows as queries reach."""
+    rng = np.random.default_rng(37)
+    shards = [l2_normalize(rng.standard_normal((500, 64))).astype(np.float32)]
+    scanner = scan_mod.Int8Scanner(shards)
+    assert scanner.check(shards) is None
+    real = scan_mod.Int8Scanner.scores
+
+    def broken(self: scan_mod.Int8Scanner, q: np.ndarray) -> tuple[np.ndarray, float]:
+        approx, margin = real(self, q)
+        if offset == "near_one":
+            return np.where(np.abs(approx) > 0.95, approx + 2 * margin, approx).astype(np.float32), margin
+        return approx + float(offset) * margin, margin
+
+    monkeypatch.setattr(scan_mod.Int8Scanner, "scores", broken)
+    assert scanner.check(shards) is not None
+
+
+def test_top_tracks_keeps_every_frame_tied_at_its_cut() -> None:
+    """Tied frames straddling the top-kf cut: argpartition kept an arbitrary one, so a tie between tracks went
+    to track 2 where brute force gives track 1 (the lower row)."""
+    sims = np.r_[np.full(255, .9), .5, .5, np.full(100, .1)].astype(np.float32)
+    owner = np.r_[np.zeros(255, int), 2, 1, np.arange(3, 103)].astype(np.int64)
+    assert top_tracks(sims, owner, 2, 256)[0].tolist() == best_per_track(owner, sims, 2)[0].tolist() == [0, 1]
+    rng = np.random.default_rng(5)
+    for _ in range(200):  # coarse scores: ties everywhere, at every cut
+        n = int(rng.integers(5, 400))
+        sims = (rng.integers(0, 6, n) / 5).astype(np.float32)
+        owner = rng.integers(0, 40, n).astype(np.int64)
+        want, kf = int(rng.integers(1, 10)), int(rng.integers(1, n + 1))
+        got, got_scores = top_tracks(sims, owner, want, kf)
+        ref, ref_scores = best_per_track(owner, sims, want)
+        assert got.tolist() == ref.tolist() and got_scores.tolist() == ref_scores.tolist()

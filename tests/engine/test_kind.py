@@ -40,6 +40,13 @@ def test_tag_lists_need_short_items() -> None:
     assert not is_tag_list("a, , c")
 
 
+def test_tag_items_end_at_three_words_and_every_sentence_mark_breaks_a_list() -> None:
+    assert is_tag_list("soft piano intro, jazz, calm")           # TAG_MAX_WORDS words: still a tag
+    assert not is_tag_list("soft piano intro loop, jazz, calm")  # one more: a phrase
+    for mark in ".:;!?":
+        assert not is_tag_list(f"jazz, calm{mark} slow, piano"), mark
+
+
 def test_the_generator_captions_read_as_their_level() -> None:
     """The demo model's captions (benchmarks/synth): section captions one moment, whole-track
     descriptions a whole track, tags not known (what the rerank report relies on)."""

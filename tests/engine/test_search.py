@@ -12,8 +12,9 @@ import pytest
 
 from songseek.engine.errors import IncompatibleLibraryError, QueryError
 from songseek.engine.query.candidates import ExactPolicy
+from songseek.engine.query.diversity import cap_per_artist
 from songseek.engine.query.fusion import FusionParams, params_for_hop
-from songseek.engine.query.search import Library, SearchKwargs, SearchOptions
+from songseek.engine.query.search import Hit, Library, SearchKwargs, SearchOptions, Segment
 from songseek.engine.query.stats import library_stats
 from songseek.indexers.ingest import ingest_table
 from tests.library_helpers import vector_table
@@ -229,3 +230,30 @@ def test_several_vectors_given_to_search_name_their_own_shape(lib: Library) -> N
     with pytest.raises(QueryError, match=r"\(2, 24\).*search_vectors"):
         lib.search(vector=np.ones((2, 24), np.float32))
     assert len(lib.search(vector=np.ones((1, 24), np.float32), k=2)) == 2  # one row is one vector
+
+
+def test_cap_per_artist_equals_a_naive_walk() -> None:
+    """cap_per_artist against a plain loop: walk the ranking, count each artist's hits, skip those past the
+    cap, stop at k, renumber 1..n; hits with no artist are never capped. Bad caps and k are refused."""
+    rng = np.random.default_rng(41)
+    seg = Segment(0.0, 10.0)
+    for _ in range(300):
+        artists = [None if a == 0 else f"a{a}" for a in rng.integers(0, 4, int(rng.integers(0, 25))).tolist()]
+        hits = [Hit(rank=i + 1, track_id=f"t{i}", path=f"{i}.wav", score=-float(i), segment=seg, r_k=0.0,
+                    r_t=0.0, best_window=0.0, candidate_score=0.0, artist=a) for i, a in enumerate(artists)]
+        per_artist, k = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+        counts: dict[str, int] = {}
+        ref = []
+        for h in hits:
+            if h.artist is not None:
+                counts[h.artist] = counts.get(h.artist, 0) + 1
+                if counts[h.artist] > per_artist:
+                    continue
+            ref.append(h.track_id)
+        ref = ref[:k]
+        got = cap_per_artist(hits, per_artist, k)
+        assert [h.track_id for h in got] == ref
+        assert [h.rank for h in got] == list(range(1, len(ref) + 1))
+    for per_artist, k in [(0, 5), (-1, 5), (1, 0), (2, -3)]:
+        with pytest.raises(QueryError):
+            cap_per_artist(hits, per_artist, k)
