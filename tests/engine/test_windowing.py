@@ -249,3 +249,48 @@ def test_window_arguments_validated():
         frame_windows(np.zeros((2, 10), np.float32), 48000, 1.0, 1.0)
     with pytest.raises(UsageError):
         frame_windows(np.zeros(10, np.float32), 48000, 1.0, 1.0, pad="mirror")
+
+
+@pytest.mark.parametrize(("n", "window_n", "hop_n"),
+                         [(21, 10, 10), (2100, 1000, 1000), (1100, 1000, 1000), (40, 20, 19), (81, 10, 40)])
+def test_tail_of_exactly_a_tenth_of_a_window_is_kept(n, window_n, hop_n):
+    """The boundary of the tail rule: content of exactly window / 10 is indexed, one sample less is not."""
+    def naive(n_samples: int) -> list[list[int]]:
+        out, k = [], 0
+        while k * hop_n + window_n <= n_samples:
+            out.append([k * hop_n, k * hop_n + window_n])
+            k += 1
+        if out[-1][1] < n_samples and k * hop_n < n_samples and 10 * (n_samples - k * hop_n) >= window_n:
+            out.append([k * hop_n, n_samples])
+        return out
+
+    exact, short = naive(n), naive(n - 1)
+    assert len(exact) == len(short) + 1 and exact[-1][1] - exact[-1][0] == window_n // 10  # the case tested
+    assert sample_bounds(n, window_n, hop_n).tolist() == exact
+    assert sample_bounds(n - 1, window_n, hop_n).tolist() == short
+    sr = 1000
+    _, bounds = frame_windows(np.ones(n, np.float32), sr, window_n / sr, hop_n / sr)
+    np.testing.assert_allclose(bounds * sr, exact, atol=1e-6)
+    streamed = list(iter_windows([np.ones(n, np.float32)], sr, window_n / sr, hop_n / sr))
+    np.testing.assert_allclose([[s * sr, e * sr] for _, s, e in streamed], exact, atol=1e-6)
+
+
+@pytest.mark.parametrize(("window_n", "hop_n"), [(10, 0), (0, 10), (10, -3), (-1, 5)])
+def test_sample_bounds_rejects_non_positive_window_or_hop(window_n, hop_n):
+    with pytest.raises(UsageError):
+        sample_bounds(100, window_n, hop_n)
+
+
+@pytest.mark.parametrize("pad", ["repeatpad", "repeat", "zero"])
+def test_iter_windows_honours_pad_mode(pad):
+    """Streaming pads short tracks and tails by the same mode as the naive CLAP padding."""
+    rng = np.random.default_rng(5)
+    sr = 100
+    for n in (3, 37, 99, 263, 1234):  # shorter than a window, then with tails of various lengths
+        audio = rng.standard_normal(n).astype(np.float32)
+        streamed = list(iter_windows(np.array_split(audio, 3), sr, 1.0, 1.0, pad=pad))
+        ref_wins, ref_bounds = naive_frames(audio, sr, 100, 100, pad)
+        assert len(streamed) == len(ref_wins)
+        for (w, start, end), ref, (ref_start, ref_end) in zip(streamed, ref_wins, ref_bounds, strict=True):
+            np.testing.assert_array_equal(w, ref)
+            assert (start, end) == pytest.approx((ref_start, ref_end), abs=1e-9)

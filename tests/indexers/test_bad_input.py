@@ -361,3 +361,42 @@ def test_check_sources_returns_the_named_files_it_skips(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no audio files under .*cover.jpg \(1 other file skipped: cover.jpg\)"):
         check_sources([tmp_path / "nothing", cover], tmp_path / "lib")
     assert check_sources([tmp_path / "nothing", cover]) == [cover]  # no library named: the run decides
+
+
+def test_scan_matches_a_naive_walk(tmp_path: Path) -> None:
+    """Extensions in any case, directories named like audio files left out, sorted by path; a missing
+    source refused, as a plain os.walk filter finds them."""
+    from songseek.engine.audio import AUDIO_EXTENSIONS
+    from songseek.indexers.sources import scan
+
+    for rel in ("b/Song.FLAC", "b/c/low.wav", "a/UP.Mp3", "a/notes.txt", "z.WAV", "cover.JPG"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * len(rel))
+    (tmp_path / "a" / "folder.flac").mkdir()
+    os.mkfifo(tmp_path / "b" / "pipe.wav")  # not a regular file: opening it to decode would block
+    naive = sorted(str(Path(d) / n) for d, _, names in os.walk(tmp_path) for n in names
+                   if Path(n).suffix.lower() in AUDIO_EXTENSIONS and os.path.isfile(Path(d) / n))
+    result = scan([tmp_path])
+    assert [str(f.path) for f in result.files] == naive and len(naive) == 4
+    assert [f.size for f in result.files] == [os.path.getsize(p) for p in naive]
+    with pytest.raises(UsageError, match="does not exist"):
+        scan([tmp_path / "gone"])
+
+
+def test_check_sources_finds_audio_with_upper_case_extensions(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "SONG.WAV").write_bytes(b"x")
+    assert check_sources([music], tmp_path / "lib") == []  # a new library: the folder holds audio
+
+
+def test_a_folder_that_cannot_be_listed_is_left_to_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from songseek.indexers import sources
+
+    def walk(top: Any, onerror: Any = None, followlinks: bool = False) -> Any:
+        onerror(PermissionError(13, "Permission denied", str(top)))
+        return iter(())
+
+    monkeypatch.setattr(sources.os, "walk", walk)
+    (tmp_path / "music").mkdir()
+    assert check_sources([tmp_path / "music"], tmp_path / "lib") == []  # not refused as "no audio files"

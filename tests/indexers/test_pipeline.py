@@ -79,3 +79,57 @@ def test_index_saves_nprobe_and_refuses_a_negative_one_before_writing(music: Pat
     assert read_manifest(lib).index_nprobe == 12
     index_paths([music], lib, FakeEncoder(), IndexConfig(nprobe=0))
     assert read_manifest(lib).index_nprobe == 0
+
+
+def test_check_unchanged_and_checked_windows_refuse_changed_or_empty_files(tmp_path: Path) -> None:
+    from songseek.engine.errors import SongseekError
+    from songseek.indexers.sources import SourceFile
+    from songseek.indexers.stages import FileChangedError, check_unchanged, checked_windows
+
+    p = tmp_path / "a.wav"
+    p.write_bytes(b"x" * 10)
+    st = p.stat()
+    check_unchanged(p, st.st_size, st.st_mtime)
+    for size, mtime in ((st.st_size + 1, st.st_mtime), (st.st_size, st.st_mtime + 1.0)):
+        with pytest.raises(FileChangedError):
+            check_unchanged(p, size, mtime)
+    with pytest.raises(SongseekError, match="no audio samples"):
+        list(checked_windows(SourceFile(p, st.st_size, st.st_mtime), iter([])))
+
+
+def test_commit_stage_keeps_first_entries_counts_once_and_reports_totals(tmp_path: Path) -> None:
+    """Retried windows and vectors (a Ray task run twice) neither overwrite nor count twice; a job is added
+    only once every window has its vector; a failure reported twice counts once."""
+    from types import SimpleNamespace
+
+    from songseek.indexers.sources import SourceFile
+    from songseek.indexers.stages import CommitStage, FileJob, IndexReport
+
+    added: list = []
+    failures: list = []
+    writer = SimpleNamespace(tracks={}, add_track=lambda rec, v, s, e: added.append((rec, v, s, e)),
+                             commit=lambda: None, record_failure=failures.append)
+    progress = SimpleNamespace(advance=lambda **kw: None)
+    jobs = [FileJob(SourceFile(tmp_path / f"{i}.wav", 10, 1.0), f"{i:064x}", "added") for i in range(2)]
+    report = IndexReport()
+    stage = CommitStage(writer, jobs, report, progress, 100, 1e9)  # type: ignore[arg-type]
+    v0, v1 = np.ones(4, np.float32), np.full(4, 2.0, np.float32)
+    stage.window(0, 0, 0.0, 10.0)
+    stage.window(0, 0, 99.0, 99.0)  # retried: the first entry stays
+    stage.vector(0, 0, v0)
+    stage.vector(0, 0, v0)  # retried vector: still one of the two windows embedded
+    stage.window(0, 1, 10.0, 15.5)
+    stage.decoded(0, 2)
+    stage.finish_ready()
+    assert added == [] and stage.next_job == 0
+    stage.vector(0, 1, v1)
+    stage.finish_ready()
+    assert len(added) == 1 and stage.next_job == 1
+    rec, vecs, starts, ends = added[0]
+    np.testing.assert_array_equal(vecs, np.stack([v0, v1]))
+    assert starts.tolist() == [0.0, 10.0] and ends.tolist() == [10.0, 15.5] and rec.duration_s == 15.5
+    assert (report.added, report.windows, report.audio_s) == (1, 2, 15.5)
+    stage.fail(1, "DecodeError", "bad")
+    stage.fail(1, "DecodeError", "bad again")
+    stage.finish_ready()
+    assert (report.failed, len(failures), len(report.failures)) == (1, 1, 1) and stage.all_done

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from songseek.engine.audio import decode
+from songseek.engine.errors import QueryError
 from songseek.engine.query.fusion import RERANK_MODES, RerankSettings, params_for_hop
 from songseek.engine.query.kind import resolve_mode
 from songseek.engine.query.search import Library
 from songseek.engine.storage.writer import LibraryWriter
+from songseek.server import Limits
 from songseek.server.query import SearchParams
 from tests.server.server_helpers import QUERY, LiveServer, cli_search
 
@@ -266,3 +268,179 @@ def test_a_librarys_saved_rerank_is_the_servers_default_as_the_clis(library: Pat
     tuned = SearchParams.model_validate({"temperature": 0.5}).options(lib)
     assert tuned.fusion is not None and tuned.fusion.temperature == 0.5
     assert tuned.fusion.segment_kernel == lib.rerank_settings().params.segment_kernel
+
+
+@pytest.mark.parametrize("per_artist", [1, 2])
+def test_per_artist_cap_fills_k_from_the_whole_ranking(client: httpx.Client, per_artist: int) -> None:
+    """For every k the capped list is the naive cap over the full ranking, cut at k: the cap looks past the
+    first k hits to fill k, and never returns more than k."""
+    for q in (QUERY, "a loud drum beat", "quiet strings"):
+        full = client.get("/api/search", params={"q": q, "k": 7}).json()["hits"]
+        naive: list[str] = []
+        count: dict = {}
+        for h in full:
+            key = h["artist"] if h["artist"] is not None else h["track_id"]  # no artist: never capped
+            if count.get(key, 0) < per_artist:
+                naive.append(h["track_id"])
+                count[key] = count.get(key, 0) + 1
+        for k in range(1, 8):
+            got = client.get("/api/search", params={"q": q, "k": k, "per_artist": per_artist}).json()["hits"]
+            assert [h["track_id"] for h in got] == naive[:k], (q, k)
+
+
+def _check_refused(limits: Limits, **fields: object) -> None:
+    with pytest.raises(QueryError):
+        SearchParams.model_validate(fields).checked(limits)
+
+
+def test_checked_accepts_each_limit_and_refuses_one_past_it() -> None:
+    limits = Limits(max_k=5, max_candidates=9, max_nprobe=4, where_chars=12, max_query_chars=6)
+    at_limits = {"k": 5, "candidates": 9, "nprobe": 4, "where": "x" * 12, "artist": "a" * 6, "album": "b" * 6,
+                 "genre": "c" * 6, "tag": "d" * 6}
+    ok = SearchParams.model_validate(at_limits)
+    assert ok.checked(limits) is ok
+    for name, past in [("k", 6), ("candidates", 10), ("nprobe", 5), ("where", "x" * 13), ("artist", "a" * 7),
+                       ("album", "b" * 7), ("genre", "c" * 7), ("tag", "d" * 7)]:
+        _check_refused(limits, **{**at_limits, name: past})  # every other value at its limit: accepted
+
+
+@pytest.mark.parametrize("name", ["kernel_s", "stride_s", "segment_s", "temperature"])
+def test_checked_refuses_fusion_values_that_are_not_positive(name: str) -> None:
+    limits = Limits()
+    assert SearchParams.model_validate({name: 1e-3}).checked(limits) is not None
+    for bad in (0.0, -1.0, 1e6, float("nan"), float("inf")):
+        if name == "segment_s" and not bad > 0:
+            continue  # refused by the model itself (gt=0): a 422
+        _check_refused(limits, **{name: bad})
+
+
+def test_predicate_selects_what_a_naive_filter_selects() -> None:
+    """The structured filters, run by DuckDB over a small table, select exactly the rows a Python filter does:
+    inclusive year bounds, quotes inside names, and the tag threshold given (not the default)."""
+    import duckdb
+
+    rows = [("O'Brien", "A", "jazz", y, s) for y, s in [(1990, 0.1), (1991, 0.29), (1992, 0.3), (1993, 0.5),
+                                                           (1994, 0.7), (1995, 0.71), (1996, 0.9)]]
+    rows += [("Cluster", "B", "ambient", 1993, 0.9), ("O''Brien", "A", "jazz", 1993, 0.9)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE tracks (artist VARCHAR, album VARCHAR, genre VARCHAR, year INTEGER, jazz DOUBLE)")
+    con.executemany("INSERT INTO tracks VALUES (?, ?, ?, ?, ?)", rows)
+    cases: list[tuple[dict[str, typing.Any], typing.Callable[[typing.Any], bool]]] = [
+        ({"artist": "O'Brien", "year_min": 1992, "year_max": 1995},
+         lambda r: r[0] == "O'Brien" and 1992 <= r[3] <= 1995),
+        ({"genre": "jazz", "year_min": 1993}, lambda r: r[2] == "jazz" and r[3] >= 1993),
+        ({"album": "A", "year_max": 1991}, lambda r: r[1] == "A" and r[3] <= 1991),
+        ({"tag": "jazz"}, lambda r: r[4] >= 0.3),
+        ({"tag": "jazz", "tag_min": 0.7}, lambda r: r[4] >= 0.7),
+        ({"tag": "jazz", "tag_min": 0.05, "where": "year <> 1996"}, lambda r: r[4] >= 0.05 and r[3] != 1996),
+    ]
+    for fields, keep in cases:
+        where = SearchParams.model_validate(fields).predicate(has_tags=True)
+        assert where is not None and ("tag" in fields) == ("tag('jazz')" in where)
+        where = where.replace("tag('jazz')", "jazz")  # the engine's tag() read from this table's column
+        got = con.execute(f"SELECT * FROM tracks WHERE {where} ORDER BY ALL").fetchall()
+        assert got == sorted(r for r in rows if keep(r)), fields
+    assert SearchParams.model_validate({}).predicate(has_tags=False) is None
+
+
+@pytest.mark.parametrize("where", ["", "   ", "\n\t"])
+def test_an_empty_where_is_refused_not_ignored(where: str) -> None:
+    with pytest.raises(QueryError, match="where is empty"):
+        SearchParams.model_validate({"where": where, "artist": "x"}).predicate(has_tags=False)
+
+
+def test_track_details_are_the_librarys_columns_and_windows(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    cols = lib.tracks.to_pylist()
+    for rec in cols:
+        body = client.get(f"/api/tracks/{rec['track_id']}").json()
+        first, count = rec["frame_start"], rec["frame_count"]
+        want = [{"start_s": float(lib.store.start_s[i]), "end_s": float(lib.store.end_s[i])}
+                for i in range(first, first + count)]
+        assert body["windows"] == want and count > 1
+        assert body["duration_s"] == pytest.approx(rec["duration_s"]) and body["duration_s"] > 0
+        assert body["year"] == rec["year"] and (body["artist"], body["title"]) == (rec["artist"], rec["title"])
+        assert body["audio_url"] == f"/api/audio/{rec['track_id']}" and "timeline" not in body
+    assert sorted(client.get(f"/api/tracks/{r['track_id']}").json()["year"] or 0 for r in cols) == \
+        sorted(r["year"] or 0 for r in cols)
+
+
+def _naive_timeline(lib: Library, tid: str, query: np.ndarray, tau: float) -> tuple[np.ndarray, list[float]]:
+    row = lib.tracks.column("track_id").to_pylist().index(tid)
+    start, count = lib.tracks.column("frame_start")[row].as_py(), lib.tracks.column("frame_count")[row].as_py()
+    sims = np.asarray(lib.store.vectors(start, count), np.float64) @ query
+    weights = [float(np.exp((s - max(sims)) / tau)) for s in sims]
+    return sims, [w / sum(weights) for w in weights]
+
+
+def test_track_timeline_takes_the_requests_temperature_and_a_long_texts_mean(client: httpx.Client,
+                                                                             library: Path) -> None:
+    from songseek.engine.query import longtext
+
+    lib = open_lib(library)
+    tid = lib.tracks.column("track_id")[3].as_py()
+    q = np.asarray(lib.embed_text([QUERY])[0], np.float64)
+    tl = client.get(f"/api/tracks/{tid}", params={"q": QUERY, "temperature": 0.013}).json()["timeline"]
+    sims, att = _naive_timeline(lib, tid, q, 0.013)
+    np.testing.assert_allclose(tl["similarity"], sims, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tl["attention"], att, rtol=1e-5, atol=1e-7)
+    # a long text: the timeline's query is the unit mean of its chunk vectors
+    long_text = " ".join(f"Part {i}: a soft piano with slow strings and a quiet drone." for i in range(12))
+    chunks = np.asarray(longtext.embed_chunked(lib.encoder, [long_text])[0].vectors, np.float64)
+    assert len(chunks) > 1
+    mean = chunks.mean(axis=0)
+    tl = client.get(f"/api/tracks/{tid}", params={"q": long_text}).json()["timeline"]
+    sims, att = _naive_timeline(lib, tid, mean / np.linalg.norm(mean), lib.rerank_settings().params.temperature)
+    np.testing.assert_allclose(tl["similarity"], sims, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tl["attention"], att, rtol=1e-5, atol=1e-7)
+
+
+def test_track_timeline_for_more_like_this(client: httpx.Client, library: Path) -> None:
+    lib = open_lib(library)
+    tid, like = lib.tracks.column("track_id")[1].as_py(), lib.tracks.column("track_id")[4].as_py()
+    row = 4
+    start, count = lib.tracks.column("frame_start")[row].as_py(), lib.tracks.column("frame_count")[row].as_py()
+    q = np.asarray(lib.store.vectors(start, count), np.float64).mean(axis=0)
+    body = client.get(f"/api/tracks/{tid}", params={"like": like}).json()
+    sims, att = _naive_timeline(lib, tid, q / np.linalg.norm(q), lib.rerank_settings().params.temperature)
+    np.testing.assert_allclose(body["timeline"]["similarity"], sims, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(body["timeline"]["attention"], att, rtol=1e-5, atol=1e-7)
+
+
+def test_track_and_peaks_bounds(client: httpx.Client) -> None:
+    tid = client.get("/api/search", params={"q": QUERY, "k": 1}).json()["hits"][0]["track_id"]
+    for q, word in (("   ", "empty"), ("x" * 2001, "q is longer than 2000")):
+        res = client.get(f"/api/tracks/{tid}", params={"q": q})
+        assert res.status_code == 400 and word in res.json()["error"], res.text
+    assert client.get(f"/api/tracks/{tid}", params={"q": "x" * 2000}).status_code == 200
+    peaks = client.get(f"/api/tracks/{tid}/peaks", params={"n": 4000})  # the default max_peaks itself
+    assert peaks.status_code == 200, peaks.text
+
+
+def test_facets_keep_the_most_common_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past FACET_LIMIT values, the most common are kept (then listed in order): against collections.Counter."""
+    from collections import Counter
+
+    from starlette.testclient import TestClient
+
+    from songseek.engine.encoders.base import EncoderInfo, l2_normalize
+    from songseek.engine.storage.manifest import Manifest
+    from songseek.engine.storage.store import TrackRecord
+    from songseek.server import ServerConfig, create_app, track_routes
+
+    artists = ["e"] * 5 + ["b"] * 4 + ["d"] * 3 + ["a"] * 2 + ["c"] * 1
+    rng = np.random.default_rng(0)
+    info = EncoderInfo(name="precomputed", checkpoint="", dim=4, sample_rate=0)
+    with LibraryWriter(tmp_path / "lib", Manifest(encoder=info, window_s=10.0, hop_s=10.0)) as w:
+        for i, a in enumerate(artists):
+            w.add_track(TrackRecord(track_id=f"t{i}", path=f"/m/{i}.wav", duration_s=10.0, artist=a,
+                                    year=2000 + (i * 7) % 11),
+                        l2_normalize(rng.standard_normal((1, 4)).astype(np.float32)), np.array([0.0]),
+                        np.array([10.0]))
+        w.commit()
+    monkeypatch.setattr(track_routes, "FACET_LIMIT", 3)
+    with TestClient(create_app(ServerConfig(library=tmp_path / "lib")), base_url="http://127.0.0.1") as c:
+        body = c.get("/api/facets").json()
+    assert body["artists"] == sorted(a for a, _ in Counter(artists).most_common(3)) == ["b", "d", "e"]
+    years = [2000 + (i * 7) % 11 for i in range(len(artists))]
+    assert (body["year_min"], body["year_max"]) == (min(years), max(years))
