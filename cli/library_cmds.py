@@ -212,7 +212,7 @@ def ingest(
         raise UsageError("--checkpoint and --random-weights describe an --encoder: pass --encoder NAME too")
     # what can be refused without the model is refused before it loads: a bad file, a library without manifest
     table = read_vectors_table(file)
-    refuse_library_without_manifest(library.expanduser())
+    refuse_library_without_manifest(library)
     info = None if encoder is None else _ingest_encoder_info(encoder, checkpoint, random_weights)
     report = ingest_table(table, library, source=str(file), encoder=info, index_factory=index_factory,
                           nprobe=nprobe)

@@ -109,7 +109,12 @@ def with_pad_token(tokenizer: Any, in_place: bool = False) -> Any:
 def token_ids(tokenizer: Any, text: str) -> list[int]:
     """One text's ids as msclap's ``preprocess_text`` makes them, before padding: ``text + ' <|endoftext|>'``,
     '!' a special token, nothing cut (beyond 1024 positions: the first 1023 and the end marker)."""
-    row = list(with_pad_token(tokenizer).encode(text + SUFFIX, add_special_tokens=True))
+    return _ids(with_pad_token(tokenizer), text)
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    """``token_ids`` for a tokenizer ``with_pad_token`` has prepared already."""
+    row = list(tokenizer.encode(text + SUFFIX, add_special_tokens=True))
     return row if len(row) <= MAX_POSITIONS else [*row[: MAX_POSITIONS - 1], END_OF_TEXT_ID]
 
 
@@ -117,7 +122,7 @@ def tokenize(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tens
     """MS-CLAP's token ids for ``texts`` (``token_ids`` of each, '!'-padded on the right to the longest)
     and the attention mask; both int64 (len(texts), length)."""
     tokenizer = with_pad_token(tokenizer)
-    rows = [token_ids(tokenizer, t) for t in texts]
+    rows = [_ids(tokenizer, t) for t in texts]  # prepared once per batch, not once per text
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)

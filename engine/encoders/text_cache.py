@@ -39,6 +39,15 @@ TEXT_RULES_VERSION = 2
 _REWRITE = 1 << 62  # journal rows that force the next persist to write the .npz
 
 
+def _versioned(key: str) -> str:
+    return f"v{TEXT_RULES_VERSION}:{key}"
+
+
+def _journal_path(path: Path) -> Path:
+    """The journal beside a key's ``.npz``."""
+    return path.with_suffix(".log")
+
+
 def normalize_text(text: str) -> str:
     """NFC, whitespace runs collapsed to one space, stripped: what the model sees of a query text
     (engine/query/longtext.py embeds chunks normalised), so texts that differ only there share a key."""
@@ -149,9 +158,9 @@ def encoder_cache_key(encoder: Encoder) -> str:
     ``text_cache_key`` (weights fingerprint + backend) where it has one, else its name, checkpoint,
     checkpoint hash and random-weights flag."""
     if isinstance(encoder, TextBackendEncoder):
-        return f"v{TEXT_RULES_VERSION}:{encoder.text_cache_key()}"
+        return _versioned(encoder.text_cache_key())
     i = encoder.info
-    return f"v{TEXT_RULES_VERSION}:{i.name}:{i.checkpoint}:{i.checkpoint_sha256}:{int(i.random_weights)}"
+    return _versioned(f"{i.name}:{i.checkpoint}:{i.checkpoint_sha256}:{int(i.random_weights)}")
 
 
 class CachedTextEncoder:
@@ -182,15 +191,14 @@ class CachedTextEncoder:
     def key(self) -> str:
         """The inner encoder's cache key (it changes with its text backend); a persisted file of a key is
         read the first time the key is seen."""
-        key = (f"v{TEXT_RULES_VERSION}:{self._backend_inner.text_cache_key()}" if self._backend_inner is not None
-               else self._static_key)
+        key = _versioned(self._backend_inner.text_cache_key()) if self._backend_inner is not None else self._static_key
         with self._lock:
             if key not in self._loaded:
                 self._loaded.add(key)
                 path = self.persist_path_for(key)
                 if path is not None:
                     saved = self.cache.load(key, path)
-                    texts, vecs, intact = journal.read(path.with_suffix(".log"), key)
+                    texts, vecs, intact = journal.read(_journal_path(path), key)
                     if texts:
                         self.cache.put(key, texts, vecs)
                     # a damaged .npz, or a damaged journal (it hides what is appended after it): the
@@ -222,12 +230,11 @@ class CachedTextEncoder:
                 self._persist(key, path, missing, new)
         return np.stack([np.asarray(v) for v in found]).astype(np.float32)
 
-
     def _persist(self, key: str, path: Path, texts: list[str], vectors: np.ndarray) -> None:
         """Append the new vectors to the key's journal, or write the whole .npz (and drop the journal) when
         there is none yet or the journal has outgrown it. Rows another process appends to the journal
         between this save and the unlink are lost: the cache only saves work."""
-        log = path.with_suffix(".log")
+        log = _journal_path(path)
         with self._persist_lock:
             saved, logged = self._rows.get(key, (0, 0))
             try:

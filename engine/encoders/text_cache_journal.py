@@ -84,12 +84,13 @@ def read(path: Path, key: str) -> tuple[list[str], np.ndarray, bool]:
             text = tb.decode("utf-8")
         except UnicodeDecodeError:
             break
-        row = np.frombuffer(vb, dtype="<f4").astype(np.float32)
-        if got_digest == digest and rows and dim != len(rows[0]):
-            break
-        if got_digest == digest and np.isfinite(row).all():
-            texts.append(text)
-            rows.append(row)
+        if got_digest == digest:
+            if rows and dim != len(rows[0]):
+                break
+            row = np.frombuffer(vb, dtype="<f4").astype(np.float32)
+            if np.isfinite(row).all():
+                texts.append(text)
+                rows.append(row)
         at = end
     intact = at == len(data)
     if not rows:

@@ -71,7 +71,7 @@ def refuse_library_without_manifest(root: Path) -> None:
     Starting afresh would delete the files repair rebuilds it from. Without a tracks table, repair has nothing
     to work with, so what is there is a crash leftover (a first commit killed before its tracks table) that a
     new writer removes. Also called by `songseek index` before any model loads."""
-    root = Path(root)
+    root = Path(root).expanduser()
     if (not root.is_dir() or (root / MANIFEST_NAME).exists()
             or not any(TRACKS_FILE.fullmatch(p.name) and not p.is_dir() for p in root.iterdir())):
         return

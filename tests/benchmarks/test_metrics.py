@@ -22,6 +22,7 @@ from songseek.benchmarks.metrics import (
     segment_iou,
 )
 from songseek.engine.errors import UsageError
+from tests.metric_reference import naive_ap_at_10
 
 TIES = ("pessimistic", "optimistic", "stable")
 
@@ -442,12 +443,7 @@ def test_both_directions_of_a_captioned_set_match_a_plain_loop(seed: int) -> Non
             first.append(1 + sum(1 for j in range(scores.shape[1])
                                  if scores[q, j] > best or (scores[q, j] == best and j not in relevant)))
             order = sorted(range(scores.shape[1]), key=lambda j: (-scores[q, j], j in relevant, j))
-            hits, total = 0, 0.0
-            for i, j in enumerate(order[:10], start=1):
-                if j in relevant:
-                    hits += 1
-                    total += hits / i
-            aps.append(total / len(relevant))
+            aps.append(naive_ap_at_10(order, relevant))
         assert ranks.tolist() == first
         np.testing.assert_allclose(ap, aps, rtol=0, atol=1e-12)
         for k in (1, 5, 10):

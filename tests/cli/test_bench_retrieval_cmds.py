@@ -18,6 +18,7 @@ from songseek.cli.bench_retrieval_cmds import register_bench
 from songseek.engine.query.search import Library
 from songseek.indexers.ingest import ingest_table
 from tests.library_helpers import library_rows, vector_table
+from tests.metric_reference import naive_ap_at_10
 
 CONTRACT = ("R@1", "R@5", "R@10", "R@20", "R@100", "mAP@10", "MedR")
 
@@ -70,12 +71,7 @@ def naive_metrics(lib: Path, queries: Path) -> dict[str, dict[str, float]]:
             rel = set(row["relevant"])
             positions = [i + 1 for i, t in enumerate(order) if t in rel]
             firsts.append(positions[0])
-            found, ap = 0, 0.0
-            for i, t in enumerate(order[:10], start=1):
-                if t in rel:
-                    found += 1
-                    ap += found / i
-            aps.append(ap / len(rel))
+            aps.append(naive_ap_at_10(order, rel))
             if mode == "max":
                 best = order[positions[0] - 1]
                 vecs, times = frames[best]
