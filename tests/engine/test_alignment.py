@@ -135,3 +135,30 @@ def test_equal_diagonals_either_side_prefer_the_smaller_offset() -> None:
     s[3, 0] = s[0, 1] = s[1, 5] = 1.0
     d = best_diagonal(s, 0.5)
     assert (d.offset, d.start_a, d.run, d.mean) == (1, 0, 1, 1.0)
+
+
+def test_empty_matrices_give_the_empty_diagonal() -> None:
+    from songseek.engine.analysis.alignment import Diagonal
+
+    for shape in ((0, 3), (3, 0), (0, 0)):
+        assert best_diagonal(np.zeros(shape), 0.5) == Diagonal(offset=0, start_a=0, run=0, mean=0.0)
+        assert monotone_chain(np.zeros(shape), 0.5) == 0
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.5])
+def test_padding_never_matches_even_at_a_threshold_below_zero(threshold: float) -> None:
+    """Pairs of mixed sizes share one padded batch; a padded cell is no window, so it matches nothing even
+    where every real cosine does (a threshold <= 0)."""
+    rng = np.random.default_rng(11)
+    a, b = [], []
+    for m, n in ((2, 9), (9, 2), (5, 5), (1, 7), (7, 1)):
+        x = rng.standard_normal((m, 4)).astype(np.float32)
+        y = rng.standard_normal((n, 4)).astype(np.float32)
+        a.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+        b.append(y / np.linalg.norm(y, axis=1, keepdims=True))
+    for got, x, y in zip(align_pairs(a, b, threshold, threshold), a, b):
+        s = (x @ y.T).astype(np.float64)
+        ref = _naive_runs(s, threshold)
+        best = max(r[0] for r in ref.values())
+        assert got.diagonal.run == best and ref[got.diagonal.offset][0] == best
+        assert got.chain == got.version_chain == _naive_chain(s, threshold)

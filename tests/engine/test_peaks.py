@@ -83,3 +83,71 @@ def test_file_peaks_of_a_synthesised_file(tmp_path: Path) -> None:
     assert p.maxs[0] < 0.1 < p.maxs[-1]  # the fade-in is visible
     with pytest.raises(UsageError, match="max_samples"):
         file_peaks(path, 64, max_s=2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_blocks_that_end_on_sub_bin_boundaries_equal_the_naive_bins(seed: int) -> None:
+    """Blocks whose lengths are multiples of the sub-bin width leave no open sub-bin when sub-bins merge, so
+    an odd last sub-bin goes back into an empty accumulator (or joins one already open: mixed lengths)."""
+    rng = np.random.default_rng(100 + seed)
+    unit = [1, 2, 4, 8, 16, 64][seed]
+    sizes = [int(rng.integers(1, 40)) * unit + (int(rng.integers(0, 3)) if seed % 2 else 0) for _ in range(300)]
+    x = rng.standard_normal(sum(sizes)).astype(np.float32)
+    blocks = np.split(x, np.cumsum(sizes)[:-1])
+    for n, guess in ((1, 0), (3, 0), (7, len(x) // 50), (2, 40 * 32 * 2)):
+        p = stream_peaks(blocks, n, guess, 48_000)
+        check(p, x, n)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("spike", [-5.0, 5.0])
+def test_an_odd_sub_bin_merged_into_the_open_one_keeps_the_open_ones_extremes(n: int, spike: float) -> None:
+    """Sub-bins of 2 samples (guess 64 n), one block of 64 n + 1 whole sub-bins and one sample more: the cap
+    is passed with an odd count and a sub-bin open, so the last whole one joins the open one; the open
+    one's lone sample is the loudest of the track and must be in the last bin."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(2 * (MAX_SUB_PER_BIN * n + 1) + 1) * 0.1).astype(np.float32)
+    x[-1] = spike
+    p = stream_peaks([x], n, 64 * n, 48_000)
+    check(p, x, n)
+    assert (p.mins[-1] if spike < 0 else p.maxs[-1]) == spike
+
+
+def test_empty_blocks_in_the_stream_are_skipped() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(5000).astype(np.float32)
+    parts = np.split(x, [7, 1000, 1003, 4000])
+    empty = np.zeros(0, np.float32)
+    blocks = [empty, parts[0], empty, parts[1], empty, empty, parts[2], parts[3], empty, parts[4], empty]
+    p = stream_peaks(blocks, 9, 5000, 48_000)
+    check(p, x, 9)
+    assert p.bins == 9
+
+
+def test_no_samples_is_a_decode_error() -> None:
+    from songseek.engine.errors import DecodeError
+
+    for blocks in ([], [np.zeros(0, np.float32)], [np.zeros(0, np.float32)] * 3):
+        with pytest.raises(DecodeError, match="no samples"):
+            stream_peaks(blocks, 10, 1000, 100)
+
+
+def test_exactly_max_samples_is_within_the_bound() -> None:
+    x = np.arange(1500, dtype=np.float32)
+    p = stream_peaks([x[:700], x[700:]], 10, 1500, 100, max_samples=1500)
+    check(p, x, 10)
+    with pytest.raises(UsageError, match="max_samples"):
+        stream_peaks([x[:700], x[700:], x[:1]], 10, 1500, 100, max_samples=1500)
+
+
+def test_file_peaks_allow_a_second_past_max_s(tmp_path: Path) -> None:
+    """The server checks the declared length against its limit; the decode may run a little longer than a
+    header says (an estimate from the bit rate), so file_peaks gives a second of slack past ``max_s``."""
+    sr = 8_000
+    audio = np.sin(np.arange(int(3.5 * sr)) / 7.0).astype(np.float32) * 0.5
+    path = tmp_path / "short.wav"
+    write_wav(path, audio, sr)
+    p = file_peaks(path, 16, max_s=2.6)  # 3.5 s decoded: within max_s + 1 s
+    check(p, decode(path, sr), 16)
+    with pytest.raises(UsageError, match="max_samples"):
+        file_peaks(path, 16, max_s=2.4)
