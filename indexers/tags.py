@@ -109,6 +109,16 @@ def _build(fields: dict[str, list[str]]) -> Tags:
                 year=parse_year(fields.get("year") or []))
 
 
+def _values(raw: Any) -> list[Any]:
+    """The values of one easy/ASF/APEv2 key: a list; an APEv2 text value holds its values NUL-separated
+    (``str()`` of it would join them with NUL, cleaned to a space: "A B" instead of "A; B")."""
+    from mutagen.apev2 import APETextValue
+
+    if isinstance(raw, list | tuple | APETextValue):
+        return list(raw)
+    return [] if raw is None else [raw]
+
+
 def _lookup(tags: Any, keys: tuple[str, ...], family: str) -> list[str]:
     for key in keys:
         try:
@@ -117,8 +127,7 @@ def _lookup(tags: Any, keys: tuple[str, ...], family: str) -> list[str]:
                 for frame in tags.getall(key):
                     values.extend(getattr(frame, "genres", None) or frame.text)
             else:
-                raw = tags.get(key) if hasattr(tags, "get") else None
-                values = list(raw) if isinstance(raw, list | tuple) else ([] if raw is None else [raw])
+                values = _values(tags.get(key) if hasattr(tags, "get") else None)
         except Exception:  # noqa: BLE001 - one bad frame must not hide the others
             continue
         cleaned = _clean(values)
