@@ -19,7 +19,7 @@ from songseek.engine.query.search import Hit, Library, SearchOptions
 from songseek.server.config import Limits
 
 # fusion.RERANK_MODES (a test keeps them equal)
-Rerank = Literal["auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none"]
+Rerank = Literal["auto", "hedge", "part", "whole", "align", "fusion", "blend", "mean", "max", "none"]
 
 
 class SearchParams(BaseModel):

@@ -26,7 +26,7 @@ def naive_parts(mode: str, rows: list[list[float]], params: FusionParams | None 
     params = params or FusionParams()
     if mode == "mean":
         return np.array([[sum(r) / len(r)] * 2 + [max(r)] for r in rows])
-    if mode in ("max", "none"):
+    if mode in ("max", "none", "align"):  # align, one query vector: its best window
         return np.array([[max(r)] * 3 for r in rows])
     mu, sd, fused = _fused(rows, params)
     return np.array([[mu + sd * f["r_k"], mu + sd * f["r_t"], max(r)] for f, r in zip(fused, rows, strict=True)])
@@ -39,7 +39,7 @@ def naive_segment_keys(mode: str, rows: list[list[float]], params: FusionParams 
     key over the standardised rows (the span rule's runs of 1..K frames, or the kernels). The segment is
     the best key (earliest on a tie)."""
     params = params or FusionParams()
-    if mode in ("max", "none"):
+    if mode in ("max", "none", "align"):  # align, one query vector: its best window
         return [{(i, i): v for i, v in enumerate(r)} for r in rows]
     if mode == "mean":
         seg = replace(params, kernel=params.segment_kernel or params.kernel)

@@ -60,11 +60,11 @@ def naive_track(s: list[float], p: FusionParams) -> dict:
 
 def naive_span(s: list[float], longest: int, exponent: float) -> dict:
     """The ``span`` segment: every run of 1..longest frames, scored sum / length**exponent; the first
-    best in (start, length) order. ``key`` maps (start, length) to its score for near-tie checks."""
+    best in (length, start) order (the shorter run, then the earliest). ``key`` maps (start, length) to its score for near-tie checks."""
     key = {(i, n): sum(s[i:i + n]) / n**exponent for n in range(1, min(longest, len(s)) + 1)
            for i in range(len(s) - n + 1)}
     top = max(key.values())
-    i, n = min(k for k, v in key.items() if v == top)
+    n, i = min((n, i) for (i, n), v in key.items() if v == top)
     return {"first": i, "last": i + n - 1, "key": key, "h": n, "s": 1}
 
 
@@ -99,7 +99,7 @@ def naive_scores(mode: str, rows: list[list[float]], params: FusionParams) -> li
     mu, sd = naive_standardize(rows)
     if mode == "mean":
         return [sum(r) / len(r) for r in rows]
-    if mode in ("max", "none"):
+    if mode in ("max", "none", "align"):  # align, one query vector: its best window
         return [max(r) for r in rows]
     tmax = max(len(r) for r in rows)
     z = np.zeros((len(rows), tmax))

@@ -41,6 +41,7 @@ __all__ = [
     "argmax_frame",
     "best_span",
     "fuse",
+    "hedged_scores",
     "kernel_geometry",
     "pool_max",
     "pool_mean",
@@ -49,8 +50,9 @@ __all__ = [
 ]
 
 # The one list of rerank modes (search, the CLI and the benchmarks import it). none = first-stage order.
-# auto: part, whole or hedge by the query's kind (engine/query/kind.py); without a kind it is hedge.
-RERANK_MODES = ("auto", "hedge", "part", "whole", "fusion", "blend", "mean", "max", "none")
+# auto: part, whole or hedge by the query's kind (engine/query/kind.py); without a kind it is hedge; an audio
+# excerpt of several windows: align (engine/query/align.py; for one query vector align is max pooling).
+RERANK_MODES = ("auto", "hedge", "part", "whole", "align", "fusion", "blend", "mean", "max", "none")
 DEFAULT_RERANK = "auto"
 _GEOMETRY_MODES = ("frames", "proportional")
 SEGMENT_RULES = ("span", "attention", "kernel")
@@ -420,7 +422,7 @@ def fuse(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | None = No
 def best_span(sims: np.ndarray, lengths: np.ndarray, longest: int, exponent: float
               ) -> tuple[np.ndarray, np.ndarray]:
     """(first, last) int64 (B,): per row, the run of 1..``longest`` consecutive valid frames with the
-    largest sum / length**exponent (ties: the earliest start, then the shorter run)."""
+    largest sum / length**exponent (ties: the shorter run, then the earliest start)."""
     b, tmax = sims.shape
     valid = np.arange(tmax)[None, :] < lengths[:, None]
     x = np.where(valid, sims, 0.0).astype(np.float64)
@@ -543,7 +545,7 @@ def _ranks(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _hedge(score: np.ndarray, others: list[np.ndarray], groups: np.ndarray, weight: float) -> np.ndarray:
+def hedged_scores(score: np.ndarray, others: list[np.ndarray], groups: np.ndarray, weight: float) -> np.ndarray:
     """A hedged order as scores: each row's key is min(rank under ``score``, w * its rank under each of
     ``others``) within its group (ties: the better rank under ``score``, then the earlier row); the
     group's ``score`` values, sorted, are handed out in that order, so the scores stay on the scale of
@@ -558,7 +560,7 @@ def _hedge(score: np.ndarray, others: list[np.ndarray], groups: np.ndarray, weig
         if len(first) < len(score):
             rep = np.sort(first)  # the first row of each twin group, in row order
             at = np.searchsorted(rep, first)[twin.reshape(-1)]
-            return _hedge(score[rep], [o[rep] for o in others], groups[rep], weight)[at]
+            return hedged_scores(score[rep], [o[rep] for o in others], groups[rep], weight)[at]
     rank_s = _ranks(score, groups)
     key = rank_s.copy()
     for other in others:
@@ -590,11 +592,12 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     min(fusion rank, w x rank under mean pooling of z, w x rank under r_t), r_t being soft-max pooling at tau
     when H = 1, w = ``params.hedge_weight`` (ties: the better fusion rank). The first result is the fusion's
     first, and a track at rank r under mean or r_t is at most at position floor(w r) + 2r. Its scores are the
-    query's fusion scores handed out in that order (``_hedge``): they read as similarities and follow the
+    query's fusion scores handed out in that order (``hedged_scores``): they read as similarities and follow the
     hedged order. Parts and segment as fusion.
     fusion: CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
     (``segment_kernel`` or ``kernel``, and ``stride``) with the highest mean similarity (ties: the
-    earliest). max and none: score = max_t s_t; segment = that best frame. blend: the mean and the CoLLAP
+    earliest). max, none and align (one query vector: engine/query/align.py scores several): score = max_t s_t;
+    segment = that best frame. blend: the mean and the CoLLAP
     score, each standardised over the query's candidates, added with weights ``params.mean_weight`` and 1
     (it leans to mean pooling; docs/fusion.md has where that wins); segment and parts as fusion; its
     score is mu + sigma * (that sum / (1 + mean_weight)), a ranking key, not a similarity.
@@ -606,7 +609,7 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     if sims.shape[0] == 0:
         return FusionResult(*_empty_result(0))
     best = pool_max(sims, lengths)
-    if mode in ("max", "none"):
+    if mode in ("max", "none", "align"):  # align with one query vector: its best window (engine/query/align.py)
         frame = argmax_frame(sims, lengths)
         return FusionResult(best, best.copy(), best.copy(), best.copy(), frame, frame.copy())
     if mode == "mean":
@@ -623,11 +626,11 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
         mean_z = np.einsum("bt->b", z) / lengths  # padding of z is 0
         w = params.hedge_weight
         if mode in ("hedge", "auto"):
-            score = _hedge(score, [mean_z, r_t], groups, w)
+            score = hedged_scores(score, [mean_z, r_t], groups, w)
         elif mode == "part":  # max pooling of z is (best - mu) / sd: the same order as max pooling
-            score = _hedge((best - mu) / sd, [score], groups, w)
+            score = hedged_scores((best - mu) / sd, [score], groups, w)
         elif mode == "whole":
-            score = _hedge(mean_z, [score], groups, w)
+            score = hedged_scores(mean_z, [score], groups, w)
         else:
             score = params.mean_weight * _center(mean_z, groups) + _center(score, groups)
             score = score / (1.0 + params.mean_weight)  # about the spread of one standardised score

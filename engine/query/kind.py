@@ -10,7 +10,9 @@ does, so the default rerank ``auto`` asks this module and runs ``part``, ``whole
 - a text of several sentences that the text tower reads whole describes a track ("A calm piece. It
   opens with..."): ``whole``;
 - a tag list ("jazz, saxophone, calm"), a text past the token limit (scored chunk by chunk, each chunk
-  a stretch of the track), an audio excerpt and a bare vector: not known, ``hedge``;
+  a stretch of the track), a one-window audio clip and a bare vector: not known, ``hedge``;
+- an audio excerpt of two windows or more is matched window by window instead (``align``,
+  engine/query/align.py; ``Library.search`` decides, before any kind is read);
 - audio→text (a track ranks texts; benchmarks only): the kind the candidate texts share, if they share one.
 
 An excerpt is a moment, but its vector is the mean of its windows and rarely sits on the library's window

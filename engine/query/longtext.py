@@ -31,6 +31,7 @@ import numpy as np
 from songseek.engine.encoders.base import Encoder, l2_normalize
 from songseek.engine.encoders.text_cache import normalize_text
 from songseek.engine.errors import QueryError, UsageError
+from songseek.engine.query.align import align_rerank
 from songseek.engine.query.fusion import FusionParams, FusionResult, rerank_scores
 from songseek.engine.query.kind import Kind, text_kind
 
@@ -170,7 +171,8 @@ def chunk_scores(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | N
     """Track scores from chunk-by-window similarities.
 
     sims float (B, C, Tmax): s[b, c, t] = cos(chunk c, window t of track b), valid for t < lengths[b];
-    ``mode`` scores each chunk's row (fusion / mean / max, as rerank_scores). ``pool`` combines chunks:
+    ``mode`` scores each chunk's row (fusion / mean / max, as rerank_scores), except ``align``: the chunks are
+    an audio excerpt's windows, matched in order (engine/query/align.py). ``pool`` combines chunks:
     ``mean`` (the default: every chunk counts), ``max`` (the best chunk), ``meanvec`` (score the mean of
     the chunk rows, i.e. the similarity with the mean chunk vector up to its norm). Returns a FusionResult
     whose segment is the best chunk's (for ``meanvec``: the mean row's)."""
@@ -180,6 +182,12 @@ def chunk_scores(sims: np.ndarray, lengths: np.ndarray, params: FusionParams | N
     if sims.ndim != 3:
         raise UsageError(f"chunk similarities must be (tracks, chunks, windows), got shape {sims.shape}")
     b, c, tmax = sims.shape
+    if mode == "align" and c > 1:  # an audio excerpt's windows against the track's, in order
+        score, first, last = align_rerank(sims, lengths)
+        best_window = np.where(np.arange(tmax) < np.asarray(lengths)[:, None, None], sims, -np.inf).max(axis=(1, 2))
+        s32 = score.astype(np.float32)
+        return FusionResult(score=s32, r_k=s32.copy(), r_t=s32.copy(), best_window=best_window.astype(np.float32),
+                            seg_first=first, seg_last=last)
     if pool == "meanvec" or c == 1:
         return rerank_scores(mode, sims.mean(axis=1), lengths, params)
     flat = rerank_scores(mode, sims.reshape(b * c, tmax), np.repeat(np.asarray(lengths), c), params)

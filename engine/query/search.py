@@ -19,7 +19,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 import pyarrow as pa
 
-from songseek.engine.audio import decode, frame_windows
+from songseek.engine.audio import decode, frame_windows, window_bounds
 from songseek.engine.device import resolve_device
 from songseek.engine.encoders import Encoder, load_encoder
 from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize
@@ -50,6 +50,17 @@ def check_query_text(text: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"the text query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
                          "accepted: shorten it (long captions are split into sentence chunks up to that)")
+
+
+def _mono_clip(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as the float32 1-D clip a query embeds, or QueryError for stereo-shaped or empty samples."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:  # (channels, n) or (n, channels) would otherwise read as "empty"
+        raise QueryError(f"audio samples must be mono, a 1-D array (n,), got shape {audio.shape}: "
+                         "average the channels first, e.g. samples.mean(axis=0)")
+    if len(audio) == 0:
+        raise QueryError("the audio query is empty")
+    return audio
 
 
 def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = MAX_EXCERPT_S,
@@ -334,15 +345,23 @@ class Library:
 
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
-        enc = self.encoder
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:  # (channels, n) or (n, channels) would otherwise read as "empty"
-            raise QueryError(f"audio samples must be mono, a 1-D array (n,), got shape {audio.shape}: "
-                             "average the channels first, e.g. samples.mean(axis=0)")
-        if len(audio) == 0:
-            raise QueryError("the audio query is empty")
-        windows, _ = frame_windows(audio, enc.info.sample_rate, self.manifest.window_s, self.manifest.window_s)
-        return l2_normalize(enc.embed_audio(windows).mean(axis=0, keepdims=True))
+        windows, _ = frame_windows(_mono_clip(audio), self.encoder.info.sample_rate, self.manifest.window_s,
+                                   self.manifest.window_s)
+        return l2_normalize(self.encoder.embed_audio(windows).mean(axis=0, keepdims=True))
+
+    def embed_excerpt(self, audio: np.ndarray) -> np.ndarray:
+        """Unit vectors (n, dim) of a mono float32 clip's windows on the library's own grid (its window and
+        hop, from the clip's start): what the ``align`` rerank matches against each track's windows."""
+        windows, _ = frame_windows(_mono_clip(audio), self.encoder.info.sample_rate, self.manifest.window_s,
+                                   self.manifest.hop_s)
+        return l2_normalize(self.encoder.embed_audio(windows))
+
+    def excerpt_aligns(self, excerpt_s: float, opts: SearchOptions) -> bool:
+        """Whether an audio excerpt this long runs the ``align`` rerank: asked for, or ``auto`` (the library's
+        saved mode unless the search passes one) with two windows or more on the library's grid."""
+        mode = opts.rerank or self.rerank_settings().mode
+        windows = len(window_bounds(excerpt_s, self.manifest.window_s, self.manifest.hop_s)) if excerpt_s > 0 else 0
+        return mode == "align" or (mode == "auto" and windows > 1)
 
     def search(self, text: str | None = None, *, audio: str | Path | np.ndarray | None = None,
                vector: np.ndarray | None = None, start_s: float = 0.0, end_s: float | None = None,
@@ -376,6 +395,9 @@ class Library:
                 audio = decode(Path(audio), sr, start_s, end_s)
             else:
                 audio = np.asarray(audio)[round(start_s * sr) : round(end_s * sr)]
+            if self.excerpt_aligns(len(audio) / sr, opts):
+                aligned = dataclasses.replace(opts, rerank="align").validated()
+                return self._search_chunks(self.embed_excerpt(audio), aligned)
             q = self.embed_audio(audio)
             opts = self._excerpt_segment(opts, len(audio) / sr)
         return self.search_vectors(q, opts)[0]

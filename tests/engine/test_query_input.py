@@ -236,8 +236,9 @@ def test_threads_sharing_a_library_load_its_model_and_index_once(lib_path: Path,
 
 def test_an_audio_excerpts_segment_is_no_longer_than_the_excerpt(lib: Library,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 10 s clip matches one 10 s window; a 25 s clip may cover 2. Text keeps the 3-window segment, and
-    the scores do not depend on it."""
+    """A 10 s clip matches one 10 s window; a 25 s clip may cover 2 (under a pooling mode: by default a clip of
+    several windows is aligned window by window, tests/engine/test_align.py). Text keeps the 3-window
+    segment, and the scores do not depend on it."""
     seen: list[float] = []
     real = search_module.longtext.chunk_scores
 
@@ -249,12 +250,12 @@ def test_an_audio_excerpts_segment_is_no_longer_than_the_excerpt(lib: Library,
     sr = lib.encoder.info.sample_rate
     clip = np.sin(2 * np.pi * 440 * np.arange(60 * sr) / sr).astype(np.float32)
     short = lib.search(audio=clip, end_s=10, k=5)
-    lib.search(audio=clip, end_s=25, k=5)
-    lib.search(audio=clip, end_s=60, k=5)
+    lib.search(audio=clip, end_s=25, k=5, rerank="hedge")
+    lib.search(audio=clip, end_s=60, k=5, rerank="hedge")
     lib.search("a text query", k=5)
     assert seen == [1.0, 2.0, 3.0, 3.0]
     assert all(h.segment.end_s - h.segment.start_s <= 10.0 for h in short)
-    full = lib.search(audio=clip, end_s=10, k=5)  # the default rerank (hedge for audio)
+    full = lib.search(audio=clip, end_s=10, k=5)  # the default rerank (hedge for a one-window clip)
     monkeypatch.setattr(search_module.Library, "_excerpt_segment", lambda self, opts, excerpt_s: opts)
     assert [(h.track_id, h.score) for h in lib.search(audio=clip, end_s=10, k=5)] == \
         [(h.track_id, h.score) for h in full]  # the same ranking and scores with the 3-window segment
