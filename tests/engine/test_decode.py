@@ -334,7 +334,8 @@ def test_truncated_files(tmp_path):
     m4a = write_audio(tmp_path / "t.m4a", x, 44_100)  # the index (moov) is at the end: cannot open
     m4a.write_bytes(m4a.read_bytes()[: m4a.stat().st_size // 2])
     _all_entry_points_fail(m4a, "truncated")
-    # WAV and AIFF: FFmpeg caps their declared length at the bytes present; the header itself still says 12 s
+    # WAV and AIFF: FFmpeg caps a WAV's declared length at the bytes present (not an AIFF's); decode reads the
+    # header itself, which still says 12 s, for both
     for ext in ("wav", "aiff"):
         cut = write_audio(tmp_path / f"t.{ext}", x, 44_100)
         whole = len(decode(cut, SR))
