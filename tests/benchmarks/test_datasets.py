@@ -49,13 +49,7 @@ def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[object]]) -
 
 
 # ------------------------------------------------------------------------------------------ manifests
-@pytest.fixture()
-def audio_root(tmp_path: Path) -> Path:
-    root = tmp_path / "lib"
-    write_wav(root / "a.wav")
-    write_wav(root / "sub" / "b.wav", freq=330.0)
-    write_wav(root / "c.wav", freq=550.0)
-    return root
+
 
 
 def test_manifest_csv_groups_captions_and_reports_missing(audio_root: Path, tmp_path: Path) -> None:

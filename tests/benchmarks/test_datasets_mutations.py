@@ -15,15 +15,6 @@ from songseek.engine.errors import UsageError
 from tests.benchmarks.test_datasets import write_csv, write_wav
 
 
-@pytest.fixture()
-def audio_root(tmp_path: Path) -> Path:
-    root = tmp_path / "lib"
-    write_wav(root / "a.wav")
-    write_wav(root / "sub" / "b.wav", freq=330.0)
-    write_wav(root / "c.wav", freq=550.0)
-    return root
-
-
 def test_nan_bounds_in_parquet_mean_the_whole_file(audio_root: Path) -> None:
     # pandas/Arrow write a missing float as NaN (or null): both are blank, not a bad number
     m = audio_root / "m.parquet"

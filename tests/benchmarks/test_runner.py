@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,48 +28,12 @@ from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
 from songseek.engine.query.search import Library
-from songseek.indexers.ingest import ingest_table
 from songseek.indexers.pipeline import IndexConfig
-from tests.library_helpers import vector_table
+from tests.benchmarks.runner_helpers import engine_order, naive_track_scores, open_quiet, track_frames
 from tests.rerank_reference import naive_scores
 
 MODES = ["fusion", "mean", "max", "none"]
 KS = (1, 5, 10, 20, 100)
-
-
-def _open(path: Path) -> Library:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Library.open(path)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def vec_lib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
-    table = vector_table(40, 16, seed=3, min_frames=1, max_frames=12)
-    root = tmp_path_factory.mktemp("vec") / "lib"
-    ingest_table(table, root)
-    return root, table
-
-
-def _track_frames(table: pa.Table) -> dict[str, np.ndarray]:
-    ids = np.asarray(table.column("track_id").to_pylist())
-    starts = table.column("start_s").to_numpy()
-    emb = _unit(np.asarray(table.column("embedding").to_pylist(), dtype=np.float64)).astype(np.float32)
-    return {t: emb[ids == t][np.argsort(starts[ids == t])] for t in sorted(set(ids.tolist()))}
-
-
-def _naive_scores(frames: dict[str, np.ndarray], q: np.ndarray, mode: str) -> dict[str, float]:
-    """Every track's score for one query, straight from its window vectors."""
-    q = (q / np.linalg.norm(q)).astype(np.float32)
-    if mode == "mean":  # float64 mean, as the engine's pool_mean
-        return {t: float(np.mean((f @ q).astype(np.float64))) for t, f in frames.items()}
-    # every track is a candidate: naive_scores puts them all on the query's own scale
-    scores = naive_scores(mode, [list(f @ q) for f in frames.values()], FusionParams())
-    return {t: float(sc) for t, sc in zip(frames, scores, strict=True)}
 
 
 def _naive_metrics(ranked: list[list[str]], relevant: list[set[str]], n: int) -> dict[str, float]:
@@ -91,10 +54,6 @@ def _naive_metrics(ranked: list[list[str]], relevant: list[set[str]], n: int) ->
     return out
 
 
-def _engine_order(scores: dict[str, float]) -> list[str]:
-    return sorted(scores, key=lambda t: (-np.float32(scores[t]), t))
-
-
 def _queries(table: pa.Table, n: int, seed: int) -> tuple[np.ndarray, list[list[str]]]:
     rng = np.random.default_rng(seed)
     ids = sorted(set(table.column("track_id").to_pylist()))
@@ -108,10 +67,10 @@ def test_queries_file_matches_naive_reference(vec_lib: tuple[Path, pa.Table], tm
     vecs, rel = _queries(table, 25, seed=11)
     path = tmp_path / "q.parquet"
     pq.write_table(pa.table({"vector": vecs.tolist(), "relevant": rel}), path)
-    run = evaluate_queries(_open(root), load_queries(path), MODES)
-    frames = _track_frames(table)
+    run = evaluate_queries(open_quiet(root), load_queries(path), MODES)
+    frames = track_frames(table)
     for mode in MODES:
-        ranked = [_engine_order(_naive_scores(frames, q, mode)) for q in vecs]
+        ranked = [engine_order(naive_track_scores(frames, q, mode)) for q in vecs]
         want = _naive_metrics(ranked, [set(r) for r in rel], len(frames))
         got = run.results["text_to_audio"][mode].metrics
         for key, value in want.items():
@@ -124,18 +83,18 @@ def test_queries_file_matches_naive_reference(vec_lib: tuple[Path, pa.Table], tm
 
 def test_candidate_cut_misses_get_the_worst_rank(vec_lib: tuple[Path, pa.Table]) -> None:
     root, table = vec_lib
-    lib = _open(root)
+    lib = open_quiet(root)
     vecs, rel = _queries(table, 30, seed=5)
     rel = [r[:1] for r in rel]
     plan = search_plan(lib.n_tracks, ks=(1, 5), candidates=3)  # the engine widens to k = 10
     assert not plan.exhaustive and plan.candidates == 10
     res, misses = text_to_audio(lib, vecs, rel, ["mean"], FusionParams(), ks=(1, 5), plan=plan)
-    frames = _track_frames(table)
+    frames = track_frames(table)
     want_ranks = []
     for q, r in zip(vecs, rel):
-        cands = _engine_order(_naive_scores(frames, q, "max"))[:10]
-        mean = _naive_scores({t: frames[t] for t in cands}, q, "mean")
-        order = _engine_order(mean)
+        cands = engine_order(naive_track_scores(frames, q, "max"))[:10]
+        mean = naive_track_scores({t: frames[t] for t in cands}, q, "mean")
+        order = engine_order(mean)
         want_ranks.append(order.index(r[0]) + 1 if r[0] in order else 40)
     assert res["mean"].ranks is not None
     assert res["mean"].ranks.tolist() == want_ranks
@@ -147,10 +106,10 @@ def test_text_queries_need_the_library_encoder(vec_lib: tuple[Path, pa.Table], t
     path = tmp_path / "q.csv"
     path.write_text("query,relevant\nsoft piano,t0001\n")
     with pytest.raises(UsageError, match="precomputed"):
-        evaluate_queries(_open(root), load_queries(path), ["mean"])
+        evaluate_queries(open_quiet(root), load_queries(path), ["mean"])
     path.write_text('vector,relevant\n"[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]",nope\n')
     with pytest.raises(UsageError, match="none of its relevant ids"):
-        evaluate_queries(_open(root), load_queries(path), ["mean"])
+        evaluate_queries(open_quiet(root), load_queries(path), ["mean"])
 
 
 def test_bootstrap_intervals_and_subsets(vec_lib: tuple[Path, pa.Table], tmp_path: Path) -> None:
@@ -165,15 +124,15 @@ def test_bootstrap_intervals_and_subsets(vec_lib: tuple[Path, pa.Table], tmp_pat
     assert [q.query_id for q in subset_queries(qs, 8, seed=5).queries] != [q.query_id for q in a.queries]
     whole = subset_queries(qs, 100, seed=4)
     assert whole.queries == qs.queries and whole.subset == Subset(requested=100, size=20, seed=4, population=20)
-    run = evaluate_queries(_open(root), a, ["max"], ci=True)
+    run = evaluate_queries(open_quiet(root), a, ["max"], ci=True)
     # the settings say how to draw the same queries again: same seed, same ranks
     recorded = run.to_json()["settings"]["subset"]
     assert recorded == {"requested": 8, "size": 8, "seed": 4, "population": 20}
     redrawn = subset_queries(load_queries(path), recorded["requested"], recorded["seed"])
-    again = evaluate_queries(_open(root), redrawn, ["max"])
+    again = evaluate_queries(open_quiet(root), redrawn, ["max"])
     first, second = run.results["text_to_audio"]["max"].ranks, again.results["text_to_audio"]["max"].ranks
     assert first is not None and second is not None and first.tolist() == second.tolist()
-    assert evaluate_queries(_open(root), qs, ["max"]).settings["subset"] is None
+    assert evaluate_queries(open_quiet(root), qs, ["max"]).settings["subset"] is None
     r = run.results["text_to_audio"]["max"]
     assert r.n_queries == 8 and r.ci is not None
     for key in ("R@1", "R@10", "mAP@10", "MedR"):
@@ -184,7 +143,7 @@ def test_bootstrap_intervals_and_subsets(vec_lib: tuple[Path, pa.Table], tmp_pat
 
 def test_worker_processes_give_the_same_ranks(vec_lib: tuple[Path, pa.Table]) -> None:
     root, table = vec_lib
-    lib = _open(root)
+    lib = open_quiet(root)
     vecs, rel = _queries(table, 40, seed=9)  # two blocks of queries
     one, _ = text_to_audio(lib, vecs, rel, ["fusion", "none"], FusionParams())
     two, _ = text_to_audio(lib, vecs, rel, ["fusion", "none"], FusionParams(), workers=2)
@@ -316,8 +275,8 @@ def test_span_past_the_audio_is_a_miss_not_the_whole_track(vec_lib: tuple[Path, 
     # A span past the end of the audio has no window to score with; it used to fall back to the whole
     # track (rank 1 here), now every caption ties at 0 and pessimistic ties give the worst rank.
     root, table = vec_lib
-    lib = _open(root)
-    frames = _track_frames(table)
+    lib = open_quiet(root)
+    frames = track_frames(table)
     ids = list(frames)[:6]
     caps = np.stack([frames[t][0] for t in ids])
     end = max(float(e) for e in table.column("end_s").to_pylist())

@@ -5,7 +5,6 @@ query-file preparation. References are plain loops over the window vectors or th
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +25,7 @@ from songseek.benchmarks.runner import (
 )
 from songseek.engine.errors import UsageError
 from songseek.engine.query.fusion import FusionParams
-from songseek.engine.query.search import Library
-from songseek.indexers.ingest import ingest_table
-from tests.benchmarks.test_runner import _engine_order, _naive_scores, _track_frames
-from tests.library_helpers import vector_table
-
-
-def _open(path: Path) -> Library:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Library.open(path)
-
-
-@pytest.fixture(scope="module")
-def lib40(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
-    table = vector_table(40, 16, seed=3, min_frames=1, max_frames=12)
-    root = tmp_path_factory.mktemp("vec40") / "lib"
-    ingest_table(table, root)
-    return root, table
+from tests.benchmarks.runner_helpers import engine_order, naive_track_scores, open_quiet, track_frames
 
 
 # ------------------------------------------------------------------------------------------ search plan
@@ -63,9 +45,16 @@ def test_search_plan_boundaries() -> None:
     assert search_plan(1000, ks=(1, 5, 10, 20, 100), candidates=50).candidates == 100
 
 
-def test_rank_queries_refuses_unknown_or_no_modes(lib40: tuple[Path, pa.Table]) -> None:
-    root, _ = lib40
-    lib = _open(root)
+
+def naive_orders(table: pa.Table, seed: int, n: int, mode: str) -> tuple[np.ndarray, list[list[str]]]:
+    """``n`` seeded random query vectors and each one's naive track order under ``mode``."""
+    frames = track_frames(table)
+    vecs = np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)
+    return vecs, [engine_order(naive_track_scores(frames, q, mode)) for q in vecs]
+
+def test_rank_queries_refuses_unknown_or_no_modes(vec_lib: tuple[Path, pa.Table]) -> None:
+    root, _ = vec_lib
+    lib = open_quiet(root)
     vecs = np.ones((2, 16), np.float32)
     plan = search_plan(lib.n_tracks)
     for modes in (["max", "bogus"], []):
@@ -74,15 +63,12 @@ def test_rank_queries_refuses_unknown_or_no_modes(lib40: tuple[Path, pa.Table]) 
 
 
 # ------------------------------------------------------------------------------------------ exact ranks
-def test_exhaustive_ranks_past_the_first_page_are_exact_and_not_misses(lib40: tuple[Path, pa.Table]) -> None:
+def test_exhaustive_ranks_past_the_first_page_are_exact_and_not_misses(vec_lib: tuple[Path, pa.Table]) -> None:
     # ks=(1, 5): the engine is asked for the top 10 of 40 tracks; a relevant track ranked below that must be
     # searched for again (exhaustive plan), never given the worst rank or counted as a miss.
-    root, table = lib40
-    lib = _open(root)
-    frames = _track_frames(table)
-    rng = np.random.default_rng(21)
-    vecs = rng.standard_normal((12, 16)).astype(np.float32)
-    orders = [_engine_order(_naive_scores(frames, q, "mean")) for q in vecs]
+    root, table = vec_lib
+    lib = open_quiet(root)
+    vecs, orders = naive_orders(table, 21, 12, "mean")
     # relevant: the naive 40th (last), 39th, 25th, 11th, ... track; each query one
     picks = [39, 38, 24, 10, 11, 15, 30, 0, 5, 20, 35, 12]
     rel = [[orders[i][p]] for i, p in enumerate(picks)]
@@ -94,13 +80,11 @@ def test_exhaustive_ranks_past_the_first_page_are_exact_and_not_misses(lib40: tu
     assert res["mean"].metrics["R@5"] == sum(w <= 5 for w in want) / len(want)
 
 
-def test_segment_is_the_relevant_tracks_not_the_top_hits(lib40: tuple[Path, pa.Table]) -> None:
-    root, table = lib40
-    lib = _open(root)
-    frames = _track_frames(table)
-    rng = np.random.default_rng(4)
-    vecs = rng.standard_normal((8, 16)).astype(np.float32)
-    orders = [_engine_order(_naive_scores(frames, q, "max")) for q in vecs]
+def test_segment_is_the_relevant_tracks_not_the_top_hits(vec_lib: tuple[Path, pa.Table]) -> None:
+    root, table = vec_lib
+    lib = open_quiet(root)
+    vecs, orders = naive_orders(table, 4, 8, "max")
+    frames = track_frames(table)
     rel = [[orders[i][3 + i]] for i in range(8)]  # never the top hit
     plan = search_plan(lib.n_tracks, ks=(1, 5, 10))
     qr = rank_queries(lib, vecs, rel, ["max"], FusionParams(), plan)["max"]
@@ -151,8 +135,8 @@ def test_subset_queries_is_order_free_keeps_file_order_and_refuses_zero(tmp_path
 
 
 # ------------------------------------------------------------------------------------------ query files
-def test_prepare_queries_counts_unknown_ids_and_dedupes(lib40: tuple[Path, pa.Table], tmp_path: Path) -> None:
-    root, _ = lib40
+def test_prepare_queries_counts_unknown_ids_and_dedupes(vec_lib: tuple[Path, pa.Table], tmp_path: Path) -> None:
+    root, _ = vec_lib
     rows = [
         {"vector": [1.0] * 16, "relevant": ["t0001", "t0001", "nope1", "nope2"]},
         {"vector": [0.5] * 16, "relevant": ["nope3", "t0002", "nope4", "nope5"], "start_s": 0.0, "end_s": 10.0},
@@ -160,7 +144,7 @@ def test_prepare_queries_counts_unknown_ids_and_dedupes(lib40: tuple[Path, pa.Ta
     ]
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p = prepare_queries(_open(root), load_queries(path))
+    p = prepare_queries(open_quiet(root), load_queries(path))
     assert p.relevant == [["t0001"], ["t0002"], ["t0003"]]
     assert p.unknown_relevant == 5  # every unknown id, not one per query
     assert p.unknown_examples == ("nope1", "nope2", "nope3")  # the first three
@@ -169,21 +153,21 @@ def test_prepare_queries_counts_unknown_ids_and_dedupes(lib40: tuple[Path, pa.Ta
     assert p.spans[1].tolist() == [0.0, 10.0]
 
 
-def test_queries_mixing_text_and_vectors_are_refused(lib40: tuple[Path, pa.Table], tmp_path: Path) -> None:
-    root, _ = lib40
+def test_queries_mixing_text_and_vectors_are_refused(vec_lib: tuple[Path, pa.Table], tmp_path: Path) -> None:
+    root, _ = vec_lib
     path = tmp_path / "q.jsonl"
     path.write_text(json.dumps({"vector": [1.0] * 16, "relevant": "t0001"}) + "\n"
                     + json.dumps({"query": "soft piano", "relevant": "t0002"}) + "\n")
     with pytest.raises(UsageError, match="mix of text and vector queries"):
-        prepare_queries(_open(root), load_queries(path))
+        prepare_queries(open_quiet(root), load_queries(path))
 
 
 # ------------------------------------------------------------------------------------------ audio → text
-def test_audio_to_text_none_mode_scores_by_the_best_window(lib40: tuple[Path, pa.Table]) -> None:
+def test_audio_to_text_none_mode_scores_by_the_best_window(vec_lib: tuple[Path, pa.Table]) -> None:
     # "none" (no rerank) is the engine's first stage: a track scores a caption by its best window (max).
-    root, table = lib40
-    lib = _open(root)
-    frames = _track_frames(table)
+    root, table = vec_lib
+    lib = open_quiet(root)
+    frames = track_frames(table)
     ids = list(frames)[:10]
     rng = np.random.default_rng(8)
     caps = rng.standard_normal((15, 16)).astype(np.float32)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 import songseek.indexers.pipeline as pipeline
 from songseek.engine.encoders.fake import FakeEncoder
@@ -18,18 +17,10 @@ from songseek.engine.query.search import Library
 from songseek.engine.storage.manifest import read_manifest
 from songseek.indexers.pipeline import IndexConfig, IndexReport, check_encoder_name, index_paths
 from songseek.indexers.sources import ScanResult
+from tests.indexers.test_incremental import tone
 
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
-
-
-def tone(path: Path, seconds: float, freq: float, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), SR)
-    return path
 
 
 def run(sources: list[Path], lib: Path, **kw: Any) -> IndexReport:
@@ -284,21 +275,3 @@ def test_a_touched_file_keeps_its_track_and_the_library_learns_its_new_mtime(tmp
     r = run([tmp_path / "a"], lib)
     assert (r.unchanged, r.changed, r.added) == (1, 0, 0)
     assert Library.open(lib).tracks.to_pylist()[0]["mtime"] == os.stat(f).st_mtime == 1_600_000_000.0
-
-
-def test_two_copies_moved_in_one_run_are_two_moves(tmp_path: Path) -> None:
-    import shutil
-
-    a = tmp_path / "a"
-    f = tone(a / "one.wav", 3, 300)
-    shutil.copy(f, a / "two.wav")
-    lib = tmp_path / "lib"
-    run([a], lib)
-    ids = sorted(row["track_id"] for row in Library.open(lib).tracks.to_pylist())
-    (a / "one.wav").rename(a / "one-moved.wav")
-    (a / "two.wav").rename(a / "two-moved.wav")
-    r = run([a], lib)
-    assert (r.moved, r.added, r.removed) == (2, 0, 0)
-    rows = Library.open(lib).tracks.to_pylist()
-    assert sorted(row["path"] for row in rows) == [str(a / "one-moved.wav"), str(a / "two-moved.wav")]
-    assert sorted(row["track_id"] for row in rows) == ids
