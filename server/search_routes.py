@@ -187,6 +187,8 @@ def track_vector(snap: Snapshot, track_id: str, start: float | None, end: float 
     row = snap.row_of.get(track_id)
     if row is None:
         raise NotFound(f"no track {track_id!r} in this library")
+    if start is not None and end is not None and end <= start:  # as /api/search/audio refuses a reversed excerpt
+        raise QueryError(f"end ({end} s) must be after start ({start} s)")
     lib = snap.library
     first, count = int(snap.column("frame_start", row) or 0), int(snap.column("frame_count", row) or 0)
     if count == 0:

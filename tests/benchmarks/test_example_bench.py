@@ -13,7 +13,7 @@ from songseek.cli.main import app
 from songseek.engine.encoders.base import l2_normalize
 from songseek.engine.encoders.fake import FakeEncoder
 from songseek.engine.errors import UsageError
-from tests.engine.test_align import naive_align, naive_hedged
+from tests.engine.test_align import naive_align, naive_hedged, poolings
 
 
 def test_rank_of_is_pessimistic() -> None:
@@ -34,7 +34,8 @@ def test_excerpt_ranks_match_plain_loops() -> None:
     pooled = [[float(tracks[b, t] @ q) for t in range(n)] for b, n in enumerate(lengths)]
     windows = [(excerpt @ tracks[b, :n].T).astype(np.float64) for b, n in enumerate(lengths)]
     aligned = [naive_align(w, int(n))[0] for w, n in zip(windows, lengths)]
-    hedged = naive_hedged(aligned, [float(w.mean()) for w in windows])
+    pools = [poolings(w) for w in windows]
+    hedged = naive_hedged(aligned, [[p[0] for p in pools], [p[1] for p in pools]])
     hedged_score = {row: sc for row, sc in hedged}
 
     def rank(values: list[float]) -> int:

@@ -170,6 +170,9 @@ def test_more_like_this_outside_the_track_is_a_400(client: TestClient, app) -> N
     tid = next(iter(app.state.ctx.holder.current().row_of))
     res = client.get(f"/api/similar/{tid}", params={"start": 1e6})
     assert res.status_code == 400 and "overlaps" in res.json()["error"]
+    for start, end in ((5.0, 1.0), (5.0, 5.0)):  # reversed or empty: refused as an audio excerpt is
+        res = client.get(f"/api/similar/{tid}", params={"start": start, "end": end})
+        assert res.status_code == 400 and "must be after start" in res.json()["error"]
 
 
 def test_a_broken_or_missing_manifest_keeps_the_last_generation(library: Path, tmp_path: Path) -> None:
