@@ -134,3 +134,47 @@ def test_stream_blocks_are_rounded_not_cut_to_whole_samples(tmp_path: Path) -> N
     blocks = list(decode_stream(_wav(tmp_path / "w.wav", x), RATE, block_s=0.0011))  # 8.8 samples: 9
     assert {len(b) for b in blocks[:-1]} == {9} and len(blocks[-1]) == len(x) % 9
     np.testing.assert_array_equal(np.concatenate(blocks), x.astype(np.float32) / 32768)
+
+
+def test_a_wav_with_no_samples_is_undecodable_not_an_empty_segment(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "empty.wav", np.zeros(0, np.int16))
+    with pytest.raises(DecodeError, match="no decodable audio in the file"):
+        decode(path, RATE)
+    with pytest.raises(DecodeError, match="no decodable audio in the file"):
+        list(decode_stream(path, RATE))
+
+
+@pytest.mark.parametrize("start_s", [0.50007, 1.23459, 2.0001])
+def test_a_seek_starts_at_the_sample_nearest_start_s(tmp_path: Path, start_s: float) -> None:
+    """start_s·rate is not a whole sample: the segment starts at round(start_s·rate), as plain slicing of
+    the whole file would (the fallback path for files without timestamps does exactly that)."""
+    x = _samples(3.0, seed=5)
+    path = _wav(tmp_path / "w.wav", x)
+    first = int(round(start_s * RATE))
+    assert first == int(start_s * RATE) + 1  # rounding up: a cut that truncates starts one sample early
+    np.testing.assert_array_equal(decode(path, RATE, start_s), x[first:].astype(np.float32) / 32768)
+
+
+def test_a_last_stream_block_of_one_sample_is_kept(tmp_path: Path) -> None:
+    x = _samples(0.5, seed=6)[:4 * 100 + 1]  # four blocks of 100 samples and one sample over
+    blocks = list(decode_stream(_wav(tmp_path / "w.wav", x), RATE, block_s=100 / RATE))
+    assert [len(b) for b in blocks] == [100, 100, 100, 100, 1]
+    np.testing.assert_array_equal(np.concatenate(blocks), x.astype(np.float32) / 32768)
+
+
+def test_a_sample_rate_change_mid_stream_resamples_each_part_at_its_own_rate() -> None:
+    """A stream that changes rate (8 kHz, then 16 kHz) to 16 kHz: the 8 kHz part is doubled in length by its
+    own resampler (flushed at the change), the 16 kHz part passes through sample for sample."""
+    import soxr
+
+    from songseek.engine.audio.decode import _resampled
+
+    rng = np.random.default_rng(7)
+    t = np.arange(4000) / 8000
+    low = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # 0.5 s at 8 kHz, under one soxr chunk
+    high = rng.uniform(-0.5, 0.5, 3000).astype(np.float32)
+    out = np.concatenate(list(_resampled(iter([(low, 8000), (high, 16000)]), 16000)))
+    want_low = soxr.resample(low, 8000, 16000, quality="HQ")
+    assert len(out) == len(want_low) + len(high) == 2 * len(low) + len(high)
+    np.testing.assert_array_equal(out[len(want_low):], high)
+    np.testing.assert_allclose(out[:len(want_low)], want_low, atol=1e-3)

@@ -154,3 +154,96 @@ def test_a_track_cannot_be_marked_as_not_a_duplicate_of_itself(tmp_path: Path) -
     with pytest.raises(UsageError, match="cannot be paired with itself"):
         update_library(root, DuplicateParams(audio=False), [("t001", "t001")])
     assert NOT_DUPLICATES_TABLE not in Library.open(root).tables()  # nothing written
+
+
+def test_member_bit_rate_is_size_times_8_over_1000_per_second() -> None:
+    """kbit/s are SI (1000 bit/s): 1 MB over 25 s is 320 kbit/s; no length gives 0, no size 0."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from songseek.engine.analysis.duplicates import _member_facts
+
+    sizes, durs = [1_000_000, 7_340_032, None, 500], [25.0, 183.5, 60.0, None]
+    tracks = pa.table({"path": [f"/nonexistent/t{i}.mp3" for i in range(4)],
+                       "duration_s": pa.array(durs, pa.float64()), "size": pa.array(sizes, pa.int64())})
+    lib = SimpleNamespace(tracks=tracks)
+    for row, (size, dur) in enumerate(zip(sizes, durs, strict=True)):
+        want = (size or 0) * 8 / 1000 / dur if dur else 0.0
+        codec, lossless, kbps, _, _, _ = _member_facts(lib, row)  # type: ignore[arg-type]
+        assert kbps == pytest.approx(want) and codec == "mp3" and not lossless
+    assert _member_facts(lib, 0)[2] == pytest.approx(320.0)  # type: ignore[arg-type]
+
+
+def _two_groups_library(root: Path) -> Path:
+    """t000 a track, t001 its exact copy, t002 another master of it (window cosine about 0.95: level 2 with
+    the vectors alone); t003 and t004 another song and its exact copy (level 1); t005 an unrelated track."""
+    rng = np.random.default_rng(21)
+    base = unit(rng.standard_normal((12, 32)))
+    master = unit(base + 0.33 * unit(rng.standard_normal((12, 32))))
+    song = unit(rng.standard_normal((10, 32)))
+    return build_library(root, [base, base.copy(), master, song, song.copy(), unit(rng.standard_normal((8, 32)))])
+
+
+def test_members_give_their_own_level_to_the_kept_file_and_groups_sort_by_level_then_id(tmp_path: Path) -> None:
+    lib = Library.open(_two_groups_library(tmp_path / "lib"))
+    report = find_duplicates(lib, DuplicateParams(audio=False, neighbours=5))
+    # groups: level first, then the kept track's id (a plain sort of (level, id))
+    assert [(g.level, g.group_id) for g in report.groups] == sorted((g.level, g.group_id) for g in report.groups)
+    assert [(g.level, g.group_id) for g in report.groups] == [(1, "t003"), (2, "t000")]
+    for g in report.groups:
+        keep = g.members[0].track_id
+        by_pair = {frozenset((p.a, p.b)): p.level for p in g.pairs}
+        for m in g.members:
+            assert m.level == (0 if m.keep else by_pair[frozenset((keep, m.track_id))])
+    [g2] = [g for g in report.groups if g.level == 2]
+    assert {m.track_id: m.level for m in g2.members} == {"t000": 0, "t001": 1, "t002": 2}
+
+
+def test_the_span_ends_at_the_track_s_own_end_not_its_last_window_s(tmp_path: Path) -> None:
+    """t000: 6 windows of 10 s but 55 s long (the last window padded); t001: the same 6 then 2 more, 80 s.
+    At offset 0 the span on t000 ends at 55 s (its length), not at 60 s (its last window's end)."""
+    import pyarrow as pa
+
+    from songseek.indexers.ingest import ingest_table
+
+    rng = np.random.default_rng(3)
+    a = unit(rng.standard_normal((6, 32)))
+    b = np.concatenate([a, unit(rng.standard_normal((2, 32)))])
+    rows = [{"track_id": tid, "start_s": f * 10.0, "end_s": f * 10.0 + 10.0, "embedding": v.tolist(),
+             "path": f"/music/{tid}.wav", "duration_s": dur}
+            for tid, vecs, dur in (("t000", a, 55.0), ("t001", b, 80.0)) for f, v in enumerate(vecs)]
+    ingest_table(pa.Table.from_pylist(rows), tmp_path / "lib", encoder=FakeEncoder().info)
+    report = find_duplicates(Library.open(tmp_path / "lib"), DuplicateParams(audio=False, neighbours=2))
+    [ev] = [p for g in report.groups for p in g.pairs]
+    assert ev.offset_s == 0.0 and ev.level == 1
+    assert ev.span_a == (0.0, 55.0) and ev.span_b == (0.0, 55.0)
+
+
+def test_a_diagonal_covering_exactly_min_cover_is_aligned(tmp_path: Path) -> None:
+    """t001 shares 3 of t000's 6 windows (the rest unrelated): cover exactly 0.5 = min_cover is aligned, so
+    the pair is a master/edit (level 2) from the vectors, not only a possible version (level 3)."""
+    rng = np.random.default_rng(5)
+    a = unit(rng.standard_normal((6, 32)))
+    b = np.concatenate([a[:3], unit(rng.standard_normal((3, 32)))])
+    lib = Library.open(build_library(tmp_path / "lib", [a, b]))
+    p = DuplicateParams(audio=False, neighbours=2, candidate_cosine=0.0)
+    report = find_duplicates(lib, p)
+    [ev] = [e for g in report.groups for e in g.pairs]
+    assert ev.diagonal_cover == p.min_cover and ev.level == 2
+    # a hair stricter and the same pair is not aligned: only a possible version (3) remains, or nothing
+    strict = find_duplicates(lib, DuplicateParams(audio=False, neighbours=2, candidate_cosine=0.0, min_cover=0.51))
+    assert all(e.level != 2 for g in strict.groups for e in g.pairs)
+
+
+def test_a_version_chain_covering_exactly_min_cover_is_a_possible_version(tmp_path: Path) -> None:
+    """t001 holds t000's first 3 windows in order but each followed by an unrelated one: no diagonal, a
+    monotone chain of 3 of 6 windows (exactly min_cover), so vectors alone call it a possible version (3)."""
+    rng = np.random.default_rng(6)
+    a = unit(rng.standard_normal((6, 32)))
+    noise = unit(rng.standard_normal((3, 32)))
+    b = np.stack([a[0], noise[0], a[1], noise[1], a[2], noise[2]])
+    lib = Library.open(build_library(tmp_path / "lib", [a, b]))
+    report = find_duplicates(lib, DuplicateParams(audio=False, neighbours=2, candidate_cosine=0.0))
+    [ev] = [e for g in report.groups for e in g.pairs]
+    assert ev.version_cover == 0.5 and ev.diagonal_cover < 0.5 and ev.level == 3

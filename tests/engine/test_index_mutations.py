@@ -70,3 +70,48 @@ def test_a_built_ivf_index_probes_the_default_number_of_lists() -> None:
     for nlist, want in ((64, 32), (16, 16)):  # 64/32 = 2 → MIN_NPROBE; 16 lists → all 16
         idx = faiss_index.build_index(f"IVF{nlist},Flat", 8, x)
         assert faiss.extract_index_ivf(idx).nprobe == want
+
+
+@pytest.mark.parametrize("setting, size, want", [("1", 10, True), ("0", 5000, False), ("auto", 1025, True),
+                                                 ("auto", 1024, False)])
+def test_want_mmap_follows_the_setting_and_half_the_available_memory(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, setting: str, size: int, want: bool) -> None:
+    """With 2 kB available, "auto" maps a file over 1 kB (half of it) and not one of exactly 1 kB."""
+    import io
+
+    path = tmp_path / "index.faiss"
+    path.write_bytes(b"\0" * size)
+    meminfo = "MemTotal:       8 kB\nMemAvailable:       2 kB\n"
+    monkeypatch.setattr(faiss_index, "INDEX_MMAP", setting)
+    monkeypatch.setattr(faiss_index, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert faiss_index.want_mmap(path) is want
+
+
+def test_want_mmap_is_false_where_the_available_memory_cannot_be_read(tmp_path, monkeypatch: pytest.MonkeyPatch
+                                                                      ) -> None:
+    import io
+
+    path = tmp_path / "index.faiss"
+    path.write_bytes(b"\0" * 10)
+    monkeypatch.setattr(faiss_index, "INDEX_MMAP", "auto")
+    monkeypatch.setattr(faiss_index, "open", lambda *a, **k: io.StringIO("MemTotal: 8 kB\n"), raising=False)
+    assert faiss_index.want_mmap(path) is False
+
+
+def test_k_beyond_the_rows_is_clamped_in_both_searches() -> None:
+    """k over the row count gives every row once, best first (plain numpy sort as the reference), not
+    padding or an error; the faiss path clamps the same way."""
+    rng = np.random.default_rng(5)
+    v = l2_normalize(rng.standard_normal((7, 16)).astype(np.float32))
+    q = l2_normalize(rng.standard_normal((2, 16)).astype(np.float32))
+    want_rows = [sorted(range(7), key=lambda r: -float(q[i] @ v[r])) for i in range(2)]
+    s, r = faiss_index.exact_search(v, q, 50)
+    assert r.tolist() == want_rows and s.shape == (2, 7)
+    index = faiss.IndexFlatIP(16)
+    index.add(v)
+    s2, r2 = faiss_index.search(index, q, 50)
+    assert r2.tolist() == want_rows and s2.shape == (2, 7)
+    s3, r3 = faiss_index.search(index, q, 0)  # k below 1: one row (the best)
+    assert r3.tolist() == [[w[0]] for w in want_rows]
+    empty = faiss.IndexFlatIP(16)
+    assert faiss_index.search(empty, q, 5)[1].shape == (2, 1)

@@ -189,3 +189,73 @@ def test_a_lost_manifest_is_rebuilt_from_the_newest_tracks_table(tmp_path: Path)
     assert report.manifest_recovered_from == m.tracks_file
     got = live(root)
     assert got.keys() == {"a", "b", "c"} and all(np.array_equal(got[t], vecs[t]) for t in vecs)
+
+
+def test_repair_commits_a_generation_above_every_numbered_file_in_the_folder(tmp_path: Path) -> None:
+    """Leftovers with higher numbers (a crashed writer's, or files of a lost newer manifest) must not be
+    reused or outnumbered: a reader that saw generation 55 has to see the repair as a newer one."""
+    import re
+    import shutil
+
+    root = tmp_path / "lib"
+    vecs = build(root, {"a": 2, "b": 1})
+    m = read_manifest(root)
+    shutil.copy(root / m.frame_shards[0], root / "frames-000040.arrow")
+    shutil.copy(root / m.tracks_file, root / "extra-tags-000055.arrow")
+    numbers = [int(x.group(1)) for p in root.iterdir() if (x := re.search(r"-(\d{6,})\.(arrow|faiss)$", p.name))]
+    assert max(numbers) == 55 > m.generation
+    report = repair_library(root)
+    assert report.generation_after > 55 and read_manifest(root).generation == report.generation_after
+    got = live(root)
+    assert got.keys() == vecs.keys() and all(np.array_equal(got[t], vecs[t]) for t in vecs)
+    assert verify_library(root) == []
+
+
+def test_repair_removes_the_old_files_before_it_builds_the_new_index(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a nearly full disk the superseded files (the old index above all) go before the new index is
+    written: when write_index runs, the folder holds only what the new manifest names."""
+    from songseek.engine.storage.writer import LOCK_NAME
+
+    root = tmp_path / "lib"
+    build(root, {"a": 2, "b": 1, "c": 2})
+    old_index = read_manifest(root).index_file
+    assert old_index and (root / old_index).exists()
+    seen: list[set[str]] = []
+    real = repair_mod.write_index
+
+    def spy(r: Path, m: Manifest, *args: object, **kwargs: object) -> object:
+        seen.append({p.name for p in r.iterdir()} - {"manifest.json", LOCK_NAME} - set(m.files())
+                    - set(m.previous_files))
+        return real(r, m, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repair_mod, "write_index", spy)
+    repair_library(root)
+    assert seen == [set()]
+    assert old_index not in {p.name for p in root.iterdir()} or old_index == read_manifest(root).index_file
+
+
+def test_the_repair_summary_line(tmp_path: Path) -> None:
+    from songseek.engine.storage.repair import RepairReport
+
+    r = RepairReport(path="/lib", generation_after=7, files_checked=5, problems=["x: missing", "y: missing"],
+                     dropped_tracks=1, compacted=True, dead_frames_removed=4, tracks=3, frames=12, index="Flat")
+    assert r.summary() == ("/lib: 2 damaged file(s) repaired; checked 5 files; 3 tracks, 12 frames; dropped 1 "
+                           "tracks; compacted (4 dead frames removed); index Flat; generation 7")
+    clean = RepairReport(path="/lib", generation_after=2, files_checked=4, tracks=3, frames=12)
+    assert clean.summary() == ("/lib: no damage found; checked 4 files; 3 tracks, 12 frames; dropped 0 tracks; "
+                               "index none; generation 2")
+
+
+def test_a_library_without_checksums_is_checked_by_its_identity_hashes(tmp_path: Path) -> None:
+    """A manifest that records no checksums (an older library) is not "every file unknown": its files pass
+    on their identity (quick) hashes, and a file whose quick hash differs is named."""
+    root = tmp_path / "lib"
+    build(root, {"a": 2, "b": 1})
+    m = read_manifest(root)
+    assert m.quick_hashes
+    _edit(root, checksums={})
+    assert verify_library(root) == []
+    name = m.frame_shards[0]
+    _edit(root, quick_hashes={**m.quick_hashes, name: "0" * 32})
+    assert verify_library(root) == [f"{name}: identity hash mismatch (replaced or overwritten since its commit)"]

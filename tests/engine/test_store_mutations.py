@@ -116,3 +116,34 @@ def test_a_shard_with_other_rows_than_the_manifest_says_is_refused(tmp_path: Pat
         FrameStore(root, m)
     with pytest.raises(LibraryError, match=rf"{name}: has 2 rows, manifest says 1"):
         VectorReader(root, m)
+
+
+def test_an_atomic_write_fsyncs_the_data_before_the_rename_and_the_folder_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash-safety order: data on disk (fsync of the temporary file), then the rename, then the
+    folder's entry on disk (fsync of the directory). Recorded by wrapping the three calls."""
+    import os
+
+    from songseek.engine.storage import store as store_mod
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod.os, "fsync", fsync)
+    monkeypatch.setattr(store_mod.os, "replace", replace)
+    monkeypatch.setattr(store_mod, "fsync_dir", lambda d: events.append(("fsync_dir", str(d))))
+    table, _ = shard_table(DIM, 3)
+    target = tmp_path / "frames-000001.arrow"
+    write_table_atomic(target, table)
+    tmp = str(tmp_path / f".{target.name}.tmp-{os.getpid()}")
+    assert events == [("fsync", tmp), ("replace", str(target)), ("fsync_dir", str(tmp_path))]
+    with open(target, "rb") as fh:
+        assert ipc.open_file(fh).read_all().equals(table)
