@@ -60,7 +60,8 @@ def naive_track(s: list[float], p: FusionParams) -> dict:
 
 def naive_span(s: list[float], longest: int, exponent: float) -> dict:
     """The ``span`` segment: every run of 1..longest frames, scored sum / length**exponent; the first
-    best in (length, start) order (the shorter run, then the earliest). ``key`` maps (start, length) to its score for near-tie checks."""
+    best in (length, start) order (the shorter run, then the earliest). ``key`` maps (start, length) to
+    its score for near-tie checks."""
     key = {(i, n): sum(s[i:i + n]) / n**exponent for n in range(1, min(longest, len(s)) + 1)
            for i in range(len(s) - n + 1)}
     top = max(key.values())

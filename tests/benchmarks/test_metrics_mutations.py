@@ -100,7 +100,7 @@ def test_ap_zero_relevant_raises_even_without_hits() -> None:
 # ------------------------------------------------------------------------------------------ rank inputs
 def test_fractional_ranks_are_refused_and_whole_float_ranks_accepted() -> None:
     with pytest.raises(UsageError, match="whole numbers"):
-        retrieval_metrics([1.5, 2.0])
+        retrieval_metrics([1.5, 2.0])  # type: ignore[list-item]
     with pytest.raises(UsageError, match="whole numbers"):
         per_query_values(np.array([1.0, np.inf]))
     got = retrieval_metrics(np.array([1.0, 3.0, 12.0]), ks=(1, 5))

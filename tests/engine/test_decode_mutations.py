@@ -102,7 +102,7 @@ def _damaged_m4a(path: Path, seconds: float, spots: int) -> tuple[int, int, floa
                 packet.decode()
             except av.error.FFmpegError:
                 bad += 1
-                first = float(packet.pts * packet.time_base) if first < 0 else first
+                first = float(packet.pts * packet.time_base) if first < 0 else first  # type: ignore[operator]
     return packets, bad, first
 
 

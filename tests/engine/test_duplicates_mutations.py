@@ -25,7 +25,7 @@ from tests.analysis_helpers import build_library, unit
 @pytest.mark.parametrize("kwargs", [{"min_level": 0}, {"min_level": 4}, {"neighbours": 0}])
 def test_out_of_range_params_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(UsageError, match="must be"):
-        DuplicateParams(**kwargs).validated()
+        DuplicateParams(**kwargs).validated()  # type: ignore[arg-type]
     DuplicateParams(min_level=1, neighbours=1).validated()  # the smallest legal values
 
 

@@ -142,7 +142,7 @@ def test_stored_settings_refuse_a_boolean_for_a_number(name: str) -> None:
     with pytest.raises(UsageError, match=name):
         RerankSettings.from_json({"rerank": "fusion", "params": {name: True}})
     assert RerankSettings.from_json({"rerank": "fusion", "params": {name: 2}}).params == replace(
-        FusionParams(), **{name: 2.0})
+        FusionParams(), **{name: 2.0})  # type: ignore[arg-type]
 
 
 def test_hedge_lifts_by_the_soft_max_part_too() -> None:

@@ -22,7 +22,7 @@ def _head(bias: float) -> MosHead:
     """A head whose output is ``bias`` for every input (last layer's weights zeroed)."""
     head = MosHead(FAKE_INFO, (4, 4), with_alignment=True)
     for mlp in (head.impression, head.alignment):
-        last = mlp[-1]
+        last = mlp[-1]  # type: ignore[index]
         with torch.no_grad():
             last.weight.zero_()
             last.bias.fill_(bias)
@@ -69,7 +69,7 @@ def test_a_head_is_refused_for_an_encoder_that_differs_in_one_field(field: str, 
     head = _head(3.0)
     head.check_encoder(FAKE_INFO, "same")  # the encoder it was made for
     with pytest.raises(IncompatibleLibraryError, match=field.replace("_", " ") if field == "dim" else "sha256"):
-        head.check_encoder(dataclasses.replace(FAKE_INFO, **{field: value}), "lib")
+        head.check_encoder(dataclasses.replace(FAKE_INFO, **{field: value}), "lib")  # type: ignore[arg-type]
 
 
 def test_ratings_at_the_ends_of_the_scale_are_kept_and_nan_is_refused(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_the_heads_are_not_linear_maps() -> None:
     x = torch.from_numpy(unit(np.random.default_rng(9).standard_normal((8, 32))))
     for mlp, inp in ((head.impression, x), (head.alignment, torch.cat([x, x.flip(0)], dim=1))):
         with torch.no_grad():
-            gap = (mlp(inp) + mlp(-inp) - 2 * mlp(torch.zeros_like(inp))).abs().max().item()
+            gap = (mlp(inp) + mlp(-inp) - 2 * mlp(torch.zeros_like(inp))).abs().max().item()  # type: ignore[misc]
         assert gap > 1e-4
 
 
@@ -242,6 +242,6 @@ def test_the_saved_weights_keep_the_linear_relu_layout() -> None:
     tensor names in a saved head say; a layer dropped or added would leave old head files unloadable."""
     head = MosHead(FAKE_INFO, (16, 8), with_alignment=True)
     for name, mlp in (("impression", head.impression), ("alignment", head.alignment)):
-        assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+        assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]  # type: ignore[union-attr]
         assert sorted(k for k in head.state() if k.startswith(name + ".")) == sorted(
             f"{name}.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias"))

@@ -233,5 +233,5 @@ def test_a_failed_write_raises_and_leaves_neither_the_file_nor_a_temporary(tmp_p
     with pytest.raises(RuntimeError, match="exporter failed"):
         onnx_text._atomic_write_bytes(target, fail)
     assert list(target.parent.iterdir()) == []
-    onnx_text._atomic_write_bytes(target, lambda tmp: tmp.write_bytes(b"whole"))
+    onnx_text._atomic_write_bytes(target, lambda tmp: tmp.write_bytes(b"whole"))  # type: ignore[arg-type]
     assert target.read_bytes() == b"whole" and [p.name for p in target.parent.iterdir()] == [target.name]

@@ -112,8 +112,8 @@ def test_save_is_fsynced_before_the_rename_and_a_failed_write_leaves_nothing(
     path = tmp_path / "tc" / "k.npz"
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(text_cache.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(text_cache.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    monkeypatch.setattr(text_cache.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])  # type: ignore[func-returns-value]
+    monkeypatch.setattr(text_cache.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])  # type: ignore[func-returns-value]
     assert cache.save("k", path) == 1
     assert events == ["fsync", "replace"]
     monkeypatch.undo()

@@ -123,7 +123,7 @@ def test_rows_in_any_order_are_grouped_by_track_and_sorted_by_start(tmp_path: Pa
     got = stored(lib)
     assert sorted(got) == ["t0", "t1", "t2"]
     for tid, row in got.items():
-        mine = sorted((r for r in rows if r["track_id"] == tid), key=lambda r: r["start_s"])
+        mine = sorted((r for r in rows if r["track_id"] == tid), key=lambda r: r["start_s"])  # type: ignore[arg-type, return-value]
         assert row["starts"] == [r["start_s"] for r in mine]
         assert row["ends"] == [r["end_s"] for r in mine]
         want = np.array([r["embedding"] for r in mine], np.float64)
@@ -189,7 +189,7 @@ def test_a_reingest_that_changes_anything_of_a_track_rewrites_it(tmp_path: Path,
     extra: dict[str, dict[str, Any]] = {"path": {"t0": "/m/t0.flac", "t1": "/m/t1.flac"},
                                         "title": {"t0": "T0", "t1": "T1"}, "duration_s": {"t0": 20.0, "t1": 15.0}}
     lib = tmp_path / "lib"
-    ingest_table(table(spec, **extra), lib)
+    ingest_table(table(spec, **extra), lib)  # type: ignore[arg-type]
     if change == "end of one window":
         spec["t0"][1] = (5.0, 14.0)  # the same largest end, the same vectors: only a time differs
     elif change == "start of one window":
@@ -200,7 +200,7 @@ def test_a_reingest_that_changes_anything_of_a_track_rewrites_it(tmp_path: Path,
         extra["path"]["t0"] = "/m/moved/t0.flac"
     else:
         extra["duration_s"]["t0"] = 19.0
-    r = ingest_table(table(spec, **extra), lib)
+    r = ingest_table(table(spec, **extra), lib)  # type: ignore[arg-type]
     assert (r.tracks, r.unchanged) == (2, 1)
     got = stored(lib)["t0"]
     assert list(zip(got["starts"], got["ends"], strict=True)) == spec["t0"]

@@ -19,7 +19,7 @@ from tests.audio_helpers import sine, write_audio
 def _audio(tmp_path: Path, ext: str, **kwargs: object) -> Path:
     x = sine(0.3, 44_100, 440, 0.3)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return write_audio(tmp_path / f"t.{ext}", np.stack([x, x]), 44_100, **kwargs)
+    return write_audio(tmp_path / f"t.{ext}", np.stack([x, x]), 44_100, **kwargs)  # type: ignore[arg-type]
 
 
 def _flac(tmp_path: Path, **comments: str) -> Path:
@@ -85,7 +85,7 @@ def test_a_year_only_tag_is_read(tmp_path: Path) -> None:
 
 
 def test_nul_inside_a_value_becomes_a_space_and_values_join_with_semicolons(tmp_path: Path) -> None:
-    path = _flac(tmp_path, title="Side A\x00Side B", artist=["One", " Two ", "Three"])
+    path = _flac(tmp_path, title="Side A\x00Side B", artist=["One", " Two ", "Three"])  # type: ignore[arg-type]
     assert read_tags(path) == Tags(title="Side A Side B", artist="; ".join(["One", "Two", "Three"]))
 
 

@@ -210,12 +210,12 @@ def test_the_peaks_cache_notices_a_new_generation_and_a_rewritten_file(tmp_path:
     write_audio(src, sine(0.5, SR, 440.0, amp=0.1)[None], SR)  # same size, quieter, a later mtime
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     quiet = cache.get(FakeSnap(2, {"a": src}), "a", 4)  # type: ignore[arg-type]
-    assert len(counted) == 3 and max(quiet["maxs"]) == pytest.approx(0.1, abs=0.01)  # type: ignore[arg-type]
+    assert len(counted) == 3 and max(quiet["maxs"]) == pytest.approx(0.1, abs=0.01)  # type: ignore[arg-type, call-overload]
     write_audio(src, sine(0.25, SR, 440.0, amp=0.3)[None], SR)  # another size, the same mtime
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     short = cache.get(FakeSnap(2, {"a": src}), "a", 4)  # type: ignore[arg-type]
     assert len(counted) == 4 and short["duration_s"] == pytest.approx(0.25, abs=0.01)
-    assert max(short["maxs"]) == pytest.approx(0.3, abs=0.01)  # type: ignore[arg-type]
+    assert max(short["maxs"]) == pytest.approx(0.3, abs=0.01)  # type: ignore[arg-type, call-overload]
 
 
 def test_peaks_errors(tmp_path: Path, counted: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -288,7 +288,7 @@ def test_the_pool_holds_workers_plus_queue_and_frees_each_slot() -> None:
             gate.set()
             assert await first is True and await second == 2
             for i in range(50):  # far more than its capacity, one after another: every slot comes back
-                assert await pool.run(lambda i=i: i) == i
+                assert await pool.run(lambda i=i: i) == i  # type: ignore[misc]
             await asyncio.sleep(0.05)
             assert pool.inflight == 0
         finally:

@@ -73,7 +73,7 @@ def test_the_batch_size_bound_is_inclusive(client: TestClient) -> None:
     texts = ["piano", "drums", "strings", "choir"]
     ok = client.post("/api/search/batch", params={"k": 2}, json={"texts": texts[:BATCH]})
     assert ok.status_code == 200 and [len(r) for r in ok.json()["results"]] == [2] * BATCH
-    for body in ({"texts": texts[:BATCH + 1]}, {"texts": []}, {"vectors": []}):
+    for body in ({"texts": texts[:BATCH + 1]}, {"texts": []}, {"vectors": []}):  # type: ignore[var-annotated]
         res = client.post("/api/search/batch", json=body)
         assert res.status_code == 400 and f"1 to {BATCH}" in res.json()["error"], body
 
