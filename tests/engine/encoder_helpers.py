@@ -10,6 +10,7 @@ from songseek's mapping, and ``test_encoders_laion`` checks its names against th
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def save_tiny_tokenizer(directory: Path) -> Path:
                                    unk_token="<unk>", model_max_length=77)
     directory.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(directory)
+    return directory
+
+
+def save_swapped_tokenizer(directory: Path) -> Path:
+    """save_tiny_tokenizer with the ids of "jazz" and "metal" exchanged: RoBERTa's special ids, other meanings."""
+    save_tiny_tokenizer(directory)
+    path = directory / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["jazz"], vocab["metal"] = vocab["metal"], vocab["jazz"]
+    path.write_text(json.dumps(spec))
     return directory
 
 

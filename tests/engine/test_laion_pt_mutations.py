@@ -5,7 +5,6 @@ tiny random model (no file, no forward pass) and checked against plain expectati
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,15 @@ import torch
 
 from songseek.engine.encoders import laion_pt
 from songseek.engine.errors import WeightsNotFoundError
-from tests.engine.encoder_helpers import WORDS, isolate_hf, save_tiny_tokenizer, tiny_config, tiny_model, to_original
+from tests.engine.encoder_helpers import (
+    WORDS,
+    isolate_hf,
+    save_swapped_tokenizer,
+    save_tiny_tokenizer,
+    tiny_config,
+    tiny_model,
+    to_original,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +91,6 @@ def test_offline_the_missing_checkpoint_line_does_not_suggest_going_offline(tmp_
     assert "HF_HUB_OFFLINE is set" in msg and "skips the network check" not in msg
 
 
-def _swapped_tokenizer(directory: Path) -> Path:
-    """The tiny tokenizer with two words' ids exchanged: RoBERTa's special ids, other meanings."""
-    save_tiny_tokenizer(directory)
-    path = directory / "tokenizer.json"
-    spec = json.loads(path.read_text())
-    vocab = spec["model"]["vocab"]
-    vocab["jazz"], vocab["metal"] = vocab["metal"], vocab["jazz"]
-    path.write_text(json.dumps(spec))
-    return directory
-
-
 def _ids(tok: Any, words: list[str]) -> list[int]:
     return list(tok.convert_tokens_to_ids(words))
 
@@ -102,7 +98,7 @@ def _ids(tok: Any, words: list[str]) -> list[int]:
 def test_the_tokenizer_setting_wins_over_the_files_beside_the_checkpoint(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_hf(monkeypatch, tmp_path / "hf")
-    beside = _swapped_tokenizer(tmp_path / "ckpt")
+    beside = save_swapped_tokenizer(tmp_path / "ckpt")
     chosen = save_tiny_tokenizer(tmp_path / "env")
     plain = {w: i + 4 for i, w in enumerate(WORDS)}
     monkeypatch.setenv(laion_pt.TOKENIZER_ENV, str(chosen))

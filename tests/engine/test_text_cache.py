@@ -172,20 +172,12 @@ def test_library_search_uses_the_cache(tmp_path: Path) -> None:
 def _tiny_clap_dir(directory: Path, swap_words: bool = False) -> Path:
     """A saved tiny ClapModel (the same seeded weights every time) with the test tokenizer; ``swap_words``
     gives two of its words each other's ids, as another tokenizer over the same weights would."""
-    import json
-
     from songseek.engine.encoders import clap_hf
-    from tests.engine.encoder_helpers import save_tiny_tokenizer, tiny_config, tiny_model
+    from tests.engine.encoder_helpers import save_swapped_tokenizer, save_tiny_tokenizer, tiny_config, tiny_model
 
     tiny_model(tiny_config()).save_pretrained(directory)
     clap_hf.laion_feature_extractor().save_pretrained(directory)
-    save_tiny_tokenizer(directory)
-    if swap_words:
-        path = directory / "tokenizer.json"
-        spec = json.loads(path.read_text())
-        vocab = spec["model"]["vocab"]
-        vocab["jazz"], vocab["metal"] = vocab["metal"], vocab["jazz"]
-        path.write_text(json.dumps(spec))
+    (save_swapped_tokenizer if swap_words else save_tiny_tokenizer)(directory)
     return directory
 
 
