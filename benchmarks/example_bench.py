@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from songseek.benchmarks.metrics import bootstrap_ci
+from songseek.benchmarks.metrics import bootstrap_ci, ranks_from_scores
 from songseek.benchmarks.synth.dataset import iter_tracks
 from songseek.engine.audio import frame_windows
 from songseek.engine.encoders.base import Encoder, l2_normalize
@@ -75,7 +75,7 @@ class ExampleReport:
 
 def rank_of(score: np.ndarray, i: int) -> int:
     """Pessimistic 1-based rank of candidate ``i``: every other candidate scored at least as high is above it."""
-    return 1 + int(np.sum(np.delete(score, i) >= score[i]))
+    return int(ranks_from_scores(np.asarray(score, np.float64)[None], [[i]])[0])
 
 
 def excerpt_ranks(excerpt: np.ndarray, tracks: np.ndarray, lengths: np.ndarray, own: int) -> dict[str, int]:
@@ -86,8 +86,7 @@ def excerpt_ranks(excerpt: np.ndarray, tracks: np.ndarray, lengths: np.ndarray, 
     windows = np.einsum("btd,cd->bct", tracks, excerpt)
     scores = {m: rerank_scores(m, pooled, lengths).score for m in ("hedge", "mean", "max")}
     scores["align only"] = align_scores(windows, lengths)[0]
-    scores["auto"] = align_rerank(windows, lengths)[0] if len(excerpt) > 1 else rerank_scores("hedge", pooled,
-                                                                                              lengths).score
+    scores["auto"] = align_rerank(windows, lengths)[0] if len(excerpt) > 1 else scores["hedge"]
     return {m: rank_of(np.asarray(s, np.float64), own) for m, s in scores.items()}
 
 

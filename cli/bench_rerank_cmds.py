@@ -98,7 +98,7 @@ def example(
     """Query by example with excerpts of 2+ windows: R@1 and R@10 of each excerpt's own track under the
     default (align), align without its hedge, the old default (hedge on the excerpt's mean vector) and mean
     and max pooling, clean and at 10 dB SNR; Δ = R@10 of the default minus the better pooling, 95% interval
-    over tracks (docs/fusion.md, "Query by example: excerpts of several windows")."""
+    over tracks (docs/fusion.md, "Session 13: query by example, excerpts of several windows")."""
     from songseek.benchmarks.example_bench import METHODS, run_example_bench
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import load_encoder

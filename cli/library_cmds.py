@@ -320,8 +320,7 @@ def search(
     rerank: str = typer.Option(None, "--rerank", help="auto (by the query's form: a one-sentence text is "
                                "a moment, part; several sentences a whole track, whole; an --audio excerpt of 2+ "
                                "windows, align; else hedge), part, whole, hedge, align (an excerpt's windows in "
-                               "order), "
-                               "fusion (CoLLAP), blend, mean, max or none (default: the library's, see "
+                               "order), fusion (CoLLAP), blend, mean, max or none (default: the library's, see "
                                "`songseek bench rerank --save`, else auto)."),
     candidates: int = typer.Option(200, "--candidates", help="Tracks reranked per query."),
     where: str = typer.Option(None, "--where", help="SQL predicate over the tracks table (DuckDB)."),

@@ -43,7 +43,7 @@ def align_scores(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
     ``sims`` float (B, C, Tmax): s[b, j, t] = cos(excerpt window j, window t of track b), valid for
     t < lengths[b] (padding is ignored); ``seg_first``/``seg_last`` are the inclusive window indices of the
     best offset (the whole track when it is shorter than the excerpt)."""
-    sims = np.asarray(sims, dtype=np.float64)
+    sims = np.asarray(sims)  # float32 stays float32: the sums below are taken in float64
     lengths = np.asarray(lengths, dtype=np.int64)
     if sims.ndim != 3 or lengths.shape != (sims.shape[0],):
         raise UsageError(f"align_scores: sims must be (tracks, excerpt windows, windows) with one length per "
@@ -69,7 +69,7 @@ def align_scores(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
         first[long_rows], last[long_rows] = best, best + c - 1
     for i in np.flatnonzero(lengths < c):  # a track shorter than the excerpt slides inside it (rare)
         n = int(lengths[i])
-        diag = [np.trace(sims[i, o:o + n, :n]) / n for o in range(c - n + 1)]
+        diag = [np.trace(sims[i, o:o + n, :n], dtype=np.float64) / n for o in range(c - n + 1)]
         score[i], first[i], last[i] = max(diag), 0, n - 1
     return score, first, last
 
@@ -81,7 +81,7 @@ def align_rerank(sims: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
     (``fusion.hedged_scores``), so scores read as similarities and follow the order."""
     score, first, last = align_scores(sims, lengths)
     lengths = np.asarray(lengths, dtype=np.int64)
-    column = np.asarray(sims, np.float64).sum(axis=1)  # (B, Tmax): the mean vector's cosines, up to a constant
+    column = np.asarray(sims).sum(axis=1, dtype=np.float64)  # (B, Tmax): the mean vector's cosines, up to a constant
     valid = np.arange(column.shape[1])[None, :] < lengths[:, None]
     mean = np.where(valid, column, 0.0).sum(axis=1) / lengths
     best = np.where(valid, column, -np.inf).max(axis=1)

@@ -596,11 +596,11 @@ def rerank_scores(mode: str, sims: np.ndarray, lengths: np.ndarray, params: Fusi
     hedged order. Parts and segment as fusion.
     fusion: CoLLAP (``fuse``) on z. mean: score = r_k = r_t = mean_t s_t; segment = the kernel
     (``segment_kernel`` or ``kernel``, and ``stride``) with the highest mean similarity (ties: the
-    earliest). max, none and align (one query vector: engine/query/align.py scores several): score = max_t s_t;
-    segment = that best frame. blend: the mean and the CoLLAP
-    score, each standardised over the query's candidates, added with weights ``params.mean_weight`` and 1
-    (it leans to mean pooling; docs/fusion.md has where that wins); segment and parts as fusion; its
-    score is mu + sigma * (that sum / (1 + mean_weight)), a ranking key, not a similarity.
+    earliest). max, none and align (one query vector: engine/query/align.py scores several): score =
+    max_t s_t; segment = that best frame. blend: the mean and the CoLLAP score, each standardised over the
+    query's candidates, added with weights ``params.mean_weight`` and 1 (it leans to mean pooling;
+    docs/fusion.md has where that wins); segment and parts as fusion; its score is mu + sigma * (that sum /
+    (1 + mean_weight)), a ranking key, not a similarity.
     """
     params = FusionParams() if params is None else params
     if mode not in RERANK_MODES:

@@ -343,18 +343,19 @@ class Library:
         tower reads it in one piece, else None (a longer text is scored chunk by chunk)."""
         return text_kind(text.strip(), len(longtext.text_chunks(self.encoder, text.strip())))
 
+    def _window_vectors(self, audio: np.ndarray, hop_s: float) -> np.ndarray:
+        """The encoder's vectors of a mono clip's library-length windows, ``hop_s`` apart from its start."""
+        windows, _ = frame_windows(_mono_clip(audio), self.encoder.info.sample_rate, self.manifest.window_s, hop_s)
+        return self.encoder.embed_audio(windows)
+
     def embed_audio(self, audio: np.ndarray) -> np.ndarray:
         """Mean of the window vectors of a mono float32 clip at the encoder's rate → one unit vector (1, dim)."""
-        windows, _ = frame_windows(_mono_clip(audio), self.encoder.info.sample_rate, self.manifest.window_s,
-                                   self.manifest.window_s)
-        return l2_normalize(self.encoder.embed_audio(windows).mean(axis=0, keepdims=True))
+        return l2_normalize(self._window_vectors(audio, self.manifest.window_s).mean(axis=0, keepdims=True))
 
     def embed_excerpt(self, audio: np.ndarray) -> np.ndarray:
         """Unit vectors (n, dim) of a mono float32 clip's windows on the library's own grid (its window and
         hop, from the clip's start): what the ``align`` rerank matches against each track's windows."""
-        windows, _ = frame_windows(_mono_clip(audio), self.encoder.info.sample_rate, self.manifest.window_s,
-                                   self.manifest.hop_s)
-        return l2_normalize(self.encoder.embed_audio(windows))
+        return l2_normalize(self._window_vectors(audio, self.manifest.hop_s))
 
     def excerpt_aligns(self, excerpt_s: float, opts: SearchOptions) -> bool:
         """Whether an audio excerpt this long runs the ``align`` rerank: asked for, or ``auto`` (the library's
