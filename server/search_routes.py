@@ -140,7 +140,10 @@ async def search_audio(request: Request,
         finally:
             path.unlink(missing_ok=True)
 
-    return FastJSON(await ctx.pool.run(work))
+    try:
+        return FastJSON(await ctx.pool.run(work))
+    finally:  # work never ran when the pool was full (503) or the client went away: the upload goes anyway
+        path.unlink(missing_ok=True)
 
 
 async def _save_upload(file: UploadFile, limit: int) -> Path:

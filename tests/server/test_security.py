@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -113,7 +114,11 @@ def test_exposed_host_without_token_exits_with_one_line(library: Path, monkeypat
     assert result.exit_code == 2 and "shorter than 16" in result.stderr
 
 
-def test_full_pool_answers_503_with_retry_after(library: Path) -> None:
+def test_full_pool_answers_503_with_retry_after(library: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = tmp_path / "spool"  # where the server puts uploads, so a leaked one shows
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
     app = create_app(ServerConfig(library=library, limits=Limits(workers=1, queue=0)))
     live = LiveServer(app)
     release = threading.Event()
@@ -139,6 +144,10 @@ def test_full_pool_answers_503_with_retry_after(library: Path) -> None:
         assert "busy" in res.json()["error"]
         # answered, not queued behind the held search (which is held until `release`, up to 300 s)
         assert time.perf_counter() - t0 < 60
+        clip = next((library.parent / "music" / "audio").glob("*.flac")).read_bytes()
+        refused = httpx.post(live.url + "/api/search/audio", files={"file": ("c.flac", clip)}, timeout=120)
+        assert refused.status_code == 503
+        assert not list(spool.glob("songseek-clip-*")), "a refused upload left its temporary file behind"
     finally:
         release.set()
         first.join(60)
