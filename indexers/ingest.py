@@ -183,8 +183,8 @@ def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, n
 
 
 def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) -> np.ndarray:
-    """Unit float32 (rows, dim) vectors, normalised in float64 (float32 norms overflow past ~1e19 and
-    underflow below ~1e-19); NaN/inf and zero vectors are refused: they have no direction to match."""
+    """Unit float32 (rows, dim) vectors, normalised in float64 after scaling each row to a peak of 1
+    (a plain norm of squares overflows or underflows at extreme magnitudes); NaN/inf and zero vectors are refused: they have no direction to match."""
     emb = table.column("embedding").combine_chunks()
     if not (pa.types.is_list(emb.type) or pa.types.is_large_list(emb.type)
             or pa.types.is_fixed_size_list(emb.type)) or not (
@@ -209,12 +209,13 @@ def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) 
     bad = np.asarray(~np.isfinite(x).all(axis=1), dtype=bool)
     if (i := _first(bad)) is not None:
         raise UsageError(f"{where(i)}: the embedding holds NaN or inf{_more(bad)}")
-    norms = np.linalg.norm(x, axis=1)
-    bad = norms == 0
+    peak = np.abs(x).max(axis=1)
+    bad = peak == 0
     if (i := _first(bad)) is not None:
         raise UsageError(f"{where(i)}: the embedding is all zeros, so it matches nothing{_more(bad)}; drop the "
                          "row or give its real vector")
-    return (x / norms[:, None]).astype(np.float32)
+    x = x / peak[:, None]  # first to a peak of 1: squares of values below ~1e-154 underflow float64 to zero
+    return (x / np.linalg.norm(x, axis=1)[:, None]).astype(np.float32)
 
 
 def _track_columns(table: pa.Table, source: str) -> dict[str, list[Any]]:

@@ -168,11 +168,12 @@ def test_a_window_may_start_just_before_the_stated_duration_not_at_it(tmp_path: 
     assert not (tmp_path / "bad").exists()
 
 
-def test_vectors_beyond_float32_range_are_normalised_in_float64(tmp_path: Path) -> None:
-    """1e150 overflows float32 (inf) and 1e-150 underflows it (0): the direction must survive both."""
+@pytest.mark.parametrize("scales", [[1e150, 1e-150, 1e150, 1e-150], [1e300, 1e-170, 1e-300, 1e-310]])
+def test_vectors_beyond_float32_range_are_normalised_in_float64(tmp_path: Path, scales: list[float]) -> None:
+    """1e150 overflows float32 (inf) and 1e-150 underflows it (0); the squares of 1e300 overflow float64 and
+    those of 1e-170 underflow it (1e-310 is subnormal): the direction must survive all of them."""
     rng = np.random.default_rng(3)
     directions = rng.standard_normal((4, 8))
-    scales = [1e150, 1e-150, 1e150, 1e-150]
     rows = [{"track_id": "t0", "start_s": 5.0 * w, "end_s": 5.0 * w + 10.0,
              "embedding": (directions[w] * scales[w]).tolist()} for w in range(4)]
     lib = tmp_path / "lib"
