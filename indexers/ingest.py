@@ -183,8 +183,9 @@ def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, n
 
 
 def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) -> np.ndarray:
-    """Unit float32 (rows, dim) vectors, normalised in float64 after scaling each row to a peak of 1
-    (a plain norm of squares overflows or underflows at extreme magnitudes); NaN/inf and zero vectors are refused: they have no direction to match."""
+    """Unit float32 (rows, dim) vectors, normalised in float64 after scaling each row to a peak of 1 (a
+    plain norm of squares overflows or underflows at extreme magnitudes); NaN/inf and zero vectors are
+    refused: they have no direction to match."""
     emb = table.column("embedding").combine_chunks()
     if not (pa.types.is_list(emb.type) or pa.types.is_large_list(emb.type)
             or pa.types.is_fixed_size_list(emb.type)) or not (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,17 @@ def log_mel(
     filters = torch.as_tensor(np.asarray(mel_filters, dtype=np.float32), device=waveforms.device)
     mel = torch.einsum("nft,fm->ntm", power, filters)
     return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+
+
+@contextlib.contextmanager
+def seeded_cpu_rng(seed: int) -> Iterator[None]:
+    """Inside: torch's CPU generator seeded with ``seed`` (to build a random model the same way every time);
+    after: its state as before. GPU generators are left alone: ``torch.manual_seed`` would reseed them too."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
 
 
 def load_checkpoint(path: str | Path, unsafe: bool = False) -> Any:

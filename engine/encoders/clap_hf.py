@@ -27,7 +27,7 @@ import torch
 
 from ..errors import UsageError, WeightsNotFoundError
 from ._hub import cache_first, hub_problem
-from ._torch_util import fit_windows, log_mel, offline, text_batches
+from ._torch_util import fit_windows, log_mel, offline, seeded_cpu_rng, text_batches
 from .base import EncoderInfo, l2_normalize
 from .text_backend import TextTowerRunner
 from .text_backend_methods import RunnerTextBackend
@@ -287,15 +287,11 @@ def make_info(name: str, checkpoint: str, model: Any, fe: Any, random_weights: b
 
 
 def random_model(config: Any) -> Any:
-    """The real ClapModel architecture with random weights, seeded (torch.manual_seed(0))."""
+    """The real ClapModel architecture with random weights, seeded (CPU generator, seed 0; restored after)."""
     from transformers import ClapModel
 
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(0)
+    with seeded_cpu_rng(0):
         return ClapModel(config)
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def check_complete(checkpoint: str, model: Any, missing: Any) -> None:

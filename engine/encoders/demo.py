@@ -203,10 +203,9 @@ def load(checkpoint: str | None, device: str = "cpu", random_weights: bool = Fal
         raise UsageError(f"checkpoint {checkpoint} is not a directory: the demo encoder needs a folder "
                          "with config.json, vocab.json and model.safetensors (or no --checkpoint)")
     cfg, words = read_checkpoint_dir(root)
-    import torch
+    from ._torch_util import seeded_cpu_rng
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # random_weights: the same random model on every call
+    with seeded_cpu_rng(0):  # random_weights: the same random model on every call
         model = demo_net.DemoCLAP(cfg, len(words))
     sha = ""
     if not random_weights:

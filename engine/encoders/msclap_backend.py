@@ -7,7 +7,7 @@ tokenizer files (``gpt2_tokenizer``), looked for at the first text query, so ind
 
 Determinism: msclap takes a random 7 s crop of a longer file; here each window is cut to its first 7 s,
 or repeated to 7 s when shorter (msclap's own fill for short clips). The model runs in eval mode.
-With ``random_weights`` the architecture is seeded (``torch.manual_seed(0)``), nothing is downloaded,
+With ``random_weights`` the architecture is seeded (CPU generator, seed 0), nothing is downloaded,
 and texts use the GPT-2 tokenizer if one is on the machine, else the byte-level stand-in
 (``gpt2_tokenizer.byte_tokenizer``); ``tokenizer_source`` says which. A ``checkpoint`` given with
 ``random_weights`` is not read at all (the 2023 architecture is fixed, and its tokenizer is not looked

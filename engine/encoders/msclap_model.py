@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch_util import log_mel
+from ._torch_util import log_mel, seeded_cpu_rng
 
 SAMPLE_RATE = 44100
 WINDOW_S = 7
@@ -118,9 +118,5 @@ def mel_filters() -> np.ndarray:
 
 def random_model(seed: int = 0) -> MsClapModel:
     """The MS-CLAP 2023 architecture with seeded random weights (eval mode); the global RNG is restored."""
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    with seeded_cpu_rng(seed):
         return MsClapModel().eval()
-    finally:
-        torch.random.set_rng_state(state)

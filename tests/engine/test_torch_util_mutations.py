@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from songseek.engine.encoders import _torch_util
+from songseek.engine.encoders import _torch_util, clap_hf, demo, msclap_model
 from songseek.engine.encoders._torch_util import check_front_end, check_windows, fit_windows, read_state_dict
 from songseek.engine.errors import UsageError, WeightsNotFoundError
+from tests.engine.encoder_helpers import tiny_config
 from tests.engine.msclap_helpers import slaney_mel
 
 
@@ -160,3 +161,33 @@ def test_text_batches_default_size_and_bad_input() -> None:
         _torch_util.text_batches("jazz")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="got int"):
         _torch_util.text_batches(["a", 3])  # type: ignore[list-item]
+
+
+def test_seeded_cpu_rng_seeds_the_cpu_generator_only_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a random model must not reseed a GPU user's CUDA generators (torch.manual_seed does) nor
+    move the caller's CPU stream."""
+    reseeded: list[str] = []
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: reseeded.append(f"torch.manual_seed({seed})"))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(f"cuda({seed})"))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(f"cuda({seed})"))
+    with torch.random.fork_rng(devices=[]):  # this test's seeding stays here
+        torch.random.default_generator.manual_seed(77)
+        want_after = torch.rand(4)
+        torch.random.default_generator.manual_seed(77)
+        with _torch_util.seeded_cpu_rng(5):
+            inside = torch.rand(3)
+        after = torch.rand(4)
+    assert torch.equal(inside, torch.rand(3, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(after, want_after)
+    assert reseeded == []
+
+
+def test_random_model_builders_seed_through_the_cpu_only_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(seed: int) -> None:
+        raise AssertionError("a random model reseeded torch globally (CUDA generators included)")
+
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    monkeypatch.setattr(msclap_model, "MsClapModel", lambda: torch.nn.Linear(2, 2))
+    clap_hf.random_model(tiny_config())
+    msclap_model.random_model(seed=1)
+    demo.load(None, "cpu", True)
