@@ -451,10 +451,11 @@ class Library:
         if len(q64) and np.abs(q64).max() > MAX_VECTOR_ABS:
             raise QueryError(f"query vectors hold values up to {np.abs(q64).max():.3g}; at most ±{MAX_VECTOR_ABS:g} "
                              "are accepted (scale the vectors down)")
-        norms = np.linalg.norm(q64, axis=1)
-        if (norms < 1e-12).any():
-            raise QueryError(f"query vector {int(np.argmax(norms < 1e-12))} is zero: it has no direction to search")
-        return (q64 / norms[:, None]).astype(np.float32)
+        peak = np.abs(q64).max(axis=1)
+        if (peak == 0).any():
+            raise QueryError(f"query vector {int(np.argmax(peak == 0))} is zero: it has no direction to search")
+        q64 = q64 / peak[:, None]  # to a peak of 1 first: as ingest, a tiny vector keeps its direction
+        return (q64 / np.linalg.norm(q64, axis=1)[:, None]).astype(np.float32)
 
     def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None,
                        kinds: Sequence[Kind] | None = None, **kwargs: Unpack[SearchKwargs]) -> list[list[Hit]]:

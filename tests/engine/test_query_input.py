@@ -88,6 +88,17 @@ def test_bad_vectors_and_options(lib: Library) -> None:
         lib.search("x", vector=np.ones(32))
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e-310, 1e15])
+def test_a_query_vectors_magnitude_does_not_matter(lib: Library, scale: float) -> None:
+    """Only a vector's direction is searched: the squares of 1e-200 underflow float64 and 1e-310 is subnormal,
+    yet such a vector is searched as its unit vector, not refused as zero."""
+    v = np.random.default_rng(5).standard_normal((2, 32))
+    want = lib.search_vectors(v, k=5, rerank="mean")
+    got = lib.search_vectors(v * scale, k=5, rerank="mean")
+    assert [[(h.track_id, h.score) for h in hits] for hits in got] == [
+        [(h.track_id, h.score) for h in hits] for hits in want]
+
+
 @pytest.mark.parametrize("where, message", [
     ("artist ==== 'A'", "bad where predicate: operator ==== is unknown"),
     ("artist = = 'A'", "bad where predicate: .*syntax error"),
