@@ -56,9 +56,10 @@ class Limits:
 
     def filter_limits(self) -> FilterLimits:
         """The where bounds as the engine takes them (one DuckDB thread per filter: the pool bounds the rest)."""
-        # the predicate the server builds is `where` plus the structured filters: leave room for those
+        # the predicate the server builds is `where` plus the structured filters: leave room for those (each
+        # of artist/album/genre/tag a SQL literal of up to twice its length: a quote inside is doubled)
         return FilterLimits(timeout_s=self.where_timeout_s, memory_mb=self.where_memory_mb, threads=1,
-                            max_chars=self.where_chars + 4 * self.max_query_chars + 200).validated()
+                            max_chars=self.where_chars + 8 * self.max_query_chars + 200).validated()
 
 
 @dataclass(frozen=True)

@@ -337,14 +337,13 @@ def _ivf_params(index: Any, nprobe: int | None) -> Any:
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k by inner product over float32 (n, dim) rows; same output shape as ``search``."""
+    """Brute-force top-k by inner product over float32 (n, dim) rows; same output shape as ``search``.
+    Best first, ties to the lower row (argpartition keeps an arbitrary one of the rows tied at the k-th)."""
     n = len(vectors)
     if n == 0:
         nq = len(queries)
         return np.full((nq, 1), -np.inf, np.float32), np.full((nq, 1), -1, np.int64)
     sims = queries @ vectors.T
     k = min(k, n)
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sims, part, axis=1)
-    order = np.argsort(-top, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1).astype(np.float32), np.take_along_axis(part, order, axis=1)
+    rows = np.lexsort((np.broadcast_to(np.arange(n), sims.shape), -sims), axis=-1)[:, :k].astype(np.int64)
+    return np.take_along_axis(sims, rows, axis=1).astype(np.float32), rows
