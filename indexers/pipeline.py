@@ -37,6 +37,7 @@ from .stages import (
     FileChangedError,
     FileJob,
     IndexReport,
+    WindowStream,
     checked_windows,
     embed_windows,
     failure_message,
@@ -258,6 +259,7 @@ _IDLE = object()
 @dataclass(frozen=True)
 class _Decoded:
     windows: int  # a decoder finished its file with this many windows
+    length_s: float | None = None  # ... of this many seconds of audio (None: the decoder did not say)
 
 
 def run_threads(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: float, config: IndexConfig) -> None:
@@ -275,12 +277,13 @@ def run_threads(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: f
             return
         try:
             n = 0
-            for item in checked_windows(f, _decode_windows(f, sr, window_s, hop_s)):
+            windows = WindowStream(checked_windows(f, _decode_windows(f, sr, window_s, hop_s)))
+            for item in windows:
                 if stop.is_set():
                     return
                 q.put((i, item))
                 n += 1
-            q.put((i, _Decoded(n)))
+            q.put((i, _Decoded(n, windows.length_s)))
         except BaseException as exc:  # any failure of one file is recorded, never fatal for the run
             q.put((i, exc))
 
@@ -309,7 +312,7 @@ def run_threads(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: f
                 if item is _IDLE:
                     pass
                 elif isinstance(item, _Decoded):
-                    commit.decoded(i, item.windows)
+                    commit.decoded(i, item.windows, item.length_s)
                     finished += 1
                 elif isinstance(item, BaseException):
                     if not isinstance(item, Exception):

@@ -39,7 +39,7 @@ from songseek.engine.errors import IncompatibleLibraryError, MissingDependencyEr
 
 from .pipeline import IndexConfig
 from .sources import SourceFile
-from .stages import CommitStage, checked_windows, decode_windows, embed_windows, failure_message
+from .stages import CommitStage, WindowStream, checked_windows, decode_windows, embed_windows, failure_message
 
 # A decode task or embedding actor whose process dies (OOM, segfault, lost node) is retried this many times;
 # Ray Data's default is forever, which turns one file that crashes the decoder into a run that never ends.
@@ -160,16 +160,18 @@ class DecodeSpec:
 
 # Columns of a decoded block (and of the vectors coming back, with "vector" instead of "samples").
 # "missing": the file failed and its path does not exist on the worker that read it (see absorb_vectors).
-_KEYS = ("job", "n", "start_s", "end_s", "total", "error_class", "error", "missing")
+_KEYS = ("job", "n", "start_s", "end_s", "total", "length_s", "error_class", "error", "missing")
 
 
 def _rows(job: int, ns: list[int], times: list[tuple[float, float]], samples: np.ndarray, total: int,
-          error_class: str = "", error: str = "", missing: bool = False) -> dict[str, np.ndarray]:
+          error_class: str = "", error: str = "", missing: bool = False,
+          length_s: float = 0.0) -> dict[str, np.ndarray]:
     k = len(ns)
     return {"job": np.full(k, job, np.int64), "n": np.asarray(ns, np.int64),
             "start_s": np.asarray([s for s, _ in times], np.float64),
             "end_s": np.asarray([e for _, e in times], np.float64),
-            "total": np.full(k, total, np.int64), "error_class": np.asarray([error_class] * k, dtype=object),
+            "total": np.full(k, total, np.int64), "length_s": np.full(k, length_s, np.float64),
+            "error_class": np.asarray([error_class] * k, dtype=object),
             "error": np.asarray([error] * k, dtype=object), "missing": np.full(k, missing),
             "samples": samples}
 
@@ -184,7 +186,8 @@ def _decode_memory(spec: DecodeSpec) -> int:
 
 def decode_task(batch: dict[str, np.ndarray], spec: DecodeSpec) -> Iterator[dict[str, np.ndarray]]:
     """Ray task body: the windows of each file in ``batch`` (columns job, path, size, mtime), in blocks of
-    ``spec.rows``; the last block of a file carries its window count in ``total`` (0 elsewhere). A file
+    ``spec.rows``; the last block of a file carries its window count in ``total`` (0 elsewhere) and its
+    length in seconds in ``length_s`` (a tail too short to index ends past its last window). A file
     that fails gives one row with its error (and zero samples, which the actor skips)."""
     window_n = round(spec.window_s * spec.sample_rate)
     for job, path, size, mtime in zip(batch["job"], batch["path"], batch["size"], batch["mtime"]):
@@ -194,7 +197,9 @@ def decode_task(batch: dict[str, np.ndarray], spec: DecodeSpec) -> Iterator[dict
         wins: list[np.ndarray] = []
         n = 0
         try:
-            for win, s, e in checked_windows(f, decode_windows(f, spec.sample_rate, spec.window_s, spec.hop_s)):
+            windows = WindowStream(checked_windows(f, decode_windows(f, spec.sample_rate, spec.window_s,
+                                                                     spec.hop_s)))
+            for win, s, e in windows:
                 if len(wins) == spec.rows:  # a full block goes out once a next window exists
                     yield _rows(int(job), ns, times, np.stack(wins), 0)
                     ns, times, wins = [], [], []
@@ -206,7 +211,7 @@ def decode_task(batch: dict[str, np.ndarray], spec: DecodeSpec) -> Iterator[dict
             yield _rows(int(job), [-1], [(0.0, 0.0)], np.zeros((1, window_n), np.float32), 0,
                         type(exc).__name__, failure_message(str(f.path), exc), not os.path.lexists(f.path))
             continue
-        yield _rows(int(job), ns, times, np.stack(wins), n)
+        yield _rows(int(job), ns, times, np.stack(wins), n, length_s=windows.length_s or 0.0)
 
 
 class EmbedActor:
@@ -368,7 +373,7 @@ def absorb_vectors(commit: CommitStage, table: pa.Table, dim: int) -> None:
         commit.window(i, r["n"], r["start_s"], r["end_s"])
         commit.vector(i, r["n"], vec)
         if r["total"]:
-            commit.decoded(i, r["total"])
+            commit.decoded(i, r["total"], r["length_s"] or None)
 
 
 def cluster_resources() -> dict[str, float]:

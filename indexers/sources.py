@@ -103,6 +103,17 @@ def _require_audio(sources: list[Path]) -> None:
     raise UsageError(f"no audio files under {where}{skipped}; songseek reads {' '.join(sorted(AUDIO_EXTENSIONS))}")
 
 
+def _stat_failure(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be stat'ed; a link that cannot be followed (dangling, or a loop) says so and
+    what to do: ``ls`` lists it, so "No such file or directory" alone reads as nonsense."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return str(exc.strerror)
+    return (f"{exc.strerror}: a symbolic link to {display_path(Path(target))} that cannot be followed; "
+            "fix or remove the link")
+
+
 def scan(sources: list[Path]) -> ScanResult:
     """All audio files (by extension) under the given folders or files, sorted by path, deduplicated."""
     found: dict[Path, SourceFile] = {}
@@ -133,7 +144,7 @@ def scan(sources: list[Path]) -> ScanResult:
             try:
                 st = path.stat()
             except OSError as exc:
-                unreadable.append((path, f"{type(exc).__name__}: {exc.strerror}"))
+                unreadable.append((path, f"{type(exc).__name__}: {_stat_failure(path, exc)}"))
                 continue
             if os.path.isfile(path):
                 found[path] = SourceFile(path, st.st_size, st.st_mtime, st.st_ctime)

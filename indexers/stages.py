@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -31,6 +31,7 @@ from .sources import SourceFile
 from .tags import Tags, read_tags
 
 JobKind = Literal["added", "changed"]
+Window = tuple[np.ndarray, float, float]  # samples, start_s, end_s
 
 
 @dataclass
@@ -102,21 +103,37 @@ def check_unchanged(path: Path, size: int, mtime: float) -> None:
 
 
 def decode_windows(f: SourceFile, sample_rate: int, window_s: float, hop_s: float
-                   ) -> Iterator[tuple[np.ndarray, float, float]]:
-    """(samples, start_s, end_s) of each window of ``f``, streamed (a long file never sits in memory)."""
-    yield from iter_windows(decode_stream(f.path, sample_rate), sample_rate, window_s, hop_s)
+                   ) -> Generator[Window, None, float]:
+    """(samples, start_s, end_s) of each window of ``f``, streamed (a long file never sits in memory);
+    returns the audio's length in seconds (a tail too short to index ends past the last window)."""
+    return (yield from iter_windows(decode_stream(f.path, sample_rate), sample_rate, window_s, hop_s))
 
 
-def checked_windows(f: SourceFile, windows: Iterator[tuple[np.ndarray, float, float]]
-                    ) -> Iterator[tuple[np.ndarray, float, float]]:
-    """Pass ``windows`` through; then fail a file that gave none, or that changed while it was read."""
+class WindowStream:
+    """Iterate ``windows``, then read ``length_s``: what the generator returned (the audio's length in
+    seconds), or None for a source that does not say (a plain iterator)."""
+
+    def __init__(self, windows: Iterable[Window]) -> None:
+        self._windows = windows
+        self.length_s: float | None = None
+
+    def __iter__(self) -> Iterator[Window]:
+        # a generator returns its value through ``yield from``; a plain iterator gives None
+        self.length_s = yield from cast(Generator[Window, None, "float | None"], iter(self._windows))
+
+
+def checked_windows(f: SourceFile, windows: Iterable[Window]) -> Generator[Window, None, float | None]:
+    """Pass ``windows`` through; then fail a file that gave none, or that changed while it was read.
+    Returns the audio's length in seconds where ``windows`` says it (see :class:`WindowStream`)."""
+    stream = WindowStream(windows)
     n = 0
-    for item in windows:
+    for item in stream:
         n += 1
         yield item
     if n == 0:
         raise SongseekError(f"{f.path}: no audio samples decoded")
     check_unchanged(f.path, f.size, f.mtime)
+    return stream.length_s
 
 
 def failure_message(path: str, exc: BaseException) -> str:
@@ -142,6 +159,7 @@ class CommitStage:
         self.next_job = 0                 # every job before this one is in the library or failed
         self._windows: dict[int, dict[int, tuple[float, float, np.ndarray | None]]] = {}
         self._totals: dict[int, int] = {}  # job -> window count, once its decoder has finished
+        self._lengths: dict[int, float] = {}  # job -> seconds of audio decoded, where its decoder said
         self._embedded: dict[int, int] = {}  # job -> windows that have their vector
         self._failed: set[int] = set()
         self._last_commit, self._since_commit = time.monotonic(), 0
@@ -157,10 +175,12 @@ class CommitStage:
             self._windows[i][n] = (s, e, vec)
             self._embedded[i] = self._embedded.get(i, 0) + (old is None)
 
-    def decoded(self, i: int, n_windows: int) -> None:
-        """Job ``i``'s decoder finished with ``n_windows`` windows."""
+    def decoded(self, i: int, n_windows: int, length_s: float | None = None) -> None:
+        """Job ``i``'s decoder finished with ``n_windows`` windows, from ``length_s`` seconds of audio."""
         if i not in self._failed:
             self._totals[i] = n_windows
+            if length_s:
+                self._lengths[i] = length_s
 
     def fail(self, i: int, error_class: str, message: str) -> None:
         """Job ``i`` failed (decode, read, encoder): recorded, never fatal for the run."""
@@ -169,6 +189,7 @@ class CommitStage:
         self._failed.add(i)
         self._windows.pop(i, None)
         self._totals.pop(i, None)
+        self._lengths.pop(i, None)
         self._embedded.pop(i, None)
         f = self.jobs[i].source
         self._record(Failure(str(f.path), error_class, message, time.time(), f.size, f.mtime))
@@ -208,12 +229,14 @@ class CommitStage:
         wins = [got[n] for n in range(self._totals.pop(i))]
         starts = np.array([s for s, _, _ in wins])
         ends = np.array([e for _, e, _ in wins])
+        # the file's length, not the last window's end: a short tail is not indexed, hop > window leaves gaps
+        duration_s = max(float(ends.max()) if len(ends) else 0.0, self._lengths.pop(i, 0.0))
         try:
             tags = read_tags(f.path)
         except Exception:  # tags are decoration: a tag reader bug must not lose the track
             tags = Tags()
         rec = TrackRecord(track_id=job.track_id(self.writer.tracks), path=job.path, content_hash=job.digest,
-                          size=f.size, mtime=f.mtime, duration_s=float(ends.max()) if len(ends) else 0.0,
+                          size=f.size, mtime=f.mtime, duration_s=duration_s,
                           title=tags.title, artist=tags.artist, album=tags.album, genre=tags.genre,
                           year=tags.year, added_at=time.time())
         try:

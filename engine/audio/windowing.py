@@ -25,7 +25,7 @@ the streaming and whole-array paths give identical windows, and their bounds equ
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Literal
 
 import numpy as np
@@ -135,11 +135,13 @@ def frame_windows(audio: np.ndarray, sample_rate: int, window_s: float, hop_s: f
 
 
 def iter_windows(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float, hop_s: float,
-                 *, pad: PadMode = "repeatpad") -> Iterator[tuple[np.ndarray, float, float]]:
+                 *, pad: PadMode = "repeatpad") -> Generator[tuple[np.ndarray, float, float], None, float]:
     """Stream windows from 1-D blocks of any sizes: yields (float32 (window_n,), start_s, end_s).
 
     Identical to ``frame_windows`` on the concatenated blocks; holds only the samples not yet
     consumed (about one window + hop beyond the incoming block). Yields nothing for an empty stream.
+    Returns the length of the audio in seconds: past the last window's end where a short tail is not
+    indexed, or where ``hop > window`` leaves gaps.
     """
     window_n, hop_n = _to_samples(window_s, hop_s, sample_rate, pad)
     buf = np.zeros(0, dtype=np.float32)
@@ -171,10 +173,11 @@ def iter_windows(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float
         drop = min(next_start - buf_start, len(buf))
         buf, buf_start = buf[drop:], buf_start + drop
     if total == 0:
-        return
+        return 0.0
     rest = np.concatenate([buf, *pending])
     if not yielded_full:
         yield repeat_pad(rest, window_n, pad), 0.0, total / sample_rate
     elif next_start - hop_n + window_n < total and next_start < total and _long_enough(total - next_start, window_n):
         content = rest[next_start - buf_start:]
         yield repeat_pad(content, window_n, pad), next_start / sample_rate, total / sample_rate
+    return total / sample_rate

@@ -39,6 +39,7 @@ from songseek.engine.storage.store import FrameStore, read_library_table
 MAX_QUERY_CHARS = 20_000
 # Query by example: the excerpt decoded when no end_s is given, and the longest excerpt accepted (seconds).
 MAX_EXCERPT_S = 60.0
+EXCERPT_SLACK_S = 1e-9  # rounding of start + length - start (a nanosecond: far below one sample)
 # Query vector entries beyond this magnitude are refused (their float32 norm would overflow).
 MAX_VECTOR_ABS = 1e18
 
@@ -77,7 +78,8 @@ def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = M
     end = float(start_s) + max_excerpt_s if end_s is None else float(end_s)
     if end <= start_s:
         raise QueryError(f"the excerpt end ({end_name}={end:g}) must be after its start ({start_name}={start_s:g})")
-    if end - start_s > max_excerpt_s:
+    # a nanosecond of slack: 61.4 + 60 - 61.4 is 60.00000000000001 s in floating point
+    if end - start_s > max_excerpt_s + EXCERPT_SLACK_S:
         raise QueryError(f"the excerpt {start_s:g}-{end:g} s is {end - start_s:g} s long; at most "
                          f"{max_name}={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
     return float(start_s), end

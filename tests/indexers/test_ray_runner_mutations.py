@@ -191,21 +191,22 @@ class _Commit:
     def vector(self, i: int, n: int, vec: np.ndarray) -> None:
         self.calls.append(("vector", i, n, vec.tolist()))
 
-    def decoded(self, i: int, total: int) -> None:
-        self.calls.append(("decoded", i, total))
+    def decoded(self, i: int, total: int, length_s: float | None = None) -> None:
+        self.calls.append(("decoded", i, total, length_s))
 
 
 def _table(rows: list[dict[str, Any]], dim: int) -> pa.Table:
-    cols = {k: pa.array([r[k] for r in rows]) for k in ("job", "n", "start_s", "end_s", "total", "error_class",
-                                                          "error", "missing")}
+    cols = {k: pa.array([r[k] for r in rows]) for k in ("job", "n", "start_s", "end_s", "total", "length_s",
+                                                          "error_class", "error", "missing")}
     cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(np.array([r["vector"] for r in rows],
                                                                          np.float32).reshape(-1)), dim)
     cols["model_s"] = pa.array([r["model_s"] for r in rows])
     return pa.table(cols)
 
 
-def _row(job: int, n: int, total: int = 0, error: str = "", missing: bool = False, v: float = 1.0) -> dict[str, Any]:
-    return {"job": job, "n": n, "start_s": 2.0 * n, "end_s": 2.0 * n + 4, "total": total,
+def _row(job: int, n: int, total: int = 0, error: str = "", missing: bool = False, v: float = 1.0,
+         length_s: float = 0.0) -> dict[str, Any]:
+    return {"job": job, "n": n, "start_s": 2.0 * n, "end_s": 2.0 * n + 4, "total": total, "length_s": length_s,
             "error_class": "OSError" if error else "", "error": error, "missing": missing,
             "vector": [v, -v], "model_s": 0.25}
 
@@ -213,15 +214,15 @@ def _row(job: int, n: int, total: int = 0, error: str = "", missing: bool = Fals
 def test_absorb_vectors_hands_windows_vectors_totals_and_failures_in_row_order(tmp_path: Path) -> None:
     gone = str(tmp_path / "gone.wav")
     commit = _Commit(["/a.wav", "/b.wav", gone])
-    rows = [_row(0, 0, v=1.0), _row(1, 0, v=2.0), _row(0, 1, total=2, v=3.0),
+    rows = [_row(0, 0, v=1.0), _row(1, 0, v=2.0), _row(0, 1, total=2, v=3.0, length_s=6.5),
             _row(2, -1, error=f"{gone}: gone", missing=True), _row(1, 1, total=2, v=4.0)]
     absorb_vectors(commit, _table(rows, 2), 2)  # type: ignore[arg-type]
     assert commit.calls == [
         ("window", 0, 0, 0.0, 4.0), ("vector", 0, 0, [1.0, -1.0]),
         ("window", 1, 0, 0.0, 4.0), ("vector", 1, 0, [2.0, -2.0]),
-        ("window", 0, 1, 2.0, 6.0), ("vector", 0, 1, [3.0, -3.0]), ("decoded", 0, 2),
+        ("window", 0, 1, 2.0, 6.0), ("vector", 0, 1, [3.0, -3.0]), ("decoded", 0, 2, 6.5),
         ("fail", 2, "OSError", f"{gone}: gone"),  # missing on the worker and here too: a real failure
-        ("window", 1, 1, 2.0, 6.0), ("vector", 1, 1, [4.0, -4.0]), ("decoded", 1, 2),
+        ("window", 1, 1, 2.0, 6.0), ("vector", 1, 1, [4.0, -4.0]), ("decoded", 1, 2, None),
     ]
     assert commit.report.model_seconds == pytest.approx(5 * 0.25)
 
