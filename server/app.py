@@ -51,6 +51,7 @@ def create_app(config: ServerConfig, holder: LibraryHolder | None = None) -> Fas
     static = config.static_dir or STATIC
 
     @app.get("/", include_in_schema=False)
+    @app.head("/", include_in_schema=False)  # uptime checks probe the page with HEAD (405 before)
     async def page() -> FileResponse:
         return FileResponse(static / "index.html", media_type="text/html")
 

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from songseek.server.context import Context, ctx_of
 from songseek.server.errors import NotFound, error_response
 from songseek.server.schemas import ErrorOut
+from songseek.server.transcode import copy_validators
 
 router = APIRouter(prefix="/api", responses={c: {"model": ErrorOut} for c in (401, 404, 416, 503)})
 
@@ -70,16 +71,18 @@ class AudioFile(FileResponse):
 
 @router.get("/audio/{track_id}", response_class=FileResponse,
             responses={200: {"content": {"audio/*": {}}}, 206: {"description": "Partial content (Range)."}})
+@router.head("/audio/{track_id}", include_in_schema=False)  # RFC 9110: GET implies HEAD (players probe with it)
 async def audio(request: Request, track_id: str) -> FileResponse:
     """The track's audio; send ``Range: bytes=a-b`` for part of it (206)."""
     ctx = ctx_of(request)
-    served, media_type, st = await ctx.pool.run(lambda: _locate(ctx, track_id))
+    served, media_type, st, validators = await ctx.pool.run(lambda: _locate(ctx, track_id))
     return AudioFile(served, media_type=media_type, stat_result=st,
-                     headers={"Cache-Control": "private, max-age=3600"})
+                     headers={"Cache-Control": "private, max-age=3600", **validators})
 
 
-def _locate(ctx: Context, track_id: str) -> tuple[Path, str, os.stat_result]:
-    """The file to send for ``track_id`` (the library's own, or its WAV copy), its content type and stat."""
+def _locate(ctx: Context, track_id: str) -> tuple[Path, str, os.stat_result, dict[str, str]]:
+    """The file to send for ``track_id`` (the library's own, or its WAV copy), its content type and stat, and
+    for a copy the ETag and Last-Modified of its source (transcode.copy_validators)."""
     snap = ctx.holder.current()
     row = snap.row_of.get(track_id)
     if row is None:
@@ -91,6 +94,7 @@ def _locate(ctx: Context, track_id: str) -> tuple[Path, str, os.stat_result]:
         raise gone
     try:  # the file (or its copy) may go between these steps while the library is re-indexed
         served, media_type = ctx.transcoder.playable(path)
-        return served, media_type, served.stat()
+        st = served.stat()
+        return served, media_type, st, {} if served == path else copy_validators(path.stat(), served, st)
     except FileNotFoundError:
         raise gone from None

@@ -66,8 +66,9 @@ class PeaksCache:
                 raise TooLarge(f"the track is {declared:,.0f} s long; this server draws waveforms of tracks up "
                                f"to {self.max_s:,.0f} s")
             p = file_peaks(path, n, self.max_s)
-        except DecodeError as exc:
-            raise NotFound(f"the file of this track cannot be decoded now: {exc}") from None
+        except DecodeError as exc:  # the engine names the file by its full path: the client gets its name
+            raise NotFound("the file of this track cannot be decoded now: "
+                           f"{str(exc).replace(str(path), path.name)}") from None
         except UsageError as exc:  # the decoded audio ran past the bound its header promised to stay under
             raise TooLarge(f"the track decodes to more than {self.max_s:,.0f} s; no waveform ({exc})") from None
         rate = float(p.sample_rate)

@@ -148,7 +148,10 @@ async def search_audio(request: Request,
 
 async def _save_upload(file: UploadFile, limit: int) -> Path:
     """The upload in a private temporary file, refused (413) as soon as it passes ``limit`` bytes."""
-    fd, name = tempfile.mkstemp(prefix="songseek-clip-", suffix=Path(file.filename or "clip").suffix[:12])
+    suffix = Path(file.filename or "clip").suffix[:12]  # the client's: a NUL in it made mkstemp raise (a 500)
+    if not (suffix[1:].isascii() and suffix[1:].isalnum()):
+        suffix = ""
+    fd, name = tempfile.mkstemp(prefix="songseek-clip-", suffix=suffix)
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:

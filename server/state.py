@@ -18,7 +18,7 @@ from typing import Any
 from songseek.engine.errors import SongseekError
 from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits
 from songseek.engine.query.search import Library
-from songseek.engine.storage.manifest import MANIFEST_NAME, read_manifest
+from songseek.engine.storage.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,13 @@ def _first_key(root: Path) -> tuple[int, int, int]:
         return _stat_key(root / MANIFEST_NAME)  # it appeared meanwhile
 
 
+def _identity(manifest: Manifest) -> tuple[int, float]:
+    """Which state of which library a manifest describes: its generation, and when the library was created
+    (a library removed and indexed again in the same folder starts its generations over, and reached the
+    served one's number: the server kept the old tables and loaded the new index under them)."""
+    return manifest.generation, manifest.created_at
+
+
 class LibraryHolder:
     """Hands out the current Snapshot; re-opens the library when its manifest changes."""
 
@@ -74,7 +81,10 @@ class LibraryHolder:
     def _open(self, previous: Library | None) -> Snapshot:
         encoder = None
         if previous is not None and previous.manifest.encoder.name != "precomputed":
-            encoder = previous.encoder
+            try:
+                encoder = previous.encoder
+            except SongseekError:  # never loaded, and cannot be: the new generation loads its own
+                encoder = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -86,6 +96,10 @@ class LibraryHolder:
                 # the encoder changed: load the new one
                 lib = Library.open(self.root, device=self._device, filter_limits=self._filter_limits,
                                    persist_text_cache=self._persist_text_cache)
+        if previous is not None and lib.manifest.encoder.name != "precomputed":
+            # a new encoder is loaded now, as at start: one that cannot load (weights missing on this machine)
+            # keeps the old generation serving instead of failing every query of the new one
+            _ = lib.encoder
         ids = lib.tracks.column("track_id").to_pylist() if lib.tracks.num_rows else []
         return Snapshot(lib, lib.manifest.generation, {t: i for i, t in enumerate(ids)},
                         tuple(str(w.message) for w in caught))
@@ -101,9 +115,10 @@ class LibraryHolder:
         with self._lock:
             if key != self._key:
                 try:
-                    if read_manifest(self.root).generation != self._snap.generation:
+                    if _identity(read_manifest(self.root)) != _identity(self._snap.library.manifest):
                         self._snap = self._open(self._snap.library)
                     self._key = key
+                    self.last_reload_error = ""  # what /api/health reports is the state now, not a past failure
                 except SongseekError as exc:
                     # A new generation that cannot be opened (yet): keep serving the complete one we have
                     # and look again on the next request.

@@ -26,6 +26,7 @@ FACET_LIMIT = 500
 
 
 @router.get("/health", response_model=HealthOut)
+@router.head("/health", include_in_schema=False)  # load balancers and uptime checks probe with HEAD
 async def health(request: Request) -> dict[str, object]:
     """Library generation, tracks, frames, encoder, random weights, and how busy the server is."""
     ctx = ctx_of(request)

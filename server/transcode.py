@@ -7,6 +7,7 @@ import hashlib
 import os
 import tempfile
 import threading
+from email.utils import formatdate
 from pathlib import Path
 
 from songseek.engine.audio.decode import probe
@@ -53,8 +54,9 @@ class Transcoder:
         kind = PLAYABLE.get(path.suffix.lower())
         try:
             codec = probe(path).codec
-        except DecodeError as exc:
-            raise NotFound(f"the file of this track cannot be read now: {exc}") from None
+        except DecodeError as exc:  # the engine names the file by its full path: the client gets its name
+            raise NotFound(f"the file of this track cannot be read now: {str(exc).replace(str(path), path.name)}"
+                           ) from None
         if kind is not None and codec in kind[0]:
             result = (path, kind[1])
         else:
@@ -90,6 +92,13 @@ class Transcoder:
                 break
             total -= size
             p.unlink(missing_ok=True)
+
+
+def copy_validators(source: os.stat_result, copy: Path, copy_st: os.stat_result) -> dict[str, str]:
+    """ETag and Last-Modified for a WAV copy, from what it is a copy of: its name (a hash of the source's path,
+    mtime and size) and size, and the source's mtime. The copy's own mtime moves on every play (it is the
+    LRU mark), and validators taken from it made every If-Range fail (a whole 200 for each seek)."""
+    return {"etag": f'"{copy.stem}-{copy_st.st_size:x}"', "last-modified": formatdate(source.st_mtime, usegmt=True)}
 
 
 def write_wav(src: Path, dst: Path) -> None:
