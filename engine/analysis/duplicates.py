@@ -412,16 +412,21 @@ def _member_facts(lib: Library, row: int) -> tuple[str, bool, float, int, float,
 
 
 KBPS_STEP = 16.0  # bit rates closer than this are equal when choosing the file to keep
+# A member shorter than this share of the group's longest is a part of it (a cut-off download, an excerpt):
+# never kept over a whole one, whatever its format (a 5.6 s cut of a 61.5 s Ogg out-rated the whole file).
+COMPLETE_SHARE = 0.8
 
 
 def keep_order(rows: list[int], facts: dict[int, tuple[str, bool, float, int, float, int]],
                track_ids: list[str]) -> list[int]:
     """``rows`` best file first, from each row's (codec, lossless, kbit/s, sample rate, seconds, tags):
-    lossless first, then bit rate in steps of KBPS_STEP (size / length: a trimmed copy's container header
-    alone would otherwise out-rate the whole file), sample rate, length, tags; ties by track id."""
+    whole files (at least COMPLETE_SHARE of the longest) first, then lossless, then bit rate in steps of
+    KBPS_STEP (size / length: a trimmed copy's container header alone would otherwise out-rate the whole
+    file), sample rate, length, tags; ties by track id."""
     tid = dict(zip(rows, track_ids, strict=True))
-    return sorted(rows, key=lambda r: (not facts[r][1], -round(facts[r][2] / KBPS_STEP), -facts[r][3],
-                                       -facts[r][4], -facts[r][5], tid[r]))
+    whole = COMPLETE_SHARE * max(facts[r][4] for r in rows)
+    return sorted(rows, key=lambda r: (facts[r][4] < whole, not facts[r][1], -round(facts[r][2] / KBPS_STEP),
+                                       -facts[r][3], -facts[r][4], -facts[r][5], tid[r]))
 
 
 def _make_group(lib: Library, level: int, rows: list[int], pairs: dict[tuple[int, int], PairEvidence]

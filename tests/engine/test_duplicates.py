@@ -185,6 +185,16 @@ def test_the_kept_file_is_the_whole_one_not_a_trim_with_a_hair_more_bit_rate() -
     assert keep_order([0, 3], facts, ["a", "d"]) == [3, 0]  # a real difference in bit rate still decides
 
 
+@pytest.mark.parametrize(("short_s", "short_first"), [(5.6, False), (49.1, False), (49.3, True), (61.5, True)])
+def test_a_part_of_a_file_is_never_kept_over_the_whole_one(short_s: float, short_first: bool) -> None:
+    # found on real recordings: a 5.6 s cut of Vibe Ace (61.5 s Ogg) had the higher apparent bit rate (its
+    # headers spread over few seconds) and was marked keep; a lossless part loses to a lossy whole too
+    facts = {0: ("vorbis", False, 112.0, 44100, 61.5, 5), 1: ("flac", True, 900.0, 44100, short_s, 5)}
+    want = [1, 0] if short_first else [0, 1]  # at >= 80 % of the longest (49.2 s) a file counts as whole
+    assert keep_order([0, 1], facts, ["a", "b"]) == want
+    assert keep_order([1, 0], facts, ["b", "a"]) == want
+
+
 def test_without_audio_level_2_needs_a_diagonal_at_the_version_cosine() -> None:
     """Vectors only: the permissive window gate (0.75) that hands pairs to the audio is not evidence of one
     recording; level 2 needs the diagonal over min_cover at version_cosine (found by review: two unrelated
