@@ -250,7 +250,8 @@ def info(library: Path = LIBRARY_OPT, json_out: bool = typer.Option(False, "--js
         print_json(data)  # index_nprobe stays 0 for an index that is not IVF (the JSON contract)
         return
     if not data["index_nprobe"]:  # a "0" here would read as the automatic rule; a Flat index has no lists
-        data["index_nprobe"] = f"- ({data['index']} index: not IVF, nothing to probe)"
+        data["index_nprobe"] = ("- (no index yet: nothing to probe)" if data["index"] == "none"
+                                else f"- ({data['index']} index: not IVF, nothing to probe)")
     data["audio_hours"] = f"{data['audio_hours']:.2f}"  # the JSON keeps every digit
     for key, value in data.items():
         typer.echo(tables.key_value(key, safe_text(_info_text(value))))

@@ -628,3 +628,16 @@ def test_ingest_refuses_what_it_can_before_the_model_loads(tmp_path: Path, monke
                          "--encoder", "demo")
     assert code == 2 and out == "" and "bad.parquet" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "new").exists()
+
+
+def test_info_on_a_library_with_no_index_yet_says_so(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "a.wav").write_bytes(b"not audio")  # the only file fails: a library with no frames, no index
+    code, _, err = run("index", str(music), "--library", str(tmp_path / "lib"), "--encoder", "fake")
+    assert code == 0, err
+    code, out, err = run("info", "--library", str(tmp_path / "lib"))
+    assert code == 0, err
+    lines = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
+    assert lines["index"] == "none"
+    assert lines["index_nprobe"] == "- (no index yet: nothing to probe)"
