@@ -7,8 +7,11 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
+from collections import OrderedDict
 from email.utils import formatdate
 from pathlib import Path
+from typing import cast
 
 from songseek.engine.audio.decode import probe
 from songseek.engine.errors import DecodeError, UsageError
@@ -27,6 +30,9 @@ PLAYABLE: dict[str, tuple[set[str], str]] = {
     ".mp4": ({"aac", "mp3", "flac", "opus"}, "audio/mp4"),
 }
 CACHE_BYTES = 2 * 1024**3  # transcoded files kept, least recently used removed first
+KNOWN_MAX = 100_000  # file versions remembered (served as is, their copy, or why they cannot play)
+FAILURE_TTL_S = 60.0  # a file that failed to probe or transcode is answered from memory this long
+TMP_MARK = ".tmp-"  # a copy being written is NAME.wav.tmp-PID
 
 
 
@@ -41,41 +47,74 @@ class Transcoder:
         if st.st_uid != os.getuid() or st.st_mode & 0o022:  # another user could plant or swap copies there
             raise UsageError(f"transcode folder {self.folder} is not yours alone (owner uid {st.st_uid}, mode "
                              f"{st.st_mode & 0o777:o}): remove it, or give the server a private folder")
-        self._lock = threading.Lock()
-        self._known: dict[tuple[str, int, int], tuple[Path, str]] = {}
+        self._lock = threading.Lock()  # guards the dicts below and eviction; never held while decoding
+        self._making: dict[Path, threading.Lock] = {}  # one lock per copy being made
+        # what each file version is (served as is, or its copy), or why it cannot be played and since when:
+        # bounded, oldest first out, so a long-running server over a changing library does not grow without end
+        self._known: OrderedDict[tuple[str, int, int], tuple[Path, str] | tuple[str, float]] = OrderedDict()
+        remove_stale_temporaries(self.folder)
 
     def playable(self, path: Path) -> tuple[Path, str]:
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
-        known = self._known.get(key)
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None:
+                self._known.move_to_end(key)
+        if known is not None and isinstance(known[1], float):
+            if time.monotonic() - known[1] < FAILURE_TTL_S:  # failed just now: not decoded again per request
+                raise NotFound(str(known[0]))
+            known = None
         if known is not None:
             # a copy may have been evicted or cleaned away since: _transcode makes it again (and marks it used)
-            return known if known[0] == path else (self._transcode(path, key), known[1])
+            served, media_type = cast(tuple[Path, str], known)
+            return (served, media_type) if served == path else (self._transcode(path, key), media_type)
         kind = PLAYABLE.get(path.suffix.lower())
         try:
-            codec = probe(path).codec
-        except DecodeError as exc:  # the engine names the file by its full path: the client gets its name
-            raise NotFound(f"the file of this track cannot be read now: {str(exc).replace(str(path), path.name)}"
-                           ) from None
-        if kind is not None and codec in kind[0]:
-            result = (path, kind[1])
-        else:
-            result = (self._transcode(path, key), "audio/wav")
-        self._known[key] = result
+            try:
+                codec = probe(path).codec
+            except DecodeError as exc:  # the engine names the file by its full path: the client gets its name
+                raise NotFound("the file of this track cannot be read now: "
+                               f"{str(exc).replace(str(path), path.name)}") from None
+            if kind is not None and codec in kind[0]:
+                result = (path, kind[1])
+            else:
+                result = (self._transcode(path, key), "audio/wav")
+        except NotFound as exc:
+            self._remember(key, (str(exc), time.monotonic()))
+            raise
+        self._remember(key, result)
         return result
+
+    def _remember(self, key: tuple[str, int, int], what: tuple[Path, str] | tuple[str, float]) -> None:
+        with self._lock:
+            self._known[key] = what
+            while len(self._known) > KNOWN_MAX:
+                self._known.popitem(last=False)
 
     def _transcode(self, path: Path, key: tuple[str, int, int]) -> Path:
         out = self.folder / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".wav")
-        with self._lock:  # one transcode at a time: it is CPU-bound and the result is shared
+        try:
+            os.utime(out)  # a cache hit: marked used, no lock (eviction may race: then it is made again)
+            return out
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            making = self._making.setdefault(out, threading.Lock())
+        with making:  # one transcode per copy (CPU-bound, the result shared); other copies go on meanwhile
             if not out.exists():
-                tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+                tmp = out.with_name(out.name + f"{TMP_MARK}{os.getpid()}")
                 try:
                     write_wav(path, tmp)
                     os.replace(tmp, out)
                 finally:
                     tmp.unlink(missing_ok=True)
-                self._evict(keep=out)
+                with self._lock:
+                    self._evict(keep=out)
             os.utime(out)
+        with self._lock:
+            if not making.locked():
+                self._making.pop(out, None)
         return out
 
     def _evict(self, keep: Path) -> None:
@@ -92,6 +131,25 @@ class Transcoder:
                 break
             total -= size
             p.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove half-written copies (``NAME.wav.tmp-PID``) of servers that are no longer running: a server
+    killed mid-transcode left them, and no eviction counted or removed them."""
+    for p in folder.glob(f"*.wav{TMP_MARK}*"):
+        pid = p.name.rpartition(TMP_MARK)[2]
+        if pid.isdigit() and not _running(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
 
 
 def copy_validators(source: os.stat_result, copy: Path, copy_st: os.stat_result) -> dict[str, str]:
