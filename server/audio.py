@@ -37,7 +37,11 @@ def byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     if not eq or unit.strip().lower() != "bytes" or len(parts) > MAX_RANGES:
         return None
     out: list[tuple[int, int]] = []
+    if not any(part.strip(" \t") for part in parts):
+        return None
     for part in parts:
+        if not part.strip(" \t"):  # RFC 9110 §5.6.1: a recipient accepts (and skips) empty list elements
+            continue
         m = _RANGE_SPEC.fullmatch(part)
         if m is None or not (m[1] or m[2]) or (m[1] and m[2] and int(m[2]) < int(m[1])):
             return None

@@ -56,7 +56,11 @@ def naive_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     if unit.strip().lower() != "bytes" or len(parts) > 100:
         return None
     out = []
+    if all(part.strip(" ") == "" for part in parts):
+        return None
     for part in parts:
+        if part.strip(" ") == "":  # an empty list element is skipped (RFC 9110 §5.6.1)
+            continue
         if part.count("-") != 1:
             return None
         left, right = (s.strip(" ") for s in part.split("-"))
@@ -88,6 +92,8 @@ def _headers() -> Iterator[str]:
     for a, b in itertools.combinations(["0-1", "4-", "-3", "20-30", "11-", "5-5"], 2):
         yield f"bytes={a},{b}"
         yield f"bytes={a}, {b}"
+    for s in ("0-1,,2-3", ",0-1", "0-1,", " , 4-", ",", " ", ",,", "0-1, ,-2", ",20-30"):
+        yield "bytes=" + s
     yield "bytes=" + ",".join(["0-1"] * MAX_RANGES)
     yield "bytes=" + ",".join(["0-1"] * (MAX_RANGES + 1))
 
@@ -106,6 +112,8 @@ def test_byte_ranges_spot_checks() -> None:
     assert byte_ranges("bytes=-3", 10) == [(7, 9)]
     assert byte_ranges("bytes=" + "9" * 20 + "-", 10) is None  # past any size: malformed, not a 416
     assert byte_ranges("bytes=" + ",".join(["2-3"] * MAX_RANGES), 10) == [(2, 3)] * MAX_RANGES
+    assert byte_ranges("bytes=0-1,,2-3", 10) == [(0, 1), (2, 3)]  # empty list elements are skipped
+    assert byte_ranges("bytes=,", 10) is None  # but a list of nothing is malformed
 
 
 # ---------------------------------------------------------------------------------------------- Host
