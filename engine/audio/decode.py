@@ -505,6 +505,9 @@ def decode(path: Path, sample_rate: int, start_s: float = 0.0, end_s: float | No
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise UsageError(f"bad segment start_s={start_s!r}, end_s={end_s!r}: need 0 <= start < end")
     path = Path(path)
+    if end_s is not None and int(round((end_s - start_s) * sample_rate)) == 0:  # as _collect counts samples
+        raise UsageError(f"{path}: the segment {start_s:g}-{end_s:g} s holds no whole sample at "
+                         f"{sample_rate} Hz; give a longer segment")
     try:
         audio = _collect(_resampled(_native_chunks(path, start_s), sample_rate), start_s, end_s, sample_rate)
     except _SeekUnsupported:

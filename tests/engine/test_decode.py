@@ -190,6 +190,12 @@ def test_segment_arguments(tmp_path):
     for start, end in [(5.0, None), (-1.0, 2.0), (2.0, 2.0), (2.0, 1.0)]:
         with pytest.raises(UsageError):
             decode(path, SR, start, end)
+    with pytest.raises(UsageError, match="past the end of the audio"):
+        decode(path, SR, 5.0, 6.0)
+    # under half a sample: no sample to give, though the segment starts inside the audio (it read "past the end")
+    with pytest.raises(UsageError, match=f"the segment 1-1.00001 s holds no whole sample at {SR} Hz"):
+        decode(path, SR, 1.0, 1.0 + 0.4 / SR)
+    assert len(decode(path, SR, 1.0, 1.0 + 0.6 / SR)) == 1  # half a sample or more rounds to one
     with pytest.raises(UsageError):
         decode(path, 0)
     with pytest.raises(UsageError):
