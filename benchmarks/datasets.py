@@ -116,6 +116,11 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             _ = reader.fieldnames  # reads the header
             rows, wheres, end = [], [], reader.line_num  # end: the last line read so far
             for r in reader:  # a quoted caption may span lines: count from where the row starts
+                extra = r.pop(None, None)  # DictReader puts cells past the header's under the key None
+                if extra is not None:  # an unquoted separator in a caption: dropping cells would cut it
+                    sep = "tab" if suffix == ".tsv" else "comma"
+                    raise _fail(path, f"line {end + 1}", f"{len(reader.fieldnames or []) + len(extra)} cells but "
+                                f"the header has {len(reader.fieldnames or [])}; quote a cell that holds a {sep}")
                 rows.append(dict(r))
                 wheres.append(f"line {end + 1}")
                 end = reader.line_num
@@ -221,7 +226,7 @@ def _finish(
         if not items:
             raise UsageError(f"{name}: none of the {total} audio files were found ({shown}{more}); {hint}")
         if on_missing == "error":
-            raise UsageError(msg + "; or pass on_missing='skip' to evaluate on the files present")
+            raise UsageError(msg + "; or evaluate on the files present (--missing skip; in Python on_missing='skip')")
     return RetrievalDataset(name=name, root=root, items=tuple(items), missing=tuple(missing), source=source)
 
 
@@ -272,6 +277,8 @@ def load_manifest(
             raise _fail(path, where, "no caption (columns 'caption'/'captions' are empty)")
         start = _opt_float(row.get("start_s"), path, where, "start_s")
         end = _opt_float(row.get("end_s"), path, where, "end_s")
+        if (start is None) != (end is None):  # half a span would be evaluated as the whole file
+            raise _fail(path, where, "give both 'start_s' and 'end_s' or neither")
         if start is not None and end is not None and end <= start:
             raise _fail(path, where, f"end_s ({end}) must be after start_s ({start})")
         key = (audio, start, end)

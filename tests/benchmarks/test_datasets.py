@@ -465,7 +465,7 @@ def test_song_describer_duplicate_caption_id_is_an_error(tmp_path: Path) -> None
 
 def test_csv_line_numbers_count_newlines_inside_quoted_captions(audio_root: Path) -> None:
     # Five real MusicCaps captions span two lines; the error must point at the line the bad row starts on.
-    m = write_csv(audio_root / "nl.csv", ["path", "caption", "start_s"], [["a.wav", "two\nlines", "1"],
-                                                                          ["c.wav", "fine", "soon"]])
+    m = write_csv(audio_root / "nl.csv", ["path", "caption", "start_s", "end_s"],
+                  [["a.wav", "two\nlines", "1", "2"], ["c.wav", "fine", "soon", "2"]])
     with pytest.raises(UsageError, match=r"nl\.csv: line 4: column 'start_s'"):
         load_manifest(m)

@@ -164,7 +164,7 @@ def test_a_kind_outside_part_and_whole_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_error_in_a_row_spanning_lines_names_the_line_it_starts_on(audio_root: Path) -> None:
-    m = write_csv(audio_root / "nl.csv", ["path", "caption", "start_s"],
-                  [["a.wav", "fine", "1"], ["c.wav", "two\nlines", "soon"]])
+    m = write_csv(audio_root / "nl.csv", ["path", "caption", "start_s", "end_s"],
+                  [["a.wav", "fine", "1", "2"], ["c.wav", "two\nlines", "soon", "2"]])
     with pytest.raises(UsageError, match=r"nl\.csv: line 3: column 'start_s'"):
         load_manifest(m)
