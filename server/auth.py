@@ -9,6 +9,7 @@ the page's fetches and <audio> elements then carry the cookie, so audio plays wi
 from __future__ import annotations
 
 import hmac
+from urllib.parse import urlencode
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -33,7 +34,9 @@ class TokenMiddleware(BaseHTTPMiddleware):
         if request.url.path == "/" and query_token is not None:
             if not self._ok(query_token):
                 return error_response(401, "wrong access token")
-            response = RedirectResponse("/", status_code=303)
+            # the rest of the query (a shared search: q, like, filters) stays; only the token leaves the URL
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            response = RedirectResponse("/?" + rest if rest else "/", status_code=303)
             response.set_cookie(COOKIE, query_token, httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
             return response

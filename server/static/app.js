@@ -8,6 +8,7 @@ let selected = -1;
 let lastQuery = null;  // {kind: "text", q} | {kind: "like", id} | {kind: "clip"}
 let searchSeq = 0;  // the newest search; an older one answering late is dropped
 let playing = null;  // the hit played last: one still loading from an earlier click stays silent
+let lastClip = null;  // the clip searched last: "Apply" runs it again with the new filters
 
 function mmss(s) {
   s = Math.round(s);
@@ -44,8 +45,10 @@ function loadOptions(params) {
   const form = $("#filters");
   for (const key of OPTION_KEYS) {
     const el = form.elements[key];
-    if (!el || !params.has(key)) continue;
+    if (!el) continue;
+    // the URL holds every option (Back/Forward included): one it does not name is at its default
     if (el.type === "checkbox") el.checked = params.get(key) === "true";
+    else if (!params.has(key)) el.value = el.tagName === "SELECT" ? "" : el.defaultValue;
     else {
       if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === params.get(key))) {
         el.add(new Option(params.get(key), params.get(key)));
@@ -67,9 +70,18 @@ async function runFromUrl() {
   if (params.get("q")) {
     $("#q").value = params.get("q");
     await search({kind: "text", q: params.get("q")}, `/api/search?q=${encodeURIComponent(params.get("q"))}`);
-  } else if (params.get("like")) {
+    return;
+  }
+  $("#q").value = "";  // else Apply would run the text of an earlier search instead of this one
+  if (params.get("like")) {
     const id = params.get("like");
     await search({kind: "like", id}, `/api/similar/${encodeURIComponent(id)}?`);
+  } else {  // back to the empty page: no results of a search the URL no longer asks for
+    searchSeq++;
+    lastQuery = null;
+    render([]);
+    showError("");
+    $("#status").textContent = "";
   }
 }
 
@@ -89,6 +101,7 @@ async function search(query, base, init) {
   } catch (e) {
     if (seq !== searchSeq) return;
     $("#status").textContent = "";
+    render([]);  // the previous query's hits are not an answer to this one
     showError(e.message);
   }
 }
@@ -121,6 +134,10 @@ function hitItem(h, i) {
     <canvas class="wave" height="40" title="waveform (peaks computed on the server); click to play from there"></canvas>
     <canvas class="strip" height="28" title="similarity per window; click to play from there"></canvas>`;
   li.querySelector(".title").textContent = title;
+  // each hit's controls named after its track: a screen reader lists more than one "play segment"
+  li.querySelector(".play").setAttribute("aria-label", `play segment of ${title}`);
+  li.querySelector(".like").setAttribute("aria-label", `more like ${title}`);
+  li.querySelector("audio").setAttribute("aria-label", `player: ${title}`);
   li.querySelector(".artist").textContent = h.artist || "";
   li.querySelector(".album").textContent = h.album ? `· ${h.album}` : "";
   li.querySelector(".dur").textContent = `· ${mmss(h.duration_s)}`;
@@ -144,6 +161,7 @@ function hitItem(h, i) {
     search({kind: "like", id: h.track_id}, `/api/similar/${encodeURIComponent(h.track_id)}?`);
   });
   li.addEventListener("click", () => select(i));
+  li.addEventListener("focusin", () => select(i));  // Tab into a hit selects it: j/k and space go on from there
   drawStrip(li, h);
   drawWave(li, h);
   return li;
@@ -234,7 +252,11 @@ function select(i) {
   const items = document.querySelectorAll("#hits .hit");
   if (!items.length) return;
   selected = Math.max(0, Math.min(items.length - 1, i));
-  items.forEach((el, j) => el.classList.toggle("selected", j === selected));
+  items.forEach((el, j) => {
+    el.classList.toggle("selected", j === selected);
+    if (j === selected) el.setAttribute("aria-current", "true");
+    else el.removeAttribute("aria-current");
+  });
   items[selected].scrollIntoView({block: "nearest"});
 }
 
@@ -242,7 +264,12 @@ async function searchClip(file) {
   if (!file) return;
   const body = new FormData();
   body.append("file", file);
+  // the excerpt to search: a clip longer than the server's limit (60 s by default) needs one
+  const from = $("#clip-start").value, to = $("#clip-end").value;
+  if (from !== "") body.append("start", from);
+  if (to !== "") body.append("end", to);
   $("#q").value = "";
+  lastClip = file;
   await search({kind: "clip"}, "/api/search/audio?", {method: "POST", body});
 }
 
@@ -269,6 +296,10 @@ async function loadFacets() {
 $("#search").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const q = $("#q").value.trim();
+  if (!q && lastClip && document.activeElement.closest("#clip-start, #clip-end")) {  // Enter in the excerpt
+    searchClip(lastClip);
+    return;
+  }
   if (!q) { showError("type what the music sounds like"); return; }
   pushUrl({q});
   search({kind: "text", q}, `/api/search?q=${encodeURIComponent(q)}`);
@@ -280,9 +311,13 @@ $("#filters").addEventListener("submit", (ev) => {
   else if (lastQuery && lastQuery.kind === "like") {
     pushUrl({like: lastQuery.id});
     search(lastQuery, `/api/similar/${encodeURIComponent(lastQuery.id)}?`);
-  }
+  } else if (lastQuery && lastQuery.kind === "clip" && lastClip) searchClip(lastClip);
+  else showError("type what the music sounds like, or drop a clip");
 });
 $("#clip").addEventListener("change", (ev) => searchClip(ev.target.files[0]));
+for (const el of [$("#clip-start"), $("#clip-end")]) {
+  el.addEventListener("change", () => searchClip(lastClip));  // a new excerpt of the clip chosen or dropped
+}
 document.addEventListener("dragover", (ev) => { ev.preventDefault(); document.body.classList.add("dragging"); });
 document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
 document.addEventListener("drop", (ev) => {
