@@ -72,6 +72,9 @@ class SearchParams(BaseModel):
             value = getattr(self, name)
             if value is not None and len(value) > limits.max_query_chars:
                 raise QueryError(f"{name} is longer than {limits.max_query_chars} characters")
+        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
+            # no track can match: say so rather than answer an empty list that reads as "nothing like it"
+            raise QueryError(f"year_min ({self.year_min}) is after year_max ({self.year_max}); swap them")
         return self
 
     def predicate(self, has_tags: bool) -> str | None:

@@ -211,6 +211,7 @@ def test_filters_and_per_artist_cap(client: httpx.Client, library: Path) -> None
     ({"q": QUERY, "tag": "jazz"}, 400, "no tags"),
     ({"q": QUERY, "candidates": 0}, 422, "candidates"),
     ({"q": QUERY, "candidates": 10**6}, 400, "candidates must be"),
+    ({"q": QUERY, "year_min": 2005, "year_max": 1990}, 400, "year_min (2005) is after year_max (1990); swap them"),
     # a subnormal tau made 1/tau infinite: NaN scores went out as null (found by the schema fuzzer)
     ({"q": QUERY, "temperature": 2.2250738585e-313}, 400, "temperature must be > 0"),
 ])
