@@ -265,11 +265,14 @@ def test_the_page_runs_under_its_csp(playwright: Playwright, served: LiveServer)
         pg = strict.new_page()
         violations: list[str] = []
         pg.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+        failed: list[str] = []  # every request the page makes answers (a favicon 404 showed in the console)
+        pg.on("response", lambda res: failed.append(f"{res.status} {res.url}") if res.status >= 400 else None)
         pg.goto(served.url + "/")
         pg.fill("#q", QUERY)
         pg.press("#q", "Enter")
         pg.wait_for_selector("#hits .hit .wave[data-ready]", timeout=60_000)
         pg.wait_for_selector("#hits .hit .strip[data-ready]", timeout=60_000)
         assert not violations, violations
+        assert not failed, failed
     finally:
         strict.close()
