@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from ..device import resolve_device
 from ..errors import UsageError
 from .base import Encoder, EncoderInfo, l2_normalize
 
@@ -42,7 +43,8 @@ def load_encoder(
         raise UsageError(f"unknown encoder {name!r}: choose one of {', '.join(encoder_names())}")
     module, attr = _BACKENDS[name]
     loader = getattr(importlib.import_module(module), attr)
-    return loader(checkpoint, device, random_weights)
+    # a device torch does not know (or CUDA absent): UsageError in one line, not torch's own errors
+    return loader(checkpoint, resolve_device(device), random_weights)
 
 
 __all__ = ["DEFAULT_ENCODER", "Encoder", "EncoderInfo", "encoder_names", "l2_normalize", "load_encoder",

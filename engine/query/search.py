@@ -11,7 +11,7 @@ import dataclasses
 import numbers
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -30,7 +30,7 @@ from songseek.engine.query import longtext
 from songseek.engine.query.candidates import ExactPolicy, best_per_track, only_rows, rows_to_rescore, top_tracks
 from songseek.engine.query.filters import DEFAULT_LIMITS, FilterLimits, filter_track_ids
 from songseek.engine.query.fusion import RERANK_MODES, FusionParams, RerankSettings, params_for_hop
-from songseek.engine.query.kind import Kind, resolve_mode, text_kind
+from songseek.engine.query.kind import KINDS, Kind, resolve_mode, text_kind
 from songseek.engine.query.scan import Int8Scanner, build_scanner
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import Manifest, check_compatible, read_manifest, verify_quick_hash
@@ -45,7 +45,10 @@ MAX_VECTOR_ABS = 1e18
 
 
 def check_query_text(text: str) -> None:
-    """Refuse an empty or absurdly long text query (QueryError), before any model is loaded."""
+    """Refuse a text query that is not a str, empty or absurdly long (QueryError), before any model is loaded."""
+    if not isinstance(text, str):  # a list would be "searched" as one text, a number or bytes fail deep inside
+        raise QueryError(f"a text query must be a str, got {type(text).__name__}"
+                         + (": for several texts use search_texts" if isinstance(text, (list, tuple)) else ""))
     if not any(ch.isprintable() and not ch.isspace() for ch in text):  # "", spaces, or only NUL/controls
         raise QueryError("the text query is empty: describe the music you are looking for")
     if len(text) > MAX_QUERY_CHARS:
@@ -54,13 +57,21 @@ def check_query_text(text: str) -> None:
 
 
 def _mono_clip(audio: np.ndarray) -> np.ndarray:
-    """``audio`` as the float32 1-D clip a query embeds, or QueryError for stereo-shaped or empty samples."""
-    audio = np.asarray(audio, dtype=np.float32)
+    """``audio`` as the float32 1-D clip a query embeds, or QueryError for samples that are not floats
+    (int16 PCM read as is would be 32768 times too loud), stereo-shaped, empty, NaN or inf."""
+    raw = np.asarray(audio)
+    if raw.dtype.kind != "f":
+        raise QueryError(f"audio samples must be floats in [-1, 1], got {raw.dtype} values"
+                         + (f": divide {raw.dtype} PCM by {2 ** (8 * raw.dtype.itemsize - 1)}"
+                            if raw.dtype in (np.int16, np.int32) else ""))
+    audio = raw.astype(np.float32, copy=False)
     if audio.ndim != 1:  # (channels, n) or (n, channels) would otherwise read as "empty"
         raise QueryError(f"audio samples must be mono, a 1-D array (n,), got shape {audio.shape}: "
                          "average the channels first, e.g. samples.mean(axis=0)")
     if len(audio) == 0:
         raise QueryError("the audio query is empty")
+    if not np.isfinite(audio).all():
+        raise QueryError("audio samples contain NaN or inf")
     return audio
 
 
@@ -71,7 +82,10 @@ def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = M
     the three (the CLI passes its options, --start, --end, --max-excerpt)."""
     start_name, end_name, max_name = names
     for name, value in ((start_name, start_s), (end_name, end_s), (max_name, max_excerpt_s)):
-        if value is not None and (not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0):
+        if value is None and name == end_name:
+            continue
+        # numbers.Real: numpy scalars (np.float32(5.0)) too; a bool is not a number of seconds
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
             raise QueryError(f"{name} must be a finite number of seconds, 0 or more (got {value!r})")
     if max_excerpt_s <= 0:
         raise QueryError(f"{max_name} must be above 0 (got {max_excerpt_s!r})")
@@ -83,6 +97,16 @@ def excerpt_bounds(start_s: float, end_s: float | None, max_excerpt_s: float = M
         raise QueryError(f"the excerpt {start_s:g}-{end:g} s is {end - start_s:g} s long; at most "
                          f"{max_name}={max_excerpt_s:g} s are decoded: choose a shorter excerpt")
     return float(start_s), end
+
+
+def _text_list(texts: Iterable[str], name: str, one: str) -> list[str]:
+    """``texts`` as a list (a generator is read once), or QueryError for a bare string or a non-iterable."""
+    if isinstance(texts, str):  # a bare string would be searched character by character
+        raise QueryError(f"{name} takes a list of texts; for one text use {one}")
+    try:
+        return list(texts)
+    except TypeError:
+        raise QueryError(f"{name} takes a list of texts, got {type(texts).__name__}") from None
 
 
 # Where a library keeps its queries' text vectors when opened with persist_text_cache=True.
@@ -161,6 +185,8 @@ class SearchOptions:
         """``options``, or the options the keyword arguments name (not both: QueryError)."""
         if options is not None and kwargs:
             raise QueryError(f"give options= or keyword options ({', '.join(kwargs)}), not both")
+        if options is not None and not isinstance(options, SearchOptions):
+            raise QueryError(f"options= takes a SearchOptions, got {type(options).__name__}")
         return options if options is not None else cls(**kwargs)
 
     def validated(self) -> SearchOptions:
@@ -177,6 +203,10 @@ class SearchOptions:
             raise QueryError(f"nprobe must be at least 1 (got {self.nprobe})")
         if self.candidates <= 0:
             raise QueryError(f"candidates must be at least 1 (got {self.candidates})")
+        for name, cls in (("where", str), ("fusion", FusionParams), ("filter_limits", FilterLimits)):
+            value = getattr(self, name)  # a dict or a number would fail later with an AttributeError
+            if value is not None and not isinstance(value, cls):
+                raise QueryError(f"{name} must be a {cls.__name__} or None (got {type(value).__name__})")
         if self.filter_limits is not None:
             self.filter_limits.validated()
         return self
@@ -333,9 +363,10 @@ class Library:
             self.manifest = dataclasses.replace(self.manifest, index_file="", index_frames=0)
 
     # -- queries -------------------------------------------------------------------------------------
-    def embed_text(self, texts: list[str]) -> np.ndarray:
+    def embed_text(self, texts: Iterable[str]) -> np.ndarray:
         """One unit vector per text; a text past the encoder's token limit is the mean of its sentence
         chunks' vectors, never silently truncated (engine/query/longtext.py)."""
+        texts = _text_list(texts, "embed_text", "embed_text([text])")
         for t in texts:
             check_query_text(t)
         return longtext.embed_texts(self.encoder, [t.strip() for t in texts])
@@ -343,6 +374,7 @@ class Library:
     def query_kind(self, text: str) -> Kind:
         """What ``search(text)`` takes the text to describe (engine/query/kind.py): its form when the text
         tower reads it in one piece, else None (a longer text is scored chunk by chunk)."""
+        check_query_text(text)
         return text_kind(text.strip(), len(longtext.text_chunks(self.encoder, text.strip())))
 
     def _window_vectors(self, audio: np.ndarray, hop_s: float) -> np.ndarray:
@@ -394,6 +426,9 @@ class Library:
         else:
             start_s, end_s = excerpt_bounds(start_s, end_s, max_excerpt_s)
             sr = self.encoder.info.sample_rate
+            if not isinstance(audio, (str, Path, np.ndarray, list, tuple)):  # an int or bytes: an IndexError below
+                raise QueryError(f"audio= takes a file path (str or Path) or a 1-D float32 array of samples, "
+                                 f"got {type(audio).__name__}")
             if isinstance(audio, (str, Path)):
                 audio = decode(Path(audio), sr, start_s, end_s)
             else:
@@ -417,12 +452,11 @@ class Library:
             return opts
         return dataclasses.replace(opts, fusion=dataclasses.replace(base, segment_kernel=fit))
 
-    def search_texts(self, texts: list[str], options: SearchOptions | None = None, **kwargs: Unpack[SearchKwargs]
-                     ) -> list[list[Hit]]:
+    def search_texts(self, texts: Iterable[str], options: SearchOptions | None = None,
+                     **kwargs: Unpack[SearchKwargs]) -> list[list[Hit]]:
         """Hits for each text, in input order, exactly as ``search(text)`` would rank them, with every
         text (and every chunk of a long one) embedded in one batch. Keyword arguments as ``search``."""
-        if isinstance(texts, str):  # a bare string would be searched character by character
-            raise QueryError("search_texts takes a list of texts; for one text use search(text)")
+        texts = _text_list(texts, "search_texts", "search(text)")
         opts = SearchOptions.from_kwargs(options, kwargs).validated()
         for t in texts:
             check_query_text(t)
@@ -466,8 +500,13 @@ class Library:
         Keyword arguments as ``search``."""
         opts = SearchOptions.from_kwargs(options, kwargs).validated()
         q = self._check_vectors(np.asarray(queries))
+        if isinstance(kinds, str):
+            raise QueryError(f"kinds takes one kind per query vector (a list), got the str {kinds!r}")
         if kinds is not None and len(kinds) != len(q):
             raise QueryError(f"kinds must give one kind per query vector ({len(q)}), got {len(kinds)}")
+        bad = [kind for kind in kinds or () if kind is not None and kind not in KINDS]
+        if bad:  # else "moment" fails deep in the rerank, or passes unchecked when rerank= is not auto
+            raise QueryError(f"unknown query kind {bad[0]!r}: each of kinds is 'part', 'whole' or None")
         if self.n_tracks == 0:
             return [[] for _ in range(len(q))]
         allowed = self.allowed_rows(opts.where, opts.filter_limits)
@@ -580,7 +619,7 @@ class Library:
             if allowed is not None:
                 owners = only_rows(owners, allowed, self.n_tracks)
             cand, cand_scores = best_per_track(owners, scores, want)
-            if len(cand) >= want or kf >= covered:
+            if len(cand) >= want or (kf >= covered and not exhausted):  # not exhausted: every frame came back
                 return cand, cand_scores
             if exhausted:
                 # The probed lists hold too few (matching) tracks. k hits must still come back whenever k

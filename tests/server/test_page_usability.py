@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from mutagen.flac import FLAC
 from typer.testing import CliRunner
 
+from songseek.benchmarks.synth import write_dataset
 from songseek.cli.main import app as cli_app
 from songseek.server import ServerConfig, create_app
 from tests.server.server_helpers import LiveServer
@@ -63,12 +65,9 @@ def page(browser: BrowserContext, served: LiveServer) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Three tracks: markup in every tag of one, markup (and # ?) in the file name of an untitled one."""
-    from mutagen.flac import FLAC
-
-    from songseek.benchmarks.synth import write_dataset
-
+def hostile_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three tracks under music/audio, indexed in lib: markup in every tag of one, markup (and # ?) in the
+    file name of an untitled one."""
     root = tmp_path_factory.mktemp("hostile")
     write_dataset(root / "music", 3, seed=5, audio_format="flac")
     files = sorted((root / "music" / "audio").glob("*.flac"))
@@ -81,8 +80,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                                           "--encoder", "demo", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["added"] == 3
-    live = LiveServer(create_app(ServerConfig(library=root / "lib")))
-    live.library_music = root / "music" / "audio"  # type: ignore[attr-defined]
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile(hostile_root: Path) -> Iterator[LiveServer]:
+    live = LiveServer(create_app(ServerConfig(library=hostile_root / "lib")))
     yield live
     live.stop()
 
@@ -229,9 +232,9 @@ def test_a_shared_url_with_the_token_keeps_its_query(library: Path) -> None:
 
 
 def test_a_long_clip_can_be_cut_to_an_excerpt_in_the_page(browser: BrowserContext, hostile: LiveServer,
-                                                          tmp_path: Path) -> None:
+                                                          hostile_root: Path, tmp_path: Path) -> None:
     """A whole song dropped on the page got "give start and end" and the page had nowhere to give them."""
-    track = next(p for p in (hostile.library_music).glob("*.flac") if not p.name.startswith("<"))
+    track = next(p for p in (hostile_root / "music" / "audio").glob("*.flac") if not p.name.startswith("<"))
     clip = tmp_path / "whole song.flac"
     shutil.copy(track, clip)
     pg = browser.new_page()
