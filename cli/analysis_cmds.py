@@ -226,6 +226,13 @@ def mos_train(
     lib = _open(library, device)
     rated = read_ratings(ratings, lib.tracks)
     config = _train_config(epochs, patience, lr, optimizer, batch_size, seed)
+    if not json_out:  # before training, which refuses too few tracks: the user learns where the rows went
+        note = some_unmatched_note(ratings, rated.unmatched, rated.rows, "those ratings are left out")
+        if note:
+            typer.echo(f"warning: {note}", err=True)
+        if rated.averaged:
+            typer.echo(f"note: {rated.averaged} rows repeated a track (and prompt) and were averaged into it",
+                       err=True)
     with _EpochBar(None if json_out else _terminal_stderr(), epochs) as bar:
         trained = train_on_library(lib, rated, config, on_epoch=bar.update)
     path = trained.save(head or library / DEFAULT_HEAD_NAME)
@@ -233,11 +240,6 @@ def mos_train(
     if json_out:
         print_json({"head": str(path), "unmatched": list(rated.unmatched), "averaged": rated.averaged, **report})
         return
-    note = some_unmatched_note(ratings, rated.unmatched, rated.rows, "those ratings are left out")
-    if note:
-        typer.echo(f"warning: {note}", err=True)
-    if rated.averaged:
-        typer.echo(f"note: {rated.averaged} rows repeated a track (and prompt) and were averaged into it", err=True)
     l1 = (f"validation L1 {report.get('valid_l1', 0.0):.3f}" if report.get("n_valid") else
           f"no validation split under 10 tracks, training L1 {report.get('train_l1', 0.0):.3f}")
     typer.echo(f"trained {', '.join(trained.heads)} on {report.get('n_train')} tracks "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import functools
 import inspect
 import json
@@ -106,4 +108,13 @@ def _default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    # what DuckDB hands back for HUGEINT sums and DECIMAL (Decimal), dates and times, BLOBs (bytes)
+    if isinstance(obj, decimal.Decimal):
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    if isinstance(obj, datetime.date | datetime.time):
+        return obj.isoformat()
+    if isinstance(obj, datetime.timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).hex()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

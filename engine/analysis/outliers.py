@@ -168,6 +168,8 @@ def find_outliers(lib: Library, k: int = DEFAULT_K, top: int = 20, reference: Li
     if where is not None:
         keep = set(filter_track_ids(lib.tables(), where, lib.filter_limits).tolist())
         rows = [i for i, t in enumerate(ids) if t in keep]
+        if not rows:  # else -k's "needs at least k + 1 reference tracks, the reference set has 0"
+            raise UsageError(f"no track matches --where {where!r}: there is nothing to score")
         vecs, ids, paths = vecs[rows], [ids[i] for i in rows], [paths[i] for i in rows]
     ref_vecs = ref_ids = None
     if reference is not None:

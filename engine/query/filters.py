@@ -574,10 +574,34 @@ def _columns(tables: dict[str, pa.Table]) -> list[str]:
     return names
 
 
+# Statement types `sql` runs: queries that only read (PIVOT parses as MULTI); anything else would create,
+# change or drop something in the throw-away in-memory database and report success for nothing.
+_READ_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "MULTI")
+
+
+def _check_read_only(query: str) -> None:
+    """Refuse, in one line, an empty text, several statements, or one that is not a read-only query."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {_first_line(exc)}") from None
+    if not statements:
+        raise QueryError("SQL error: no SQL statement; give one query, e.g. \"SELECT path FROM tracks\"")
+    if len(statements) > 1:
+        raise QueryError(f"SQL error: give one statement, not {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in _READ_STATEMENTS:
+        raise QueryError(f"SQL error: a {kind} statement is refused: songseek sql is read-only (nothing would "
+                         "be stored; run a SELECT)")
+
+
 def sql(tables: dict[str, pa.Table], query: str, limits: FilterLimits = DEFAULT_LIMITS) -> pa.Table:
     """Run a read-only SQL query over the library's tables (for `songseek sql` and notebooks), under the
     same sandbox, memory and time limits as a filter (but without the syntax-tree check)."""
     limits = limits.validated()
+    _check_read_only(query)
     con = _connect(tables, limits, tag_lookup=True)
     try:
         return _run(con, query, limits, lambda first: f"SQL error: {_ambiguous_track_id(query, first) or first}")

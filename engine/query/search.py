@@ -11,7 +11,7 @@ import dataclasses
 import numbers
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -242,6 +242,8 @@ class Library:
         # Extra tables (tags, mos, ...) keyed by track_id; mapped now so a later commit cannot pull them away.
         self.extra_tables = {name: read_library_table(root, file, manifest)
                              for name, file in manifest.extra_tables.items()}
+        if "duplicates" in self.extra_tables:
+            self.extra_tables["duplicates"] = _live_duplicates(self.extra_tables["duplicates"], self._row_of)
         self.frame_owner = self._frame_owner()
         self._index: Any = None
         self._scanner: Int8Scanner | bool | None = None  # int8 copy for the exact path (False: cannot)
@@ -807,3 +809,24 @@ class Library:
                 rerank=mode,
             ))
         return hits
+
+
+def _live_duplicates(table: pa.Table, live: Mapping[str, int]) -> pa.Table:
+    """The duplicates table as it holds for the tracks the library has now: rows of removed tracks left out,
+    and where a group's kept file was removed, dup_keep null for the members left (none of them is known to
+    be the one to keep, so ``dup_keep IS NOT FALSE`` must not hide them all) until `songseek duplicates`
+    runs again."""
+    needed = {"track_id", "dup_group", "dup_keep"}
+    if not needed <= set(table.column_names):
+        return table
+    ids = table.column("track_id").to_pylist()
+    present = [t in live for t in ids]
+    if all(present):
+        return table
+    table = table.filter(pa.array(present, pa.bool_()))
+    keep = table.column("dup_keep").to_pylist()
+    groups = table.column("dup_group").to_pylist()
+    kept = {g for g, k in zip(groups, keep) if k}
+    column = pa.array([k if g in kept else None for g, k in zip(groups, keep)], pa.bool_())
+    return table.set_column(table.column_names.index("dup_keep"), "dup_keep", column)
+
