@@ -7,6 +7,7 @@ import decimal
 import functools
 import inspect
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -96,9 +97,26 @@ def handles_errors(func: F) -> F:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON document on one line to stdout (scripts read it)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=_default) + "\n")
+    """One JSON document on one line to stdout (scripts read it): strict JSON, so NaN and ±inf (which a
+    user's own `sql` can build) are written as null, not as tokens `jq` and other readers refuse."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, default=_default, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False,
+                          allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` (plain JSON values) with every NaN or infinite float replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, list):
+        return [_finite(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
 
 
 def _default(obj: Any) -> Any:

@@ -43,3 +43,17 @@ def test_decimals_dates_times_and_blobs(lib: tuple[Path, pa.Table]) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [{"d": 1.25, "day": "2020-02-29", "ts": "2020-02-29T12:30:05",
                                           "t": "10:00:01", "b": "6162"}]
+
+
+def test_nan_and_infinity_are_written_as_null_in_strict_json(lib: tuple[Path, pa.Table]) -> None:
+    root, _ = lib
+    query = ("SELECT 'nan'::DOUBLE AS n, 'inf'::DOUBLE AS i, '-inf'::DOUBLE AS m, 1.5::DOUBLE AS x, "
+             "[0.5, 'nan'::DOUBLE] AS l")
+    result = runner.invoke(app, ["sql", query, "--library", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+
+    assert json.loads(result.stdout, parse_constant=refuse) == [{"n": None, "i": None, "m": None, "x": 1.5,
+                                                                  "l": [0.5, None]}]
