@@ -614,6 +614,10 @@ class Library:
         kf = self.first_frames(want)
         while True:
             scores, rows = faiss_index.search(index, q[None], kf, nprobe)
+            if ((rows < -1) | (rows >= covered)).any():  # ids damaged where the identity hash does not look
+                raise LibraryError(f"{self.root / self.manifest.index_file}: missing or damaged index (a search "
+                                   f"returned frame rows past the {covered} it holds); "
+                                   f"run `songseek repair --library {self.root}`")
             exhausted = bool((rows[0] < 0).any())  # the probed lists hold fewer than kf frames
             rows, scores = np.r_[rows[0], tail_rows], np.r_[scores[0], tail_scores]
             keep = rows >= 0

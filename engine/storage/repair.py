@@ -122,7 +122,7 @@ def check_file(root: Path, name: str, manifest: Manifest) -> str | None:
 def _reason(exc: LibraryError) -> str:
     """A LibraryError's message without the file name before it and the advice to run repair after it."""
     text = str(exc).split(": ", 1)[-1]
-    return re.sub(r";? ?run `songseek repair[^`]*`", "", text).strip()
+    return re.sub(r";? ?(?:if this is a songseek library, )?run `songseek repair[^`]*`", "", text).strip()
 
 
 def verify_library(root: str | Path) -> list[str]:
@@ -185,6 +185,7 @@ def _repair(root: Path, compact: bool) -> RepairReport:
     names = m.files()
     report.files_checked = len(names)
     bad = {n: why for n, why in ((n, check_file(root, n, m)) for n in names) if why}
+    m, bad = _trust_intact_shards(root, m, bad, report)
     report.problems += list(bad.values())
 
     tracks = _tracks_table(root, m, bad, report)
@@ -231,6 +232,37 @@ def _repair(root: Path, compact: bool) -> RepairReport:
     report.tracks, report.frames = tracks.num_rows, live
     report.index = new.index_description or "none (empty library)"
     return report
+
+
+def _trust_intact_shards(root: Path, m: Manifest, bad: dict[str, str], report: RepairReport
+                         ) -> tuple[Manifest, dict[str, str]]:
+    """Frame shards that fail the manifest's record (checksum, identity or row count) but match the record
+    in the manifest embedded in the tracks table, which itself verifies: the manifest's record is what is
+    wrong, and the shard is kept with the tracks table's record (dropping it lost every track in it)."""
+    if not m.tracks_file or m.tracks_file in bad:
+        return m, bad
+    try:
+        meta = read_table_mmap(root / m.tracks_file).schema.metadata or {}
+        em = Manifest.from_json(json.loads(meta[EMBEDDED_MANIFEST_KEY]), root / m.tracks_file)
+    except (LibraryError, KeyError, ValueError, TypeError):
+        return m, bad
+    their_rows = dict(zip(em.frame_shards, em.shard_rows))
+    sums, quick, rows = dict(m.checksums), dict(m.quick_hashes), list(m.shard_rows)
+    kept = dict(bad)
+    for i, s in enumerate(m.frame_shards):
+        if s not in bad or s not in em.checksums or check_file(root, s, em) is not None:
+            continue
+        sums[s] = em.checksums[s]
+        quick.pop(s, None)
+        if s in em.quick_hashes:
+            quick[s] = em.quick_hashes[s]
+        rows[i] = their_rows.get(s, rows[i])
+        del kept[s]
+        report.problems.append(f"{MANIFEST_NAME}: {bad[s]}; the file matches the record in {m.tracks_file}: "
+                               "kept it")
+    if kept == bad:
+        return m, bad
+    return replace(m, checksums=sums, quick_hashes=quick, shard_rows=tuple(rows)), kept
 
 
 def _generation(root: Path) -> int:

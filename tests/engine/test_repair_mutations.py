@@ -171,8 +171,8 @@ def test_check_names_a_shard_whose_rows_differ_from_the_manifest(tmp_path: Path)
     m = read_manifest(root)
     _edit(root, shard_rows=[2, 1], index_file="", index_frames=0)
     assert verify_library(root) == [f"{m.frame_shards[1]}: holds 3 frames, the manifest says 1"]
-    report = repair_library(root)  # the shard is treated as damaged: its track is dropped, the rest kept
-    assert report.dropped_tracks == 1 and live(root).keys() == {"a"}
+    report = repair_library(root)  # the shard matches the tracks table's record: the manifest was wrong
+    assert report.dropped_tracks == 0 and live(root).keys() == {"a", "b"}
     assert verify_library(root) == []
 
 
