@@ -202,6 +202,8 @@ def ingest(
                                           "directory or .pt file."),
     random_weights: bool = typer.Option(False, "--random-weights", help="With --encoder: the vectors came "
                                         "from its random-weights model."),
+    prune: bool = typer.Option(False, "--prune", help="FILE lists the whole library: remove the stored "
+                               "tracks it does not list (as index drops tracks whose files are gone)."),
 ) -> None:
     """Build or extend a library from precomputed per-window vectors."""
     from songseek.engine.errors import UsageError
@@ -215,9 +217,11 @@ def ingest(
     refuse_library_without_manifest(library)
     info = None if encoder is None else _ingest_encoder_info(encoder, checkpoint, random_weights)
     report = ingest_table(table, library, source=str(file), encoder=info, index_factory=index_factory,
-                          nprobe=nprobe)
+                          nprobe=nprobe, prune=prune)
     kept = f" ({report.unchanged} already stored as given, left as they were)" if report.unchanged else ""
-    typer.echo(f"ingested {report.tracks} track{'' if report.tracks == 1 else 's'} into {library}{kept}")
+    removed = f"; removed {report.removed} track{'' if report.removed == 1 else 's'} the file does not list" \
+        if prune else ""
+    typer.echo(f"ingested {report.tracks} track{'' if report.tracks == 1 else 's'} into {library}{kept}{removed}")
 
 
 def _ingest_encoder_info(name: str, checkpoint: str | None, random_weights: bool) -> EncoderInfo:

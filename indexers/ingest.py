@@ -37,10 +37,12 @@ COLUMNS_HINT = "write the vectors as Parquet or Arrow with columns track_id, sta
 
 @dataclass(frozen=True)
 class IngestReport:
-    """``tracks``: tracks in the table; ``unchanged``: those already stored with the same rows (not rewritten)."""
+    """``tracks``: tracks in the table; ``unchanged``: those already stored with the same rows (not rewritten);
+    ``removed``: stored tracks the table did not list, dropped with ``prune``."""
 
     tracks: int
     unchanged: int
+    removed: int = 0
 
 
 def read_vectors_table(path: Path) -> pa.Table:
@@ -71,11 +73,13 @@ def read_vectors_table(path: Path) -> pa.Table:
 
 def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encoder: EncoderInfo | None = None,
                  window_s: float | None = None, hop_s: float | None = None, index_factory: str | None = None,
-                 nprobe: int | None = None) -> IngestReport:
+                 nprobe: int | None = None, prune: bool = False) -> IngestReport:
     """Add the table's tracks to ``library`` (created if absent). Every row is checked before anything is
     written; a track already stored with the same rows and tags is left as it is (re-ingesting is idempotent).
     ``index_factory``: FAISS factory string or auto (None: the library's own, auto for a new one). ``nprobe``:
-    IVF lists a query probes by default, saved in the library (0: automatic; None: keep)."""
+    IVF lists a query probes by default, saved in the library (0: automatic; None: keep). ``prune``: the table
+    lists the whole library, so stored tracks it does not list are removed in the same commit (their frames
+    stay as dead rows until `songseek repair --compact`)."""
     if nprobe is not None and nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
     missing = [c for c in REQUIRED if c not in table.column_names]
@@ -122,11 +126,14 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
                 unchanged += 1  # rewriting it would only leave its old frames behind as dead rows
                 continue
             writer.add_track(rec, vectors[rows], starts[rows], ends[rows])
+        gone = sorted(set(writer.tracks) - set(ids.tolist())) if prune else []
+        for tid in gone:
+            writer.remove_track(tid)
         if nprobe is not None:
             writer.set_nprobe(nprobe)
         writer.commit()
         writer.update_index(index_factory)
-    return IngestReport(tracks=len(bounds) - 1, unchanged=unchanged)
+    return IngestReport(tracks=len(bounds) - 1, unchanged=unchanged, removed=len(gone))
 
 
 def _first(mask: np.ndarray) -> int | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -641,3 +642,18 @@ def test_info_on_a_library_with_no_index_yet_says_so(tmp_path: Path) -> None:
     lines = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
     assert lines["index"] == "none"
     assert lines["index_nprobe"] == "- (no index yet: nothing to probe)"
+
+
+def test_ingest_prune_says_how_many_tracks_it_removed(tmp_path: Path) -> None:
+    table = vector_table(4, 8, seed=3, max_frames=3)
+    pq.write_table(table, tmp_path / "all.parquet")
+    keep = sorted(set(table.column("track_id").to_pylist()))[:3]
+    pq.write_table(table.filter(pc.is_in(table.column("track_id"), pa.array(keep))), tmp_path / "three.parquet")
+    lib = str(tmp_path / "lib")
+    assert run("ingest", str(tmp_path / "all.parquet"), "--library", lib)[0] == 0
+    code, out, err = run("ingest", str(tmp_path / "three.parquet"), "--library", lib, "--prune")
+    assert code == 0, err
+    assert out.strip() == (f"ingested 3 tracks into {lib} (3 already stored as given, left as they were); "
+                           "removed 1 track the file does not list")
+    code, out, _ = run("info", "--library", lib, "--json")
+    assert json.loads(out)["tracks"] == 3

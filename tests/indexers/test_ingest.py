@@ -182,3 +182,19 @@ def test_a_bad_index_factory_writes_nothing_and_a_rerun_keeps_the_librarys_facto
     ingest_table(pa.Table.from_pylist(more), lib)
     m = Library.open(lib).manifest
     assert (m.index_factory, m.index_description) == ("IVF4,Flat", "IVF4,Flat")
+
+
+def test_prune_removes_the_tracks_the_file_no_longer_lists(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    ingest_table(pa.Table.from_pylist(rows(n_tracks=4)), lib)
+    fewer = [r for r in rows(n_tracks=4) if r["track_id"] in ("t0", "t2")]
+    report = ingest_table(pa.Table.from_pylist(fewer), lib)  # without prune: an update, nothing removed
+    assert (report.tracks, report.unchanged, report.removed) == (2, 2, 0)
+    assert len(library_rows(lib)) == 4
+    report = ingest_table(pa.Table.from_pylist(fewer), lib, prune=True)
+    assert (report.tracks, report.unchanged, report.removed) == (2, 2, 2)
+    kept = library_rows(lib)
+    assert sorted(kept) == ["/music/t0.flac", "/music/t2.flac"]
+    want = {r["track_id"]: r["embedding"] for r in fewer if r["start_s"] == 0.0}
+    hits = Library.open(lib).search(vector=np.asarray(want["t2"], np.float32), k=10, rerank="max")
+    assert [h.track_id for h in hits] == ["t2", "t0"]  # the removed tracks are never found again
