@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,36 @@ def _source(checkpoint: str) -> tuple[str, bool]:
     return checkpoint, False
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def _check_directory(directory: Path) -> None:
+    """A local checkpoint directory must hold what ClapModel.save_pretrained writes: config.json and the
+    weights. (Without config.json transformers would build its default ClapConfig and report, in many
+    lines, every tensor of the file as mismatched.)"""
+    missing = [name for name, ok in (("config.json", (directory / "config.json").is_file()),
+                                     ("model.safetensors", any((directory / f).is_file() for f in WEIGHT_FILES)))
+               if not ok]
+    if missing:
+        raise WeightsNotFoundError(
+            f"CLAP checkpoint directory {directory} has no {' and no '.join(missing)}: pass --checkpoint DIR "
+            "written by ClapModel.save_pretrained (config.json + model.safetensors), or a Hugging Face id")
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' logging at error level for the duration (its multi-line load report is a warning)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _missing_message(checkpoint: str, exc: BaseException) -> str:
     problem = hub_problem()
     if offline():
@@ -211,11 +242,14 @@ def _missing_message(checkpoint: str, exc: BaseException) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 
-def load_tokenizer(source: str, local_only: bool) -> Any:
+def load_tokenizer(source: str, local_only: bool, bpe_class: str = "RobertaTokenizer") -> Any:
     """A tokenizer from a directory or HF id (cache first), or None when it has no vocabulary files there.
 
     (transformers 5 builds an empty, special-tokens-only tokenizer from a bare config.json; that
-    one is refused too.)"""
+    one is refused too.) A folder holding only ``vocab.json`` + ``merges.txt`` names no tokenizer class,
+    which AutoTokenizer needs: those are read with transformers' ``bpe_class`` (RoBERTa's, or GPT-2's for
+    msclap)."""
+    import transformers
     from transformers import AutoTokenizer
 
     path = Path(source).expanduser()
@@ -233,6 +267,11 @@ def load_tokenizer(source: str, local_only: bool) -> Any:
 
     try:
         return cache_first(with_vocabulary, local_only or path.is_dir())
+    except Exception:
+        if not (path.is_dir() and (path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+            return None
+    try:
+        return getattr(transformers, bpe_class).from_pretrained(where, local_files_only=True)
     except Exception:
         return None
 
@@ -324,14 +363,24 @@ def load(checkpoint: str | None, device: str, random_weights: bool) -> ClapEncod
             config = ClapConfig()
         model = random_model(config)
     else:
+        if local:
+            _check_directory(Path(source))
+
         def with_report(local_files_only: bool) -> tuple[Any, dict[str, Any]]:
             loaded: Any = ClapModel.from_pretrained(source, local_files_only=local_files_only,
                                                     output_loading_info=True)
-            return loaded[0], loaded[1]
+            # float32 whatever the saved dtype (an fp16 save would load as fp16 and fail in the first batch
+            # norm against songseek's float32 mel input)
+            return loaded[0].float(), loaded[1]
 
         try:
-            model, loading = cache_first(with_report, only_local)
+            with _quiet_transformers():  # its load report is many lines; check_complete says it in one
+                model, loading = cache_first(with_report, only_local)
         except Exception as exc:
+            if local:  # the files are there (checked above): no hub or cache advice
+                raise WeightsNotFoundError(
+                    f"cannot load CLAP weights from {source} ({_one_line(exc)}): is its weights file complete "
+                    "and the one saved with its config.json? Save the model again with save_pretrained") from exc
             raise WeightsNotFoundError(_missing_message(ckpt, exc)) from exc
         check_complete(ckpt, model, loading.get("missing_keys") or ())
     fe, tok = load_parts(source, local)

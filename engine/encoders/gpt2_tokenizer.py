@@ -69,7 +69,7 @@ def find_gpt2_tokenizer(checkpoint: Path | None, allow_download: bool) -> tuple[
     if allow_download and not offline():
         candidates.append((HUB_IDS[0], False))
     for source, local_only in candidates:
-        tok = load_tokenizer(source, local_only)
+        tok = load_tokenizer(source, local_only, "GPT2Tokenizer")
         if tok is not None and is_gpt2(tok):
             return tok, source
     return None

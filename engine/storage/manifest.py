@@ -231,6 +231,14 @@ def check_compatible(manifest: Manifest, encoder: EncoderInfo, where: Path) -> N
         )
         if a != b
     ]
+    if differs and (lib.name, lib.checkpoint) == (encoder.name, encoder.checkpoint):
+        # the same name or path now gives other weights (a file or directory replaced since indexing):
+        # passing that same --checkpoint again, the advice below, cannot help
+        raise IncompatibleLibraryError(
+            f"{where} was built with another encoder: {'; '.join(differs)}. The {encoder.name} checkpoint "
+            f"{lib.checkpoint} holds other weights now than when the library was built: put those weights back "
+            "there, or index into a new library"
+        )
     if differs:
         raise IncompatibleLibraryError(
             f"{where} was built with another encoder: {'; '.join(differs)}. "

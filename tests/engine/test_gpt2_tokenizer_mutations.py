@@ -39,7 +39,7 @@ def test_is_gpt2_wants_both_ids_and_the_whole_vocabulary(tok: _Fake, expected: b
 def _record(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any]) -> list[tuple[str, bool]]:
     asked: list[tuple[str, bool]] = []
 
-    def load_tokenizer(source: str, local_only: bool) -> Any:
+    def load_tokenizer(source: str, local_only: bool, bpe_class: str = "") -> Any:
         asked.append((source, local_only))
         return answers.get(source) if local_only else answers.get("hub:" + source)
 
