@@ -22,6 +22,7 @@ twice: as sent (kind not known, so ``auto`` runs the hedge) and with their kind 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -194,12 +195,18 @@ def run_report(planted_tracks: int = 200, demo_tracks: int = 80, cache: Path | N
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m songseek.benchmarks.rerank_report", description=__doc__)
-    ap.add_argument("--out", type=Path, default=None, help="write the markdown here (default: print it)")
-    ap.add_argument("--planted-tracks", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=None, help="write the markdown here (default: print it): the "
+                    "block between the rerank-report markers of an existing file, or a new (or empty) file")
+    ap.add_argument("--planted-tracks", type=int, default=200, help="tracks per planted geometry and for the "
+                    "captions set (at least 1)")
     ap.add_argument("--demo-tracks", type=int, default=80, help="tracks per demo seed (0: skip the demo model)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the demo embeddings here and reuse them")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the demo model (at least 1)")
     args = ap.parse_args(argv)
+    problem = _argument_problem(args.planted_tracks, args.demo_tracks, args.threads, args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     import torch
 
     torch.set_num_threads(args.threads)
@@ -212,6 +219,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 START, END = "<!-- rerank-report:start -->", "<!-- rerank-report:end -->"
+
+
+def _argument_problem(planted_tracks: int, demo_tracks: int, threads: int, out: Path | None) -> str | None:
+    """One line saying what is wrong with the arguments, checked before the minutes of computation; None if
+    nothing. An existing ``out`` with text but without both markers is refused: ``splice`` would replace it
+    whole (a mistyped ``--out README.md`` lost the file)."""
+    if planted_tracks < 1:
+        return f"--planted-tracks must be at least 1 (got {planted_tracks})"
+    if demo_tracks < 0:
+        return f"--demo-tracks must be 0 (skip the demo model) or more (got {demo_tracks})"
+    if threads < 1:
+        return f"--threads must be at least 1 (got {threads})"
+    if out is not None and out.exists():
+        if not out.is_file():
+            return f"--out {out}: not a regular file"
+        text = out.read_text()
+        if text.strip() and not (START in text and END in text.split(START, 1)[1]):
+            return (f"--out {out}: the file has no {START} ... {END} block to replace; give a new file, or add "
+                    "the two markers where the report belongs")
+    return None
 
 
 def splice(document: str, report: str) -> str:

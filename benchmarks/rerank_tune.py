@@ -13,13 +13,14 @@ best to the manifest, and every search of that library uses it unless it passes 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypedDict
 
 from songseek.engine.query.fusion import RerankSettings, params_for_hop
 from songseek.engine.query.search import Library
-from songseek.engine.storage.writer import LibraryWriter
+from songseek.engine.storage.writer import LibraryWriter, acquire_lock
 
 from .datasets import QuerySet
 from .metrics import DEFAULT_KS
@@ -126,8 +127,15 @@ def tune_rerank(lib: Library, queries: QuerySet, candidates: int | None = None, 
                        prepared.unknown_examples)
 
 
-def save_settings(root: Path, settings: RerankSettings) -> None:
-    """Keep ``settings`` in the library's manifest (one commit; nothing else changes)."""
-    with LibraryWriter(root) as writer:
+def check_writable(root: Path) -> None:
+    """Raise LibraryLockedError now if another process is writing the library (``save_settings`` without
+    ``wait`` would fail only after every setting was measured)."""
+    os.close(acquire_lock(root))
+
+
+def save_settings(root: Path, settings: RerankSettings, wait: bool = False) -> None:
+    """Keep ``settings`` in the library's manifest (one commit; nothing else changes). ``wait``: wait for
+    another writer of the library to finish instead of raising LibraryLockedError."""
+    with LibraryWriter(root, wait=wait) as writer:
         writer.set_rerank(settings.to_json())
         writer.commit()

@@ -36,6 +36,8 @@ def rerank(
                                    "up to 20,000 = exact ranks)."),
     ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over tracks: "
                             "queries about the same tracks drawn together)."),
+    wait: bool = typer.Option(False, "--wait", help="With --save: wait for another writer of this library (an "
+                              "indexer) to finish instead of failing."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object: setting → metrics, best, saved, "
                                   "excluded (label → why), segments_measured."),
@@ -45,19 +47,21 @@ def rerank(
     more than 1 point below the default's (auto) is not eligible; without spans segment quality is not
     measured and --save is about ranking only."""
     from songseek.benchmarks.datasets import load_queries
-    from songseek.benchmarks.rerank_tune import save_settings, tune_rerank
+    from songseek.benchmarks.rerank_tune import check_writable, save_settings, tune_rerank
     from songseek.benchmarks.runner import unknown_ids_note
     from songseek.engine.query.search import Library
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lib = Library.open(library, device=device)
+    if save and not wait:
+        check_writable(library)  # a library another process is writing fails now, not after the measurement
     tuned = tune_rerank(lib, load_queries(queries), candidates, ci)
     unknown = unknown_ids_note(tuned.unknown_relevant, tuned.unknown_examples, library)
     if unknown:
         typer.echo(f"note: {unknown}", err=True)
     if save:
-        save_settings(library, tuned.best_settings)
+        save_settings(library, tuned.best_settings, wait=wait)
     if json_out:
         print_json({"settings": {label: {**s.to_json(), "metrics": r.metrics}
                                  for label, (s, r) in tuned.results.items()},

@@ -204,6 +204,8 @@ def ingest(
                                         "from its random-weights model."),
     prune: bool = typer.Option(False, "--prune", help="FILE lists the whole library: remove the stored "
                                "tracks it does not list (as index drops tracks whose files are gone)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another writer of this library to finish "
+                              "instead of failing."),
 ) -> None:
     """Build or extend a library from precomputed per-window vectors."""
     from songseek.engine.errors import UsageError
@@ -217,7 +219,7 @@ def ingest(
     refuse_library_without_manifest(library)
     info = None if encoder is None else _ingest_encoder_info(encoder, checkpoint, random_weights)
     report = ingest_table(table, library, source=str(file), encoder=info, index_factory=index_factory,
-                          nprobe=nprobe, prune=prune)
+                          nprobe=nprobe, prune=prune, wait=wait)
     kept = f" ({report.unchanged} already stored as given, left as they were)" if report.unchanged else ""
     removed = f"; removed {report.removed} track{'' if report.removed == 1 else 's'} the file does not list" \
         if prune else ""

@@ -73,13 +73,14 @@ def read_vectors_table(path: Path) -> pa.Table:
 
 def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encoder: EncoderInfo | None = None,
                  window_s: float | None = None, hop_s: float | None = None, index_factory: str | None = None,
-                 nprobe: int | None = None, prune: bool = False) -> IngestReport:
+                 nprobe: int | None = None, prune: bool = False, wait: bool = False) -> IngestReport:
     """Add the table's tracks to ``library`` (created if absent). Every row is checked before anything is
     written; a track already stored with the same rows and tags is left as it is (re-ingesting is idempotent).
     ``index_factory``: FAISS factory string or auto (None: the library's own, auto for a new one). ``nprobe``:
     IVF lists a query probes by default, saved in the library (0: automatic; None: keep). ``prune``: the table
     lists the whole library, so stored tracks it does not list are removed in the same commit (their frames
-    stay as dead rows until `songseek repair --compact`)."""
+    stay as dead rows until `songseek repair --compact`). ``wait``: wait for another writer of the library
+    instead of raising LibraryLockedError."""
     if nprobe is not None and nprobe < 0:
         raise UsageError(f"--nprobe must be 0 (automatic) or more (got {nprobe})")
     missing = [c for c in REQUIRED if c not in table.column_names]
@@ -108,7 +109,7 @@ def ingest_table(table: pa.Table, library: Path, source: str = "<table>", encode
     manifest = Manifest(encoder=info, window_s=window, hop_s=hop, index_factory=index_factory or "auto")
     bounds = np.flatnonzero(np.r_[True, ids[order][1:] != ids[order][:-1], True])
     unchanged = 0
-    with LibraryWriter(library, manifest) as writer:
+    with LibraryWriter(library, manifest, wait=wait) as writer:
         check_compatible(writer.manifest, info, library)
         for a, b in zip(bounds[:-1], bounds[1:]):
             rows = order[a:b]

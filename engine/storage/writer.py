@@ -586,7 +586,8 @@ def _lock_file(root: Path, wait: bool) -> int:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise LibraryLockedError(
-            f"{root} is being written by {holder}; wait for it to finish (or pass --wait) and try again"
+            f"{root} is being written by {holder}; wait for it to finish and try again (index, ingest, repair "
+            "and bench rerank --save wait by themselves with --wait)"
         ) from None
     except OSError as exc:
         os.close(fd)

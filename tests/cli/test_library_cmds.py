@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from songseek.cli.main import app
+from songseek.engine.storage.writer import acquire_lock
 from tests.audio_helpers import tone_track, write_wav
 from tests.library_helpers import vector_table
 
@@ -657,3 +660,26 @@ def test_ingest_prune_says_how_many_tracks_it_removed(tmp_path: Path) -> None:
                            "removed 1 track the file does not list")
     code, out, _ = run("info", "--library", lib, "--json")
     assert json.loads(out)["tracks"] == 3
+
+
+def test_ingest_waits_for_another_writer_with_wait_and_refuses_without(tmp_path: Path) -> None:
+    pq.write_table(vector_table(3, 8, seed=5, max_frames=2), tmp_path / "v.parquet")
+    lib = tmp_path / "lib"
+    assert run("ingest", str(tmp_path / "v.parquet"), "--library", str(lib))[0] == 0
+    pq.write_table(vector_table(4, 8, seed=6, max_frames=2), tmp_path / "w.parquet")
+    fd = acquire_lock(lib)  # another writer (an indexer) holds the library
+    try:
+        code, _, err = run("ingest", str(tmp_path / "w.parquet"), "--library", str(lib))
+    finally:
+        os.close(fd)
+    assert code == 2 and "is being written by" in err and "--wait" in err
+    fd = acquire_lock(lib)
+    release = threading.Timer(1.0, os.close, args=(fd,))
+    release.start()
+    try:
+        code, _, err = run("ingest", str(tmp_path / "w.parquet"), "--library", str(lib), "--wait")
+    finally:
+        release.join()
+    assert code == 0, err
+    # vector_table names tracks by number: w's 4 tracks replace v's 3 and add one, once the writer is done
+    assert json.loads(run("info", "--library", str(lib), "--json")[1])["tracks"] == 4

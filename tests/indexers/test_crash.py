@@ -279,7 +279,8 @@ def test_searches_during_indexing_and_a_second_indexer(corpus: tuple[Path, dict]
     print("second indexer:", second_proc.returncode, second_err.strip().splitlines()[-1:])
     if second_proc.returncode != 0:  # it raced the first indexer (it may also start after the first finished)
         assert second_proc.returncode == 2
-        assert f"is being written by songseek pid {proc.pid}; wait for it to finish (or pass --wait)" in second_err
+        assert (f"is being written by songseek pid {proc.pid}; wait for it to finish and try again (index, "
+                "ingest, repair") in second_err
     print(f"searches during indexing: {searches}, track counts seen: {sorted(set(seen))}")
     assert searches >= 2 and len(set(seen)) >= 3, seen
     assert_complete(lib, ref)
