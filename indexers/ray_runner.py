@@ -86,7 +86,7 @@ def connect(address: str) -> bool:
     ray = _import_ray()
     if ray.is_initialized():
         return False
-    probe_address(address)
+    check_address(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         ray.init(address=address, **kwargs)  # "local" always starts a new one, whatever else runs
@@ -139,6 +139,37 @@ def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as exc:
         raise UsageError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there "
                          "(ray start --head) or give 'local' or 'auto'") from None
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """:func:`probe_address`, with "auto" first resolved to the cluster ``ray.init("auto")`` would join
+    (:func:`auto_address`): without a running cluster, ray.init("auto") failed only after the archive was
+    scanned and hashed, and with RAY_ADDRESS where nothing answers it retried for minutes."""
+    if address != "auto":
+        probe_address(address, timeout_s)
+        return
+    found = auto_address()
+    try:
+        probe_address(found, timeout_s)
+    except UsageError as exc:
+        via = " (RAY_ADDRESS)" if os.environ.get("RAY_ADDRESS", "auto") != "auto" else ""
+        raise UsageError(f"--ray auto joins {found}{via}: {exc}") from None
+
+
+def auto_address() -> str:
+    """The address ``ray.init("auto")`` joins: RAY_ADDRESS when set, else the cluster ``ray start`` started on
+    this machine (else any running here); "auto" when Ray's internals cannot tell. UsageError when there is
+    none."""
+    _import_ray()
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:  # Ray moved its internals: leave the check to ray.init
+        return "auto"
+    try:
+        return str(get_ray_address_from_environment("auto", None))
+    except ConnectionError:
+        raise UsageError("--ray auto: no Ray cluster is running on this machine; start one (ray start --head), "
+                         "set RAY_ADDRESS, or give 'local' or the cluster's address (host:port)") from None
 
 
 def _import_ray() -> ModuleType:  # ray is an optional extra, imported when asked for
@@ -241,7 +272,7 @@ def ray_driver(factory: EncoderFactory, options: RayOptions = RayOptions()
     """A pipeline.EmbedDriver that runs decode and embedding on Ray (see the module docstring). Checks now
     that ray is installed and that an explicit address answers: before the archive is scanned and hashed."""
     if not _import_ray().is_initialized():
-        probe_address(options.address)
+        check_address(options.address)
 
     def run(commit: CommitStage, encoder: Encoder, window_s: float, hop_s: float, config: IndexConfig) -> None:
         started = connect(options.address)
