@@ -116,7 +116,7 @@ def text_ranking(
         raise UsageError("--queries must be at least 2, -k and --threads positive")
     if query_file is not None:
         try:
-            texts = [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            texts = [ln.strip() for ln in query_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{query_file}: cannot read it as UTF-8 text, one query per line ({exc})") from None
         texts = list(dict.fromkeys(texts))[:queries]

@@ -459,25 +459,38 @@ def _load_query_vectors(path: Path) -> np.ndarray:
         if not is_npy:  # numpy would read it as a pickle and advise allow_pickle: never right here
             raise QueryError(f"{path}: not a .npy file of float vectors (no .npy header); for a text file of "
                              "queries, one per line, use --query-file")
-        return np.atleast_2d(np.load(path))
+        vectors = np.atleast_2d(np.load(path))
     except ValueError as exc:
         if "pickle" in str(exc):  # an object array: numpy's advice to unpickle it would run code from the file
             raise QueryError(f"{path}: a .npy file of Python objects, not of float vectors") from None
         raise QueryError(f"{path}: not a readable .npy file of float vectors ({exc})") from exc
     except (OSError, EOFError, TypeError) as exc:
         raise QueryError(f"{path}: not a readable .npy file of float vectors ({exc})") from exc
+    if vectors.shape[0] == 0:  # else nothing is printed and the exit code says all went well
+        raise QueryError(f"{path}: no query vectors in the file (an array of shape {vectors.shape})")
+    return vectors
 
 
 def _read_query_file(path: Path) -> list[str]:
-    """The lines of a --query-file; QueryError when it cannot be read or holds no query at all."""
+    """The lines of a --query-file; QueryError when it cannot be read, holds no query at all, or a line is not
+    a query a search takes (named by its line number: in a long file the message alone would not find it).
+    A byte-order mark (what Windows editors write first) is not part of the first line."""
+    from songseek.engine.query.search import check_query_text
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise QueryError(f"{path}: cannot read ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
         raise QueryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if not any(ln.strip() for ln in lines):
         raise QueryError(f"{path}: no queries in the file (one text query per line)")
+    for number, line in enumerate(lines, start=1):
+        if line.strip():  # a blank line is kept as a blank answer ([])
+            try:
+                check_query_text(line.strip())
+            except QueryError as exc:
+                raise QueryError(f"{path} line {number}: {exc}") from None
     return lines
 
 
