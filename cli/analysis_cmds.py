@@ -215,7 +215,7 @@ def mos_train(
     lr: float = typer.Option(5e-4, "--lr", help="Learning rate (paper: SGD 5e-4, momentum 0.9)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (paper) or adam."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rated tracks per training step."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the validation split, initialisation and shuffling."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation split, initialisation and shuffling."),
     device: str = typer.Option("auto", "--device", help="Device for the text encoder (prompts)."),
     json_out: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:

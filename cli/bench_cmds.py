@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ def query_speed(
                                             "with --encoder: torch, onnx, onnx-int8, auto)."),
     text_queries: int = typer.Option(30, "--text-queries", help="Distinct texts per text row."),
     text_threads: int = typer.Option(2, "--text-threads", help="torch / ONNX Runtime threads for text rows."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic vectors and queries."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the synthetic vectors and queries."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per library."),
 ) -> None:
     """Query latency p50/p95 and memory of FAISS alone, the whole query, fusion and the exact path, with
@@ -96,6 +97,10 @@ def query_speed(
 
     if queries <= 0 or k <= 0 or candidates <= 0 or any(n <= 0 for n in frames):
         raise UsageError("--queries, -k, --candidates and --frames must be positive")
+    if nprobe is not None and nprobe < 1:  # here, not after a synthetic library was built for nothing
+        raise UsageError(f"--nprobe must be at least 1 (got {nprobe})")
+    if threads is not None and threads < 0:
+        raise UsageError(f"--threads must be 0 (all cores) or more (got {threads})")
     if text_queries <= 0 or text_threads <= 0:
         raise UsageError("--text-queries and --text-threads must be positive")
     backends = [validate_backend(b) for b in text_backends or []]
@@ -224,7 +229,8 @@ def index_speed(
     from songseek.engine.encoders import load_encoder
     from songseek.engine.errors import UsageError
 
-    if batch_size <= 0 or workers <= 0 or window <= 0 or repeats <= 0 or (hop is not None and hop <= 0):
+    seconds = [window] + ([] if hop is None else [hop])  # nan and inf pass `<= 0` and break the windowing later
+    if batch_size <= 0 or workers <= 0 or repeats <= 0 or not all(math.isfinite(s) and s > 0 for s in seconds):
         raise UsageError("--batch-size, --workers, --window, --hop and --repeats must be positive")
     enc = load_encoder(encoder, checkpoint, resolve_device(device), random_weights)
     if work is not None:

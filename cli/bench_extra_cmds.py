@@ -103,7 +103,7 @@ def mos_cmd(
     library: Path = library_option(help="Library holding the rated tracks."),
     system_column: str = typer.Option("system", "--system-column", help="Column naming each clip's system."),
     test_fraction: float = typer.Option(0.15, "--test-fraction", help="Held-out share (paper: 15%)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the split and of training."),
     epochs: int = typer.Option(1000, "--epochs", help="At most this many epochs (early stopping decides)."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without improvement."),
     lr: float = typer.Option(5e-4, "--lr", help="Learning rate (paper: SGD 5e-4, momentum 0.9)."),

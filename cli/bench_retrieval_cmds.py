@@ -148,7 +148,7 @@ def retrieval(
     missing: str = typer.Option("skip", "--missing", help="skip (evaluate what is present) or error."),
     subset_n: int = typer.Option(0, "--subset", help="Evaluate a seeded random subset of this many items/queries "
                                  "(0 = all; MusCALL used 1000 pairs)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of --subset (recorded in settings.subset)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of --subset (recorded in settings.subset)."),
     encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder for --dataset (default: the library's, "
                                 "else laion)."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of --encoder."),
@@ -268,7 +268,7 @@ def planted_start_note(tracks: int, method: str, workers: int) -> str | None:
 @handles_errors
 def planted(
     tracks: int = typer.Option(500, "--tracks", help="Synthetic tracks (1-10 minutes each)."),
-    seed: int = typer.Option(7, "--seed", help="Generator seed (same seed, same tracks and queries)."),
+    seed: int = typer.Option(7, "--seed", min=0, help="Generator seed (same seed, same tracks and queries)."),
     dim: int = typer.Option(64, "--dim", help="Vector dimension."),
     noise: float = typer.Option(1.0, "--noise", help="Scale of every noise level (0 = noise-free)."),
     rerank: str = typer.Option(None, "--rerank", help="Comma list of rerank modes (default: auto,hedge,fusion,"

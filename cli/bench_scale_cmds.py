@@ -43,7 +43,7 @@ def index_build_cmd(
     threads: int = typer.Option(1, "--threads", help="OpenMP threads for training and adding (0 = all cores; "
                                 "1 by default: on a shared machine spinning threads cost more than they give)."),
     work: Path = typer.Option(DEFAULT_WORK, "--work", help="Where the synthetic library is built and kept."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic vectors."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the synthetic vectors."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per size."),
 ) -> None:
     """Build the index at each size in a child process: peak RSS, memory beyond the finished index, build

@@ -35,7 +35,7 @@ def text_speed(
     words: int = typer.Option(10, "--words", help="Words per text."),
     threads: int = typer.Option(2, "--threads", help="torch and ONNX Runtime threads (both sides alike)."),
     k: int = typer.Option(10, "-k", help="Tracks per query."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the texts."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the texts."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Library.search(text) for distinct texts, cold and cached, against the ClapModel text tower in torch
@@ -98,7 +98,7 @@ def text_ranking(
     query_file: Path = typer.Option(None, "--query-file", help="Instead: your own texts, one per line."),
     k: int = typer.Option(10, "-k", help="Top-k compared."),
     threads: int = typer.Option(2, "--threads", help="torch and ONNX Runtime threads."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the texts and of the noise control."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the texts and of the noise control."),
     save: bool = typer.Option(False, "--save", help="Keep int8's result for these weights: when it passes "
                               "(top-k identical for >= 95 % of >= 50 queries, trained weights), `auto` may "
                               "choose int8 from then on; a failing result withdraws an earlier pass."),

@@ -43,7 +43,8 @@ def safe_text(text: object) -> str:
 
 
 # Engine parameters that a command's own parameter spells differently (FilterLimits.timeout_s is --where-timeout).
-_ENGINE_NAMES = {"timeout_s": "where_timeout", "memory_mb": "where_memory_mb", "n_tracks": "tracks"}
+_ENGINE_NAMES = {"timeout_s": "where_timeout", "memory_mb": "where_memory_mb", "n_tracks": "tracks",
+                 "max_epochs": "epochs"}
 # Where an engine check says it ran ("FusionParams (engine/query/fusion.py): "): noise once an option is named.
 _ENGINE_PLACE = re.compile(r"^\w+ \(engine/[\w/]+\.py\): (?=-)")
 

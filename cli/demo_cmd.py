@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def demo(
     out: Path = typer.Option(Path("songseek-demo"), "--out", help="Folder for the generated music and library."),
     tracks: int = typer.Option(30, "--tracks", help="Synthetic tracks to generate."),
-    seed: int = typer.Option(2024, "--seed", help="Generator seed (held out from the demo model's training)."),
+    seed: int = typer.Option(2024, "--seed", min=0, help="Generator seed (held out from the demo model's training)."),
     encoder: str = typer.Option("demo", "--encoder", "-e", help="demo (bundled), or clap/laion with weights."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="With --encoder clap/laion: its HF id, local "
                                    "directory or .pt file (default: the encoder's own)."),
@@ -40,9 +40,12 @@ def demo(
     from songseek.cli.tables import ellipsised
     from songseek.engine.device import resolve_device
     from songseek.engine.encoders import load_encoder
+    from songseek.engine.errors import UsageError
     from songseek.engine.query.search import Library
     from songseek.indexers.pipeline import IndexConfig, index_paths
 
+    if tracks < 1 or k < 1:  # refused now, not after the tracks are generated and indexed
+        raise UsageError(f"--tracks and -k must be at least 1 (got {tracks}, {k})")
     console = terminal_console()
     music, library = out / "music", out / "library"
     meta_path = music / "synth.json"

@@ -99,7 +99,7 @@ def bench_duplicates(
     encoder: str = typer.Option("demo", "--encoder", help="demo, or clap with --random-weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="The encoder's architecture, random."),
     max_seconds: float = typer.Option(75.0, "--max-seconds", help="Cut every base track to this length."),
-    seed: int = typer.Option(3, "--seed", help="Seed of the generated set (tracks, edits, negatives)."),
+    seed: int = typer.Option(3, "--seed", min=0, help="Seed of the generated set (tracks, edits, negatives)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Confirm candidates from the audio."),
     neighbours: int = typer.Option(20, "--neighbours", help="Nearest tracks FAISS proposes per track."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object."),

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 def synth(
     out: Path = typer.Argument(..., help="Directory to write audio/, tracks.csv, sections.csv, tags.csv into."),
     tracks: int = typer.Option(20, "--tracks", "-n", help="Number of tracks (30 s to 6 min each)."),
-    seed: int = typer.Option(0, "--seed", "-s", help="Generator seed: the same seed writes the same files. "
+    seed: int = typer.Option(0, "--seed", "-s", min=0, help="Generator seed: the same seed writes the same files. "
                              "The bundled demo model was trained on seed 1 of this generator; "
                              "evaluate it on other seeds."),
     audio_format: str = typer.Option("wav", "--format", help="wav (16-bit) or flac (lossless, ~40% smaller)."),

@@ -15,6 +15,7 @@ it for vectors from another encoder is refused. torch is imported inside the fun
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -60,8 +61,14 @@ class MosTrainConfig:
     def validated(self) -> MosTrainConfig:
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise UsageError("lr, batch_size, epochs and patience must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # nan passes `<= 0` and trains a head of NaNs
+            raise UsageError(f"lr must be positive and finite (got {self.lr!r})")
+        for name, value in (("batch_size", self.batch_size), ("max_epochs", self.max_epochs),
+                            ("patience", self.patience)):
+            if value < 1:
+                raise UsageError(f"{name} must be positive (got {value})")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            raise UsageError(f"seed must be 0 or more (got {self.seed})")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise UsageError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         return self

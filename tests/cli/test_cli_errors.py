@@ -61,3 +61,37 @@ def test_index_of_a_missing_source_creates_no_library(tmp_path: Path) -> None:
     r = runner.invoke(app, ["index", str(tmp_path / "nosrc"), "--library", str(tmp_path / "lib"), "--encoder", "fake"])
     assert r.exit_code == 2 and "does not exist" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (["bench", "index-speed", "SRC", "--window", "nan"], "error: --batch-size, --workers, --window, --hop and"),
+    (["bench", "index-speed", "SRC", "--hop", "inf"], "error: --batch-size, --workers, --window, --hop and"),
+    (["bench", "query-speed", "--frames", "500", "--dim", "4", "--nprobe", "0"], "error: --nprobe must be at least 1"),
+    (["bench", "query-speed", "--frames", "500", "--dim", "4", "--threads", "-1"], "error: --threads must be 0"),
+    (["demo", "--tracks", "0"], "error: --tracks and -k must be at least 1 (got 0, 5)"),
+    (["demo", "--tracks", "2", "-k", "0"], "error: --tracks and -k must be at least 1 (got 2, 0)"),
+    (["mos", "train", "--lr", "nan"], "error: --lr must be positive and finite (got nan)"),
+    (["mos", "train", "--lr", "inf"], "error: --lr must be positive and finite (got inf)"),
+    (["mos", "train", "--epochs", "0"], "error: --epochs must be positive (got 0)"),
+])
+def test_bad_numbers_are_one_line_with_exit_2_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              args: list[str], says: str) -> None:
+    """nan and inf slip past `value <= 0`; a check after the work (a synthetic library built, demo tracks
+    generated and indexed) leaves progress lines on stdout/stderr before the error. Each is refused first."""
+    import pyarrow.parquet as pq
+
+    from tests.library_helpers import vector_table
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    if args[0] == "mos":
+        pq.write_table(vector_table(6, 8, seed=2), tmp_path / "v.parquet")
+        assert runner.invoke(app, ["ingest", "v.parquet", "--library", "lib"]).exit_code == 0
+        (tmp_path / "r.csv").write_text("track_id,impression\n" + "".join(f"t{i:04d},{1 + i % 5}\n" for i in range(6)))
+        args = [*args, "--library", "lib", "--ratings", "r.csv", "--head", "head.safetensors"]
+    args = [str(tmp_path / "src") if a == "SRC" else a for a in args]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = runner.invoke(app, [*args, "--work", "work"] if args[0] == "bench" else args, prog_name="songseek")
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(says), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no library, demo set or head written

@@ -38,6 +38,29 @@ def test_every_help_reads_cleanly_at_80_columns() -> None:
         assert max(map(len, r.output.splitlines())) <= 80, (path, r.output)
 
 
+def test_every_seed_option_refuses_a_negative_seed_in_one_line(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's generators take no negative seed: every command with --seed says so before any work (synth,
+    demo, mos train and the benchmarks used to end in a ValueError traceback, exit 1)."""
+    monkeypatch.chdir(tmp_path)  # a command that ran anyway (demo: ./songseek-demo) writes here
+    seeded = [path for path in _commands()
+              if any("--seed" in getattr(p, "opts", []) for p in getattr(get_command_at(path), "params", []))]
+    assert {"synth", "demo", "mos train", "bench query-speed", "bench planted"} <= {" ".join(p) for p in seeded}
+    for path in seeded:
+        r = runner.invoke(app, [*path, "--seed", "-1"], prog_name="songseek")
+        assert r.exit_code == 2 and r.stdout == "", (path, r.output)
+        assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: Invalid value for '--seed'"), \
+            (path, r.stderr)
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def get_command_at(path: list[str]) -> object:
+    command: object = get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
 def test_flags_and_values_read_like_click() -> None:
     index = runner.invoke(app, ["index", "--help"], env={"COLUMNS": "100"}).output
     assert "Usage: songseek index [OPTIONS] SOURCES..." in index

@@ -29,7 +29,7 @@ def errors(err: str) -> list[str]:
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
     music = tmp_path / "music"
-    for i, freqs in enumerate(([110, 110], [3000, 3000, 110], [440])):
+    for i, freqs in enumerate(([110.0, 110.0], [3000.0, 3000.0, 110.0], [440.0])):
         write_wav(music / f"t{i}.wav", tone_track(freqs, 10, i))
     lib = tmp_path / "lib"
     code, _, err = run("index", str(music), "--library", str(lib), "--encoder", "fake")
