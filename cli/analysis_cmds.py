@@ -64,8 +64,8 @@ def _track_cells(library: Path, ids: list[str]) -> dict[str, RenderableType]:
 @handles_errors
 def tag(
     library: Path = LIBRARY_OPT,
-    labels: list[str] = typer.Option(["genres"], "--labels", help="genres, moods, instruments, descriptors or a text file "
-                                     "(one label per line); repeat for several sets."),
+    labels: list[str] = typer.Option(["genres"], "--labels", help="genres, moods, instruments, descriptors or a "
+                                     "text file (one label per line); repeat for several sets."),
     template: list[str] = typer.Option([], "--template", help="Prompt template with {label} (default "
                                        "\"A {label} track\"); repeat to ensemble prompts."),
     aggregate: str = typer.Option("mean", "--aggregate", help="Track score from window scores: mean, max, fusion."),

@@ -31,8 +31,8 @@ def tagging_cmd(
     dataset: Path = typer.Option(..., "--dataset", help="CSV: track_id or path, and label (single-label) or "
                                  "labels ('|'-separated, multi-label)."),
     library: Path = library_option(help="Library holding the dataset's tracks."),
-    labels: str = typer.Option(None, "--labels", help="Label vocabulary: genres, moods, instruments, descriptors or a file "
-                               "(default: the labels the dataset uses)."),
+    labels: str = typer.Option(None, "--labels", help="Label vocabulary: genres, moods, instruments, descriptors "
+                               "or a file (default: the labels the dataset uses)."),
     template: list[str] = typer.Option([], "--template", help="Prompt template(s) with {label}."),
     aggregate: str = typer.Option("mean", "--aggregate", help="mean, max or fusion over windows."),
     device: str = typer.Option("auto", "--device", help="Device for the text encoder (auto, cpu, cuda)."),
