@@ -73,7 +73,7 @@ def tag(
     multi_label: bool = typer.Option(None, "--multi-label/--single-label", help="Sigmoid per label (multi) or "
                                      "softmax over the set (single). Default: moods, instruments multi; "
                                      "genres and files single."),
-    show: int = typer.Option(10, "--show", help="Tracks to print with their top labels."),
+    show: int = typer.Option(10, "--show", min=0, help="Tracks to print with their top labels."),
     device: str = typer.Option("auto", "--device", help="Device for the text encoder."),
     json_out: bool = typer.Option(False, "--json", help="Print per set: labels and top label per track."),
 ) -> None:

@@ -32,7 +32,7 @@ def rerank(
                                  "(track id or list)[, start_s, end_s], as `bench retrieval --queries`."),
     save: bool = typer.Option(False, "--save", help="Keep the best setting in the library: every search uses it "
                               "unless it passes its own --rerank / fusion options."),
-    candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query (default: every track "
+    candidates: int = typer.Option(None, "--candidates", min=1, help="Tracks reranked per query (default: every track "
                                    "up to 20,000 = exact ranks)."),
     ci: bool = typer.Option(False, "--ci", help="95% bootstrap intervals (1000 resamples over tracks: "
                             "queries about the same tracks drawn together)."),

@@ -157,7 +157,7 @@ def retrieval(
                                  "native window, 10; 7 for msclap)."),
     hop: float = typer.Option(None, "--hop", help="Hop seconds for a new library (default = window)."),
     rerank: str = typer.Option("auto,hedge,fusion,mean,max,none", "--rerank", help="Comma list of rerank modes."),
-    candidates: int = typer.Option(None, "--candidates", help="Tracks reranked per query, as in `search` "
+    candidates: int = typer.Option(None, "--candidates", min=1, help="Tracks reranked per query, as in `search` "
                                    "(default: every track up to 20,000 = exact ranks; 0 = every track)."),
     kernel: float = typer.Option(None, "--kernel", help="Fusion kernel in frames (windows at the library's hop; "
                                  "`songseek search --kernel-s` takes seconds); default the engine's."),
@@ -270,13 +270,13 @@ def planted(
     tracks: int = typer.Option(500, "--tracks", help="Synthetic tracks (1-10 minutes each)."),
     seed: int = typer.Option(7, "--seed", min=0, help="Generator seed (same seed, same tracks and queries)."),
     dim: int = typer.Option(64, "--dim", help="Vector dimension."),
-    noise: float = typer.Option(1.0, "--noise", help="Scale of every noise level (0 = noise-free)."),
+    noise: float = typer.Option(1.0, "--noise", min=0.0, help="Scale of every noise level (0 = noise-free)."),
     rerank: str = typer.Option(None, "--rerank", help="Comma list of rerank modes (default: auto,hedge,fusion,"
                                "mean,max,none; with --method arrays, which scores only these: none,mean,max,fusion)."),
     method: str = typer.Option("engine", "--method", help="engine (every query through Library.search_vectors; "
                                "about 30 min at 2,000 tracks on 2 cores) or arrays (same scores in memory, about "
                                "3 min there; a sample is checked against the engine)."),
-    engine_check: int = typer.Option(64, "--engine-check", help="With --method arrays: queries also run through "
+    engine_check: int = typer.Option(64, "--engine-check", min=0, help="With --method arrays: queries also run through "
                                      "the engine and compared (0 = none)."),
     kernel: float = typer.Option(None, "--kernel", help="Fusion kernel in frames (planted windows are 10 s; "
                                  "`songseek search --kernel-s` takes seconds); default the engine's."),

@@ -39,7 +39,7 @@ def index_build_cmd(
     dim: int = typer.Option(512, "--dim", help="Vector dimension of the synthetic library."),
     reader: str = typer.Option("pread", "--reader", help="pread (the engine: bounded batches) or mmap "
                                "(every shard memory-mapped, the pre-issue-15 build) for comparison."),
-    queries: int = typer.Option(100, "--queries", "-q", help="Queries for latency and recall vs exact search."),
+    queries: int = typer.Option(100, "--queries", "-q", min=1, help="Queries for latency and recall vs exact search."),
     threads: int = typer.Option(1, "--threads", help="OpenMP threads for training and adding (0 = all cores; "
                                 "1 by default: on a shared machine spinning threads cost more than they give)."),
     work: Path = typer.Option(DEFAULT_WORK, "--work", help="Where the synthetic library is built and kept."),

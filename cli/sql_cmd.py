@@ -22,7 +22,7 @@ def sql(
     library: Path = LIBRARY_OPT,
     json_out: bool = typer.Option(False, "--json", help="One JSON array of row objects."),
     csv_out: bool = typer.Option(False, "--csv", help="CSV with a header row."),
-    limit: int = typer.Option(1000, "--limit", help="Rows printed at most in the table view (0: all)."),
+    limit: int = typer.Option(1000, "--limit", min=0, help="Rows printed at most in the table view (0: all)."),
 ) -> None:
     """Query the library's tables with DuckDB, read-only and without file access (the --where sandbox).
 

@@ -95,3 +95,21 @@ def test_bad_numbers_are_one_line_with_exit_2_before_any_work(tmp_path: Path, mo
     assert r.exit_code == 2 and r.stdout == "", r.output
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(says), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no library, demo set or head written
+
+
+@pytest.mark.parametrize("args, option", [
+    (["bench", "planted", "--engine-check", "-1"], "--engine-check"),
+    (["bench", "planted", "--noise", "-1"], "--noise"),
+    (["bench", "rerank", "--library", "L", "--queries", "q.csv", "--candidates", "0"], "--candidates"),
+    (["bench", "retrieval", "--candidates", "0"], "--candidates"),
+    (["bench", "index-build", "--queries", "0"], "--queries"),
+    (["tag", "--library", "L", "--show", "-1"], "--show"),
+    (["sql", "SELECT 1", "--library", "L", "--limit", "-1"], "--limit"),
+])
+def test_numbers_below_their_range_are_usage_errors(args: list[str], option: str) -> None:
+    """A negative --engine-check was a numpy traceback, a negative noise or a zero candidates ran, a negative
+    --limit or --show acted as 'all': each is now refused by the option's range, in one line, before any work."""
+    r = runner.invoke(app, args, prog_name="songseek")
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Invalid value for '{option}'"), r.stderr
