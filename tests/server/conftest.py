@@ -1,17 +1,22 @@
 """A real small library for the server tests: synthesised music (FLAC with tags, plus one AIFF copy that the
-browser cannot play), indexed with the bundled demo encoder; and a live server on 127.0.0.1."""
+browser cannot play), indexed with the bundled demo encoder; a live server on 127.0.0.1; and, for the browser
+tests, Debian's chromium driven by Playwright (they skip, saying why, where either is absent)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
 
 from songseek.cli.main import app as cli_app
-from tests.server.server_helpers import LiveServer
+from tests.server.server_helpers import CHROMIUM, CHROMIUM_ARGS, LiveServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 ARTISTS = ("Ada Lovelace Trio", "O'Brien & Sons", "Cluster")
 
@@ -63,3 +68,33 @@ def served(library: Path) -> Iterator[LiveServer]:
     live = LiveServer(create_app(ServerConfig(library=library)))
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    ctx = playwright.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
+                                                       executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                                                       viewport={"width": 1100, "height": 900},
+                                                       bypass_csp=True)  # the checks' wait_for_function evals
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext, served: LiveServer) -> Iterator[Page]:
+    """A page of the shared browser; the test fails if the page raised an uncaught error."""
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    pg.close()
+    assert not errors, errors

@@ -5,68 +5,22 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from typer.testing import CliRunner
 
 from songseek.cli.main import app as cli_app
 from songseek.server import ServerConfig, create_app
 from tests.audio_helpers import tone_track, write_wav
-from tests.server.server_helpers import LiveServer
+from tests.server.server_helpers import CHROMIUM, CHROMIUM_ARGS, QUERY, LiveServer, search_in_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Playwright
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped",
-                allow_module_level=True)
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--autoplay-policy=no-user-gesture-required"]
-QUERY = "soft piano with strings"
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_api.sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    ctx = playwright.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
-                                                       executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1100, "height": 900},
-                                                       bypass_csp=True)  # the checks' wait_for_function evals
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(browser: BrowserContext, served: LiveServer) -> Iterator[Page]:
-    pg = browser.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    pg.close()
-    assert not errors, errors
-
-
-def search(page: Page, url: str) -> None:
-    page.goto(url + "/")
-    page.fill("#q", QUERY)
-    page.press("#q", "Enter")
-    page.wait_for_selector("#hits .hit")
-
 
 def test_search_then_play_hit_one_inside_its_segment(page: Page, served: LiveServer, tmp_path: Path) -> None:
-    search(page, served.url)
+    search_in_page(page, served.url)
     assert "q=soft+piano" in page.url or "q=soft%20piano" in page.url
     hits = page.locator("#hits .hit")
     assert hits.count() == 7  # the page asks for 10; the library has 7 tracks
@@ -90,7 +44,7 @@ def test_search_then_play_hit_one_inside_its_segment(page: Page, served: LiveSer
 
 
 def test_clicking_the_strip_plays_from_there(page: Page, served: LiveServer) -> None:
-    search(page, served.url)
+    search_in_page(page, served.url)
     first = page.locator("#hits .hit").nth(0)
     page.wait_for_selector("#hits .hit .strip[data-ready]")
     strip = first.locator(".strip")
@@ -104,7 +58,7 @@ def test_clicking_the_strip_plays_from_there(page: Page, served: LiveServer) -> 
 
 
 def test_the_waveform_is_drawn_from_the_server_peaks(page: Page, served: LiveServer) -> None:
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.wait_for_selector("#hits .hit .wave[data-ready]")
     # the page's own drawing, read back: the dark column of the loudest bin spans (max - min) * H / 2 pixels
     got = page.evaluate("""async () => {
@@ -132,7 +86,7 @@ def test_the_waveform_is_drawn_from_the_server_peaks(page: Page, served: LiveSer
 
 
 def test_a_filter_narrows_the_hits_and_lives_in_the_url(page: Page, served: LiveServer) -> None:
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.click("#filters-box summary")
     page.select_option("#filters select[name=artist]", "O'Brien & Sons")
     page.click("#filters button[type=submit]")
@@ -153,7 +107,7 @@ def test_upload_a_clip(page: Page, served: LiveServer, library: Path) -> None:
 
 
 def test_more_like_this_and_keyboard(page: Page, served: LiveServer) -> None:
-    search(page, served.url)
+    search_in_page(page, served.url)
     first = page.locator("#hits .hit").nth(0)
     tid = first.get_attribute("data-track-id")
     first.locator(".like").click()
@@ -197,7 +151,7 @@ def audio_state(page: Page, i: int) -> dict[str, float | bool]:
 
 def test_play_segment_stops_at_its_end_every_time(page: Page, served: LiveServer) -> None:
     """The #t=start,end fragment stops only the first play: the second ran on past the segment."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     first = page.locator("#hits .hit").nth(0)
     end = float(first.get_attribute("data-end") or "nan")
     for _ in range(2):
@@ -216,7 +170,7 @@ def test_a_track_that_cannot_be_played_says_why(page: Page, served: LiveServer) 
                       body='{"error": "the file of track \'x\' is gone from disk (a.flac)"}')
 
     page.route("**/api/audio/**", gone)
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.locator("#hits .hit").nth(0).locator(".play").click()
     page.wait_for_selector("#error:not([hidden])", timeout=20_000)
     assert "cannot play: the file of track 'x' is gone from disk" in page.inner_text("#error")
@@ -248,7 +202,7 @@ def test_a_late_answer_to_an_older_search_is_dropped(page: Page, served: LiveSer
 
 def test_keys_work_after_a_button_was_clicked(page: Page, served: LiveServer) -> None:
     """j/k did nothing while a hit's button had the focus, i.e. right after clicking play."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.locator("#hits .hit").nth(0).locator(".play").click()
     page.keyboard.press("j")
     assert page.locator("#hits .hit").nth(1).get_attribute("class") == "hit selected"
@@ -260,7 +214,7 @@ def test_keys_work_after_a_button_was_clicked(page: Page, served: LiveServer) ->
 
 
 def test_the_page_runs_under_its_csp(playwright: Playwright, served: LiveServer) -> None:
-    strict = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    strict = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
     try:
         pg = strict.new_page()
         violations: list[str] = []

@@ -18,50 +18,14 @@ from typer.testing import CliRunner
 from songseek.benchmarks.synth import write_dataset
 from songseek.cli.main import app as cli_app
 from songseek.server import ServerConfig, create_app
-from tests.server.server_helpers import LiveServer
+from tests.server.server_helpers import QUERY, LiveServer, search_in_page
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page, Playwright
+    from playwright.sync_api import BrowserContext, Page
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped",
-                allow_module_level=True)
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--autoplay-policy=no-user-gesture-required"]
-QUERY = "soft piano with strings"
 EVIL = '<img src=x onerror="window.__xss=1">'
 EVIL_FILE = '<svg onload="window.__xss=2"> #x?y'
 SECRET = "s3cret-token-for-session14-0123456789"
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_api.sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    ctx = playwright.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
-                                                       executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1100, "height": 900},
-                                                       bypass_csp=True)  # the checks' wait_for_function evals
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(browser: BrowserContext, served: LiveServer) -> Iterator[Page]:
-    pg = browser.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    pg.close()
-    assert not errors, errors
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +54,13 @@ def hostile(hostile_root: Path) -> Iterator[LiveServer]:
     live.stop()
 
 
-def search(page: Page, url: str) -> None:
-    page.goto(url + "/")
-    page.fill("#q", QUERY)
-    page.press("#q", "Enter")
-    page.wait_for_selector("#hits .hit")
-
-
 def count_is(page: Page, n: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('#hits .hit').length === {n}")
 
 
 def test_back_after_a_filter_drops_the_filter(page: Page, served: LiveServer) -> None:
     """Back from ?artist=X&q=… to ?q=… kept artist=X selected and searched with it: 2 hits under a URL of 7."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     count_is(page, 7)
     page.click("#filters-box summary")
     page.select_option("#filters select[name=artist]", "O'Brien & Sons")
@@ -122,7 +79,7 @@ def test_back_after_a_filter_drops_the_filter(page: Page, served: LiveServer) ->
 
 def test_forward_to_more_like_this_then_apply_stays_more_like_this(page: Page, served: LiveServer) -> None:
     """Forward to ?like=… left the old text in the box, so Apply ran that text search instead."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     first = page.locator("#hits .hit").nth(0)
     tid = first.get_attribute("data-track-id")
     first.locator(".like").click()
@@ -143,7 +100,7 @@ def test_forward_to_more_like_this_then_apply_stays_more_like_this(page: Page, s
 
 def test_back_to_the_empty_page_empties_it(page: Page, served: LiveServer) -> None:
     """Back to / (no query) left the last results and query on a page whose URL asks for none."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.go_back()
     page.wait_for_function("location.search === ''")
     page.wait_for_function("document.querySelectorAll('#hits .hit').length === 0")
@@ -174,7 +131,7 @@ def test_apply_with_nothing_to_search_says_so(page: Page, served: LiveServer) ->
 
 def test_a_failed_search_does_not_leave_the_old_hits(page: Page, served: LiveServer) -> None:
     """An error left the previous query's hits under it, with no status saying they were not for this one."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.fill("#q", "piano " * 500)  # past the server's 2,000 characters: a 400
     page.press("#q", "Enter")
     page.wait_for_selector("#error:not([hidden])")
@@ -185,7 +142,7 @@ def test_a_failed_search_does_not_leave_the_old_hits(page: Page, served: LiveSer
 def test_results_are_announced_and_every_control_has_a_name(page: Page, served: LiveServer) -> None:
     """The hit count was not in a live region (a screen reader heard nothing after Enter), and each hit's
     buttons and player had the same name as every other hit's ("▶ play segment", an unnamed audio)."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     assert "hits for" in page.get_by_role("status").inner_text()
     first = page.locator("#hits .hit").nth(0)
     title = first.locator(".title").inner_text()
@@ -254,7 +211,7 @@ def test_a_long_clip_can_be_cut_to_an_excerpt_in_the_page(browser: BrowserContex
 
 def test_tab_into_a_hit_selects_it(page: Page, served: LiveServer) -> None:
     """Tab to hit 3's button left hit 1 selected: j then jumped to hit 2 and space played that one."""
-    search(page, served.url)
+    search_in_page(page, served.url)
     page.locator("#hits .hit").nth(0).locator(".play").focus()
     for _ in range(40):  # play, the player's own controls, more like this: hit 1 ... to hit 4's play button
         page.keyboard.press("Tab")
@@ -281,7 +238,7 @@ def test_a_long_name_without_spaces_wraps(page: Page, served: LiveServer) -> Non
         route.fulfill(response=res, json=body)  # type: ignore[attr-defined]
 
     page.route("**/api/search?**", long_title)
-    search(page, served.url)
+    search_in_page(page, served.url)
     assert page.locator("#hits .hit .title").nth(0).inner_text() == "A_" * 150
     widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], widths
