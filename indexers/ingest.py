@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from songseek.engine.encoders import EncoderInfo
+from songseek.engine.encoders.base import unit_rows
 from songseek.engine.errors import UsageError
 from songseek.engine.storage import index as faiss_index
 from songseek.engine.storage.manifest import MAX_SECONDS, Manifest, check_compatible, read_manifest
@@ -191,8 +192,7 @@ def _times(table: pa.Table, ids: np.ndarray, source: str) -> tuple[np.ndarray, n
 
 
 def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) -> np.ndarray:
-    """Unit float32 (rows, dim) vectors, normalised in float64 after scaling each row to a peak of 1 (a
-    plain norm of squares overflows or underflows at extreme magnitudes); NaN/inf and zero vectors are
+    """Unit float32 (rows, dim) vectors (``unit_rows``: exact at any magnitude); NaN/inf and zero vectors are
     refused: they have no direction to match."""
     emb = table.column("embedding").combine_chunks()
     if not (pa.types.is_list(emb.type) or pa.types.is_large_list(emb.type)
@@ -218,13 +218,11 @@ def _vectors(table: pa.Table, ids: np.ndarray, starts: np.ndarray, source: str) 
     bad = np.asarray(~np.isfinite(x).all(axis=1), dtype=bool)
     if (i := _first(bad)) is not None:
         raise UsageError(f"{where(i)}: the embedding holds NaN or inf{_more(bad)}")
-    peak = np.abs(x).max(axis=1)
-    bad = peak == 0
+    bad = np.asarray(~x.any(axis=1), dtype=bool)
     if (i := _first(bad)) is not None:
         raise UsageError(f"{where(i)}: the embedding is all zeros, so it matches nothing{_more(bad)}; drop the "
                          "row or give its real vector")
-    x = x / peak[:, None]  # first to a peak of 1: squares of values below ~1e-154 underflow float64 to zero
-    return (x / np.linalg.norm(x, axis=1)[:, None]).astype(np.float32)
+    return unit_rows(x)
 
 
 def _track_columns(table: pa.Table, source: str) -> dict[str, list[Any]]:

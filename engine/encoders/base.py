@@ -50,6 +50,15 @@ class Encoder(Protocol):
         ...
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 unit rows of finite float64 rows with no all-zero row, exact at any magnitude: each row is
+    scaled to a peak of 1 before its norm (the squares of values past ~1e154 overflow float64, and those
+    below ~1e-154 underflow to zero). Vectors users bring (ingest, query vectors) go through here."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.abs(x).max(axis=1, keepdims=True)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in float32; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from songseek.engine.audio import decode, frame_windows, window_bounds
 from songseek.engine.device import resolve_device
 from songseek.engine.encoders import Encoder, load_encoder
-from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize
+from songseek.engine.encoders.base import TextBackendEncoder, l2_normalize, unit_rows
 from songseek.engine.encoders.onnx_text import TextBackendState, validate_backend
 from songseek.engine.encoders.text_cache import SHARED_CACHE, CachedTextEncoder, TextVectorCache, with_text_cache
 from songseek.engine.errors import LibraryError, QueryError, UsageError
@@ -486,14 +486,13 @@ class Library:
         q64 = q.astype(np.float64)
         if not np.isfinite(q64).all():
             raise QueryError("query vectors contain NaN or inf")
-        if len(q64) and np.abs(q64).max() > MAX_VECTOR_ABS:
-            raise QueryError(f"query vectors hold values up to {np.abs(q64).max():.3g}; at most ±{MAX_VECTOR_ABS:g} "
-                             "are accepted (scale the vectors down)")
         peak = np.abs(q64).max(axis=1)
+        if len(peak) and peak.max() > MAX_VECTOR_ABS:
+            raise QueryError(f"query vectors hold values up to {peak.max():.3g}; at most ±{MAX_VECTOR_ABS:g} "
+                             "are accepted (scale the vectors down)")
         if (peak == 0).any():
             raise QueryError(f"query vector {int(np.argmax(peak == 0))} is zero: it has no direction to search")
-        q64 = q64 / peak[:, None]  # to a peak of 1 first: as ingest, a tiny vector keeps its direction
-        return (q64 / np.linalg.norm(q64, axis=1)[:, None]).astype(np.float32)
+        return unit_rows(q64)  # as ingest stores them: a tiny vector keeps its direction
 
     def search_vectors(self, queries: np.ndarray, options: SearchOptions | None = None,
                        kinds: Sequence[Kind] | None = None, **kwargs: Unpack[SearchKwargs]) -> list[list[Hit]]:

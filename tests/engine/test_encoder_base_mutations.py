@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from songseek.engine.encoders.base import EncoderInfo, l2_normalize
+from songseek.engine.encoders.base import EncoderInfo, l2_normalize, unit_rows
 
 
 def test_l2_normalize_matches_a_plain_loop() -> None:
@@ -26,3 +27,12 @@ def test_encoder_info_defaults() -> None:
     info = EncoderInfo("demo", "bundled:demo-v1", 128, 16000)
     defaults = (info.checkpoint_sha256, info.random_weights, info.native_window_s, info.text_max_tokens)
     assert defaults == ("", False, 0.0, 0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e300, 1e-170, 1e-310])
+def test_unit_rows_keeps_each_rows_direction_at_any_magnitude(scale: float) -> None:
+    rows = np.random.default_rng(8).standard_normal((5, 7))
+    got = unit_rows(rows * scale)
+    want = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in rows.tolist()]  # the unscaled rows
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-6, atol=1e-7)
